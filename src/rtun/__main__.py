@@ -1,0 +1,5 @@
+import sys
+
+from rtun.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The blocking client that runs on the remote server and talks to the daemon through the forward.
+
+Stdlib only, and it imports only what it needs: it starts on every `rtun` command a user types.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import List, Optional, Tuple
+
+from rtun import paths, wire
+from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
+
+PROBE_TIMEOUT = 3.0  # a live daemon answers PING in milliseconds, even through ssh
+REPLY_TIMEOUT = 120.0  # the deadline v1 peers use for every read and write
+
+SETUP_HINT = (
+    "start `rtun server` on your computer and log in with "
+    "`ssh -R ~/.rtun/rtun.sock:$HOME/.rtun/rtun.sock HOST`"
+)
+
+
+class Connection:
+    """One stream to the daemon; requests go one after the other, as in v1."""
+
+    def __init__(self, path: str, sock: socket.socket) -> None:
+        self.path = path
+        self.sock = sock
+        self._reader = sock.makefile("rb")
+        self.features: Optional[Tuple[str, ...]] = None
+
+    @classmethod
+    def open(cls, path: str, timeout: float = PROBE_TIMEOUT) -> "Connection":
+        """Connect and check with PING (as v1 clients do) that a daemon answers."""
+        if not paths.socket_path_fits(path):
+            raise RtunError(
+                f"socket path is too long for this OS ({len(os.fsencode(path))} bytes, "
+                f"at most {paths.SUN_PATH_MAX - 1}): {path}"
+            )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            conn = cls(path, sock)
+            reply = conn.request(wire.Ping())
+        except (OSError, RtunError) as exc:
+            sock.close()
+            raise NoDaemonError(f"{path}: {_reason(exc)}") from None
+        if reply.text != "PONG":
+            conn.close()
+            raise NoDaemonError(f"{path}: answered {reply.text!r} instead of PONG")
+        sock.settimeout(REPLY_TIMEOUT)
+        return conn
+
+    def close(self) -> None:
+        self._reader.close()
+        self.sock.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send_raw(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            # The daemon may have refused mid-stream and closed: its reason is more useful.
+            raise self._refusal_or(ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}"))
+
+    def read_reply(self) -> wire.Reply:
+        try:
+            line = self._reader.readline(wire.MAX_LINE)
+        except OSError as exc:
+            raise ConnectionLostError(f"no reply from the daemon: {_reason(exc)}") from None
+        if not line:
+            raise ConnectionLostError("the daemon closed the connection without replying")
+        try:
+            return wire.parse_reply(line)
+        except wire.ProtocolError as exc:
+            raise ConnectionLostError(str(exc)) from None
+
+    def request(self, request: wire.Request) -> wire.Reply:
+        """Send one request; return its reply, raising RemoteError for an ERROR reply."""
+        self.send_raw(wire.encode_request(request))
+        return self.expect_ok()
+
+    def expect_ok(self) -> wire.Reply:
+        reply = self.read_reply()
+        if not reply.ok:
+            raise RemoteError(reply.text, reply.code)
+        return reply
+
+    def _refusal_or(self, fallback: RtunError) -> RtunError:
+        try:
+            self.sock.settimeout(1.0)
+            reply = wire.parse_reply(self._reader.readline(wire.MAX_LINE))
+        except (OSError, wire.ProtocolError):
+            return fallback
+        return RemoteError(reply.text, reply.code) if not reply.ok else fallback
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def candidate_sockets(explicit: Optional[str]) -> Tuple[List[str], bool]:
+    """The sockets to try in order, and whether the user named one (flag or $RTUN_SOCK)."""
+    named = explicit or os.environ.get("RTUN_SOCK")
+    if named:
+        return [named], True
+    return paths.socket_candidates(), False
+
+
+def connect(explicit: Optional[str] = None) -> Connection:
+    """The first socket that answers PING: -s, then $RTUN_SOCK, then ~/.rtun/rtun.sock*."""
+    candidates, named = candidate_sockets(explicit)
+    tried = []
+    for path in candidates:
+        try:
+            return Connection.open(path)
+        except NoDaemonError as exc:
+            if named:
+                raise NoDaemonError(f"no rtun daemon answers on {exc.message}; {SETUP_HINT}") from None
+            tried.append(exc.message)
+    if not tried:
+        where = os.path.join(paths.rtun_dir(), paths.SOCKET_NAME + "*")
+        raise NoDaemonError(f"no rtun socket found ({where}); {SETUP_HINT}")
+    raise NoDaemonError(f"no rtun daemon answers (tried {'; '.join(tried)}); {SETUP_HINT}")
+
+
+def negotiate(conn: Connection) -> Connection:
+    """Learn the daemon's rtun/2 features; a v1 daemon refuses HELLO and closes, so reconnect."""
+    conn.send_raw(wire.encode_request(wire.Hello(wire.FEATURES)))
+    features = wire.parse_hello_reply(conn.read_reply())
+    if features is not None:
+        conn.features = features
+        return conn
+    conn.close()
+    conn = Connection.open(conn.path)
+    conn.features = ()
+    return conn
+
+
+def simple_request(explicit: Optional[str], request: wire.Request) -> str:
+    """PING, PID, ECHO or SHUTDOWN: the reply text."""
+    with connect(explicit) as conn:
+        return conn.request(request).text

@@ -1,0 +1,104 @@
+"""The daemon's settings: built-in defaults, then the TOML config file, then command-line flags.
+
+The file is ~/.config/rtun/config.toml (or $XDG_CONFIG_HOME/rtun/config.toml); docs/config.md
+lists every key.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Dict, Optional, Tuple
+
+from rtun import paths
+from rtun.errors import RtunError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9/3.10 only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Config:
+    socket: str = field(default_factory=paths.default_socket)
+    save_dir: str = field(default_factory=paths.default_save_dir)
+    log: Optional[str] = None  # None: stderr in the foreground, ~/.rtun/rtun.log as a daemon
+    verbose: bool = False
+    idle_timeout: float = 120.0  # seconds a connection may sit silent (v1's deadline)
+    max_connections: int = 256
+    shutdown_grace: float = 10.0  # seconds transfers in flight get to finish on SIGTERM
+    min_free_bytes: int = 64 * 1024 * 1024  # left free on the save disk after an upload
+    notify_max_chars: int = 4000
+    view_opener: Tuple[str, ...] = ()  # () means the platform's own: xdg-open or open
+    view_allow_types: Tuple[str, ...] = ()  # risky extensions the user accepts anyway
+    view_max_age: float = 24 * 3600.0  # seconds before a viewed temp file is removed
+
+
+# TOML table.key -> Config field
+_KEYS: Dict[Tuple[str, str], str] = {
+    ("server", "socket"): "socket",
+    ("server", "save_dir"): "save_dir",
+    ("server", "log"): "log",
+    ("server", "verbose"): "verbose",
+    ("server", "idle_timeout"): "idle_timeout",
+    ("server", "max_connections"): "max_connections",
+    ("server", "shutdown_grace"): "shutdown_grace",
+    ("send", "min_free_bytes"): "min_free_bytes",
+    ("notify", "max_chars"): "notify_max_chars",
+    ("view", "opener"): "view_opener",
+    ("view", "allow_types"): "view_allow_types",
+    ("view", "max_age"): "view_max_age",
+}
+_PATH_FIELDS = {"socket", "save_dir", "log"}
+
+
+def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, tuple) or name in ("view_opener", "view_allow_types"):
+        if isinstance(value, str) and name == "view_opener":
+            import shlex
+
+            return tuple(shlex.split(value))
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise RtunError(f"{where}: expected a list of strings")
+    if name in _PATH_FIELDS:
+        if not isinstance(value, str) or not value:
+            raise RtunError(f"{where}: expected a path")
+        return os.path.expanduser(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise RtunError(f"{where}: expected true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise RtunError(f"{where}: expected a non-negative number")
+        return type(default)(value)
+    return value
+
+
+def load(path: Optional[str] = None, **overrides: Any) -> Config:
+    """Defaults, then the config file (if it exists), then the non-None overrides."""
+    path = path or paths.config_file()
+    config = Config()
+    defaults = {f.name: getattr(config, f.name) for f in fields(Config)}
+    values: Dict[str, Any] = {}
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except FileNotFoundError:
+        document = {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RtunError(f"cannot read config file {path}: {exc}") from None
+    for table, entries in document.items():
+        if not isinstance(entries, dict):
+            raise RtunError(f"{path}: [{table}] must be a table")
+        for key, value in entries.items():
+            name = _KEYS.get((table, key))
+            where = f"{path}: {table}.{key}"
+            if name is None:
+                raise RtunError(f"{where}: unknown setting")
+            values[name] = _coerce(name, value, defaults[name], where)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(config, **values)

@@ -1,0 +1,87 @@
+"""`rtun server`: bind the socket, set up logging, and run in the foreground or as a daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional
+
+from rtun import paths
+from rtun.daemon import server
+from rtun.daemon.config import Config
+from rtun.daemon.listener import Listener, bind
+from rtun.errors import RtunError
+
+LOG_FORMAT = "%(asctime)s rtun[%(process)d] %(levelname)s %(message)s"
+
+
+def _configure_logging(config: Config, log_path: Optional[str]) -> Optional[int]:
+    """Log to ``log_path`` (created 0600) or stderr; returns the log file's fd, if any."""
+    level = logging.DEBUG if config.verbose else logging.INFO
+    root = logging.getLogger("rtun")
+    root.setLevel(level)
+    if log_path is None:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        fd = None
+    else:
+        os.makedirs(os.path.dirname(log_path) or ".", mode=0o700, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    return fd
+
+
+def serve(config: Config, detach: bool) -> int:
+    """Run the daemon; with ``detach``, print its PID once the socket accepts connections."""
+    os.makedirs(config.save_dir, exist_ok=True)
+    if not detach:
+        _configure_logging(config, config.log)
+        listener = bind(config.socket)
+        server.run(config, listener)
+        return 0
+
+    # Bind before detaching: errors reach the user's terminal, and the listening socket
+    # already accepts (queues) connections when this command returns.
+    listener = bind(config.socket)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the detached process, checked end to end
+        os.close(read_end)
+        _run_detached(config, listener, write_end)
+        os._exit(0)
+    os.close(write_end)
+    listener.sock.close()
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode("utf-8", "replace").strip()
+    os.waitpid(child, 0)
+    if not message.isdigit():
+        raise RtunError(f"the daemon did not start: {message or 'it exited early'}")
+    print(message)
+    return 0
+
+
+def _run_detached(config: Config, listener: Listener, ready_fd: int) -> None:  # pragma: no cover
+    import daemon  # python-daemon: the double fork, setsid, closed fds, chdir /
+
+    log_fd = _configure_logging(config, config.log or paths.default_log())
+    context = daemon.DaemonContext(
+        umask=0o077,
+        files_preserve=[listener.sock.fileno(), ready_fd] + ([log_fd] if log_fd else []),
+        detach_process=True,
+    )
+
+    def ready() -> None:
+        os.write(ready_fd, str(os.getpid()).encode())
+        os.close(ready_fd)
+
+    try:
+        with context:
+            server.run(config, listener, on_ready=ready)
+    except Exception as exc:  # report to the waiting parent instead of dying silently
+        logging.getLogger("rtun.daemon").exception("daemon failed")
+        try:
+            os.write(ready_fd, str(exc).encode())
+        except OSError:
+            pass

@@ -1,0 +1,76 @@
+"""Default locations (~/.rtun, the socket, the log, the save directory) and socket discovery."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from typing import List, Optional
+
+SOCKET_NAME = "rtun.sock"
+# sun_path holds 108 bytes on Linux and 104 on the BSDs and macOS, the terminating NUL included.
+SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108
+
+
+def home() -> str:
+    return os.path.expanduser("~")
+
+
+def rtun_dir() -> str:
+    return os.path.join(home(), ".rtun")
+
+
+def default_socket() -> str:
+    return os.path.join(rtun_dir(), SOCKET_NAME)
+
+
+def default_log() -> str:
+    return os.path.join(rtun_dir(), "rtun.log")
+
+
+def config_file() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home(), ".config")
+    return os.path.join(base, "rtun", "config.toml")
+
+
+def default_save_dir() -> str:
+    """The XDG download directory where one is set, else ~/Downloads."""
+    configured = os.environ.get("XDG_DOWNLOAD_DIR") or _user_dirs_download()
+    return configured or os.path.join(home(), "Downloads")
+
+
+def _user_dirs_download() -> Optional[str]:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home(), ".config")
+    try:
+        with open(os.path.join(base, "user-dirs.dirs"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if key == "XDG_DOWNLOAD_DIR" and sep:
+            value = value.strip().strip('"').replace("$HOME", home())
+            # xdg-user-dirs writes $HOME itself to mean "disabled".
+            return value if value.rstrip("/") != home().rstrip("/") else None
+    return None
+
+
+def socket_path_fits(path: str) -> bool:
+    return len(os.fsencode(path)) < SUN_PATH_MAX
+
+
+def socket_candidates() -> List[str]:
+    """Sockets an `ssh -R` may have created, newest first.
+
+    sshd never removes the sockets it binds, so old ones pile up beside the live one. A stale
+    socket may also belong to another node sharing this home over NFS, so discovery only ever
+    skips candidates; it never deletes them.
+    """
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(rtun_dir()), SOCKET_NAME + "*")):
+        try:
+            found.append((os.stat(path).st_mtime, path))
+        except OSError:
+            continue
+    found.sort(reverse=True)
+    return [path for _, path in found]

@@ -1,0 +1,440 @@
+"""The RTUN wire protocol: every byte that crosses the socket is encoded or decoded here.
+
+No I/O happens in this module. The asyncio daemon and the blocking client both read lines and
+raw bytes themselves and hand them to the functions below. See docs/protocol.md.
+
+v1 is the line protocol of the original RTUN. Version 2 ("rtun/2") adds a few verbs that a v2
+client only uses after a HELLO. HELLO rides inside a v1 ``SEND`` whose size field is not a number:
+a v1 daemon answers that with a well-formed ``ERROR 101`` line and closes, so probing it never
+blocks (the v1 reply to an unknown verb has no line ending and would hang the client).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+PROTOCOL_VERSION = 2
+HELLO_TOKEN = "RTUN/2"
+FEATURES = ("notify2", "put")
+
+EOL = b"\r\n"
+MAX_LINE = 64 * 1024  # longest command or header line the daemon accepts
+MAX_CHUNK = 16 * 1024 * 1024  # largest data chunk inside a PUT file entry
+SHA256_HEX_LEN = 64
+
+# Error codes. 100-107 are v1's own; 108 and up are rtun/2's (v1 clients only print them).
+E_UNKNOWN = 100
+E_BAD_SIZE = 101
+E_STAT = 102
+E_IS_DIR = 103
+E_CREATE = 104
+E_WRITE = 105
+E_SHORT = 106
+E_CHECKSUM = 107
+E_BAD_PATH = 108
+E_NO_SPACE = 109
+E_REFUSED_TYPE = 110
+E_NOTIFY = 111
+E_LINE_TOO_LONG = 112
+E_BAD_REQUEST = 113
+E_BUSY = 114
+E_OPEN = 115
+
+_SHA_RE = re.compile(rb"[0-9a-f]{64}")
+
+
+class ProtocolError(Exception):
+    """A peer sent bytes that do not form a valid message."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+# ---- requests (client -> daemon) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Pid:
+    pass
+
+
+@dataclass(frozen=True)
+class Echo:
+    text: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class Notify:
+    """v1 NOTIFY: the first word is the sender's host name, used as the title."""
+
+    title: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Send:
+    """v1 SEND: one file of ``size`` bytes to ``path`` under the save directory."""
+
+    size: int
+    path: str
+
+
+@dataclass(frozen=True)
+class View:
+    size: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Hello:
+    """rtun/2 feature negotiation (carried as ``SEND RTUN/2 <features>``)."""
+
+    features: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Notify2:
+    """rtun/2 NOTIFY2: an explicit title and a body that may span lines."""
+
+    title: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Put:
+    """rtun/2 PUT: a stream of directory, file and link entries in one round trip."""
+
+    dest: str
+    overwrite: bool
+    total_bytes: int
+    total_files: int
+
+
+Request = Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put]
+
+
+def strip_eol(line: bytes) -> bytes:
+    """Remove a trailing CRLF or bare LF (v1 readers accept both)."""
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    if line.endswith(b"\n"):
+        return line[:-1]
+    return line
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(E_BAD_REQUEST, "request is not valid UTF-8") from None
+
+
+def _parse_size(token: str) -> int:
+    if not token.isdigit() or not token.isascii():
+        raise ProtocolError(E_BAD_SIZE, f"bad size {token[:40]!r}")
+    return int(token)
+
+
+def _json_object(text: str) -> Dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ProtocolError(E_BAD_REQUEST, "malformed JSON header") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(E_BAD_REQUEST, "JSON header must be an object")
+    return value
+
+
+def _field(obj: Dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = obj.get(key, default)
+    # bool is an int subclass; a size of true is not a size.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(E_BAD_REQUEST, f"field {key!r} must be {kind.__name__}")
+    return value
+
+
+def parse_request(line: bytes) -> Request:
+    """Decode one request line (with or without its line ending)."""
+    text = _decode(strip_eol(line))
+    verb, _, rest = text.partition(" ")
+    if verb == "PING" and not rest:
+        return Ping()
+    if verb == "PID" and not rest:
+        return Pid()
+    if verb == "ECHO":
+        return Echo(rest)
+    if verb == "SHUTDOWN" and not rest:
+        return Shutdown()
+    if verb == "NOTIFY":
+        host, _, body = rest.partition(" ")
+        return Notify(host, body)
+    if verb in ("SEND", "VIEW"):
+        size_token, _, path = rest.partition(" ")
+        if verb == "SEND" and size_token == HELLO_TOKEN:
+            return Hello(tuple(path.split()))
+        size = _parse_size(size_token)
+        if not path:
+            raise ProtocolError(E_BAD_PATH, "missing file name")
+        return Send(size, path) if verb == "SEND" else View(size, path)
+    if verb == "NOTIFY2":
+        obj = _json_object(rest)
+        return Notify2(_field(obj, "title", str, ""), _field(obj, "body", str, ""))
+    if verb == "PUT":
+        obj = _json_object(rest)
+        total_bytes = _field(obj, "bytes", int, 0)
+        total_files = _field(obj, "files", int, 0)
+        if total_bytes < 0 or total_files < 0:
+            raise ProtocolError(E_BAD_SIZE, "negative totals")
+        return Put(
+            dest=_field(obj, "dest", str, ""),
+            overwrite=_field(obj, "overwrite", bool, False),
+            total_bytes=total_bytes,
+            total_files=total_files,
+        )
+    raise ProtocolError(E_UNKNOWN, f"unknown command {verb[:40]!r}")
+
+
+def encode_request(request: Request) -> bytes:
+    """Encode a request line, line ending included."""
+    if isinstance(request, Ping):
+        text = "PING"
+    elif isinstance(request, Pid):
+        text = "PID"
+    elif isinstance(request, Echo):
+        text = f"ECHO {request.text}"
+    elif isinstance(request, Shutdown):
+        text = "SHUTDOWN"
+    elif isinstance(request, Notify):
+        text = f"NOTIFY {request.title} {request.body}"
+    elif isinstance(request, Send):
+        text = f"SEND {request.size} {request.path}"
+    elif isinstance(request, View):
+        text = f"VIEW {request.size} {request.name}"
+    elif isinstance(request, Hello):
+        text = " ".join(("SEND", HELLO_TOKEN) + request.features)
+    elif isinstance(request, Notify2):
+        text = "NOTIFY2 " + _dumps({"title": request.title, "body": request.body})
+    elif isinstance(request, Put):
+        header = {
+            "dest": request.dest,
+            "overwrite": request.overwrite,
+            "bytes": request.total_bytes,
+            "files": request.total_files,
+        }
+        text = "PUT " + _dumps(header)
+    else:
+        raise TypeError(f"not a request: {request!r}")
+    if "\n" in text or "\r" in text:
+        raise ValueError("a request line cannot contain a line break")
+    return text.encode("utf-8") + EOL
+
+
+def _dumps(obj: Any) -> str:
+    # ensure_ascii keeps every header on one line whatever the names contain.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+
+
+# ---- replies (daemon -> client) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    ok: bool
+    text: str
+    code: Optional[int] = None
+
+    @property
+    def data(self) -> Dict[str, Any]:
+        """The JSON object an rtun/2 ``OK`` reply carries ({} when there is none)."""
+        if not self.text.startswith("{"):
+            return {}
+        try:
+            value = json.loads(self.text)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+READY = b"READY" + EOL
+
+
+def ok(text: str = "") -> bytes:
+    return (f"OK {text}" if text else "OK").encode("utf-8") + EOL
+
+
+def ok_data(obj: Dict[str, Any]) -> bytes:
+    return ok(_dumps(obj))
+
+
+def pong() -> bytes:
+    return ok("PONG")
+
+
+def pid_reply(pid: int, save_dir: str) -> bytes:
+    return ok(f"PID {pid}, saveDir {save_dir}")
+
+
+def hello_reply() -> bytes:
+    return ok(" ".join((HELLO_TOKEN,) + FEATURES))
+
+
+def error(code: int, text: str) -> bytes:
+    flat = " ".join(text.split())  # an error is always exactly one line
+    return f"ERROR {code} {flat}".encode("utf-8", "replace") + EOL
+
+
+def parse_reply(line: bytes) -> Reply:
+    text = strip_eol(line).decode("utf-8", "replace")
+    if text == "OK":
+        return Reply(True, "")
+    if text.startswith("OK "):
+        return Reply(True, text[3:])
+    if text == "READY":
+        return Reply(True, "READY")
+    if text.startswith("ERROR"):
+        code_token, _, message = text[6:].partition(" ")
+        if code_token.isdigit():
+            return Reply(False, message or text, int(code_token))
+        return Reply(False, text[6:] or text)
+    raise ProtocolError(E_BAD_REQUEST, f"unexpected reply {text[:80]!r}")
+
+
+def parse_hello_reply(reply: Reply) -> Optional[Tuple[str, ...]]:
+    """The daemon's features, or None when the peer is a v1 daemon."""
+    if not reply.ok:
+        return None
+    words = reply.text.split()
+    if not words or words[0] != HELLO_TOKEN:
+        return None
+    return tuple(words[1:])
+
+
+# ---- upload framing (SEND/VIEW trailer and PUT entries) ---------------------------------------
+
+
+def encode_checksum(hexdigest: str) -> bytes:
+    return hexdigest.encode("ascii") + EOL
+
+
+def parse_checksum(line: bytes) -> str:
+    raw = strip_eol(line)
+    if not _SHA_RE.fullmatch(raw):
+        raise ProtocolError(E_CHECKSUM, "missing or malformed SHA-256 after the data")
+    return raw.decode("ascii")
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    path: str
+    mode: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file whose data follows as chunks; size is None when not known up front (stdin)."""
+
+    path: str
+    mode: int
+    mtime: float
+    size: Optional[int]
+
+
+@dataclass(frozen=True)
+class LinkEntry:
+    path: str
+    target: str
+
+
+@dataclass(frozen=True)
+class EndEntry:
+    pass
+
+
+Entry = Union[DirEntry, FileEntry, LinkEntry, EndEntry]
+
+
+def encode_entry(entry: Entry) -> bytes:
+    obj: Dict[str, Any]
+    if isinstance(entry, DirEntry):
+        obj = {"type": "dir", "path": entry.path, "mode": entry.mode, "mtime": entry.mtime}
+    elif isinstance(entry, FileEntry):
+        obj = {"type": "file", "path": entry.path, "mode": entry.mode, "mtime": entry.mtime}
+        if entry.size is not None:
+            obj["size"] = entry.size
+    elif isinstance(entry, LinkEntry):
+        obj = {"type": "link", "path": entry.path, "target": entry.target}
+    elif isinstance(entry, EndEntry):
+        obj = {"type": "end"}
+    else:
+        raise TypeError(f"not an entry: {entry!r}")
+    return _dumps(obj).encode("ascii") + EOL
+
+
+def _mode(obj: Dict[str, Any]) -> int:
+    mode = _field(obj, "mode", int, 0o644)
+    if not 0 <= mode <= 0o7777:
+        raise ProtocolError(E_BAD_REQUEST, "mode out of range")
+    return mode
+
+
+def _mtime(obj: Dict[str, Any]) -> float:
+    value = obj.get("mtime", 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(E_BAD_REQUEST, "field 'mtime' must be a number")
+    if not 0 <= value < 1e11:
+        raise ProtocolError(E_BAD_REQUEST, "mtime out of range")
+    return float(value)
+
+
+def parse_entry(line: bytes) -> Entry:
+    obj = _json_object(_decode(strip_eol(line)))
+    kind = obj.get("type")
+    if kind == "end":
+        return EndEntry()
+    path = _field(obj, "path", str)
+    if kind == "dir":
+        return DirEntry(path, _mode(obj), _mtime(obj))
+    if kind == "file":
+        size = obj.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ProtocolError(E_BAD_SIZE, "bad file size")
+        return FileEntry(path, _mode(obj), _mtime(obj), size)
+    if kind == "link":
+        return LinkEntry(path, _field(obj, "target", str))
+    raise ProtocolError(E_BAD_REQUEST, f"unknown entry type {str(kind)[:20]!r}")
+
+
+def encode_chunk_header(length: int) -> bytes:
+    """Each file's data is a run of chunks ``<length>\\r\\n<bytes>``, ended by a zero length."""
+    return b"%d\r\n" % length
+
+
+def parse_chunk_header(line: bytes) -> int:
+    raw = strip_eol(line)
+    if not raw.isdigit() or len(raw) > 9:
+        raise ProtocolError(E_BAD_SIZE, "bad chunk length")
+    length = int(raw)
+    if length > MAX_CHUNK:
+        raise ProtocolError(E_BAD_SIZE, "chunk too large")
+    return length
+
+
+def saved_paths(reply: Reply) -> List[str]:
+    paths = reply.data.get("saved", [])
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []

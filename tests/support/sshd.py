@@ -1,0 +1,195 @@
+"""A throw-away OpenSSH server on 127.0.0.1, and the client configuration that reaches it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import List, Optional
+
+from support.wait import wait_until
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def banner(port: int, timeout: float = 1.0) -> bytes:
+    """The first bytes a TCP service on 127.0.0.1:port sends, or b"" if none."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            return s.recv(64)
+    except OSError:
+        return b""
+
+
+class SshKeys:
+    """The user key pair and host key shared by every sshd of a test run."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.host_key = directory / "host_ed25519"
+        self.user_key = directory / "id_ed25519"
+        for key in (self.host_key, self.user_key):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
+        self.authorized_keys = directory / "authorized_keys"
+        self.authorized_keys.write_text(Path(f"{self.user_key}.pub").read_text())
+        self.host_public = Path(f"{self.host_key}.pub").read_text().split()[:2]
+
+
+class SshServer:
+    """sshd -D on a port of 127.0.0.1, plus an ssh_config with a ``Host`` alias for it."""
+
+    def __init__(self, keys: SshKeys, directory: Path, alias: str = "rtun-test", port: Optional[int] = None):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.keys = keys
+        self.directory = directory
+        self.alias = alias
+        self.port = port or free_port()
+        self.user = os.environ.get("USER") or subprocess.run(
+            ["id", "-un"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        self.config = directory / "sshd_config"
+        self.log = directory / "sshd.log"
+        self.known_hosts = directory / "known_hosts"
+        self.client_config = directory / "ssh_config"
+        self.process: Optional[subprocess.Popen] = None
+        self._write_configs()
+
+    def _write_configs(self) -> None:
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.keys.host_key}",
+                    f"PidFile {self.directory / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.keys.authorized_keys}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "PermitRootLogin yes",
+                    "AllowTcpForwarding yes",
+                    "AllowStreamLocalForwarding yes",
+                    "GatewayPorts no",
+                    "MaxStartups 200",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {' '.join(self.keys.host_public)}\n")
+        self.client_config.write_text(
+            "\n".join(
+                [
+                    f"Host {self.alias}",
+                    "    HostName 127.0.0.1",
+                    f"    Port {self.port}",
+                    f"    User {self.user}",
+                    f"    IdentityFile {self.keys.user_key}",
+                    "    IdentitiesOnly yes",
+                    f"    UserKnownHostsFile {self.known_hosts}",
+                    "    GlobalKnownHostsFile /dev/null",
+                    "    StrictHostKeyChecking yes",
+                    "    BatchMode yes",
+                    "    LogLevel ERROR",
+                    "    ControlMaster no",
+                    "    ControlPath none",
+                    "",
+                ]
+            )
+        )
+
+    @property
+    def ssh_command(self) -> List[str]:
+        """ssh with this server's client config: the value of RTUN_SSH_COMMAND, as a list."""
+        return ["ssh", "-F", str(self.client_config)]
+
+    @property
+    def ssh_command_line(self) -> str:
+        return shlex.join(self.ssh_command)
+
+    def start(self) -> "SshServer":
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
+        log = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)], stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        wait_until(self._ready, timeout=15, what=f"sshd on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"sshd exited with {self.process.returncode}: {self.log.read_text()}")
+        return banner(self.port).startswith(b"SSH-2.0-")
+
+    def stop(self) -> None:
+        """Stop the listener and every session it started, as a crashed server would lose them."""
+        if self.process is None:
+            return
+        # Each session is a child of the listener in a session of its own; end those first.
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        for pid in children:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def run(self, command: str, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.ssh_command + [self.alias, command], capture_output=True, text=True,
+            timeout=timeout, **kwargs,
+        )
+
+
+class Forward:
+    """``ssh -N -R remote.sock:local.sock``: the forward an rtun user logs in with."""
+
+    def __init__(self, server: SshServer, remote: Path, local: Path, extra: Optional[List[str]] = None):
+        self.server = server
+        self.remote = remote
+        self.local = local
+        self.process = subprocess.Popen(
+            server.ssh_command
+            + (extra or [])
+            + ["-N", "-o", "ExitOnForwardFailure=yes", "-R", f"{remote}:{local}", server.alias],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def wait_up(self, timeout: float = 15) -> "Forward":
+        def bound() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ssh -R exited: {self.process.stderr.read().decode()}")
+            return self.remote.exists()
+
+        wait_until(bound, timeout=timeout, what=f"ssh -R to bind {self.remote}")
+        return self
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process.stderr.close()
