@@ -1,0 +1,67 @@
+"""What every benchmark returns, and small helpers for measuring whole commands."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+
+@dataclass
+class Result:
+    """One figure measured side by side with its baseline in the same run."""
+
+    name: str
+    value: float
+    unit: str
+    target: str  # the issue's target, in words: "<= 1.5x baseline", ">= 0.9x baseline", "<= 64"
+    ok: bool
+    baseline_name: Optional[str] = None
+    baseline: Optional[float] = None
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.baseline in (None, 0):
+            return None
+        return self.value / self.baseline
+
+
+def median_seconds(run: Callable[[], None], repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def command_seconds(argv: Sequence[str], repeat: int = 30, **kwargs) -> float:
+    """Median wall time of a whole command, process start to exit."""
+    return median_seconds(
+        lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs), repeat
+    )
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM: the peak resident set of a live process, in MiB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def table(results: List[Result]) -> str:
+    rows = ["| benchmark | rtun | baseline | ratio | target | ok |", "|---|---|---|---|---|---|"]
+    for r in results:
+        base = f"{r.baseline:.3g} {r.unit} ({r.baseline_name})" if r.baseline is not None else "-"
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        rows.append(
+            f"| {r.name} | {r.value:.3g} {r.unit} | {base} | {ratio} | {r.target} | "
+            f"{'yes' if r.ok else 'NO'} |"
+        )
+    return "\n".join(rows)
