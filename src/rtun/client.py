@@ -150,3 +150,15 @@ def simple_request(explicit: Optional[str], request: wire.Request) -> str:
     """PING, PID, ECHO or SHUTDOWN: the reply text."""
     with connect(explicit) as conn:
         return conn.request(request).text
+
+
+def notify(explicit: Optional[str], title: str, body: str) -> None:
+    conn = negotiate(connect(explicit))
+    try:
+        if conn.features and "notify2" in conn.features:
+            conn.request(wire.Notify2(title, body))
+        else:
+            # v1 carries the title as one word and the body on the request line.
+            conn.request(wire.Notify("_".join(title.split()) or "rtun", " ".join(body.split())))
+    finally:
+        conn.close()

@@ -35,3 +35,34 @@ def server(args: argparse.Namespace) -> int:
         args.config, socket=args.socket, log=args.log, save_dir=args.dir, verbose=args.verbose
     )
     return start.serve(settings, detach=args.daemon)
+
+
+def notify(args: argparse.Namespace) -> int:
+    import socket
+    import sys
+
+    words = [sys.stdin.read() if word == "-" else word for word in args.message]
+    title = args.title if args.title is not None else socket.gethostname()
+    client.notify(args.socket, title, " ".join(words).strip())
+    return 0
+
+
+def send(args: argparse.Namespace) -> int:
+    import sys
+
+    from rtun import upload
+
+    result = upload.send(args.socket, args.paths, args.to, args.overwrite, args.quiet)
+    for warning in result.warnings:
+        print(f"rtun send: warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        for path in result.saved:
+            print(path)
+    return 0
+
+
+def view(args: argparse.Namespace) -> int:
+    from rtun import upload
+
+    upload.view(args.socket, args.file)
+    return 0

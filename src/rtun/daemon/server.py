@@ -39,6 +39,7 @@ class Daemon:
         )
         if on_ready:
             on_ready()
+        loop.run_in_executor(None, self._sweep_partial_files)
         try:
             await self._stop.wait()
         finally:
@@ -48,6 +49,12 @@ class Daemon:
             self._actions.close()
             self.listener.remove()
             log.info("stopped")
+
+    def _sweep_partial_files(self) -> None:
+        from rtun.daemon.actions.files import sweep_partial_files
+
+        for path in sweep_partial_files(self.config.save_dir):
+            log.info("removed partial file left by an interrupted transfer: %s", path)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,77 @@
+"""Turning a path a client sent into components that can only name places inside the save directory.
+
+Pure functions: the caller then walks the components with directory file descriptors and
+O_NOFOLLOW, so a symbolic link already on disk cannot redirect a write either.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Tuple
+
+from rtun import wire
+from rtun.daemon.actions import Refused
+
+MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and macOS
+MAX_PATH_BYTES = 4000
+MAX_DEPTH = 64
+
+
+def components(path: str) -> Tuple[str, ...]:
+    """Split a relative path into safe components, or refuse it with a reason."""
+    if not path:
+        raise Refused(wire.E_BAD_PATH, "empty path")
+    shown = repr(path[:200])
+    if "\x00" in path:
+        raise Refused(wire.E_BAD_PATH, f"path contains a NUL byte: {shown}")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        raise Refused(wire.E_BAD_PATH, f"path contains control characters: {shown}")
+    if path.startswith("/"):
+        raise Refused(wire.E_BAD_PATH, f"absolute paths are not accepted: {shown}")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise Refused(wire.E_BAD_PATH, "path is too long")
+    parts = tuple(path.split("/"))
+    if len(parts) > MAX_DEPTH:
+        raise Refused(wire.E_BAD_PATH, "path is nested too deeply")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise Refused(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {shown}")
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            raise Refused(wire.E_BAD_PATH, f"a path component is longer than 255 bytes: {shown}")
+    return parts
+
+
+def join(base: Tuple[str, ...], path: str) -> Tuple[str, ...]:
+    parts = base + components(path)
+    if len(parts) > MAX_DEPTH:
+        raise Refused(wire.E_BAD_PATH, "path is nested too deeply")
+    return parts
+
+
+def link_stays_inside(link: Tuple[str, ...], target: str, root_depth: int) -> bool:
+    """Whether a symlink at ``link`` pointing to ``target`` resolves inside the transfer.
+
+    The transfer's root is the first ``root_depth`` components of the link's path (the
+    directory that was sent); absolute targets never count as inside.
+    """
+    if not target or target.startswith("/") or "\x00" in target or root_depth < 1:
+        return False
+    if len(link) <= root_depth:
+        return False
+    resolved = posixpath.normpath(posixpath.join(*link[:-1], target))
+    root = posixpath.join(*link[:root_depth])
+    return resolved == root or resolved.startswith(root + "/")
+
+
+def free_name(name: str, attempt: int) -> str:
+    """The ``attempt``-th alternative to an existing name: ``report (1).pdf``, ``report (2).pdf``.
+
+    A leading dot is part of the stem (``.bashrc (1)``), and only the last suffix moves
+    (``data.tar (1).gz``), as browsers name repeated downloads.
+    """
+    if attempt == 0:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not stem or not dot:
+        return f"{name} ({attempt})"
+    return f"{stem} ({attempt}).{suffix}"

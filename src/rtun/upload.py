@@ -1,0 +1,245 @@
+"""The client side of `rtun send` and `rtun view`: walk what to send and stream it to the daemon.
+
+Against an rtun/2 daemon a whole transfer is one PUT stream (one round trip, modes and mtimes
+kept, final paths reported); against a v1 daemon each regular file is one v1 SEND.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
+
+from rtun import wire
+from rtun.client import Connection, connect, negotiate
+from rtun.errors import RtunError, UsageError
+
+CHUNK = 1024 * 1024  # large reads and writes: transfers should go at the speed of the channel
+STDIN = "-"
+
+
+@dataclass
+class Item:
+    """One thing to send: an entry for the stream, and where its data comes from."""
+
+    entry: wire.Entry
+    source: Optional[str] = None  # a file's local path; None with a FileEntry means stdin
+
+
+@dataclass
+class Plan:
+    items: List[Item]
+    total_bytes: int
+    total_files: int
+    warnings: List[str]
+
+
+@dataclass
+class SendResult:
+    saved: List[str]
+    warnings: List[str]
+
+
+def _check_dest(dest: Optional[str]) -> Tuple[str, Optional[str]]:
+    """Split --to into (directory prefix, file name): ``x/`` or several sources mean a directory."""
+    if not dest:
+        return "", None
+    if dest.endswith("/"):
+        return dest.rstrip("/"), None
+    return os.path.dirname(dest), os.path.basename(dest)
+
+
+def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
+    """What to send, as entries relative to the returned destination directory."""
+    dest_dir, dest_name = _check_dest(dest)
+    if dest_name is not None and len(sources) > 1:
+        dest_dir, dest_name = dest.rstrip("/"), None  # type: ignore[union-attr]
+    items: List[Item] = []
+    warnings: List[str] = []
+    total = 0
+    for source in sources:
+        if source == STDIN:
+            if dest_name is None:
+                raise UsageError("reading standard input needs --to NAME")
+            items.append(Item(wire.FileEntry(dest_name, 0o644, time.time(), None)))
+            continue
+        try:
+            st = os.stat(source)
+        except OSError as exc:
+            raise RtunError(f"cannot read {source}: {exc.strerror}") from None
+        name = dest_name or os.path.basename(os.path.normpath(source))
+        if stat.S_ISREG(st.st_mode):
+            items.append(Item(wire.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
+            total += st.st_size
+        elif stat.S_ISDIR(st.st_mode):
+            total += _walk(source, name, items, warnings)
+        else:
+            raise RtunError(f"{source} is not a regular file or directory")
+    files = sum(1 for i in items if isinstance(i.entry, wire.FileEntry))
+    return dest_dir, Plan(items, total, files, warnings)
+
+
+def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
+    """Add a directory tree; links are sent as links, other special files are skipped."""
+    total = 0
+    st = os.stat(top)
+    items.append(Item(wire.DirEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime)))
+
+    def on_error(exc: OSError) -> None:
+        warnings.append(f"skipped {exc.filename}: {exc.strerror}")
+
+    for directory, dirs, files in os.walk(top, onerror=on_error):
+        rel = os.path.relpath(directory, top)
+        prefix = name if rel == "." else f"{name}/{rel}"
+        for entry_name in sorted(dirs) + sorted(files):
+            path = os.path.join(directory, entry_name)
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                warnings.append(f"skipped {path}: {exc.strerror}")
+                continue
+            remote = f"{prefix}/{entry_name}"
+            if stat.S_ISLNK(st.st_mode):
+                items.append(Item(wire.LinkEntry(remote, os.readlink(path))))
+            elif stat.S_ISDIR(st.st_mode):
+                items.append(Item(wire.DirEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime)))
+            elif stat.S_ISREG(st.st_mode):
+                items.append(Item(wire.FileEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), path))
+                total += st.st_size
+            else:
+                warnings.append(f"skipped {path}: not a regular file, directory or link")
+    return total
+
+
+class Progress:
+    """A tqdm bar on a terminal (when tqdm is installed); otherwise nothing at all."""
+
+    def __init__(self, total: Optional[int], files: int, enabled: bool) -> None:
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            desc = f"{files} files" if files > 1 else None
+            self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc=desc, file=sys.stderr, leave=False)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _chunks(source: Optional[str]) -> Iterator[bytes]:
+    stream: BinaryIO = open(source, "rb") if source is not None else sys.stdin.buffer
+    try:
+        while True:
+            data = stream.read(CHUNK)
+            if not data:
+                return
+            yield data
+    finally:
+        if source is not None:
+            stream.close()
+
+
+def _stream_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress) -> wire.Reply:
+    import hashlib
+
+    conn.request(wire.Put(dest, overwrite, work.total_bytes, work.total_files))  # READY
+    for item in work.items:
+        conn.send_raw(wire.encode_entry(item.entry))
+        if not isinstance(item.entry, wire.FileEntry):
+            continue
+        digest = hashlib.sha256()
+        for data in _chunks(item.source):
+            digest.update(data)
+            conn.send_raw(wire.encode_chunk_header(len(data)))
+            conn.send_raw(data)
+            progress.update(len(data))
+        conn.send_raw(wire.encode_chunk_header(0) + wire.encode_checksum(digest.hexdigest()))
+    conn.send_raw(wire.encode_entry(wire.EndEntry()))
+    return conn.expect_ok()
+
+
+def upload_v1(conn: Connection, request: wire.Request, source: str, report: Callable[[int], None]) -> None:
+    """The v1 exchange shared by SEND and VIEW: READY, the raw bytes, the SHA-256 line, OK."""
+    import hashlib
+
+    conn.request(request)  # READY
+    digest = hashlib.sha256()
+    for data in _chunks(source):
+        digest.update(data)
+        conn.send_raw(data)
+        report(len(data))
+    conn.send_raw(wire.encode_checksum(digest.hexdigest()))
+    conn.expect_ok()
+
+
+def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress) -> List[str]:
+    """One SEND per regular file, as RTUN v1 clients do; the daemon does not say where."""
+    sent = []
+    for item in work.items:
+        if not isinstance(item.entry, wire.FileEntry):
+            if isinstance(item.entry, wire.LinkEntry):
+                work.warnings.append(f"skipped link {item.entry.path}: the daemon speaks only v1")
+            continue
+        source = item.source
+        spooled = None
+        if source is None:  # v1 needs the size up front: spool standard input first
+            spooled = tempfile.NamedTemporaryFile(prefix="rtun-stdin-")
+            for data in _chunks(None):
+                spooled.write(data)
+            spooled.flush()
+            source = spooled.name
+        try:
+            size = os.stat(source).st_size
+            path = f"{dest}/{item.entry.path}" if dest else item.entry.path
+            upload_v1(conn, wire.Send(size, path), source, progress.update)
+            sent.append(path)
+        finally:
+            if spooled is not None:
+                spooled.close()
+    return sent
+
+
+def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], overwrite: bool,
+         quiet: bool) -> SendResult:
+    dest_dir, work = plan(sources, dest)
+    conn = negotiate(connect(socket_path))
+    progress = Progress(work.total_bytes or None, work.total_files, enabled=not quiet)
+    try:
+        if conn.features and "put" in conn.features:
+            reply = _stream_put(conn, dest_dir, overwrite, work, progress)
+            saved = wire.saved_paths(reply)
+            skipped = reply.data.get("skipped", [])
+            work.warnings.extend(s for s in skipped if isinstance(s, str))
+        else:
+            if overwrite:
+                work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
+            saved = _send_v1(conn, dest_dir, work, progress)
+    finally:
+        progress.close()
+        conn.close()
+    return SendResult(saved, work.warnings)
+
+
+def view(socket_path: Optional[str], path: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise RtunError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise RtunError(f"{path} is a directory; only files can be viewed")
+    if not stat.S_ISREG(st.st_mode):
+        raise RtunError(f"{path} is not a regular file")
+    with connect(socket_path) as conn:
+        upload_v1(conn, wire.View(st.st_size, os.path.basename(path)), path, lambda n: None)
