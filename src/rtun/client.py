@@ -127,6 +127,10 @@ def connect(explicit: Optional[str] = None) -> Connection:
             if named:
                 raise NoDaemonError(f"no rtun daemon answers on {exc.message}; {SETUP_HINT}") from None
             tried.append(exc.message)
+        except RtunError as exc:  # a path too long for sun_path: skip a candidate, not a name
+            if named:
+                raise
+            tried.append(f"{path}: too long for a socket path")
     if not tried:
         where = os.path.join(paths.rtun_dir(), paths.SOCKET_NAME + "*")
         raise NoDaemonError(f"no rtun socket found ({where}); {SETUP_HINT}")

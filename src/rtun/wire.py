@@ -144,8 +144,11 @@ def _decode(raw: bytes) -> str:
         raise ProtocolError(E_BAD_REQUEST, "request is not valid UTF-8") from None
 
 
+MAX_SIZE_DIGITS = 20  # past any disk; also keeps int() clear of its digit limit (ValueError)
+
+
 def _parse_size(token: str) -> int:
-    if not token.isdigit() or not token.isascii():
+    if not token.isdigit() or not token.isascii() or len(token) > MAX_SIZE_DIGITS:
         raise ProtocolError(E_BAD_SIZE, f"bad size {token[:40]!r}")
     return int(token)
 

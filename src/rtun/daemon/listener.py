@@ -82,7 +82,16 @@ def bind(path: str) -> Listener:
         )
     directory, name = os.path.split(path)
     prepare_directory(directory)
-    if os.path.lexists(path):
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        existing = None
+    except OSError as exc:
+        raise RtunError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    if existing is not None:
+        if not stat.S_ISSOCK(existing.st_mode):
+            # Only ever replace a stale socket, never a file of the user's.
+            raise RtunError(f"refusing to replace {path}: it exists and is not a socket")
         if _answers_ping(path):
             raise SocketInUseError(f"socket {path} is already in use by a running rtun daemon")
         log.info("replacing stale socket %s", path)

@@ -66,6 +66,10 @@ def default_name() -> str:
     return sanitize_name(socket.gethostname().split(".")[0]) or "machine"
 
 
+def hostname() -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname())[:255] or "unknown"
+
+
 def sanitize_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")
     return cleaned[:63]

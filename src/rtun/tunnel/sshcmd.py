@@ -211,7 +211,8 @@ class Master:
                 break
             except OSError:
                 break
-            if not chunk:
+            if not chunk:  # ssh closed stderr: it is exiting
+                self.process.stderr.close()
                 break
             chunks.append(chunk)
         text = b"".join(chunks).decode("utf-8", "replace")

@@ -70,12 +70,21 @@ class Tree:
                     pass
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         except OSError as exc:
+            if exc.errno == errno.ENOTDIR and _is_link(name, parent):
+                exc.errno = errno.ELOOP  # O_DIRECTORY reports a link as "not a directory"
             raise refusal_for(exc, "/".join(parts)) from None
         self._fds[parts] = fd
         return fd
 
     def path(self, parts: Tuple[str, ...]) -> str:
         return os.path.join(self.root, *parts)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def part_name() -> str:
