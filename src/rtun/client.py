@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import List, Optional, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
+    from typing import List, Optional, Tuple
 
 from rtun import paths, wire
 from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError

@@ -6,7 +6,9 @@ Exit codes (documented in README.md): 1 general failure, 2 usage, 3 no daemon re
 
 from __future__ import annotations
 
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
+    from typing import Optional
 
 
 class RtunError(Exception):

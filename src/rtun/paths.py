@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
-from typing import List, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
+    from typing import List, Optional
 
 SOCKET_NAME = "rtun.sock"
 # sun_path holds 108 bytes on Linux and 104 on the BSDs and macOS, the terminating NUL included.
@@ -66,8 +67,16 @@ def socket_candidates() -> List[str]:
     socket may also belong to another node sharing this home over NFS, so discovery only ever
     skips candidates; it never deletes them.
     """
+    directory = rtun_dir()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
     found = []
-    for path in glob.glob(os.path.join(glob.escape(rtun_dir()), SOCKET_NAME + "*")):
+    for name in names:
+        if not name.startswith(SOCKET_NAME):
+            continue
+        path = os.path.join(directory, name)
         try:
             found.append((os.stat(path).st_mtime, path))
         except OSError:

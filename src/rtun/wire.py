@@ -11,10 +11,9 @@ blocks (the v1 reply to an unknown verb has no line ending and would hang the cl
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare
+    from typing import Any, Dict, List, Optional, Tuple, Union
 
 PROTOCOL_VERSION = 2
 HELLO_TOKEN = "RTUN/2"
@@ -43,7 +42,7 @@ E_BAD_REQUEST = 113
 E_BUSY = 114
 E_OPEN = 115
 
-_SHA_RE = re.compile(rb"[0-9a-f]{64}")
+_HEX_DIGITS = b"0123456789abcdef"
 
 
 class ProtocolError(Exception):
@@ -55,77 +54,102 @@ class ProtocolError(Exception):
         self.text = text
 
 
+class Message:
+    """An immutable value object. (dataclasses would cost every client command ~10 ms.)"""
+
+    __slots__: "Tuple[str, ...]" = ()
+
+    def __init__(self, *args: "Any") -> None:
+        if len(args) != len(self.__slots__):
+            raise TypeError(f"{type(self).__name__} takes {len(self.__slots__)} arguments")
+        for name, value in zip(self.__slots__, args):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: "Any") -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _values(self) -> "Tuple[Any, ...]":
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._values() == self._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
 # ---- requests (client -> daemon) -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Ping:
-    pass
+class Ping(Message):
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Pid:
-    pass
+class Pid(Message):
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Echo:
+class Echo(Message):
+    __slots__ = ("text",)
     text: str
 
 
-@dataclass(frozen=True)
-class Shutdown:
-    pass
+class Shutdown(Message):
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Notify:
+class Notify(Message):
     """v1 NOTIFY: the first word is the sender's host name, used as the title."""
 
+    __slots__ = ("title", "body")
     title: str
     body: str
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(Message):
     """v1 SEND: one file of ``size`` bytes to ``path`` under the save directory."""
 
+    __slots__ = ("size", "path")
     size: int
     path: str
 
 
-@dataclass(frozen=True)
-class View:
+class View(Message):
+    __slots__ = ("size", "name")
     size: int
     name: str
 
 
-@dataclass(frozen=True)
-class Hello:
+class Hello(Message):
     """rtun/2 feature negotiation (carried as ``SEND RTUN/2 <features>``)."""
 
+    __slots__ = ("features",)
     features: Tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Notify2:
+class Notify2(Message):
     """rtun/2 NOTIFY2: an explicit title and a body that may span lines."""
 
+    __slots__ = ("title", "body")
     title: str
     body: str
 
 
-@dataclass(frozen=True)
-class Put:
+class Put(Message):
     """rtun/2 PUT: a stream of directory, file and link entries in one round trip."""
 
+    __slots__ = ("dest", "overwrite", "total_bytes", "total_files")
     dest: str
     overwrite: bool
     total_bytes: int
     total_files: int
 
 
-Request = Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put]
+Request = "Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put]"
 
 
 def strip_eol(line: bytes) -> bytes:
@@ -154,6 +178,8 @@ def _parse_size(token: str) -> int:
 
 
 def _json_object(text: str) -> Dict[str, Any]:
+    import json  # here, not at the top: v1 requests and the client's PING never need it
+
     try:
         value = json.loads(text)
     except ValueError:
@@ -204,10 +230,7 @@ def parse_request(line: bytes) -> Request:
         if total_bytes < 0 or total_files < 0:
             raise ProtocolError(E_BAD_SIZE, "negative totals")
         return Put(
-            dest=_field(obj, "dest", str, ""),
-            overwrite=_field(obj, "overwrite", bool, False),
-            total_bytes=total_bytes,
-            total_files=total_files,
+            _field(obj, "dest", str, ""), _field(obj, "overwrite", bool, False), total_bytes, total_files
         )
     raise ProtocolError(E_UNKNOWN, f"unknown command {verb[:40]!r}")
 
@@ -248,6 +271,8 @@ def encode_request(request: Request) -> bytes:
 
 
 def _dumps(obj: Any) -> str:
+    import json
+
     # ensure_ascii keeps every header on one line whatever the names contain.
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
 
@@ -255,17 +280,19 @@ def _dumps(obj: Any) -> str:
 # ---- replies (daemon -> client) --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(Message):
+    __slots__ = ("ok", "text", "code")
     ok: bool
     text: str
-    code: Optional[int] = None
+    code: Optional[int]
 
     @property
     def data(self) -> Dict[str, Any]:
         """The JSON object an rtun/2 ``OK`` reply carries ({} when there is none)."""
         if not self.text.startswith("{"):
             return {}
+        import json
+
         try:
             value = json.loads(self.text)
         except ValueError:
@@ -304,16 +331,16 @@ def error(code: int, text: str) -> bytes:
 def parse_reply(line: bytes) -> Reply:
     text = strip_eol(line).decode("utf-8", "replace")
     if text == "OK":
-        return Reply(True, "")
+        return Reply(True, "", None)
     if text.startswith("OK "):
-        return Reply(True, text[3:])
+        return Reply(True, text[3:], None)
     if text == "READY":
-        return Reply(True, "READY")
+        return Reply(True, "READY", None)
     if text.startswith("ERROR"):
         code_token, _, message = text[6:].partition(" ")
         if code_token.isdigit():
             return Reply(False, message or text, int(code_token))
-        return Reply(False, text[6:] or text)
+        return Reply(False, text[6:] or text, None)
     raise ProtocolError(E_BAD_REQUEST, f"unexpected reply {text[:80]!r}")
 
 
@@ -336,40 +363,39 @@ def encode_checksum(hexdigest: str) -> bytes:
 
 def parse_checksum(line: bytes) -> str:
     raw = strip_eol(line)
-    if not _SHA_RE.fullmatch(raw):
+    if len(raw) != SHA256_HEX_LEN or raw.strip(_HEX_DIGITS):
         raise ProtocolError(E_CHECKSUM, "missing or malformed SHA-256 after the data")
     return raw.decode("ascii")
 
 
-@dataclass(frozen=True)
-class DirEntry:
+class DirEntry(Message):
+    __slots__ = ("path", "mode", "mtime")
     path: str
     mode: int
     mtime: float
 
 
-@dataclass(frozen=True)
-class FileEntry:
+class FileEntry(Message):
     """A file whose data follows as chunks; size is None when not known up front (stdin)."""
 
+    __slots__ = ("path", "mode", "mtime", "size")
     path: str
     mode: int
     mtime: float
     size: Optional[int]
 
 
-@dataclass(frozen=True)
-class LinkEntry:
+class LinkEntry(Message):
+    __slots__ = ("path", "target")
     path: str
     target: str
 
 
-@dataclass(frozen=True)
-class EndEntry:
-    pass
+class EndEntry(Message):
+    __slots__ = ()
 
 
-Entry = Union[DirEntry, FileEntry, LinkEntry, EndEntry]
+Entry = "Union[DirEntry, FileEntry, LinkEntry, EndEntry]"
 
 
 def encode_entry(entry: Entry) -> bytes:
