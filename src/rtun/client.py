@@ -9,13 +9,14 @@ import os
 import socket
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import List, Optional, Tuple
+    from typing import List, Optional, Tuple, Union
 
 from rtun import paths, wire
 from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
 
 PROBE_TIMEOUT = 3.0  # a live daemon answers PING in milliseconds, even through ssh
 REPLY_TIMEOUT = 120.0  # the deadline v1 peers use for every read and write
+WRITE_BUFFER = 256 * 1024
 
 SETUP_HINT = (
     "start `rtun server` on your computer and log in with "
@@ -30,6 +31,8 @@ class Connection:
         self.path = path
         self.sock = sock
         self._reader = sock.makefile("rb")
+        # Buffered, so the entries and small files of a transfer go out in few large writes.
+        self._writer = sock.makefile("wb", buffering=WRITE_BUFFER)
         self.features: Optional[Tuple[str, ...]] = None
 
     @classmethod
@@ -57,6 +60,10 @@ class Connection:
 
     def close(self) -> None:
         self._reader.close()
+        try:
+            self._writer.close()
+        except OSError:
+            pass  # unsent bytes of a request that failed anyway
         self.sock.close()
 
     def __enter__(self) -> "Connection":
@@ -65,16 +72,24 @@ class Connection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send_raw(self, data: bytes) -> None:
+    def send_raw(self, data: "Union[bytes, memoryview]") -> None:
+        """Queue bytes for the daemon; they are sent when the buffer fills or a reply is read."""
         try:
-            self.sock.sendall(data)
+            self._writer.write(data)
         except OSError as exc:
             # The daemon may have refused mid-stream and closed: its reason is more useful.
             raise self._refusal_or(ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}"))
 
-    def read_reply(self) -> wire.Reply:
+    def flush(self) -> None:
         try:
-            line = self._reader.readline(wire.MAX_LINE)
+            self._writer.flush()
+        except OSError as exc:
+            raise self._refusal_or(ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}"))
+
+    def read_reply(self, limit: int = wire.MAX_LINE) -> wire.Reply:
+        self.flush()
+        try:
+            line = self._reader.readline(limit)
         except OSError as exc:
             raise ConnectionLostError(f"no reply from the daemon: {_reason(exc)}") from None
         if not line:
@@ -89,8 +104,8 @@ class Connection:
         self.send_raw(wire.encode_request(request))
         return self.expect_ok()
 
-    def expect_ok(self) -> wire.Reply:
-        reply = self.read_reply()
+    def expect_ok(self, limit: int = wire.MAX_LINE) -> wire.Reply:
+        reply = self.read_reply(limit)
         if not reply.ok:
             raise RemoteError(reply.text, reply.code)
         return reply

@@ -138,14 +138,19 @@ class Progress:
             self._bar.close()
 
 
-def _chunks(source: Optional[str]) -> Iterator[bytes]:
-    stream: BinaryIO = open(source, "rb") if source is not None else sys.stdin.buffer
+def _chunks(source: Optional[str]) -> Iterator[memoryview]:
+    """A file's data (standard input for None), read into one reused buffer.
+
+    Each chunk is only valid until the next one is read.
+    """
+    stream: BinaryIO = open(source, "rb", buffering=0) if source is not None else sys.stdin.buffer
+    buffer = memoryview(bytearray(CHUNK))
     try:
         while True:
-            data = stream.read(CHUNK)
-            if not data:
+            length = stream.readinto(buffer)  # type: ignore[attr-defined]
+            if not length:
                 return
-            yield data
+            yield buffer[:length]
     finally:
         if source is not None:
             stream.close()
@@ -167,7 +172,7 @@ def _stream_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progre
             progress.update(len(data))
         conn.send_raw(wire.encode_chunk_header(0) + wire.encode_checksum(digest.hexdigest()))
     conn.send_raw(wire.encode_entry(wire.EndEntry()))
-    return conn.expect_ok()
+    return conn.expect_ok(wire.MAX_PUT_REPLY)
 
 
 def upload_v1(conn: Connection, request: wire.Request, source: str, report: Callable[[int], None]) -> None:

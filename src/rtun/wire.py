@@ -21,6 +21,7 @@ FEATURES = ("notify2", "put")
 
 EOL = b"\r\n"
 MAX_LINE = 64 * 1024  # longest command or header line the daemon accepts
+MAX_PUT_REPLY = 256 * 1024 * 1024  # PUT's reply lists every saved path: one per file sent
 MAX_CHUNK = 16 * 1024 * 1024  # largest data chunk inside a PUT file entry
 SHA256_HEX_LEN = 64
 
