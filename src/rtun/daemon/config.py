@@ -101,4 +101,11 @@ def load(path: Optional[str] = None, **overrides: Any) -> Config:
                 raise RtunError(f"{where}: unknown setting")
             values[name] = _coerce(name, value, defaults[name], where)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return replace(config, **values)
+    config = replace(config, **values)
+    # Absolute now: a detached daemon changes its working directory to /.
+    absolute = {
+        name: os.path.abspath(os.path.expanduser(getattr(config, name)))
+        for name in _PATH_FIELDS
+        if getattr(config, name) is not None
+    }
+    return replace(config, **absolute)

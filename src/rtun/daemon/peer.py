@@ -40,6 +40,8 @@ class Peer:
             ) from None
         except asyncio.TimeoutError:
             raise PeerGone("idle timeout") from None
+        except ConnectionError as exc:  # e.g. ECONNRESET: it left with replies unread
+            raise PeerGone(f"connection lost: {exc}") from None
 
     async def required_line(self) -> bytes:
         line = await self.readline()
@@ -53,6 +55,8 @@ class Peer:
             data = await asyncio.wait_for(self._reader.read(limit), self.timeout)
         except asyncio.TimeoutError:
             raise PeerGone("no data within the deadline") from None
+        except ConnectionError as exc:
+            raise PeerGone(f"connection lost: {exc}") from None
         if not data:
             raise PeerGone("connection closed before the upload was complete")
         return data
@@ -63,6 +67,14 @@ class Peer:
             await asyncio.wait_for(self._writer.drain(), self.timeout)
         except (asyncio.TimeoutError, ConnectionError) as exc:
             raise PeerGone(f"cannot reply: {exc or 'timeout'}") from None
+
+    def abort(self, data: bytes) -> None:
+        """Send a last line without waiting for the peer to read it, and close."""
+        try:
+            self._writer.write(data)
+        except (ConnectionError, RuntimeError):
+            pass
+        self._writer.close()
 
     def close(self) -> None:
         self._writer.close()

@@ -24,6 +24,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._connections: Dict["asyncio.Task[None]", Peer] = {}
         self._actions = _Actions(config)
+        self._swept: "Optional[asyncio.Future[None]]" = None
 
     async def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Serve until SIGTERM, SIGINT or a SHUTDOWN request, then stop gracefully."""
@@ -39,7 +40,8 @@ class Daemon:
         )
         if on_ready:
             on_ready()
-        loop.run_in_executor(None, self._sweep_partial_files)
+        # Uploads wait for the sweep: it would take this daemon's own partial files for leftovers.
+        self._swept = loop.run_in_executor(None, self._sweep_partial_files)
         try:
             await self._stop.wait()
         finally:
@@ -53,8 +55,11 @@ class Daemon:
     def _sweep_partial_files(self) -> None:
         from rtun.daemon.actions.files import sweep_partial_files
 
-        for path in sweep_partial_files(self.config.save_dir):
-            log.info("removed partial file left by an interrupted transfer: %s", path)
+        try:
+            for path in sweep_partial_files(self.config.save_dir):
+                log.info("removed partial file left by an interrupted transfer: %s", path)
+        except Exception:  # a failed clean-up must not fail the uploads waiting for it
+            log.exception("could not sweep partial files in %s", self.config.save_dir)
 
     def stop(self) -> None:
         self._stop.set()
@@ -83,7 +88,7 @@ class Daemon:
         peer = Peer(reader, writer, self.config.idle_timeout)
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self.config.max_connections:
+        if len(self._connections) >= self.config.max_connections and not self._evict_idle():
             log.warning("refusing a connection: %d already open", len(self._connections))
             await _reply_quietly(peer, wire.error(wire.E_BUSY, "too many connections"))
             peer.close()
@@ -97,8 +102,22 @@ class Daemon:
             log.exception("internal error while serving a connection")
             await _reply_quietly(peer, wire.error(wire.E_WRITE, "internal error in the daemon"))
         finally:
-            del self._connections[task]
+            self._connections.pop(task, None)
             peer.close()
+
+    def _evict_idle(self) -> bool:
+        """Make room by closing the longest-open connection that is between requests.
+
+        Idle connections must not lock everyone else out until their idle timeout.
+        """
+        for task, peer in self._connections.items():
+            if not peer.busy:
+                log.warning("too many connections: closing the longest-open idle one")
+                del self._connections[task]
+                peer.abort(wire.error(wire.E_BUSY, "too many connections: closing an idle one"))
+                task.cancel()
+                return True
+        return False
 
     async def _serve_requests(self, peer: Peer) -> None:
         while not self._stop.is_set():
@@ -133,6 +152,8 @@ class Daemon:
             await peer.reply(wire.ok("Shutting down server..."))
             self.stop()
         else:
+            if self._swept is not None and isinstance(request, (wire.Send, wire.Put)):
+                await asyncio.shield(self._swept)
             await peer.reply(await self._actions.perform(request, peer))
 
 

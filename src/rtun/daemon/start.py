@@ -25,8 +25,11 @@ def _configure_logging(config: Config, log_path: Optional[str]) -> Optional[int]
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
         fd = None
     else:
-        os.makedirs(os.path.dirname(log_path) or ".", mode=0o700, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.makedirs(os.path.dirname(log_path) or ".", mode=0o700, exist_ok=True)
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise RtunError(f"cannot open the log file {log_path}: {exc.strerror or exc}") from None
         handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
@@ -35,7 +38,10 @@ def _configure_logging(config: Config, log_path: Optional[str]) -> Optional[int]
 
 def serve(config: Config, detach: bool) -> int:
     """Run the daemon; with ``detach``, print its PID once the socket accepts connections."""
-    os.makedirs(config.save_dir, exist_ok=True)
+    try:
+        os.makedirs(config.save_dir, exist_ok=True)
+    except OSError as exc:
+        raise RtunError(f"cannot create the save directory {config.save_dir}: {exc.strerror or exc}") from None
     if not detach:
         _configure_logging(config, config.log)
         listener = bind(config.socket)

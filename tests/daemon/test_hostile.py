@@ -1,0 +1,219 @@
+"""The daemon treats its socket as hostile: no input crashes it or stops it answering others.
+
+Each test feeds bad input straight to the daemon's socket, then checks with the real client,
+through the real ``ssh -R`` forward, that the daemon still answers ping at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from support.rtun import RtunDaemon, answers_ping, run_rtun
+from support.v1peer import RawClient
+from support.wait import wait_until
+
+PING_DEADLINE = 1.0  # seconds for a ping answered by a healthy daemon (process start excluded)
+
+
+@pytest.fixture
+def check(forward, daemon: RtunDaemon, remote_home: Path):
+    """Assert the daemon is alive and answers ping at once, in-process and via the real client."""
+
+    def healthy() -> None:
+        assert daemon.alive(), daemon.log_text()
+        start = time.monotonic()
+        assert answers_ping(daemon.socket)
+        assert time.monotonic() - start < PING_DEADLINE
+        result = run_rtun(["ping"], remote_home, timeout=10)
+        assert result.returncode == 0 and result.stdout == b"OK PONG\n", result.stderr
+        assert "Traceback" not in daemon.log_text()
+
+    return healthy
+
+
+def _error_then_close(raw: RawClient, code: int) -> bytes:
+    reply = raw.line()
+    assert reply.startswith(b"ERROR %d " % code), reply
+    assert reply.endswith(b"\r\n"), reply
+    assert reply.count(b"\n") == 1
+    assert raw.at_eof()
+    return reply
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100),
+        (b"HELO there\r\n", 100),
+        (b"\r\n", 100),
+        (b"PING PING PING\r\n", 100),
+        (b"\x00\x00\x00\x00\n", 100),
+        (b"SEND lots of\r\n", 101),
+        (b"SEND 10 ../../../etc/passwd\r\n", 108),
+        (b"SEND 10 /etc/passwd\r\n", 108),
+        (b"SEND 10 a/./b\r\n", 108),
+        (b"SEND " + b"7" * 30000 + b" x\r\n", 101),
+        (b"PUT {not json\r\n", 113),
+        (b'PUT {"bytes": 99999999999999999999999}\r\n', 109),
+        (b"NOTIFY2 []\r\n", 113),
+    ],
+)
+def test_garbage_gets_an_error_line_and_the_daemon_carries_on(daemon, check, data, code):
+    with RawClient(daemon.socket) as raw:
+        raw.send(data)
+        _error_then_close(raw, code)
+    check()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xfe\xfd\xfc\n",
+        b"ECHO \xc3\x28 invalid utf-8\r\n",
+        bytes(range(256)).replace(b"\n", b"") + b"\n",
+        b"\x80PING\r\n",
+    ],
+)
+def test_binary_bytes_and_invalid_utf8_get_error_113(daemon, check, data):
+    with RawClient(daemon.socket) as raw:
+        raw.send(data)
+        _error_then_close(raw, 113)
+    check()
+
+
+def test_garbage_on_one_connection_does_not_disturb_another(daemon, check):
+    with RawClient(daemon.socket) as good, RawClient(daemon.socket) as bad:
+        assert good.request(b"PING\r\n") == b"OK PONG\r\n"
+        bad.send(os.urandom(4096).replace(b"\n", b"") + b"\n")
+        assert bad.line().startswith(b"ERROR ")
+        assert good.request(b"ECHO fine\r\n") == b"OK fine\r\n"
+    check()
+
+
+def test_ten_megabyte_line_without_newline(daemon, check):
+    blob = b"A" * (10 * 1024 * 1024)
+    with RawClient(daemon.socket, timeout=20) as raw:
+        sent: List[BaseException] = []
+
+        def pump() -> None:
+            try:
+                raw.sock.sendall(blob)
+            except OSError as exc:  # the daemon gave up on the line and closed: expected
+                sent.append(exc)
+
+        writer = threading.Thread(target=pump, daemon=True)
+        writer.start()
+        reply = raw.line()
+        assert reply.startswith(b"ERROR 112 ") and reply.endswith(b"\r\n"), reply[:200]
+        assert raw.at_eof()
+        writer.join(timeout=20)
+        assert not writer.is_alive()
+    check()
+
+
+def test_half_written_command_then_disconnect(daemon, check):
+    for partial in (b"PIN", b"SEND 10", b"ECHO no end", b"\xff"):
+        with RawClient(daemon.socket) as raw:
+            raw.send(partial)
+    with RawClient(daemon.socket) as raw:  # and one that leaves in the middle of a reply
+        raw.send(b"PING\r\nPID\r\nECHO x\r\n")
+        raw.sock.shutdown(socket.SHUT_RDWR)
+    check()
+
+
+def test_send_declaring_a_huge_size_then_disconnect(daemon, check, save_dir):
+    with RawClient(daemon.socket) as raw:
+        assert raw.request(b"PING\r\n") == b"OK PONG\r\n"
+        raw.send(b"SEND 99999999999999999999 huge.bin\r\n")
+        _error_then_close(raw, 109)  # refused up front: not enough space
+    check()
+
+    # A size that fits, but the client leaves after a few bytes: nothing is kept.
+    with RawClient(daemon.socket) as raw:
+        assert raw.request(b"SEND 5000000 partial.bin\r\n") == b"READY\r\n"
+        raw.send(b"x" * 1000)
+    wait_until(lambda: not list(save_dir.rglob(".rtun-*")), timeout=10,
+               what="the partial upload to be removed")
+    assert not (save_dir / "partial.bin").exists()
+    check()
+
+
+def test_short_upload_then_checksum_is_an_error(daemon, check, save_dir):
+    with RawClient(daemon.socket) as raw:
+        assert raw.request(b"SEND 10 short.bin\r\n") == b"READY\r\n"
+        raw.send(b"abc" + b"0" * 64 + b"\r\n")  # 10 bytes of "data", then no checksum line
+        raw.sock.shutdown(socket.SHUT_WR)
+        reply = raw.line()
+        assert reply == b"" or (reply.startswith(b"ERROR ") and reply.endswith(b"\r\n"))
+    assert not (save_dir / "short.bin").exists()
+    check()
+
+
+def test_300_idle_connections_held_open(daemon, check):
+    idle: List[RawClient] = []
+    try:
+        for i in range(300):
+            raw = RawClient(daemon.socket, timeout=10)
+            if i % 3 == 0:
+                assert raw.request(b"PING\r\n") == b"OK PONG\r\n"  # then silent, like a stuck client
+            idle.append(raw)
+        check()
+        with RawClient(daemon.socket) as fresh:
+            assert fresh.request(b"PING\r\n") == b"OK PONG\r\n"
+            assert fresh.request(b"ECHO after 300\r\n") == b"OK after 300\r\n"
+        # The most recent idle connections are still served.
+        assert idle[-1].request(b"ECHO last\r\n") == b"OK last\r\n"
+        # The oldest idle ones made room, each told why with a complete error line.
+        _error_then_close(idle[0], 114)
+    finally:
+        for raw in idle:
+            raw.close()
+    check()
+
+
+def test_a_flood_of_connections_and_commands(daemon, check):
+    errors: List[BaseException] = []
+
+    def client(n: int) -> None:
+        try:
+            for _ in range(5):
+                with RawClient(daemon.socket) as raw:
+                    assert raw.request(b"PING\r\n") == b"OK PONG\r\n"
+                    assert raw.request(b"ECHO %d\r\n" % n) == b"OK %d\r\n" % n
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    check()
+
+
+def test_client_that_leaves_without_reading_its_replies(daemon, check):
+    # Closing with unread replies makes the daemon's next read fail with ECONNRESET.
+    for _ in range(5):
+        raw = RawClient(daemon.socket)
+        raw.send(b"PING\r\n")
+        wait_until(lambda: _readable(raw.sock), timeout=5, what="the reply to be queued")
+        raw.close()
+    with RawClient(daemon.socket) as raw:
+        assert raw.request(b"SEND 100000 gone.bin\r\n") == b"READY\r\n"
+        raw.send(b"z" * 10)
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    check()
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])

@@ -1,0 +1,355 @@
+"""Unit tests of the wire module: exact bytes of every v1 and rtun/2 message, and malformed input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from rtun import wire
+
+
+# ---- v1 requests -----------------------------------------------------------------------------
+
+V1_REQUESTS = [
+    (wire.Ping(), b"PING\r\n"),
+    (wire.Pid(), b"PID\r\n"),
+    (wire.Echo("hello world"), b"ECHO hello world\r\n"),
+    (wire.Shutdown(), b"SHUTDOWN\r\n"),
+    (wire.Notify("host1", "build finished ok"), b"NOTIFY host1 build finished ok\r\n"),
+    (wire.Send(12, "dir/sub/file.txt"), b"SEND 12 dir/sub/file.txt\r\n"),
+    (wire.Send(0, "name with spaces.txt"), b"SEND 0 name with spaces.txt\r\n"),
+    (wire.View(2048, "report.pdf"), b"VIEW 2048 report.pdf\r\n"),
+]
+
+
+@pytest.mark.parametrize("request_, raw", V1_REQUESTS)
+def test_v1_request_encodes_to_exact_bytes_with_crlf(request_, raw):
+    assert wire.encode_request(request_) == raw
+
+
+@pytest.mark.parametrize("request_, raw", V1_REQUESTS)
+def test_v1_request_parses_with_crlf_bare_lf_and_no_line_ending(request_, raw):
+    assert wire.parse_request(raw) == request_
+    assert wire.parse_request(raw[:-2] + b"\n") == request_
+    assert wire.parse_request(raw[:-2]) == request_
+
+
+def test_send_path_is_everything_after_the_second_space():
+    assert wire.parse_request(b"SEND 5 a b  c\r\n") == wire.Send(5, "a b  c")
+
+
+def test_notify_first_word_is_title_rest_is_body():
+    assert wire.parse_request(b"NOTIFY myhost\r\n") == wire.Notify("myhost", "")
+    assert wire.parse_request(b"NOTIFY h one  two\r\n") == wire.Notify("h", "one  two")
+
+
+def test_echo_without_text_is_empty_echo():
+    assert wire.parse_request(b"ECHO\r\n") == wire.Echo("")
+    assert wire.parse_request(b"ECHO \r\n") == wire.Echo("")
+
+
+def test_strip_eol_removes_one_line_ending_only():
+    assert wire.strip_eol(b"PING\r\n") == b"PING"
+    assert wire.strip_eol(b"PING\n") == b"PING"
+    assert wire.strip_eol(b"PING") == b"PING"
+    assert wire.strip_eol(b"X\n\n") == b"X\n"
+
+
+def test_request_line_with_a_line_break_cannot_be_encoded():
+    with pytest.raises(ValueError):
+        wire.encode_request(wire.Echo("two\nlines"))
+    with pytest.raises(ValueError):
+        wire.encode_request(wire.Notify("h", "a\rb"))
+
+
+def test_encode_request_rejects_non_requests():
+    with pytest.raises(TypeError):
+        wire.encode_request("PING")  # type: ignore[arg-type]
+
+
+# ---- malformed requests ----------------------------------------------------------------------
+
+MALFORMED = [
+    (b"FOO\r\n", wire.E_UNKNOWN),
+    (b"ping\r\n", wire.E_UNKNOWN),
+    (b"PING extra\r\n", wire.E_UNKNOWN),
+    (b"PID 1\r\n", wire.E_UNKNOWN),
+    (b"SHUTDOWN now\r\n", wire.E_UNKNOWN),
+    (b"\r\n", wire.E_UNKNOWN),
+    (b"\x00\x01\x02\r\n", wire.E_UNKNOWN),
+    (b"\xff\xfe garbage\r\n", wire.E_BAD_REQUEST),
+    (b"ECHO \xc3\x28\r\n", wire.E_BAD_REQUEST),
+    (b"SEND abc file\r\n", wire.E_BAD_SIZE),
+    (b"SEND -5 file\r\n", wire.E_BAD_SIZE),
+    (b"SEND +5 file\r\n", wire.E_BAD_SIZE),
+    (b"SEND 1e3 file\r\n", wire.E_BAD_SIZE),
+    (b"SEND \xd9\xa3 file\r\n", wire.E_BAD_SIZE),  # an Arabic-Indic digit is not a size
+    (b"SEND  file\r\n", wire.E_BAD_SIZE),
+    (b"SEND\r\n", wire.E_BAD_SIZE),
+    (b"VIEW x name\r\n", wire.E_BAD_SIZE),
+    (b"SEND 10\r\n", wire.E_BAD_PATH),
+    (b"SEND 10 \r\n", wire.E_BAD_PATH),
+    (b"VIEW 10\r\n", wire.E_BAD_PATH),
+    (b"SEND " + b"9" * 5000 + b" f\r\n", wire.E_BAD_SIZE),  # longer than int() accepts
+    (b"NOTIFY2 not json\r\n", wire.E_BAD_REQUEST),
+    (b"NOTIFY2 [1,2]\r\n", wire.E_BAD_REQUEST),
+    (b'NOTIFY2 {"title":5}\r\n', wire.E_BAD_REQUEST),
+    (b"PUT\r\n", wire.E_BAD_REQUEST),
+    (b'PUT {"bytes":-1}\r\n', wire.E_BAD_SIZE),
+    (b'PUT {"bytes":true}\r\n', wire.E_BAD_REQUEST),
+    (b'PUT {"files":"3"}\r\n', wire.E_BAD_REQUEST),
+    (b'PUT {"overwrite":1}\r\n', wire.E_BAD_REQUEST),
+    (b'PUT {"dest":null}\r\n', wire.E_BAD_REQUEST),
+    (b'PUT {"bytes":' + b"9" * 5000 + b"}\r\n", wire.E_BAD_REQUEST),
+    (b'PUT {"bytes":1e400}\r\n', wire.E_BAD_REQUEST),
+]
+
+
+@pytest.mark.parametrize("raw, code", MALFORMED)
+def test_malformed_request_raises_protocol_error_with_code(raw, code):
+    with pytest.raises(wire.ProtocolError) as info:
+        wire.parse_request(raw)
+    assert info.value.code == code
+    assert info.value.text
+    # Whatever it says, the error reply to it is exactly one line with its line ending.
+    reply = wire.error(info.value.code, info.value.text)
+    assert reply.endswith(b"\r\n") and reply.count(b"\n") == 1
+    assert reply.startswith(b"ERROR %d " % code)
+
+
+# ---- HELLO (rtun/2 negotiation carried in a v1 SEND) -----------------------------------------
+
+
+def test_hello_is_a_send_whose_size_is_not_a_number():
+    raw = wire.encode_request(wire.Hello(("notify2", "put")))
+    assert raw == b"SEND RTUN/2 notify2 put\r\n"
+    assert wire.parse_request(raw) == wire.Hello(("notify2", "put"))
+    # What a v1 daemon does with it: the size field is not a number, so a bad-size error.
+    size_token = raw.split(b" ")[1]
+    assert not size_token.isdigit()
+
+
+def test_hello_without_features():
+    assert wire.encode_request(wire.Hello(())) == b"SEND RTUN/2\r\n"
+    assert wire.parse_request(b"SEND RTUN/2\r\n") == wire.Hello(())
+
+
+def test_view_rtun2_token_is_not_a_hello():
+    with pytest.raises(wire.ProtocolError) as info:
+        wire.parse_request(b"VIEW RTUN/2 put\r\n")
+    assert info.value.code == wire.E_BAD_SIZE
+
+
+def test_hello_reply_and_its_parse():
+    raw = wire.hello_reply()
+    assert raw == b"OK RTUN/2 notify2 put\r\n"
+    assert wire.parse_hello_reply(wire.parse_reply(raw)) == ("notify2", "put")
+
+
+def test_v1_answers_to_hello_mean_v1():
+    assert wire.parse_hello_reply(wire.parse_reply(b"ERROR 101 bad size\r\n")) is None
+    assert wire.parse_hello_reply(wire.parse_reply(b"READY\r\n")) is None
+    assert wire.parse_hello_reply(wire.parse_reply(b"OK\r\n")) is None
+    assert wire.parse_hello_reply(wire.parse_reply(b"OK RTUN/3 x\r\n")) is None
+
+
+# ---- NOTIFY2 and PUT -------------------------------------------------------------------------
+
+
+def test_notify2_exact_bytes_and_round_trip():
+    request = wire.Notify2("Build done", "line one\nline two \u00e9")
+    raw = wire.encode_request(request)
+    assert raw == b'NOTIFY2 {"title":"Build done","body":"line one\\nline two \\u00e9"}\r\n'
+    assert raw.count(b"\n") == 1
+    assert wire.parse_request(raw) == request
+    assert wire.parse_request(raw[:-2] + b"\n") == request
+
+
+def test_notify2_missing_fields_default_to_empty():
+    assert wire.parse_request(b"NOTIFY2 {}\r\n") == wire.Notify2("", "")
+
+
+def test_put_exact_bytes_and_round_trip():
+    request = wire.Put("photos/2024", True, 1234, 3)
+    raw = wire.encode_request(request)
+    assert raw == b'PUT {"dest":"photos/2024","overwrite":true,"bytes":1234,"files":3}\r\n'
+    assert wire.parse_request(raw) == request
+
+
+def test_put_defaults():
+    assert wire.parse_request(b"PUT {}\n") == wire.Put("", False, 0, 0)
+
+
+# ---- replies ---------------------------------------------------------------------------------
+
+
+def test_v1_reply_bytes():
+    assert wire.pong() == b"OK PONG\r\n"
+    assert wire.pid_reply(4242, "/home/u/Downloads") == b"OK PID 4242, saveDir /home/u/Downloads\r\n"
+    assert wire.ok("hello") == b"OK hello\r\n"
+    assert wire.ok() == b"OK\r\n"
+    assert wire.ok("Shutting down server...") == b"OK Shutting down server...\r\n"
+    assert wire.READY == b"READY\r\n"
+    assert wire.error(107, "expected a, got b") == b"ERROR 107 expected a, got b\r\n"
+
+
+def test_error_reply_is_one_line_whatever_the_text():
+    assert wire.error(100, "bad\r\nthing\n  here") == b"ERROR 100 bad thing here\r\n"
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+def test_parse_replies(eol):
+    assert wire.parse_reply(b"OK PONG" + eol) == wire.Reply(True, "PONG", None)
+    assert wire.parse_reply(b"OK" + eol) == wire.Reply(True, "", None)
+    assert wire.parse_reply(b"READY" + eol) == wire.Reply(True, "READY", None)
+    assert wire.parse_reply(b"OK PID 7, saveDir /x" + eol) == wire.Reply(True, "PID 7, saveDir /x", None)
+    assert wire.parse_reply(b"ERROR 106 expected 5 bytes, got 3 bytes" + eol) == wire.Reply(
+        False, "expected 5 bytes, got 3 bytes", 106
+    )
+
+
+def test_parse_error_reply_without_code_or_line_ending():
+    # The v1 daemon's unknown-command reply has no line ending; its text is still usable.
+    reply = wire.parse_reply(b"ERROR 100 unknown command")
+    assert reply == wire.Reply(False, "unknown command", 100)
+    reply = wire.parse_reply(b"ERROR something odd\r\n")
+    assert not reply.ok and reply.code is None and reply.text == "something odd"
+
+
+def test_parse_reply_rejects_anything_else():
+    for raw in (b"PONG\r\n", b"\r\n", b"ok\r\n", b"\xff\xfe\r\n"):
+        with pytest.raises(wire.ProtocolError):
+            wire.parse_reply(raw)
+
+
+def test_ok_data_round_trip_and_saved_paths():
+    raw = wire.ok_data({"saved": ["/d/a.txt", "/d/b c.txt"], "skipped": []})
+    assert raw == b'OK {"saved":["/d/a.txt","/d/b c.txt"],"skipped":[]}\r\n'
+    reply = wire.parse_reply(raw)
+    assert reply.data == {"saved": ["/d/a.txt", "/d/b c.txt"], "skipped": []}
+    assert wire.saved_paths(reply) == ["/d/a.txt", "/d/b c.txt"]
+
+
+def test_reply_data_is_empty_for_v1_or_broken_json():
+    assert wire.parse_reply(b"OK PONG\r\n").data == {}
+    assert wire.parse_reply(b"OK {broken\r\n").data == {}
+    assert wire.parse_reply(b'OK {"saved": "x"}\r\n').data == {"saved": "x"}
+    assert wire.saved_paths(wire.parse_reply(b'OK {"saved": "x"}\r\n')) == []
+    assert wire.saved_paths(wire.parse_reply(b'OK {"saved": ["a", 3]}\r\n')) == ["a"]
+
+
+# ---- checksums -------------------------------------------------------------------------------
+
+
+def test_checksum_line_round_trip():
+    digest = hashlib.sha256(b"hello").hexdigest()
+    raw = wire.encode_checksum(digest)
+    assert raw == digest.encode() + b"\r\n"
+    assert wire.parse_checksum(raw) == digest
+    assert wire.parse_checksum(digest.encode() + b"\n") == digest
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\r\n",
+        b"abc\r\n",
+        hashlib.sha256(b"x").hexdigest().upper().encode() + b"\r\n",  # v1 sends lowercase hex
+        hashlib.sha256(b"x").hexdigest().encode()[:-1] + b"\r\n",
+        hashlib.sha256(b"x").hexdigest().encode() + b"0\r\n",
+        b"z" * 64 + b"\r\n",
+        b" " + hashlib.sha256(b"x").hexdigest().encode() + b"\r\n",
+    ],
+)
+def test_malformed_checksum_is_a_checksum_error(raw):
+    with pytest.raises(wire.ProtocolError) as info:
+        wire.parse_checksum(raw)
+    assert info.value.code == wire.E_CHECKSUM
+
+
+# ---- PUT entries and chunk headers -----------------------------------------------------------
+
+
+ENTRIES = [
+    (wire.DirEntry("d", 0o755, 1700000000.5), {"type": "dir", "path": "d", "mode": 493, "mtime": 1700000000.5}),
+    (
+        wire.FileEntry("d/f.txt", 0o640, 1700000000.0, 12),
+        {"type": "file", "path": "d/f.txt", "mode": 416, "mtime": 1700000000.0, "size": 12},
+    ),
+    (
+        wire.FileEntry("stdin.txt", 0o644, 5.0, None),
+        {"type": "file", "path": "stdin.txt", "mode": 420, "mtime": 5.0},
+    ),
+    (wire.LinkEntry("d/l", "f.txt"), {"type": "link", "path": "d/l", "target": "f.txt"}),
+    (wire.EndEntry(), {"type": "end"}),
+]
+
+
+@pytest.mark.parametrize("entry, obj", ENTRIES)
+def test_entry_encoding_and_round_trip(entry, obj):
+    raw = wire.encode_entry(entry)
+    assert raw.endswith(b"\r\n") and raw.count(b"\n") == 1
+    assert json.loads(raw) == obj
+    assert wire.parse_entry(raw) == entry
+    assert wire.parse_entry(raw[:-2] + b"\n") == entry
+
+
+def test_entry_exact_bytes_and_ascii_only():
+    assert wire.encode_entry(wire.EndEntry()) == b'{"type":"end"}\r\n'
+    raw = wire.encode_entry(wire.LinkEntry("caf\u00e9\nx", "t"))
+    assert raw == b'{"type":"link","path":"caf\\u00e9\\nx","target":"t"}\r\n'
+    assert wire.parse_entry(raw) == wire.LinkEntry("caf\u00e9\nx", "t")
+
+
+def test_entry_defaults():
+    assert wire.parse_entry(b'{"type":"file","path":"a"}') == wire.FileEntry("a", 0o644, 0.0, None)
+
+
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (b"not json\r\n", wire.E_BAD_REQUEST),
+        (b"[]\r\n", wire.E_BAD_REQUEST),
+        (b'{"type":"fifo","path":"p"}\r\n', wire.E_BAD_REQUEST),
+        (b'{"path":"p"}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"file"}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"file","path":7}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"file","path":"p","size":-1}\r\n', wire.E_BAD_SIZE),
+        (b'{"type":"file","path":"p","size":"1"}\r\n', wire.E_BAD_SIZE),
+        (b'{"type":"file","path":"p","size":true}\r\n', wire.E_BAD_SIZE),
+        (b'{"type":"file","path":"p","mode":65536}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"file","path":"p","mode":-1}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mode":"755"}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mtime":-1}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mtime":1e300}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mtime":true}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"link","path":"p"}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"link","path":"p","target":null}\r\n', wire.E_BAD_REQUEST),
+        (b'{"type":"end"\xff}\r\n', wire.E_BAD_REQUEST),
+    ],
+)
+def test_malformed_entry_raises_protocol_error(raw, code):
+    with pytest.raises(wire.ProtocolError) as info:
+        wire.parse_entry(raw)
+    assert info.value.code == code
+
+
+def test_chunk_header_bytes_and_parse():
+    assert wire.encode_chunk_header(0) == b"0\r\n"
+    assert wire.encode_chunk_header(1048576) == b"1048576\r\n"
+    assert wire.parse_chunk_header(b"1048576\r\n") == 1048576
+    assert wire.parse_chunk_header(b"0\n") == 0
+    assert wire.parse_chunk_header(b"%d\r\n" % wire.MAX_CHUNK) == wire.MAX_CHUNK
+
+
+@pytest.mark.parametrize(
+    "raw", [b"\r\n", b"-1\r\n", b"x\r\n", b"1 \r\n", b"0x10\r\n", b"9999999999\r\n",
+            b"%d\r\n" % (wire.MAX_CHUNK + 1), b"\xd9\xa3\r\n"],
+)
+def test_malformed_chunk_header_is_bad_size(raw):
+    with pytest.raises(wire.ProtocolError) as info:
+        wire.parse_chunk_header(raw)
+    assert info.value.code == wire.E_BAD_SIZE
