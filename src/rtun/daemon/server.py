@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import Callable, Dict, Optional
 
 from rtun import wire
@@ -24,7 +25,6 @@ class Daemon:
         self._stop = asyncio.Event()
         self._connections: Dict["asyncio.Task[None]", Peer] = {}
         self._actions = _Actions(config)
-        self._swept: "Optional[asyncio.Future[None]]" = None
 
     async def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Serve until SIGTERM, SIGINT or a SHUTDOWN request, then stop gracefully."""
@@ -40,11 +40,12 @@ class Daemon:
         )
         if on_ready:
             on_ready()
-        # Uploads wait for the sweep: it would take this daemon's own partial files for leftovers.
-        self._swept = loop.run_in_executor(None, self._sweep_partial_files)
+        loop.run_in_executor(None, self._sweep_partial_files)
+        watchdog = asyncio.ensure_future(self._expire_silent_peers())
         try:
             await self._stop.wait()
         finally:
+            watchdog.cancel()
             server.close()
             await self._drain_connections()
             await server.wait_closed()
@@ -60,6 +61,14 @@ class Daemon:
                 log.info("removed partial file left by an interrupted transfer: %s", path)
         except Exception:  # a failed clean-up must not fail the uploads waiting for it
             log.exception("could not sweep partial files in %s", self.config.save_dir)
+
+    async def _expire_silent_peers(self) -> None:
+        interval = max(0.05, min(self.config.idle_timeout / 4, 5.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for peer in list(self._connections.values()):
+                peer.expire_if_silent(now)
 
     def stop(self) -> None:
         self._stop.set()
@@ -152,8 +161,6 @@ class Daemon:
             await peer.reply(wire.ok("Shutting down server..."))
             self.stop()
         else:
-            if self._swept is not None and isinstance(request, (wire.Send, wire.Put)):
-                await asyncio.shield(self._swept)
             await peer.reply(await self._actions.perform(request, peer))
 
 

@@ -260,8 +260,8 @@ def sweep_partial_files(root: str) -> List[str]:
             if not (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)):
                 continue
             owner = name[len(PART_PREFIX):].split("-", 1)[0]
-            if owner.isdigit() and int(owner) != os.getpid() and _pid_alive(int(owner)):
-                continue  # another daemon sharing this directory is still writing it
+            if owner.isdigit() and (int(owner) == os.getpid() or _pid_alive(int(owner))):
+                continue  # this daemon's own upload, or another live daemon's
             try:
                 os.unlink(os.path.join(directory, name))
                 removed.append(os.path.join(directory, name))
