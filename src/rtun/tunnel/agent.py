@@ -272,9 +272,25 @@ class Agent:
                     return time.monotonic() - up_since
                 next_probe = time.monotonic() + s.probe_interval
             if now >= next_beat:
+                if entry.port != s.preferred_port:
+                    self._reclaim(master, entry)
                 entry.last_seen = registry.now_iso()
                 self._write(master, entry)
                 next_beat = time.monotonic() + s.heartbeat
+
+    def _reclaim(self, master: sshcmd.Master, entry: registry.Entry) -> None:
+        """Back to the preferred port once it is free again (a stale session of this machine
+        held it until the server dropped that session), so saved ssh configs work again."""
+        s = self.settings
+        try:
+            master.forward(sshcmd.remote_forward_spec(s.preferred_port, s.local_host, s.local_port))
+        except sshcmd.SshFailedError:
+            return
+        # ssh knows a server-allocated forward by the port it asked for: 0.
+        if not master.cancel(sshcmd.remote_forward_spec(0, s.local_host, s.local_port)):
+            master.cancel(sshcmd.remote_forward_spec(entry.port, s.local_host, s.local_port))
+        self.log(f"moved back from port {entry.port} to the preferred port {s.preferred_port}")
+        entry.port = s.preferred_port
 
     def _probe_failed(self, entry: registry.Entry) -> None:
         s = self.settings

@@ -33,7 +33,8 @@ class Listing:
 
 
 def _via_master(ssh: List[str], via: str) -> sshcmd.Master:
-    master = sshcmd.Master(ssh, via, ["-o", f"ConnectTimeout={sshcmd.CONNECT_TIMEOUT}"])
+    master = sshcmd.Master(ssh, via, ["-o", f"ConnectTimeout={sshcmd.CONNECT_TIMEOUT}",
+                                      "-o", "ClearAllForwardings=yes"])
     master.start()
     if not master.wait_ready(sshcmd.CONNECT_TIMEOUT + 30):
         code = master.process.poll() if master.process else None

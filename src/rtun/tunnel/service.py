@@ -41,7 +41,7 @@ def default_kind() -> str:
 
 def agent_argv(server: str, options: Sequence[str]) -> List[str]:
     """The command the service runs: this Python and this rtun, so a venv install works."""
-    return [sys.executable, "-m", "rtun", "tunnel"] + list(options) + ["--", server]
+    return [sys.executable, "-m", "rtun", "tunnel"] + list(options) + [server]
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@=,+-]+$")

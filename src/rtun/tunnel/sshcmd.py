@@ -261,6 +261,10 @@ class Master:
             return int(printed)
         return int(spec.split(":")[1])
 
+    def cancel(self, spec: str, timeout: float = 15) -> bool:
+        """Remove the ``-R spec`` forward (as added, with the port the server allocated)."""
+        return self.mux(["-O", "cancel", "-R", spec], timeout=timeout).returncode == 0
+
     def probe(self, host: str, port: int, timeout: float) -> bool:
         """Reach ``host:port`` from the server over the master; True if an sshd banner comes back."""
         argv = mux_argv(self.base, self.destination, self.control_path, ["-W", f"{host}:{port}"])
