@@ -55,7 +55,7 @@ _PATH_FIELDS = {"socket", "save_dir", "log"}
 
 
 def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
-    if isinstance(default, tuple) or name in ("view_opener", "view_allow_types"):
+    if isinstance(default, tuple):
         if isinstance(value, str) and name == "view_opener":
             import shlex
 
