@@ -166,17 +166,26 @@ class SshServer:
 
 
 class Forward:
-    """``ssh -N -R remote.sock:local.sock``: the forward an rtun user logs in with."""
+    """``ssh -R remote.sock:local.sock``: the forward an rtun user logs in with.
 
-    def __init__(self, server: SshServer, remote: Path, local: Path, extra: Optional[List[str]] = None):
+    By default it is an interactive login (a pty running a long sleep), as a user's session is:
+    OpenSSH turns on TCP_NODELAY only for interactive sessions, and a forward-only ``ssh -N``
+    connection adds a ~40 ms Nagle delay to every request.
+    """
+
+    def __init__(self, server: SshServer, remote: Path, local: Path, extra: Optional[List[str]] = None,
+                 interactive: bool = True):
         self.server = server
         self.remote = remote
         self.local = local
+        session = ["-tt", server.alias, "sleep 86400"] if interactive else ["-N", server.alias]
         self.process = subprocess.Popen(
             server.ssh_command
             + (extra or [])
-            + ["-N", "-o", "ExitOnForwardFailure=yes", "-R", f"{remote}:{local}", server.alias],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            + ["-o", "ExitOnForwardFailure=yes", "-R", f"{remote}:{local}"]
+            + session,
+            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
 
     def wait_up(self, timeout: float = 15) -> "Forward":
@@ -192,4 +201,6 @@ class Forward:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
-        self.process.stderr.close()
+        for stream in (self.process.stdin, self.process.stderr):
+            if stream is not None:
+                stream.close()
