@@ -71,6 +71,9 @@ def measure() -> List[Result]:
             dest.mkdir()
             shutil.rmtree(tar_dest, ignore_errors=True)
             tar_dest.mkdir()
+            # No run may pay for the writeback of an earlier one (or of the test files): this
+            # VM's disk takes ~400 MB/s, and writes are throttled to it while dirty data waits.
+            os.sync()
 
         def run(argv: List[str], **kwargs) -> None:
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs)
