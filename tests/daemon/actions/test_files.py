@@ -51,6 +51,8 @@ def tree(short_tmp: Path) -> Path:
             f.write(os.urandom(1024 * 1024))
     (top / "private").write_text("secret")
     (top / "private").chmod(0o600)
+    (top / "group-writable").write_text("shared")
+    (top / "group-writable").chmod(0o666)  # bits a typical umask (022) would take away
     for path in sorted(top.rglob("*"), reverse=True):
         os.utime(path, (MTIME, MTIME))
     os.utime(top, (MTIME, MTIME))

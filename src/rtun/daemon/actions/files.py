@@ -29,6 +29,8 @@ PART_PREFIX = ".rtun-"
 PART_SUFFIX = ".part"
 READ_SIZE = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_UMASK = os.umask(0o022)  # read once, as the daemon starts: os.umask can only be read by setting it
+os.umask(_UMASK)
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -80,11 +82,25 @@ class Tree:
         return os.path.join(self.root, *parts)
 
 
-def _is_link(name: str, dir_fd: int) -> bool:
+def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
     try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    return _lstat(name, dir_fd) is not None
+
+
+def _is_replaceable(name: str, dir_fd: int) -> bool:
+    st = _lstat(name, dir_fd)
+    return st is not None and not stat.S_ISDIR(st.st_mode)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    st = _lstat(name, dir_fd)
+    return st is not None and stat.S_ISLNK(st.st_mode)
 
 
 def part_name() -> str:
@@ -95,12 +111,15 @@ def part_name() -> str:
 class PartFile:
     """A file being received: a temporary name in its final directory until ``place``."""
 
-    def __init__(self, dir_fd: int, what: str) -> None:
+    def __init__(self, dir_fd: int, what: str, mode: int) -> None:
         self.dir_fd = dir_fd
         self.what = what
+        # Created with its final permissions (setuid, setgid and sticky dropped); finish()
+        # restores any bit the umask took away.
+        self.mode = stat.S_IMODE(mode) & 0o777
         self.name = part_name()
         try:
-            self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+            self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
         except OSError as exc:
             raise refusal_for(exc, what) from None
         self.hash = hashlib.sha256()
@@ -124,11 +143,12 @@ class PartFile:
         if actual != expected_sha:
             raise Refused(wire.E_CHECKSUM, f"expected {expected_sha}, got {actual}")
 
-    def finish(self, mode: int, mtime: Optional[float]) -> None:
-        """Apply mode (setuid, setgid and sticky dropped) and mtime, then close."""
+    def finish(self, mtime: Optional[float]) -> None:
+        """Apply the mode the umask narrowed, and the mtime; then close."""
         assert self.fd is not None
         try:
-            os.fchmod(self.fd, stat.S_IMODE(mode) & 0o777)
+            if self.mode & _UMASK:
+                os.fchmod(self.fd, self.mode)
             if mtime is not None:
                 os.utime(self.fd, (mtime, mtime))
             os.close(self.fd)
@@ -155,25 +175,25 @@ class PartFile:
 
 
 def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) -> str:
+    """Rename ``temporary`` to ``name``, or to the first free ``name (N)`` unless ``overwrite``
+    allows replacing a file there (a directory is never replaced). Returns the name used."""
     for attempt in range(10000):
         candidate = safepath.free_name(name, attempt)
-        try:
-            existing = os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and (not overwrite or stat.S_ISDIR(existing.st_mode)):
-            continue  # never replace a directory, nor anything without --overwrite
-        if existing is not None:
+        if overwrite and _is_replaceable(candidate, dir_fd):
             os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return candidate
         try:
-            # link() fails if the name appeared meanwhile, unlike rename(): no silent replace.
+            # link() fails if the name exists, even if it appeared a moment ago: unlike
+            # rename(), it never replaces anything.
             os.link(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
         except FileExistsError:
             continue
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
+            # A filesystem without hard links: check, then rename.
+            if _lexists(candidate, dir_fd):
+                continue
             os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return candidate
         os.unlink(temporary, dir_fd=dir_fd)
@@ -235,7 +255,7 @@ async def receive_v1_upload(
 ) -> str:
     """The v1 upload exchange (also VIEW's): returns the final local path."""
     dir_fd = tree.directory(parts[:-1])
-    part = PartFile(dir_fd, "/".join(parts))
+    part = PartFile(dir_fd, "/".join(parts), mode)
     try:
         await peer.reply(wire.READY)
         remaining = size
@@ -244,7 +264,7 @@ async def receive_v1_upload(
             part.write(data)
             remaining -= len(data)
         part.verify(size, wire.parse_checksum(await peer.required_line()))
-        part.finish(mode, None)
+        part.finish(None)
         final = part.place(parts[-1], overwrite)
     except BaseException:
         part.discard()

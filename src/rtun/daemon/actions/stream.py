@@ -58,7 +58,7 @@ async def _receive_file(
     peer: Peer, tree: Tree, parts: Tuple[str, ...], entry: wire.FileEntry, overwrite: bool
 ) -> Tuple[str, int]:
     """Receive one file's chunks; returns its final path and size."""
-    part = PartFile(tree.directory(parts[:-1]), "/".join(parts))
+    part = PartFile(tree.directory(parts[:-1]), "/".join(parts), entry.mode)
     try:
         while True:
             remaining = wire.parse_chunk_header(await peer.required_line())
@@ -71,7 +71,7 @@ async def _receive_file(
                 part.write(data)
                 remaining -= len(data)
         part.verify(entry.size, wire.parse_checksum(await peer.required_line()))
-        part.finish(entry.mode, entry.mtime)
+        part.finish(entry.mtime)
         final = part.place(parts[-1], overwrite)
     except BaseException:
         part.discard()
