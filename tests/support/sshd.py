@@ -88,6 +88,11 @@ class SshServer:
                     "MaxStartups 200",
                     "MaxSessions 100",
                     "Subsystem sftp internal-sftp",
+                    # Keep sessions off the test runner's own ~/.bashrc: bash reads it for ssh
+                    # commands only at shell level 1. (One here runs `pyenv init`: 0.3 s a
+                    # session, and a session killed mid-rehash leaves a lock that stalls every
+                    # later login for 60 s.)
+                    "SetEnv SHLVL=1",
                     "LogLevel VERBOSE",
                     "",
                 ]
