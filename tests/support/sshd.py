@@ -205,7 +205,11 @@ class Forward:
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # ssh itself is not under test here
+                self.process.kill()
+                self.process.wait()
         for stream in (self.process.stdin, self.process.stderr):
             if stream is not None:
                 stream.close()

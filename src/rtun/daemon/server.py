@@ -31,8 +31,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        server = await asyncio.start_unix_server(
-            self._serve_connection, sock=self.listener.sock, limit=wire.MAX_LINE
+        server = await loop.create_unix_server(
+            lambda: Peer(self.config.idle_timeout, self._start_serving), sock=self.listener.sock
         )
         log.info(
             "listening on %s (pid %d), saving to %s",
@@ -91,10 +91,10 @@ class Daemon:
             if late:
                 await asyncio.wait(late)
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        peer = Peer(reader, writer, self.config.idle_timeout)
+    def _start_serving(self, peer: Peer) -> None:
+        asyncio.ensure_future(self._serve_connection(peer))
+
+    async def _serve_connection(self, peer: Peer) -> None:
         task = asyncio.current_task()
         assert task is not None
         if len(self._connections) >= self.config.max_connections and not self._evict_idle():
