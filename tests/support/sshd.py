@@ -194,12 +194,18 @@ class Forward:
         )
 
     def wait_up(self, timeout: float = 15) -> "Forward":
-        def bound() -> bool:
+        def listening() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ssh -R exited: {self.process.stderr.read().decode()}")
-            return self.remote.exists()
+            # The file appears when sshd binds it, a moment before it listens: connect.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(self.remote))
+                except OSError:
+                    return False
+            return True
 
-        wait_until(bound, timeout=timeout, what=f"ssh -R to bind {self.remote}")
+        wait_until(listening, timeout=timeout, what=f"ssh -R to listen on {self.remote}")
         return self
 
     def close(self) -> None:

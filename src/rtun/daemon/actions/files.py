@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from rtun import wire
 from rtun.daemon import safepath
-from rtun.daemon.actions import Refused
+from rtun.daemon.actions import Refused, pid_alive
 from rtun.daemon.config import Config
 from rtun.daemon.peer import Peer
 
@@ -280,7 +280,7 @@ def sweep_partial_files(root: str) -> List[str]:
             if not (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)):
                 continue
             owner = name[len(PART_PREFIX):].split("-", 1)[0]
-            if owner.isdigit() and (int(owner) == os.getpid() or _pid_alive(int(owner))):
+            if owner.isdigit() and (int(owner) == os.getpid() or pid_alive(int(owner))):
                 continue  # this daemon's own upload, or another live daemon's
             try:
                 os.unlink(os.path.join(directory, name))
@@ -288,13 +288,3 @@ def sweep_partial_files(root: str) -> List[str]:
             except OSError:
                 pass
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

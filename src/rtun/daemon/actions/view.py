@@ -32,7 +32,7 @@ import unicodedata
 from typing import Any, FrozenSet, Iterable, Optional, Set, Tuple
 
 from rtun import wire
-from rtun.daemon.actions import Refused
+from rtun.daemon.actions import Refused, pid_alive
 from rtun.daemon.peer import Peer
 
 log = logging.getLogger("rtun.daemon")
@@ -370,17 +370,7 @@ def _remove_orphans(tmp: str) -> None:
             continue
         if not pid_text.isdigit() or st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
             continue
-        if int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+        if int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         log.info("removed viewed files left by an earlier daemon: %s", entry.path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
