@@ -6,6 +6,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 from support.rtun import RtunDaemon
 from support.sshd import Forward, SshKeys, SshServer
@@ -14,13 +15,13 @@ RTUN_SCRIPT = str(Path(sys.executable).parent / "rtun")  # the installed console
 
 
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, save_dir: Optional[Path] = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))
         self.sshd = SshServer(SshKeys(self.root / "keys"), self.root / "sshd").start()
         self.local_home = self.root / "local"
         self.remote_home = self.root / "remote"
         (self.remote_home / ".rtun").mkdir(parents=True, mode=0o700)
-        self.save_dir = self.local_home / "Downloads"
+        self.save_dir = save_dir or self.local_home / "Downloads"
         self.daemon = RtunDaemon(self.local_home, self.save_dir).start()
         self.forward = Forward(self.sshd, self.remote_home / ".rtun" / "rtun.sock", self.daemon.socket).wait_up()
 
