@@ -12,12 +12,19 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import Callable, Optional, Sequence
+    from typing import Callable, NoReturn, Optional, Sequence
 
 from rtun import __version__
 from rtun.errors import RtunError
 
 Handler = "Callable[[argparse.Namespace], int]"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line, like every other failure."""
+
+    def error(self, message: str) -> "NoReturn":
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _lazy(target: str) -> Handler:
@@ -205,7 +212,7 @@ def _add_tunnel_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParse
 def build_parser(command: "Optional[str]" = None) -> argparse.ArgumentParser:
     """The parser for ``command`` alone when it is a reach-back command (they start faster
     that way: every subparser costs time), else for every command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rtun",
         description="Reach back to your computer from an SSH session, and keep machines "
         "behind NAT reachable through a reverse tunnel.",
