@@ -138,25 +138,30 @@ class Progress:
             self._bar.close()
 
 
-def _chunks(source: Optional[str]) -> Iterator[memoryview]:
-    """A file's data (standard input for None), read into one reused buffer.
+class Reader:
+    """Reads files through one reused 1 MiB buffer: a fresh buffer per file would cost a 1 MiB
+    allocation and zero-fill for every small file of a tree."""
 
-    Each chunk is only valid until the next one is read.
-    """
-    stream: BinaryIO = open(source, "rb", buffering=0) if source is not None else sys.stdin.buffer
-    buffer = memoryview(bytearray(CHUNK))
-    try:
-        while True:
-            length = stream.readinto(buffer)  # type: ignore[attr-defined]
-            if not length:
-                return
-            yield buffer[:length]
-    finally:
-        if source is not None:
-            stream.close()
+    def __init__(self) -> None:
+        self._buffer = memoryview(bytearray(CHUNK))
+
+    def chunks(self, source: Optional[str]) -> Iterator[memoryview]:
+        """A file's data (standard input for None); each chunk is valid until the next one."""
+        stream: BinaryIO = open(source, "rb", buffering=0) if source is not None else sys.stdin.buffer
+        try:
+            while True:
+                length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
+                if not length:
+                    return
+                yield self._buffer[:length]
+        finally:
+            if source is not None:
+                stream.close()
 
 
-def _stream_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress) -> wire.Reply:
+def _stream_put(
+    conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress, reader: Reader
+) -> wire.Reply:
     import hashlib
 
     conn.request(wire.Put(dest, overwrite, work.total_bytes, work.total_files))  # READY
@@ -165,7 +170,7 @@ def _stream_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progre
         if not isinstance(item.entry, wire.FileEntry):
             continue
         digest = hashlib.sha256()
-        for data in _chunks(item.source):
+        for data in reader.chunks(item.source):
             digest.update(data)
             conn.send_raw(wire.encode_chunk_header(len(data)))
             conn.send_raw(data)
@@ -175,13 +180,15 @@ def _stream_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progre
     return conn.expect_ok(wire.MAX_PUT_REPLY)
 
 
-def upload_v1(conn: Connection, request: wire.Request, source: str, report: Callable[[int], None]) -> None:
+def upload_v1(
+    conn: Connection, request: wire.Request, source: str, report: Callable[[int], None], reader: Reader
+) -> None:
     """The v1 exchange shared by SEND and VIEW: READY, the raw bytes, the SHA-256 line, OK."""
     import hashlib
 
     conn.request(request)  # READY
     digest = hashlib.sha256()
-    for data in _chunks(source):
+    for data in reader.chunks(source):
         digest.update(data)
         conn.send_raw(data)
         report(len(data))
@@ -189,7 +196,7 @@ def upload_v1(conn: Connection, request: wire.Request, source: str, report: Call
     conn.expect_ok()
 
 
-def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress) -> List[str]:
+def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader: Reader) -> List[str]:
     """One SEND per regular file, as RTUN v1 clients do; the daemon does not say where."""
     sent = []
     for item in work.items:
@@ -201,14 +208,14 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress) -> Lis
         spooled = None
         if source is None:  # v1 needs the size up front: spool standard input first
             spooled = tempfile.NamedTemporaryFile(prefix="rtun-stdin-")
-            for data in _chunks(None):
+            for data in reader.chunks(None):
                 spooled.write(data)
             spooled.flush()
             source = spooled.name
         try:
             size = os.stat(source).st_size
             path = f"{dest}/{item.entry.path}" if dest else item.entry.path
-            upload_v1(conn, wire.Send(size, path), source, progress.update)
+            upload_v1(conn, wire.Send(size, path), source, progress.update, reader)
             sent.append(path)
         finally:
             if spooled is not None:
@@ -223,14 +230,14 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
     progress = Progress(work.total_bytes or None, work.total_files, enabled=not quiet)
     try:
         if conn.features and "put" in conn.features:
-            reply = _stream_put(conn, dest_dir, overwrite, work, progress)
+            reply = _stream_put(conn, dest_dir, overwrite, work, progress, Reader())
             saved = wire.saved_paths(reply)
             skipped = reply.data.get("skipped", [])
             work.warnings.extend(s for s in skipped if isinstance(s, str))
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
-            saved = _send_v1(conn, dest_dir, work, progress)
+            saved = _send_v1(conn, dest_dir, work, progress, Reader())
     finally:
         progress.close()
         conn.close()
@@ -247,4 +254,4 @@ def view(socket_path: Optional[str], path: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise RtunError(f"{path} is not a regular file")
     with connect(socket_path) as conn:
-        upload_v1(conn, wire.View(st.st_size, os.path.basename(path)), path, lambda n: None)
+        upload_v1(conn, wire.View(st.st_size, os.path.basename(path)), path, lambda n: None, Reader())
