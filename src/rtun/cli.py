@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 TYPE_CHECKING = False
@@ -240,5 +241,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"rtun {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug: still one line, with the traceback on request
+        if os.environ.get("RTUN_DEBUG"):
+            raise
+        print(f"rtun {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(RTUN_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 

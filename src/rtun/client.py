@@ -94,6 +94,8 @@ class Connection:
             raise ConnectionLostError(f"no reply from the daemon: {_reason(exc)}") from None
         if not line:
             raise ConnectionLostError("the daemon closed the connection without replying")
+        if not line.endswith(b"\n"):
+            raise ConnectionLostError(f"the daemon's reply is longer than {limit} bytes or cut off")
         try:
             return wire.parse_reply(line)
         except wire.ProtocolError as exc:
@@ -101,7 +103,11 @@ class Connection:
 
     def request(self, request: wire.Request) -> wire.Reply:
         """Send one request; return its reply, raising RemoteError for an ERROR reply."""
-        self.send_raw(wire.encode_request(request))
+        try:
+            line = wire.encode_request(request)
+        except (ValueError, UnicodeEncodeError):
+            raise RtunError("a name or text with a line break or invalid UTF-8 cannot be sent") from None
+        self.send_raw(line)
         return self.expect_ok()
 
     def expect_ok(self, limit: int = wire.MAX_LINE) -> wire.Reply:

@@ -41,7 +41,7 @@ def notify(args: argparse.Namespace) -> int:
     import socket
     import sys
 
-    words = [sys.stdin.read() if word == "-" else word for word in args.message]
+    words = [sys.stdin.buffer.read().decode("utf-8", "replace") if word == "-" else word for word in args.message]
     title = args.title if args.title is not None else socket.gethostname()
     client.notify(args.socket, title, " ".join(words).strip())
     return 0

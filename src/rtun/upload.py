@@ -71,7 +71,7 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
             st = os.stat(source)
         except OSError as exc:
             raise RtunError(f"cannot read {source}: {exc.strerror}") from None
-        name = dest_name or os.path.basename(os.path.normpath(source))
+        name = dest_name or os.path.basename(os.path.abspath(source))  # "." sends its own name
         if stat.S_ISREG(st.st_mode):
             items.append(Item(wire.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
             total += st.st_size
@@ -104,7 +104,10 @@ def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
                 continue
             remote = f"{prefix}/{entry_name}"
             if stat.S_ISLNK(st.st_mode):
-                items.append(Item(wire.LinkEntry(remote, os.readlink(path))))
+                try:
+                    items.append(Item(wire.LinkEntry(remote, os.readlink(path))))
+                except OSError as exc:
+                    warnings.append(f"skipped {path}: {exc.strerror}")
             elif stat.S_ISDIR(st.st_mode):
                 items.append(Item(wire.DirEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime)))
             elif stat.S_ISREG(st.st_mode):
@@ -147,16 +150,19 @@ class Reader:
 
     def chunks(self, source: Optional[str]) -> Iterator[memoryview]:
         """A file's data (standard input for None); each chunk is valid until the next one."""
-        stream: BinaryIO = open(source, "rb", buffering=0) if source is not None else sys.stdin.buffer
         try:
-            while True:
-                length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
-                if not length:
-                    return
-                yield self._buffer[:length]
-        finally:
-            if source is not None:
-                stream.close()
+            stream: BinaryIO = open(source, "rb", buffering=0) if source is not None else sys.stdin.buffer
+            try:
+                while True:
+                    length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
+                    if not length:
+                        return
+                    yield self._buffer[:length]
+            finally:
+                if source is not None:
+                    stream.close()
+        except OSError as exc:
+            raise RtunError(f"cannot read {source or 'standard input'}: {exc.strerror or exc}") from None
 
 
 def _stream_put(
@@ -187,11 +193,18 @@ def upload_v1(
     import hashlib
 
     conn.request(request)  # READY
+    declared = request.size  # type: ignore[union-attr]
+    sent = 0
     digest = hashlib.sha256()
     for data in reader.chunks(source):
+        sent += len(data)
+        if sent > declared:
+            break
         digest.update(data)
         conn.send_raw(data)
         report(len(data))
+    if sent != declared:  # v1 frames by size alone: anything else would desynchronise the stream
+        raise RtunError(f"{source} changed size while it was being sent; nothing was saved")
     conn.send_raw(wire.encode_checksum(digest.hexdigest()))
     conn.expect_ok()
 

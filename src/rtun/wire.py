@@ -183,7 +183,7 @@ def _json_object(text: str) -> Dict[str, Any]:
 
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
         raise ProtocolError(E_BAD_REQUEST, "malformed JSON header") from None
     if not isinstance(value, dict):
         raise ProtocolError(E_BAD_REQUEST, "JSON header must be an object")

@@ -62,7 +62,7 @@ class Peer(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake(self._data_waiter)
-        return False  # close the transport
+        return True  # keep writing: a client that half-closed still gets its replies
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._eof = True
@@ -172,8 +172,7 @@ class Peer(asyncio.BufferedProtocol):
         """Abort the connection if its current read or write has waited past the timeout."""
         if self._waiting_since is not None and now - self._waiting_since > self.timeout:
             self._timed_out = True
-            if self._transport is not None:
-                self._transport.abort()
+            self.kill()
 
     def abort(self, data: bytes) -> None:
         """Send a last line without waiting for the peer to read it, and close."""
@@ -184,3 +183,8 @@ class Peer(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def kill(self) -> None:
+        """Close at once, dropping replies not yet sent."""
+        if self._transport is not None:
+            self._transport.abort()

@@ -15,6 +15,9 @@ from rtun.daemon.actions import Refused
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and macOS
 MAX_PATH_BYTES = 4000
 MAX_DEPTH = 64
+# Temporary names of files being received (see actions/files.py); clients may not use them.
+PART_PREFIX = ".rtun-"
+PART_SUFFIX = ".part"
 
 
 def components(path: str) -> Tuple[str, ...]:
@@ -28,7 +31,11 @@ def components(path: str) -> Tuple[str, ...]:
         raise Refused(wire.E_BAD_PATH, f"path contains control characters: {shown}")
     if path.startswith("/"):
         raise Refused(wire.E_BAD_PATH, f"absolute paths are not accepted: {shown}")
-    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+    try:
+        encoded_length = len(path.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates from a JSON "\ud800" escape
+        raise Refused(wire.E_BAD_PATH, f"path is not valid Unicode: {shown}") from None
+    if encoded_length > MAX_PATH_BYTES:
         raise Refused(wire.E_BAD_PATH, "path is too long")
     parts = tuple(path.split("/"))
     if len(parts) > MAX_DEPTH:
@@ -36,8 +43,10 @@ def components(path: str) -> Tuple[str, ...]:
     for part in parts:
         if part in ("", ".", ".."):
             raise Refused(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {shown}")
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
             raise Refused(wire.E_BAD_PATH, f"a path component is longer than 255 bytes: {shown}")
+        if part.startswith(PART_PREFIX) and part.endswith(PART_SUFFIX):
+            raise Refused(wire.E_BAD_PATH, f"names like {part!r} are the daemon's own temporary files")
     return parts
 
 
@@ -49,18 +58,31 @@ def join(base: Tuple[str, ...], path: str) -> Tuple[str, ...]:
 
 
 def link_stays_inside(link: Tuple[str, ...], target: str, root_depth: int) -> bool:
-    """Whether a symlink at ``link`` pointing to ``target`` resolves inside the transfer.
+    """Whether a symlink at ``link`` pointing to ``target`` stays inside the transfer.
 
     The transfer's root is the first ``root_depth`` components of the link's path (the
-    directory that was sent); absolute targets never count as inside.
+    directory that was sent). The target must be relative, climb with ``..`` only at its start
+    and no higher than the root, then name plain components. Text normalisation alone is not
+    enough: in ``a/../../x`` the ``a`` may itself be a link, and ``..`` then leaves from where
+    ``a`` points. With ``..`` only at the start, every link resolves inside the root by
+    induction, whatever links the later components pass through.
     """
     if not target or target.startswith("/") or "\x00" in target or root_depth < 1:
         return False
     if len(link) <= root_depth:
         return False
-    resolved = posixpath.normpath(posixpath.join(*link[:-1], target))
-    root = posixpath.join(*link[:root_depth])
-    return resolved == root or resolved.startswith(root + "/")
+    climbs = 0
+    names = []
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if names:
+                return False
+            climbs += 1
+        else:
+            names.append(part)
+    return climbs <= len(link) - 1 - root_depth
 
 
 def free_name(name: str, attempt: int) -> str:

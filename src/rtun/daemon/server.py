@@ -11,6 +11,8 @@ from typing import Callable, Dict, Optional
 
 from rtun import wire
 from rtun.daemon.actions import Refused
+# Imported here, in the main thread before any other starts: it reads the umask by setting it.
+from rtun.daemon.actions.files import sweep_partial_files
 from rtun.daemon.config import Config
 from rtun.daemon.listener import Listener
 from rtun.daemon.peer import Peer, PeerGone
@@ -48,14 +50,15 @@ class Daemon:
             watchdog.cancel()
             server.close()
             await self._drain_connections()
-            await server.wait_closed()
+            try:  # since Python 3.12 this also waits for every connection to be closed
+                await asyncio.wait_for(server.wait_closed(), timeout=5)
+            except asyncio.TimeoutError:
+                log.warning("some connections did not close in time")
             self._actions.close()
             self.listener.remove()
             log.info("stopped")
 
     def _sweep_partial_files(self) -> None:
-        from rtun.daemon.actions.files import sweep_partial_files
-
         try:
             for path in sweep_partial_files(self.config.save_dir):
                 log.info("removed partial file left by an interrupted transfer: %s", path)
@@ -87,6 +90,9 @@ class Daemon:
             _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace)
             for task in late:
                 log.warning("cancelling a transfer still running after the grace period")
+                peer = self._connections.get(task)
+                if peer is not None:
+                    peer.kill()  # close() would wait to flush replies the client may never read
                 task.cancel()
             if late:
                 await asyncio.wait(late)

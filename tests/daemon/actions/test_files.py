@@ -191,3 +191,24 @@ def test_progress_bar_shows_on_a_terminal_only(forward, remote_home, short_tmp):
     assert b"/3.00M [" in shown and b"B/s]" in shown  # total size and rate
     piped = run_rtun(["send", str(source)], remote_home)
     assert piped.returncode == 0 and piped.stderr == b""
+
+
+def test_send_dot_sends_the_current_directory_under_its_name(forward, remote_home, save_dir, short_tmp):
+    here = short_tmp / "work dir"
+    here.mkdir()
+    (here / "a.txt").write_text("a")
+    from support.rtun import RTUN, clean_env
+    import subprocess
+
+    done = subprocess.run(RTUN + ["send", "-q", "."], cwd=here, env=clean_env(remote_home),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (save_dir / "work dir" / "a.txt").read_text() == "a"
+
+
+def test_a_name_v1_cannot_carry_is_a_one_line_error(forward, remote_home, short_tmp):
+    odd = short_tmp / "two\nlines.txt"
+    odd.write_text("x")
+    result = run_rtun(["view", str(odd)], remote_home)
+    assert result.returncode == 1
+    assert result.stderr.decode().count("\n") == 1 and "line break" in result.stderr.decode()

@@ -125,6 +125,50 @@ def test_a_file_is_never_written_through_a_link_the_transfer_made(forward, save_
     assert answers_ping(forward.remote)
 
 
+def test_a_chain_of_links_cannot_point_out_of_the_transfer(forward, save_dir):
+    with RawClient(forward.remote) as client:
+        replies = put(client, {"dest": "", "bytes": 0, "files": 0}, [
+            entry(type="dir", path="top", mode=0o755, mtime=1),
+            entry(type="dir", path="top/d1/d2/d3/d4", mode=0o755, mtime=1),
+            entry(type="link", path="top/d1/d2/d3/d4/a", target="../../../.."),
+            entry(type="link", path="top/d1/d2/d3/d4/b", target="a/../../../../../etc/passwd"),
+            entry(type="end"),
+        ])
+    assert replies[-1].startswith(b"OK ")
+    assert os.readlink(save_dir / "top/d1/d2/d3/d4/a") == "../../../.."
+    assert not os.path.lexists(save_dir / "top/d1/d2/d3/d4/b")
+    assert json.loads(replies[-1][3:])["skipped"] == [
+        "top/d1/d2/d3/d4/b: symbolic link points outside the transfer"]
+
+
+def test_directories_that_existed_keep_their_mode(forward, save_dir):
+    (save_dir / "mine").mkdir(parents=True)
+    (save_dir / "mine").chmod(0o700)
+    with RawClient(forward.remote) as client:
+        replies = put(client, {"dest": "", "bytes": 0, "files": 0}, [
+            entry(type="dir", path="mine", mode=0o777, mtime=1), entry(type="end")])
+    assert replies[-1].startswith(b"OK ")
+    assert (save_dir / "mine").stat().st_mode & 0o7777 == 0o700
+
+
+def test_a_tree_of_many_directories_needs_few_descriptors(forward, daemon, save_dir):
+    entries = [entry(type="dir", path="many", mode=0o755, mtime=1)]
+    entries += [entry(type="dir", path=f"many/d{i:04d}/sub", mode=0o755, mtime=1) for i in range(1500)]
+    with RawClient(forward.remote) as client:
+        replies = put(client, {"dest": "", "bytes": 0, "files": 0}, entries + [entry(type="end")])
+    assert replies[-1].startswith(b"OK "), replies
+    assert len(list((save_dir / "many").iterdir())) == 1500
+    assert len(os.listdir(f"/proc/{daemon.process.pid}/fd")) < 100
+
+
+def test_deeply_nested_json_is_refused_cleanly(forward, daemon):
+    with RawClient(forward.remote) as client:
+        client.send(b"PUT " + b"[" * 60000 + b"\r\n")
+        assert client.line().startswith(b"ERROR 113 ")
+    assert "Traceback" not in daemon.log_text()
+    assert answers_ping(forward.remote)
+
+
 def test_a_link_already_on_disk_is_never_written_through(forward, save_dir, short_tmp):
     outside = short_tmp / "outside"
     outside.mkdir()
@@ -246,7 +290,7 @@ def test_daemon_killed_mid_stream_leaves_no_litter_after_restart(sshd, local_hom
         restarted = RtunDaemon(local_home, save_dir).start()
         try:
             wait_until(lambda: not _part_files(save_dir), what="the restarted daemon to sweep")  # ...its successor does
-            assert "removed partial file" in restarted.log_text()
+            wait_until(lambda: "removed partial file" in restarted.log_text(), what="the sweep to be logged")
         finally:
             restarted.stop()
     finally:

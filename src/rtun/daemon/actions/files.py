@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import stat
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from rtun import wire
 from rtun.daemon import safepath
@@ -25,8 +25,6 @@ from rtun.daemon.peer import Peer
 
 log = logging.getLogger("rtun.daemon")
 
-PART_PREFIX = ".rtun-"
-PART_SUFFIX = ".part"
 READ_SIZE = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _UMASK = os.umask(0o022)  # read once, as the daemon starts: os.umask can only be read by setting it
@@ -45,12 +43,18 @@ def refusal_for(exc: OSError, what: str) -> Refused:
 
 
 class Tree:
-    """Directory descriptors below the save directory, opened without following links."""
+    """Directory descriptors below the save directory, opened without following links.
+
+    Only the descriptors along the most recent path stay open (a tree of thousands of
+    directories must not run the daemon out of descriptors), so a descriptor returned by
+    ``directory`` is valid until the next call.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root
         os.makedirs(root, exist_ok=True)
         self._fds: Dict[Tuple[str, ...], int] = {(): os.open(root, _DIR_FLAGS)}
+        self.created: Set[Tuple[str, ...]] = set()  # directories this transfer made
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -62,12 +66,21 @@ class Tree:
         fd = self._fds.get(parts)
         if fd is not None:
             return fd
-        parent = self.directory(parts[:-1], create)
+        for cached in [key for key in self._fds if key and key != parts[:len(key)]]:
+            os.close(self._fds.pop(cached))
+        return self._open(parts, create)
+
+    def _open(self, parts: Tuple[str, ...], create: bool) -> int:
+        fd = self._fds.get(parts)
+        if fd is not None:
+            return fd
+        parent = self._open(parts[:-1], create)
         name = parts[-1]
         try:
             if create:
                 try:
                     os.mkdir(name, 0o777, dir_fd=parent)  # the umask applies
+                    self.created.add(parts)
                 except FileExistsError:
                     pass
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -105,7 +118,7 @@ def _is_link(name: str, dir_fd: int) -> bool:
 
 def part_name() -> str:
     """A temporary name that says which daemon process wrote it (see sweep_partial_files)."""
-    return f"{PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{PART_SUFFIX}"
+    return f"{safepath.PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{safepath.PART_SUFFIX}"
 
 
 class PartFile:
@@ -240,7 +253,7 @@ class Uploads:
         tree = Tree(self.save_dir)
         try:
             await peer.reply(wire.READY)
-            result = await receive_entries(peer, tree, base, request.overwrite)
+            result = await receive_entries(peer, tree, base, request.overwrite, self.check_space)
         finally:
             tree.close()
         log.info(
@@ -277,9 +290,9 @@ def sweep_partial_files(root: str) -> List[str]:
     removed = []
     for directory, dirs, files in os.walk(root):  # os.walk does not follow links by default
         for name in files:
-            if not (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)):
+            if not (name.startswith(safepath.PART_PREFIX) and name.endswith(safepath.PART_SUFFIX)):
                 continue
-            owner = name[len(PART_PREFIX):].split("-", 1)[0]
+            owner = name[len(safepath.PART_PREFIX):].split("-", 1)[0]
             if owner.isdigit() and (int(owner) == os.getpid() or pid_alive(int(owner))):
                 continue  # this daemon's own upload, or another live daemon's
             try:

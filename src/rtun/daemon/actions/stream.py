@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from rtun import wire
 from rtun.daemon import safepath
@@ -20,7 +20,8 @@ from rtun.daemon.actions.files import (
 )
 from rtun.daemon.peer import Peer
 
-MAX_ENTRIES = 10_000_000
+MAX_ENTRIES = 1_000_000  # bounds the daemon's memory for one transfer (its reply lists each file)
+SPACE_CHECK_BYTES = 64 * 1024 * 1024  # files this large, or unsized ones this often, re-check
 
 
 @dataclass
@@ -28,13 +29,18 @@ class StreamResult:
     saved: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
     bytes: int = 0
-    # Directory modes and mtimes are applied last: writing inside a directory changes its mtime.
-    directories: List[Tuple[Tuple[str, ...], int, float]] = field(default_factory=list)
+    # Modes and mtimes of the directories this transfer made, applied last (writing inside a
+    # directory changes its mtime). Directories that existed before are left as they were.
+    directories: Dict[Tuple[str, ...], Tuple[int, float]] = field(default_factory=dict)
 
 
 async def receive_entries(
-    peer: Peer, tree: Tree, base: Tuple[str, ...], overwrite: bool
+    peer: Peer, tree: Tree, base: Tuple[str, ...], overwrite: bool,
+    check_space: Callable[[int], None],
 ) -> StreamResult:
+    """Receive entries until the end entry. ``check_space(n)`` refuses when n more bytes would
+    not fit: the header's totals were checked already, but a large or unsized file is checked
+    again, as nothing obliges a client to declare honest totals."""
     result = StreamResult()
     for _ in range(MAX_ENTRIES):
         entry = wire.parse_entry(await peer.required_line())
@@ -44,9 +50,10 @@ async def receive_entries(
         parts = safepath.join(base, entry.path)
         if isinstance(entry, wire.DirEntry):
             tree.directory(parts)
-            result.directories.append((parts, entry.mode, entry.mtime))
+            if parts in tree.created:
+                result.directories[parts] = (entry.mode, entry.mtime)
         elif isinstance(entry, wire.FileEntry):
-            path, size = await _receive_file(peer, tree, parts, entry, overwrite)
+            path, size = await _receive_file(peer, tree, parts, entry, overwrite, check_space)
             result.saved.append(path)
             result.bytes += size
         elif isinstance(entry, wire.LinkEntry):
@@ -55,10 +62,14 @@ async def receive_entries(
 
 
 async def _receive_file(
-    peer: Peer, tree: Tree, parts: Tuple[str, ...], entry: wire.FileEntry, overwrite: bool
+    peer: Peer, tree: Tree, parts: Tuple[str, ...], entry: wire.FileEntry, overwrite: bool,
+    check_space: Callable[[int], None],
 ) -> Tuple[str, int]:
     """Receive one file's chunks; returns its final path and size."""
+    if entry.size is not None and entry.size >= SPACE_CHECK_BYTES:
+        check_space(entry.size)
     part = PartFile(tree.directory(parts[:-1]), "/".join(parts), entry.mode)
+    checked = 0
     try:
         while True:
             remaining = wire.parse_chunk_header(await peer.required_line())
@@ -70,6 +81,9 @@ async def _receive_file(
                 data = await peer.read(min(remaining, READ_SIZE))
                 part.write(data)
                 remaining -= len(data)
+            if entry.size is None and part.size - checked >= SPACE_CHECK_BYTES:
+                check_space(SPACE_CHECK_BYTES)
+                checked = part.size
         part.verify(entry.size, wire.parse_checksum(await peer.required_line()))
         part.finish(entry.mtime)
         final = part.place(parts[-1], overwrite)
@@ -100,8 +114,8 @@ def _make_link(
     result.saved.append(tree.path(parts[:-1] + (final,)))
 
 
-def _apply_directory_metadata(tree: Tree, directories: List[Tuple[Tuple[str, ...], int, float]]) -> None:
-    for parts, mode, mtime in sorted(directories, key=lambda d: len(d[0]), reverse=True):
+def _apply_directory_metadata(tree: Tree, directories: Dict[Tuple[str, ...], Tuple[int, float]]) -> None:
+    for parts, (mode, mtime) in sorted(directories.items(), key=lambda d: len(d[0]), reverse=True):
         fd = tree.directory(parts, create=False)
         try:
             os.utime(fd, (mtime, mtime))

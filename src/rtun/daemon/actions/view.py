@@ -59,6 +59,8 @@ RISKY_TYPES: FrozenSet[str] = frozenset(
         ".exe", ".com", ".bat", ".cmd", ".msi", ".msp", ".msc", ".scr", ".pif", ".cpl",
         ".lnk", ".url", ".hta", ".vbs", ".vbe", ".jse", ".wsf", ".wsh", ".ps1", ".psm1",
         ".reg", ".inf", ".application", ".appref-ms", ".gadget",
+        # disk images, which desktops mount (GNOME's and KDE's disk image mounters)
+        ".iso", ".img", ".vhd", ".vhdx", ".vmdk", ".qcow2",
     }
 )
 
