@@ -36,8 +36,22 @@ def _configure_logging(config: Config, log_path: Optional[str]) -> Optional[int]
     return fd
 
 
+def _raise_descriptor_limit() -> None:
+    """Every connection holds a descriptor; macOS starts processes with a soft limit of 256."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # keep the limit we have
+
+
 def serve(config: Config, detach: bool) -> int:
     """Run the daemon; with ``detach``, print its PID once the socket accepts connections."""
+    _raise_descriptor_limit()
     try:
         os.makedirs(config.save_dir, exist_ok=True)
     except OSError as exc:
