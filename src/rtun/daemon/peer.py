@@ -36,9 +36,10 @@ class Peer(asyncio.BufferedProtocol):
         self._end = 0
         self._eof = False
         self._reading_paused = False
-        self._data_waiter: Optional[asyncio.Future[None]] = None
         self._writing_paused = False
-        self._drain_waiter: Optional[asyncio.Future[None]] = None
+        # The handler task waits for one thing at a time: data, or room to write. Every wait
+        # sits in a loop that checks its own condition again, so any event may wake it.
+        self._waiter: Optional[asyncio.Future[None]] = None
         self._waiting_since: Optional[float] = None
         self._timed_out = False
 
@@ -57,31 +58,39 @@ class Peer(asyncio.BufferedProtocol):
         self._end += nbytes
         if self._end == BUFFER_SIZE:
             self._pause_reading()
-        self._wake(self._data_waiter)
+        self._wake()
 
     def eof_received(self) -> bool:
         self._eof = True
-        self._wake(self._data_waiter)
+        self._wake()
         return True  # keep writing: a client that half-closed still gets its replies
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._eof = True
-        self._wake(self._data_waiter)
-        self._wake(self._drain_waiter)
+        self._wake()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        self._wake(self._drain_waiter)
+        self._wake()
 
     # ---- reading -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _wake(waiter: "Optional[asyncio.Future[None]]") -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        """Wait for the next event; the watchdog aborts a wait that lasts past the timeout."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiting_since = time.monotonic()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            self._waiting_since = None
 
     def _pause_reading(self) -> None:
         if self._transport is not None and not self._reading_paused:
@@ -100,13 +109,7 @@ class Peer(asyncio.BufferedProtocol):
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
-        self._data_waiter = asyncio.get_running_loop().create_future()
-        self._waiting_since = time.monotonic()
-        try:
-            await self._data_waiter
-        finally:
-            self._data_waiter = None
-            self._waiting_since = None
+        await self._wait()
 
     def _lost(self, what: str) -> PeerGone:
         return PeerGone("idle timeout" if self._timed_out else what)
@@ -158,13 +161,7 @@ class Peer(asyncio.BufferedProtocol):
             raise self._lost("cannot reply: the connection is closed")
         transport.write(data)
         while self._writing_paused and not transport.is_closing():
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            self._waiting_since = time.monotonic()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
-                self._waiting_since = None
+            await self._wait()
         if transport.is_closing() and self._timed_out:
             raise self._lost("cannot reply")
 
