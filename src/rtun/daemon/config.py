@@ -1,7 +1,7 @@
 """The daemon's settings: built-in defaults, then the TOML config file, then command-line flags.
 
-The file is ~/.config/rtun/config.toml (or $XDG_CONFIG_HOME/rtun/config.toml); docs/config.md
-lists every key.
+The file is ~/.config/rtun/config.toml (or $XDG_CONFIG_HOME/rtun/config.toml); the
+"Configuration" section of README.md lists every key.
 """
 
 from __future__ import annotations
