@@ -44,20 +44,18 @@ class SendResult:
     warnings: List[str]
 
 
-def _check_dest(dest: Optional[str]) -> Tuple[str, Optional[str]]:
+def _split_dest(dest: Optional[str], several: bool) -> Tuple[str, Optional[str]]:
     """Split --to into (directory prefix, file name): ``x/`` or several sources mean a directory."""
     if not dest:
         return "", None
-    if dest.endswith("/"):
+    if dest.endswith("/") or several:
         return dest.rstrip("/"), None
     return os.path.dirname(dest), os.path.basename(dest)
 
 
 def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
     """What to send, as entries relative to the returned destination directory."""
-    dest_dir, dest_name = _check_dest(dest)
-    if dest_name is not None and len(sources) > 1:
-        dest_dir, dest_name = dest.rstrip("/"), None  # type: ignore[union-attr]
+    dest_dir, dest_name = _split_dest(dest, several=len(sources) > 1)
     items: List[Item] = []
     warnings: List[str] = []
     total = 0

@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional
 from rtun import wire
 from rtun.daemon.actions import Refused
 # Imported here, in the main thread before any other starts: it reads the umask by setting it.
-from rtun.daemon.actions.files import sweep_partial_files
+from rtun.daemon.actions.files import Uploads, sweep_partial_files
 from rtun.daemon.config import Config
 from rtun.daemon.listener import Listener
 from rtun.daemon.peer import Peer, PeerGone
@@ -62,7 +62,7 @@ class Daemon:
         try:
             for path in sweep_partial_files(self.config.save_dir):
                 log.info("removed partial file left by an interrupted transfer: %s", path)
-        except Exception:  # a failed clean-up must not fail the uploads waiting for it
+        except Exception:  # a failed clean-up is logged, and must not stop the daemon
             log.exception("could not sweep partial files in %s", self.config.save_dir)
 
     async def _expire_silent_peers(self) -> None:
@@ -188,8 +188,6 @@ class _Actions:
 
     def uploads(self):  # type: ignore[no-untyped-def]
         if self._uploads is None:
-            from rtun.daemon.actions.files import Uploads
-
             self._uploads = Uploads(self.config)
         return self._uploads
 

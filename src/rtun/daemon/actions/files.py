@@ -95,6 +95,20 @@ class Tree:
         return os.path.join(self.root, *parts)
 
 
+def check_space(directory: str, needed: int, reserve: int = 0) -> None:
+    """Refuse, before any byte is written, a transfer that would leave less than ``reserve``."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        raise Refused(wire.E_STAT, f"cannot check free space: {exc.strerror}") from None
+    if needed + reserve > free:
+        raise Refused(
+            wire.E_NO_SPACE,
+            f"not enough space in {directory}: {needed} bytes needed, "
+            f"{max(free - reserve, 0)} available",
+        )
+
+
 def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -148,6 +162,13 @@ class PartFile:
                 view = view[written:]
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
+
+    async def receive(self, peer: Peer, length: int) -> None:
+        """Write the next ``length`` bytes the peer sends."""
+        while length:
+            data = await peer.read(min(length, READ_SIZE))
+            self.write(data)
+            length -= len(data)
 
     def verify(self, expected_size: Optional[int], expected_sha: str) -> None:
         if expected_size is not None and self.size != expected_size:
@@ -221,17 +242,8 @@ class Uploads:
         self.save_dir = os.path.abspath(config.save_dir)
         self.min_free = config.min_free_bytes
 
-    def check_space(self, needed: int, directory: Optional[str] = None) -> None:
-        try:
-            free = shutil.disk_usage(directory or self.save_dir).free
-        except OSError as exc:
-            raise Refused(wire.E_STAT, f"cannot check free space: {exc.strerror}") from None
-        if needed + self.min_free > free:
-            raise Refused(
-                wire.E_NO_SPACE,
-                f"not enough space in {directory or self.save_dir}: {needed} bytes needed, "
-                f"{max(free - self.min_free, 0)} available",
-            )
+    def check_space(self, needed: int) -> None:
+        check_space(self.save_dir, needed, self.min_free)
 
     async def receive_file(self, request: wire.Send, peer: Peer) -> bytes:
         """v1 SEND: READY, ``size`` raw bytes, the SHA-256 line; the final path is logged."""
@@ -271,11 +283,7 @@ async def receive_v1_upload(
     part = PartFile(dir_fd, "/".join(parts), mode)
     try:
         await peer.reply(wire.READY)
-        remaining = size
-        while remaining:
-            data = await peer.read(min(remaining, READ_SIZE))
-            part.write(data)
-            remaining -= len(data)
+        await part.receive(peer, size)
         part.verify(size, wire.parse_checksum(await peer.required_line()))
         part.finish(None)
         final = part.place(parts[-1], overwrite)

@@ -11,7 +11,6 @@ from rtun import wire
 from rtun.daemon import safepath
 from rtun.daemon.actions import Refused
 from rtun.daemon.actions.files import (
-    READ_SIZE,
     PartFile,
     Tree,
     part_name,
@@ -77,10 +76,7 @@ async def _receive_file(
                 break
             if entry.size is not None and part.size + remaining > entry.size:
                 raise Refused(wire.E_BAD_SIZE, f"{entry.path}: more data than the declared size")
-            while remaining:
-                data = await peer.read(min(remaining, READ_SIZE))
-                part.write(data)
-                remaining -= len(data)
+            await part.receive(peer, remaining)
             if entry.size is None and part.size - checked >= SPACE_CHECK_BYTES:
                 check_space(SPACE_CHECK_BYTES)
                 checked = part.size

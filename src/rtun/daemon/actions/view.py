@@ -33,6 +33,7 @@ from typing import Any, FrozenSet, Iterable, Optional, Set, Tuple
 
 from rtun import wire
 from rtun.daemon.actions import Refused, pid_alive
+from rtun.daemon.actions.files import Tree, check_space, receive_v1_upload
 from rtun.daemon.peer import Peer
 
 log = logging.getLogger("rtun.daemon")
@@ -192,7 +193,7 @@ class Viewer:
             )
         program = self._opener_program()
         directory = self._private_dir()
-        self._check_space(directory, request.size)
+        check_space(directory, request.size)
         view_dir = tempfile.mkdtemp(prefix="", dir=directory)  # 0700, one per view
         try:
             path = await self._receive(peer, view_dir, name, request.size)
@@ -238,20 +239,7 @@ class Viewer:
         return self.private_dir
 
     @staticmethod
-    def _check_space(directory: str, size: int) -> None:
-        try:
-            free = shutil.disk_usage(directory).free
-        except OSError as exc:
-            raise Refused(wire.E_STAT, f"cannot check free space: {exc.strerror}") from None
-        if size > free:
-            raise Refused(
-                wire.E_NO_SPACE, f"not enough space in {directory}: {size} bytes needed, {free} free"
-            )
-
-    @staticmethod
     async def _receive(peer: Peer, view_dir: str, name: str, size: int) -> str:
-        from rtun.daemon.actions.files import Tree, receive_v1_upload
-
         tree = Tree(view_dir)
         try:
             return await receive_v1_upload(peer, tree, (name,), size, overwrite=False, mode=0o600)
