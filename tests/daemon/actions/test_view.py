@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import stat
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from rtun.daemon.actions.view import (
     RISKY_TYPES, Viewer, clean_name, executable_content, normalize_types, risky_type,
 )
+from support.raw import RawClient, v1_upload
 from support.rtun import run_rtun
 from support.wait import wait_until
 
@@ -219,16 +219,9 @@ def test_view_of_a_directory_is_an_error(forward, remote_home, short_tmp, opener
 
 def test_view_from_a_v1_client_keeps_only_the_base_name(forward, opener, view_tmp):
     data = b"hostile name"
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(forward.remote))
-        reader = s.makefile("rb")
-        s.sendall(b"PING\r\n")
-        assert reader.readline() == b"OK PONG\r\n"
-        s.sendall(b"VIEW %d ../../../.. /..\\.bashrc\r\n" % len(data))
-        assert reader.readline() == b"READY\r\n"
-        s.sendall(data + hashlib.sha256(data).hexdigest().encode() + b"\r\n")
-        assert reader.readline() == b"OK\r\n"
+    with RawClient(forward.remote) as client:
+        assert client.command("PING") == b"OK PONG\r\n"
+        assert v1_upload(client, "VIEW", "../../../.. /..\\.bashrc", data) == b"OK\r\n"
 
     [call] = opener.wait_calls(1)
     path = Path(call["args"][0])
@@ -238,15 +231,12 @@ def test_view_from_a_v1_client_keeps_only_the_base_name(forward, opener, view_tm
 
 
 def test_view_refuses_a_risky_type_instead_of_ready(forward, opener, view_tmp):
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(forward.remote))
-        reader = s.makefile("rb")
-        s.sendall(b"PING\r\nVIEW 1000000 evil.desktop\r\n")
-        assert reader.readline() == b"OK PONG\r\n"
-        reply = reader.readline()
+    with RawClient(forward.remote) as client:
+        client.send(b"PING\r\nVIEW 1000000 evil.desktop\r\n")
+        assert client.line() == b"OK PONG\r\n"
+        reply = client.line()
         assert reply.startswith(b"ERROR 110 refusing to open evil.desktop")  # no READY: no data
-        assert reader.readline() == b""  # and the daemon closed, as v1 peers expect
+        assert client.line() == b""  # and the daemon closed, as v1 peers expect
     assert opener.calls() == [] and stored_files(view_tmp) == []
 
 
