@@ -11,12 +11,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
     from typing import List, Optional, Tuple, Union
 
-from rtun import paths, wire
+from rtun import paths
+from rtun.protocol import wire
+from rtun.protocol.sender import NEED_DATA, Sender, Truncated
 from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
 
 PROBE_TIMEOUT = 3.0  # a live daemon answers PING in milliseconds, even through ssh
 REPLY_TIMEOUT = 120.0  # the deadline v1 peers use for every read and write
 WRITE_BUFFER = 256 * 1024
+RECEIVE_SIZE = 64 * 1024
 
 SETUP_HINT = (
     "start `rtun server` on your computer and log in with "
@@ -25,12 +28,12 @@ SETUP_HINT = (
 
 
 class Connection:
-    """One stream to the daemon; requests go one after the other, as in v1."""
+    """One stream to the daemon: a blocking pump around the protocol core's Sender."""
 
     def __init__(self, path: str, sock: socket.socket) -> None:
         self.path = path
         self.sock = sock
-        self._reader = sock.makefile("rb")
+        self.sender = Sender()
         # Buffered, so the entries and small files of a transfer go out in few large writes.
         self._writer = sock.makefile("wb", buffering=WRITE_BUFFER)
         self.features: Optional[Tuple[str, ...]] = None
@@ -59,7 +62,6 @@ class Connection:
         return conn
 
     def close(self) -> None:
-        self._reader.close()
         try:
             self._writer.close()
         except OSError:
@@ -72,7 +74,7 @@ class Connection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send_raw(self, data: "Union[bytes, memoryview]") -> None:
+    def write(self, data: "Union[bytes, memoryview]") -> None:
         """Queue bytes for the daemon; they are sent when the buffer fills or a reply is read."""
         try:
             self._writer.write(data)
@@ -86,41 +88,45 @@ class Connection:
         except OSError as exc:
             raise self._refusal_or(ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}"))
 
-    def read_reply(self, limit: int = wire.MAX_LINE) -> wire.Reply:
+    def read_reply(self) -> wire.Reply:
+        """The daemon's next reply (READY, OK or ERROR), after sending what is queued."""
         self.flush()
         try:
-            line = self._reader.readline(limit)
+            return self._next_reply()
         except OSError as exc:
             raise ConnectionLostError(f"no reply from the daemon: {_reason(exc)}") from None
-        if not line:
-            raise ConnectionLostError("the daemon closed the connection without replying")
-        if not line.endswith(b"\n"):
-            raise ConnectionLostError(f"the daemon's reply is longer than {limit} bytes or cut off")
+
+    def _next_reply(self) -> wire.Reply:
         try:
-            return wire.parse_reply(line)
-        except wire.ProtocolError as exc:
+            while True:
+                event = self.sender.next_event()
+                if event is not NEED_DATA:
+                    return event  # type: ignore[return-value]
+                self.sender.receive_data(self.sock.recv(RECEIVE_SIZE))
+        except (wire.Rejected, Truncated) as exc:
             raise ConnectionLostError(str(exc)) from None
 
     def request(self, request: wire.Request) -> wire.Reply:
-        """Send one request; return its reply, raising RemoteError for an ERROR reply."""
+        """Send one request; return its reply (READY for an upload), raising RemoteError for an
+        ERROR reply."""
         try:
-            line = wire.encode_request(request)
-        except (ValueError, UnicodeEncodeError):
+            self.write(self.sender.send(request))
+        except ValueError:
             raise RtunError("a name or text with a line break or invalid UTF-8 cannot be sent") from None
-        self.send_raw(line)
         return self.expect_ok()
 
-    def expect_ok(self, limit: int = wire.MAX_LINE) -> wire.Reply:
-        reply = self.read_reply(limit)
+    def expect_ok(self) -> wire.Reply:
+        reply = self.read_reply()
         if not reply.ok:
             raise RemoteError(reply.text, reply.code)
         return reply
 
     def _refusal_or(self, fallback: RtunError) -> RtunError:
+        """The daemon's ERROR line if it sent one before closing, else ``fallback``."""
         try:
             self.sock.settimeout(1.0)
-            reply = wire.parse_reply(self._reader.readline(wire.MAX_LINE))
-        except (OSError, wire.ProtocolError):
+            reply = self._next_reply()
+        except (OSError, RtunError):
             return fallback
         return RemoteError(reply.text, reply.code) if not reply.ok else fallback
 
@@ -162,7 +168,7 @@ def connect(explicit: Optional[str] = None) -> Connection:
 
 def negotiate(conn: Connection) -> Connection:
     """Learn the daemon's rtun/2 features; a v1 daemon refuses HELLO and closes, so reconnect."""
-    conn.send_raw(wire.encode_request(wire.Hello(wire.FEATURES)))
+    conn.write(conn.sender.send(wire.Hello(wire.FEATURES)))
     features = wire.parse_hello_reply(conn.read_reply())
     if features is not None:
         conn.features = features

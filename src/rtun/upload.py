@@ -12,11 +12,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
-from rtun import wire
 from rtun.client import Connection, connect, negotiate
 from rtun.errors import RtunError, UsageError
+from rtun.protocol import wire
+from rtun.protocol.sender import SizeChanged
 
 CHUNK = 1024 * 1024  # large reads and writes: transfers should go at the speed of the channel
 STDIN = "-"
@@ -166,44 +167,40 @@ class Reader:
 def _stream_put(
     conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress, reader: Reader
 ) -> wire.Reply:
-    import hashlib
-
+    """One PUT: READY, then every entry with its files' data, then the reply listing each path."""
     conn.request(wire.Put(dest, overwrite, work.total_bytes, work.total_files))  # READY
+    sender = conn.sender
     for item in work.items:
-        conn.send_raw(wire.encode_entry(item.entry))
-        if not isinstance(item.entry, wire.FileEntry):
-            continue
-        digest = hashlib.sha256()
-        for data in reader.chunks(item.source):
-            digest.update(data)
-            conn.send_raw(wire.encode_chunk_header(len(data)))
-            conn.send_raw(data)
-            progress.update(len(data))
-        conn.send_raw(wire.encode_chunk_header(0) + wire.encode_checksum(digest.hexdigest()))
-    conn.send_raw(wire.encode_entry(wire.EndEntry()))
-    return conn.expect_ok(wire.MAX_PUT_REPLY)
+        conn.write(sender.entry(item.entry))  # type: ignore[arg-type]
+        if isinstance(item.entry, wire.FileEntry):
+            _stream_file(conn, item.source, progress.update, reader)
+    conn.write(sender.end())
+    return conn.expect_ok()
+
+
+def _stream_file(conn: Connection, source: Optional[str], report: Callable[[int], None],
+                 reader: Reader) -> None:
+    """The current file's data and its end, as the sender frames them (PUT or v1)."""
+    sender = conn.sender
+    try:
+        for data in reader.chunks(source):
+            conn.write(sender.data(data))
+            conn.write(data)
+            report(len(data))
+        conn.write(sender.end_file())
+    except SizeChanged:
+        # The stream is framed by the declared size: nothing after this could be understood.
+        raise RtunError(f"{source or 'standard input'} changed size while it was being sent; "
+                        "nothing was saved") from None
 
 
 def upload_v1(
-    conn: Connection, request: wire.Request, source: str, report: Callable[[int], None], reader: Reader
+    conn: Connection, request: Union[wire.Send, wire.View], source: str, report: Callable[[int], None],
+    reader: Reader,
 ) -> None:
     """The v1 exchange shared by SEND and VIEW: READY, the raw bytes, the SHA-256 line, OK."""
-    import hashlib
-
     conn.request(request)  # READY
-    declared = request.size  # type: ignore[union-attr]
-    sent = 0
-    digest = hashlib.sha256()
-    for data in reader.chunks(source):
-        sent += len(data)
-        if sent > declared:
-            break
-        digest.update(data)
-        conn.send_raw(data)
-        report(len(data))
-    if sent != declared:  # v1 frames by size alone: anything else would desynchronise the stream
-        raise RtunError(f"{source} changed size while it was being sent; nothing was saved")
-    conn.send_raw(wire.encode_checksum(digest.hexdigest()))
+    _stream_file(conn, source, report, reader)
     conn.expect_ok()
 
 

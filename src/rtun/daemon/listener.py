@@ -9,7 +9,7 @@ import stat
 from dataclasses import dataclass
 
 from rtun import paths
-from rtun.errors import NoDaemonError, RtunError
+from rtun.errors import RtunError
 
 log = logging.getLogger("rtun.daemon")
 
@@ -59,13 +59,17 @@ def prepare_directory(directory: str) -> None:
         )
 
 
-def _answers_ping(path: str) -> bool:
-    from rtun.client import Connection
-
+def _accepts_connections(path: str) -> bool:
+    """Whether something listens on the socket: a stale one refuses at once. A live socket is
+    never replaced, whatever speaks on it."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
     try:
-        Connection.open(path, timeout=2.0).close()
-    except (NoDaemonError, RtunError):
+        probe.connect(path)
+    except OSError:
         return False
+    finally:
+        probe.close()
     return True
 
 
@@ -92,8 +96,8 @@ def bind(path: str) -> Listener:
         if not stat.S_ISSOCK(existing.st_mode):
             # Only ever replace a stale socket, never a file of the user's.
             raise RtunError(f"refusing to replace {path}: it exists and is not a socket")
-        if _answers_ping(path):
-            raise SocketInUseError(f"socket {path} is already in use by a running rtun daemon")
+        if _accepts_connections(path):
+            raise SocketInUseError(f"socket {path} is already in use: something accepts connections on it")
         log.info("replacing stale socket %s", path)
     temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     if not paths.socket_path_fits(temporary):

@@ -1,311 +1,124 @@
-"""Receiving files: v1 SEND (one file) and rtun/2 PUT (a whole tree in one stream).
+"""Receiving files: what the daemon does with each event of a SEND or PUT upload.
 
-Every file is written under a temporary name in its final directory, its SHA-256 checked, its
-mode and mtime applied, and only then given its final name; a file that exists already is kept
-and the new one gets a free name unless the client asked to overwrite. All paths are opened
-relative to directory descriptors with O_NOFOLLOW, so nothing is written outside the save
-directory, even through a symbolic link that is already on disk.
+The protocol core has already checked the order, the limits, the paths, every size and every
+SHA-256; this action decides where things go (the save directory, a free name unless the client
+asked to overwrite, links only when they stay inside the transfer) and keeps the free-space
+reserve. It never touches the socket.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import logging
 import os
-import shutil
-import stat
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
-from rtun import wire
-from rtun.daemon import safepath
-from rtun.daemon.actions import Refused, pid_alive
-from rtun.daemon.config import Config
-from rtun.daemon.peer import Peer
+from rtun.daemon.storage.tree import PartFile, Tree, check_space
+from rtun.protocol import names, wire
+from rtun.protocol.receiver import Directory, FileStart, Link
 
-log = logging.getLogger("rtun.daemon")
-
-READ_SIZE = 1024 * 1024
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_UMASK = os.umask(0o022)  # read once, as the daemon starts: os.umask can only be read by setting it
-os.umask(_UMASK)
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+SPACE_CHECK_BYTES = 64 * 1024 * 1024  # files this large, or unsized ones this often, re-check
+DEFAULT_MODE = 0o644  # v1 uploads carry no mode
 
 
-def refusal_for(exc: OSError, what: str) -> Refused:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return Refused(wire.E_NO_SPACE, f"no space left for {what}")
-    if exc.errno == errno.ELOOP:
-        return Refused(wire.E_BAD_PATH, f"{what}: refusing to write through a symbolic link")
-    if exc.errno == errno.ENOTDIR:
-        return Refused(wire.E_BAD_PATH, f"{what}: a parent is not a directory")
-    return Refused(wire.E_CREATE, f"{what}: {exc.strerror or exc}")
+class Transfer:
+    """One upload into ``tree`` below ``base``: fed the receiver's events, in order."""
 
+    def __init__(self, tree: Tree, base: Tuple[str, ...], overwrite: bool, min_free: int,
+                 default_mode: int = DEFAULT_MODE) -> None:
+        self.tree = tree
+        self.base = base
+        self.overwrite = overwrite
+        self.min_free = min_free
+        self.default_mode = default_mode
+        self.saved: List[str] = []
+        self.skipped: List[str] = []
+        self.bytes = 0
+        # Modes and mtimes of the directories this transfer made, applied last (writing inside a
+        # directory changes its mtime). Directories that existed before are left as they were.
+        self._directories: Dict[Tuple[str, ...], Tuple[int, float]] = {}
+        self._file: Optional[FileStart] = None
+        self._part: Optional[PartFile] = None
+        self._checked = 0
 
-class Tree:
-    """Directory descriptors below the save directory, opened without following links.
+    def check_space(self, needed: int) -> None:
+        """The request's totals are checked before READY, but nothing obliges a client to
+        declare honest totals: large and unsized files are checked again."""
+        check_space(self.tree.root, needed, self.min_free)
 
-    Only the descriptors along the most recent path stay open (a tree of thousands of
-    directories must not run the daemon out of descriptors), so a descriptor returned by
-    ``directory`` is valid until the next call.
-    """
+    def directory(self, event: Directory) -> None:
+        self.tree.directory(event.parts)
+        if event.parts in self.tree.created:
+            self._directories[event.parts] = (event.mode, event.mtime)
 
-    def __init__(self, root: str) -> None:
-        self.root = root
-        os.makedirs(root, exist_ok=True)
-        self._fds: Dict[Tuple[str, ...], int] = {(): os.open(root, _DIR_FLAGS)}
-        self.created: Set[Tuple[str, ...]] = set()  # directories this transfer made
+    def link(self, event: Link) -> None:
+        if not names.link_stays_inside(event.parts, event.target, len(self.base) + 1):
+            self.skipped.append(f"{'/'.join(event.parts)}: symbolic link points outside the transfer")
+            return
+        self.saved.append(self.tree.link(event.parts, event.target, self.overwrite))
+
+    def start_file(self, event: FileStart) -> None:
+        if event.size is not None and event.size >= SPACE_CHECK_BYTES:
+            self.check_space(event.size)
+        mode = self.default_mode if event.mode is None else event.mode
+        self._file = event
+        self._part = self.tree.new_file(event.parts, mode)
+        self._checked = 0
+
+    def write(self, data: memoryview) -> None:
+        part = self._part
+        assert part is not None and self._file is not None
+        part.write(data)
+        if self._file.size is None and part.size - self._checked >= SPACE_CHECK_BYTES:
+            self.check_space(SPACE_CHECK_BYTES)
+            self._checked = part.size
+
+    def end_file(self) -> str:
+        """The file is complete and verified: give it its final name, which is returned."""
+        part, event = self._part, self._file
+        assert part is not None and event is not None
+        part.finish(event.mtime)
+        final = part.place(event.parts[-1], self.overwrite)
+        self._part = self._file = None
+        path = self.tree.path(event.parts[:-1] + (final,))
+        self.saved.append(path)
+        self.bytes += part.size
+        return path
+
+    def finish(self) -> None:
+        """After the last entry: the metadata of the directories made, deepest first."""
+        for parts, (mode, mtime) in sorted(self._directories.items(), key=lambda d: len(d[0]), reverse=True):
+            self.tree.set_metadata(parts, mode, mtime)
+
+    def abort(self) -> None:
+        """The upload failed: the file being received goes, no final name is touched."""
+        if self._part is not None:
+            self._part.discard()
+            self._part = None
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-    def directory(self, parts: Tuple[str, ...], create: bool = True) -> int:
-        """The descriptor of the directory ``parts``, made if missing."""
-        fd = self._fds.get(parts)
-        if fd is not None:
-            return fd
-        for cached in [key for key in self._fds if key and key != parts[:len(key)]]:
-            os.close(self._fds.pop(cached))
-        return self._open(parts, create)
-
-    def _open(self, parts: Tuple[str, ...], create: bool) -> int:
-        fd = self._fds.get(parts)
-        if fd is not None:
-            return fd
-        parent = self._open(parts[:-1], create)
-        name = parts[-1]
-        try:
-            if create:
-                try:
-                    os.mkdir(name, 0o777, dir_fd=parent)  # the umask applies
-                    self.created.add(parts)
-                except FileExistsError:
-                    pass
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno == errno.ENOTDIR and _is_link(name, parent):
-                exc.errno = errno.ELOOP  # O_DIRECTORY reports a link as "not a directory"
-            raise refusal_for(exc, "/".join(parts)) from None
-        self._fds[parts] = fd
-        return fd
-
-    def path(self, parts: Tuple[str, ...]) -> str:
-        return os.path.join(self.root, *parts)
-
-
-def check_space(directory: str, needed: int, reserve: int = 0) -> None:
-    """Refuse, before any byte is written, a transfer that would leave less than ``reserve``."""
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError as exc:
-        raise Refused(wire.E_STAT, f"cannot check free space: {exc.strerror}") from None
-    if needed + reserve > free:
-        raise Refused(
-            wire.E_NO_SPACE,
-            f"not enough space in {directory}: {needed} bytes needed, "
-            f"{max(free - reserve, 0)} available",
-        )
-
-
-def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _lexists(name: str, dir_fd: int) -> bool:
-    return _lstat(name, dir_fd) is not None
-
-
-def _is_replaceable(name: str, dir_fd: int) -> bool:
-    st = _lstat(name, dir_fd)
-    return st is not None and not stat.S_ISDIR(st.st_mode)
-
-
-def _is_link(name: str, dir_fd: int) -> bool:
-    st = _lstat(name, dir_fd)
-    return st is not None and stat.S_ISLNK(st.st_mode)
-
-
-def part_name() -> str:
-    """A temporary name that says which daemon process wrote it (see sweep_partial_files)."""
-    return f"{safepath.PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{safepath.PART_SUFFIX}"
-
-
-class PartFile:
-    """A file being received: a temporary name in its final directory until ``place``."""
-
-    def __init__(self, dir_fd: int, what: str, mode: int) -> None:
-        self.dir_fd = dir_fd
-        self.what = what
-        # Created with its final permissions (setuid, setgid and sticky dropped); finish()
-        # restores any bit the umask took away.
-        self.mode = stat.S_IMODE(mode) & 0o777
-        self.name = part_name()
-        try:
-            self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
-        except OSError as exc:
-            raise refusal_for(exc, what) from None
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.hash.update(data)
-        self.size += len(data)
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self.fd, view)  # type: ignore[arg-type]
-                view = view[written:]
-        except OSError as exc:
-            raise refusal_for(exc, self.what) from None
-
-    async def receive(self, peer: Peer, length: int) -> None:
-        """Write the next ``length`` bytes the peer sends."""
-        while length:
-            data = await peer.read(min(length, READ_SIZE))
-            self.write(data)
-            length -= len(data)
-
-    def verify(self, expected_size: Optional[int], expected_sha: str) -> None:
-        if expected_size is not None and self.size != expected_size:
-            raise Refused(wire.E_SHORT, f"expected {expected_size} bytes, got {self.size} bytes")
-        actual = self.hash.hexdigest()
-        if actual != expected_sha:
-            raise Refused(wire.E_CHECKSUM, f"expected {expected_sha}, got {actual}")
-
-    def finish(self, mtime: Optional[float]) -> None:
-        """Apply the mode the umask narrowed, and the mtime; then close."""
-        assert self.fd is not None
-        try:
-            if self.mode & _UMASK:
-                os.fchmod(self.fd, self.mode)
-            if mtime is not None:
-                os.utime(self.fd, (mtime, mtime))
-            os.close(self.fd)
-        except OSError as exc:
-            raise refusal_for(exc, self.what) from None
-        finally:
-            self.fd = None
-
-    def place(self, name: str, overwrite: bool) -> str:
-        """Give the file its final name (or a free one); returns the name used."""
-        try:
-            return place_no_replace(self.dir_fd, self.name, name, overwrite)
-        except OSError as exc:
-            raise refusal_for(exc, self.what) from None
-
-    def discard(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        try:
-            os.unlink(self.name, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            pass
-
-
-def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) -> str:
-    """Rename ``temporary`` to ``name``, or to the first free ``name (N)`` unless ``overwrite``
-    allows replacing a file there (a directory is never replaced). Returns the name used."""
-    for attempt in range(10000):
-        candidate = safepath.free_name(name, attempt)
-        if overwrite and _is_replaceable(candidate, dir_fd):
-            os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            return candidate
-        try:
-            # link() fails if the name exists, even if it appeared a moment ago: unlike
-            # rename(), it never replaces anything.
-            os.link(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            # A filesystem without hard links: check, then rename.
-            if _lexists(candidate, dir_fd):
-                continue
-            os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            return candidate
-        os.unlink(temporary, dir_fd=dir_fd)
-        return candidate
-    raise OSError(errno.EEXIST, "no free name")
+        self.abort()
+        self.tree.close()
 
 
 class Uploads:
-    """The SEND and PUT actions, confined to the configured save directory."""
+    """SEND and PUT, confined to the configured save directory."""
 
-    def __init__(self, config: Config) -> None:
-        self.save_dir = os.path.abspath(config.save_dir)
-        self.min_free = config.min_free_bytes
+    def __init__(self, save_dir: str, min_free: int, umask: int) -> None:
+        self.save_dir = os.path.abspath(save_dir)
+        self.min_free = min_free
+        self.umask = umask
 
-    def check_space(self, needed: int) -> None:
+    def begin(self, request: Union[wire.Send, wire.Put], base: Tuple[str, ...]) -> Transfer:
+        """Checks that need no data, before READY: the declared size must fit."""
+        if isinstance(request, wire.Send):
+            needed, overwrite, base = request.size, False, base[:-1]
+        else:
+            needed, overwrite = request.total_bytes, request.overwrite
         check_space(self.save_dir, needed, self.min_free)
+        return Transfer(Tree(self.save_dir, self.umask), base, overwrite, self.min_free)
 
-    async def receive_file(self, request: wire.Send, peer: Peer) -> bytes:
-        """v1 SEND: READY, ``size`` raw bytes, the SHA-256 line; the final path is logged."""
-        parts = safepath.components(request.path)
-        self.check_space(request.size)
-        tree = Tree(self.save_dir)
-        try:
-            name = await receive_v1_upload(peer, tree, parts, request.size, overwrite=False)
-        finally:
-            tree.close()
-        log.info("received %s (%d bytes)", name, request.size)
-        return wire.ok()
+    @staticmethod
+    def summary(transfer: Transfer) -> str:
+        skipped = f", skipped {len(transfer.skipped)}" if transfer.skipped else ""
+        return f"received {len(transfer.saved)} files ({transfer.bytes} bytes) into " \
+               f"{transfer.tree.path(transfer.base)}{skipped}"
 
-    async def receive_stream(self, request: wire.Put, peer: Peer) -> bytes:
-        from rtun.daemon.actions.stream import receive_entries
-
-        base = safepath.components(request.dest) if request.dest else ()
-        self.check_space(request.total_bytes)
-        tree = Tree(self.save_dir)
-        try:
-            await peer.reply(wire.READY)
-            result = await receive_entries(peer, tree, base, request.overwrite, self.check_space)
-        finally:
-            tree.close()
-        log.info(
-            "received %d files (%d bytes) into %s%s", len(result.saved), result.bytes,
-            tree.path(base), f", skipped {len(result.skipped)}" if result.skipped else "",
-        )
-        return wire.ok_data({"saved": result.saved, "skipped": result.skipped})
-
-
-async def receive_v1_upload(
-    peer: Peer, tree: Tree, parts: Tuple[str, ...], size: int, overwrite: bool, mode: int = 0o644
-) -> str:
-    """The v1 upload exchange (also VIEW's): returns the final local path."""
-    dir_fd = tree.directory(parts[:-1])
-    part = PartFile(dir_fd, "/".join(parts), mode)
-    try:
-        await peer.reply(wire.READY)
-        await part.receive(peer, size)
-        part.verify(size, wire.parse_checksum(await peer.required_line()))
-        part.finish(None)
-        final = part.place(parts[-1], overwrite)
-    except BaseException:
-        part.discard()
-        raise
-    return tree.path(parts[:-1] + (final,))
-
-
-def sweep_partial_files(root: str) -> List[str]:
-    """Remove temporary files that a killed daemon left behind; returns what was removed."""
-    removed = []
-    for directory, dirs, files in os.walk(root):  # os.walk does not follow links by default
-        for name in files:
-            if not (name.startswith(safepath.PART_PREFIX) and name.endswith(safepath.PART_SUFFIX)):
-                continue
-            owner = name[len(safepath.PART_PREFIX):].split("-", 1)[0]
-            if owner.isdigit() and (int(owner) == os.getpid() or pid_alive(int(owner))):
-                continue  # this daemon's own upload, or another live daemon's
-            try:
-                os.unlink(os.path.join(directory, name))
-                removed.append(os.path.join(directory, name))
-            except OSError:
-                pass
-    return removed

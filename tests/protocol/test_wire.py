@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rtun import wire
+from rtun.protocol import limits, wire
 
 
 # ---- v1 requests -----------------------------------------------------------------------------
@@ -109,7 +109,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("raw, code", MALFORMED)
 def test_malformed_request_raises_protocol_error_with_code(raw, code):
-    with pytest.raises(wire.ProtocolError) as info:
+    with pytest.raises(wire.Rejected) as info:
         wire.parse_request(raw)
     assert info.value.code == code
     assert info.value.text
@@ -137,13 +137,13 @@ def test_hello_without_features():
 
 
 def test_view_rtun2_token_is_not_a_hello():
-    with pytest.raises(wire.ProtocolError) as info:
+    with pytest.raises(wire.Rejected) as info:
         wire.parse_request(b"VIEW RTUN/2 put\r\n")
     assert info.value.code == wire.E_BAD_SIZE
 
 
 def test_hello_reply_and_its_parse():
-    raw = wire.hello_reply()
+    raw = wire.ok(" ".join((wire.HELLO_TOKEN,) + wire.FEATURES))
     assert raw == b"OK RTUN/2 notify2 put\r\n"
     assert wire.parse_hello_reply(wire.parse_reply(raw)) == ("notify2", "put")
 
@@ -186,8 +186,7 @@ def test_put_defaults():
 
 
 def test_v1_reply_bytes():
-    assert wire.pong() == b"OK PONG\r\n"
-    assert wire.pid_reply(4242, "/home/u/Downloads") == b"OK PID 4242, saveDir /home/u/Downloads\r\n"
+    assert wire.ok("PONG") == b"OK PONG\r\n"
     assert wire.ok("hello") == b"OK hello\r\n"
     assert wire.ok() == b"OK\r\n"
     assert wire.ok("Shutting down server...") == b"OK Shutting down server...\r\n"
@@ -220,7 +219,7 @@ def test_parse_error_reply_without_code_or_line_ending():
 
 def test_parse_reply_rejects_anything_else():
     for raw in (b"PONG\r\n", b"\r\n", b"ok\r\n", b"\xff\xfe\r\n"):
-        with pytest.raises(wire.ProtocolError):
+        with pytest.raises(wire.Rejected):
             wire.parse_reply(raw)
 
 
@@ -265,7 +264,7 @@ def test_checksum_line_round_trip():
     ],
 )
 def test_malformed_checksum_is_a_checksum_error(raw):
-    with pytest.raises(wire.ProtocolError) as info:
+    with pytest.raises(wire.Rejected) as info:
         wire.parse_checksum(raw)
     assert info.value.code == wire.E_CHECKSUM
 
@@ -332,7 +331,7 @@ def test_entry_defaults():
     ],
 )
 def test_malformed_entry_raises_protocol_error(raw, code):
-    with pytest.raises(wire.ProtocolError) as info:
+    with pytest.raises(wire.Rejected) as info:
         wire.parse_entry(raw)
     assert info.value.code == code
 
@@ -342,14 +341,14 @@ def test_chunk_header_bytes_and_parse():
     assert wire.encode_chunk_header(1048576) == b"1048576\r\n"
     assert wire.parse_chunk_header(b"1048576\r\n") == 1048576
     assert wire.parse_chunk_header(b"0\n") == 0
-    assert wire.parse_chunk_header(b"%d\r\n" % wire.MAX_CHUNK) == wire.MAX_CHUNK
+    assert wire.parse_chunk_header(b"%d\r\n" % limits.MAX_CHUNK) == limits.MAX_CHUNK
 
 
 @pytest.mark.parametrize(
     "raw", [b"\r\n", b"-1\r\n", b"x\r\n", b"1 \r\n", b"0x10\r\n", b"9999999999\r\n",
-            b"%d\r\n" % (wire.MAX_CHUNK + 1), b"\xd9\xa3\r\n"],
+            b"%d\r\n" % (limits.MAX_CHUNK + 1), b"\xd9\xa3\r\n"],
 )
 def test_malformed_chunk_header_is_bad_size(raw):
-    with pytest.raises(wire.ProtocolError) as info:
+    with pytest.raises(wire.Rejected) as info:
         wire.parse_chunk_header(raw)
     assert info.value.code == wire.E_BAD_SIZE

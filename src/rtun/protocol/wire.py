@@ -1,7 +1,7 @@
-"""The RTUN wire protocol: every byte that crosses the socket is encoded or decoded here.
+"""The RTUN wire format: every line that crosses the socket is encoded or decoded here.
 
-No I/O happens in this module. The asyncio daemon and the blocking client both read lines and
-raw bytes themselves and hand them to the functions below. See docs/protocol.md.
+No I/O and no state: ``sender`` and ``receiver`` decide what comes when, these functions only
+turn messages into bytes and back. See docs/protocol.md.
 
 v1 is the line protocol of the original RTUN. Version 2 ("rtun/2") adds a few verbs that a v2
 client only uses after a HELLO. HELLO rides inside a v1 ``SEND`` whose size field is not a number:
@@ -15,15 +15,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare
     from typing import Any, Dict, List, Optional, Tuple, Union
 
-PROTOCOL_VERSION = 2
+from rtun.protocol.limits import (
+    MAX_CHUNK,
+    MAX_CHUNK_DIGITS,
+    MAX_MTIME,
+    MAX_SIZE_DIGITS,
+    SHA256_HEX_LEN,
+)
+
 HELLO_TOKEN = "RTUN/2"
 FEATURES = ("notify2", "put")
 
 EOL = b"\r\n"
-MAX_LINE = 64 * 1024  # longest command or header line the daemon accepts
-MAX_PUT_REPLY = 256 * 1024 * 1024  # PUT's reply lists every saved path: one per file sent
-MAX_CHUNK = 16 * 1024 * 1024  # largest data chunk inside a PUT file entry
-SHA256_HEX_LEN = 64
 
 # Error codes. 100-107 are v1's own; 108 and up are rtun/2's (v1 clients only print them).
 E_UNKNOWN = 100
@@ -46,13 +49,21 @@ E_OPEN = 115
 _HEX_DIGITS = b"0123456789abcdef"
 
 
-class ProtocolError(Exception):
-    """A peer sent bytes that do not form a valid message."""
+class Rejected(Exception):
+    """A request the daemon will not carry out, or bytes that do not form a valid message.
+
+    ``code`` and ``text`` become the ``ERROR`` reply; it is the one rejection type of the
+    protocol core, the actions and storage alike.
+    """
 
     def __init__(self, code: int, text: str) -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+
+
+class Truncated(Exception):
+    """The peer closed the connection in the middle of a message."""
 
 
 class Message:
@@ -166,15 +177,12 @@ def _decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError(E_BAD_REQUEST, "request is not valid UTF-8") from None
-
-
-MAX_SIZE_DIGITS = 20  # past any disk; also keeps int() clear of its digit limit (ValueError)
+        raise Rejected(E_BAD_REQUEST, "request is not valid UTF-8") from None
 
 
 def _parse_size(token: str) -> int:
     if not token.isdigit() or not token.isascii() or len(token) > MAX_SIZE_DIGITS:
-        raise ProtocolError(E_BAD_SIZE, f"bad size {token[:40]!r}")
+        raise Rejected(E_BAD_SIZE, f"bad size {token[:40]!r}")
     return int(token)
 
 
@@ -184,9 +192,9 @@ def _json_object(text: str) -> Dict[str, Any]:
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
-        raise ProtocolError(E_BAD_REQUEST, "malformed JSON header") from None
+        raise Rejected(E_BAD_REQUEST, "malformed JSON header") from None
     if not isinstance(value, dict):
-        raise ProtocolError(E_BAD_REQUEST, "JSON header must be an object")
+        raise Rejected(E_BAD_REQUEST, "JSON header must be an object")
     return value
 
 
@@ -194,7 +202,7 @@ def _field(obj: Dict[str, Any], key: str, kind: type, default: Any = None) -> An
     value = obj.get(key, default)
     # bool is an int subclass; a size of true is not a size.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ProtocolError(E_BAD_REQUEST, f"field {key!r} must be {kind.__name__}")
+        raise Rejected(E_BAD_REQUEST, f"field {key!r} must be {kind.__name__}")
     return value
 
 
@@ -219,7 +227,7 @@ def parse_request(line: bytes) -> Request:
             return Hello(tuple(path.split()))
         size = _parse_size(size_token)
         if not path:
-            raise ProtocolError(E_BAD_PATH, "missing file name")
+            raise Rejected(E_BAD_PATH, "missing file name")
         return Send(size, path) if verb == "SEND" else View(size, path)
     if verb == "NOTIFY2":
         obj = _json_object(rest)
@@ -229,11 +237,11 @@ def parse_request(line: bytes) -> Request:
         total_bytes = _field(obj, "bytes", int, 0)
         total_files = _field(obj, "files", int, 0)
         if total_bytes < 0 or total_files < 0:
-            raise ProtocolError(E_BAD_SIZE, "negative totals")
+            raise Rejected(E_BAD_SIZE, "negative totals")
         return Put(
             _field(obj, "dest", str, ""), _field(obj, "overwrite", bool, False), total_bytes, total_files
         )
-    raise ProtocolError(E_UNKNOWN, f"unknown command {verb[:40]!r}")
+    raise Rejected(E_UNKNOWN, f"unknown command {verb[:40]!r}")
 
 
 def encode_request(request: Request) -> bytes:
@@ -312,18 +320,6 @@ def ok_data(obj: Dict[str, Any]) -> bytes:
     return ok(_dumps(obj))
 
 
-def pong() -> bytes:
-    return ok("PONG")
-
-
-def pid_reply(pid: int, save_dir: str) -> bytes:
-    return ok(f"PID {pid}, saveDir {save_dir}")
-
-
-def hello_reply() -> bytes:
-    return ok(" ".join((HELLO_TOKEN,) + FEATURES))
-
-
 def error(code: int, text: str) -> bytes:
     flat = " ".join(text.split())  # an error is always exactly one line
     return f"ERROR {code} {flat}".encode("utf-8", "replace") + EOL
@@ -342,7 +338,7 @@ def parse_reply(line: bytes) -> Reply:
         if code_token.isdigit():
             return Reply(False, message or text, int(code_token))
         return Reply(False, text[6:] or text, None)
-    raise ProtocolError(E_BAD_REQUEST, f"unexpected reply {text[:80]!r}")
+    raise Rejected(E_BAD_REQUEST, f"unexpected reply {text[:80]!r}")
 
 
 def parse_hello_reply(reply: Reply) -> Optional[Tuple[str, ...]]:
@@ -365,7 +361,7 @@ def encode_checksum(hexdigest: str) -> bytes:
 def parse_checksum(line: bytes) -> str:
     raw = strip_eol(line)
     if len(raw) != SHA256_HEX_LEN or raw.strip(_HEX_DIGITS):
-        raise ProtocolError(E_CHECKSUM, "missing or malformed SHA-256 after the data")
+        raise Rejected(E_CHECKSUM, "missing or malformed SHA-256 after the data")
     return raw.decode("ascii")
 
 
@@ -419,16 +415,16 @@ def encode_entry(entry: Entry) -> bytes:
 def _mode(obj: Dict[str, Any]) -> int:
     mode = _field(obj, "mode", int, 0o644)
     if not 0 <= mode <= 0o7777:
-        raise ProtocolError(E_BAD_REQUEST, "mode out of range")
+        raise Rejected(E_BAD_REQUEST, "mode out of range")
     return mode
 
 
 def _mtime(obj: Dict[str, Any]) -> float:
     value = obj.get("mtime", 0)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProtocolError(E_BAD_REQUEST, "field 'mtime' must be a number")
-    if not 0 <= value < 1e11:
-        raise ProtocolError(E_BAD_REQUEST, "mtime out of range")
+        raise Rejected(E_BAD_REQUEST, "field 'mtime' must be a number")
+    if not 0 <= value < MAX_MTIME:
+        raise Rejected(E_BAD_REQUEST, "mtime out of range")
     return float(value)
 
 
@@ -443,11 +439,11 @@ def parse_entry(line: bytes) -> Entry:
     if kind == "file":
         size = obj.get("size")
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise ProtocolError(E_BAD_SIZE, "bad file size")
+            raise Rejected(E_BAD_SIZE, "bad file size")
         return FileEntry(path, _mode(obj), _mtime(obj), size)
     if kind == "link":
         return LinkEntry(path, _field(obj, "target", str))
-    raise ProtocolError(E_BAD_REQUEST, f"unknown entry type {str(kind)[:20]!r}")
+    raise Rejected(E_BAD_REQUEST, f"unknown entry type {str(kind)[:20]!r}")
 
 
 def encode_chunk_header(length: int) -> bytes:
@@ -457,11 +453,11 @@ def encode_chunk_header(length: int) -> bytes:
 
 def parse_chunk_header(line: bytes) -> int:
     raw = strip_eol(line)
-    if not raw.isdigit() or len(raw) > 9:
-        raise ProtocolError(E_BAD_SIZE, "bad chunk length")
+    if not raw.isdigit() or len(raw) > MAX_CHUNK_DIGITS:
+        raise Rejected(E_BAD_SIZE, "bad chunk length")
     length = int(raw)
     if length > MAX_CHUNK:
-        raise ProtocolError(E_BAD_SIZE, "chunk too large")
+        raise Rejected(E_BAD_SIZE, "chunk too large")
     return length
 
 

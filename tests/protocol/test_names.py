@@ -1,17 +1,16 @@
-"""The pure path rules the daemon applies to every name a client sends."""
+"""The pure path rules the protocol core applies to every name a client sends."""
 
 from __future__ import annotations
 
 import pytest
 
-from rtun import wire
-from rtun.daemon import safepath
-from rtun.daemon.actions import Refused
+from rtun.protocol import names, wire
+from rtun.protocol.wire import Rejected
 
 
 @pytest.mark.parametrize("path", ["a", "a/b/c.txt", "with space/ünïcødé ✓.txt", ".hidden", "a/..b", "...."])
 def test_components_accepts_ordinary_relative_paths(path: str) -> None:
-    assert safepath.components(path) == tuple(path.split("/"))
+    assert names.components(path) == tuple(path.split("/"))
 
 
 @pytest.mark.parametrize(
@@ -23,15 +22,15 @@ def test_components_accepts_ordinary_relative_paths(path: str) -> None:
     ],
 )
 def test_components_refuses_paths_that_could_escape_or_mislead(path: str) -> None:
-    with pytest.raises(Refused) as caught:
-        safepath.components(path)
+    with pytest.raises(Rejected) as caught:
+        names.components(path)
     assert caught.value.code == wire.E_BAD_PATH
 
 
 def test_join_refuses_escape_from_a_base() -> None:
-    assert safepath.join(("dest",), "a/b") == ("dest", "a", "b")
-    with pytest.raises(Refused):
-        safepath.join(("dest",), "../b")
+    assert names.join(("dest",), "a/b") == ("dest", "a", "b")
+    with pytest.raises(Rejected):
+        names.join(("dest",), "../b")
 
 
 @pytest.mark.parametrize(
@@ -53,22 +52,8 @@ def test_join_refuses_escape_from_a_base() -> None:
     ],
 )
 def test_link_stays_inside_the_sent_directory(link: tuple, target: str, inside: bool) -> None:
-    assert safepath.link_stays_inside(link, target, root_depth=1) is inside
+    assert names.link_stays_inside(link, target, root_depth=1) is inside
 
 
 def test_link_at_the_top_of_a_transfer_is_never_inside() -> None:
-    assert not safepath.link_stays_inside(("l",), "x", root_depth=1)
-
-
-@pytest.mark.parametrize(
-    "name, attempt, expected",
-    [
-        ("report.pdf", 0, "report.pdf"),
-        ("report.pdf", 1, "report (1).pdf"),
-        ("data.tar.gz", 2, "data.tar (2).gz"),
-        ("README", 3, "README (3)"),
-        (".bashrc", 1, ".bashrc (1)"),
-    ],
-)
-def test_free_name_scheme(name: str, attempt: int, expected: str) -> None:
-    assert safepath.free_name(name, attempt) == expected
+    assert not names.link_stays_inside(("l",), "x", root_depth=1)

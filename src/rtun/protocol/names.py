@@ -1,6 +1,6 @@
-"""Turning a path a client sent into components that can only name places inside the save directory.
+"""Turning a path the peer sent into components that can only name places below a directory.
 
-Pure functions: the caller then walks the components with directory file descriptors and
+Pure functions: storage then walks the components with directory file descriptors and
 O_NOFOLLOW, so a symbolic link already on disk cannot redirect a write either.
 """
 
@@ -9,51 +9,53 @@ from __future__ import annotations
 import posixpath
 from typing import Tuple
 
-from rtun import wire
-from rtun.daemon.actions import Refused
+from rtun.protocol import wire
+from rtun.protocol.limits import MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_PATH_BYTES
+from rtun.protocol.wire import Rejected
 
-MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and macOS
-MAX_PATH_BYTES = 4000
-MAX_DEPTH = 64
-# Temporary names of files being received (see actions/files.py); clients may not use them.
+# The daemon's temporary names for files being received: peers may not use them.
 PART_PREFIX = ".rtun-"
 PART_SUFFIX = ".part"
+
+
+def is_part_name(name: str) -> bool:
+    return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)
 
 
 def components(path: str) -> Tuple[str, ...]:
     """Split a relative path into safe components, or refuse it with a reason."""
     if not path:
-        raise Refused(wire.E_BAD_PATH, "empty path")
+        raise Rejected(wire.E_BAD_PATH, "empty path")
     shown = repr(path[:200])
     if "\x00" in path:
-        raise Refused(wire.E_BAD_PATH, f"path contains a NUL byte: {shown}")
+        raise Rejected(wire.E_BAD_PATH, f"path contains a NUL byte: {shown}")
     if any(ord(c) < 0x20 or c == "\x7f" for c in path):
-        raise Refused(wire.E_BAD_PATH, f"path contains control characters: {shown}")
+        raise Rejected(wire.E_BAD_PATH, f"path contains control characters: {shown}")
     if path.startswith("/"):
-        raise Refused(wire.E_BAD_PATH, f"absolute paths are not accepted: {shown}")
+        raise Rejected(wire.E_BAD_PATH, f"absolute paths are not accepted: {shown}")
     try:
         encoded_length = len(path.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates from a JSON "\ud800" escape
-        raise Refused(wire.E_BAD_PATH, f"path is not valid Unicode: {shown}") from None
+        raise Rejected(wire.E_BAD_PATH, f"path is not valid Unicode: {shown}") from None
     if encoded_length > MAX_PATH_BYTES:
-        raise Refused(wire.E_BAD_PATH, "path is too long")
+        raise Rejected(wire.E_BAD_PATH, "path is too long")
     parts = tuple(path.split("/"))
     if len(parts) > MAX_DEPTH:
-        raise Refused(wire.E_BAD_PATH, "path is nested too deeply")
+        raise Rejected(wire.E_BAD_PATH, "path is nested too deeply")
     for part in parts:
         if part in ("", ".", ".."):
-            raise Refused(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {shown}")
+            raise Rejected(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {shown}")
         if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            raise Refused(wire.E_BAD_PATH, f"a path component is longer than 255 bytes: {shown}")
-        if part.startswith(PART_PREFIX) and part.endswith(PART_SUFFIX):
-            raise Refused(wire.E_BAD_PATH, f"names like {part!r} are the daemon's own temporary files")
+            raise Rejected(wire.E_BAD_PATH, f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {shown}")
+        if is_part_name(part):
+            raise Rejected(wire.E_BAD_PATH, f"names like {part!r} are the daemon's own temporary files")
     return parts
 
 
 def join(base: Tuple[str, ...], path: str) -> Tuple[str, ...]:
     parts = base + components(path)
     if len(parts) > MAX_DEPTH:
-        raise Refused(wire.E_BAD_PATH, "path is nested too deeply")
+        raise Rejected(wire.E_BAD_PATH, "path is nested too deeply")
     return parts
 
 
@@ -83,17 +85,3 @@ def link_stays_inside(link: Tuple[str, ...], target: str, root_depth: int) -> bo
         else:
             names.append(part)
     return climbs <= len(link) - 1 - root_depth
-
-
-def free_name(name: str, attempt: int) -> str:
-    """The ``attempt``-th alternative to an existing name: ``report (1).pdf``, ``report (2).pdf``.
-
-    A leading dot is part of the stem (``.bashrc (1)``), and only the last suffix moves
-    (``data.tar (1).gz``), as browsers name repeated downloads.
-    """
-    if attempt == 0:
-        return name
-    stem, dot, suffix = name.rpartition(".")
-    if not stem or not dot:
-        return f"{name} ({attempt})"
-    return f"{stem} ({attempt}).{suffix}"

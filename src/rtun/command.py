@@ -1,0 +1,39 @@
+"""What an `rtun` command is: its options and its handler, declared together in its own module.
+
+The CLI (cli.py) imports only the module of the command being run and builds only that
+command's parser, so the remote-side commands start fast.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
+    import argparse
+    from typing import Callable, Optional
+
+
+class Command:
+    """``arguments(parser)`` declares the options; ``run(args)`` does the work and returns the
+    exit code. Failures are raised as :class:`rtun.errors.RtunError`, never printed here."""
+
+    __slots__ = ("arguments", "run", "usage", "description")
+
+    def __init__(
+        self,
+        arguments: "Callable[[argparse.ArgumentParser], None]",
+        run: "Callable[[argparse.Namespace], int]",
+        usage: "Optional[str]" = None,
+        description: "Optional[str]" = None,
+    ) -> None:
+        self.arguments = arguments
+        self.run = run
+        self.usage = usage
+        self.description = description
+
+
+def socket_option(parser: "argparse.ArgumentParser") -> None:
+    """``-s/--socket``, which every client command takes."""
+    parser.add_argument(
+        "-s", "--socket", metavar="PATH",
+        help="daemon socket (default: $RTUN_SOCK, else the newest live ~/.rtun/rtun.sock*)",
+    )

@@ -1,0 +1,22 @@
+"""`rtun view` (and `rtun open`): open a file with your computer's desktop opener."""
+
+from __future__ import annotations
+
+import argparse
+
+from rtun.command import Command, socket_option
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    socket_option(parser)
+    parser.add_argument("file")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rtun import upload
+
+    upload.view(args.socket, args.file)
+    return 0
+
+
+view = Command(_arguments, _run)

@@ -1,0 +1,145 @@
+"""One client connection as the daemon sees it: an asyncio pump around the protocol core.
+
+The connection is an asyncio BufferedProtocol whose buffer is the Receiver's own: the kernel
+copies data straight into it, and file data reaches storage as views of it, so a large
+transfer costs no copies in Python. No read waits forever: the daemon's watchdog aborts a
+connection that has kept one wait going for longer than ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable, Optional
+
+from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, ReceivedEvent, Truncated
+
+
+class PeerGone(Exception):
+    """The client closed the connection or stopped sending within the deadline."""
+
+
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, timeout: float, on_connect: Callable[["Connection"], None]) -> None:
+        self.timeout = timeout
+        self.receiver = Receiver()
+        self._on_connect = on_connect
+        self._transport: Optional[asyncio.Transport] = None
+        self._reading_paused = False
+        self._writing_paused = False
+        # The handler task waits for one thing at a time: data, or room to write. Every wait
+        # sits in a loop that checks its own condition again, so any event may wake it.
+        self._waiter: Optional["asyncio.Future[None]"] = None
+        self._waiting_since: Optional[float] = None
+        self._timed_out = False
+
+    @property
+    def busy(self) -> bool:
+        """Inside a request: shutdown lets it finish, eviction spares it."""
+        return self.receiver.in_request
+
+    # ---- asyncio protocol callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._on_connect(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.receiver.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.receiver.buffer_updated(nbytes)
+        if self.receiver.buffer_full and self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.receiver.receive_eof()
+        self._wake()
+        return True  # keep writing: a client that half-closed still gets its replies
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.receiver.receive_eof()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake()
+
+    # ---- the pump ------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        """Wait for the next event; the watchdog aborts a wait that lasts past the timeout."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiting_since = time.monotonic()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            self._waiting_since = None
+
+    async def next_event(self) -> ReceivedEvent:
+        """The receiver's next event; waits for bytes as long as it needs them."""
+        while True:
+            try:
+                event = self.receiver.next_event()
+            except Truncated as exc:
+                raise self._lost(str(exc)) from None
+            if event is CLOSED and self._timed_out:
+                raise self._lost("")
+            if event is not NEED_DATA:
+                return event
+            if self._reading_paused and self._transport is not None and not self.receiver.buffer_full:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            await self._wait()
+
+    def _lost(self, what: str) -> PeerGone:
+        return PeerGone("idle timeout" if self._timed_out else what)
+
+    async def send(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise self._lost("cannot reply: the connection is closed")
+        transport.write(data)
+        while self._writing_paused and not transport.is_closing():
+            await self._wait()
+        if transport.is_closing() and self._timed_out:
+            raise self._lost("cannot reply")
+
+    async def send_quietly(self, data: bytes) -> None:
+        """A last line that the client may no longer be there to read."""
+        try:
+            await self.send(data)
+        except PeerGone:
+            pass
+
+    def expire_if_silent(self, now: float) -> None:
+        """Abort the connection if its current read or write has waited past the timeout."""
+        if self._waiting_since is not None and now - self._waiting_since > self.timeout:
+            self._timed_out = True
+            self.receiver.receive_eof()
+            self.kill()
+
+    def abort(self, data: bytes) -> None:
+        """Send a last line without waiting for the peer to read it, and close."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+        self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def kill(self) -> None:
+        """Close at once, dropping replies not yet sent."""
+        if self._transport is not None:
+            self._transport.abort()

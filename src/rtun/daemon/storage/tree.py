@@ -1,0 +1,250 @@
+"""Writing below one directory: descriptors opened with O_NOFOLLOW, temporary files that get
+their final name only when complete, and never replacing what is there unless asked.
+
+Every path is opened relative to a directory descriptor, so nothing is written outside the root,
+even through a symbolic link that is already on disk. Storage failures become the protocol's one
+rejection type, with the reason the client sees.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from typing import Dict, Optional, Set, Tuple
+
+from rtun.protocol import wire
+from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
+from rtun.protocol.wire import Rejected
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def current_umask() -> int:
+    """The process umask (it can only be read by setting it). Read it after daemonizing, which
+    sets another one, and before any other thread runs."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def refusal_for(exc: OSError, what: str) -> Rejected:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Rejected(wire.E_NO_SPACE, f"no space left for {what}")
+    if exc.errno == errno.ELOOP:
+        return Rejected(wire.E_BAD_PATH, f"{what}: refusing to write through a symbolic link")
+    if exc.errno == errno.ENOTDIR:
+        return Rejected(wire.E_BAD_PATH, f"{what}: a parent is not a directory")
+    return Rejected(wire.E_CREATE, f"{what}: {exc.strerror or exc}")
+
+
+def check_space(directory: str, needed: int, reserve: int = 0) -> None:
+    """Refuse, before any byte is written, what would leave less than ``reserve`` free."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        raise Rejected(wire.E_STAT, f"cannot check free space: {exc.strerror}") from None
+    if needed + reserve > free:
+        raise Rejected(
+            wire.E_NO_SPACE,
+            f"not enough space in {directory}: {needed} bytes needed, "
+            f"{max(free - reserve, 0)} available",
+        )
+
+
+def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def part_name() -> str:
+    """A temporary name that says which daemon process wrote it (see leftovers)."""
+    return f"{PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{PART_SUFFIX}"
+
+
+def free_name(name: str, attempt: int) -> str:
+    """The ``attempt``-th alternative to an existing name: ``report (1).pdf``, ``report (2).pdf``.
+
+    A leading dot is part of the stem (``.bashrc (1)``), and only the last suffix moves
+    (``data.tar (1).gz``), as browsers name repeated downloads.
+    """
+    if attempt == 0:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not stem or not dot:
+        return f"{name} ({attempt})"
+    return f"{stem} ({attempt}).{suffix}"
+
+
+def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) -> str:
+    """Rename ``temporary`` to ``name``, or to the first free ``name (N)`` unless ``overwrite``
+    allows replacing a file there (a directory is never replaced). Returns the name used."""
+    for attempt in range(10000):
+        candidate = free_name(name, attempt)
+        if overwrite:
+            st = _lstat(candidate, dir_fd)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                return candidate
+        try:
+            # link() fails if the name exists, even if it appeared a moment ago: unlike
+            # rename(), it never replaces anything.
+            os.link(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # A filesystem without hard links: check, then rename.
+            if _lstat(candidate, dir_fd) is not None:
+                continue
+            os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return candidate
+        os.unlink(temporary, dir_fd=dir_fd)
+        return candidate
+    raise OSError(errno.EEXIST, "no free name")
+
+
+class Tree:
+    """Directory descriptors below ``root``, opened without following links.
+
+    Only the descriptors along the most recent path stay open (a tree of thousands of
+    directories must not run the daemon out of descriptors), so a descriptor returned by
+    ``directory`` is valid until the next call. ``umask`` is the daemon's, read at its start.
+    """
+
+    def __init__(self, root: str, umask: int) -> None:
+        self.root = root
+        self.umask = umask
+        os.makedirs(root, exist_ok=True)
+        self._fds: Dict[Tuple[str, ...], int] = {(): os.open(root, _DIR_FLAGS)}
+        self.created: Set[Tuple[str, ...]] = set()  # directories this tree made
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def directory(self, parts: Tuple[str, ...], create: bool = True) -> int:
+        """The descriptor of the directory ``parts``, made if missing."""
+        fd = self._fds.get(parts)
+        if fd is not None:
+            return fd
+        for cached in [key for key in self._fds if key and key != parts[:len(key)]]:
+            os.close(self._fds.pop(cached))
+        return self._open(parts, create)
+
+    def _open(self, parts: Tuple[str, ...], create: bool) -> int:
+        fd = self._fds.get(parts)
+        if fd is not None:
+            return fd
+        parent = self._open(parts[:-1], create)
+        name = parts[-1]
+        try:
+            if create:
+                try:
+                    os.mkdir(name, 0o777, dir_fd=parent)  # the umask applies
+                    self.created.add(parts)
+                except FileExistsError:
+                    pass
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                st = _lstat(name, parent)
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    exc.errno = errno.ELOOP  # O_DIRECTORY reports a link as "not a directory"
+            raise refusal_for(exc, "/".join(parts)) from None
+        self._fds[parts] = fd
+        return fd
+
+    def path(self, parts: Tuple[str, ...]) -> str:
+        return os.path.join(self.root, *parts)
+
+    def new_file(self, parts: Tuple[str, ...], mode: int) -> "PartFile":
+        return PartFile(self.directory(parts[:-1]), "/".join(parts), mode, self.umask)
+
+    def link(self, parts: Tuple[str, ...], target: str, overwrite: bool) -> str:
+        """A symbolic link, placed like a file; returns its final path."""
+        dir_fd = self.directory(parts[:-1])
+        temporary = part_name()
+        try:
+            os.symlink(target, temporary, dir_fd=dir_fd)
+            final = place_no_replace(dir_fd, temporary, parts[-1], overwrite)
+        except OSError as exc:
+            try:
+                os.unlink(temporary, dir_fd=dir_fd)
+            except OSError:
+                pass
+            raise refusal_for(exc, "/".join(parts)) from None
+        return self.path(parts[:-1] + (final,))
+
+    def set_metadata(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
+        """A directory's mode (less setuid, setgid and sticky) and mtime."""
+        fd = self.directory(parts, create=False)
+        try:
+            os.utime(fd, (mtime, mtime))
+            os.fchmod(fd, stat.S_IMODE(mode) & 0o777)
+        except OSError as exc:
+            raise refusal_for(exc, "/".join(parts)) from None
+
+
+class PartFile:
+    """A file being received: a temporary name in its final directory until ``place``."""
+
+    def __init__(self, dir_fd: int, what: str, mode: int, umask: int) -> None:
+        self.dir_fd = dir_fd
+        self.what = what
+        # Created with its final permissions (setuid, setgid and sticky dropped); finish()
+        # restores any bit the umask took away.
+        self.mode = stat.S_IMODE(mode) & 0o777
+        self.umask = umask
+        self.name = part_name()
+        try:
+            self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
+        except OSError as exc:
+            raise refusal_for(exc, what) from None
+        self.size = 0
+
+    def write(self, data: memoryview) -> None:
+        assert self.fd is not None
+        self.size += len(data)
+        try:
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+        except OSError as exc:
+            raise refusal_for(exc, self.what) from None
+
+    def finish(self, mtime: Optional[float]) -> None:
+        """Apply the mode the umask narrowed, and the mtime; then close."""
+        assert self.fd is not None
+        try:
+            if self.mode & self.umask:
+                os.fchmod(self.fd, self.mode)
+            if mtime is not None:
+                os.utime(self.fd, (mtime, mtime))
+            os.close(self.fd)
+        except OSError as exc:
+            raise refusal_for(exc, self.what) from None
+        finally:
+            self.fd = None
+
+    def place(self, name: str, overwrite: bool) -> str:
+        """Give the file its final name (or a free one); returns the name used."""
+        try:
+            return place_no_replace(self.dir_fd, self.name, name, overwrite)
+        except OSError as exc:
+            raise refusal_for(exc, self.what) from None
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,14 @@
+"""Every bound the protocol enforces, in one place. Both sides read them from here."""
+
+MAX_LINE = 64 * 1024  # longest request, header, entry or reply line (CRLF included)
+MAX_PUT_REPLY = 256 * 1024 * 1024  # PUT's reply lists every saved path: one per file sent
+MAX_CHUNK = 16 * 1024 * 1024  # largest data chunk inside a PUT file entry
+MAX_CHUNK_DIGITS = 9  # a chunk length line: up to 999,999,999 before the MAX_CHUNK check
+MAX_SIZE_DIGITS = 20  # a size field: past any disk; keeps int() clear of its digit limit
+MAX_ENTRIES = 1_000_000  # entries in one PUT (the reply lists each file)
+MAX_PATH_BYTES = 4000  # a relative path from the peer, UTF-8 encoded
+MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and macOS
+MAX_DEPTH = 64  # components in one path, the PUT destination included
+MAX_MTIME = 1e11  # seconds since the epoch; anything later is not a real file's mtime
+SHA256_HEX_LEN = 64
+RECEIVE_BUFFER = 1024 * 1024  # the daemon's receive buffer per connection; > MAX_LINE

@@ -1,0 +1,339 @@
+"""The daemon's side of a connection, as a pure state machine: bytes in, events out.
+
+The pump (asyncio in the daemon, anything in tests) lets the kernel write received bytes into
+:meth:`Receiver.get_buffer`, reports them with :meth:`Receiver.buffer_updated`, and then calls
+:meth:`Receiver.next_event` until it returns :data:`NEED_DATA`. The daemon answers each request
+with :meth:`Receiver.reply`, :meth:`Receiver.accept` (an upload may start) or
+:meth:`Receiver.reject`, each returning the bytes to write.
+
+File data comes out as :class:`Data` events whose ``data`` is a view of the receive buffer: no
+copy is made, and the view is valid until the next call to ``next_event``. The receiver checks
+the whole order of an upload (the READY, entries, chunks, the zero chunk, the digest, the end),
+every limit, every path and every file's size and SHA-256, so what it emits is already valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Dict, Optional, Tuple, Union
+
+from rtun.protocol import names, wire
+from rtun.protocol.limits import MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER
+from rtun.protocol.wire import Rejected, Truncated
+
+__all__ = ["Receiver", "Truncated", "NEED_DATA", "CLOSED"]
+
+
+class Event:
+    __slots__: Tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Upload(Event):
+    """A SEND, VIEW or PUT request: the daemon answers with ``accept()`` or ``reject()``.
+
+    ``parts`` is the SEND path or the PUT destination as safe components (() for VIEW, whose
+    name is only a name, and for a PUT to the save directory itself).
+    """
+
+    __slots__ = ("request", "parts")
+
+    def __init__(self, request: Union[wire.Send, wire.View, wire.Put], parts: Tuple[str, ...]) -> None:
+        self.request = request
+        self.parts = parts
+
+
+class Directory(Event):
+    __slots__ = ("parts", "mode", "mtime")
+
+    def __init__(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
+        self.parts, self.mode, self.mtime = parts, mode, mtime
+
+
+class Link(Event):
+    __slots__ = ("parts", "target")
+
+    def __init__(self, parts: Tuple[str, ...], target: str) -> None:
+        self.parts, self.target = parts, target
+
+
+class FileStart(Event):
+    """A file's data follows as Data events; mode and mtime are None for v1 uploads, size is
+    None when the sender did not know it (standard input)."""
+
+    __slots__ = ("parts", "mode", "mtime", "size")
+
+    def __init__(self, parts: Tuple[str, ...], mode: Optional[int], mtime: Optional[float],
+                 size: Optional[int]) -> None:
+        self.parts, self.mode, self.mtime, self.size = parts, mode, mtime, size
+
+
+class Data(Event):
+    __slots__ = ("data",)
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+
+
+class FileEnd(Event):
+    """Every byte of the file has arrived, and its size and SHA-256 are verified."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class UploadEnd(Event):
+    """The upload is complete; the daemon now owes its final ``reply``."""
+
+    __slots__ = ()
+
+
+class _Need:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+class _Closed:
+    def __repr__(self) -> str:
+        return "CLOSED"
+
+
+NEED_DATA = _Need()  # feed more bytes, then call next_event again
+CLOSED = _Closed()  # the peer ended the connection cleanly, between requests
+
+ReceivedEvent = Union[wire.Request, Event, _Need, _Closed]
+
+# States: whose turn it is, and what the next bytes must be.
+IDLE = "idle"  # between requests: a request line
+DECIDING = "deciding"  # the daemon owes accept(), reply() or reject()
+ENTRY = "entry"  # PUT: an entry line
+CHUNK_HEADER = "chunk header"  # PUT: a chunk length line
+RAW_DATA = "data"  # bytes of a chunk (PUT) or of the whole file (v1)
+DIGEST = "digest"  # the SHA-256 line after a file's data
+LAST = "last"  # v1: the one file is complete, UploadEnd is next
+REPLYING = "replying"  # the upload is complete: the daemon owes reply() or reject()
+DONE = "done"  # after an error reply: nothing more is read
+
+
+class Receiver:
+    def __init__(self, buffer_size: int = RECEIVE_BUFFER) -> None:
+        if buffer_size <= MAX_LINE:
+            raise ValueError("the receive buffer must hold a whole line")
+        self._buffer = bytearray(buffer_size)
+        self._view = memoryview(self._buffer)
+        self._start = 0  # unread bytes are self._buffer[self._start:self._end]
+        self._end = 0
+        self._scanned = 0  # offset from _start up to which no newline was found
+        self._eof = False
+        self.state = IDLE
+        self._upload: Optional[Upload] = None
+        self._entries = 0
+        self._file: Optional[FileStart] = None
+        self._hash: Any = None
+        self._received = 0  # bytes of the current file so far
+        self._remaining = 0  # bytes left in the current chunk (or v1 file)
+        self._v1 = False
+
+    # ---- feeding bytes ---------------------------------------------------------------------
+
+    def get_buffer(self) -> memoryview:
+        """Free space for the next bytes (never empty unless ``buffer_full``)."""
+        return self._view[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+
+    @property
+    def buffer_full(self) -> bool:
+        """No room left: stop reading until next_event has consumed some."""
+        return self._end == len(self._buffer)
+
+    def receive_data(self, data: bytes) -> None:
+        """Copy bytes in (for pumps that do not read into get_buffer); b"" means the end."""
+        if not data:
+            self._eof = True
+            return
+        self._make_room()
+        if len(data) > len(self._buffer) - self._end:
+            raise ValueError("more data than the buffer holds: call next_event first")
+        self._buffer[self._end:self._end + len(data)] = data
+        self._end += len(data)
+
+    def receive_eof(self) -> None:
+        self._eof = True
+
+    @property
+    def in_request(self) -> bool:
+        """Between a request and its reply: shutdown lets it finish, eviction spares it."""
+        return self.state not in (IDLE, DONE)
+
+    # ---- events ------------------------------------------------------------------------------
+
+    def next_event(self) -> ReceivedEvent:
+        state = self.state
+        if state == RAW_DATA:
+            return self._data()
+        if state in (DECIDING, REPLYING):
+            raise RuntimeError(f"the daemon must answer first (state: {state})")
+        if state == DONE:
+            return CLOSED
+        if state == LAST:
+            self.state = REPLYING
+            return UploadEnd()
+        line = self._line()
+        if line is None:
+            if self._eof:
+                if state == IDLE and self._start == self._end:
+                    return CLOSED
+                raise Truncated(f"connection closed in the middle of a {'request' if state == IDLE else 'upload'}")
+            self._make_room()
+            return NEED_DATA
+        if state == IDLE:
+            return self._request(line)
+        if state == ENTRY:
+            return self._entry(line)
+        if state == CHUNK_HEADER:
+            return self._chunk_header(line)
+        return self._digest(line)
+
+    def _line(self) -> Optional[bytes]:
+        newline = self._buffer.find(b"\n", self._start + self._scanned, self._end)
+        if newline < 0:
+            self._scanned = self._end - self._start
+            if self._scanned > MAX_LINE:
+                raise Rejected(wire.E_LINE_TOO_LONG, f"line longer than {MAX_LINE} bytes")
+            return None
+        if newline + 1 - self._start > MAX_LINE:
+            raise Rejected(wire.E_LINE_TOO_LONG, f"line longer than {MAX_LINE} bytes")
+        line = bytes(self._view[self._start:newline + 1])
+        self._start = newline + 1
+        self._scanned = 0
+        return line
+
+    def _make_room(self) -> None:
+        """Start again at the front once everything is read; move a partial line there when the
+        buffer is full. Views handed out earlier are dead by now (next_event was called)."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._end == len(self._buffer) and self._start > 0:
+            length = self._end - self._start
+            self._buffer[:length] = self._view[self._start:self._end]
+            self._start, self._end = 0, length
+
+    def _request(self, line: bytes) -> ReceivedEvent:
+        request = wire.parse_request(line)
+        self.state = DECIDING
+        if isinstance(request, wire.Send):
+            self._upload = Upload(request, names.components(request.path))
+            return self._upload
+        if isinstance(request, wire.View):
+            self._upload = Upload(request, ())
+            return self._upload
+        if isinstance(request, wire.Put):
+            self._upload = Upload(request, names.components(request.dest) if request.dest else ())
+            return self._upload
+        return request
+
+    def _entry(self, line: bytes) -> Event:
+        entry = wire.parse_entry(line)
+        if isinstance(entry, wire.EndEntry):
+            self.state = REPLYING
+            return UploadEnd()
+        self._entries += 1
+        if self._entries > MAX_ENTRIES:
+            raise Rejected(wire.E_BAD_REQUEST, "too many entries in one transfer")
+        assert self._upload is not None
+        parts = names.join(self._upload.parts, entry.path)
+        if isinstance(entry, wire.DirEntry):
+            return Directory(parts, entry.mode, entry.mtime)
+        if isinstance(entry, wire.LinkEntry):
+            return Link(parts, entry.target)
+        self.state = CHUNK_HEADER
+        return self._start_file(FileStart(parts, entry.mode, entry.mtime, entry.size))
+
+    def _start_file(self, start: FileStart) -> FileStart:
+        self._file = start
+        self._hash = hashlib.sha256()
+        self._received = 0
+        return start
+
+    def _chunk_header(self, line: bytes) -> ReceivedEvent:
+        length = wire.parse_chunk_header(line)
+        if length == 0:
+            self.state = DIGEST
+            return self.next_event()
+        assert self._file is not None
+        if self._file.size is not None and self._received + length > self._file.size:
+            raise Rejected(wire.E_BAD_SIZE, f"{'/'.join(self._file.parts)}: more data than the declared size")
+        self._remaining = length
+        self.state = RAW_DATA
+        return self.next_event()
+
+    def _data(self) -> ReceivedEvent:
+        available = self._end - self._start
+        if not available:
+            if self._eof:
+                raise Truncated("connection closed before the upload was complete")
+            self._make_room()
+            return NEED_DATA
+        length = min(available, self._remaining)
+        data = self._view[self._start:self._start + length]
+        self._start += length
+        self._remaining -= length
+        self._received += length
+        self._hash.update(data)
+        if not self._remaining:
+            self.state = DIGEST if self._v1 else CHUNK_HEADER
+        return Data(data)
+
+    def _digest(self, line: bytes) -> Event:
+        expected = wire.parse_checksum(line)
+        assert self._file is not None
+        size = self._file.size
+        if size is not None and self._received != size:
+            raise Rejected(wire.E_SHORT, f"expected {size} bytes, got {self._received} bytes")
+        actual = self._hash.hexdigest()
+        if actual != expected:
+            raise Rejected(wire.E_CHECKSUM, f"expected {expected}, got {actual}")
+        self._file = None
+        self.state = LAST if self._v1 else ENTRY
+        return FileEnd(self._received)
+
+    # ---- the daemon's answers ------------------------------------------------------------------
+
+    def accept(self) -> Tuple[bytes, Optional[FileStart]]:
+        """READY for the upload being decided. For SEND and VIEW, whose one file has no entry,
+        also the FileStart that begins it (the daemon's first event of the upload)."""
+        if self.state != DECIDING or self._upload is None:
+            raise RuntimeError("accept() answers an upload request")
+        request = self._upload.request
+        if isinstance(request, wire.Put):
+            self._v1 = False
+            self._entries = 0
+            self.state = ENTRY
+            return wire.READY, None
+        self._v1 = True
+        start = self._start_file(FileStart(self._upload.parts, None, None, request.size))
+        self._remaining = request.size
+        self.state = RAW_DATA if request.size else DIGEST
+        return wire.READY, start
+
+    def reply(self, text: str = "", data: Optional[Dict[str, Any]] = None) -> bytes:
+        """``OK`` (with text or a JSON object) for the request or upload just completed."""
+        if self.state not in (DECIDING, REPLYING):
+            raise RuntimeError("nothing to reply to")
+        if self.state == DECIDING and self._upload is not None:
+            raise RuntimeError("an upload request is answered with accept() or reject()")
+        self.state = IDLE
+        self._upload = None
+        return wire.ok_data(data) if data is not None else wire.ok(text)
+
+    def reject(self, code: int, text: str) -> bytes:
+        """The ERROR line; v1 peers close after any error, so nothing more is read."""
+        self.state = DONE
+        return wire.error(code, text)

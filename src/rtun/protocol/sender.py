@@ -1,0 +1,172 @@
+"""The client's side of a connection, as a pure state machine: requests and data in, bytes out,
+replies back.
+
+The pump (the blocking client) writes whatever these methods return, feeds what the daemon sends
+to :meth:`Sender.receive_data`, and calls :meth:`Sender.next_event` for the reply. The sender
+knows whose turn it is: a request waits for its reply, an upload for READY before its data; it
+frames PUT entries and chunks, hashes each file, checks its size against what was declared, and
+bounds every reply line. It imports only the standard library and nothing slow: it runs on
+every `rtun` command a user types.
+"""
+
+from __future__ import annotations
+
+from rtun.protocol import wire
+from rtun.protocol.limits import MAX_LINE, MAX_PUT_REPLY
+from rtun.protocol.wire import Rejected, Truncated
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
+    from typing import Any, Optional, Union
+
+__all__ = ["Sender", "SizeChanged", "NEED_DATA", "Truncated"]
+
+
+class SizeChanged(Exception):
+    """A file yielded more or fewer bytes than were declared for it."""
+
+
+class _Need:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _Need()
+
+# States
+IDLE = "idle"  # a request may be sent
+AWAIT_REPLY = "awaiting the reply"
+AWAIT_READY = "awaiting READY"
+STREAMING = "streaming"  # after READY: entries and data
+CLOSED = "closed"  # after an ERROR reply: the daemon closes the connection
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.state = IDLE
+        self._in = bytearray()
+        self._scanned = 0
+        self._eof = False
+        self._limit = MAX_LINE  # the longest reply line accepted now
+        self._v1 = False  # the current upload is a v1 SEND or VIEW
+        self._put_reply = False
+        self._declared: Optional[int] = None  # size of the current file, if known
+        self._sent = 0
+        self._hash: Any = None
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    def send(self, request: wire.Request) -> bytes:
+        """The request line. Raises ValueError for text that cannot be one line of UTF-8."""
+        if self.state != IDLE:
+            raise RuntimeError(f"cannot send a request while {self.state}")
+        try:
+            line = wire.encode_request(request)
+        except UnicodeEncodeError:
+            raise ValueError("invalid UTF-8") from None
+        if isinstance(request, (wire.Send, wire.View, wire.Put)):
+            self.state = AWAIT_READY
+            self._v1 = not isinstance(request, wire.Put)
+            if self._v1:
+                self._declared = request.size  # type: ignore[union-attr]
+        else:
+            self.state = AWAIT_REPLY
+        self._limit = MAX_LINE
+        return line
+
+    # ---- uploads, after READY ------------------------------------------------------------------
+
+    def _streaming(self) -> None:
+        if self.state != STREAMING:
+            raise RuntimeError(f"upload data before READY (state: {self.state})")
+
+    def entry(self, entry: Union[wire.DirEntry, wire.FileEntry, wire.LinkEntry]) -> bytes:
+        """A PUT entry line; a file entry starts a file whose data follows."""
+        self._streaming()
+        if self._v1:
+            raise RuntimeError("a v1 upload has no entries")
+        if isinstance(entry, wire.FileEntry):
+            self._start_file(entry.size)
+        return wire.encode_entry(entry)
+
+    def _start_file(self, size: Optional[int]) -> None:
+        import hashlib  # here: ping, notify and the other requests never need it
+
+        self._declared = size
+        self._sent = 0
+        self._hash = hashlib.sha256()
+
+    def data(self, data: Union[bytes, memoryview]) -> bytes:
+        """Accounts for the next piece of the current file (hashes it) and returns the framing
+        to write before it; the data itself is written by the caller, uncopied."""
+        self._streaming()
+        if self._hash is None:
+            raise RuntimeError("file data outside a file")
+        self._sent += len(data)
+        if self._declared is not None and self._sent > self._declared:
+            raise SizeChanged(f"{self._sent - len(data)}+{len(data)} bytes of {self._declared}")
+        self._hash.update(data)
+        return b"" if self._v1 else wire.encode_chunk_header(len(data))
+
+    def end_file(self) -> bytes:
+        """The end of the current file: its zero chunk (PUT) and SHA-256 line."""
+        self._streaming()
+        if self._hash is None:
+            raise RuntimeError("no file to end")
+        if self._declared is not None and self._sent != self._declared:
+            raise SizeChanged(f"{self._sent} bytes of {self._declared}")
+        digest = wire.encode_checksum(self._hash.hexdigest())
+        self._hash = None
+        if self._v1:
+            self.state = AWAIT_REPLY
+            return digest
+        return wire.encode_chunk_header(0) + digest
+
+    def end(self) -> bytes:
+        """The end of a PUT: its reply, which lists every saved path, may be long."""
+        self._streaming()
+        if self._v1 or self._hash is not None:
+            raise RuntimeError("end() closes a PUT, after its last file")
+        self.state = AWAIT_REPLY
+        self._limit = MAX_PUT_REPLY
+        return wire.encode_entry(wire.EndEntry())
+
+    # ---- replies -------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """What the daemon sent; b"" means it closed the connection."""
+        if data:
+            self._in += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Union[wire.Reply, _Need]:
+        """The daemon's next reply, or NEED_DATA. An ERROR may come at any time (a daemon that
+        refuses mid-upload says why and closes); anything else only when one is due."""
+        newline = self._in.find(b"\n", self._scanned)
+        if newline < 0:
+            self._scanned = len(self._in)
+            if self._scanned > self._limit:
+                raise Rejected(wire.E_LINE_TOO_LONG, f"the daemon's reply is longer than {self._limit} bytes")
+            if self._eof:
+                raise Truncated("the daemon closed the connection without replying")
+            return NEED_DATA
+        if newline + 1 > self._limit:
+            raise Rejected(wire.E_LINE_TOO_LONG, f"the daemon's reply is longer than {self._limit} bytes")
+        line = bytes(self._in[:newline + 1])
+        del self._in[:newline + 1]
+        self._scanned = 0
+        reply = wire.parse_reply(line)
+        if not reply.ok:
+            self.state = CLOSED
+        elif self.state == AWAIT_READY:
+            if reply.text != "READY" or reply.code is not None:
+                raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
+            self.state = STREAMING
+            if self._v1:
+                self._start_file(self._declared)
+        elif self.state == AWAIT_REPLY:
+            self.state = IDLE
+        else:
+            raise Rejected(wire.E_BAD_REQUEST, f"unexpected reply {reply.text[:80]!r} while {self.state}")
+        return reply
