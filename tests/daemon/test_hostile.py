@@ -1,7 +1,8 @@
 """The daemon treats its socket as hostile: no input crashes it or stops it answering others.
 
 Each test feeds bad input straight to the daemon's socket, then checks with the real client,
-through the real ``ssh -R`` forward, that the daemon still answers ping at once.
+through the real ``ssh -R`` forward, that the daemon still answers ping at once. What each
+malformed input means is tested without a daemon, in tests/protocol/test_receiver.py.
 """
 
 from __future__ import annotations
@@ -47,44 +48,21 @@ def _error_then_close(raw: RawClient, code: int) -> bytes:
     return reply
 
 
+# Every malformed input is rejected by the protocol core, tested byte by byte in memory
+# (tests/protocol/test_receiver.py); these few go through the real daemon too.
 @pytest.mark.parametrize(
     "data, code",
     [
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100),
-        (b"HELO there\r\n", 100),
-        (b"\r\n", 100),
-        (b"PING PING PING\r\n", 100),
-        (b"\x00\x00\x00\x00\n", 100),
-        (b"SEND lots of\r\n", 101),
         (b"SEND 10 ../../../etc/passwd\r\n", 108),
-        (b"SEND 10 /etc/passwd\r\n", 108),
-        (b"SEND 10 a/./b\r\n", 108),
-        (b"SEND " + b"7" * 30000 + b" x\r\n", 101),
-        (b"PUT {not json\r\n", 113),
         (b'PUT {"bytes": 99999999999999999999999}\r\n', 109),
-        (b"NOTIFY2 []\r\n", 113),
+        (b"ECHO \xc3\x28 invalid utf-8\r\n", 113),
     ],
 )
 def test_garbage_gets_an_error_line_and_the_daemon_carries_on(daemon, check, data, code):
     with RawClient(daemon.socket) as raw:
         raw.send(data)
         _error_then_close(raw, code)
-    check()
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"\xff\xfe\xfd\xfc\n",
-        b"ECHO \xc3\x28 invalid utf-8\r\n",
-        bytes(range(256)).replace(b"\n", b"") + b"\n",
-        b"\x80PING\r\n",
-    ],
-)
-def test_binary_bytes_and_invalid_utf8_get_error_113(daemon, check, data):
-    with RawClient(daemon.socket) as raw:
-        raw.send(data)
-        _error_then_close(raw, 113)
     check()
 
 

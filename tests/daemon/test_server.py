@@ -13,6 +13,7 @@ from pathlib import Path
 
 from support.rtun import RTUN, RtunDaemon, answers_ping, clean_env, run_rtun
 from support.v1peer import RawClient
+from support.sshd import Forward
 from support.wait import wait_until
 
 
@@ -165,6 +166,27 @@ def test_daemon_mode_prints_pid_returns_once_ping_works_and_logs_to_rtun_log(
     wait_until(lambda: not _pid_alive(pid), timeout=15, what="the detached daemon to exit")
     assert not os.path.lexists(sock_path)
     assert "stopped" in log.read_text()
+
+
+def test_daemon_mode_keeps_the_mode_bits_of_sent_files(sshd, local_home, remote_home, save_dir, detached):
+    # A detached daemon runs with umask 077: modes must come from the sender all the same.
+    result = run_rtun(["server", "-d", "-D", str(save_dir)], local_home, timeout=30)
+    assert result.returncode == 0, result.stderr
+    detached.append(int(result.stdout.decode().strip()))
+    sources = remote_home / "modes"
+    sources.mkdir()
+    modes = {"rw-r--r--.txt": 0o644, "rwxr-xr-x.sh": 0o755, "rw-r-----.txt": 0o640}
+    for name, mode in modes.items():
+        (sources / name).write_text(name)
+        (sources / name).chmod(mode)
+    forward = Forward(sshd, remote_home / ".rtun" / "rtun.sock", local_home / ".rtun" / "rtun.sock").wait_up()
+    try:
+        sent = run_rtun(["send", "-q", str(sources)], remote_home)
+    finally:
+        forward.close()
+    assert sent.returncode == 0, sent.stderr
+    for name, mode in modes.items():
+        assert stat.S_IMODE((save_dir / "modes" / name).stat().st_mode) == mode, name
 
 
 def test_daemon_mode_on_a_live_socket_fails_in_the_foreground(daemon, local_home, save_dir):

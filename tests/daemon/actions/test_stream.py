@@ -21,16 +21,11 @@ from support.rtun import RTUN, RtunDaemon, answers_ping, clean_env
 from support.sshd import Forward
 from support.wait import wait_until
 
+# Every path rule is tested in memory (tests/protocol/test_names.py); these go end to end.
 ESCAPES = [
     "/tmp/rtun-escape-abs",
     "../escape",
-    "../../escape",
-    "a/../../escape",
     "a/b/../../../escape",
-    "a/..",
-    "./../escape",
-    "a/./../../escape",
-    "..",
 ]
 
 
@@ -83,7 +78,7 @@ def test_put_entries_cannot_write_outside_the_save_directory(forward, save_dir, 
     assert answers_ping(forward.remote)
 
 
-@pytest.mark.parametrize("dest", ["../x", "/tmp", "a/../..", "a\x00b"])
+@pytest.mark.parametrize("dest", ["../x", "a\x00b"])
 def test_put_destination_cannot_escape(forward, save_dir, dest):
     with RawClient(forward.remote) as client:
         replies = put(client, {"dest": dest, "bytes": 0, "files": 0}, [entry(type="end")])
@@ -198,9 +193,7 @@ def test_a_file_sent_over_an_existing_link_replaces_nothing_behind_it(forward, s
     assert (save_dir / "name (1)").read_bytes() == b"new"
 
 
-@pytest.mark.parametrize("header", [
-    b"PUT {not json}", b'PUT []', b'PUT {"bytes": -1}', b'PUT {"bytes": "1"}', b'PUT {"overwrite": 1}',
-])
+@pytest.mark.parametrize("header", [b"PUT {not json}", b'PUT {"bytes": -1}'])
 def test_malformed_put_headers_get_an_error_line(forward, header):
     with RawClient(forward.remote) as client:
         client.send(header + b"\r\n")
@@ -208,13 +201,11 @@ def test_malformed_put_headers_get_an_error_line(forward, header):
     assert answers_ping(forward.remote)
 
 
+# The core rejects each malformed entry (tests/protocol/test_receiver.py); end to end, a file
+# already begun on disk must go too.
 @pytest.mark.parametrize("bad", [
-    entry(type="file", path="f", mode=0o644, mtime=1, size=3) + b"5\r\nabcde",  # more than declared
-    entry(type="file", path="f", mode=0o644, mtime=1) + b"99999999999\r\n",  # absurd chunk
+    entry(type="file", path="f", mode=0o644, mtime=1, size=3) + b"2\r\nab2\r\nab",  # more than declared
     entry(type="file", path="f", mode=0o644, mtime=1) + b"3\r\nabc0\r\n" + b"0" * 64 + b"\r\n",  # bad sha
-    entry(type="device", path="f"),
-    entry(type="file", path="f", mode=0o777777, mtime=1),
-    b"\xff\xfe garbage\r\n",
 ])
 def test_malformed_entries_leave_no_file(forward, save_dir, bad):
     with RawClient(forward.remote) as client:

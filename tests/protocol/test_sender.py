@@ -1,0 +1,127 @@
+"""The client's side of the protocol core, in memory: framing, turns, size checks, reply limits.
+
+The sender's bytes are fed to the daemon's receiver, so each test also checks that the two
+halves of the core agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from rtun.protocol import limits, wire
+from rtun.protocol.receiver import Data, FileEnd, FileStart, Receiver, Upload, UploadEnd
+from rtun.protocol.sender import NEED_DATA, Sender, SizeChanged, Truncated
+from rtun.protocol.wire import Rejected
+
+
+def ready(sender: Sender) -> None:
+    sender.receive_data(b"READY\r\n")
+    reply = sender.next_event()
+    assert isinstance(reply, wire.Reply) and reply.text == "READY"
+
+
+def test_a_put_the_receiver_understands() -> None:
+    sender, receiver = Sender(), Receiver()
+    out = sender.send(wire.Put("dest", False, 5, 1))
+    ready(sender)
+    out += sender.entry(wire.FileEntry("a.txt", 0o600, 1.0, 5))
+    for piece in (b"he", b"llo"):
+        out += sender.data(piece) + piece
+    out += sender.end_file() + sender.end()
+    receiver.receive_data(out)
+    events = [receiver.next_event()]
+    receiver.accept()
+    while not isinstance(events[-1], UploadEnd):
+        event = receiver.next_event()
+        events.append(bytes(event.data) if isinstance(event, Data) else event)
+    assert isinstance(events[0], Upload) and events[0].parts == ("dest",)
+    assert isinstance(events[1], FileStart) and events[1].parts == ("dest", "a.txt")
+    assert events[2:4] == [b"he", b"llo"] and isinstance(events[4], FileEnd)
+
+
+def test_a_v1_send_is_raw_bytes_then_the_digest() -> None:
+    sender = Sender()
+    assert sender.send(wire.Send(3, "x")) == b"SEND 3 x\r\n"
+    ready(sender)
+    assert sender.data(b"abc") == b""  # v1 has no chunk framing
+    assert sender.end_file() == hashlib.sha256(b"abc").hexdigest().encode() + b"\r\n"
+    sender.receive_data(b"OK\r\n")
+    assert sender.next_event() == wire.Reply(True, "", None)
+    assert sender.state == "idle"
+
+
+def test_data_before_ready_is_a_local_error() -> None:
+    sender = Sender()
+    sender.send(wire.Send(3, "x"))
+    with pytest.raises(RuntimeError):
+        sender.data(b"abc")
+
+
+@pytest.mark.parametrize("pieces", [[b"abcd"], [b"ab"]])
+def test_a_file_that_changed_size_is_caught_before_the_stream_breaks(pieces) -> None:
+    sender = Sender()
+    sender.send(wire.Send(3, "x"))
+    ready(sender)
+    with pytest.raises(SizeChanged):
+        for piece in pieces:
+            sender.data(piece)
+        sender.end_file()
+
+
+def test_an_error_may_come_at_any_time_and_ends_the_exchange() -> None:
+    sender = Sender()
+    sender.send(wire.Put("", False, 0, 0))
+    ready(sender)
+    sender.entry(wire.FileEntry("f", 0o644, 0.0, None))
+    sender.receive_data(b"ERROR 109 no space left for f\r\n")
+    reply = sender.next_event()
+    assert isinstance(reply, wire.Reply) and not reply.ok and reply.code == 109
+    assert sender.state == "closed"
+
+
+def test_replies_are_bounded_and_put_replies_may_be_long() -> None:
+    sender = Sender()
+    sender.send(wire.Ping())
+    sender.receive_data(b"OK " + b"x" * limits.MAX_LINE)
+    with pytest.raises(Rejected):
+        sender.next_event()
+    sender = Sender()
+    sender.send(wire.Put("", False, 0, 0))
+    ready(sender)
+    sender.end()
+    sender.receive_data(b"OK " + b"x" * limits.MAX_LINE)
+    assert sender.next_event() is NEED_DATA
+    sender.receive_data(b"\r\n")
+    assert isinstance(sender.next_event(), wire.Reply)
+
+
+def test_a_daemon_that_closes_without_a_reply_is_truncated() -> None:
+    sender = Sender()
+    sender.send(wire.Ping())
+    sender.receive_data(b"OK PO")
+    assert sender.next_event() is NEED_DATA
+    sender.receive_data(b"")
+    with pytest.raises(Truncated):
+        sender.next_event()
+
+
+def test_an_upload_expects_ready_and_nothing_else() -> None:
+    sender = Sender()
+    sender.send(wire.View(1, "x.png"))
+    sender.receive_data(b"OK PONG\r\n")
+    with pytest.raises(Rejected, match="expected READY"):
+        sender.next_event()
+
+
+def test_one_request_at_a_time() -> None:
+    sender = Sender()
+    sender.send(wire.Ping())
+    with pytest.raises(RuntimeError):
+        sender.send(wire.Ping())
+
+
+def test_text_that_cannot_be_one_line_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Sender().send(wire.Echo("two\nlines"))
