@@ -29,9 +29,13 @@ def default_log() -> str:
     return os.path.join(rtun_dir(), "rtun.log")
 
 
+def config_home() -> str:
+    """$XDG_CONFIG_HOME, else ~/.config."""
+    return os.environ.get("XDG_CONFIG_HOME") or os.path.join(home(), ".config")
+
+
 def config_file() -> str:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home(), ".config")
-    return os.path.join(base, "rtun", "config.toml")
+    return os.path.join(config_home(), "rtun", "config.toml")
 
 
 def default_save_dir() -> str:
@@ -41,9 +45,8 @@ def default_save_dir() -> str:
 
 
 def _user_dirs_download() -> Optional[str]:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home(), ".config")
     try:
-        with open(os.path.join(base, "user-dirs.dirs"), encoding="utf-8") as f:
+        with open(os.path.join(config_home(), "user-dirs.dirs"), encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError:
         return None

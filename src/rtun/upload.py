@@ -27,7 +27,7 @@ STDIN = "-"
 class Item:
     """One thing to send: an entry for the stream, and where its data comes from."""
 
-    entry: wire.Entry
+    entry: Union[wire.DirEntry, wire.FileEntry, wire.LinkEntry]
     source: Optional[str] = None  # a file's local path; None with a FileEntry means stdin
 
 
@@ -171,7 +171,7 @@ def _stream_put(
     conn.request(wire.Put(dest, overwrite, work.total_bytes, work.total_files))  # READY
     sender = conn.sender
     for item in work.items:
-        conn.write(sender.entry(item.entry))  # type: ignore[arg-type]
+        conn.write(sender.entry(item.entry))
         if isinstance(item.entry, wire.FileEntry):
             _stream_file(conn, item.source, progress.update, reader)
     conn.write(sender.end())

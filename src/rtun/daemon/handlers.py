@@ -49,7 +49,8 @@ class Handlers:
             wire.View: self.view,
         }
 
-    async def handle(self, conn: Connection, event: Union[wire.Request, Upload]) -> None:
+    async def handle(self, conn: Connection, event: object) -> None:
+        """Run the handler for a request (or upload) event of the receiver."""
         key = type(event.request) if isinstance(event, Upload) else type(event)
         handler = self.table.get(key)
         if handler is None:

@@ -94,9 +94,9 @@ class Daemon:
             _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace)
             for task in late:
                 log.warning("cancelling a transfer still running after the grace period")
-                conn = self._connections.get(task)
-                if conn is not None:
-                    conn.kill()  # close() would wait to flush replies the client may never read
+                late_conn = self._connections.get(task)
+                if late_conn is not None:
+                    late_conn.kill()  # close() would wait to flush replies the client may never read
                 task.cancel()
             if late:
                 await asyncio.wait(late)
@@ -144,7 +144,7 @@ class Daemon:
                 event = await conn.next_event()
                 if event is CLOSED:
                     return
-                await self._handlers.handle(conn, event)  # type: ignore[arg-type]
+                await self._handlers.handle(conn, event)
             except Rejected as exc:
                 # v1 peers close after any error reply; so do we.
                 log.info("refused request: %s", exc.text)

@@ -7,7 +7,7 @@ O_NOFOLLOW, so a symbolic link already on disk cannot redirect a write either.
 from __future__ import annotations
 
 import posixpath
-from typing import Tuple
+from typing import List, Tuple
 
 from rtun.protocol import wire
 from rtun.protocol.limits import MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_PATH_BYTES
@@ -74,7 +74,7 @@ def link_stays_inside(link: Tuple[str, ...], target: str, root_depth: int) -> bo
     if len(link) <= root_depth:
         return False
     climbs = 0
-    names = []
+    names: List[str] = []
     for part in target.split("/"):
         if part in ("", "."):
             continue

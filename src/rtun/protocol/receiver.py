@@ -15,7 +15,7 @@ every limit, every path and every file's size and SHA-256, so what it emits is a
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER
@@ -106,7 +106,8 @@ class _Closed:
 NEED_DATA = _Need()  # feed more bytes, then call next_event again
 CLOSED = _Closed()  # the peer ended the connection cleanly, between requests
 
-ReceivedEvent = Union[wire.Request, Event, _Need, _Closed]
+if TYPE_CHECKING:
+    ReceivedEvent = Union[wire.Request, Event, _Need, _Closed]
 
 # States: whose turn it is, and what the next bytes must be.
 IDLE = "idle"  # between requests: a request line

@@ -64,11 +64,13 @@ class Sender:
             line = wire.encode_request(request)
         except UnicodeEncodeError:
             raise ValueError("invalid UTF-8") from None
-        if isinstance(request, (wire.Send, wire.View, wire.Put)):
+        if isinstance(request, (wire.Send, wire.View)):
             self.state = AWAIT_READY
-            self._v1 = not isinstance(request, wire.Put)
-            if self._v1:
-                self._declared = request.size  # type: ignore[union-attr]
+            self._v1 = True
+            self._declared = request.size
+        elif isinstance(request, wire.Put):
+            self.state = AWAIT_READY
+            self._v1 = False
         else:
             self.state = AWAIT_REPLY
         self._limit = MAX_LINE

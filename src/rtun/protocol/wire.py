@@ -84,7 +84,7 @@ class Message:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._values() == self._values()  # type: ignore[attr-defined]
+        return isinstance(other, Message) and type(other) is type(self) and other._values() == self._values()
 
     def __hash__(self) -> int:
         return hash((type(self), self._values()))
@@ -161,7 +161,8 @@ class Put(Message):
     total_files: int
 
 
-Request = "Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put]"
+if TYPE_CHECKING:
+    Request = Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put]
 
 
 def strip_eol(line: bytes) -> bytes:
@@ -392,7 +393,8 @@ class EndEntry(Message):
     __slots__ = ()
 
 
-Entry = "Union[DirEntry, FileEntry, LinkEntry, EndEntry]"
+if TYPE_CHECKING:
+    Entry = Union[DirEntry, FileEntry, LinkEntry, EndEntry]
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -413,7 +415,7 @@ def encode_entry(entry: Entry) -> bytes:
 
 
 def _mode(obj: Dict[str, Any]) -> int:
-    mode = _field(obj, "mode", int, 0o644)
+    mode: int = _field(obj, "mode", int, 0o644)
     if not 0 <= mode <= 0o7777:
         raise Rejected(E_BAD_REQUEST, "mode out of range")
     return mode
