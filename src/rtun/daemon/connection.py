@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, ReceivedEvent, Truncated
+from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
+
+if TYPE_CHECKING:
+    from rtun.protocol.receiver import ReceivedEvent
 
 
 class PeerGone(Exception):

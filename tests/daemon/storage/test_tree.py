@@ -26,3 +26,87 @@ from rtun.protocol.wire import Rejected
 )
 def test_free_name_scheme(name: str, attempt: int, expected: str) -> None:
     assert tree.free_name(name, attempt) == expected
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "save"
+    path.mkdir()
+    return path
+
+
+def received(t: tree.Tree, parts: tuple, data: bytes, mode: int, overwrite: bool = False) -> str:
+    part = t.new_file(parts, mode)
+    part.write(memoryview(data))
+    part.finish(1_600_000_000.0)
+    return part.place(parts[-1], overwrite)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o027])
+def test_modes_survive_any_umask(root: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        t = tree.Tree(str(root), tree.current_umask())
+        for name, mode in (("a", 0o644), ("b", 0o755), ("c", 0o640), ("d", 0o4755)):
+            received(t, (name,), b"x", mode)
+        t.close()
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in root.iterdir()}
+    assert modes == {"a": 0o644, "b": 0o755, "c": 0o640, "d": 0o755}  # setuid dropped
+    assert (root / "a").stat().st_mtime == 1_600_000_000.0
+
+
+def test_current_umask_reads_without_changing_it() -> None:
+    previous = os.umask(0o027)
+    try:
+        assert tree.current_umask() == 0o027
+        assert tree.current_umask() == 0o027
+    finally:
+        os.umask(previous)
+
+
+def test_an_existing_file_is_kept_unless_overwrite(root: Path) -> None:
+    t = tree.Tree(str(root), 0o022)
+    (root / "r.txt").write_text("old")
+    assert received(t, ("r.txt",), b"new", 0o644) == "r (1).txt"
+    assert (root / "r.txt").read_text() == "old"
+    assert received(t, ("r.txt",), b"newer", 0o644, overwrite=True) == "r.txt"
+    assert (root / "r.txt").read_text() == "newer"
+    t.close()
+    assert sorted(p.name for p in root.iterdir()) == ["r (1).txt", "r.txt"]  # no part file left
+
+
+def test_a_directory_is_never_replaced(root: Path) -> None:
+    (root / "d").mkdir()
+    t = tree.Tree(str(root), 0o022)
+    assert received(t, ("d",), b"x", 0o644, overwrite=True) == "d (1)"
+    t.close()
+
+
+def test_nothing_is_written_through_a_link_on_disk(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    t = tree.Tree(str(root), 0o022)
+    with pytest.raises(Rejected) as info:
+        t.new_file(("link", "f"), 0o644)
+    assert info.value.code == wire.E_BAD_PATH and "symbolic link" in info.value.text
+    assert list(outside.iterdir()) == []
+    t.close()
+
+
+def test_discard_leaves_nothing(root: Path) -> None:
+    t = tree.Tree(str(root), 0o022)
+    part = t.new_file(("f",), 0o644)
+    part.write(memoryview(b"half"))
+    part.discard()
+    t.close()
+    assert list(root.iterdir()) == []
+
+
+def test_not_enough_space_is_refused_with_109(root: Path) -> None:
+    with pytest.raises(Rejected) as info:
+        tree.check_space(str(root), 1 << 62)
+    assert info.value.code == wire.E_NO_SPACE
+    tree.check_space(str(root), 1)
