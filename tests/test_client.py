@@ -39,6 +39,14 @@ def _set_mtime(path: Path, when: float) -> None:
     os.utime(path, (when, when), follow_symlinks=False)
 
 
+@pytest.fixture
+def daemon(local_home: Path, save_dir: Path):  # overrides tests/conftest.py's: PID tells daemons apart
+    running = RtunDaemon(local_home, save_dir, diagnostics=True).start()
+    yield running
+    if running.alive():
+        running.stop()
+
+
 def _daemon_pid(home: Path, *args: str, **env: str) -> int:
     result = run_rtun(["pid", *args], home, **env)
     assert result.returncode == 0, result.stderr
@@ -120,7 +128,7 @@ def test_candidate_too_long_for_sun_path_is_skipped(forward, remote_home):
 def other_daemon(short_tmp: Path):
     """A second daemon, on a socket outside ~/.rtun, to tell which one a client reached."""
     home = short_tmp / "other"
-    running = RtunDaemon(home, home / "Downloads").start()
+    running = RtunDaemon(home, home / "Downloads", diagnostics=True).start()
     yield running
     running.stop()
 

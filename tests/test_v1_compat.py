@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from support.rtun import run_rtun
+from support.rtun import RtunDaemon, run_rtun
 from support.sshd import Forward
 from support.v1peer import RawClient, V1Peer
 from support.wait import wait_until
@@ -28,6 +28,15 @@ def _no_partial_files(directory: Path) -> bool:
 
 
 # ---- an old client against our daemon ----------------------------------------------------------
+
+
+@pytest.fixture
+def daemon(local_home: Path, save_dir: Path) -> Iterator[RtunDaemon]:  # overrides tests/conftest.py's
+    """A daemon whose user turned PID and SHUTDOWN on, as v1 daemons always had them."""
+    running = RtunDaemon(local_home, save_dir, diagnostics=True).start()
+    yield running
+    if running.alive():
+        running.stop()
 
 
 @pytest.fixture

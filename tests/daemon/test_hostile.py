@@ -195,3 +195,15 @@ def _readable(sock: socket.socket) -> bool:
     import select
 
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_no_peer_can_stop_the_daemon_or_learn_its_pid_by_default(forward, daemon, check, remote_home):
+    for command in ("shutdown", "pid"):
+        result = run_rtun([command], remote_home)
+        assert result.returncode == 4, result.stderr
+        assert b"turned off" in result.stderr and result.stderr.count(b"\n") == 1
+    with RawClient(daemon.socket) as raw:
+        raw.send(b"SHUTDOWN\r\n")
+        _error_then_close(raw, 100)
+    assert str(daemon.save_dir).encode() not in result.stderr
+    check()

@@ -147,6 +147,7 @@ def test_refuses_to_start_when_socket_directory_is_group_or_other_writable(
 def test_daemon_mode_prints_pid_returns_once_ping_works_and_logs_to_rtun_log(
     local_home, save_dir, detached
 ):
+    _write_config(local_home, "[server]\ndiagnostics = true\n")
     result = run_rtun(["server", "-d", "-D", str(save_dir)], local_home, timeout=30)
     assert result.returncode == 0, result.stderr
     pid = int(result.stdout.decode().strip())
@@ -201,6 +202,7 @@ def test_daemon_mode_keeps_a_relative_save_dir_relative_to_where_it_was_started(
     local_home, detached
 ):
     # run_rtun has no cwd argument: the same command, started in local_home.
+    _write_config(local_home, "[server]\ndiagnostics = true\n")
     result = subprocess.run(
         RTUN + ["server", "-d", "-D", "rel-downloads"],
         env=clean_env(local_home), cwd=str(local_home), capture_output=True, timeout=30,
@@ -325,7 +327,7 @@ def _write_config(home: Path, text: str) -> Path:
 def test_config_file_is_read(local_home, short_tmp, spawn):
     sock_path = short_tmp / "cfg.sock"
     config_save = short_tmp / "from-config"
-    _write_config(local_home, f'[server]\nsocket = "{sock_path}"\nsave_dir = "{config_save}"\n')
+    _write_config(local_home, f'[server]\nsocket = "{sock_path}"\nsave_dir = "{config_save}"\ndiagnostics = true\n')
     spawn([])
     wait_until(lambda: answers_ping(sock_path), timeout=15, what="the daemon on the configured socket")
     with RawClient(sock_path) as raw:
@@ -336,7 +338,7 @@ def test_config_file_is_read(local_home, short_tmp, spawn):
 def test_flags_override_the_config_file(local_home, short_tmp, spawn):
     _write_config(
         local_home,
-        f'[server]\nsocket = "{short_tmp / "cfg.sock"}"\nsave_dir = "{short_tmp / "cfg-dl"}"\n',
+        f'[server]\nsocket = "{short_tmp / "cfg.sock"}"\nsave_dir = "{short_tmp / "cfg-dl"}"\ndiagnostics = true\n',
     )
     sock_path = short_tmp / "flag.sock"
     flag_save = short_tmp / "flag-dl"

@@ -57,3 +57,23 @@ def test_link_stays_inside_the_sent_directory(link: tuple, target: str, inside: 
 
 def test_link_at_the_top_of_a_transfer_is_never_inside() -> None:
     assert not names.link_stays_inside(("l",), "x", root_depth=1)
+
+
+@pytest.mark.parametrize("char", ["\x85", "\x9b", "\u202e", "\u2066", "\u200f", "\ufeff", "\x1b"])
+def test_c1_controls_and_bidirectional_characters_are_refused(char: str) -> None:
+    with pytest.raises(Rejected, match="control or bidirectional"):
+        names.components(f"invoice{char}fdp.exe")
+    with pytest.raises(Rejected, match="control or bidirectional"):
+        names.check_link_target(f"target{char}")
+
+
+def test_refusals_show_peer_text_escaped_as_ascii() -> None:
+    with pytest.raises(Rejected) as info:
+        names.components("a/../\u202eevil")
+    assert info.value.text.isascii() and "\\u202e" in info.value.text
+
+
+def test_ordinary_link_targets_pass() -> None:
+    names.check_link_target("../sibling/ünï.txt")
+    with pytest.raises(Rejected):
+        names.check_link_target("x" * 5000)

@@ -46,7 +46,8 @@ class RtunDaemon:
     """`rtun server` in the foreground, logging to a file, for one test."""
 
     def __init__(self, home: Path, save_dir: Path, socket_path: Optional[Path] = None,
-                 extra_args: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None) -> None:
+                 extra_args: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None,
+                 diagnostics: bool = False) -> None:
         self.home = home
         self.save_dir = save_dir
         self.socket = socket_path or home / ".rtun" / "rtun.sock"
@@ -54,6 +55,11 @@ class RtunDaemon:
         self.extra_args = extra_args or []
         self.env = env or {}
         self.process: Optional[subprocess.Popen] = None
+        if diagnostics:  # PID and SHUTDOWN answered: a config file of its own turns them on
+            config = home / "diagnostics.toml"
+            home.mkdir(parents=True, exist_ok=True)
+            config.write_text("[server]\ndiagnostics = true\n")
+            self.extra_args = ["--config", str(config)] + self.extra_args
 
     def start(self) -> "RtunDaemon":
         self.home.mkdir(parents=True, exist_ok=True)

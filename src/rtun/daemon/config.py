@@ -29,6 +29,7 @@ class Config:
     idle_timeout: float = 120.0  # seconds a connection may sit silent (v1's deadline)
     max_connections: int = 256
     shutdown_grace: float = 10.0  # seconds transfers in flight get to finish on SIGTERM
+    diagnostics: bool = False  # answer v1's PID and SHUTDOWN from the socket
     min_free_bytes: int = 64 * 1024 * 1024  # left free on the save disk after an upload
     notify_max_chars: int = 4000
     view_opener: Tuple[str, ...] = ()  # () means the platform's own: xdg-open or open
@@ -45,6 +46,7 @@ _KEYS: Dict[Tuple[str, str], str] = {
     ("server", "idle_timeout"): "idle_timeout",
     ("server", "max_connections"): "max_connections",
     ("server", "shutdown_grace"): "shutdown_grace",
+    ("server", "diagnostics"): "diagnostics",
     ("send", "min_free_bytes"): "min_free_bytes",
     ("notify", "max_chars"): "notify_max_chars",
     ("view", "opener"): "view_opener",

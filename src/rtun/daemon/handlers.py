@@ -66,7 +66,15 @@ class Handlers:
     async def ping(self, conn: Connection, request: wire.Ping) -> None:
         await conn.send(conn.receiver.reply("PONG"))
 
+    def _diagnostics(self, verb: str) -> None:
+        # Anyone who reaches the socket could stop the daemon or learn local paths: off unless
+        # the local user turns them on.
+        if not self.config.diagnostics:
+            raise Rejected(wire.E_UNKNOWN, f"{verb} is turned off on this daemon "
+                           "([server] diagnostics = true in its config file turns it on)")
+
     async def pid(self, conn: Connection, request: wire.Pid) -> None:
+        self._diagnostics("PID")
         await conn.send(conn.receiver.reply(f"PID {os.getpid()}, saveDir {self.config.save_dir}"))
 
     async def echo(self, conn: Connection, request: wire.Echo) -> None:
@@ -76,6 +84,7 @@ class Handlers:
         await conn.send(conn.receiver.reply(" ".join((wire.HELLO_TOKEN,) + wire.FEATURES)))
 
     async def shutdown(self, conn: Connection, request: wire.Shutdown) -> None:
+        self._diagnostics("SHUTDOWN")
         log.info("shutdown requested by a client")
         await conn.send(conn.receiver.reply("Shutting down server..."))
         self._stop()

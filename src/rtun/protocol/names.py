@@ -6,7 +6,7 @@ O_NOFOLLOW, so a symbolic link already on disk cannot redirect a write either.
 
 from __future__ import annotations
 
-import posixpath
+import re
 from typing import List, Tuple
 
 from rtun.protocol import wire
@@ -18,6 +18,22 @@ PART_PREFIX = ".rtun-"
 PART_SUFFIX = ".part"
 
 
+# C0 and C1 controls, DEL, and the format characters that make text read as something it is not
+# (bidirectional marks, embeddings, overrides and isolates; zero-width joiners and the BOM):
+# refused in every name and link target, so none reaches the disk, a terminal or the log.
+_MISLEADING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def misleading(text: str) -> bool:
+    """Whether ``text`` holds a control or bidirectional character."""
+    return _MISLEADING.search(text) is not None
+
+
+def shown(text: str) -> str:
+    """Peer text as it may appear in a message or the log: ASCII, escaped, at most 200 chars."""
+    return ascii(text[:200])
+
+
 def is_part_name(name: str) -> bool:
     return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)
 
@@ -26,17 +42,17 @@ def components(path: str) -> Tuple[str, ...]:
     """Split a relative path into safe components, or refuse it with a reason."""
     if not path:
         raise Rejected(wire.E_BAD_PATH, "empty path")
-    shown = repr(path[:200])
+    text = shown(path)
     if "\x00" in path:
-        raise Rejected(wire.E_BAD_PATH, f"path contains a NUL byte: {shown}")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
-        raise Rejected(wire.E_BAD_PATH, f"path contains control characters: {shown}")
+        raise Rejected(wire.E_BAD_PATH, f"path contains a NUL byte: {text}")
+    if misleading(path):
+        raise Rejected(wire.E_BAD_PATH, f"path contains control or bidirectional characters: {text}")
     if path.startswith("/"):
-        raise Rejected(wire.E_BAD_PATH, f"absolute paths are not accepted: {shown}")
+        raise Rejected(wire.E_BAD_PATH, f"absolute paths are not accepted: {text}")
     try:
         encoded_length = len(path.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates from a JSON "\ud800" escape
-        raise Rejected(wire.E_BAD_PATH, f"path is not valid Unicode: {shown}") from None
+        raise Rejected(wire.E_BAD_PATH, f"path is not valid Unicode: {text}") from None
     if encoded_length > MAX_PATH_BYTES:
         raise Rejected(wire.E_BAD_PATH, "path is too long")
     parts = tuple(path.split("/"))
@@ -44,12 +60,20 @@ def components(path: str) -> Tuple[str, ...]:
         raise Rejected(wire.E_BAD_PATH, "path is nested too deeply")
     for part in parts:
         if part in ("", ".", ".."):
-            raise Rejected(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {shown}")
+            raise Rejected(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {text}")
         if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            raise Rejected(wire.E_BAD_PATH, f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {shown}")
+            raise Rejected(wire.E_BAD_PATH, f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {text}")
         if is_part_name(part):
-            raise Rejected(wire.E_BAD_PATH, f"names like {part!r} are the daemon's own temporary files")
+            raise Rejected(wire.E_BAD_PATH, f"names like {shown(part)} are the daemon's own temporary files")
     return parts
+
+
+def check_link_target(target: str) -> None:
+    """A link target is text the desktop shows: no controls, no bidirectional tricks, bounded."""
+    if misleading(target):
+        raise Rejected(wire.E_BAD_PATH, f"link target contains control or bidirectional characters: {shown(target)}")
+    if len(target.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise Rejected(wire.E_BAD_PATH, "link target is too long")
 
 
 def join(base: Tuple[str, ...], path: str) -> Tuple[str, ...]:

@@ -253,6 +253,7 @@ class Receiver:
         if isinstance(entry, wire.DirEntry):
             return Directory(parts, entry.mode, entry.mtime)
         if isinstance(entry, wire.LinkEntry):
+            names.check_link_target(entry.target)
             return Link(parts, entry.target)
         self.state = CHUNK_HEADER
         return self._start_file(FileStart(parts, entry.mode, entry.mtime, entry.size))
