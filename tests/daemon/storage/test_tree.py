@@ -43,7 +43,7 @@ def received(t: tree.Tree, parts: tuple, data: bytes, mode: int, overwrite: bool
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o027])
-def test_modes_survive_any_umask(root: Path, umask: int) -> None:
+def test_the_users_umask_narrows_every_mode(root: Path, umask: int) -> None:
     previous = os.umask(umask)
     try:
         t = tree.Tree(str(root), tree.current_umask())
@@ -53,7 +53,8 @@ def test_modes_survive_any_umask(root: Path, umask: int) -> None:
     finally:
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in root.iterdir()}
-    assert modes == {"a": 0o644, "b": 0o755, "c": 0o640, "d": 0o755}  # setuid dropped
+    # The local user's umask narrows what the sender asked for; setuid is dropped.
+    assert modes == {n: m & 0o777 & ~umask for n, m in (("a", 0o644), ("b", 0o755), ("c", 0o640), ("d", 0o755))}
     assert (root / "a").stat().st_mtime == 1_600_000_000.0
 
 
@@ -64,6 +65,15 @@ def test_current_umask_reads_without_changing_it() -> None:
         assert tree.current_umask() == 0o027
     finally:
         os.umask(previous)
+
+
+def test_execute_bits_can_be_taken_away_at_the_end(root: Path) -> None:
+    t = tree.Tree(str(root), 0o022)
+    part = t.new_file(("launcher",), 0o755)
+    part.finish(None, drop_execute=True)
+    part.place("launcher", False)
+    t.close()
+    assert stat.S_IMODE((root / "launcher").stat().st_mode) == 0o644
 
 
 def test_an_existing_file_is_kept_unless_overwrite(root: Path) -> None:

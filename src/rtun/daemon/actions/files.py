@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple, Union
 
+from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
 from rtun.daemon.storage.tree import PartFile, Tree, check_space
 from rtun.protocol import names, wire
 from rtun.protocol.receiver import Directory, FileStart, Link
@@ -38,6 +39,7 @@ class Transfer:
         self._file: Optional[FileStart] = None
         self._part: Optional[PartFile] = None
         self._checked = 0
+        self._head = b""
 
     def check_space(self, needed: int) -> None:
         """The request's totals are checked before READY, but nothing obliges a client to
@@ -59,14 +61,19 @@ class Transfer:
         if event.size is not None and event.size >= SPACE_CHECK_BYTES:
             self.check_space(event.size)
         mode = self.default_mode if event.mode is None else event.mode
+        if extension(event.parts[-1]) in LAUNCHER_TYPES:
+            mode &= ~0o111  # a double click would run it
         self._file = event
         self._part = self.tree.new_file(event.parts, mode)
         self._checked = 0
+        self._head = b""
 
     def write(self, data: memoryview) -> None:
         part = self._part
         assert part is not None and self._file is not None
         part.write(data)
+        if len(self._head) < HEAD_LEN:
+            self._head += bytes(data[:HEAD_LEN - len(self._head)])
         if self._file.size is None and part.size - self._checked >= SPACE_CHECK_BYTES:
             self.check_space(SPACE_CHECK_BYTES)
             self._checked = part.size
@@ -75,7 +82,8 @@ class Transfer:
         """The file is complete and verified: give it its final name, which is returned."""
         part, event = self._part, self._file
         assert part is not None and event is not None
-        part.finish(event.mtime)
+        # Executable content a desktop takes for a launcher loses its execute bits.
+        part.finish(event.mtime, drop_execute=is_launcher(self._head))
         final = part.place(event.parts[-1], self.overwrite)
         self._part = self._file = None
         path = self.tree.path(event.parts[:-1] + (final,))

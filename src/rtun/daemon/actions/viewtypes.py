@@ -23,7 +23,7 @@ from typing import FrozenSet, Iterable, Optional, Set, Tuple
 RISKY_TYPES: FrozenSet[str] = frozenset(
     {
         # Linux desktop launchers, self-contained programs and packages
-        ".desktop", ".directory", ".appimage", ".run", ".bin", ".elf", ".so", ".ko",
+        ".desktop", ".kdelnk", ".theme", ".directory", ".appimage", ".run", ".bin", ".elf", ".so", ".ko",
         ".flatpak", ".flatpakref", ".flatpakrepo", ".snap", ".deb", ".rpm", ".ymp",
         # shell and interpreter scripts that a handler may execute
         ".sh", ".bash", ".zsh", ".csh", ".tcsh", ".ksh", ".fish", ".command", ".tool",
@@ -55,7 +55,16 @@ _EXECUTABLE_MAGIC: Tuple[Tuple[bytes, str], ...] = (
     (b"\xca\xfe\xba\xbe", "a Mach-O universal program or a Java class"),
 )
 HEAD_LEN = 4096  # how much of the file executable_content looks at
-_DESKTOP_GROUPS = (b"[Desktop Entry]", b"[KDE Desktop Entry]")
+# What shared-mime-info calls application/x-desktop (and its sub-class x-theme): launchers,
+# whatever their name. Its magic: "[Desktop Entry]" starting in the first 33 bytes, or one of
+# these at the very start. We also look past a BOM, blank lines and comments.
+_DESKTOP_ENTRY = b"[Desktop Entry]"
+_DESKTOP_AT_START = (b"[Desktop Action", b"[KDE Desktop Entry]", b"# Config File", b"# KDE Config File")
+_DESKTOP_GROUPS = (_DESKTOP_ENTRY, b"[KDE Desktop Entry]", b"[Desktop Action")
+_BOM = b"\xef\xbb\xbf"
+
+# Sent files of these types never arrive executable: a desktop would run them on a double click.
+LAUNCHER_TYPES: FrozenSet[str] = frozenset({".desktop", ".kdelnk", ".theme", ".directory", ".command", ".tool"})
 
 MAX_NAME_BYTES = 255
 FALLBACK_NAME = "rtun-view"
@@ -130,15 +139,23 @@ def executable_content(head: bytes) -> Optional[str]:
         offset = int.from_bytes(head[0x3C:0x40], "little")
         if head[offset:offset + 4] == b"PE\0\0":  # text that happens to start with MZ is not
             return "a Windows program"
-    # A desktop launcher: its first group, after blank and comment lines (a "#!" line too).
-    for line in head.splitlines():
+    return "a desktop launcher" if is_launcher(head) else None
+
+
+def is_launcher(head: bytes) -> bool:
+    """Whether a desktop would take ``head`` (a file's first bytes) for a launcher."""
+    if _DESKTOP_ENTRY in head[:32 + len(_DESKTOP_ENTRY)] or head.startswith(_DESKTOP_AT_START):
+        return True
+    body = head[len(_BOM):] if head.startswith(_BOM) else head
+    if body.startswith(_DESKTOP_AT_START):
+        return True
+    # Its first group, after blank and comment lines (a "#!" line too).
+    for line in body.splitlines():
         line = line.strip()
         if not line or line.startswith(b"#"):
             continue
-        if line in _DESKTOP_GROUPS:
-            return "a desktop launcher"
-        break
-    return None
+        return line.startswith(_DESKTOP_GROUPS)
+    return False
 
 
 def default_opener() -> Tuple[str, ...]:

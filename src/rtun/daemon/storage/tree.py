@@ -23,8 +23,8 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr
 
 
 def current_umask() -> int:
-    """The process umask (it can only be read by setting it). Read it after daemonizing, which
-    sets another one, and before any other thread runs."""
+    """The process umask (it can only be read by setting it). Read it before any other thread
+    runs; a detached daemon keeps the user's."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -114,7 +114,9 @@ class Tree:
 
     Only the descriptors along the most recent path stay open (a tree of thousands of
     directories must not run the daemon out of descriptors), so a descriptor returned by
-    ``directory`` is valid until the next call. ``umask`` is the daemon's, read at its start.
+    ``directory`` is valid until the next call. ``umask`` is the local user's, read at the
+    daemon's start: it narrows every mode a sender asks for, so nothing arrives group- or
+    world-writable unless the user's own files would be.
     """
 
     def __init__(self, root: str, umask: int) -> None:
@@ -183,11 +185,11 @@ class Tree:
         return self.path(parts[:-1] + (final,))
 
     def set_metadata(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
-        """A directory's mode (less setuid, setgid and sticky) and mtime."""
+        """A directory's mode (less setuid, setgid, sticky and what the umask takes) and mtime."""
         fd = self.directory(parts, create=False)
         try:
             os.utime(fd, (mtime, mtime))
-            os.fchmod(fd, stat.S_IMODE(mode) & 0o777)
+            os.fchmod(fd, stat.S_IMODE(mode) & 0o777 & ~self.umask)
         except OSError as exc:
             raise refusal_for(exc, "/".join(parts)) from None
 
@@ -198,10 +200,9 @@ class PartFile:
     def __init__(self, dir_fd: int, what: str, mode: int, umask: int) -> None:
         self.dir_fd = dir_fd
         self.what = what
-        # Created with its final permissions (setuid, setgid and sticky dropped); finish()
-        # restores any bit the umask took away.
-        self.mode = stat.S_IMODE(mode) & 0o777
-        self.umask = umask
+        # Created with its final permissions: setuid, setgid and sticky dropped, the umask
+        # applied (by open itself).
+        self.mode = stat.S_IMODE(mode) & 0o777 & ~umask
         self.name = part_name()
         try:
             self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
@@ -219,11 +220,12 @@ class PartFile:
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
 
-    def finish(self, mtime: Optional[float]) -> None:
-        """Apply the mode the umask narrowed, and the mtime; then close."""
+    def finish(self, mtime: Optional[float], drop_execute: bool = False) -> None:
+        """Apply the mtime (and take away the execute bits if asked); then close."""
         assert self.fd is not None
         try:
-            if self.mode & self.umask:
+            if drop_execute and self.mode & 0o111:
+                self.mode &= ~0o111
                 os.fchmod(self.fd, self.mode)
             if mtime is not None:
                 os.utime(self.fd, (mtime, mtime))
