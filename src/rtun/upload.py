@@ -242,6 +242,7 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
             saved = wire.saved_paths(reply)
             skipped = reply.data.get("skipped", [])
             work.warnings.extend(s for s in skipped if isinstance(s, str))
+            work.warnings.extend(_unlisted(reply.data.get("unlisted")))
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
@@ -250,6 +251,18 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
         progress.close()
         conn.close()
     return SendResult(saved, work.warnings)
+
+
+def _unlisted(counts: object) -> List[str]:
+    """What the daemon saved or skipped past the length of its reply's listing."""
+    if not isinstance(counts, dict):
+        return []
+    said = []
+    for key, what in (("saved", "saved"), ("skipped", "skipped")):
+        n = counts.get(key)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            said.append(f"{n} more files {what}, too many to list")
+    return said
 
 
 def view(socket_path: Optional[str], path: str) -> None:

@@ -207,3 +207,38 @@ def test_no_peer_can_stop_the_daemon_or_learn_its_pid_by_default(forward, daemon
         _error_then_close(raw, 100)
     assert str(daemon.save_dir).encode() not in result.stderr
     check()
+
+
+def _peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_one_put_cannot_grow_the_daemon_without_bound(daemon, check):
+    # 60,000 links that point outside the transfer, each with a 3.9 KB path: every one is
+    # skipped and used to be listed in the reply (about 700 MB of daemon memory in all).
+    import json
+
+    component = "c" * 240
+    prefix = "/".join([component] * 16)
+    before = _peak_rss_mib(daemon.process.pid)
+    with RawClient(daemon.socket, timeout=120) as raw:
+        assert raw.request(b'PUT {"dest":"","bytes":0,"files":0}\r\n') == b"READY\r\n"
+        entries = [json.dumps({"type": "dir", "path": "top"}).encode() + b"\r\n"]
+        raw.send(entries[0])
+        batch = []
+        for i in range(60_000):
+            batch.append(json.dumps({"type": "link", "path": f"top/{prefix}{i}", "target": "/etc"}).encode() + b"\r\n")
+            if len(batch) == 1000:
+                raw.send(b"".join(batch))
+                batch = []
+        raw.send(json.dumps({"type": "end"}).encode() + b"\r\n")
+        reply = raw.line()
+    assert reply.startswith(b"OK {"), reply[:200]
+    data = json.loads(reply[3:])
+    assert data["unlisted"]["skipped"] > 50_000 and len(reply) < 2 * 1024 * 1024
+    assert _peak_rss_mib(daemon.process.pid) - before < 64
+    check()

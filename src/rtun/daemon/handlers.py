@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Union
 from rtun.daemon.actions.files import Transfer, Uploads
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
+from rtun.daemon.storage.tree import refusal_for
 from rtun.protocol import wire
 from rtun.protocol.receiver import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
 from rtun.protocol.wire import Rejected
@@ -34,7 +35,7 @@ class Handlers:
         self.umask = umask
         self._stop = stop
         self._notifier: Optional[Notifier] = None
-        self._uploads: Optional[Uploads] = None
+        self._uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
         self._viewer: Optional[Viewer] = None
         self.table: Dict[type, Handler] = {
             wire.Ping: self.ping,
@@ -55,7 +56,10 @@ class Handlers:
         handler = self.table.get(key)
         if handler is None:
             raise Rejected(wire.E_UNKNOWN, f"unsupported request {key.__name__}")
-        await handler(conn, event)
+        try:
+            await handler(conn, event)
+        except OSError as exc:  # storage the actions did not foresee: a clear refusal all the same
+            raise refusal_for(exc, "the request") from None
 
     def close(self) -> None:
         if self._viewer is not None:
@@ -100,8 +104,6 @@ class Handlers:
     # ---- uploads -------------------------------------------------------------------------------
 
     async def upload(self, conn: Connection, upload: Upload) -> None:
-        if self._uploads is None:
-            self._uploads = Uploads(self.config.save_dir, self.config.min_free_bytes, self.umask)
         request = upload.request
         assert isinstance(request, (wire.Send, wire.Put))
         transfer = self._uploads.begin(request, upload.parts)
@@ -111,7 +113,7 @@ class Handlers:
             transfer.close()
         log.info(Uploads.summary(transfer))
         if isinstance(request, wire.Put):
-            await conn.send(conn.receiver.reply(data={"saved": transfer.saved, "skipped": transfer.skipped}))
+            await conn.send(conn.receiver.reply(data=Uploads.reply(transfer)))
         else:
             await conn.send(conn.receiver.reply())
 

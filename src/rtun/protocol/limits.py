@@ -10,5 +10,7 @@ MAX_PATH_BYTES = 4000  # a relative path from the peer, UTF-8 encoded
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux and macOS
 MAX_DEPTH = 64  # components in one path, the PUT destination included
 MAX_MTIME = 1e11  # seconds since the epoch; anything later is not a real file's mtime
+MAX_REPLY_LISTING = 1024 * 1024  # bytes of saved and skipped paths a PUT reply lists; then counts
+MAX_TRACKED_DIRECTORIES = 4 * 1024 * 1024  # path bytes of new directories whose mtime waits for the end
 SHA256_HEX_LEN = 64
 RECEIVE_BUFFER = 1024 * 1024  # the daemon's receive buffer per connection; > MAX_LINE

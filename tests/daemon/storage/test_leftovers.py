@@ -1,46 +1,53 @@
-"""The one sweep of leftovers keyed by PID: a dead daemon's files go, a live one's stay."""
+"""The one sweep of leftovers: what no live process holds goes, whatever PID its name carries."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import time
 from pathlib import Path
 
-from rtun.daemon.storage.leftovers import owner_gone, pid_alive, remove_leftovers
+from rtun.daemon.storage.leftovers import LINK_MAX_AGE, hold, remove_leftovers
 
 
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
-
-
-def test_a_dead_daemons_part_files_go_anywhere_below_the_root(tmp_path: Path) -> None:
-    gone, alive = dead_pid(), os.getppid()
+def test_unheld_part_files_go_anywhere_below_the_root_even_named_after_a_live_pid(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
-    dead_file = tmp_path / "a" / "b" / f".rtun-{gone}-00ff.part"
-    live_file = tmp_path / "a" / f".rtun-{alive}-00ff.part"
-    own_file = tmp_path / f".rtun-{os.getpid()}-00ff.part"
-    user_file = tmp_path / f".rtun-{gone}-notes.txt"  # not a part name
-    for path in (dead_file, live_file, own_file, user_file):
+    reused = tmp_path / "a" / "b" / f".rtun-{os.getpid()}-00ff.part"  # a PID that is alive: reused
+    held = tmp_path / "a" / ".rtun-1-00ff.part"
+    user_file = tmp_path / ".rtun-1-notes.txt"  # not a part name
+    for path in (reused, held, user_file):
         path.write_text("x")
-    assert remove_leftovers(str(tmp_path), ".rtun-", ".part", recursive=True) == [str(dead_file)]
-    assert live_file.exists() and own_file.exists() and user_file.exists()
+    fd = os.open(held, os.O_RDONLY)
+    hold(fd)
+    try:
+        assert remove_leftovers(str(tmp_path), ".rtun-", ".part", recursive=True) == [str(reused)]
+    finally:
+        os.close(fd)
+    assert held.exists() and user_file.exists()
+    assert remove_leftovers(str(tmp_path), ".rtun-", ".part", recursive=True) == [str(held)]
 
 
-def test_a_dead_daemons_view_directory_goes_at_the_top_only(tmp_path: Path) -> None:
-    gone = dead_pid()
-    top = tmp_path / f"rtun-view-{gone}-abc"
+def test_a_view_directory_goes_at_the_top_only_unless_held(tmp_path: Path) -> None:
+    top = tmp_path / "rtun-view-1-abc"
     (top / "x").mkdir(parents=True)
     (top / "x" / "file.png").write_text("x")
-    deeper = tmp_path / "other" / f"rtun-view-{gone}-abc"
+    deeper = tmp_path / "other" / "rtun-view-1-abc"
     deeper.mkdir(parents=True)
-    assert remove_leftovers(str(tmp_path), "rtun-view-") == [str(top)]
-    assert not top.exists() and deeper.exists()
+    live = tmp_path / "rtun-view-2-def"
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    hold(fd)
+    try:
+        assert remove_leftovers(str(tmp_path), "rtun-view-") == [str(top)]
+    finally:
+        os.close(fd)
+    assert deeper.exists() and live.exists()
 
 
-def test_names_without_a_pid_are_left_alone() -> None:
-    assert not owner_gone(".rtun-abc-1.part", ".rtun-")
-    assert not owner_gone(f".rtun-{os.getpid()}-1.part", ".rtun-")
-    assert pid_alive(os.getpid()) and not pid_alive(dead_pid())
+def test_a_temporary_link_is_a_leftover_only_once_old(tmp_path: Path) -> None:
+    fresh, old = tmp_path / ".rtun-1-aa.part", tmp_path / ".rtun-1-bb.part"
+    fresh.symlink_to("target")
+    old.symlink_to("target")
+    then = time.time() - LINK_MAX_AGE - 5
+    os.utime(old, (then, then), follow_symlinks=False)
+    assert remove_leftovers(str(tmp_path), ".rtun-", ".part") == [str(old)]
+    assert os.path.lexists(fresh)

@@ -14,7 +14,9 @@ from typing import Dict, List, Optional, Tuple, Union
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
 from rtun.daemon.storage.tree import PartFile, Tree, check_space
 from rtun.protocol import names, wire
+from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.receiver import Directory, FileStart, Link
+from rtun.protocol.wire import Rejected
 
 SPACE_CHECK_BYTES = 64 * 1024 * 1024  # files this large, or unsized ones this often, re-check
 DEFAULT_MODE = 0o644  # v1 uploads carry no mode
@@ -30,8 +32,14 @@ class Transfer:
         self.overwrite = overwrite
         self.min_free = min_free
         self.default_mode = default_mode
+        # What the reply lists, bounded (MAX_REPLY_LISTING): past it, only counted.
         self.saved: List[str] = []
         self.skipped: List[str] = []
+        self.unlisted_saved = 0
+        self.unlisted_skipped = 0
+        self._listed_bytes = 0
+        self._tracked_bytes = 0
+        self.files = 0
         self.bytes = 0
         # Modes and mtimes of the directories this transfer made, applied last (writing inside a
         # directory changes its mtime). Directories that existed before are left as they were.
@@ -46,16 +54,34 @@ class Transfer:
         declare honest totals: large and unsized files are checked again."""
         check_space(self.tree.root, needed, self.min_free)
 
+    def _list(self, listing: List[str], text: str) -> bool:
+        """Add to what the reply lists while the budget lasts; False once it is spent."""
+        self._listed_bytes += len(text) + 4
+        if self._listed_bytes > MAX_REPLY_LISTING:
+            return False
+        listing.append(text)
+        return True
+
+    def _saved(self, path: str) -> None:
+        if not self._list(self.saved, path):
+            self.unlisted_saved += 1
+
     def directory(self, event: Directory) -> None:
         self.tree.directory(event.parts)
-        if event.parts in self.tree.created:
+        if event.parts not in self.tree.created:
+            return
+        self._tracked_bytes += sum(len(p) for p in event.parts) + 64
+        if self._tracked_bytes <= MAX_TRACKED_DIRECTORIES:
             self._directories[event.parts] = (event.mode, event.mtime)
+        else:  # memory stays bounded; this directory's mtime may move as files arrive in it
+            self.tree.set_metadata(event.parts, event.mode, event.mtime)
 
     def link(self, event: Link) -> None:
         if not names.link_stays_inside(event.parts, event.target, len(self.base) + 1):
-            self.skipped.append(f"{'/'.join(event.parts)}: symbolic link points outside the transfer")
+            if not self._list(self.skipped, f"{'/'.join(event.parts)}: symbolic link points outside the transfer"):
+                self.unlisted_skipped += 1
             return
-        self.saved.append(self.tree.link(event.parts, event.target, self.overwrite))
+        self._saved(self.tree.link(event.parts, event.target, self.overwrite))
 
     def start_file(self, event: FileStart) -> None:
         if event.size is not None and event.size >= SPACE_CHECK_BYTES:
@@ -87,7 +113,8 @@ class Transfer:
         final = part.place(event.parts[-1], self.overwrite)
         self._part = self._file = None
         path = self.tree.path(event.parts[:-1] + (final,))
-        self.saved.append(path)
+        self._saved(path)
+        self.files += 1
         self.bytes += part.size
         return path
 
@@ -111,7 +138,9 @@ class Uploads:
     """SEND and PUT, confined to the configured save directory."""
 
     def __init__(self, save_dir: str, min_free: int, umask: int) -> None:
-        self.save_dir = os.path.abspath(save_dir)
+        # Resolved once, at start: a save directory that is a link to another (a common
+        # ~/Downloads set-up) is used as its target; below it, nothing is followed.
+        self.save_dir = os.path.realpath(save_dir)
         self.min_free = min_free
         self.umask = umask
 
@@ -121,12 +150,25 @@ class Uploads:
             needed, overwrite, base = request.size, False, base[:-1]
         else:
             needed, overwrite = request.total_bytes, request.overwrite
+        try:
+            tree = Tree(self.save_dir, self.umask)  # made again if it was removed
+        except OSError as exc:
+            raise Rejected(wire.E_CREATE, f"cannot use the save directory {self.save_dir}: "
+                           f"{exc.strerror or exc}") from None
         check_space(self.save_dir, needed, self.min_free)
-        return Transfer(Tree(self.save_dir, self.umask), base, overwrite, self.min_free)
+        return Transfer(tree, base, overwrite, self.min_free)
 
     @staticmethod
     def summary(transfer: Transfer) -> str:
-        skipped = f", skipped {len(transfer.skipped)}" if transfer.skipped else ""
-        return f"received {len(transfer.saved)} files ({transfer.bytes} bytes) into " \
-               f"{transfer.tree.path(transfer.base)}{skipped}"
+        skipped = len(transfer.skipped) + transfer.unlisted_skipped
+        return f"received {transfer.files} files ({transfer.bytes} bytes) into " \
+               f"{transfer.tree.path(transfer.base)}" + (f", skipped {skipped}" if skipped else "")
+
+    @staticmethod
+    def reply(transfer: Transfer) -> Dict[str, object]:
+        """PUT's reply: what was saved and skipped, with counts of what the listing left out."""
+        data: Dict[str, object] = {"saved": transfer.saved, "skipped": transfer.skipped}
+        if transfer.unlisted_saved or transfer.unlisted_skipped:
+            data["unlisted"] = {"saved": transfer.unlisted_saved, "skipped": transfer.unlisted_skipped}
+        return data
 

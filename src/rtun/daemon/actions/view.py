@@ -32,7 +32,7 @@ from rtun.daemon.actions.viewtypes import (
     normalize_types,
     risky_type,
 )
-from rtun.daemon.storage.leftovers import remove_leftovers
+from rtun.daemon.storage.leftovers import hold, remove_leftovers
 from rtun.daemon.storage.tree import Tree, check_space
 from rtun.protocol import wire
 from rtun.protocol.receiver import FileStart
@@ -74,6 +74,7 @@ class Viewer:
         self.max_age = max(float(max_age), MIN_AGE)
         self.umask = umask
         self.private_dir: Optional[str] = None
+        self._private_fd: Optional[int] = None
         self._sweep_timer: Optional[asyncio.TimerHandle] = None
         self._reapers: Set["asyncio.Task[None]"] = set()
 
@@ -135,11 +136,19 @@ class Viewer:
         else:
             for path in remove_leftovers(tempfile.gettempdir(), DIR_PREFIX):
                 log.info("removed viewed files left by an earlier daemon: %s", path)
+        self._release_private_dir()
         try:
             self.private_dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
+            self._private_fd = os.open(self.private_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            hold(self._private_fd)  # another daemon's sweep leaves it alone while we live
         except OSError as exc:
             raise Rejected(wire.E_CREATE, f"cannot make a temporary directory: {exc.strerror}") from None
         return self.private_dir
+
+    def _release_private_dir(self) -> None:
+        if self._private_fd is not None:
+            os.close(self._private_fd)
+            self._private_fd = None
 
     def _check_content(self, path: str, name: str) -> None:
         ext = extension(name)
@@ -227,6 +236,7 @@ class Viewer:
             shutil.rmtree(self.private_dir, ignore_errors=True)
             log.info("removed viewed files in %s", self.private_dir)
             self.private_dir = None
+        self._release_private_dir()
 
 
 async def _reap(proc: "asyncio.subprocess.Process", opener: str, path: str) -> None:

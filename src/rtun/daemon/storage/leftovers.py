@@ -1,35 +1,47 @@
-"""Leftovers of daemons that died mid-work (SIGKILL, power loss), found by the PID in their names.
+"""Leftovers of daemons that died mid-work (SIGKILL, power loss), told apart from live work by
+a lock: a live daemon holds an exclusive ``flock`` on every temporary file it writes and on its
+directory of viewed files, and the kernel drops the lock when the process dies. A PID in a name
+would not do: after a reboot or a long uptime it belongs to some other live process.
 
-Partial files are ``.rtun-<pid>-<random>.part`` anywhere below the save directory, viewed
-files live in ``rtun-view-<pid>-<random>/`` in the temporary directory. Either kind is removed
-once the process that made it is gone, never while it, or this daemon, still runs.
+Partial files are ``.rtun-<pid>-<random>.part`` anywhere below the save directory, viewed files
+live in ``rtun-view-<pid>-<random>/`` in the temporary directory. A temporary symbolic link
+(which cannot be locked) is renamed microseconds after it is made, so one that is older than a
+minute is a leftover too.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
+import time
 from typing import Iterator, List, Tuple
 
+LINK_MAX_AGE = 60.0  # seconds: no live daemon keeps a temporary link this long
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
-def pid_alive(pid: int) -> bool:
+
+def hold(fd: int) -> None:
+    """Mark what ``fd`` refers to as in use by this process, until the fd is closed."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unused(path: str, st: os.stat_result) -> bool:
+    """Whether no live process holds ``path`` (a file or directory we may open)."""
+    if stat.S_ISLNK(st.st_mode):
+        return time.time() - st.st_mtime > LINK_MAX_AGE
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
         return False
-    except PermissionError:
-        return True  # it exists, as another user's
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live daemon holds it
+    finally:
+        os.close(fd)  # also drops our own lock at once
     return True
-
-
-def owner_gone(name: str, prefix: str) -> bool:
-    """Whether the process named in ``<prefix><pid>-...`` is neither this one nor alive."""
-    pid_text = name[len(prefix):].split("-", 1)[0]
-    if not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    return pid != os.getpid() and not pid_alive(pid)
 
 
 def _entries(directory: str, recursive: bool) -> Iterator[Tuple[str, str]]:
@@ -47,16 +59,16 @@ def _entries(directory: str, recursive: bool) -> Iterator[Tuple[str, str]]:
 
 
 def remove_leftovers(directory: str, prefix: str, suffix: str = "", recursive: bool = False) -> List[str]:
-    """Remove this user's ``<prefix><pid>-*<suffix>`` files and directories whose process is
-    gone; returns what was removed."""
+    """Remove this user's ``<prefix>*<suffix>`` files and directories that no live process holds;
+    returns what was removed."""
     removed = []
     for parent, name in _entries(directory, recursive):
-        if not (name.startswith(prefix) and name.endswith(suffix)) or not owner_gone(name, prefix):
+        if not (name.startswith(prefix) and name.endswith(suffix)):
             continue
         path = os.path.join(parent, name)
         try:
             st = os.lstat(path)
-            if st.st_uid != os.getuid():
+            if st.st_uid != os.getuid() or not _unused(path, st):
                 continue
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(path)

@@ -14,6 +14,7 @@ import shutil
 import stat
 from typing import Dict, Optional, Set, Tuple
 
+from rtun.daemon.storage.leftovers import hold
 from rtun.protocol import wire
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
 from rtun.protocol.wire import Rejected
@@ -62,7 +63,7 @@ def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
 
 
 def part_name() -> str:
-    """A temporary name that says which daemon process wrote it (see leftovers)."""
+    """A temporary name no peer may use (names.is_part_name); the PID says who wrote it."""
     return f"{PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{PART_SUFFIX}"
 
 
@@ -208,6 +209,7 @@ class PartFile:
             self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
         except OSError as exc:
             raise refusal_for(exc, what) from None
+        hold(self.fd)  # until closed: the leftover sweep of another daemon leaves it alone
         self.size = 0
 
     def write(self, data: memoryview) -> None:
@@ -221,7 +223,7 @@ class PartFile:
             raise refusal_for(exc, self.what) from None
 
     def finish(self, mtime: Optional[float], drop_execute: bool = False) -> None:
-        """Apply the mtime (and take away the execute bits if asked); then close."""
+        """Apply the mtime (and take away the execute bits if asked)."""
         assert self.fd is not None
         try:
             if drop_execute and self.mode & 0o111:
@@ -229,18 +231,20 @@ class PartFile:
                 os.fchmod(self.fd, self.mode)
             if mtime is not None:
                 os.utime(self.fd, (mtime, mtime))
-            os.close(self.fd)
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
-        finally:
-            self.fd = None
 
     def place(self, name: str, overwrite: bool) -> str:
-        """Give the file its final name (or a free one); returns the name used."""
+        """Give the file its final name (or a free one), then close it; returns the name used.
+        The lock is held until the temporary name is gone."""
+        assert self.fd is not None
         try:
             return place_no_replace(self.dir_fd, self.name, name, overwrite)
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
+        finally:
+            os.close(self.fd)
+            self.fd = None
 
     def discard(self) -> None:
         if self.fd is not None:
