@@ -122,7 +122,8 @@ class Handlers:
             from rtun.daemon.actions.view import Viewer
 
             c = self.config
-            self._viewer = Viewer(c.view_opener, c.view_allow_types, c.view_max_age, self.umask)
+            self._viewer = Viewer(c.view_opener, c.view_allow_types, c.view_max_age, self.umask,
+                                  c.min_free_bytes)
         assert isinstance(upload.request, wire.View)
         target = self._viewer.begin(upload.request)
         try:

@@ -113,10 +113,3 @@ def test_discard_leaves_nothing(root: Path) -> None:
     part.discard()
     t.close()
     assert list(root.iterdir()) == []
-
-
-def test_not_enough_space_is_refused_with_109(root: Path) -> None:
-    with pytest.raises(Rejected) as info:
-        tree.check_space(str(root), 1 << 62)
-    assert info.value.code == wire.E_NO_SPACE
-    tree.check_space(str(root), 1)

@@ -12,25 +12,25 @@ import os
 from typing import Dict, List, Optional, Tuple, Union
 
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
-from rtun.daemon.storage.tree import PartFile, Tree, check_space
+from rtun.daemon.storage.space import Claim, Space
+from rtun.daemon.storage.tree import PartFile, Tree
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.receiver import Directory, FileStart, Link
 from rtun.protocol.wire import Rejected
 
-SPACE_CHECK_BYTES = 64 * 1024 * 1024  # files this large, or unsized ones this often, re-check
 DEFAULT_MODE = 0o644  # v1 uploads carry no mode
 
 
 class Transfer:
     """One upload into ``tree`` below ``base``: fed the receiver's events, in order."""
 
-    def __init__(self, tree: Tree, base: Tuple[str, ...], overwrite: bool, min_free: int,
+    def __init__(self, tree: Tree, base: Tuple[str, ...], overwrite: bool, claim: Claim,
                  default_mode: int = DEFAULT_MODE) -> None:
         self.tree = tree
         self.base = base
         self.overwrite = overwrite
-        self.min_free = min_free
+        self.claim = claim  # space on the disk, paid for by every byte written
         self.default_mode = default_mode
         # What the reply lists, bounded (MAX_REPLY_LISTING): past it, only counted.
         self.saved: List[str] = []
@@ -46,13 +46,7 @@ class Transfer:
         self._directories: Dict[Tuple[str, ...], Tuple[int, float]] = {}
         self._file: Optional[FileStart] = None
         self._part: Optional[PartFile] = None
-        self._checked = 0
         self._head = b""
-
-    def check_space(self, needed: int) -> None:
-        """The request's totals are checked before READY, but nothing obliges a client to
-        declare honest totals: large and unsized files are checked again."""
-        check_space(self.tree.root, needed, self.min_free)
 
     def _list(self, listing: List[str], text: str) -> bool:
         """Add to what the reply lists while the budget lasts; False once it is spent."""
@@ -84,25 +78,22 @@ class Transfer:
         self._saved(self.tree.link(event.parts, event.target, self.overwrite))
 
     def start_file(self, event: FileStart) -> None:
-        if event.size is not None and event.size >= SPACE_CHECK_BYTES:
-            self.check_space(event.size)
         mode = self.default_mode if event.mode is None else event.mode
         if extension(event.parts[-1]) in LAUNCHER_TYPES:
             mode &= ~0o111  # a double click would run it
         self._file = event
         self._part = self.tree.new_file(event.parts, mode)
-        self._checked = 0
         self._head = b""
 
     def write(self, data: memoryview) -> None:
         part = self._part
-        assert part is not None and self._file is not None
+        assert part is not None
+        # Claimed before it is written: declared totals may be lies, several transfers share
+        # the disk, and the reserve must hold whatever they send.
+        self.claim.written(len(data))
         part.write(data)
         if len(self._head) < HEAD_LEN:
             self._head += bytes(data[:HEAD_LEN - len(self._head)])
-        if self._file.size is None and part.size - self._checked >= SPACE_CHECK_BYTES:
-            self.check_space(SPACE_CHECK_BYTES)
-            self._checked = part.size
 
     def end_file(self) -> str:
         """The file is complete and verified: give it its final name, which is returned."""
@@ -131,6 +122,7 @@ class Transfer:
 
     def close(self) -> None:
         self.abort()
+        self.claim.close()
         self.tree.close()
 
 
@@ -141,7 +133,7 @@ class Uploads:
         # Resolved once, at start: a save directory that is a link to another (a common
         # ~/Downloads set-up) is used as its target; below it, nothing is followed.
         self.save_dir = os.path.realpath(save_dir)
-        self.min_free = min_free
+        self.space = Space(self.save_dir, min_free)
         self.umask = umask
 
     def begin(self, request: Union[wire.Send, wire.Put], base: Tuple[str, ...]) -> Transfer:
@@ -155,8 +147,12 @@ class Uploads:
         except OSError as exc:
             raise Rejected(wire.E_CREATE, f"cannot use the save directory {self.save_dir}: "
                            f"{exc.strerror or exc}") from None
-        check_space(self.save_dir, needed, self.min_free)
-        return Transfer(tree, base, overwrite, self.min_free)
+        try:
+            claim = Claim(self.space, needed)
+        except BaseException:
+            tree.close()
+            raise
+        return Transfer(tree, base, overwrite, claim)
 
     @staticmethod
     def summary(transfer: Transfer) -> str:

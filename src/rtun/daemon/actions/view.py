@@ -33,7 +33,8 @@ from rtun.daemon.actions.viewtypes import (
     risky_type,
 )
 from rtun.daemon.storage.leftovers import hold, remove_leftovers
-from rtun.daemon.storage.tree import Tree, check_space
+from rtun.daemon.storage.space import Claim, Space
+from rtun.daemon.storage.tree import Tree
 from rtun.protocol import wire
 from rtun.protocol.receiver import FileStart
 from rtun.protocol.wire import Rejected
@@ -47,8 +48,8 @@ DIR_PREFIX = "rtun-view-"
 class ViewFile(Transfer):
     """The one file of a VIEW, under its cleaned name in a directory of its own."""
 
-    def __init__(self, tree: Tree, name: str) -> None:
-        super().__init__(tree, (), overwrite=False, min_free=0, default_mode=0o600)
+    def __init__(self, tree: Tree, name: str, claim: Claim) -> None:
+        super().__init__(tree, (), overwrite=False, claim=claim, default_mode=0o600)
         self.name = name
         self.path: Optional[str] = None
 
@@ -68,11 +69,13 @@ class Viewer:
     """The VIEW action; one instance per daemon, created on the first VIEW."""
 
     def __init__(self, opener: Sequence[str], allow_types: Sequence[str], max_age: float,
-                 umask: int) -> None:
+                 umask: int, min_free: int = 0) -> None:
         self.opener: Tuple[str, ...] = tuple(opener) or default_opener()
         self.allowed = normalize_types(allow_types)
         self.max_age = max(float(max_age), MIN_AGE)
         self.umask = umask
+        self.min_free = min_free  # kept free in the temporary directory, as for sends
+        self.space: Optional[Space] = None
         self.private_dir: Optional[str] = None
         self._private_fd: Optional[int] = None
         self._sweep_timer: Optional[asyncio.TimerHandle] = None
@@ -92,9 +95,15 @@ class Viewer:
             )
         self._opener_program()
         directory = self._private_dir()
-        check_space(directory, request.size)
-        view_dir = tempfile.mkdtemp(prefix="", dir=directory)  # 0700, one per view
-        return ViewFile(Tree(view_dir, self.umask), name)
+        if self.space is None or self.space.directory != directory:
+            self.space = Space(directory, self.min_free)
+        claim = Claim(self.space, request.size)  # the temporary directory is often in RAM
+        try:
+            view_dir = tempfile.mkdtemp(prefix="", dir=directory)  # 0700, one per view
+            return ViewFile(Tree(view_dir, self.umask), name, claim)
+        except BaseException:
+            claim.close()
+            raise
 
     async def show(self, target: ViewFile) -> None:
         """After the upload: refuse a program, then start the opener."""

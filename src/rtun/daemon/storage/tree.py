@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from typing import Dict, Optional, Set, Tuple
 
@@ -39,20 +38,6 @@ def refusal_for(exc: OSError, what: str) -> Rejected:
     if exc.errno == errno.ENOTDIR:
         return Rejected(wire.E_BAD_PATH, f"{what}: a parent is not a directory")
     return Rejected(wire.E_CREATE, f"{what}: {exc.strerror or exc}")
-
-
-def check_space(directory: str, needed: int, reserve: int = 0) -> None:
-    """Refuse, before any byte is written, what would leave less than ``reserve`` free."""
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError as exc:
-        raise Rejected(wire.E_STAT, f"cannot check free space: {exc.strerror}") from None
-    if needed + reserve > free:
-        raise Rejected(
-            wire.E_NO_SPACE,
-            f"not enough space in {directory}: {needed} bytes needed, "
-            f"{max(free - reserve, 0)} available",
-        )
 
 
 def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
