@@ -1,29 +1,18 @@
-"""The agent against real sshds: registration, recovery, port fallback, signals; and its backoff."""
+"""The agent against real sshds: registration, recovery, port fallback, signals (its decisions
+alone are tested in test_supervisor.py)."""
 
 from __future__ import annotations
 
+import io
 import signal
 import socket
 
-from rtun.tunnel.agent import Backoff
+from rtun.tunnel import messages
+from rtun.tunnel.agent import Agent
+from rtun.tunnel.settings import Settings
 from support.sshd import banner
 from support.tunnel import TunnelAgent, World
 from support.wait import wait_until
-
-
-def test_backoff_grows_exponentially_to_the_cap_with_jitter() -> None:
-    top = Backoff(base=1, cap=8, stable=60, rng=lambda: 1.0)
-    assert [top.next_delay() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
-    bottom = Backoff(base=1, cap=8, stable=60, rng=lambda: 0.0)
-    assert [bottom.next_delay() for _ in range(5)] == [0.5, 1, 2, 4, 4]
-
-
-def test_backoff_resets_after_a_stable_connection() -> None:
-    b = Backoff(base=1, cap=60, stable=30, rng=lambda: 1.0)
-    for _ in range(5):
-        b.next_delay()
-    assert b.next_delay(connected_for=29) == 32
-    assert b.next_delay(connected_for=30) == 1
 
 
 def test_agent_registers_with_its_real_port_and_probes_through_the_tunnel(world: World, agents) -> None:
@@ -136,3 +125,38 @@ def test_unknown_server_key_fails_with_a_hint_and_keeps_retrying(world: World, a
     log = agent.log_text()
     assert "Host key verification failed" in log and "accept it once" in log
     assert agent.process.poll() is None
+
+
+# -- the runner's own plumbing, without ssh ------------------------------------------------
+
+def _runner() -> Agent:
+    settings = Settings(server="pub", name="pi", machine_id="0" * 32, login_user="me", port=20000)
+    return Agent(settings, ["ssh"], log=io.StringIO())
+
+
+def test_signals_become_events_a_stop_first() -> None:
+    runner = _runner()
+    assert runner._take_signal() is None
+    runner._on_signal(signal.SIGUSR1, None)
+    runner._on_signal(signal.SIGTERM, None)
+    assert runner._take_signal() == messages.StopRequested()
+    assert runner._take_signal() == messages.ReconnectRequested()
+    assert runner._take_signal() is None
+    runner._on_signal(signal.SIGHUP, None)
+    runner._on_signal(signal.SIGINT, None)
+    assert [runner._take_signal(), runner._take_signal()] == [messages.StopRequested(),
+                                                              messages.ReconnectRequested()]
+
+
+def test_a_wait_ends_at_its_deadline_or_at_a_signal() -> None:
+    runner = _runner()
+    assert runner._perform(messages.Wait(until=0.0)) == messages.TimePassed()
+    runner._on_signal(signal.SIGUSR1, None)
+    assert runner._perform(messages.Wait(until=runner.clock() + 60)) == messages.ReconnectRequested()
+
+
+def test_log_lines_carry_the_state() -> None:
+    runner = _runner()
+    runner._do(messages.Log("up", "127.0.0.1:20000 on pub"))
+    line = runner.out.getvalue()  # type: ignore[attr-defined]
+    assert line.endswith(" rtun tunnel [up] 127.0.0.1:20000 on pub\n") and line.count("\n") == 1

@@ -55,7 +55,7 @@ def test_install_then_uninstall_a_user_unit(world: World) -> None:
     done = world.rtun(["tunnel", "uninstall", "--no-start"])
     assert done.returncode == 0 and not unit.exists()
     again = world.rtun(["tunnel", "uninstall", "--no-start"])
-    assert again.returncode == 1 and again.stderr.startswith("rtun tunnel: no rtun tunnel service at")
+    assert again.returncode == 1 and again.stderr.startswith("rtun tunnel uninstall: no rtun tunnel service at")
 
 
 def test_install_launchd_agent_in_the_home(world: World) -> None:

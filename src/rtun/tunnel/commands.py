@@ -1,134 +1,122 @@
-"""The tunnel commands' handlers: parsed arguments in, one call, an exit code out."""
+"""The tunnel commands: `rtun tunnel` (and its `install`, `uninstall` forms), `rtun hosts`,
+`rtun connect` and `rtun ssh-config`, each its options and its handler.
+
+The agent's options are declared once, in settings.py; the service's here.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, Dict, NoReturn, Tuple
 
+from rtun.command import Command
 from rtun.errors import UsageError
 from rtun.tunnel import connect as machines
-from rtun.tunnel import identity, registry, service, sshcmd
-from rtun.tunnel.agent import Agent, Settings
+from rtun.tunnel import identity, registry, service, sshproc
+from rtun.tunnel.agent import Agent
+from rtun.tunnel.settings import add_agent_options, service_flags, settings_from
 
-# Options copied into the service's command line when given.
-_AGENT_FLAGS = (
-    ("name", "--name"), ("local_port", "--local-port"), ("local", "--local"), ("port", "--port"),
-    ("registry", "--registry"), ("login_user", "--login-user"), ("probe_interval", "--probe-interval"),
-    ("probe_timeout", "--probe-timeout"), ("heartbeat", "--heartbeat"), ("max_backoff", "--max-backoff"),
-    ("stable_after", "--stable-after"), ("alive_interval", "--alive-interval"),
-    ("alive_count", "--alive-count"), ("connect_timeout", "--connect-timeout"),
-    ("machine_id", "--machine-id"),
+# (flag, argparse keywords): the options of `install` and `uninstall` alone.
+SERVICE_OPTIONS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
+    ("--system", dict(action="store_true", help="a system service (root) instead of a user one")),
+    ("--dry-run", dict(action="store_true", help="print the service file; write nothing")),
+    ("--run-as", dict(metavar="USER", help="with --system: the user the agent runs as")),
+    ("--init", dict(choices=("systemd", "launchd"), help="service manager (default: this OS's)")),
+    ("--no-start", dict(action="store_true", help="write the file but do not enable or start it")),
+)
+
+_SERVER_HELP = "ssh destination (ssh_config aliases work)"
+_REGISTRY_HELP = "registry directory (default ~/.rtun/hosts)"
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def _service_options(parser: argparse.ArgumentParser) -> None:
+    for flag, keywords in SERVICE_OPTIONS:
+        parser.add_argument(flag, **keywords)
+
+
+# -- rtun tunnel [run] SERVER --------------------------------------------------------------
+
+def _tunnel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("server", nargs="?", metavar="SERVER", help=_SERVER_HELP)
+    add_agent_options(parser)
+    _service_options(parser)  # accepted only to be refused with a pointer to `install`
+
+
+def _run_tunnel(args: argparse.Namespace) -> int:
+    for flag, _ in SERVICE_OPTIONS:
+        if getattr(args, _dest(flag)):
+            raise UsageError(f"{flag} goes with `rtun tunnel install` or `uninstall`")
+    settings = settings_from(args.server, vars(args))
+    return Agent(settings, sshproc.ssh_base()).run()
+
+
+tunnel = Command(
+    _tunnel_arguments, _run_tunnel,
+    usage="rtun tunnel [options] SERVER\n"
+          "       rtun tunnel install [--system] [--dry-run] [options] SERVER\n"
+          "       rtun tunnel uninstall [--system] [--dry-run]",
+    description="Run the reverse tunnel agent in the foreground (for systemd and launchd), "
+    "or install it as a service started at boot. SERVER is any ssh destination.",
 )
 
 
-def _opt(args: argparse.Namespace, key: str, default=None):  # type: ignore[no-untyped-def]
-    value = getattr(args, key, None)
-    return default if value is None else value
+# -- rtun tunnel install / uninstall -------------------------------------------------------
+
+def _install_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("server", nargs="?", metavar="SERVER", help=_SERVER_HELP)
+    add_agent_options(parser)
+    _service_options(parser)
 
 
-def parse_local(local: Optional[str], local_port: Optional[int]) -> Tuple[str, int]:
-    if local is None:
-        port = 22 if local_port is None else local_port
-        if not 1 <= port <= 65535:
-            raise UsageError(f"--local-port {port} is not a TCP port")
-        return "localhost", port
-    host, sep, port_text = local.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise UsageError(f"--local {local!r} is not HOST:PORT")
-    return host, int(port_text)
+def _kind(args: argparse.Namespace) -> str:
+    return args.init or service.default_kind()
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    server = getattr(args, "server", None)
-    if not server:
-        raise UsageError("name the server: rtun tunnel SERVER")
-    if server.startswith("-"):
-        raise UsageError(f"{server!r} is not an ssh destination")
-    name = _opt(args, "name") or identity.default_name()
-    if not registry.NAME_RE.match(name):
-        raise UsageError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (at most 63)")
-    user = _opt(args, "login_user") or identity.current_user()
-    if not registry.USER_RE.match(user):
-        raise UsageError(f"login user {user!r} is not a valid user name")
-    port = _opt(args, "port")
-    if port is not None and not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a TCP port")
-    local_host, local_port = parse_local(_opt(args, "local"), _opt(args, "local_port"))
-    raw_id = _opt(args, "machine_id")
-    settings = Settings(
-        server=server, name=name, machine_id=identity.machine_id(raw_id), login_user=user,
-        local_host=local_host, local_port=local_port, port=port,
-        registry=_opt(args, "registry", registry.DEFAULT_DIR),
-    )
-    for key in ("probe_interval", "probe_timeout", "heartbeat", "stable_after", "alive_interval",
-                "alive_count", "connect_timeout"):
-        value = _opt(args, key)
-        if value is not None:
-            if value <= 0:
-                raise UsageError(f"--{key.replace('_', '-')} must be positive")
-            setattr(settings, key, value)
-    if _opt(args, "max_backoff") is not None:
-        if args.max_backoff <= 0:
-            raise UsageError("--max-backoff must be positive")
-        settings.backoff_max = args.max_backoff
-        settings.backoff_base = min(settings.backoff_base, args.max_backoff)
-    return settings
+def _run_install(args: argparse.Namespace) -> int:
+    settings_from(args.server, vars(args))  # validate now, not at boot
+    run_as = args.run_as or os.environ.get("SUDO_USER") or identity.current_user()
+    env = {"RTUN_SSH_COMMAND": os.environ["RTUN_SSH_COMMAND"]} if os.environ.get("RTUN_SSH_COMMAND") else {}
+    plan = service.plan(args.server, service_flags(vars(args)), _kind(args), args.system, run_as, env)
+    return service.install(plan, args.dry_run, not args.no_start, sys.stdout)
 
 
-def tunnel(args: argparse.Namespace) -> int:
-    action = getattr(args, "tunnel_action", "run")
-    if action == "install":
-        return _install(args)
-    if action == "uninstall":
-        return _uninstall(args)
-    for flag in ("system", "dry_run", "run_as", "init", "no_start"):
-        if _opt(args, flag):
-            raise UsageError(f"--{flag.replace('_', '-')} goes with `rtun tunnel install` or `uninstall`")
-    settings = settings_from(args)
-    return Agent(settings, sshcmd.ssh_base()).run()
+def _run_uninstall(args: argparse.Namespace) -> int:
+    plan = service.plan("", [], _kind(args), args.system, None, {})
+    return service.uninstall(plan, args.dry_run, not args.no_start, sys.stdout)
 
 
-def _service_env() -> dict:
-    value = os.environ.get("RTUN_SSH_COMMAND")
-    return {"RTUN_SSH_COMMAND": value} if value else {}
+install = Command(_install_arguments, _run_install,
+                  usage="rtun tunnel install [--system] [--dry-run] [options] SERVER",
+                  description="start the agent at boot (systemd unit or launchd agent)")
+uninstall = Command(_service_options, _run_uninstall, description="stop and remove the boot service")
 
 
-def _run_as(args: argparse.Namespace) -> Optional[str]:
-    return _opt(args, "run_as") or os.environ.get("SUDO_USER") or identity.current_user()
-
-
-def _install(args: argparse.Namespace) -> int:
-    settings_from(args)  # validate now, not at boot
-    options: List[str] = []
-    for key, flag in _AGENT_FLAGS:
-        value = _opt(args, key)
-        if value is not None:
-            options += [flag, str(value)]
-    kind = _opt(args, "init") or service.default_kind()
-    plan = service.plan(args.server, options, kind, bool(_opt(args, "system")), _run_as(args), _service_env())
-    return service.install(plan, bool(_opt(args, "dry_run")), not _opt(args, "no_start"), sys.stdout)
-
-
-def _uninstall(args: argparse.Namespace) -> int:
-    kind = _opt(args, "init") or service.default_kind()
-    plan = service.plan("", [], kind, bool(_opt(args, "system")), None, {})
-    return service.uninstall(plan, bool(_opt(args, "dry_run")), not _opt(args, "no_start"), sys.stdout)
-
+# -- rtun hosts / connect / ssh-config -----------------------------------------------------
 
 def _listing(args: argparse.Namespace, probe: bool) -> machines.Listing:
-    via = _opt(args, "via")
-    ssh = sshcmd.ssh_base() if via else None
-    listing = machines.load(ssh, via, _opt(args, "registry", registry.DEFAULT_DIR), probe=probe,
-                            timeout=_opt(args, "timeout", 3.0))
+    ssh = sshproc.ssh_base() if args.via else None
+    listing = machines.load(ssh, args.via, args.registry or registry.DEFAULT_DIR, probe=probe,
+                            timeout=getattr(args, "timeout", 3.0))
     for problem in listing.problems:
         print(f"rtun {args.command}: {problem}", file=sys.stderr)
     return listing
 
 
-def hosts(args: argparse.Namespace) -> int:
+def _hosts_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", metavar="SERVER",
+                        help="read the registry on SERVER over ssh (default: this host)")
+    parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="live probe timeout (3)")
+
+
+def _run_hosts(args: argparse.Namespace) -> int:
     listing = _listing(args, probe=True)
     if args.json:
         print(machines.as_json(listing))
@@ -139,40 +127,71 @@ def hosts(args: argparse.Namespace) -> int:
     return 0
 
 
+hosts = Command(_hosts_arguments, _run_hosts)
+
+
+def _connect_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", metavar="SERVER", help="jump through SERVER (default: you are on it)")
+    parser.add_argument("-l", "--login", metavar="USER", help="user on the machine (default: from the registry)")
+    parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
+
+
+def _connect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="machine name (see `rtun hosts`)")
+    _connect_options(parser)
+    parser.add_argument("remote_command", metavar="COMMAND", nargs=argparse.REMAINDER,
+                        help="command to run instead of a shell")
+
+
+class _LateParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def _late_connect_options(args: argparse.Namespace) -> None:
     """Options written after NAME (`rtun connect pi -l me -- cmd`) reach argparse's REMAINDER;
     take them back out, up to `--` or the first word of the command."""
-    words = list(args.command)
+    words = list(args.remote_command)
     if not words or not words[0].startswith("-") or words[0] == "--":
         return
     end = words.index("--") if "--" in words else len(words)
-    late = argparse.ArgumentParser(prog="rtun connect", add_help=False)
-    late.add_argument("-l", "--login")
-    late.add_argument("--via")
-    late.add_argument("--registry")
+    late = _LateParser(prog="rtun connect", add_help=False)
+    _connect_options(late)
     late.add_argument("rest", nargs="*")
     try:
         parsed = late.parse_args(words[:end])
-    except SystemExit:
+    except UsageError:
         raise UsageError(f"cannot parse {' '.join(words[:end])!r}: put the command after --") from None
     for key in ("login", "via", "registry"):
         if getattr(parsed, key) is not None:
             setattr(args, key, getattr(parsed, key))
-    args.command = parsed.rest + words[end + 1:]
+    args.remote_command = parsed.rest + words[end + 1:]
 
 
-def connect(args: argparse.Namespace) -> int:
+def _run_connect(args: argparse.Namespace) -> int:
     _late_connect_options(args)
-    ssh = sshcmd.ssh_base()
+    ssh = sshproc.ssh_base()
     listing = _listing(args, probe=False)
     entry = machines.find(listing.entries, args.name)
     if args.login is not None and not registry.USER_RE.match(args.login):
         raise UsageError(f"-l {args.login!r} is not a valid user name")
-    command = machines.split_command(args.command)
-    return machines.exec_ssh(machines.connect_argv(ssh, entry, _opt(args, "via"), args.login, command))
+    command = machines.split_command(args.remote_command)
+    return machines.exec_ssh(machines.connect_argv(ssh, entry, args.via, args.login, command))
 
 
-def ssh_config(args: argparse.Namespace) -> int:
+connect = Command(_connect_arguments, _run_connect,
+                  usage="rtun connect NAME [--via SERVER] [-l USER] [-- COMMAND...]")
+
+
+def _ssh_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", metavar="SERVER", help="add ProxyJump SERVER (default: you are on it)")
+    parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
+
+
+def _run_ssh_config(args: argparse.Namespace) -> int:
     listing = _listing(args, probe=False)
-    sys.stdout.write(machines.ssh_config(listing.entries, _opt(args, "via")))
+    sys.stdout.write(machines.ssh_config(listing.entries, args.via))
     return 0
+
+
+ssh_config = Command(_ssh_config_arguments, _run_ssh_config)

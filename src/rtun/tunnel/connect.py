@@ -11,10 +11,10 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from rtun.errors import RtunError
-from rtun.tunnel import registry, sshcmd
+from rtun.tunnel import registry, sshargv, sshproc
 
 
 class UnknownMachineError(RtunError):
@@ -32,21 +32,21 @@ class Listing:
     live: Dict[str, bool]
 
 
-def _via_master(ssh: List[str], via: str) -> sshcmd.Master:
-    master = sshcmd.Master(ssh, via, ["-o", f"ConnectTimeout={sshcmd.CONNECT_TIMEOUT}",
-                                      "-o", "ClearAllForwardings=yes"])
+def _via_master(ssh: List[str], via: str) -> sshproc.Master:
+    master = sshproc.Master(ssh, via, ["-o", f"ConnectTimeout={sshargv.CONNECT_TIMEOUT}",
+                                       "-o", "ClearAllForwardings=yes"])
     master.start()
-    if not master.wait_ready(sshcmd.CONNECT_TIMEOUT + 30):
-        code = master.process.poll() if master.process else None
-        said = sshcmd.last_line(master.stderr_text)
+    if not master.wait_ready(sshargv.CONNECT_TIMEOUT + 30):
+        code = master.returncode
+        said = sshargv.last_line(master.stderr_text)
         master.close()
         raise RegistryUnreachableError(
-            f"cannot reach {via}: {said or f'ssh exited {code}'} ({sshcmd.hint(code, master.stderr_text)})"
+            f"cannot reach {via}: {said or f'ssh exited {code}'} ({sshargv.hint(code, master.stderr_text)})"
         )
     return master
 
 
-def _probe_all(ports: Sequence[int], probe, workers: int = 16) -> Dict[int, bool]:
+def _probe_all(ports: Sequence[int], probe: Callable[[int], bool], workers: int = 16) -> Dict[int, bool]:
     unique = sorted(set(ports))
     if not unique:
         return {}
@@ -61,14 +61,14 @@ def load(ssh: Optional[List[str]], via: Optional[str], directory: str, probe: bo
         files, problems = registry.read_local(directory)
         entries, bad = registry.parse_files(files)
         live = _probe_all([e.port for e in entries],
-                          lambda port: sshcmd.tcp_banner("127.0.0.1", port, timeout)) if probe else {}
+                          lambda port: sshproc.tcp_banner("127.0.0.1", port, timeout)) if probe else {}
         return Listing(entries, problems + bad, {e.machine_id: live.get(e.port, False) for e in entries})
     assert ssh is not None
     master = _via_master(ssh, via)
     try:
         done = master.run(registry.list_command(directory), timeout=30)
         if done.returncode != 0:
-            said = sshcmd.last_line(done.stderr.decode("utf-8", "replace"))
+            said = sshargv.last_line(done.stderr.decode("utf-8", "replace"))
             raise RegistryUnreachableError(f"cannot list {directory} on {via}: {said or done.returncode}")
         files, problems = registry.parse_listing(done.stdout)
         entries, bad = registry.parse_files(files)
@@ -177,8 +177,7 @@ def exec_ssh(argv: List[str]) -> int:
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:
-        raise sshcmd.SshNotFoundError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    return 0  # pragma: no cover
+        raise sshargv.SshNotFoundError(f"cannot run {argv[0]}: {exc.strerror}") from None
 
 
 def split_command(words: Sequence[str]) -> Tuple[str, ...]:

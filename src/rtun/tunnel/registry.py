@@ -91,7 +91,7 @@ def _reject_constant(name: str) -> Any:
     raise RegistryError(f"{name} is not valid JSON")
 
 
-def _field(data: Dict[str, Any], key: str, kind: type, pattern: Optional[re.Pattern] = None,
+def _field(data: Dict[str, Any], key: str, kind: type, pattern: Optional[re.Pattern[str]] = None,
            required: bool = True) -> Any:
     if key not in data:
         if required:
@@ -100,7 +100,7 @@ def _field(data: Dict[str, Any], key: str, kind: type, pattern: Optional[re.Patt
     value = data[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         raise RegistryError(f"field {key!r} is not a {kind.__name__}")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not (isinstance(value, str) and pattern.match(value)):
         raise RegistryError(f"field {key!r} has an invalid value")
     return value
 
@@ -229,12 +229,9 @@ def write_command(directory: str, filename: str) -> str:
     )
 
 
-# Each file goes out framed as "F <name bytes> <content bytes>\n<name><content>", so neither a
-# hostile name nor hostile content can desynchronise the stream.
-LIST_MARK = b"F "
-
-
 def list_command(directory: str) -> str:
+    """Prints each entry file framed as "F <name bytes> <content bytes>\\n<name><content>", so
+    neither a hostile name nor hostile content can desynchronise the stream."""
     return sh(
         f"d={remote_dir(directory)}; "
         '[ -d "$d" ] || exit 0; t=$(mktemp) || exit 1; trap \'rm -f "$t"\' EXIT; '

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, TextIO
 
+from rtun import paths
 from rtun.errors import RtunError
 
 UNIT = "rtun-tunnel.service"
@@ -103,10 +104,6 @@ def render_launchd(argv: Sequence[str], env: Dict[str, str], log_path: str, syst
     return plistlib.dumps(job).decode("utf-8")
 
 
-def _home() -> str:
-    return os.path.expanduser("~")
-
-
 def plan(server: str, options: Sequence[str], kind: str, system: bool, run_as: Optional[str],
          env: Dict[str, str]) -> Service:
     argv = agent_argv(server, options)
@@ -115,8 +112,7 @@ def plan(server: str, options: Sequence[str], kind: str, system: bool, run_as: O
             path = os.path.join("/etc/systemd/system", UNIT)
             ctl = ["systemctl"]
         else:
-            base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(_home(), ".config")
-            path = os.path.join(base, "systemd", "user", UNIT)
+            path = os.path.join(paths.config_home(), "systemd", "user", UNIT)
             ctl = ["systemctl", "--user"]
         service = Service("systemd", system, path, render_systemd(argv, env, server, system, run_as),
                           enable=[ctl + ["daemon-reload"], ctl + ["enable", "--now", UNIT]],
@@ -132,8 +128,8 @@ def plan(server: str, options: Sequence[str], kind: str, system: bool, run_as: O
             path = f"/Library/LaunchDaemons/{LABEL}.plist"
             log = "/Library/Logs/rtun-tunnel.log"
         else:
-            path = os.path.join(_home(), "Library", "LaunchAgents", f"{LABEL}.plist")
-            log = os.path.join(_home(), "Library", "Logs", "rtun-tunnel.log")
+            path = os.path.join(paths.home(), "Library", "LaunchAgents", f"{LABEL}.plist")
+            log = os.path.join(paths.home(), "Library", "Logs", "rtun-tunnel.log")
         service = Service("launchd", system, path, render_launchd(argv, env, log, system, run_as),
                           enable=[["launchctl", "load", "-w", path]],
                           disable=[["launchctl", "unload", "-w", path]])

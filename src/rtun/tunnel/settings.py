@@ -1,0 +1,156 @@
+"""The agent's settings and its command-line options, declared once.
+
+``AGENT_OPTIONS`` is the one list of the agent's flags. From it come the argparse options of
+`rtun tunnel` and `rtun tunnel install` (:func:`add_agent_options`), the :class:`Settings` the
+agent runs with (:func:`settings_from`), and the flags `install` copies into the service's
+command line (:func:`service_flags`). Each option's dest names a Settings field, except
+``--local``, which sets ``local_host`` and ``local_port`` together.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from rtun.errors import UsageError
+from rtun.tunnel import identity, registry, sshargv
+
+BACKOFF_BASE = 1.0  # the first retry's step, in seconds (never above --max-backoff)
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: str
+    name: str
+    machine_id: str
+    login_user: str
+    local_host: str = "localhost"
+    local_port: int = 22
+    port: Optional[int] = None  # preferred server port; None: derived from the machine id
+    registry: str = registry.DEFAULT_DIR
+    probe_interval: float = 60.0  # end-to-end banner probe through the tunnel
+    probe_timeout: float = 10.0
+    heartbeat: float = 60.0  # last_seen refresh
+    max_backoff: float = 60.0
+    stable_after: float = 60.0  # a connection up this long resets the backoff
+    alive_interval: int = sshargv.SERVER_ALIVE_INTERVAL
+    alive_count: int = sshargv.SERVER_ALIVE_COUNT_MAX
+    connect_timeout: int = sshargv.CONNECT_TIMEOUT
+
+    @property
+    def preferred_port(self) -> int:
+        return self.port or identity.preferred_port(self.machine_id)
+
+    @property
+    def backoff_base(self) -> float:
+        return min(BACKOFF_BASE, self.max_backoff)
+
+
+def _positive(flag: str, value: float) -> None:
+    if value <= 0:
+        raise UsageError(f"{flag} must be positive")
+
+
+def _tcp_port(flag: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise UsageError(f"{flag} {value} is not a TCP port")
+
+
+def _machine_name(flag: str, value: str) -> None:
+    if not registry.NAME_RE.match(value):
+        raise UsageError(f"{flag} {value!r}: use letters, digits, '.', '_' and '-' (at most 63)")
+
+
+def _user_name(flag: str, value: str) -> None:
+    if not registry.USER_RE.match(value):
+        raise UsageError(f"login user {value!r} is not a valid user name")
+
+
+def parse_local(text: str) -> Tuple[str, int]:
+    """``--local HOST:PORT`` (``[v6addr]:PORT`` too)."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise UsageError(f"--local {text!r} is not HOST:PORT")
+    return host, int(port_text)
+
+
+def _host_port(flag: str, value: str) -> None:
+    parse_local(value)
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    help: str
+    type: Callable[[str], Any] = str
+    metavar: Optional[str] = None
+    check: Optional[Callable[[str, Any], None]] = None  # raises UsageError
+    exclusive: Optional[str] = None  # options with the same group name exclude each other
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+AGENT_OPTIONS = (
+    Option("--name", "name in the registry (default: this host name)", check=_machine_name),
+    Option("--local-port", "this machine's sshd port (default 22)", int, "PORT", _tcp_port, "local"),
+    Option("--local", "forward to HOST:PORT instead of localhost:22", str, "HOST:PORT", _host_port,
+           "local"),
+    Option("--port", "preferred server port (default: derived from the machine id)", int,
+           check=_tcp_port),
+    Option("--registry", "registry directory on the server (default ~/.rtun/hosts)", metavar="DIR"),
+    Option("--login-user", "user to log in as, advertised in the registry "
+           "(default: the user running the agent)", metavar="USER", check=_user_name),
+    Option("--probe-interval", "seconds between end-to-end probes through the tunnel (60)", float, "N",
+           _positive),
+    Option("--probe-timeout", "seconds a probe may take (10)", float, "N", _positive),
+    Option("--heartbeat", "seconds between last_seen refreshes in the registry (60)", float, "N",
+           _positive),
+    Option("--max-backoff", "longest wait between retries, in seconds (60)", float, "N", _positive),
+    Option("--stable-after", "seconds up after which the backoff resets (60)", float, "N", _positive),
+    Option("--alive-interval", "ssh ServerAliveInterval (3; with --alive-count 2: ~9 s to notice)", int,
+           "N", _positive),
+    Option("--alive-count", "ssh ServerAliveCountMax (2)", int, "N", _positive),
+    Option("--connect-timeout", "ssh ConnectTimeout (10)", int, "N", _positive),
+    Option("--machine-id", argparse.SUPPRESS),  # tests: several machines on one host
+)
+
+
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    groups: Dict[str, Any] = {}
+    for option in AGENT_OPTIONS:
+        target: Any = parser
+        if option.exclusive is not None:
+            if option.exclusive not in groups:
+                groups[option.exclusive] = parser.add_mutually_exclusive_group()
+            target = groups[option.exclusive]
+        target.add_argument(option.flag, type=option.type, metavar=option.metavar, help=option.help)
+
+
+def settings_from(server: Optional[str], given: Mapping[str, Any]) -> Settings:
+    """The agent's settings from the parsed options (``given``: dest -> value, None where not
+    given); raises UsageError for a value that makes no sense."""
+    if not server:
+        raise UsageError("name the server: rtun tunnel SERVER")
+    if server.startswith("-"):
+        raise UsageError(f"{server!r} is not an ssh destination")
+    values = {option.dest: given.get(option.dest) for option in AGENT_OPTIONS}
+    values["name"] = values["name"] or identity.default_name()
+    values["login_user"] = values["login_user"] or identity.current_user()
+    for option in AGENT_OPTIONS:
+        if option.check is not None and values[option.dest] is not None:
+            option.check(option.flag, values[option.dest])
+    local = values.pop("local")
+    if local is not None:
+        values["local_host"], values["local_port"] = parse_local(local)
+    values["machine_id"] = identity.machine_id(values["machine_id"])
+    return Settings(server=server, **{key: value for key, value in values.items() if value is not None})
+
+
+def service_flags(given: Mapping[str, Any]) -> List[str]:
+    """The agent options that were given, as command-line words for the boot service."""
+    return [word for option in AGENT_OPTIONS if given.get(option.dest) is not None
+            for word in (option.flag, str(given[option.dest]))]
