@@ -17,6 +17,7 @@ from typing import List
 import pytest
 
 from support.rtun import RtunDaemon, answers_ping, run_rtun
+from support.sshd import Forward
 from support.v1peer import RawClient
 from support.wait import wait_until
 
@@ -242,3 +243,61 @@ def test_one_put_cannot_grow_the_daemon_without_bound(daemon, check):
     assert data["unlisted"]["skipped"] > 50_000 and len(reply) < 2 * 1024 * 1024
     assert _peak_rss_mib(daemon.process.pid) - before < 64
     check()
+
+
+def _daemon_with(local_home: Path, save_dir: Path, config: str) -> RtunDaemon:
+    path = local_home / "hostile.toml"
+    local_home.mkdir(parents=True, exist_ok=True)
+    path.write_text(config)
+    return RtunDaemon(local_home, save_dir, extra_args=["--config", str(path)]).start()
+
+
+def test_a_trickling_upload_is_ended_so_it_cannot_hold_a_slot(local_home, save_dir):
+    # idle_timeout 8 s: the rate is held to min_rate after 2 s (a quarter of it).
+    daemon = _daemon_with(local_home, save_dir, "[server]\nidle_timeout = 8\nmin_rate = 1024\n")
+    try:
+        with RawClient(daemon.socket, timeout=20) as raw:
+            assert raw.request(b"SEND 100000 slow.bin\r\n") == b"READY\r\n"
+            started = time.monotonic()
+            reply = b""
+            while not reply and time.monotonic() - started < 15:
+                try:
+                    raw.send(b"x")  # one byte every 0.2 s: 5 bytes/s
+                except OSError:
+                    break
+                if _readable(raw.sock):
+                    reply = raw.line()
+                time.sleep(0.2)  # the trickle itself is what is tested
+            reply = reply or raw.line()
+        assert reply.startswith(b"ERROR 114 upload slower than 1024 bytes/s"), reply
+        assert time.monotonic() - started < 6
+        wait_until(lambda: not list(save_dir.rglob(".rtun-*")), timeout=10, what="the partial file to go")
+        assert not (save_dir / "slow.bin").exists()
+        assert answers_ping(daemon.socket)
+    finally:
+        daemon.stop()
+
+
+def test_room_is_kept_for_pings_when_every_slot_is_in_a_transfer(local_home, save_dir, sshd, remote_home):
+    daemon = _daemon_with(local_home, save_dir, "[server]\nmax_connections = 3\n")
+    stalled: List[RawClient] = []
+    try:
+        for i in range(3):
+            raw = RawClient(daemon.socket)
+            assert raw.request(b"SEND 1000000 stall%d.bin\r\n" % i) == b"READY\r\n"
+            stalled.append(raw)
+        with RawClient(daemon.socket) as extra:
+            assert extra.request(b"PING\r\n") == b"OK PONG\r\n"
+            extra.send(b"SEND 10 more.bin\r\n")
+            reply = extra.line()
+            assert reply.startswith(b"ERROR 114 too many connections busy with transfers"), reply
+        forward = Forward(sshd, remote_home / ".rtun" / "rtun.sock", daemon.socket).wait_up()
+        try:
+            result = run_rtun(["ping"], remote_home)
+            assert result.returncode == 0 and result.stdout == b"OK PONG\n", result.stderr
+        finally:
+            forward.close()
+    finally:
+        for raw in stalled:
+            raw.close()
+        daemon.stop()

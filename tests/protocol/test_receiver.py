@@ -289,3 +289,19 @@ def test_no_input_raises_anything_but_a_rejection_or_truncation(data: bytes, ste
         drain(receiver)
     except (Rejected, Truncated):
         pass
+
+
+def test_the_buffer_is_small_between_uploads_and_large_during_one() -> None:
+    receiver = Receiver()
+    assert len(receiver.get_buffer()) == limits.IDLE_BUFFER
+    receiver.receive_data(b"SEND 3 x\r\nab")  # the start of the data came with the request
+    receiver.next_event()
+    receiver.accept()
+    assert len(receiver.get_buffer()) == limits.RECEIVE_BUFFER - 2
+    receiver.receive_data(b"c" + sha(b"abc") + b"PING\r\n")
+    assert bytes(receiver.next_event().data) == b"abc"  # type: ignore[union-attr]
+    receiver.next_event()
+    receiver.next_event()
+    receiver.reply()
+    assert len(receiver.get_buffer()) == limits.IDLE_BUFFER - len(b"PING\r\n")
+    assert receiver.next_event() == wire.Ping()

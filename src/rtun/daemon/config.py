@@ -30,8 +30,14 @@ class Config:
     max_connections: int = 256
     shutdown_grace: float = 10.0  # seconds transfers in flight get to finish on SIGTERM
     diagnostics: bool = False  # answer v1's PID and SHUTDOWN from the socket
+    max_uploads: int = 8  # transfers received at once; more wait their turn
+    min_rate: float = 1024.0  # bytes/s an upload must average once it has run 30 s
     min_free_bytes: int = 64 * 1024 * 1024  # left free on the save disk after an upload
     notify_max_chars: int = 4000
+    notify_burst: int = 10  # notifications shown at once; past them, bursts are coalesced
+    notify_rate: float = 1.0  # ... and per second after that (half of both per connection)
+    view_burst: int = 5  # files opened at once; past them, views are refused
+    view_rate: float = 0.2  # ... and per second after that (half of both per connection)
     view_opener: Tuple[str, ...] = ()  # () means the platform's own: xdg-open or open
     view_allow_types: Tuple[str, ...] = ()  # risky extensions the user accepts anyway
     view_max_age: float = 24 * 3600.0  # seconds before a viewed temp file is removed
@@ -47,8 +53,14 @@ _KEYS: Dict[Tuple[str, str], str] = {
     ("server", "max_connections"): "max_connections",
     ("server", "shutdown_grace"): "shutdown_grace",
     ("server", "diagnostics"): "diagnostics",
+    ("server", "max_uploads"): "max_uploads",
+    ("server", "min_rate"): "min_rate",
     ("send", "min_free_bytes"): "min_free_bytes",
     ("notify", "max_chars"): "notify_max_chars",
+    ("notify", "burst"): "notify_burst",
+    ("notify", "rate"): "notify_rate",
+    ("view", "burst"): "view_burst",
+    ("view", "rate"): "view_rate",
     ("view", "opener"): "view_opener",
     ("view", "allow_types"): "view_allow_types",
     ("view", "max_age"): "view_max_age",

@@ -10,22 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
+from rtun.protocol import wire
 from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 
 if TYPE_CHECKING:
-    from rtun.protocol.receiver import ReceivedEvent
+    from rtun.protocol.receiver import FileStart, ReceivedEvent
 
 
 class PeerGone(Exception):
     """The client closed the connection or stopped sending within the deadline."""
 
 
+RATE_GRACE = 30.0  # seconds of an upload (at most a quarter of the idle timeout) before its
+# average rate is held to the minimum
+
+
 class Connection(asyncio.BufferedProtocol):
-    def __init__(self, timeout: float, on_connect: Callable[["Connection"], None]) -> None:
+    def __init__(self, timeout: float, on_connect: Callable[["Connection"], None],
+                 min_rate: float = 0.0) -> None:
         self.timeout = timeout
+        self.min_rate = min_rate
         self.receiver = Receiver()
+        # Past the connection limit, a few connections are still served for pings and
+        # notifications: they may not start uploads.
+        self.control_only = False
+        self._upload_bytes = 0  # received since READY
+        self._upload_waited = 0.0  # seconds spent waiting for them
         self._on_connect = on_connect
         self._transport: Optional[asyncio.Transport] = None
         self._reading_paused = False
@@ -34,7 +46,7 @@ class Connection(asyncio.BufferedProtocol):
         # sits in a loop that checks its own condition again, so any event may wake it.
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._waiting_since: Optional[float] = None
-        self._timed_out = False
+        self._timed_out = ""  # why the watchdog ended the connection
 
     @property
     def busy(self) -> bool:
@@ -52,6 +64,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.receiver.buffer_updated(nbytes)
+        if self.receiver.in_upload:
+            self._upload_bytes += nbytes
         if self.receiver.buffer_full and self._transport is not None and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
@@ -82,12 +96,19 @@ class Connection(asyncio.BufferedProtocol):
     async def _wait(self) -> None:
         """Wait for the next event; the watchdog aborts a wait that lasts past the timeout."""
         self._waiter = asyncio.get_running_loop().create_future()
-        self._waiting_since = time.monotonic()
+        self._waiting_since = since = time.monotonic()
         try:
             await self._waiter
         finally:
+            if self.receiver.in_upload:
+                self._upload_waited += time.monotonic() - since
             self._waiter = None
             self._waiting_since = None
+
+    def accept(self) -> "Tuple[bytes, Optional[FileStart]]":
+        """READY for the upload being decided; its rate is measured from here."""
+        self._upload_bytes, self._upload_waited = 0, 0.0
+        return self.receiver.accept()
 
     async def next_event(self) -> ReceivedEvent:
         """The receiver's next event; waits for bytes as long as it needs them."""
@@ -106,7 +127,7 @@ class Connection(asyncio.BufferedProtocol):
             await self._wait()
 
     def _lost(self, what: str) -> PeerGone:
-        return PeerGone("idle timeout" if self._timed_out else what)
+        return PeerGone(self._timed_out or what)
 
     async def send(self, data: bytes) -> None:
         transport = self._transport
@@ -126,11 +147,23 @@ class Connection(asyncio.BufferedProtocol):
             pass
 
     def expire_if_silent(self, now: float) -> None:
-        """Abort the connection if its current read or write has waited past the timeout."""
-        if self._waiting_since is not None and now - self._waiting_since > self.timeout:
-            self._timed_out = True
-            self.receiver.receive_eof()
-            self.kill()
+        """Abort the connection if its current read or write has waited past the timeout, or
+        if its upload trickles: a few hundred of those would otherwise hold every slot."""
+        if self._waiting_since is None:
+            return
+        if now - self._waiting_since > self.timeout:
+            self._expire("idle timeout", say=False)  # as v1 daemons do: no reply
+        elif self.receiver.in_upload and self.min_rate > 0:
+            waited = self._upload_waited + now - self._waiting_since
+            if waited > min(RATE_GRACE, self.timeout / 4) and self._upload_bytes < self.min_rate * waited:
+                self._expire(f"upload slower than {self.min_rate:.0f} bytes/s", say=True)
+
+    def _expire(self, why: str, say: bool) -> None:
+        self._timed_out = why
+        self.receiver.receive_eof()
+        if say and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(wire.error(wire.E_BUSY, why))  # sent now if the socket has room
+        self.kill()
 
     def abort(self, data: bytes) -> None:
         """Send a last line without waiting for the peer to read it, and close."""

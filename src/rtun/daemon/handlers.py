@@ -7,11 +7,13 @@ small and fast; a rejection anywhere is raised as ``wire.Rejected`` and answered
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
 from rtun.daemon.actions.files import Transfer, Uploads
+from rtun.daemon.actions.ratelimit import RateLimit
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
 from rtun.daemon.storage.tree import refusal_for
@@ -37,6 +39,11 @@ class Handlers:
         self._notifier: Optional[Notifier] = None
         self._uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
         self._viewer: Optional[Viewer] = None
+        self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
+        self._notify_limit = RateLimit(config.notify_rate, config.notify_burst)
+        self._view_limit = RateLimit(config.view_rate, config.view_burst)
+        self._coalesced = 0  # notifications that came too fast, shown as one later
+        self._summary: Optional[asyncio.TimerHandle] = None
         self.table: Dict[type, Handler] = {
             wire.Ping: self.ping,
             wire.Pid: self.pid,
@@ -62,6 +69,8 @@ class Handlers:
             raise refusal_for(exc, "the request") from None
 
     def close(self) -> None:
+        if self._summary is not None:
+            self._summary.cancel()
         if self._viewer is not None:
             self._viewer.close()
 
@@ -93,17 +102,52 @@ class Handlers:
         await conn.send(conn.receiver.reply("Shutting down server..."))
         self._stop()
 
-    async def notify(self, conn: Connection, request: Union[wire.Notify, wire.Notify2]) -> None:
+    def _notifier_action(self) -> "Notifier":
         if self._notifier is None:
             from rtun.daemon.actions.notify import Notifier
 
             self._notifier = Notifier(self.config.notify_max_chars)
-        await self._notifier.notify(request.title, request.body)
+        return self._notifier
+
+    async def notify(self, conn: Connection, request: Union[wire.Notify, wire.Notify2]) -> None:
+        notifier = self._notifier_action()
+        if self._notify_limit.allow(conn):
+            await notifier.notify(request.title, request.body)
+        else:  # a burst: counted, and shown as one notification once it is over
+            self._coalesced += 1
+            if self._summary is None:
+                delay = max(self._notify_limit.daemon.wait(), 1.0)
+                self._summary = asyncio.get_running_loop().call_later(delay, self._show_summary)
         await conn.send(conn.receiver.reply())
+
+    def _show_summary(self) -> None:
+        self._summary = None
+        count, self._coalesced = self._coalesced, 0
+        if not count:
+            return
+        log.info("%d notifications came too fast and were coalesced into one", count)
+        self._notify_limit.daemon.take()
+
+        async def show() -> None:
+            try:
+                await self._notifier_action().notify("rtun", f"{count} more notifications came too fast to show")
+            except Rejected as exc:
+                log.info("could not show the coalesced notifications: %s", exc.text)
+
+        asyncio.ensure_future(show())
 
     # ---- uploads -------------------------------------------------------------------------------
 
+    def _may_upload(self, conn: Connection) -> None:
+        if conn.control_only:
+            raise Rejected(wire.E_BUSY, "too many connections busy with transfers: only ping and notify now")
+
     async def upload(self, conn: Connection, upload: Upload) -> None:
+        self._may_upload(conn)
+        async with self._upload_slots:  # the rest wait their turn: memory stays bounded
+            await self._upload(conn, upload)
+
+    async def _upload(self, conn: Connection, upload: Upload) -> None:
         request = upload.request
         assert isinstance(request, (wire.Send, wire.Put))
         transfer = self._uploads.begin(request, upload.parts)
@@ -125,20 +169,28 @@ class Handlers:
             self._viewer = Viewer(c.view_opener, c.view_allow_types, c.view_max_age, self.umask,
                                   c.min_free_bytes)
         assert isinstance(upload.request, wire.View)
-        target = self._viewer.begin(upload.request)
+        self._may_upload(conn)
+        if not self._view_limit.allow(conn):
+            wait = self._view_limit.wait(conn)
+            raise Rejected(wire.E_BUSY, f"too many files opened in a short time: try again in {wait:.0f} s")
+        async with self._upload_slots:
+            await self._view(conn, self._viewer, upload.request)
+
+    async def _view(self, conn: Connection, viewer: "Viewer", request: wire.View) -> None:
+        target = viewer.begin(request)
         try:
             await receive(conn, target)
         except BaseException:
             target.remove()
             raise
-        await self._viewer.show(target)
+        await viewer.show(target)
         await conn.send(conn.receiver.reply())
 
 
 async def receive(conn: Connection, transfer: Transfer) -> None:
     """READY, then every event of the upload into ``transfer``, until its end. On any failure
     the file being received is discarded; nothing gets a final name unless it is complete."""
-    ready, first = conn.receiver.accept()
+    ready, first = conn.accept()
     await conn.send(ready)
     try:
         if first is not None:

@@ -22,6 +22,8 @@ from rtun.protocol.wire import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
+CONTROL_ROOM = 16  # connections past max_connections, served for everything but uploads
+
 
 class Daemon:
     def __init__(self, config: Config, listener: Listener) -> None:
@@ -38,7 +40,8 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         server = await loop.create_unix_server(
-            lambda: Connection(self.config.idle_timeout, self._start_serving), sock=self.listener.sock
+            lambda: Connection(self.config.idle_timeout, self._start_serving, self.config.min_rate),
+            sock=self.listener.sock
         )
         log.info(
             "listening on %s (pid %d), saving to %s",
@@ -108,10 +111,13 @@ class Daemon:
         task = asyncio.current_task()
         assert task is not None
         if len(self._connections) >= self.config.max_connections and not self._evict_idle():
-            log.warning("refusing a connection: %d already open", len(self._connections))
-            await conn.send_quietly(wire.error(wire.E_BUSY, "too many connections"))
-            conn.close()
-            return
+            if len(self._connections) >= self.config.max_connections + CONTROL_ROOM:
+                log.warning("refusing a connection: %d already open", len(self._connections))
+                await conn.send_quietly(wire.error(wire.E_BUSY, "too many connections"))
+                conn.close()
+                return
+            # Every slot is inside a request: room is kept for pings and notifications.
+            conn.control_only = True
         self._connections[task] = conn
         try:
             await self._serve_requests(conn)
@@ -156,4 +162,7 @@ class Daemon:
 
 
 def run(config: Config, listener: Listener, on_ready: Optional[Callable[[], None]] = None) -> None:
-    asyncio.run(Daemon(config, listener).run(on_ready))
+    async def main() -> None:  # made inside the loop: Python 3.9 binds asyncio objects at creation
+        await Daemon(config, listener).run(on_ready)
+
+    asyncio.run(main())

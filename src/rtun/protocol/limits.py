@@ -13,4 +13,5 @@ MAX_MTIME = 1e11  # seconds since the epoch; anything later is not a real file's
 MAX_REPLY_LISTING = 1024 * 1024  # bytes of saved and skipped paths a PUT reply lists; then counts
 MAX_TRACKED_DIRECTORIES = 4 * 1024 * 1024  # path bytes of new directories whose mtime waits for the end
 SHA256_HEX_LEN = 64
-RECEIVE_BUFFER = 1024 * 1024  # the daemon's receive buffer per connection; > MAX_LINE
+RECEIVE_BUFFER = 1024 * 1024  # the daemon's receive buffer during an upload; > MAX_LINE
+IDLE_BUFFER = 128 * 1024  # ... and between uploads: what every open connection costs; > MAX_LINE

@@ -18,7 +18,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 from rtun.protocol import names, wire
-from rtun.protocol.limits import MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER
+from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER
 from rtun.protocol.wire import Rejected, Truncated
 
 __all__ = ["Receiver", "Truncated", "NEED_DATA", "CLOSED"]
@@ -122,9 +122,14 @@ DONE = "done"  # after an error reply: nothing more is read
 
 
 class Receiver:
-    def __init__(self, buffer_size: int = RECEIVE_BUFFER) -> None:
+    """``buffer_size`` between uploads, ``upload_buffer_size`` during one: an idle connection
+    costs little, a transfer gets large reads."""
+
+    def __init__(self, buffer_size: int = IDLE_BUFFER, upload_buffer_size: int = RECEIVE_BUFFER) -> None:
         if buffer_size <= MAX_LINE:
             raise ValueError("the receive buffer must hold a whole line")
+        self._idle_size = buffer_size
+        self._upload_size = max(buffer_size, upload_buffer_size)
         self._buffer = bytearray(buffer_size)
         self._view = memoryview(self._buffer)
         self._start = 0  # unread bytes are self._buffer[self._start:self._end]
@@ -167,6 +172,11 @@ class Receiver:
 
     def receive_eof(self) -> None:
         self._eof = True
+
+    @property
+    def in_upload(self) -> bool:
+        """Between READY and the upload's last byte: the peer owes data."""
+        return self.state in (ENTRY, CHUNK_HEADER, RAW_DATA, DIGEST, LAST)
 
     @property
     def in_request(self) -> bool:
@@ -215,6 +225,17 @@ class Receiver:
         self._start = newline + 1
         self._scanned = 0
         return line
+
+    def _resize(self, size: int) -> None:
+        """A new buffer holding the unread bytes; called between events, when no view of the
+        old buffer is alive."""
+        unread = self._end - self._start
+        if size == len(self._buffer) or unread > size:
+            return
+        buffer = bytearray(size)
+        buffer[:unread] = self._view[self._start:self._end]
+        self._buffer, self._view = buffer, memoryview(buffer)
+        self._start, self._end = 0, unread
 
     def _make_room(self) -> None:
         """Start again at the front once everything is read; move a partial line there when the
@@ -314,6 +335,7 @@ class Receiver:
         if self.state != DECIDING or self._upload is None:
             raise RuntimeError("accept() answers an upload request")
         request = self._upload.request
+        self._resize(self._upload_size)
         if isinstance(request, wire.Put):
             self._v1 = False
             self._entries = 0
@@ -331,6 +353,8 @@ class Receiver:
             raise RuntimeError("nothing to reply to")
         if self.state == DECIDING and self._upload is not None:
             raise RuntimeError("an upload request is answered with accept() or reject()")
+        if self.state == REPLYING:
+            self._resize(self._idle_size)
         self.state = IDLE
         self._upload = None
         return wire.ok_data(data) if data is not None else wire.ok(text)

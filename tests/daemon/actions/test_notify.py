@@ -45,7 +45,8 @@ def test_notify_shows_exact_title_and_body_and_logs_it(forward, remote_home, not
     assert (got["app_name"], got["summary"], got["body"]) == (
         "rtun", "Build finished", "all 42 tests passed"
     )
-    assert "notification 'Build finished': 'all 42 tests passed'" in daemon.log_text()
+    assert "notification (title of 14 characters, body of 19)" in daemon.log_text()
+    assert "42 tests" not in daemon.log_text()  # peer text never reaches the log
 
 
 def test_notify_title_defaults_to_the_remote_host_name(forward, remote_home, notifications):
@@ -181,3 +182,17 @@ def test_cap_marks_the_cut_and_zero_means_unlimited():
 
 def test_escape_markup_escapes_the_three_special_characters():
     assert escape_markup("<b>&amp;</b>") == "&lt;b&gt;&amp;amp;&lt;/b&gt;"
+
+
+@pytest.mark.parametrize("daemon_config", ["[notify]\nburst = 3\nrate = 0.2\n"])
+def test_a_burst_of_notifications_is_coalesced_into_one(forward, remote_home, notifications, daemon):
+    for i in range(8):
+        result = run_rtun(["notify", "-t", "burst", f"number {i}"], remote_home)
+        assert result.returncode == 0, result.stderr  # a coalesced notification is not a failure
+    summaries = wait_until(
+        lambda: [n for n in notifications.notifications() if "came too fast" in n["body"]],
+        timeout=20, what="the summary of the coalesced notifications")
+    shown_one_by_one = [n for n in notifications.notifications() if n["summary"] == "burst"]
+    coalesced = int(summaries[0]["body"].split()[0])
+    assert 3 <= len(shown_one_by_one) <= 4  # the burst, and at most one token refilled meanwhile
+    assert len(shown_one_by_one) + coalesced == 8 and len(summaries) == 1

@@ -282,3 +282,18 @@ def test_sweep_removes_only_views_older_than_max_age(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
     viewer.close()
     assert not tmp_path.exists()
+
+
+@pytest.mark.parametrize("view_extra", ["burst = 2\nrate = 0.01\n"])
+def test_a_burst_of_views_opens_only_a_few(forward, remote_home, short_tmp, opener):
+    refused = 0
+    for i in range(5):
+        path = make_file(short_tmp, f"p{i}.png", b"\x89PNG" + bytes([i]))
+        result = run_rtun(["view", str(path)], remote_home)
+        if result.returncode == 4:
+            assert b"too many files opened" in result.stderr
+            refused += 1
+        else:
+            assert result.returncode == 0, result.stderr
+    assert refused == 3
+    assert len(opener.wait_calls(2)) == 2

@@ -81,10 +81,6 @@ def escape_markup(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 class Notifier:
     """Shows notifications; one instance per daemon, created on the first NOTIFY."""
 
@@ -97,7 +93,8 @@ class Notifier:
     async def notify(self, title: str, body: str) -> None:
         title = clean_title(title, self.max_chars)
         body = clean_body(body, self.max_chars)
-        log.info("notification %r: %r", title, _short(body))
+        # Sizes only: peer text never reaches the log.
+        log.info("notification (title of %d characters, body of %d)", len(title), len(body))
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # one at a time: the library's failure report is per call
