@@ -137,6 +137,7 @@ def test_short_upload_then_checksum_is_an_error(daemon, check, save_dir):
 
 def test_300_idle_connections_held_open(daemon, check):
     idle: List[RawClient] = []
+    before = _peak_rss_mib(daemon.process.pid)
     try:
         for i in range(300):
             raw = RawClient(daemon.socket, timeout=10)
@@ -151,6 +152,8 @@ def test_300_idle_connections_held_open(daemon, check):
         assert idle[-1].request(b"ECHO last\r\n") == b"OK last\r\n"
         # The oldest idle ones made room, each told why with a complete error line.
         _error_then_close(idle[0], 114)
+        # What every open connection costs is small and fixed (docs/security.md).
+        assert _peak_rss_mib(daemon.process.pid) - before < 64
     finally:
         for raw in idle:
             raw.close()

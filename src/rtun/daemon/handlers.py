@@ -155,7 +155,7 @@ class Handlers:
             await receive(conn, transfer)
         finally:
             transfer.close()
-        log.info(Uploads.summary(transfer))
+        log.info("%s", Uploads.summary(transfer))
         if isinstance(request, wire.Put):
             await conn.send(conn.receiver.reply(data=Uploads.reply(transfer)))
         else:

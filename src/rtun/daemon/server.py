@@ -153,7 +153,7 @@ class Daemon:
                 await self._handlers.handle(conn, event)
             except Rejected as exc:
                 # v1 peers close after any error reply; so do we.
-                log.info("refused request: %s", exc.text)
+                log.info("refused request (error %d): %s", exc.code, ascii(exc.text)[1:-1])
                 await conn.send_quietly(conn.receiver.reject(exc.code, exc.text))
                 return
             except PeerGone as exc:

@@ -20,6 +20,7 @@ from rtun.protocol.receiver import Directory, FileStart, Link
 from rtun.protocol.wire import Rejected
 
 DEFAULT_MODE = 0o644  # v1 uploads carry no mode
+OBJECT_COST = 64  # bytes a small Python object costs beyond its text: budgets count memory
 
 
 class Transfer:
@@ -50,7 +51,7 @@ class Transfer:
 
     def _list(self, listing: List[str], text: str) -> bool:
         """Add to what the reply lists while the budget lasts; False once it is spent."""
-        self._listed_bytes += len(text) + 4
+        self._listed_bytes += len(text) + OBJECT_COST  # what the str and its list slot take
         if self._listed_bytes > MAX_REPLY_LISTING:
             return False
         listing.append(text)
@@ -64,7 +65,7 @@ class Transfer:
         self.tree.directory(event.parts)
         if event.parts not in self.tree.created:
             return
-        self._tracked_bytes += sum(len(p) for p in event.parts) + 64
+        self._tracked_bytes += sum(len(p) + OBJECT_COST for p in event.parts) + OBJECT_COST
         if self._tracked_bytes <= MAX_TRACKED_DIRECTORIES:
             self._directories[event.parts] = (event.mode, event.mtime)
         else:  # memory stays bounded; this directory's mtime may move as files arrive in it
