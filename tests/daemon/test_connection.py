@@ -1,0 +1,85 @@
+"""The asyncio pump around the receiver, in process, over a real socketpair: bytes land in the
+receiver's own buffer, reading pauses when it is full, silence and trickles are ended."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import List, Tuple
+
+from rtun.daemon.connection import Connection, PeerGone
+from rtun.protocol import limits, wire
+from rtun.protocol.receiver import Data, Upload
+
+
+async def _pair(timeout: float = 60.0, min_rate: float = 0.0) -> Tuple[Connection, socket.socket]:
+    ours, theirs = socket.socketpair()
+    made: List[Connection] = []
+    await asyncio.get_running_loop().connect_accepted_socket(
+        lambda: Connection(timeout, made.append, min_rate), ours)
+    theirs.setblocking(False)
+    return made[0], theirs
+
+
+def test_requests_and_replies_pass_through_the_core() -> None:
+    async def run() -> None:
+        conn, peer = await _pair()
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(peer, b"PING\r\n")
+        assert await conn.next_event() == wire.Ping()
+        await conn.send(conn.receiver.reply("PONG"))
+        assert await loop.sock_recv(peer, 100) == b"OK PONG\r\n"
+        peer.close()
+        assert repr(await conn.next_event()) == "CLOSED"
+
+    asyncio.run(run())
+
+
+def test_upload_data_is_read_into_the_receivers_buffer_and_reading_pauses_when_full() -> None:
+    async def run() -> None:
+        conn, peer = await _pair()
+        loop = asyncio.get_running_loop()
+        size = 3 * limits.RECEIVE_BUFFER
+        await loop.sock_sendall(peer, b"SEND %d big.bin\r\n" % size)
+        assert isinstance(await conn.next_event(), Upload)
+        ready, _ = conn.accept()
+        await conn.send(ready)
+        writer = loop.create_task(loop.sock_sendall(peer, b"z" * size))
+        while not conn.receiver.buffer_full:  # nobody consumes: the buffer fills, then stops
+            await asyncio.sleep(0.01)
+        assert conn._reading_paused
+        received = 0
+        while received < size:
+            event = await conn.next_event()
+            assert isinstance(event, Data) and event.data.obj is conn.receiver.get_buffer().obj
+            received += len(event.data)
+        await writer
+        peer.close()
+
+    asyncio.run(run())
+
+
+def test_a_trickle_is_ended_with_a_reason_and_silence_without() -> None:
+    async def run() -> None:
+        conn, peer = await _pair(timeout=8.0, min_rate=1024)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(peer, b"SEND 100000 slow.bin\r\n")
+        await conn.next_event()
+        ready, _ = conn.accept()
+        await conn.send(ready)
+        waiting = loop.create_task(conn.next_event())
+        await asyncio.sleep(0)  # the wait begins
+        conn.expire_if_silent(time.monotonic() + 1.0)  # within the 2 s grace: kept
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        conn.expire_if_silent(time.monotonic() + 3.0)  # past it with no data: too slow
+        try:
+            await waiting
+            raise AssertionError("the trickle was not ended")
+        except PeerGone as exc:
+            assert "slower than 1024 bytes/s" in str(exc)
+        reply = await loop.sock_recv(peer, 200)
+        assert reply.startswith(b"READY\r\nERROR 114 upload slower")
+
+    asyncio.run(run())
