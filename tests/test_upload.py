@@ -9,7 +9,7 @@ import pytest
 
 from rtun import upload
 from rtun.errors import RtunError, UsageError
-from rtun.protocol import wire
+from rtun.protocol import framing, wire
 
 
 def test_a_tree_becomes_entries_in_order_with_modes_and_totals(tmp_path: Path) -> None:
@@ -26,8 +26,8 @@ def test_a_tree_becomes_entries_in_order_with_modes_and_totals(tmp_path: Path) -
     assert [type(e).__name__ for e in entries] == ["DirEntry", "DirEntry", "FileEntry", "LinkEntry",
                                                    "FileEntry"]
     assert [e.path for e in entries] == ["top", "top/sub", "top/a.txt", "top/link", "top/sub/b.bin"]
-    assert entries[3] == wire.LinkEntry("top/link", "a.txt")
-    assert isinstance(entries[4], wire.FileEntry) and entries[4].mode == 0o600 and entries[4].size == 2
+    assert entries[3] == framing.LinkEntry("top/link", "a.txt")
+    assert isinstance(entries[4], framing.FileEntry) and entries[4].mode == 0o600 and entries[4].size == 2
     assert (plan.total_bytes, plan.total_files) == (7, 2)
     assert plan.warnings == [f"skipped {top / 'fifo'}: not a regular file, directory or link"]
 
@@ -52,7 +52,7 @@ def test_standard_input_needs_a_name() -> None:
         upload.plan(["-"], None)
     dest, plan = upload.plan(["-"], "out.log")
     entry = plan.items[0].entry
-    assert isinstance(entry, wire.FileEntry) and entry.size is None and plan.items[0].source is None
+    assert isinstance(entry, framing.FileEntry) and entry.size is None and plan.items[0].source is None
 
 
 def test_a_missing_source_is_an_error_before_connecting(tmp_path: Path) -> None:

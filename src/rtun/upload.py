@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 from rtun.client import Connection, connect, negotiate
 from rtun.errors import RtunError, UsageError
-from rtun.protocol import wire
+from rtun.protocol import framing, wire
 from rtun.protocol.sender import SizeChanged
 
 CHUNK = 1024 * 1024  # large reads and writes: transfers should go at the speed of the channel
@@ -27,7 +27,7 @@ STDIN = "-"
 class Item:
     """One thing to send: an entry for the stream, and where its data comes from."""
 
-    entry: Union[wire.DirEntry, wire.FileEntry, wire.LinkEntry]
+    entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry]
     source: Optional[str] = None  # a file's local path; None with a FileEntry means stdin
 
 
@@ -64,7 +64,7 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
         if source == STDIN:
             if dest_name is None:
                 raise UsageError("reading standard input needs --to NAME")
-            items.append(Item(wire.FileEntry(dest_name, 0o644, time.time(), None)))
+            items.append(Item(framing.FileEntry(dest_name, 0o644, time.time(), None)))
             continue
         try:
             st = os.stat(source)
@@ -72,13 +72,13 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
             raise RtunError(f"cannot read {source}: {exc.strerror}") from None
         name = dest_name or os.path.basename(os.path.abspath(source))  # "." sends its own name
         if stat.S_ISREG(st.st_mode):
-            items.append(Item(wire.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
+            items.append(Item(framing.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
             total += st.st_size
         elif stat.S_ISDIR(st.st_mode):
             total += _walk(source, name, items, warnings)
         else:
             raise RtunError(f"{source} is not a regular file or directory")
-    files = sum(1 for i in items if isinstance(i.entry, wire.FileEntry))
+    files = sum(1 for i in items if isinstance(i.entry, framing.FileEntry))
     return dest_dir, Plan(items, total, files, warnings)
 
 
@@ -86,7 +86,7 @@ def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
     """Add a directory tree; links are sent as links, other special files are skipped."""
     total = 0
     st = os.stat(top)
-    items.append(Item(wire.DirEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime)))
+    items.append(Item(framing.DirEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime)))
 
     def on_error(exc: OSError) -> None:
         warnings.append(f"skipped {exc.filename}: {exc.strerror}")
@@ -104,13 +104,13 @@ def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
             remote = f"{prefix}/{entry_name}"
             if stat.S_ISLNK(st.st_mode):
                 try:
-                    items.append(Item(wire.LinkEntry(remote, os.readlink(path))))
+                    items.append(Item(framing.LinkEntry(remote, os.readlink(path))))
                 except OSError as exc:
                     warnings.append(f"skipped {path}: {exc.strerror}")
             elif stat.S_ISDIR(st.st_mode):
-                items.append(Item(wire.DirEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime)))
+                items.append(Item(framing.DirEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime)))
             elif stat.S_ISREG(st.st_mode):
-                items.append(Item(wire.FileEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), path))
+                items.append(Item(framing.FileEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), path))
                 total += st.st_size
             else:
                 warnings.append(f"skipped {path}: not a regular file, directory or link")
@@ -172,7 +172,7 @@ def _stream_put(
     sender = conn.sender
     for item in work.items:
         conn.write(sender.entry(item.entry))
-        if isinstance(item.entry, wire.FileEntry):
+        if isinstance(item.entry, framing.FileEntry):
             _stream_file(conn, item.source, progress.update, reader)
     conn.write(sender.end())
     return conn.expect_ok()
@@ -208,8 +208,8 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
     """One SEND per regular file, as RTUN v1 clients do; the daemon does not say where."""
     sent = []
     for item in work.items:
-        if not isinstance(item.entry, wire.FileEntry):
-            if isinstance(item.entry, wire.LinkEntry):
+        if not isinstance(item.entry, framing.FileEntry):
+            if isinstance(item.entry, framing.LinkEntry):
                 work.warnings.append(f"skipped link {item.entry.path}: the daemon speaks only v1")
             continue
         source = item.source

@@ -10,7 +10,7 @@ import hashlib
 
 import pytest
 
-from rtun.protocol import limits, wire
+from rtun.protocol import framing, limits, wire
 from rtun.protocol.receiver import Data, FileEnd, FileStart, Receiver, Upload, UploadEnd
 from rtun.protocol.sender import NEED_DATA, Sender, SizeChanged, Truncated
 from rtun.protocol.wire import Rejected
@@ -26,7 +26,7 @@ def test_a_put_the_receiver_understands() -> None:
     sender, receiver = Sender(), Receiver()
     out = sender.send(wire.Put("dest", False, 5, 1))
     ready(sender)
-    out += sender.entry(wire.FileEntry("a.txt", 0o600, 1.0, 5))
+    out += sender.entry(framing.FileEntry("a.txt", 0o600, 1.0, 5))
     for piece in (b"he", b"llo"):
         out += sender.data(piece) + piece
     out += sender.end_file() + sender.end()
@@ -74,7 +74,7 @@ def test_an_error_may_come_at_any_time_and_ends_the_exchange() -> None:
     sender = Sender()
     sender.send(wire.Put("", False, 0, 0))
     ready(sender)
-    sender.entry(wire.FileEntry("f", 0o644, 0.0, None))
+    sender.entry(framing.FileEntry("f", 0o644, 0.0, None))
     sender.receive_data(b"ERROR 109 no space left for f\r\n")
     reply = sender.next_event()
     assert isinstance(reply, wire.Reply) and not reply.ok and reply.code == 109

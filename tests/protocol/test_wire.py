@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 
 import pytest
 
-from rtun.protocol import limits, wire
+from rtun.protocol import wire
 
 
 # ---- v1 requests -----------------------------------------------------------------------------
@@ -237,118 +235,3 @@ def test_reply_data_is_empty_for_v1_or_broken_json():
     assert wire.parse_reply(b'OK {"saved": "x"}\r\n').data == {"saved": "x"}
     assert wire.saved_paths(wire.parse_reply(b'OK {"saved": "x"}\r\n')) == []
     assert wire.saved_paths(wire.parse_reply(b'OK {"saved": ["a", 3]}\r\n')) == ["a"]
-
-
-# ---- checksums -------------------------------------------------------------------------------
-
-
-def test_checksum_line_round_trip():
-    digest = hashlib.sha256(b"hello").hexdigest()
-    raw = wire.encode_checksum(digest)
-    assert raw == digest.encode() + b"\r\n"
-    assert wire.parse_checksum(raw) == digest
-    assert wire.parse_checksum(digest.encode() + b"\n") == digest
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"",
-        b"\r\n",
-        b"abc\r\n",
-        hashlib.sha256(b"x").hexdigest().upper().encode() + b"\r\n",  # v1 sends lowercase hex
-        hashlib.sha256(b"x").hexdigest().encode()[:-1] + b"\r\n",
-        hashlib.sha256(b"x").hexdigest().encode() + b"0\r\n",
-        b"z" * 64 + b"\r\n",
-        b" " + hashlib.sha256(b"x").hexdigest().encode() + b"\r\n",
-    ],
-)
-def test_malformed_checksum_is_a_checksum_error(raw):
-    with pytest.raises(wire.Rejected) as info:
-        wire.parse_checksum(raw)
-    assert info.value.code == wire.E_CHECKSUM
-
-
-# ---- PUT entries and chunk headers -----------------------------------------------------------
-
-
-ENTRIES = [
-    (wire.DirEntry("d", 0o755, 1700000000.5), {"type": "dir", "path": "d", "mode": 493, "mtime": 1700000000.5}),
-    (
-        wire.FileEntry("d/f.txt", 0o640, 1700000000.0, 12),
-        {"type": "file", "path": "d/f.txt", "mode": 416, "mtime": 1700000000.0, "size": 12},
-    ),
-    (
-        wire.FileEntry("stdin.txt", 0o644, 5.0, None),
-        {"type": "file", "path": "stdin.txt", "mode": 420, "mtime": 5.0},
-    ),
-    (wire.LinkEntry("d/l", "f.txt"), {"type": "link", "path": "d/l", "target": "f.txt"}),
-    (wire.EndEntry(), {"type": "end"}),
-]
-
-
-@pytest.mark.parametrize("entry, obj", ENTRIES)
-def test_entry_encoding_and_round_trip(entry, obj):
-    raw = wire.encode_entry(entry)
-    assert raw.endswith(b"\r\n") and raw.count(b"\n") == 1
-    assert json.loads(raw) == obj
-    assert wire.parse_entry(raw) == entry
-    assert wire.parse_entry(raw[:-2] + b"\n") == entry
-
-
-def test_entry_exact_bytes_and_ascii_only():
-    assert wire.encode_entry(wire.EndEntry()) == b'{"type":"end"}\r\n'
-    raw = wire.encode_entry(wire.LinkEntry("caf\u00e9\nx", "t"))
-    assert raw == b'{"type":"link","path":"caf\\u00e9\\nx","target":"t"}\r\n'
-    assert wire.parse_entry(raw) == wire.LinkEntry("caf\u00e9\nx", "t")
-
-
-def test_entry_defaults():
-    assert wire.parse_entry(b'{"type":"file","path":"a"}') == wire.FileEntry("a", 0o644, 0.0, None)
-
-
-@pytest.mark.parametrize(
-    "raw, code",
-    [
-        (b"not json\r\n", wire.E_BAD_REQUEST),
-        (b"[]\r\n", wire.E_BAD_REQUEST),
-        (b'{"type":"fifo","path":"p"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"path":"p"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file","path":7}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file","path":"p","size":-1}\r\n', wire.E_BAD_SIZE),
-        (b'{"type":"file","path":"p","size":"1"}\r\n', wire.E_BAD_SIZE),
-        (b'{"type":"file","path":"p","size":true}\r\n', wire.E_BAD_SIZE),
-        (b'{"type":"file","path":"p","mode":65536}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file","path":"p","mode":-1}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mode":"755"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mtime":-1}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mtime":1e300}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mtime":true}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"link","path":"p"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"link","path":"p","target":null}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"end"\xff}\r\n', wire.E_BAD_REQUEST),
-    ],
-)
-def test_malformed_entry_raises_protocol_error(raw, code):
-    with pytest.raises(wire.Rejected) as info:
-        wire.parse_entry(raw)
-    assert info.value.code == code
-
-
-def test_chunk_header_bytes_and_parse():
-    assert wire.encode_chunk_header(0) == b"0\r\n"
-    assert wire.encode_chunk_header(1048576) == b"1048576\r\n"
-    assert wire.parse_chunk_header(b"1048576\r\n") == 1048576
-    assert wire.parse_chunk_header(b"0\n") == 0
-    assert wire.parse_chunk_header(b"%d\r\n" % limits.MAX_CHUNK) == limits.MAX_CHUNK
-
-
-@pytest.mark.parametrize(
-    "raw", [b"\r\n", b"-1\r\n", b"x\r\n", b"1 \r\n", b"0x10\r\n", b"9999999999\r\n",
-            b"%d\r\n" % (limits.MAX_CHUNK + 1), b"\xd9\xa3\r\n"],
-)
-def test_malformed_chunk_header_is_bad_size(raw):
-    with pytest.raises(wire.Rejected) as info:
-        wire.parse_chunk_header(raw)
-    assert info.value.code == wire.E_BAD_SIZE

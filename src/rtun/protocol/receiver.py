@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
-from rtun.protocol import names, wire
+from rtun.protocol import framing, names, wire
 from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER
 from rtun.protocol.wire import Rejected, Truncated
 
@@ -262,8 +262,8 @@ class Receiver:
         return request
 
     def _entry(self, line: bytes) -> Event:
-        entry = wire.parse_entry(line)
-        if isinstance(entry, wire.EndEntry):
+        entry = framing.parse_entry(line)
+        if isinstance(entry, framing.EndEntry):
             self.state = REPLYING
             return UploadEnd()
         self._entries += 1
@@ -271,9 +271,9 @@ class Receiver:
             raise Rejected(wire.E_BAD_REQUEST, "too many entries in one transfer")
         assert self._upload is not None
         parts = names.join(self._upload.parts, entry.path)
-        if isinstance(entry, wire.DirEntry):
+        if isinstance(entry, framing.DirEntry):
             return Directory(parts, entry.mode, entry.mtime)
-        if isinstance(entry, wire.LinkEntry):
+        if isinstance(entry, framing.LinkEntry):
             names.check_link_target(entry.target)
             return Link(parts, entry.target)
         self.state = CHUNK_HEADER
@@ -286,7 +286,7 @@ class Receiver:
         return start
 
     def _chunk_header(self, line: bytes) -> ReceivedEvent:
-        length = wire.parse_chunk_header(line)
+        length = framing.parse_chunk_header(line)
         if length == 0:
             self.state = DIGEST
             return self.next_event()
@@ -315,7 +315,7 @@ class Receiver:
         return Data(data)
 
     def _digest(self, line: bytes) -> Event:
-        expected = wire.parse_checksum(line)
+        expected = framing.parse_checksum(line)
         assert self._file is not None
         size = self._file.size
         if size is not None and self._received != size:

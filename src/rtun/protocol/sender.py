@@ -11,7 +11,7 @@ every `rtun` command a user types.
 
 from __future__ import annotations
 
-from rtun.protocol import wire
+from rtun.protocol import framing, wire
 from rtun.protocol.limits import MAX_LINE, MAX_PUT_REPLY
 from rtun.protocol.wire import Rejected, Truncated
 
@@ -82,14 +82,14 @@ class Sender:
         if self.state != STREAMING:
             raise RuntimeError(f"upload data before READY (state: {self.state})")
 
-    def entry(self, entry: Union[wire.DirEntry, wire.FileEntry, wire.LinkEntry]) -> bytes:
+    def entry(self, entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry]) -> bytes:
         """A PUT entry line; a file entry starts a file whose data follows."""
         self._streaming()
         if self._v1:
             raise RuntimeError("a v1 upload has no entries")
-        if isinstance(entry, wire.FileEntry):
+        if isinstance(entry, framing.FileEntry):
             self._start_file(entry.size)
-        return wire.encode_entry(entry)
+        return framing.encode_entry(entry)
 
     def _start_file(self, size: Optional[int]) -> None:
         import hashlib  # here: ping, notify and the other requests never need it
@@ -108,7 +108,7 @@ class Sender:
         if self._declared is not None and self._sent > self._declared:
             raise SizeChanged(f"{self._sent - len(data)}+{len(data)} bytes of {self._declared}")
         self._hash.update(data)
-        return b"" if self._v1 else wire.encode_chunk_header(len(data))
+        return b"" if self._v1 else framing.encode_chunk_header(len(data))
 
     def end_file(self) -> bytes:
         """The end of the current file: its zero chunk (PUT) and SHA-256 line."""
@@ -117,12 +117,12 @@ class Sender:
             raise RuntimeError("no file to end")
         if self._declared is not None and self._sent != self._declared:
             raise SizeChanged(f"{self._sent} bytes of {self._declared}")
-        digest = wire.encode_checksum(self._hash.hexdigest())
+        digest = framing.encode_checksum(self._hash.hexdigest())
         self._hash = None
         if self._v1:
             self.state = AWAIT_REPLY
             return digest
-        return wire.encode_chunk_header(0) + digest
+        return framing.encode_chunk_header(0) + digest
 
     def end(self) -> bytes:
         """The end of a PUT: its reply, which lists every saved path, may be long."""
@@ -131,7 +131,7 @@ class Sender:
             raise RuntimeError("end() closes a PUT, after its last file")
         self.state = AWAIT_REPLY
         self._limit = MAX_PUT_REPLY
-        return wire.encode_entry(wire.EndEntry())
+        return framing.encode_entry(framing.EndEntry())
 
     # ---- replies -------------------------------------------------------------------------------
 

@@ -15,13 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare
     from typing import Any, Dict, List, Optional, Tuple, Union
 
-from rtun.protocol.limits import (
-    MAX_CHUNK,
-    MAX_CHUNK_DIGITS,
-    MAX_MTIME,
-    MAX_SIZE_DIGITS,
-    SHA256_HEX_LEN,
-)
+from rtun.protocol.limits import MAX_SIZE_DIGITS
 
 HELLO_TOKEN = "RTUN/2"
 FEATURES = ("notify2", "put")
@@ -46,7 +40,6 @@ E_BAD_REQUEST = 113
 E_BUSY = 114
 E_OPEN = 115
 
-_HEX_DIGITS = b"0123456789abcdef"
 
 
 class Rejected(Exception):
@@ -174,7 +167,7 @@ def strip_eol(line: bytes) -> bytes:
     return line
 
 
-def _decode(raw: bytes) -> str:
+def decode_line(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -187,7 +180,7 @@ def _parse_size(token: str) -> int:
     return int(token)
 
 
-def _json_object(text: str) -> Dict[str, Any]:
+def json_object(text: str) -> Dict[str, Any]:
     import json  # here, not at the top: v1 requests and the client's PING never need it
 
     try:
@@ -199,7 +192,7 @@ def _json_object(text: str) -> Dict[str, Any]:
     return value
 
 
-def _field(obj: Dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+def json_field(obj: Dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
     value = obj.get(key, default)
     # bool is an int subclass; a size of true is not a size.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -209,7 +202,7 @@ def _field(obj: Dict[str, Any], key: str, kind: type, default: Any = None) -> An
 
 def parse_request(line: bytes) -> Request:
     """Decode one request line (with or without its line ending)."""
-    text = _decode(strip_eol(line))
+    text = decode_line(strip_eol(line))
     verb, _, rest = text.partition(" ")
     if verb == "PING" and not rest:
         return Ping()
@@ -231,16 +224,16 @@ def parse_request(line: bytes) -> Request:
             raise Rejected(E_BAD_PATH, "missing file name")
         return Send(size, path) if verb == "SEND" else View(size, path)
     if verb == "NOTIFY2":
-        obj = _json_object(rest)
-        return Notify2(_field(obj, "title", str, ""), _field(obj, "body", str, ""))
+        obj = json_object(rest)
+        return Notify2(json_field(obj, "title", str, ""), json_field(obj, "body", str, ""))
     if verb == "PUT":
-        obj = _json_object(rest)
-        total_bytes = _field(obj, "bytes", int, 0)
-        total_files = _field(obj, "files", int, 0)
+        obj = json_object(rest)
+        total_bytes = json_field(obj, "bytes", int, 0)
+        total_files = json_field(obj, "files", int, 0)
         if total_bytes < 0 or total_files < 0:
             raise Rejected(E_BAD_SIZE, "negative totals")
         return Put(
-            _field(obj, "dest", str, ""), _field(obj, "overwrite", bool, False), total_bytes, total_files
+            json_field(obj, "dest", str, ""), json_field(obj, "overwrite", bool, False), total_bytes, total_files
         )
     raise Rejected(E_UNKNOWN, f"unknown command {verb[:40]!r}")
 
@@ -264,7 +257,7 @@ def encode_request(request: Request) -> bytes:
     elif isinstance(request, Hello):
         text = " ".join(("SEND", HELLO_TOKEN) + request.features)
     elif isinstance(request, Notify2):
-        text = "NOTIFY2 " + _dumps({"title": request.title, "body": request.body})
+        text = "NOTIFY2 " + dumps({"title": request.title, "body": request.body})
     elif isinstance(request, Put):
         header = {
             "dest": request.dest,
@@ -272,7 +265,7 @@ def encode_request(request: Request) -> bytes:
             "bytes": request.total_bytes,
             "files": request.total_files,
         }
-        text = "PUT " + _dumps(header)
+        text = "PUT " + dumps(header)
     else:
         raise TypeError(f"not a request: {request!r}")
     if "\n" in text or "\r" in text:
@@ -280,7 +273,7 @@ def encode_request(request: Request) -> bytes:
     return text.encode("utf-8") + EOL
 
 
-def _dumps(obj: Any) -> str:
+def dumps(obj: Any) -> str:
     import json
 
     # ensure_ascii keeps every header on one line whatever the names contain.
@@ -318,7 +311,7 @@ def ok(text: str = "") -> bytes:
 
 
 def ok_data(obj: Dict[str, Any]) -> bytes:
-    return ok(_dumps(obj))
+    return ok(dumps(obj))
 
 
 def error(code: int, text: str) -> bytes:
@@ -350,117 +343,6 @@ def parse_hello_reply(reply: Reply) -> Optional[Tuple[str, ...]]:
     if not words or words[0] != HELLO_TOKEN:
         return None
     return tuple(words[1:])
-
-
-# ---- upload framing (SEND/VIEW trailer and PUT entries) ---------------------------------------
-
-
-def encode_checksum(hexdigest: str) -> bytes:
-    return hexdigest.encode("ascii") + EOL
-
-
-def parse_checksum(line: bytes) -> str:
-    raw = strip_eol(line)
-    if len(raw) != SHA256_HEX_LEN or raw.strip(_HEX_DIGITS):
-        raise Rejected(E_CHECKSUM, "missing or malformed SHA-256 after the data")
-    return raw.decode("ascii")
-
-
-class DirEntry(Message):
-    __slots__ = ("path", "mode", "mtime")
-    path: str
-    mode: int
-    mtime: float
-
-
-class FileEntry(Message):
-    """A file whose data follows as chunks; size is None when not known up front (stdin)."""
-
-    __slots__ = ("path", "mode", "mtime", "size")
-    path: str
-    mode: int
-    mtime: float
-    size: Optional[int]
-
-
-class LinkEntry(Message):
-    __slots__ = ("path", "target")
-    path: str
-    target: str
-
-
-class EndEntry(Message):
-    __slots__ = ()
-
-
-if TYPE_CHECKING:
-    Entry = Union[DirEntry, FileEntry, LinkEntry, EndEntry]
-
-
-def encode_entry(entry: Entry) -> bytes:
-    obj: Dict[str, Any]
-    if isinstance(entry, DirEntry):
-        obj = {"type": "dir", "path": entry.path, "mode": entry.mode, "mtime": entry.mtime}
-    elif isinstance(entry, FileEntry):
-        obj = {"type": "file", "path": entry.path, "mode": entry.mode, "mtime": entry.mtime}
-        if entry.size is not None:
-            obj["size"] = entry.size
-    elif isinstance(entry, LinkEntry):
-        obj = {"type": "link", "path": entry.path, "target": entry.target}
-    elif isinstance(entry, EndEntry):
-        obj = {"type": "end"}
-    else:
-        raise TypeError(f"not an entry: {entry!r}")
-    return _dumps(obj).encode("ascii") + EOL
-
-
-def _mode(obj: Dict[str, Any]) -> int:
-    mode: int = _field(obj, "mode", int, 0o644)
-    if not 0 <= mode <= 0o7777:
-        raise Rejected(E_BAD_REQUEST, "mode out of range")
-    return mode
-
-
-def _mtime(obj: Dict[str, Any]) -> float:
-    value = obj.get("mtime", 0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Rejected(E_BAD_REQUEST, "field 'mtime' must be a number")
-    if not 0 <= value < MAX_MTIME:
-        raise Rejected(E_BAD_REQUEST, "mtime out of range")
-    return float(value)
-
-
-def parse_entry(line: bytes) -> Entry:
-    obj = _json_object(_decode(strip_eol(line)))
-    kind = obj.get("type")
-    if kind == "end":
-        return EndEntry()
-    path = _field(obj, "path", str)
-    if kind == "dir":
-        return DirEntry(path, _mode(obj), _mtime(obj))
-    if kind == "file":
-        size = obj.get("size")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise Rejected(E_BAD_SIZE, "bad file size")
-        return FileEntry(path, _mode(obj), _mtime(obj), size)
-    if kind == "link":
-        return LinkEntry(path, _field(obj, "target", str))
-    raise Rejected(E_BAD_REQUEST, f"unknown entry type {str(kind)[:20]!r}")
-
-
-def encode_chunk_header(length: int) -> bytes:
-    """Each file's data is a run of chunks ``<length>\\r\\n<bytes>``, ended by a zero length."""
-    return b"%d\r\n" % length
-
-
-def parse_chunk_header(line: bytes) -> int:
-    raw = strip_eol(line)
-    if not raw.isdigit() or len(raw) > MAX_CHUNK_DIGITS:
-        raise Rejected(E_BAD_SIZE, "bad chunk length")
-    length = int(raw)
-    if length > MAX_CHUNK:
-        raise Rejected(E_BAD_SIZE, "chunk too large")
-    return length
 
 
 def saved_paths(reply: Reply) -> List[str]:

@@ -1,0 +1,135 @@
+"""Upload framing: the SHA-256 line after a file's data, PUT's entry lines, and chunk headers.
+
+No I/O and no state, like ``wire``; see docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from rtun.protocol.limits import MAX_CHUNK, MAX_CHUNK_DIGITS, MAX_MTIME, SHA256_HEX_LEN
+from rtun.protocol.wire import (
+    E_BAD_REQUEST,
+    E_BAD_SIZE,
+    E_CHECKSUM,
+    EOL,
+    Message,
+    Rejected,
+    decode_line,
+    dumps,
+    json_field,
+    json_object,
+    strip_eol,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare
+    from typing import Any, Dict, Optional, Union
+
+_HEX_DIGITS = b"0123456789abcdef"
+
+
+def encode_checksum(hexdigest: str) -> bytes:
+    return hexdigest.encode("ascii") + EOL
+
+
+def parse_checksum(line: bytes) -> str:
+    raw = strip_eol(line)
+    if len(raw) != SHA256_HEX_LEN or raw.strip(_HEX_DIGITS):
+        raise Rejected(E_CHECKSUM, "missing or malformed SHA-256 after the data")
+    return raw.decode("ascii")
+
+
+class DirEntry(Message):
+    __slots__ = ("path", "mode", "mtime")
+    path: str
+    mode: int
+    mtime: float
+
+
+class FileEntry(Message):
+    """A file whose data follows as chunks; size is None when not known up front (stdin)."""
+
+    __slots__ = ("path", "mode", "mtime", "size")
+    path: str
+    mode: int
+    mtime: float
+    size: Optional[int]
+
+
+class LinkEntry(Message):
+    __slots__ = ("path", "target")
+    path: str
+    target: str
+
+
+class EndEntry(Message):
+    __slots__ = ()
+
+
+if TYPE_CHECKING:
+    Entry = Union[DirEntry, FileEntry, LinkEntry, EndEntry]
+
+
+def encode_entry(entry: Entry) -> bytes:
+    obj: Dict[str, Any]
+    if isinstance(entry, DirEntry):
+        obj = {"type": "dir", "path": entry.path, "mode": entry.mode, "mtime": entry.mtime}
+    elif isinstance(entry, FileEntry):
+        obj = {"type": "file", "path": entry.path, "mode": entry.mode, "mtime": entry.mtime}
+        if entry.size is not None:
+            obj["size"] = entry.size
+    elif isinstance(entry, LinkEntry):
+        obj = {"type": "link", "path": entry.path, "target": entry.target}
+    elif isinstance(entry, EndEntry):
+        obj = {"type": "end"}
+    else:
+        raise TypeError(f"not an entry: {entry!r}")
+    return dumps(obj).encode("ascii") + EOL
+
+
+def _mode(obj: Dict[str, Any]) -> int:
+    mode: int = json_field(obj, "mode", int, 0o644)
+    if not 0 <= mode <= 0o7777:
+        raise Rejected(E_BAD_REQUEST, "mode out of range")
+    return mode
+
+
+def _mtime(obj: Dict[str, Any]) -> float:
+    value = obj.get("mtime", 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejected(E_BAD_REQUEST, "field 'mtime' must be a number")
+    if not 0 <= value < MAX_MTIME:
+        raise Rejected(E_BAD_REQUEST, "mtime out of range")
+    return float(value)
+
+
+def parse_entry(line: bytes) -> Entry:
+    obj = json_object(decode_line(strip_eol(line)))
+    kind = obj.get("type")
+    if kind == "end":
+        return EndEntry()
+    path = json_field(obj, "path", str)
+    if kind == "dir":
+        return DirEntry(path, _mode(obj), _mtime(obj))
+    if kind == "file":
+        size = obj.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise Rejected(E_BAD_SIZE, "bad file size")
+        return FileEntry(path, _mode(obj), _mtime(obj), size)
+    if kind == "link":
+        return LinkEntry(path, json_field(obj, "target", str))
+    raise Rejected(E_BAD_REQUEST, f"unknown entry type {str(kind)[:20]!r}")
+
+
+def encode_chunk_header(length: int) -> bytes:
+    """Each file's data is a run of chunks ``<length>\\r\\n<bytes>``, ended by a zero length."""
+    return b"%d\r\n" % length
+
+
+def parse_chunk_header(line: bytes) -> int:
+    raw = strip_eol(line)
+    if not raw.isdigit() or len(raw) > MAX_CHUNK_DIGITS:
+        raise Rejected(E_BAD_SIZE, "bad chunk length")
+    length = int(raw)
+    if length > MAX_CHUNK:
+        raise Rejected(E_BAD_SIZE, "chunk too large")
+    return length
