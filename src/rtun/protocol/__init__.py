@@ -1,6 +1,6 @@
 """The protocol core: pure objects, no sockets, no files, no clock. See docs/protocol.md.
 
-``wire`` encodes and decodes every line; ``sender`` is the client's side of a connection and
+``wire`` encodes and decodes requests and replies, ``framing`` the lines of an upload; ``sender`` is the client's side of a connection and
 ``receiver`` the daemon's, each fed bytes and returning events or bytes to write; ``names`` turns
 paths from the peer into safe components; ``limits`` holds every bound, once.
 """
