@@ -48,11 +48,9 @@ def command_seconds(argv: Sequence[str], repeat: int = 30, **kwargs) -> float:
 
 def peak_rss_mib(pid: int) -> float:
     """VmHWM: the peak resident set of a live process, in MiB (Linux)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc status")
+    from support.load import peak_rss_kib  # the test harness's /proc probes
+
+    return peak_rss_kib(pid) / 1024
 
 
 def table(results: List[Result]) -> str:

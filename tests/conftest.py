@@ -9,6 +9,7 @@ from typing import Iterator
 
 import pytest
 
+from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon
 from support.sshd import Forward, SshKeys, SshServer
 
@@ -68,3 +69,19 @@ def forward(sshd: SshServer, daemon: RtunDaemon, remote_home: Path) -> Iterator[
     fwd = Forward(sshd, remote_home / ".rtun" / "rtun.sock", daemon.socket).wait_up()
     yield fwd
     fwd.close()
+
+
+@pytest.fixture
+def session_bus() -> Iterator[SessionBus]:
+    """A private ``dbus-daemon`` with no notification service on it (yet)."""
+    bus = SessionBus().start()
+    yield bus
+    bus.stop()
+
+
+@pytest.fixture
+def notifications(session_bus: SessionBus, short_tmp: Path) -> Iterator[NotificationService]:
+    """The recording org.freedesktop.Notifications service, running on ``session_bus``."""
+    service = NotificationService(session_bus, short_tmp / "notifications.jsonl").start()
+    yield service
+    service.stop()

@@ -17,6 +17,7 @@ from typing import List
 import pytest
 
 from support.rtun import RtunDaemon, answers_ping, run_rtun
+from support.load import peak_rss_kib
 from support.sshd import Forward
 from support.v1peer import RawClient
 from support.wait import wait_until
@@ -214,11 +215,7 @@ def test_no_peer_can_stop_the_daemon_or_learn_its_pid_by_default(forward, daemon
 
 
 def _peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    return peak_rss_kib(pid) / 1024
 
 
 def test_one_put_cannot_grow_the_daemon_without_bound(daemon, check):

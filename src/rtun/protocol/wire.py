@@ -327,11 +327,14 @@ def parse_reply(line: bytes) -> Reply:
         return Reply(True, text[3:], None)
     if text == "READY":
         return Reply(True, "READY", None)
-    if text.startswith("ERROR"):
+    if text == "ERROR":
+        return Reply(False, text, None)
+    if text.startswith("ERROR "):
         code_token, _, message = text[6:].partition(" ")
-        if code_token.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²" and "١", which int() refuses or reads.
+        if code_token.isascii() and code_token.isdigit() and len(code_token) <= 9:
             return Reply(False, message or text, int(code_token))
-        return Reply(False, text[6:] or text, None)
+        return Reply(False, text[6:], None)
     raise Rejected(E_BAD_REQUEST, f"unexpected reply {text[:80]!r}")
 
 

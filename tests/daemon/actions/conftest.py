@@ -1,5 +1,5 @@
-"""Fixtures for the desktop actions (notify, view): a private session bus, a recording
-notification service, and a daemon started with extra environment and a config file.
+"""Fixtures for the desktop actions (notify, view): a daemon started with extra environment and
+a config file (the session bus and notification service fixtures are in tests/conftest.py).
 
 Test modules that need a special daemon override the ``daemon`` fixture of tests/conftest.py
 in their own module with ``start_daemon(env=..., config=...)``, so ``forward`` (the real ssh -R) reaches it.
@@ -12,24 +12,7 @@ from typing import Callable, Dict, Iterator, Optional
 
 import pytest
 
-from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon
-
-
-@pytest.fixture
-def session_bus() -> Iterator[SessionBus]:
-    """A private ``dbus-daemon`` with no notification service on it (yet)."""
-    bus = SessionBus().start()
-    yield bus
-    bus.stop()
-
-
-@pytest.fixture
-def notifications(session_bus: SessionBus, short_tmp: Path) -> Iterator[NotificationService]:
-    """The recording org.freedesktop.Notifications service, running on ``session_bus``."""
-    service = NotificationService(session_bus, short_tmp / "notifications.jsonl").start()
-    yield service
-    service.stop()
 
 
 def write_config(home: Path, toml: str) -> Path:
