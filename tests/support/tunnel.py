@@ -24,19 +24,25 @@ from support.wait import wait_until
 # Short intervals for tests; the defaults stay as documented.
 FAST = ["--probe-interval", "1", "--probe-timeout", "2", "--heartbeat", "1", "--max-backoff", "1",
         "--stable-after", "5", "--alive-interval", "1", "--alive-count", "2", "--connect-timeout", "3"]
+UP = "[up] 127.0.0.1:"  # the line of the up state itself; ssh's words are logged as [up] too
 
 
 class World:
     """The public server (alias ``pub``), the registry directory on it, and the client config."""
 
-    def __init__(self, keys: SshKeys, root: Path, machine: SshServer, port: Optional[int] = None) -> None:
+    def __init__(self, keys: SshKeys, root: Path, machine: SshServer, port: Optional[int] = None,
+                 authorized_keys: Optional[Path] = None, sshd_extra: str = "") -> None:
         self.keys = keys
         self.root = root
         self.machine = machine
         self.home = root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.registry = root / "registry"
-        self.server = SshServer(keys, root / "pub", alias="pub", port=port)
+        # The relay's own authorized_keys (default: the test run's shared one) and sshd_config
+        # lines (Match blocks welcome: they go last).
+        self.authorized_keys = authorized_keys
+        self.sshd_extra = sshd_extra
+        self.server = self._relay(root / "pub", port)
         self.machine_known_hosts = root / "known_machines"
         self.machine_known_hosts.touch()
         self.ssh_config = root / "ssh_config"
@@ -63,6 +69,15 @@ class World:
     def env(self, **extra: str) -> Dict[str, str]:
         return clean_env(self.home, **{"RTUN_SSH_COMMAND": self.ssh_command_line, **extra})
 
+    def _relay(self, directory: Path, port: Optional[int]) -> SshServer:
+        server = SshServer(self.keys, directory, alias="pub", port=port)
+        config = server.config.read_text()
+        if self.authorized_keys is not None:
+            config = config.replace(f"AuthorizedKeysFile {self.keys.authorized_keys}",
+                                    f"AuthorizedKeysFile {self.authorized_keys}")
+        server.config.write_text(config + self.sshd_extra)
+        return server
+
     def start(self) -> "World":
         self.server.start()
         return self
@@ -70,9 +85,14 @@ class World:
     def restart_server(self) -> None:
         """A new sshd on the same port, as after a reboot of the server."""
         self.generation += 1
-        port = self.server.port
-        self.server = SshServer(self.keys, self.root / f"pub{self.generation}", alias="pub", port=port)
+        self.server = self._relay(self.root / f"pub{self.generation}", self.server.port)
         self.server.start()
+
+    def client_config(self, identity: Path, path: Path) -> Path:
+        """An ssh_config like the world's, but offering only ``identity`` to the relay."""
+        text = self.ssh_config.read_text()
+        path.write_text(text.replace(f"IdentityFile {self.keys.user_key}", f"IdentityFile {identity}"))
+        return path
 
     def rtun(self, args: List[str], timeout: float = 60, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(RTUN + args, env=self.env(**extra), capture_output=True, text=True,
@@ -81,9 +101,11 @@ class World:
     def entries(self) -> Dict[str, dict]:
         found = {}
         for path in sorted(self.registry.glob("*.json")):
+            if path.is_symlink() or not path.is_file():  # a planted FIFO must not hang the test
+                continue
             try:
                 found[path.name] = json.loads(path.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
         return found
 
@@ -98,7 +120,8 @@ class TunnelAgent:
     """`rtun tunnel pub` as a real process, logging to a file."""
 
     def __init__(self, world: World, name: str, extra: Optional[List[str]] = None,
-                 machine_id: Optional[str] = None, prefix: Optional[List[str]] = None) -> None:
+                 machine_id: Optional[str] = None, prefix: Optional[List[str]] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.world = world
         self.name = name
         # A machine id of its own: another agent on this host (a real one, a benchmark) must not
@@ -109,7 +132,7 @@ class TunnelAgent:
                 "--registry", str(world.registry)] + FAST + (extra or [])
         args += ["--machine-id", machine_id]
         log = open(self.log, "ab")
-        self.process = subprocess.Popen((prefix or []) + RTUN + args, env=world.env(),
+        self.process = subprocess.Popen((prefix or []) + RTUN + args, env=world.env(**(env or {})),
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
 
@@ -131,7 +154,7 @@ class TunnelAgent:
             raise AssertionError(f"{exc}\n--- agent log ---\n{self.log_text()}") from None
 
     def wait_up(self, times: int = 1, timeout: float = 30) -> dict:
-        self.wait_for("[up]", times, timeout)
+        self.wait_for(UP, times, timeout)
         entry = wait_until(lambda: self.world.entry(self.name), timeout=10, what="registry entry")
         return entry
 
@@ -153,3 +176,82 @@ def kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def authorize(*argv: str) -> str:
+    """What `rtun tunnel authorize ARGV...` prints on stdout (run in this process: the command
+    is not in rtun's CLI table yet)."""
+    import argparse
+    import contextlib
+    import io
+
+    from rtun.tunnel import commands
+
+    parser = argparse.ArgumentParser()
+    commands.authorize.arguments(parser)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert commands.authorize.run(parser.parse_args(list(argv))) == 0
+    return out.getvalue()
+
+
+# The relay's sshd_config for its tunnel account, as docs/relay.md gives it (with the test
+# user, and keepalives short enough for tests).
+def relay_sshd_config(user: str) -> str:
+    return "\n".join([
+        f"Match User {user}",
+        "    AllowStreamLocalForwarding no",
+        "    AllowAgentForwarding no",
+        "    X11Forwarding no",
+        "    PermitTunnel no",
+        "    GatewayPorts no",
+        "    ClientAliveInterval 1",
+        "    ClientAliveCountMax 2",
+        "",
+    ])
+
+
+class RelayAccount:
+    """The relay set up as docs/relay.md says: the relay script installed over ssh with the
+    admin's key, and a tunnel key per machine authorized with the line `rtun tunnel authorize`
+    prints. The admin key (the test run's user key) stays unrestricted."""
+
+    def __init__(self, world: World) -> None:
+        assert world.authorized_keys is not None, "World(authorized_keys=...) first"
+        self.world = world
+        self.script = world.root / "relay" / "rtun-relay"
+        self.script.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(world.server.ssh_command + ["pub", f"cat > {self.script}"],
+                              input=authorize("--print-script"), text=True, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+
+    def tunnel_key(self, name: str, *extra: str, machine_id: Optional[str] = None) -> "TunnelKey":
+        key = TunnelKey(self, name, machine_id or f"test-{uuid.uuid4().hex}", extra)
+        with open(self.world.authorized_keys, "a") as f:  # type: ignore[arg-type]
+            f.write(key.line)
+        return key
+
+
+class TunnelKey:
+    def __init__(self, account: RelayAccount, name: str, machine_id: str, extra: tuple) -> None:
+        world = account.world
+        self.name, self.machine_id = name, machine_id
+        self.path = world.root / f"tunnel_key_{name}_{machine_id[-6:]}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-tunnel",
+                        "-f", str(self.path)], check=True)
+        self.line = authorize("--name", name, "--machine-id", machine_id, "--script", str(account.script),
+                              "--registry", str(world.registry), *extra, f"{self.path}.pub")
+        self.config = world.client_config(self.path, world.root / f"ssh_config_{self.path.name}")
+
+    @property
+    def ssh(self) -> List[str]:
+        return ["ssh", "-F", str(self.config)]
+
+    @property
+    def env(self) -> Dict[str, str]:
+        return {"RTUN_SSH_COMMAND": shlex.join(self.ssh)}
+
+    def run(self, *argv: str, input: str = "", timeout: float = 20) -> subprocess.CompletedProcess:
+        """ssh to the relay with this key alone."""
+        return subprocess.run(self.ssh + list(argv), input=input, capture_output=True, text=True,
+                              timeout=timeout)

@@ -1,4 +1,5 @@
-"""Fixtures of the tunnel tests: the machine's own sshd and a fresh public server per test."""
+"""Fixtures of the tunnel tests: the machine's own sshd and a fresh public server per test, or a
+relay set up as docs/relay.md says (its own authorized_keys and sshd_config)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Iterator, List
 import pytest
 
 from support.sshd import SshKeys, SshServer
-from support.tunnel import TunnelAgent, World
+from support.tunnel import RelayAccount, TunnelAgent, World, relay_sshd_config
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +34,18 @@ def agents() -> Iterator[List[TunnelAgent]]:
     yield started
     for agent in started:
         agent.stop()
+
+
+@pytest.fixture
+def relay_world(ssh_keys: SshKeys, machine_sshd: SshServer, short_tmp: Path) -> Iterator[World]:
+    authorized = short_tmp / "relay_authorized_keys"
+    authorized.write_text(ssh_keys.authorized_keys.read_text())  # the admin's key, unrestricted
+    w = World(ssh_keys, short_tmp, machine_sshd, authorized_keys=authorized,
+              sshd_extra=relay_sshd_config(machine_sshd.user)).start()
+    yield w
+    w.server.stop()
+
+
+@pytest.fixture
+def account(relay_world: World) -> RelayAccount:
+    return RelayAccount(relay_world)

@@ -31,8 +31,9 @@ def test_hosts_lists_the_agent_as_live(world: World, running: TunnelAgent, via: 
     args = ["hosts", "--registry", str(world.registry), "--json"] + (["--via", "pub"] if via else [])
     done = world.rtun(args)
     assert done.returncode == 0, done.stderr
-    machines = json.loads(done.stdout)["machines"]
-    assert [(m["name"], m["live"], m["state"]) for m in machines] == [("pi", True, "live")]
+    listing = json.loads(done.stdout)
+    assert [(m["name"], m["live"], m["state"]) for m in listing["machines"]] == [("pi", True, "live")]
+    assert (listing["skipped"], listing["cut"]) == ([], None)
 
 
 def test_connect_runs_a_command_on_the_machine_and_passes_its_exit_code(world: World, running: TunnelAgent) -> None:
@@ -62,10 +63,10 @@ def test_connect_unknown_name_is_a_one_line_error(world: World, running: TunnelA
 
 def test_ssh_config_block_reaches_the_machine(world: World, running: TunnelAgent) -> None:
     done = world.rtun(["ssh-config", "--via", "pub", "--registry", str(world.registry)])
-    assert done.returncode == 0 and "Host pi\n" in done.stdout and "ProxyJump pub" in done.stdout
+    assert done.returncode == 0 and "Host pi.rtun\n" in done.stdout and "ProxyJump pub" in done.stdout
     config = world.root / "with_machines"
     config.write_text(done.stdout + "\n" + world.ssh_config.read_text())
-    result = subprocess.run(["ssh", "-F", str(config), "pi", "echo", "via-config"], capture_output=True,
+    result = subprocess.run(["ssh", "-F", str(config), "pi.rtun", "echo", "via-config"], capture_output=True,
                             text=True, timeout=30)
     assert (result.returncode, result.stdout) == (0, "via-config\n"), result.stderr
 
@@ -77,13 +78,16 @@ def test_hosts_skips_hostile_files_and_lists_the_rest(world: World, running: Tun
     (reg / ("2" * 32 + ".json")).write_text("[" * 100000)
     (reg / ("3" * 32 + ".json")).write_bytes(b" " * (2 * registry.MAX_ENTRY_BYTES))
     os.mkfifo(reg / ("4" * 32 + ".json"))
-    (reg / "evil\nname.json").write_text("{}")
+    (reg / "evil\nname.json").write_text("{}")  # not an entry's name: not looked at
+    os.symlink("/etc/passwd", reg / ("5" * 32 + ".json"))
+    mine = json.loads((reg / f"{running_mid(world)}.json").read_text())
+    (reg / ("6" * 32 + ".json")).write_text(json.dumps({**mine, "name": "pi\n"}))
     for via in ([], ["--via", "pub"]):
         done = world.rtun(["hosts", "--registry", str(reg)] + via, timeout=30)
         assert done.returncode == 0, done.stderr
         rows = done.stdout.splitlines()[1:]
         assert [r.split()[0] for r in rows] == ["pi"] and "live" in rows[0]
-        assert done.stderr.count("skipped") >= 5, done.stderr
+        assert done.stderr.count("skipped") == 7, done.stderr
         assert "\x1b" not in done.stdout + done.stderr
 
 
@@ -112,3 +116,34 @@ def test_connect_argv_uses_proxyjump_and_host_key_alias() -> None:
                     "-J", "pub", "--", "127.0.0.1", "uptime"]
     local = connect.connect_argv(["ssh"], _entry("pi", "c" * 32, 12345), None, "me", [])
     assert "-J" not in local and local[-1] == "127.0.0.1" and "me" in local
+
+
+def test_two_thousand_machines_list_whole_through_the_relay(world: World) -> None:
+    reg = world.registry
+    reg.mkdir()
+    for n in range(2000):
+        e = _entry(f"m{n}", f"{n:032x}", 40000 + n % 20000)
+        (reg / e.filename).write_bytes(e.to_json())
+    done = world.rtun(["hosts", "--via", "pub", "--registry", str(reg), "--json", "--timeout", "1"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    assert len(listing["machines"]) == 2000 and (listing["skipped"], listing["cut"]) == ([], None)
+    assert done.stderr == ""
+
+
+def test_junk_cannot_push_real_entries_out_and_the_cut_is_said(world: World) -> None:
+    """Junk just under the size cap, past the listing's byte budget: every real entry is listed
+    (the smallest files go first), and the cut is said on stderr and in --json. (Through the
+    relay, the same rules are the relay script's: test_relayscript.py.)"""
+    reg = world.registry
+    reg.mkdir()
+    for n in range(20):
+        e = _entry(f"m{n}", f"{n:032x}", 40000 + n)
+        (reg / e.filename).write_bytes(e.to_json())
+    for n in range(registry.MAX_LISTING_BYTES // registry.MAX_ENTRY_BYTES + 10):
+        (reg / f"{0xf << 124 | n:032x}.json").write_bytes(b" " * registry.MAX_ENTRY_BYTES)
+    done = world.rtun(["hosts", "--registry", str(reg), "--json", "--timeout", "0.2"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    assert len(listing["machines"]) == 20 and listing["cut"].startswith("listing cut: 11 of 1054")
+    assert f"rtun hosts: {listing['cut']}\n" in done.stderr

@@ -1,9 +1,10 @@
-"""Registry entries: format, hostile input, and the server-side shell scripts run in a real sh."""
+"""Registry entries: format, hostile input, and reading a registry directory on the relay itself
+(the relay script's side is test_relayscript.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,24 @@ def test_unknown_fields_are_kept_aside_not_rejected() -> None:
     ({"name": "a\x1b[2Jb"}, "invalid value"),
     ({"user": "-l"}, "invalid value"),
     ({"os": "x\ny"}, "invalid value"),
+    # `$` in a Python pattern matches before a final newline: every field must fullmatch.
+    ({"name": "pi\n"}, "invalid value"),
+    ({"user": "pi\n"}, "invalid value"),
+    ({"hostname": "pi\n"}, "invalid value"),
+    ({"os": "Linux\n"}, "invalid value"),
+    ({"agent_version": "0.1\n"}, "invalid value"),
+    ({"machine_id": "0123456789abcdef0123456789abcdef\n"}, "invalid value"),
+    ({"last_seen": "2024-05-01T10:01:00Z\n"}, "invalid value"),
+    ({"name": "a b"}, "invalid value"),
+    ({"name": "pi#x"}, "invalid value"),
+    ({"name": "*"}, "invalid value"),
+    ({"name": "!pi"}, "invalid value"),
+    ({"name": "pi%h"}, "invalid value"),
+    ({"name": "p\"i"}, "invalid value"),
+    ({"name": "x" * 64}, "invalid value"),
+    ({"name": "caf\u00e9"}, "invalid value"),
+    ({"user": "a\u202eb"}, "invalid value"),
+    ({"os": "\u0085"}, "invalid value"),
     ({"status": "hacked"}, "invalid value"),
     ({"last_seen": "2024-13-45T99:99:99Z"}, "not a valid time"),
     ({"schema": 2}, "unsupported schema"),
@@ -70,51 +89,45 @@ def test_parse_files_reports_bad_files_and_keeps_good_ones() -> None:
     assert len(problems) == 2 and "does not match" in problems[1]
 
 
-def _sh(command: str, **kwargs) -> subprocess.CompletedProcess:
-    # The command is what ssh hands to the login shell; run it the same way.
-    return subprocess.run(["sh", "-c", command], capture_output=True, timeout=10, **kwargs)
+def _write(directory: Path, e: registry.Entry) -> None:
+    (directory / e.filename).write_bytes(e.to_json())
 
 
-def test_write_command_creates_the_directory_and_replaces_atomically(tmp_path: Path) -> None:
-    target = tmp_path / "a dir" / "hosts"
-    e = entry()
-    for port in (1111, 2222):
-        e.port = port
-        done = _sh(registry.write_command(str(target), e.filename), input=e.to_json())
-        assert done.returncode == 0, done.stderr
-    assert [p.name for p in target.iterdir()] == [e.filename]  # no temporary file left behind
-    assert registry.parse_entry((target / e.filename).read_bytes()).port == 2222
-    assert oct(target.stat().st_mode & 0o777) == "0o700"
+def test_read_local_takes_entry_names_and_regular_files_only(tmp_path: Path) -> None:
+    good = entry()
+    _write(tmp_path, good)
+    (tmp_path / "x.json").write_text("{}")  # not an entry's name: not an entry
+    (tmp_path / "evil\nname.json").write_text("{}")
+    (tmp_path / ("a" * 32 + ".json\n")).write_text("{}")
+    os.mkfifo(tmp_path / ("b" * 32 + ".json"))
+    os.symlink(tmp_path / good.filename, tmp_path / ("c" * 32 + ".json"))
+    (tmp_path / ("d" * 32 + ".json")).write_bytes(b" " * (registry.MAX_ENTRY_BYTES + 1))
+    found = registry.read_local(str(tmp_path))
+    assert found.files == [(good.filename, good.to_json())] and found.cut is None
+    assert sorted(found.problems) == sorted([
+        f"skipped {'b' * 32}.json: not a regular file", f"skipped {'c' * 32}.json: not a regular file",
+        f"skipped {'d' * 32}.json: larger than {registry.MAX_ENTRY_BYTES} bytes"])
 
 
-def test_write_command_expands_the_home_of_the_login(tmp_path: Path) -> None:
-    e = entry()
-    done = _sh(registry.write_command("~/.rtun/hosts", e.filename), input=e.to_json(),
-               env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0 and (tmp_path / ".rtun" / "hosts" / e.filename).exists()
+def test_read_local_says_when_the_listing_is_cut_and_keeps_the_small_entries(tmp_path: Path) -> None:
+    big = registry.MAX_ENTRY_BYTES
+    count = registry.MAX_LISTING_BYTES // big + 5  # junk just under the size cap, past the budget
+    for n in range(count):
+        (tmp_path / f"{n:032x}.json").write_bytes(b" " * big)
+    real = entry(machine_id="f" * 32)
+    _write(tmp_path, real)
+    found = registry.read_local(str(tmp_path))
+    assert (real.filename, real.to_json()) in found.files  # smallest first: junk cannot hide it
+    assert found.cut is not None and "6 of" in found.cut and "not read" in found.cut
 
 
-def test_list_command_output_parses_back_including_hostile_names(tmp_path: Path) -> None:
-    e = entry()
-    (tmp_path / e.filename).write_bytes(e.to_json())
-    (tmp_path / "we ird\nF 9 9\n.json").write_bytes(b"F 1 1\nxx")
-    (tmp_path / ("b" * 32 + ".json")).write_bytes(b"x" * 100000)
-    (tmp_path / "ignored.txt").write_text("not json")
-    done = _sh(registry.list_command(str(tmp_path)))
-    assert done.returncode == 0, done.stderr
-    files, problems = registry.parse_listing(done.stdout)
-    assert problems == []
-    by_name = dict(files)
-    assert set(by_name) == {e.filename, "we ird\nF 9 9\n.json", "b" * 32 + ".json"}
-    assert by_name[e.filename] == e.to_json()
-    assert len(by_name["b" * 32 + ".json"]) == registry.MAX_ENTRY_BYTES + 1  # capped on the server
+def test_a_missing_registry_is_empty_and_an_unreadable_one_is_a_problem(tmp_path: Path) -> None:
+    assert registry.read_local(str(tmp_path / "none")) == registry.Files()
+    (tmp_path / "file").write_text("")
+    assert "cannot read" in registry.read_local(str(tmp_path / "file")).problems[0]
 
 
-def test_list_command_on_a_missing_directory_lists_nothing(tmp_path: Path) -> None:
-    done = _sh(registry.list_command(str(tmp_path / "none")))
-    assert done.returncode == 0 and registry.parse_listing(done.stdout) == ([], [])
-
-
-def test_garbled_listing_stops_with_a_problem() -> None:
-    files, problems = registry.parse_listing(b"F 3 2\nabcxyGARBAGE")
-    assert files == [("abc", b"xy")] and "garbled" in problems[0]
+def test_printable_escapes_everything_a_terminal_would_act_on() -> None:
+    assert registry.printable("plain text ~") == "plain text ~"
+    assert registry.printable("a\nb\x1b[2J\u202e\\\udcff") == "a\\nb\\x1b[2J\\u202e\\\\\\udcff"
+    assert registry.printable("x" * 300, 10) == "x" * 10 + "..."

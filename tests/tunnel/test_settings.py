@@ -82,6 +82,12 @@ def test_local_host_port_and_bad_values() -> None:
     (["--heartbeat", "0"], "--heartbeat must be positive"),
     (["--max-backoff", "-1"], "--max-backoff must be positive"),
     (["--alive-count", "0"], "--alive-count must be positive"),
+    # What reaches ssh's argv or the service file: whole values only, no control characters.
+    (["--name", "pi\n"], "--name 'pi\\n': use letters"),
+    (["--login-user", "pi\n"], "login user 'pi\\n' is not a valid user name"),
+    (["--registry", "hosts\nExecStartPre=/bin/sh"], "--registry 'hosts\\nExecStartPre=/bin/sh': printable"),
+    (["--local", "a b:22"], "--local 'a b:22' is not HOST:PORT"),
+    (["--local=-oProxyCommand=x:22"], "is not HOST:PORT"),
 ])
 def test_bad_values_are_usage_errors(argv, message) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
@@ -89,7 +95,9 @@ def test_bad_values_are_usage_errors(argv, message) -> None:
 
 
 @pytest.mark.parametrize("server, message", [(None, "name the server"), ("", "name the server"),
-                                             ("-oProxyCommand=x", "is not an ssh destination")])
+                                             ("-oProxyCommand=x", "is not an ssh destination"),
+                                             ("pub\n", "is not an ssh destination"),
+                                             ("pub -oProxyCommand=x", "is not an ssh destination")])
 def test_the_server_is_required_and_no_option(server, message) -> None:
     with pytest.raises(UsageError, match=message):
         settings_from(server, parsed())

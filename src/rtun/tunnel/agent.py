@@ -19,7 +19,7 @@ import time
 from typing import Callable, List, Optional, TextIO, Tuple
 
 from rtun import __version__
-from rtun.tunnel import identity, registry, sshargv, sshproc
+from rtun.tunnel import banner, identity, registry, relay, sshargv, sshproc
 from rtun.tunnel import messages as msg
 from rtun.tunnel.settings import Settings
 from rtun.tunnel.supervisor import Supervisor
@@ -36,6 +36,7 @@ class Agent:
         self.clock = clock
         self.supervisor = Supervisor(settings, clock, random.random)
         self.master: Optional[sshproc.Master] = None
+        self.relay: Optional[relay.Relay] = None  # the registry requests over the master
         self.entry: Optional[registry.Entry] = None  # this connection's registry entry
         self.direct: Optional[Tuple[str, int]] = None
         self._stop_flag = False
@@ -133,7 +134,7 @@ class Agent:
             if not master.alive():
                 return msg.SshExited(master.exit_reason())
             s = self.settings
-            return msg.ProbeFailed(sshproc.tcp_banner(s.local_host, s.local_port, timeout=2.0))
+            return msg.ProbeFailed(banner.tcp_banner(s.local_host, s.local_port, timeout=2.0))
         if isinstance(action, msg.Reclaim):
             try:
                 master.forward(self._spec(action.port))
@@ -164,7 +165,7 @@ class Agent:
         return self._take_signal() or msg.ConnectFailed(self.master.exit_reason())
 
     def _server_answers(self, timeout: float) -> bool:
-        return self.direct is not None and sshproc.tcp_banner(*self.direct, timeout=timeout)
+        return self.direct is not None and banner.tcp_banner(*self.direct, timeout=timeout)
 
     def _wait(self, action: msg.Wait) -> msg.Event:
         """Until the deadline, a signal, the end of ssh, or (when asked) the server's banner."""
@@ -204,14 +205,15 @@ class Agent:
         entry.port, entry.last_seen = action.port, stamp
         if isinstance(action, msg.MarkOffline):
             entry.status, entry.disconnected_at = "offline", stamp
-        command = registry.write_command(self.settings.registry, entry.filename)
-        done = master.run(command, input=entry.to_json(), timeout=5 if isinstance(action, msg.MarkOffline) else 15)
-        if done.returncode != 0:
-            return msg.WriteFailed(sshargv.last_line(done.stderr.decode("utf-8", "replace"))
-                                  or f"exit {done.returncode}")
+        if self.relay is None:
+            self.relay = relay.Relay(master.run, self.settings.registry)
+        try:
+            self.relay.put(entry, timeout=5 if isinstance(action, msg.MarkOffline) else 15)
+        except relay.RelayError as exc:
+            return msg.WriteFailed(exc.message)
         return msg.EntryWritten()
 
     def _close(self) -> None:
         if self.master is not None:
             self.master.close()
-        self.master, self.entry = None, None
+        self.master, self.entry, self.relay = None, None, None

@@ -1,5 +1,5 @@
-"""The tunnel commands: `rtun tunnel` (and its `install`, `uninstall` forms), `rtun hosts`,
-`rtun connect` and `rtun ssh-config`, each its options and its handler.
+"""The tunnel commands: `rtun tunnel` (and its `install`, `uninstall` and `authorize` forms),
+`rtun hosts`, `rtun connect` and `rtun ssh-config`, each its options and its handler.
 
 The agent's options are declared once, in settings.py; the service's here.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, NoReturn, Tuple
+from typing import Any, Dict, List, NoReturn, Tuple
 
 from rtun.command import Command
 from rtun.errors import UsageError
 from rtun.tunnel import connect as machines
-from rtun.tunnel import identity, registry, service, sshproc
+from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service, sshproc
 from rtun.tunnel.agent import Agent
 from rtun.tunnel.settings import add_agent_options, service_flags, settings_from
 
@@ -97,14 +97,95 @@ install = Command(_install_arguments, _run_install,
 uninstall = Command(_service_options, _run_uninstall, description="stop and remove the boot service")
 
 
+# -- rtun tunnel authorize -------------------------------------------------------------------
+
+def _authorize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", nargs="?", metavar="KEY",
+                        help="the tunnel key: a public key file, '-' for stdin, or the key itself")
+    parser.add_argument("--name", help="the machine's name (default: this host name)")
+    ports = parser.add_mutually_exclusive_group()
+    ports.add_argument("--port", type=int, help="its port on the relay (default: this machine's "
+                       "stable port, as the agent derives it)")
+    ports.add_argument("--any-port", action="store_true",
+                       help="allow any port on the relay's loopback (lets the agent fall back to a "
+                       "relay-chosen port, and the key reach every loopback port)")
+    parser.add_argument("--registry", metavar="DIR", default=relay.DEFAULT_RELAY_DIR,
+                        help="registry directory on the relay, from the account's home (.rtun/hosts)")
+    parser.add_argument("--script", metavar="PATH", default=relay.DEFAULT_SCRIPT,
+                        help="where the relay script is on the relay (.rtun/rtun-relay)")
+    parser.add_argument("--print-script", action="store_true",
+                        help="print the relay script to install there, instead of the line")
+    parser.add_argument("--machine-id", help=argparse.SUPPRESS)  # tests: as `rtun tunnel`'s
+
+
+def _read_key(key: str) -> str:
+    if key == "-":
+        return sys.stdin.read(16384)
+    if key.split(" ", 1)[0] in relay.KEY_TYPES:
+        return key
+    try:
+        with open(os.path.expanduser(key), encoding="ascii", errors="replace") as f:
+            return f.read(16384)
+    except OSError as exc:
+        raise UsageError(f"cannot read {key}: {exc.strerror}") from None
+
+
+def _run_authorize(args: argparse.Namespace) -> int:
+    if args.print_script:
+        sys.stdout.write(relayscript.SCRIPT)
+        return 0
+    if not args.key:
+        raise UsageError("name the tunnel key: rtun tunnel authorize KEY.pub (or --print-script)")
+    try:
+        kind, blob = relay.parse_public_key(_read_key(args.key))
+        script = relay.relay_path("--script", args.script)
+        directory = relay.relay_path("--registry", args.registry)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    name = args.name or identity.default_name()
+    if not registry.valid(registry.NAME_RE, name):
+        raise UsageError(f"--name {registry.quoted(name)}: use letters, digits, '.', '_' and '-'")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a TCP port")
+    mid = identity.machine_id(args.machine_id)
+    port = None if args.any_port else args.port or identity.preferred_port(mid)
+    print(relay.authorized_line(kind, blob, mid, name, port, script, directory))
+    print(f"rtun tunnel authorize: for ~/.ssh/authorized_keys of the relay account; the relay "
+          f"script goes to {script} there: rtun tunnel authorize --print-script | ssh RELAY "
+          f"'umask 022; mkdir -p {os.path.dirname(script) or '.'} && cat > {script}' (docs/relay.md)",
+          file=sys.stderr)
+    return 0
+
+
+authorize = Command(
+    _authorize_arguments, _run_authorize,
+    usage="rtun tunnel authorize [--name NAME] [--port PORT | --any-port] [--registry DIR] "
+          "[--script PATH] KEY\n       rtun tunnel authorize --print-script",
+    description="Print the authorized_keys line that confines a machine's tunnel key on the relay: "
+    "its own forward, its own registry entry and the listing, nothing else (docs/relay.md).",
+)
+
+
 # -- rtun hosts / connect / ssh-config -----------------------------------------------------
+
+MAX_PROBLEM_LINES = 50  # on stderr; --json lists them all
+
+
+def _report(command: str, problems: List[str]) -> None:
+    for problem in problems[:MAX_PROBLEM_LINES]:
+        print(f"rtun {command}: {problem}", file=sys.stderr)
+    if len(problems) > MAX_PROBLEM_LINES:
+        print(f"rtun {command}: ... and {len(problems) - MAX_PROBLEM_LINES} more files skipped "
+              "(--json lists them all)", file=sys.stderr)
+
 
 def _listing(args: argparse.Namespace, probe: bool) -> machines.Listing:
     ssh = sshproc.ssh_base() if args.via else None
     listing = machines.load(ssh, args.via, args.registry or registry.DEFAULT_DIR, probe=probe,
                             timeout=getattr(args, "timeout", 3.0))
-    for problem in listing.problems:
-        print(f"rtun {args.command}: {problem}", file=sys.stderr)
+    _report(args.command, listing.problems)
+    if listing.cut is not None:
+        print(f"rtun {args.command}: {listing.cut}", file=sys.stderr)
     return listing
 
 
@@ -173,7 +254,7 @@ def _run_connect(args: argparse.Namespace) -> int:
     ssh = sshproc.ssh_base()
     listing = _listing(args, probe=False)
     entry = machines.find(listing.entries, args.name)
-    if args.login is not None and not registry.USER_RE.match(args.login):
+    if args.login is not None and not registry.valid(registry.USER_RE, args.login):
         raise UsageError(f"-l {args.login!r} is not a valid user name")
     command = machines.split_command(args.remote_command)
     return machines.exec_ssh(machines.connect_argv(ssh, entry, args.via, args.login, command))
@@ -190,7 +271,9 @@ def _ssh_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_ssh_config(args: argparse.Namespace) -> int:
     listing = _listing(args, probe=False)
-    sys.stdout.write(machines.ssh_config(listing.entries, args.via))
+    text, problems = hostnames.ssh_config(listing.entries, args.via)
+    _report(args.command, problems)
+    sys.stdout.write(text)
     return 0
 
 

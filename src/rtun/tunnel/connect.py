@@ -1,20 +1,20 @@
 """Finding and using registered machines: `rtun hosts`, `rtun connect`, `rtun ssh-config`.
 
-On the server itself these read the registry directory and probe 127.0.0.1 directly; elsewhere
-(``--via SERVER``) they open one ssh connection to the server, list the registry over it and
-probe every port through it, concurrently.
+On the relay itself these read the registry directory and probe 127.0.0.1 directly; elsewhere
+(``--via RELAY``) they open one ssh connection to the relay, list the registry over it (one
+request, relay.py) and probe every port through it, all at once (Master.probe_many).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from rtun.errors import RtunError
-from rtun.tunnel import registry, sshargv, sshproc
+from rtun.tunnel import banner, hostnames, registry, relay, sshargv, sshproc
+from rtun.tunnel.hostnames import aliases
 
 
 class UnknownMachineError(RtunError):
@@ -22,7 +22,7 @@ class UnknownMachineError(RtunError):
 
 
 class RegistryUnreachableError(RtunError):
-    """The server holding the registry could not be reached; the message has ssh's reason."""
+    """The relay holding the registry could not be reached; the message has ssh's reason."""
 
 
 @dataclass
@@ -30,6 +30,10 @@ class Listing:
     entries: List[registry.Entry]
     problems: List[str]
     live: Dict[str, bool]
+    cut: Optional[str] = None  # why the listing stopped early; None when complete
+
+
+PROBE_BATCH = 256  # direct probes at once, on the relay itself
 
 
 def _via_master(ssh: List[str], via: str) -> sshproc.Master:
@@ -46,37 +50,40 @@ def _via_master(ssh: List[str], via: str) -> sshproc.Master:
     return master
 
 
-def _probe_all(ports: Sequence[int], probe: Callable[[int], bool], workers: int = 16) -> Dict[int, bool]:
+def _probe_direct(ports: Sequence[int], timeout: float) -> Dict[int, bool]:
     unique = sorted(set(ports))
-    if not unique:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(workers, len(unique))) as pool:
-        return dict(zip(unique, pool.map(probe, unique)))
+    found: Dict[int, bool] = {}
+    for start in range(0, len(unique), PROBE_BATCH):
+        chunk = unique[start:start + PROBE_BATCH]
+        found.update(zip(chunk, banner.banners([("127.0.0.1", p) for p in chunk], timeout)))
+    return found
 
 
 def load(ssh: Optional[List[str]], via: Optional[str], directory: str, probe: bool = True,
          timeout: float = 3.0) -> Listing:
     """The registry's valid entries, the files skipped, and which ports answer with a banner."""
+    hostnames.check_via(via)
     if via is None:
-        files, problems = registry.read_local(directory)
-        entries, bad = registry.parse_files(files)
-        live = _probe_all([e.port for e in entries],
-                          lambda port: sshproc.tcp_banner("127.0.0.1", port, timeout)) if probe else {}
-        return Listing(entries, problems + bad, {e.machine_id: live.get(e.port, False) for e in entries})
-    assert ssh is not None
-    master = _via_master(ssh, via)
-    try:
-        done = master.run(registry.list_command(directory), timeout=30)
-        if done.returncode != 0:
-            said = sshargv.last_line(done.stderr.decode("utf-8", "replace"))
-            raise RegistryUnreachableError(f"cannot list {directory} on {via}: {said or done.returncode}")
-        files, problems = registry.parse_listing(done.stdout)
-        entries, bad = registry.parse_files(files)
-        live = _probe_all([e.port for e in entries],
-                          lambda port: master.probe("127.0.0.1", port, timeout), workers=8) if probe else {}
-    finally:
-        master.close()
-    return Listing(entries, problems + bad, {e.machine_id: live.get(e.port, False) for e in entries})
+        files = registry.read_local(directory)
+        entries, bad = registry.parse_files(files.files)
+        live = _probe_direct([e.port for e in entries], timeout) if probe else {}
+    else:
+        assert ssh is not None
+        master = _via_master(ssh, via)
+        try:
+            try:
+                files = relay.Relay(master.run, directory).list()
+            except relay.RelayError as exc:
+                raise RegistryUnreachableError(f"cannot list {registry.quoted(directory)} on {via}: "
+                                               f"{exc.message}") from None
+            entries, bad = registry.parse_files(files.files)
+            # A port nothing listens on is down: no need to probe it (when the relay could say).
+            ports = [e.port for e in entries if files.listening is None or e.port in files.listening]
+            live = master.probe_many(ports, timeout) if probe else {}
+        finally:
+            master.close()
+    return Listing(entries, files.problems + bad, {e.machine_id: live.get(e.port, False) for e in entries},
+                   files.cut)
 
 
 def format_age(seconds: float) -> str:
@@ -93,21 +100,13 @@ def status(entry: registry.Entry, live: bool) -> str:
     return "offline" if entry.status == "offline" else "down"
 
 
-def aliases(entries: Sequence[registry.Entry]) -> Dict[str, str]:
-    """The name to call each machine by (machine id -> alias): its own name, or NAME-ID8 when
-    several machines chose the same name."""
-    counts: Dict[str, int] = {}
-    for e in entries:
-        counts[e.name] = counts.get(e.name, 0) + 1
-    return {e.machine_id: e.name if counts[e.name] == 1 else f"{e.name}-{e.machine_id[:8]}" for e in entries}
-
-
 def table(listing: Listing, now: Optional[float] = None) -> str:
     names = aliases(listing.entries)
-    rows = [("NAME", "PORT", "USER", "LAST SEEN", "STATUS", "OS")]
+    rows: List[Tuple[str, ...]] = [("NAME", "PORT", "USER", "LAST SEEN", "STATUS", "OS")]
     for e in listing.entries:
-        rows.append((names[e.machine_id], str(e.port), e.user, format_age(e.age(now)),
-                     status(e, listing.live.get(e.machine_id, False)), e.os))
+        row = (names[e.machine_id], str(e.port), e.user, format_age(e.age(now)),
+               status(e, listing.live.get(e.machine_id, False)), e.os)
+        rows.append(tuple(registry.printable(cell) for cell in row))  # validated; and never a split row
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -120,25 +119,32 @@ def as_json(listing: Listing, now: Optional[float] = None) -> str:
         data.update(alias=names[e.machine_id], live=listing.live.get(e.machine_id, False),
                     age_seconds=int(e.age(now)), state=status(e, listing.live.get(e.machine_id, False)))
         out.append(data)
-    return json.dumps({"machines": out, "skipped": listing.problems}, indent=2)
+    return json.dumps({"machines": out, "skipped": listing.problems, "cut": listing.cut}, indent=2)
 
 
 def find(entries: Sequence[registry.Entry], name: str) -> registry.Entry:
-    """A machine by name, by NAME-ID8 alias, or by a machine id prefix."""
+    """A machine by name, by its alias (NAME-ID8, with or without ``.rtun``, in any case), or
+    by a machine id prefix."""
     names = aliases(entries)
-    by_alias = [e for e in entries if names[e.machine_id] == name]
-    if by_alias:
+    wanted = hostnames.strip_suffix(name).lower()
+    by_alias = [e for e in entries if names[e.machine_id].lower() == wanted]
+    if len(by_alias) == 1:
         return by_alias[0]
-    by_name = [e for e in entries if e.name == name]
+    if len(by_alias) > 1:
+        ids = ", ".join(sorted(e.machine_id for e in by_alias))
+        raise UnknownMachineError(f"several machines are called {registry.quoted(name)}: "
+                                  f"name one by its machine id ({ids})")
+    by_name = [e for e in entries if e.name.lower() == wanted]
     if len(by_name) > 1:
-        choices = ", ".join(names[e.machine_id] for e in by_name)
-        raise UnknownMachineError(f"several machines are named {name!r}: use one of {choices}")
-    lowered = name.lower()
-    by_id = [e for e in entries if len(lowered) >= 4 and e.machine_id.startswith(lowered)]
+        choices = ", ".join(sorted(names[e.machine_id] for e in by_name))
+        raise UnknownMachineError(f"several machines are named {registry.quoted(name)}: "
+                                  f"use one of {choices}")
+    by_id = [e for e in entries if len(wanted) >= 4 and e.machine_id.startswith(wanted)]
     if len(by_id) == 1:
         return by_id[0]
-    known = ", ".join(sorted(names.values())) or "none"
-    raise UnknownMachineError(f"no machine named {name!r} in the registry (known: {known})")
+    known = ", ".join(sorted(names.values())[:50]) or "none"
+    raise UnknownMachineError(f"no machine named {registry.quoted(name)} in the registry "
+                              f"(known: {known})")
 
 
 def connect_argv(ssh: Sequence[str], entry: registry.Entry, via: Optional[str], user: Optional[str],
@@ -150,22 +156,9 @@ def connect_argv(ssh: Sequence[str], entry: registry.Entry, via: Optional[str], 
     argv = list(ssh) + ["-o", f"HostKeyAlias={entry.host_key_alias}", "-p", str(entry.port),
                         "-l", user or entry.user]
     if via is not None:
-        argv += ["-J", via]
+        argv += ["-J", hostnames.check_via(via) or via]
     argv += ["--", "127.0.0.1"]
     return argv + list(command)
-
-
-def ssh_config(entries: Sequence[registry.Entry], via: Optional[str]) -> str:
-    names = aliases(entries)
-    where = f"through {via}" if via else "on this server"
-    blocks = [f"# Machines registered {where}; generated by `rtun ssh-config`."]
-    for e in entries:
-        lines = [f"Host {names[e.machine_id]}", "    HostName 127.0.0.1", f"    Port {e.port}",
-                 f"    User {e.user}", f"    HostKeyAlias {e.host_key_alias}"]
-        if via is not None:
-            lines.append(f"    ProxyJump {via}")
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
 
 
 def exec_ssh(argv: List[str]) -> int:

@@ -1,8 +1,9 @@
-"""The registry on the server: one JSON file per machine (format in docs/registry.md).
+"""The registry on the relay: one JSON file per machine (format in docs/registry.md).
 
-Writing needs only a POSIX shell on the server: the agent pipes the entry into ``sh -c`` over its
-own SSH connection, which writes a temporary file and renames it into place. Reading treats every
-file as hostile: size-capped, strictly validated, and a bad file is reported and skipped.
+Entries are written on the relay by its ``rtun-relay`` script (relayscript.py, driven from
+relay.py). Reading treats every file as hostile: only ``<machine id>.json`` names, regular files,
+size-capped, strictly validated (every pattern matches the whole value: no trailing newline gets
+through), and a bad file is reported and skipped; a listing that had to stop early says so.
 """
 
 from __future__ import annotations
@@ -11,29 +12,34 @@ import calendar
 import json
 import os
 import re
-import shlex
 import stat
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, FrozenSet, List, Optional, Pattern, Tuple
+
+from rtun.tunnel.relayscript import MAX_ENTRY_BYTES, MAX_FILES, MAX_LISTING_BYTES
 
 SCHEMA = 1
 DEFAULT_DIR = "~/.rtun/hosts"
-MAX_ENTRY_BYTES = 64 * 1024
-MAX_FILES = 1000
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}$")
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
-TEXT_RE = re.compile(r"^[\x20-\x7e]{0,100}$")  # printable ASCII: safe on any terminal
-TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-FILE_RE = re.compile(r"^[0-9a-f]{32}\.json$")
+# Used with fullmatch() only: `$` would also match before a final newline.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+MACHINE_ID_RE = re.compile(r"[0-9a-f]{32}")
+USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}")
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,255}")
+TEXT_RE = re.compile(r"[\x20-\x7e]{0,100}")  # printable ASCII: safe on any terminal
+TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+FILE_RE = re.compile(r"[0-9a-f]{32}\.json")
 STATUSES = ("online", "offline")
 
 
 class RegistryError(ValueError):
     """An entry that is not a valid registry entry; the message says why."""
+
+
+def valid(pattern: Pattern[str], value: object) -> bool:
+    """``value`` is a string that ``pattern`` matches from its first character to its last."""
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 def now_iso(now: Optional[float] = None) -> str:
@@ -67,7 +73,7 @@ class Entry:
 
     @property
     def host_key_alias(self) -> str:
-        """Names the machine in known_hosts: every machine is 127.0.0.1:PORT on the server, so
+        """Names the machine in known_hosts: every machine is 127.0.0.1:PORT on the relay, so
         keys are stored per machine instead, and never clash when ports move."""
         return f"rtun-{self.name}-{self.machine_id[:8]}"
 
@@ -80,10 +86,13 @@ class Entry:
         return max(0.0, (time.time() if now is None else now) - parse_iso(self.last_seen))
 
 
+_FIELDS = frozenset(f.name for f in fields(Entry)) - {"extra"}
+
+
 def entry_filename(machine_id: str) -> str:
     """One file per machine id: two machines that chose the same name never share a file."""
-    if not MACHINE_ID_RE.match(machine_id):
-        raise RegistryError(f"bad machine id {machine_id!r}")
+    if not valid(MACHINE_ID_RE, machine_id):
+        raise RegistryError(f"bad machine id {safe_label(str(machine_id))!r}")
     return f"{machine_id}.json"
 
 
@@ -91,7 +100,7 @@ def _reject_constant(name: str) -> Any:
     raise RegistryError(f"{name} is not valid JSON")
 
 
-def _field(data: Dict[str, Any], key: str, kind: type, pattern: Optional[re.Pattern[str]] = None,
+def _field(data: Dict[str, Any], key: str, kind: type, pattern: Optional[Pattern[str]] = None,
            required: bool = True) -> Any:
     if key not in data:
         if required:
@@ -100,17 +109,19 @@ def _field(data: Dict[str, Any], key: str, kind: type, pattern: Optional[re.Patt
     value = data[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         raise RegistryError(f"field {key!r} is not a {kind.__name__}")
-    if pattern is not None and not (isinstance(value, str) and pattern.match(value)):
+    if pattern is not None and not valid(pattern, value):
         raise RegistryError(f"field {key!r} has an invalid value")
     return value
 
 
 def parse_entry(raw: bytes) -> Entry:
-    """Validate one file's bytes; raises RegistryError with a short reason."""
+    """Validate one file's bytes; raises RegistryError (and nothing else) with a short reason."""
+    if not isinstance(raw, (bytes, bytearray)):
+        raise RegistryError("not bytes")
     if len(raw) > MAX_ENTRY_BYTES:
         raise RegistryError(f"larger than {MAX_ENTRY_BYTES} bytes")
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        data = json.loads(bytes(raw).decode("utf-8"), parse_constant=_reject_constant)
     except RegistryError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -150,13 +161,51 @@ def parse_entry(raw: bytes) -> Entry:
                 parse_iso(value)
             except ValueError:
                 raise RegistryError(f"field {key!r} is not a valid time") from None
-    entry.extra = {k: v for k, v in data.items() if k not in asdict(entry)}
+    entry.extra = {k: v for k, v in data.items() if k not in _FIELDS}
     return entry
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` fit for one line on a terminal: anything but printable ASCII escaped, shortened."""
+    out = []
+    for c in text[:limit]:
+        if c == "\\":
+            out.append("\\\\")
+        elif " " <= c <= "~":
+            out.append(c)
+        else:
+            out.append(c.encode("unicode_escape").decode("ascii"))
+    return "".join(out) + ("..." if len(text) > limit else "")
+
+
+def quoted(text: str) -> str:
+    """``text`` in quotes for a one-line message: what a user typed, or a peer sent, shown as is
+    but escaped."""
+    return f"'{printable(text)}'"
 
 
 def safe_label(name: str) -> str:
     """A file name fit to print in a one-line message, whatever bytes it holds."""
-    return repr(name)[1:-1][:80]
+    return printable(name, 80)
+
+
+@dataclass
+class Files:
+    """The entry files of one listing: (file name, bytes) pairs, one problem line per file
+    skipped, why the listing stopped early (None when it is complete), and which ports have a
+    listener on the relay (None when it could not say)."""
+
+    files: List[Tuple[str, bytes]] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    cut: Optional[str] = None
+    listening: Optional[FrozenSet[int]] = None  # ports with a listener there, when known
+
+
+def cut_note(seen: int, unread: int) -> Optional[str]:
+    if unread <= 0:
+        return None
+    return (f"listing cut: {unread} of {seen} entry files not read (at most {MAX_FILES} files "
+            f"and {MAX_LISTING_BYTES // (1024 * 1024)} MiB per listing, smallest first)")
 
 
 def parse_files(files: List[Tuple[str, bytes]]) -> Tuple[List[Entry], List[str]]:
@@ -175,85 +224,58 @@ def parse_files(files: List[Tuple[str, bytes]]) -> Tuple[List[Entry], List[str]]
     return entries, problems
 
 
-def read_local(directory: str) -> Tuple[List[Tuple[str, bytes]], List[str]]:
-    """The ``*.json`` files of a local registry directory, read defensively."""
+def read_local(directory: str) -> Files:
+    """The entry files of a registry directory on this host, by the rules the relay script
+    follows: ``<machine id>.json`` names only, regular files only (no links, FIFOs or devices),
+    at most MAX_FILES files and MAX_LISTING_BYTES bytes, smallest first."""
     path = os.path.expanduser(directory)
     try:
-        names = sorted(os.listdir(path))
+        names = sorted(n for n in os.listdir(path) if valid(FILE_RE, n))
     except FileNotFoundError:
-        return [], []
+        return Files()
     except OSError as exc:
-        return [], [f"cannot read {path}: {exc.strerror}"]
-    files, problems = [], []
-    for name in [n for n in names if n.endswith(".json")][:MAX_FILES]:
-        full = os.path.join(path, name)
+        return Files(problems=[f"cannot read {safe_label(path)}: {exc.strerror}"])
+    result = Files()
+    sized: List[Tuple[int, str]] = []
+    for name in names[:MAX_FILES]:
         try:
-            # O_NONBLOCK: a FIFO planted in the directory must not hang us.
-            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-        except OSError as exc:
-            problems.append(f"skipped {safe_label(name)}: {exc.strerror}")
+            info = os.lstat(os.path.join(path, name))
+        except OSError:
+            continue  # gone since the listing
+        if not stat.S_ISREG(info.st_mode):
+            result.problems.append(f"skipped {name}: not a regular file")
+        elif info.st_size > MAX_ENTRY_BYTES:
+            result.problems.append(f"skipped {name}: larger than {MAX_ENTRY_BYTES} bytes")
+        else:
+            sized.append((info.st_size, name))
+    used = unread = 0
+    for size, name in sorted(sized):
+        used += size
+        if used > MAX_LISTING_BYTES:
+            unread += 1
             continue
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                problems.append(f"skipped {safe_label(name)}: not a regular file")
-                continue
-            files.append((name, os.read(fd, MAX_ENTRY_BYTES + 1)))
-        finally:
-            os.close(fd)
-    return files, problems
+        raw = _read_regular(os.path.join(path, name))
+        if raw is None:
+            result.problems.append(f"skipped {name}: not a regular file")
+        else:
+            result.files.append((name, raw))
+    result.cut = cut_note(len(names), unread + max(0, len(names) - MAX_FILES))
+    return result
 
 
-def remote_dir(directory: str) -> str:
-    """The directory as a shell word on the server, with ``~/`` meaning the login's home."""
-    if directory == "~":
-        return '"$HOME"'
-    if directory.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(directory[2:])
-    return shlex.quote(directory)
-
-
-def sh(script: str) -> str:
-    """A command for the server's login shell, whatever it is, that runs ``script`` in sh."""
-    return "sh -c " + shlex.quote(script)
-
-
-def write_command(directory: str, filename: str) -> str:
-    """Reads an entry on stdin and renames it into place: readers never see half a file."""
-    if not FILE_RE.match(filename):
-        raise RegistryError(f"bad entry file name {filename!r}")
-    return sh(
-        f"d={remote_dir(directory)}; "
-        'mkdir -p -m 700 "$d" || exit 1; umask 022; '
-        f't="$d/.{filename}.$$.tmp"; '
-        f'if cat > "$t" && mv -f "$t" "$d/{filename}"; then exit 0; fi; rm -f "$t"; exit 1'
-    )
-
-
-def list_command(directory: str) -> str:
-    """Prints each entry file framed as "F <name bytes> <content bytes>\\n<name><content>", so
-    neither a hostile name nor hostile content can desynchronise the stream."""
-    return sh(
-        f"d={remote_dir(directory)}; "
-        '[ -d "$d" ] || exit 0; t=$(mktemp) || exit 1; trap \'rm -f "$t"\' EXIT; '
-        f'for f in "$d"/*.json; do [ -f "$f" ] || continue; '
-        f'dd if="$f" of="$t" bs={MAX_ENTRY_BYTES + 1} count=1 2>/dev/null || continue; '
-        'b=${f##*/}; '
-        'printf "F %s %s\\n" "$(printf %s "$b" | wc -c | tr -d " ")" "$(wc -c < "$t" | tr -d " ")"; '
-        'printf %s "$b"; cat "$t"; done'
-    )
-
-
-def parse_listing(stream: bytes) -> Tuple[List[Tuple[str, bytes]], List[str]]:
-    files: List[Tuple[str, bytes]] = []
-    pos = 0
-    while pos < len(stream) and len(files) < MAX_FILES:
-        end = stream.find(b"\n", pos, pos + 64)
-        header = stream[pos:end].split(b" ") if end >= 0 else []
-        if len(header) != 3 or header[0] != b"F" or not (header[1].isdigit() and header[2].isdigit()):
-            return files, ["registry listing from the server is garbled; stopped reading"]
-        name_len, size = int(header[1]), int(header[2])
-        name = stream[end + 1:end + 1 + name_len].decode("utf-8", "replace")
-        start = end + 1 + name_len
-        files.append((name, stream[start:start + size]))
-        pos = start + size
-    return files, []
+def _read_regular(path: str) -> Optional[bytes]:
+    """At most MAX_ENTRY_BYTES + 1 bytes of a regular file; None for anything else. O_NONBLOCK
+    and O_NOFOLLOW: a FIFO or a link planted since the lstat must not hang or redirect us."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -45,13 +45,13 @@ def agent_argv(server: str, options: Sequence[str]) -> List[str]:
     return [sys.executable, "-m", "rtun", "tunnel"] + list(options) + [server]
 
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_./:@=,+-]+$")
+_PLAIN = re.compile(r"[A-Za-z0-9_./:@=,+-]+")
 
 
 def systemd_quote(word: str) -> str:
     """One ExecStart= word: quoted where needed; % and $ escaped for systemd's own expansion."""
     word = word.replace("%", "%%").replace("$", "$$")
-    if _PLAIN.match(word):
+    if _PLAIN.fullmatch(word):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -10,11 +10,12 @@ command line (:func:`service_flags`). Each option's dest names a Settings field,
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from rtun.errors import UsageError
-from rtun.tunnel import identity, registry, sshargv
+from rtun.tunnel import hostnames, identity, registry, sshargv
 
 BACKOFF_BASE = 1.0  # the first retry's step, in seconds (never above --max-backoff)
 
@@ -58,22 +59,33 @@ def _tcp_port(flag: str, value: int) -> None:
 
 
 def _machine_name(flag: str, value: str) -> None:
-    if not registry.NAME_RE.match(value):
-        raise UsageError(f"{flag} {value!r}: use letters, digits, '.', '_' and '-' (at most 63)")
+    if not registry.valid(registry.NAME_RE, value):
+        raise UsageError(f"{flag} {registry.quoted(value)}: use letters, digits, '.', '_' and '-' "
+                         "(at most 63)")
 
 
 def _user_name(flag: str, value: str) -> None:
-    if not registry.USER_RE.match(value):
-        raise UsageError(f"login user {value!r} is not a valid user name")
+    if not registry.valid(registry.USER_RE, value):
+        raise UsageError(f"login user {registry.quoted(value)} is not a valid user name")
+
+
+_LOCAL_HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|[0-9A-Fa-f:.]{2,45}")
+_DIR_RE = re.compile(r"[\x20-\x7e]{1,1000}")  # a shell word once quoted; one line in a unit file
 
 
 def parse_local(text: str) -> Tuple[str, int]:
     """``--local HOST:PORT`` (``[v6addr]:PORT`` too)."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise UsageError(f"--local {text!r} is not HOST:PORT")
+    if (not sep or not registry.valid(_LOCAL_HOST_RE, host) or not port_text.isdigit()
+            or not 1 <= int(port_text) <= 65535):
+        raise UsageError(f"--local {registry.quoted(text)} is not HOST:PORT")
     return host, int(port_text)
+
+
+def _directory(flag: str, value: str) -> None:
+    if not registry.valid(_DIR_RE, value):
+        raise UsageError(f"{flag} {registry.quoted(value)}: printable characters only")
 
 
 def _host_port(flag: str, value: str) -> None:
@@ -101,7 +113,8 @@ AGENT_OPTIONS = (
            "local"),
     Option("--port", "preferred server port (default: derived from the machine id)", int,
            check=_tcp_port),
-    Option("--registry", "registry directory on the server (default ~/.rtun/hosts)", metavar="DIR"),
+    Option("--registry", "registry directory on the server (default ~/.rtun/hosts; a tunnel key's "
+           "forced command sets its own)", metavar="DIR", check=_directory),
     Option("--login-user", "user to log in as, advertised in the registry "
            "(default: the user running the agent)", metavar="USER", check=_user_name),
     Option("--probe-interval", "seconds between end-to-end probes through the tunnel (60)", float, "N",
@@ -135,8 +148,8 @@ def settings_from(server: Optional[str], given: Mapping[str, Any]) -> Settings:
     given); raises UsageError for a value that makes no sense."""
     if not server:
         raise UsageError("name the server: rtun tunnel SERVER")
-    if server.startswith("-"):
-        raise UsageError(f"{server!r} is not an ssh destination")
+    if not registry.valid(hostnames.HOP_RE, server):
+        raise UsageError(f"{registry.quoted(server)} is not an ssh destination ([user@]host[:port])")
     values = {option.dest: given.get(option.dest) for option in AGENT_OPTIONS}
     values["name"] = values["name"] or identity.default_name()
     values["login_user"] = values["login_user"] or identity.current_user()

@@ -11,6 +11,7 @@ import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from rtun.errors import RtunError
+from rtun.tunnel.registry import printable
 
 # Safe defaults for the tunnel's connection. Host key checking is never turned off: BatchMode
 # makes an unknown server key a failure, reported with a hint to accept it once by hand.
@@ -127,15 +128,21 @@ _HINTS = [
     ("REMOTE HOST IDENTIFICATION HAS CHANGED",
      "the server's host key changed: verify it before removing the old line from known_hosts"),
     ("Permission denied",
-     "the server refused the login: add this user's public key to ~/.ssh/authorized_keys on the "
-     "server (BatchMode is on, so no password or passphrase prompt can appear)"),
+     "the server refused the key: either it is not in ~/.ssh/authorized_keys of the server "
+     "account, or sshd skipped its line because of an option it rejects (OpenSSH drops the whole "
+     "line, e.g. for permitlisten with port 0, and logs why only at LogLevel DEBUG); "
+     "`rtun tunnel authorize` prints a line that works (docs/relay.md). BatchMode is on, so no "
+     "password or passphrase prompt can appear"),
     ("Could not resolve hostname", "the server name does not resolve: check DNS or the ssh_config alias"),
     ("Connection refused", "nothing listens on the server's ssh port: is sshd running there?"),
     ("timed out", "no answer from the server: check the network and any firewall in between"),
     ("No route to host", "the network cannot reach the server"),
     ("Network is unreachable", "this machine has no network yet; rtun retries on its own"),
-    ("port forwarding failed", "the server refused the port: it is in use, or forbidden by "
-     "permitlisten/AllowTcpForwarding"),
+    ("port forwarding failed", "the server refused the port: it is in use (a stale session of "
+     "this machine, until sshd drops it), or not the port this key's permitlisten allows "
+     "(`rtun tunnel authorize --port`), or AllowTcpForwarding is off"),
+    ("administratively prohibited", "the server does not let this key open that port "
+     "(permitopen in authorized_keys, or AllowTcpForwarding)"),
     ("Connection closed by", "the server closed the connection (MaxStartups, a firewall, or sshd restarting)"),
     ("not responding", "the server stopped answering keepalives; the connection was dropped"),
 ]
@@ -158,8 +165,9 @@ def hint(returncode: Optional[int], stderr: str) -> str:
 
 
 def lines(text: str) -> List[str]:
-    """The non-blank lines of what ssh printed, stripped (progress meters' ``\\r`` too)."""
-    return [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    """The non-blank lines of what ssh printed, stripped (progress meters' ``\\r`` too), with
+    anything but printable ASCII escaped: a relay's words never drive the terminal."""
+    return [printable(line.strip()) for line in text.replace("\r", "\n").splitlines() if line.strip()]
 
 
 def last_line(text: str) -> str:

@@ -1,23 +1,27 @@
-"""Running ssh: the user's ssh command, ``ssh -G``, the control master and the requests over it,
-and the one sshd banner check (over TCP or through ``ssh -W``). The command lines are built in
-sshargv.py.
+"""Running ssh: the user's ssh command, ``ssh -G``, the control master and the requests over it
+(commands with bounded output, forwards, and banner probes through the tunnel). The command
+lines are built in sshargv.py, the banner checks are banner.py's.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from rtun.tunnel import sshargv
+from rtun.tunnel.banner import banners, read_banner
 from rtun.tunnel.sshargv import SshFailedError, SshNotFoundError
+
+PROBE_BATCH = 100  # forwards per probe round: under ssh's listen backlog (128) and any fd limit
 
 
 def ssh_base(environ: Optional[Mapping[str, str]] = None) -> List[str]:
@@ -41,39 +45,72 @@ def effective_config(base: Sequence[str], destination: str, timeout: float = 10)
     return sshargv.parse_config(out.stdout)
 
 
-def read_banner(stream: Union[int, IO[bytes], socket.socket], deadline: float,
-                clock: Callable[[], float] = time.monotonic) -> bool:
-    """Read from ``stream`` (a descriptor, a pipe or a socket) until a line ends, the stream
-    ends or ``deadline`` (on ``clock``) passes; True if what came is an sshd banner."""
-    fd = stream if isinstance(stream, int) else stream.fileno()
-    data = b""
-    while b"\n" not in data and len(data) < sshargv.BANNER_MAX:
-        remaining = deadline - clock()
-        if remaining <= 0:
-            break
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, sshargv.BANNER_MAX)
-        except BlockingIOError:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return sshargv.is_banner(data)
+@dataclass
+class Done:
+    """What one ssh request gave back."""
+
+    returncode: Optional[int]
+    stdout: bytes
+    stderr: bytes
+    truncated: bool = False  # stdout went past the limit and was cut there
 
 
-def tcp_banner(host: str, port: int, timeout: float) -> bool:
-    """A direct TCP connection to ``host:port`` answers with an sshd banner within ``timeout``."""
-    deadline = time.monotonic() + timeout
+def run_bounded(argv: Sequence[str], data: bytes, timeout: float, limit: Optional[int] = None) -> Done:
+    """Run ``argv`` with ``data`` on its stdin. Its stdout is cut after ``limit`` bytes (and the
+    process killed then), its stderr kept to the last 4000 bytes; a timeout is exit -1."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            return read_banner(sock, deadline)
-    except OSError:
-        return False
+        process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+    except OSError as exc:
+        return Done(127, b"", str(exc).encode())
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    fds = {process.stdout.fileno(): "out", process.stderr.fileno(): "err"}
+    out: List[bytes] = []
+    err, size, truncated, timed_out = b"", 0, False, False
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        if view:
+            os.set_blocking(process.stdin.fileno(), False)
+            selector.register(process.stdin.fileno(), selectors.EVENT_WRITE)
+        else:
+            process.stdin.close()
+        while selector.get_map() and not truncated:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            for key, _ in selector.select(remaining):
+                fd = key.fd
+                if fd not in fds:  # stdin: feed it; a reader that stops early (head -c) is fine
+                    try:
+                        view = view[os.write(fd, view[:65536]):]
+                    except OSError:
+                        view = view[:0]
+                    if not view:
+                        selector.unregister(fd)
+                        process.stdin.close()
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    selector.unregister(fd)
+                elif fds[fd] == "out":
+                    out.append(chunk)
+                    size += len(chunk)
+                    truncated = limit is not None and size > limit
+                else:
+                    err = (err + chunk)[-4000:]
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        stream.close()
+    stdout = b"".join(out)[:limit] if truncated else b"".join(out)
+    if timed_out:
+        return Done(-1, stdout, err + b"timed out", truncated)
+    return Done(process.returncode, stdout, err, truncated)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -178,19 +215,15 @@ class Master:
                 self.drain()
         return os.path.exists(self.control_path) and self.alive()
 
-    def mux(self, extra: Sequence[str], command: Optional[str] = None, input: Optional[bytes] = None,
-            timeout: float = 15) -> "subprocess.CompletedProcess[bytes]":
+    def mux(self, extra: Sequence[str], command: Optional[str] = None, data: bytes = b"",
+            timeout: float = 15, limit: Optional[int] = None) -> Done:
         argv = sshargv.mux_argv(self.base, self.destination, self.control_path, extra, command)
-        try:
-            return subprocess.run(argv, input=input if input is not None else b"", capture_output=True,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(argv, -1, b"", b"timed out")
+        return run_bounded(argv, data, timeout, limit)
 
-    def run(self, command: str, input: Optional[bytes] = None,
-            timeout: float = 15) -> "subprocess.CompletedProcess[bytes]":
-        """A shell command on the server, over the master."""
-        return self.mux(["-T"], command, input, timeout)
+    def run(self, command: str, data: bytes = b"", timeout: float = 15,
+            limit: Optional[int] = None) -> Done:
+        """A command on the server, over the master (its stdout cut after ``limit`` bytes)."""
+        return self.mux(["-T"], command, data, timeout, limit)
 
     def forward(self, spec: str, timeout: float = 15) -> int:
         """Add ``-R spec``; returns the server's port (the allocated one for port 0)."""
@@ -222,6 +255,31 @@ class Master:
             process.wait()
             process.stdin.close()
             process.stdout.close()
+
+    def probe_many(self, ports: Sequence[int], timeout: float) -> Dict[int, bool]:
+        """Which ports on the server's loopback answer with an sshd banner, without a process
+        per port: each round adds a local forward per port over the master (UNIX sockets in
+        this master's private directory), connects to all at once, and cancels them."""
+        found: Dict[int, bool] = {}
+        unique = sorted(set(ports))
+        for start in range(0, len(unique), PROBE_BATCH):
+            chunk = unique[start:start + PROBE_BATCH]
+            paths = [os.path.join(self.directory, f"p{port}") for port in chunk]
+            specs = [word for path, port in zip(paths, chunk)
+                     for word in ("-L", f"{path}:127.0.0.1:{port}")]
+            if self.mux(["-O", "forward"] + specs).returncode != 0:
+                found.update((port, self.probe("127.0.0.1", port, timeout)) for port in chunk)
+                continue
+            try:
+                found.update(zip(chunk, banners(paths, timeout)))
+            finally:
+                self.mux(["-O", "cancel"] + specs)
+                for path in paths:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+        return found
 
     def close(self, timeout: float = 5) -> None:
         if self.process is not None:
