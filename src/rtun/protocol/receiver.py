@@ -7,7 +7,8 @@ with :meth:`Receiver.reply`, :meth:`Receiver.accept` (an upload may start) or
 :meth:`Receiver.reject`, each returning the bytes to write.
 
 File data comes out as :class:`Data` events whose ``data`` is a view of the receive buffer: no
-copy is made, and the view is valid until the next call to ``next_event``. The receiver checks
+copy is made, and the view is valid until the next call to ``next_event`` (or
+``receive_data``, which may reuse the space). The receiver checks
 the whole order of an upload (the READY, entries, chunks, the zero chunk, the digest, the end),
 every limit, every path and every file's size and SHA-256, so what it emits is already valid.
 """
