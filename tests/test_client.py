@@ -12,6 +12,7 @@ import pytest
 
 from rtun import paths
 from support.rtun import RtunDaemon, run_rtun
+from support.sshd import Forward
 
 
 def _stderr_line(result) -> str:
@@ -139,13 +140,86 @@ def test_rtun_sock_wins_over_candidates(forward, remote_home, daemon, other_daem
     assert pid == other_daemon.process.pid
 
 
-def test_rtun_sock_that_does_not_answer_is_not_replaced_by_a_candidate(forward, remote_home, short_tmp):
+def test_rtun_sock_that_does_not_answer_falls_back_to_a_live_candidate_and_says_so(
+    forward, remote_home, short_tmp, daemon
+):
     dead = _dead_socket(short_tmp / "dead.sock")
+    result = run_rtun(["pid"], remote_home, RTUN_SOCK=str(dead), RTUN_VERBOSE="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith(f"OK PID {daemon.process.pid},")
+    line = _stderr_line(result)
+    assert str(dead) in line and str(forward.remote) in line and "newest live socket" in line
+    assert dead.exists()
+    quiet = run_rtun(["ping"], remote_home, RTUN_SOCK=str(dead))
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"OK PONG\n", b"")
+
+
+def test_rtun_sock_that_does_not_answer_and_no_live_candidate_is_one_line_and_exit_3(remote_home, short_tmp):
+    dead = _dead_socket(short_tmp / "dead.sock")
+    stale = _dead_socket(remote_home / ".rtun" / "rtun.sock.1")
     result = run_rtun(["ping"], remote_home, RTUN_SOCK=str(dead))
     assert result.returncode == 3
     line = _stderr_line(result)
-    assert str(dead) in line
-    assert dead.exists()
+    assert str(dead) in line and str(stale) in line and "RTUN_SOCK" in line
+    assert dead.exists() and stale.exists()
+
+
+LAPTOP_A, LAPTOP_B = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+
+
+@pytest.fixture
+def laptop_forwards(sshd, daemon, other_daemon, remote_home):
+    """Laptop A's daemon behind an older socket, laptop B's behind the newest one."""
+    rtun_dir = remote_home / ".rtun"
+    a = Forward(sshd, rtun_dir / f"rtun.sock.{LAPTOP_A}.host.00000002", daemon.socket).wait_up()
+    b = Forward(sshd, rtun_dir / f"rtun.sock.{LAPTOP_B}.host.00000003", other_daemon.socket).wait_up()
+    now = time.time()
+    _set_mtime(a.remote, now - 60)
+    _set_mtime(b.remote, now)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("leftover", ["dead", "missing"])
+def test_a_stale_rtun_sock_prefers_the_live_socket_of_the_same_laptop(
+    laptop_forwards, remote_home, daemon, other_daemon, leftover
+):
+    a, b = laptop_forwards
+    old = remote_home / ".rtun" / f"rtun.sock.{LAPTOP_A}.host.00000001"  # a tmux shell's RTUN_SOCK
+    if leftover == "dead":
+        _dead_socket(old)
+    result = run_rtun(["pid"], remote_home, RTUN_SOCK=str(old), RTUN_VERBOSE="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith(f"OK PID {daemon.process.pid},")  # A's, not the newer B's
+    line = _stderr_line(result)
+    assert str(a.remote) in line and f"same laptop ({LAPTOP_A})" in line
+    # Without a laptop of its own in the name, the newest live socket wins.
+    assert _daemon_pid(remote_home, RTUN_SOCK=str(remote_home / "gone.sock")) == other_daemon.process.pid
+    # A laptop with no live socket: any live one, and -v says so.
+    result = run_rtun(["pid"], remote_home, RTUN_SOCK=str(remote_home / ".rtun" / "rtun.sock.cccccccccccc.h.1"),
+                      RTUN_VERBOSE="1")
+    assert result.stdout.decode().startswith(f"OK PID {other_daemon.process.pid},")
+    assert "none of laptop cccccccccccc answers" in _stderr_line(result)
+
+
+def test_without_rtun_verbose_discovery_says_nothing_and_with_it_one_line(forward, remote_home):
+    assert run_rtun(["ping"], remote_home).stderr == b""
+    line = _stderr_line(run_rtun(["ping"], remote_home, RTUN_VERBOSE="1"))
+    assert line == f"rtun: using {forward.remote}, the newest live socket"
+    line = _stderr_line(run_rtun(["ping"], remote_home, RTUN_VERBOSE="1", RTUN_SOCK=str(forward.remote)))
+    assert line == f"rtun: using {forward.remote} ($RTUN_SOCK)"
+    assert _stderr_line(run_rtun(["ping", "-v"], remote_home)) == f"rtun: using {forward.remote}, the newest live socket"
+
+
+def test_laptop_ids_are_read_from_session_socket_names_only():
+    assert paths.laptop_of(f"/h/.rtun/rtun.sock.{LAPTOP_A}.host.cafe0123") == LAPTOP_A
+    assert paths.laptop_of(f"rtun.sock.{LAPTOP_A}.new") == LAPTOP_A  # the plain-ssh incoming name
+    for other in ("/h/.rtun/rtun.sock", "/h/.rtun/rtun.sock.1700000000", "/h/.rtun/rtun.sock.170000000000",
+                  f"/h/x.sock.{LAPTOP_A}.h.1", f"/h/rtun.sock.{LAPTOP_A.upper()}.h.1"):
+        assert paths.laptop_of(other) is None, other
+    assert paths.same_laptop_first(["n", f"rtun.sock.{LAPTOP_B}.h.1", f"rtun.sock.{LAPTOP_A}.h.1", "o"],
+                                   LAPTOP_A) == [f"rtun.sock.{LAPTOP_A}.h.1", "n", f"rtun.sock.{LAPTOP_B}.h.1", "o"]
 
 
 def test_socket_flag_wins_over_rtun_sock_and_candidates(forward, remote_home, daemon, other_daemon):

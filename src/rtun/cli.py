@@ -37,10 +37,17 @@ COMMANDS = {
     "tunnel run": (None, "rtun.tunnel.commands:tunnel"),
     "tunnel install": (None, "rtun.tunnel.commands:install"),
     "tunnel uninstall": (None, "rtun.tunnel.commands:uninstall"),
+    "tunnel authorize": (None, "rtun.tunnel.commands:authorize"),
     "hosts": ("list the machines registered on a tunnel server", "rtun.tunnel.commands:hosts"),
     "connect": ("ssh to a registered machine through its tunnel", "rtun.tunnel.commands:connect"),
     "ssh-config": ("print an ssh_config Host block per registered machine",
                    "rtun.tunnel.commands:ssh_config"),
+    "ssh": ("log in to a server with the forward to this computer (RTUN_SOCK set there)",
+            "rtun.session.ssh:ssh"),
+    "install": ("copy the single-file rtun client to a server without pip",
+                "rtun.session.install:install"),
+    "doctor": ("check what rtun needs here (and on HOST), one line per check",
+               "rtun.session.doctor:doctor"),
 }
 
 

@@ -9,21 +9,23 @@ import os
 import socket
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import List, Optional, Tuple, Union
+    from typing import Optional, Tuple, Union
 
 from rtun import paths
 from rtun.protocol import wire
 from rtun.protocol.sender import NEED_DATA, Sender, Truncated
 from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
 
-PROBE_TIMEOUT = 3.0  # a live daemon answers PING in milliseconds, even through ssh
+# A live daemon answers PING in milliseconds, but a forward on a loaded server took 2.5 s in the
+# load test; stale sockets refuse at once, so a long wait costs only a hung daemon.
+PROBE_TIMEOUT = 10.0
 REPLY_TIMEOUT = 120.0  # the deadline v1 peers use for every read and write
 WRITE_BUFFER = 256 * 1024
 RECEIVE_SIZE = 64 * 1024
 
 SETUP_HINT = (
-    "start `rtun server` on your computer and log in with "
-    "`ssh -R ~/.rtun/rtun.sock:$HOME/.rtun/rtun.sock HOST`"
+    "log in from your computer with `rtun ssh HOST` (or run `rtun server` there and log in "
+    "with the `ssh -R` forward shown in README.md)"
 )
 
 
@@ -137,33 +139,69 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def candidate_sockets(explicit: Optional[str]) -> Tuple[List[str], bool]:
-    """The sockets to try in order, and whether the user named one (flag or $RTUN_SOCK)."""
-    named = explicit or os.environ.get("RTUN_SOCK")
-    if named:
-        return [named], True
-    return paths.socket_candidates(), False
+def _say(message: str) -> None:
+    """With $RTUN_VERBOSE set: one line on stderr saying which socket was used and why."""
+    if os.environ.get("RTUN_VERBOSE"):
+        import sys
+
+        sys.stderr.write(f"rtun: {message}\n")
 
 
 def connect(explicit: Optional[str] = None) -> Connection:
-    """The first socket that answers PING: -s, then $RTUN_SOCK, then ~/.rtun/rtun.sock*."""
-    candidates, named = candidate_sockets(explicit)
+    """The first socket that answers PING: -s, else $RTUN_SOCK, else ~/.rtun/rtun.sock* newest
+    first. When $RTUN_SOCK does not answer (a shell in a tmux started by an earlier login keeps
+    the old name), the live sockets of the same laptop come first, then any live one."""
+    if explicit:
+        try:
+            return Connection.open(explicit)
+        except NoDaemonError as exc:
+            raise NoDaemonError(f"no rtun daemon answers on {exc.message}; {SETUP_HINT}") from None
+    named = os.environ.get("RTUN_SOCK")
+    laptop = None
+    failed = ""
+    if named:
+        try:
+            conn = Connection.open(named)
+        except RtunError as exc:  # no answer, or a path too long for sun_path
+            failed = exc.message
+            laptop = paths.laptop_of(named)
+        else:
+            _say(f"using {named} ($RTUN_SOCK)")
+            return conn
+    candidates = [p for p in paths.same_laptop_first(paths.socket_candidates(), laptop) if p != named]
     tried = []
     for path in candidates:
         try:
-            return Connection.open(path)
+            conn = Connection.open(path)
         except NoDaemonError as exc:
-            if named:
-                raise NoDaemonError(f"no rtun daemon answers on {exc.message}; {SETUP_HINT}") from None
             tried.append(exc.message)
-        except RtunError as exc:  # a path too long for sun_path: skip a candidate, not a name
-            if named:
-                raise
+            continue
+        except RtunError:  # a path too long for sun_path: skip a candidate
             tried.append(f"{path}: too long for a socket path")
+            continue
+        _say(_why(path, named, failed, laptop))
+        return conn
+    where = os.path.join(paths.rtun_dir(), paths.SOCKET_NAME + "*")
+    found = f"tried {'; '.join(tried)}" if tried else f"no other socket in {where}"
+    if named:
+        raise NoDaemonError(f"no rtun daemon answers on $RTUN_SOCK ({failed}) nor elsewhere "
+                            f"({found}); {SETUP_HINT}")
     if not tried:
-        where = os.path.join(paths.rtun_dir(), paths.SOCKET_NAME + "*")
         raise NoDaemonError(f"no rtun socket found ({where}); {SETUP_HINT}")
-    raise NoDaemonError(f"no rtun daemon answers (tried {'; '.join(tried)}); {SETUP_HINT}")
+    raise NoDaemonError(f"no rtun daemon answers ({found}); {SETUP_HINT}")
+
+
+def _why(path: str, named: Optional[str], failed: str, laptop: Optional[str]) -> str:
+    owner = paths.laptop_of(path)
+    if not named:
+        return f"using {path}, the newest live socket" + (f" (laptop {owner})" if owner else "")
+    if laptop is not None and owner == laptop:
+        reason = f"the newest live socket of the same laptop ({laptop})"
+    elif laptop is not None:
+        reason = f"the newest live socket; none of laptop {laptop} answers"
+    else:
+        reason = "the newest live socket"
+    return f"$RTUN_SOCK does not answer ({failed}); using {path}, {reason}"
 
 
 def negotiate(conn: Connection) -> Connection:

@@ -32,8 +32,22 @@ class Command:
 
 
 def socket_option(parser: "argparse.ArgumentParser") -> None:
-    """``-s/--socket``, which every client command takes."""
+    """``-s/--socket`` and ``-v``, which every client command takes."""
+    import argparse
+
+    class Verbose(argparse.Action):
+        """Discovery reads $RTUN_VERBOSE: the flag sets it for this process."""
+
+        def __call__(self, parser: "argparse.ArgumentParser", namespace: "argparse.Namespace",
+                     values: object, option_string: "Optional[str]" = None) -> None:
+            import os
+
+            os.environ["RTUN_VERBOSE"] = "1"
+
     parser.add_argument(
         "-s", "--socket", metavar="PATH",
-        help="daemon socket (default: $RTUN_SOCK, else the newest live ~/.rtun/rtun.sock*)",
+        help="daemon socket (default: $RTUN_SOCK, else a live ~/.rtun/rtun.sock* of this laptop, "
+        "else the newest live one)",
     )
+    parser.add_argument("-v", "--verbose", nargs=0, action=Verbose,
+                        help="say which socket was used, and why")

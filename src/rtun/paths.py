@@ -1,4 +1,10 @@
-"""Default locations (~/.rtun, the socket, the log, the save directory) and socket discovery."""
+"""Default locations (~/.rtun, the socket, the log, the save directory) and socket discovery.
+
+Sockets that `rtun ssh` forwards are named ``rtun.sock.LAPTOP.HOST.NONCE``: LAPTOP is the
+12-hex-digit id of the computer whose daemon the socket leads to, HOST the server's short host
+name (so a sweep on one node of a cluster never touches another node's sockets in a shared
+home), NONCE fresh per login. Discovery uses LAPTOP to follow a user into an old tmux shell.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ if TYPE_CHECKING:  # typing is not imported at run time: it slows every command'
     from typing import List, Optional
 
 SOCKET_NAME = "rtun.sock"
+LAPTOP_ID_LENGTH = 12  # hex digits
+_HEX = frozenset("0123456789abcdef")
 # sun_path holds 108 bytes on Linux and 104 on the BSDs and macOS, the terminating NUL included.
 SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108
 
@@ -86,3 +94,27 @@ def socket_candidates() -> List[str]:
             continue
     found.sort(reverse=True)
     return [path for _, path in found]
+
+
+def session_socket_name(laptop: str, host: str, nonce: str) -> str:
+    """``rtun.sock.LAPTOP.HOST.NONCE``: the remote end of one `rtun ssh` login."""
+    return f"{SOCKET_NAME}.{laptop}.{host}.{nonce}"
+
+
+def laptop_of(path: str) -> Optional[str]:
+    """The laptop id in a session socket's name (``rtun.sock.LAPTOP.*``), else None."""
+    parts = os.path.basename(path).split(".")
+    if len(parts) < 4 or parts[0] + "." + parts[1] != SOCKET_NAME:
+        return None
+    laptop = parts[2]
+    if len(laptop) != LAPTOP_ID_LENGTH or not _HEX.issuperset(laptop):
+        return None
+    return laptop
+
+
+def same_laptop_first(candidates: List[str], laptop: Optional[str]) -> List[str]:
+    """``candidates`` (newest first) with those of ``laptop`` moved to the front, in order."""
+    if laptop is None:
+        return list(candidates)
+    mine = [path for path in candidates if laptop_of(path) == laptop]
+    return mine + [path for path in candidates if laptop_of(path) != laptop]

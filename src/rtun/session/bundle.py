@@ -1,0 +1,90 @@
+"""The single-file client: a zipapp of this rtun package for servers without pip.
+
+Built from the installed package itself. The daemon (``rtun.daemon``, which needs the desktop
+extras) is left out; everything else is stdlib-only. Each module is also there compiled for this
+computer's Python (an unchecked hash-based .pyc): a server with the same Python version starts
+it faster, any other ignores it. Compiled code is not byte-for-byte reproducible, so the zip's
+comment, ``rtun VERSION SHA256-OF-THE-SOURCES``, is what tells whether a copy is current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import marshal
+import os
+import sys
+import zipfile
+
+import rtun
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
+
+SHEBANG = b"#!/usr/bin/env python3\n"
+EXCLUDED = ("daemon",)  # subpackages of rtun left out
+MAIN = b"import sys\nfrom rtun.cli import main\nsys.exit(main())\n"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, _EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _sources() -> "List[Tuple[str, bytes]]":
+    root = os.path.dirname(os.path.abspath(rtun.__file__))
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        relative = os.path.relpath(directory, root)
+        top = relative.split(os.sep)[0]
+        subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+        if top in EXCLUDED:
+            subdirs[:] = []
+            continue
+        for name in sorted(files):
+            if name.endswith(".py"):
+                arcname = "/".join(["rtun"] + ([] if relative == "." else relative.split(os.sep)) + [name])
+                with open(os.path.join(directory, name), "rb") as f:
+                    found.append((arcname, f.read()))
+    return found
+
+
+def _pyc(source: bytes, arcname: str) -> bytes:
+    """An unchecked hash-based .pyc (PEP 552): valid whatever the timestamps in the zip."""
+    code = compile(source, arcname, "exec", dont_inherit=True)
+    magic = importlib.util.MAGIC_NUMBER
+    flags = (0b01).to_bytes(4, "little")  # hash-based, not checked against the source
+    return magic + flags + importlib.util.source_hash(source) + marshal.dumps(code)
+
+
+def identity(sources: "Optional[List[Tuple[str, bytes]]]" = None) -> bytes:
+    """``rtun VERSION SHA256``: the version and a digest of every source file in the bundle."""
+    digest = hashlib.sha256(MAIN)
+    for arcname, source in sources if sources is not None else _sources():
+        digest.update(b"%s\0%d\0" % (arcname.encode(), len(source)) + source)
+    return f"rtun {rtun.__version__} {digest.hexdigest()}".encode()
+
+
+def build(compiled: bool = True) -> bytes:
+    """The zipapp: ``python3 rtun.pyz COMMAND`` (or run it directly: it has a shebang)."""
+    sources = _sources()
+    buffer = io.BytesIO()
+    buffer.write(SHEBANG)
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.comment = identity(sources)
+        archive.writestr(_entry("__main__.py"), MAIN)
+        for arcname, source in sources:
+            archive.writestr(_entry(arcname), source)
+            if compiled:
+                archive.writestr(_entry(arcname + "c"), _pyc(source, arcname))
+    return buffer.getvalue()
+
+
+def python_tag() -> str:
+    """The Python whose .pyc files the bundle carries, e.g. ``3.11``."""
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"

@@ -1,0 +1,98 @@
+"""`rtun doctor [HOST]`: one line per check of what rtun needs, and exit 1 if any fails.
+
+Here: the config file, the daemon, notifications, the opener, the save directory. With HOST
+(through ssh, as `rtun ssh` logs in): python3 and the rtun client there, ~/.rtun, stale sockets,
+and a real forward with a PING through it, timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from rtun.command import Command
+from rtun.errors import RtunError, UsageError
+from rtun.session import checks, identity, master, remote, sshopts
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional
+
+_COLOURS = {checks.OK: "\033[32m", checks.WARN: "\033[33m", checks.FAIL: "\033[31m"}
+_LABELS = {checks.OK: "ok", checks.WARN: "warn", checks.FAIL: "FAIL"}
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    parser.add_argument("--config", metavar="FILE", help="the daemon's config file (default ~/.config/rtun/config.toml)")
+    sshopts.declare(parser)
+    parser.add_argument("host", metavar="HOST", nargs="?", help="also check this server, through ssh")
+    parser.add_argument("remote_command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def _remote(args: argparse.Namespace, socket_path: "Optional[str]") -> "List[checks.Check]":
+    inv = sshopts.from_args(args)
+    began = time.monotonic()
+    with master.Master(master.ssh_base(), inv, quiet=True) as conn:
+        try:
+            report = conn.prelude()
+        except RtunError as exc:
+            said = master.last_line(conn.stderr_text())
+            return [checks.Check("ssh", checks.FAIL, exc.message + (f" ({said})" if said and said not in exc.message else ""),
+                                 f"check that `ssh {inv.host}` logs in")]
+        seconds = time.monotonic() - began
+        forwarded: Optional[str] = None
+        reason: Optional[str] = "no daemon answers here"
+        if socket_path is not None:
+            try:
+                sock = remote.session_socket(conn.home, identity.laptop_id(), report.get("host", ""),
+                                             os.urandom(4).hex())
+                conn.remove_at_end(sock)
+                conn.forward(sock, socket_path)
+                forwarded, reason = sock, None
+            except (RtunError, ValueError) as exc:
+                reason = str(exc)
+        found = checks.probe(conn, forwarded)
+        return checks.remote_checks(conn, report, found, forwarded, reason, seconds)
+
+
+def _print(results: "List[checks.Check]") -> None:
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for check in results:
+        label = _LABELS[check.status]
+        if colour:
+            label = f"{_COLOURS[check.status]}{label:<4}\033[0m"
+        line = f"{label:<4}  {check.name}: {check.detail}"
+        if check.fix and check.status != checks.OK:
+            line += f" -- {check.fix}"
+        print(line)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.host is None and (args.ssh_options or args.remote_command):
+        raise UsageError("ssh options need a HOST")
+    results, socket_path = checks.local_checks(args.config)
+    if args.host is not None:
+        results += _remote(args, socket_path)
+    failed = any(c.status == checks.FAIL for c in results)
+    if args.json:
+        print(json.dumps({"ok": not failed, "laptop": _laptop(), "checks": [c.as_dict() for c in results]},
+                         indent=2))
+    else:
+        _print(results)
+    return 1 if failed else 0
+
+
+def _laptop() -> "Optional[str]":
+    try:
+        return identity.laptop_id()
+    except OSError:
+        return None
+
+
+doctor = Command(_arguments, _run, usage="rtun doctor [--json] [--config FILE] [[ssh options] HOST]",
+                 description="Check what rtun needs on this computer and, with HOST, on that server "
+                 "(through ssh). Exit 1 if anything would stop rtun from working.")

@@ -1,0 +1,147 @@
+"""Putting the single-file client on a server: ~/.rtun/bin/rtun, through an rtun connection.
+
+The server needs only python3 (3.9 or newer): no pip, no network. The installer below runs
+there (any Python 3 can run it far enough to say its version is too old), checks the bundle's
+SHA-256, replaces the old copy atomically unless it is the same version of the same sources,
+and runs the result to read its version back. rtun then compares that with its own and says how to put it on PATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from rtun import __version__
+from rtun.errors import RtunError
+from rtun.session import bundle, remote
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List
+
+    from rtun.session.master import Master
+
+MARKER = "RTUN-INSTALL"
+TARGET = "~/.rtun/bin/rtun"
+
+_PROGRAM = r'''
+import hashlib, os, subprocess, sys, zipfile
+def say(*fields):
+    sys.stdout.write("\t".join(("RTUN-INSTALL",) + fields) + "\n")
+    sys.stdout.flush()
+python = "%d.%d.%d" % tuple(sys.version_info[:3])
+if sys.version_info < (3, 9):
+    say("status=old", "python=" + python)
+    sys.exit(0)
+size, digest, identity = sys.stdin.buffer.readline().decode().split(" ", 2)
+identity = identity.strip()
+data = sys.stdin.buffer.read(int(size))
+if hashlib.sha256(data).hexdigest() != digest:
+    say("status=damaged", "python=" + python)
+    sys.exit(1)
+home = os.environ.get("HOME") or os.path.expanduser("~")
+top = os.path.join(home, ".rtun")
+bindir = os.path.join(top, "bin")
+target = os.path.join(bindir, "rtun")
+for d in (top, bindir):
+    if not os.path.isdir(d):
+        os.mkdir(d, 0o700)
+def version_of(path):
+    try:
+        out = subprocess.run([sys.executable, path, "--version"], capture_output=True,
+                             stdin=subprocess.DEVNULL, timeout=60).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return "-"
+    words = out.split()
+    return words[1] if len(words) == 2 and words[0] == "rtun" else "-"
+before = "-"
+same = False
+if os.path.exists(target):
+    try:
+        with zipfile.ZipFile(target) as z:
+            same = z.comment.decode("utf-8", "replace") == identity
+    except (OSError, zipfile.BadZipFile):
+        pass
+    before = version_of(target)
+if not same:
+    temporary = "%s.%d.tmp" % (target, os.getpid())
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.chmod(temporary, 0o755)
+    os.replace(temporary, target)
+def first_on(path_value):
+    for d in path_value.split(os.pathsep):
+        candidate = os.path.join(d or ".", "rtun")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return "-"
+found = first_on(os.environ.get("PATH", ""))
+shell = os.environ.get("SHELL", "")
+if os.path.basename(shell) in ("sh", "bash", "zsh", "dash", "ksh", "mksh", "fish"):
+    try:  # the PATH of a login shell, where the user types `rtun`
+        out = subprocess.run([shell, "-lc", "command -v rtun"], capture_output=True,
+                             stdin=subprocess.DEVNULL, timeout=20).stdout.decode("utf-8", "replace")
+        lines = [l for l in out.splitlines() if l.startswith("/")]
+        found = lines[-1] if lines else "-"
+    except (OSError, subprocess.SubprocessError):
+        pass
+say("status=" + ("unchanged" if same else "written"), "before=" + before,
+    "after=" + version_of(target), "python=" + python, "target=" + target, "found=" + found,
+    "shell=" + shell)
+'''
+
+
+def _parse(text: str) -> "Dict[str, str]":
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if fields[0] == MARKER:
+            return dict(item.partition("=")[::2] for item in fields[1:])
+    return {}
+
+
+def path_hint(shell: str) -> str:
+    family = remote.shell_family(shell)
+    if family == "fish":
+        return "fish_add_path ~/.rtun/bin"
+    if family == "csh":
+        return "echo 'set path = ($path ~/.rtun/bin)' >> ~/.cshrc"
+    return "echo 'export PATH=\"$HOME/.rtun/bin:$PATH\"' >> ~/.profile  (bash: ~/.bash_profile if you have one)"
+
+
+def install(conn: "Master") -> "List[str]":
+    """Install or upgrade the client on ``conn``'s server; the lines to show the user."""
+    host = conn.host
+    payload = bundle.build()
+    program = _PROGRAM.encode()
+    header = b"%d %s %s\n" % (len(payload), hashlib.sha256(payload).hexdigest().encode(), bundle.identity())
+    done = conn.run(remote.python_command(program), program + header + payload)
+    said = done.stderr.decode("utf-8", "replace")
+    result = _parse(done.stdout.decode("utf-8", "replace"))
+    if not result:
+        if done.returncode == 127 or "not found" in said:
+            raise RtunError(f"no python3 on {host}: the rtun client needs Python 3.9 or newer there")
+        reason = said.strip().splitlines()[-1] if said.strip() else f"exit {done.returncode}"
+        raise RtunError(f"installing on {host} failed: {reason}")
+    status, python = result.get("status"), result.get("python", "?")
+    if status == "old":
+        raise RtunError(f"python3 on {host} is {python}: the rtun client needs Python 3.9 or newer")
+    if status == "damaged":
+        raise RtunError(f"the client arrived damaged on {host} (checksum mismatch): try again")
+    after, before = result.get("after", "-"), result.get("before", "-")
+    if after != __version__:
+        raise RtunError(f"{TARGET} on {host} says it is version {after}, not {__version__} as here")
+    where = f"{TARGET} (python3 {python})"
+    if status == "unchanged":
+        lines = [f"rtun {after} on {host} is up to date: {where}"]
+    elif before == "-":
+        lines = [f"installed rtun {after} on {host}: {where}"]
+    elif before == after:
+        lines = [f"replaced rtun {after} on {host} (it was built from other sources): {where}"]
+    else:
+        lines = [f"upgraded rtun on {host} from {before} to {after}: {where}"]
+    found, target = result.get("found", "-"), result.get("target", "")
+    if found == "-":
+        lines.append(f"~/.rtun/bin is not on PATH on {host}; to type `rtun` there, run there: "
+                     f"{path_hint(result.get('shell', ''))}  (`rtun ssh HOST COMMAND` finds it anyway)")
+    elif found != target:
+        lines.append(f"note: {found} comes first on PATH on {host}, before {TARGET}")
+    return lines

@@ -1,0 +1,318 @@
+"""One ssh connection to a server, as `rtun ssh`, `rtun install` and `rtun doctor` use it.
+
+rtun starts a control master of its own (``ssh -M -S PRIVATE``, so the user's ssh_config,
+ProxyJump, keys and prompts all apply) whose own session is the *control session*: it makes
+``~/.rtun`` private, reports the remote home (which decides the socket's path, and which only
+the server knows), sweeps stale sockets in the background, and removes the session's socket
+when rtun closes its standard input, or when the connection goes away. The forward is added
+to the running master (what ``ssh -O forward`` does, spoken directly on its control socket)
+and the user's session runs as a client of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import time
+
+from rtun import paths
+from rtun.errors import RtunError
+from rtun.session import remote, spawn, sshopts
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Dict, List, Optional, Sequence
+
+
+class LoginFailedError(RtunError):
+    """ssh could not log in (or lost the connection before the session started): ssh's own
+    message is above; the exit code is ssh's 255."""
+
+    exit_code = 255
+
+
+def ssh_base() -> "List[str]":
+    """``$RTUN_SSH_COMMAND`` (default ``ssh``) as an argv prefix, as rtun.tunnel.sshproc.ssh_base
+    reads it; that module is imported only to report a problem (it is slow to import, and
+    every `rtun ssh` pays for what it imports before ssh starts)."""
+    try:
+        argv = shlex.split(os.environ.get("RTUN_SSH_COMMAND", "").strip() or "ssh")
+    except ValueError:
+        argv = []
+    if not argv:
+        from rtun.tunnel import sshproc
+
+        return sshproc.ssh_base()
+    return argv
+
+
+def _missing_ssh(argv0: str) -> RtunError:
+    from rtun.tunnel import sshproc
+    from rtun.tunnel.sshargv import SshNotFoundError
+
+    try:
+        sshproc.ssh_base()
+    except RtunError as exc:
+        return exc
+    return SshNotFoundError(f"cannot run the ssh client {argv0!r}")
+
+
+def control_path() -> str:
+    """A private path for the master's control socket, short enough for sun_path."""
+    name = f"ssh-{os.getpid()}-{os.urandom(4).hex()}.ctl"
+    path = os.path.join(paths.rtun_dir(), name)
+    if len(os.fsencode(path)) + 20 < paths.SUN_PATH_MAX:  # ssh binds PATH.XXXXXXXXXXXXXXXX first
+        os.makedirs(paths.rtun_dir(), mode=0o700, exist_ok=True)
+        return path
+    import tempfile
+
+    return os.path.join(tempfile.mkdtemp(prefix="rtun-"), "ctl")
+
+
+class Master:
+    """The connection to ``inv.host``: started at once, so that it logs in while rtun does the
+    rest of its work."""
+
+    def __init__(self, base: "Sequence[str]", inv: sshopts.Invocation, quiet: bool = False) -> None:
+        self.base = list(base)
+        self.inv = inv
+        self.control = control_path()
+        self.report: Dict[str, str] = {}
+        argv = sshopts.master_argv(self.base, self.control, inv, remote.CONTROL_COMMAND)
+        # SIGINT ignored, which ssh keeps: a Ctrl-C meant for the session must not cut the
+        # connection before the control session has removed the socket. It stays in this
+        # terminal's session, so that it can still ask for a passphrase or a host key.
+        try:
+            self.process = spawn.Child(argv, capture_stderr=quiet, ignore_sigint=True)
+        except OSError:
+            raise _missing_ssh(argv[0]) from None
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(remote.control_input())
+        except OSError:
+            pass  # ssh has already exited: prelude() says why
+
+    @property
+    def host(self) -> str:
+        return self.inv.host
+
+    def stderr_text(self) -> str:
+        """What ssh said (only when started ``quiet``, once it has exited)."""
+        if self.process.stderr is None or self.process.poll() is None:
+            return ""
+        return self.process.stderr.read().decode("utf-8", "replace")
+
+    def prelude(self) -> "Dict[str, str]":
+        """Wait for the control session's report: the master is then ready for sessions."""
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            report = remote.parse_prelude(raw.decode("utf-8", "replace"))
+            if report is not None:
+                self.report = report
+                break
+        else:
+            code = self.process.wait() or 0
+            if code == 255 or code < 0:
+                said = last_line(self.stderr_text())
+                raise LoginFailedError(f"cannot log in to {self.host}"
+                                       + (f": {said}" if said else f" (ssh exited {code})"))
+            raise RtunError(
+                f"{self.host} did not run rtun's set-up (exit {code}): its login shell must "
+                "run commands (sh, bash, zsh, fish or csh; no ForceCommand or restricted shell)"
+            )
+        if self.report.get("error"):
+            raise RtunError(f"cannot make ~/.rtun private on {self.host} ({self.report['error']} "
+                            f"failed): {self.home}/.rtun must be a directory of yours")
+        return self.report
+
+    @property
+    def home(self) -> str:
+        return self.report.get("home", "")
+
+    def remove_at_end(self, path: str) -> None:
+        """The control session removes ``path`` when it ends (sent before the forward exists)."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(path.encode() + b"\n")
+        except OSError:
+            pass  # the connection is gone: the forward below will say so
+
+    def forward(self, remote_path: str, local_path: str) -> None:
+        """``-R remote_path:local_path``, added to the running master."""
+        spec = sshopts.forward_spec(remote_path, local_path)  # checks both paths
+        try:
+            refused = mux_forward(self.control, remote_path, local_path)
+        except (OSError, ValueError):  # not the protocol expected: let ssh itself ask
+            import subprocess
+
+            argv = sshopts.control_argv(self.base, self.control, self.host, "forward", spec)
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+            refused = last_line(done.stderr.decode("utf-8", "replace")) or "no reason given" \
+                if done.returncode != 0 else None
+        if refused is not None:
+            raise RtunError(f"{self.host} refused to forward {remote_path}: {refused} "
+                            "(is AllowStreamLocalForwarding off in its sshd_config?)")
+
+    def session(self, extra: "Sequence[str]", command: str) -> int:
+        """The user's session over the master, on this terminal; its exit code."""
+        import subprocess
+
+        argv = sshopts.mux_argv(self.base, self.control, self.inv, self.host, extra, command)
+        try:
+            process = subprocess.Popen(argv)
+        except OSError:
+            raise _missing_ssh(argv[0]) from None
+        # Ctrl-C is the session's: ssh passes it on (or ends); rtun waits to clean up after it.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            code = process.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return 128 - code if code < 0 else code
+
+    def run(self, command: str, data: bytes = b"", timeout: float = 120) -> "subprocess.CompletedProcess[bytes]":
+        """A command over the master, its output captured (no configuration, no terminal)."""
+        import subprocess
+
+        argv = sshopts.mux_argv(self.base, self.control, None, self.host, (), command)
+        try:
+            return subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, -1, b"", f"timed out after {timeout:.0f}s".encode())
+
+    def wait(self) -> int:
+        """Until the connection ends (``-N``)."""
+        return self.process.wait() or 0
+
+    def close(self, timeout: float = 10, linger: bool = False) -> None:
+        """End the control session, which removes the socket and says so; then the master.
+        With ``linger``, leave the master to end on its own once the socket is gone (rtun is
+        about to exit: no need to wait for the connection's last packets)."""
+        if self.process.stdin is not None:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        keep = False
+        try:
+            if self.report:  # the control session runs: give it time to remove the socket
+                keep = self._removed(timeout) and linger
+                if not keep:
+                    self.process.wait(timeout)
+        finally:
+            if not keep:
+                self.process.stop()  # nothing to do if it has ended
+            self.process.close_streams()
+            self._release()
+
+    def _removed(self, timeout: float) -> bool:
+        """Whether the control session said it removed the socket (within ``timeout``)."""
+        import select
+
+        stream = self.process.stdout
+        if stream is None:
+            return False
+        deadline = time.monotonic() + timeout
+        pending = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stream], [], [], left)[0]:
+                return False
+            chunk = stream.read(4096)
+            if not chunk:
+                return False
+            pending += chunk
+            if remote.DONE.encode() + b"\n" in pending:
+                return True
+
+    def _release(self) -> None:
+        if os.path.lexists(self.control):  # ssh removes it; a killed ssh does not
+            try:
+                os.unlink(self.control)
+            except OSError:
+                pass
+        if not self.control.startswith(paths.rtun_dir() + os.sep):
+            try:
+                os.rmdir(os.path.dirname(self.control))
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Master":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# The control socket's protocol (OpenSSH's PROTOCOL.mux): what `ssh -O forward` sends, without
+# starting an ssh for it. Packets are a uint32 length and a payload; strings a uint32 length.
+MUX_MSG_HELLO = 0x00000001
+MUX_C_OPEN_FWD = 0x10000006
+MUX_S_OK = 0x80000001
+MUX_S_PERMISSION_DENIED = 0x80000002
+MUX_S_FAILURE = 0x80000003
+MUX_S_REMOTE_PORT = 0x80000007
+MUX_FWD_REMOTE = 2
+MUX_VERSION = 4
+PORT_STREAMLOCAL = 0xFFFFFFFE  # the "port" that makes the host field a socket path
+
+
+def mux_forward(control: str, remote_path: str, local_path: str, timeout: float = 60) -> "Optional[str]":
+    """Ask the master at ``control`` for a remote streamlocal forward; None once the server has
+    accepted it, else its reason. Raises OSError or ValueError if the exchange goes wrong."""
+    import socket
+    import struct
+
+    def packet(*parts: bytes) -> bytes:
+        body = b"".join(parts)
+        return struct.pack(">I", len(body)) + body
+
+    def string(text: str) -> bytes:
+        data = os.fsencode(text)
+        return struct.pack(">I", len(data)) + data
+
+    def receive(sock: socket.socket) -> bytes:
+        def exactly(count: int) -> bytes:
+            data = b""
+            while len(data) < count:
+                chunk = sock.recv(count - len(data))
+                if not chunk:
+                    raise ValueError("the control socket closed")
+                data += chunk
+            return data
+
+        return exactly(struct.unpack(">I", exactly(4))[0])
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(control)
+        sock.sendall(packet(struct.pack(">II", MUX_MSG_HELLO, MUX_VERSION)))
+        hello = receive(sock)
+        if struct.unpack(">I", hello[:4])[0] != MUX_MSG_HELLO:
+            raise ValueError("no hello from the master")
+        request = struct.pack(">III", MUX_C_OPEN_FWD, 1, MUX_FWD_REMOTE)
+        sock.sendall(packet(request, string(remote_path), struct.pack(">I", PORT_STREAMLOCAL),
+                            string(local_path), struct.pack(">I", PORT_STREAMLOCAL)))
+        reply = receive(sock)
+    kind, _ = struct.unpack(">II", reply[:8])
+    if kind in (MUX_S_OK, MUX_S_REMOTE_PORT):
+        return None
+    if kind in (MUX_S_FAILURE, MUX_S_PERMISSION_DENIED) and len(reply) >= 12:
+        size = struct.unpack(">I", reply[8:12])[0]
+        return reply[12:12 + size].decode("utf-8", "replace") or "refused"
+    raise ValueError(f"unexpected reply {kind:#x} from the master")
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def say(message: str) -> None:
+    """A line of rtun's own on stderr."""
+    sys.stderr.write(f"rtun ssh: {message}\n")
+    sys.stderr.flush()

@@ -1,0 +1,208 @@
+"""`rtun ssh`'s command line: ssh's own options (where each one goes), the host, the command,
+and the ssh command lines built from them. Pure: no processes.
+
+rtun runs one control master per login and the user's session as a client of it, so each ssh
+option goes where it acts: connection options to the master, session options (-t, -T, -e) to
+the session, forwards (-L, -R, -D, -w) to the master only, so that no forward is asked twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rtun.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Tuple
+
+# OpenSSH 9's getopt string: 1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:PQ:R:S:TVw:W:XYy
+WITH_ARGUMENT = "bceilmopBDEFIJLOQRSwW"
+FLAGS = "1246afgknqstvxACGKMNPTVXYy"
+# What rtun ssh cannot combine with its own master and session: plain ssh does these.
+REFUSED = {
+    "f": "going to the background (-f)",
+    "G": "printing the configuration (-G)",
+    "M": "-M (rtun ssh runs its own control master)",
+    "O": "control commands (-O)",
+    "Q": "queries (-Q)",
+    "S": "-S (rtun ssh runs its own control master)",
+    "V": "-V",
+    "W": "stdio forwarding (-W)",
+    "s": "subsystems (-s)",
+}
+SESSION_ONLY = "tTen"  # the master's stdin is rtun's pipe and it never has a terminal
+FORWARDS = "LRDw"
+MASTER_ONLY = FORWARDS + "NJ"  # -J: a session never connects on its own (ProxyCommand=false)
+
+# Options rtun itself takes anywhere before the command (ssh has no long options).
+RTUN_FLAGS = ("--install", "--print-config")
+
+
+class SshOption(argparse.Action):
+    """Keeps each ssh option, in order, as (letter, value or None) in ``namespace.ssh_options``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: "Optional[str]" = None) -> None:
+        letter = (option_string or "-?")[1:]
+        found = list(getattr(namespace, "ssh_options", None) or [])
+        found.append((letter, values if isinstance(values, str) else None))
+        namespace.ssh_options = found
+
+
+def declare(parser: argparse.ArgumentParser) -> None:
+    """ssh's options, before HOST (those after it are taken from the rest by :func:`split`)."""
+    for letter in FLAGS:
+        parser.add_argument(f"-{letter}", nargs=0, action=SshOption, dest="ssh_options",
+                            default=[], help=argparse.SUPPRESS)
+    for letter in WITH_ARGUMENT:
+        parser.add_argument(f"-{letter}", action=SshOption, dest="ssh_options", default=[],
+                            help=argparse.SUPPRESS)
+
+
+class Invocation:
+    """What the user asked for: ssh options (letter, value), the host, the command words."""
+
+    def __init__(self, host: str, options: "List[Tuple[str, Optional[str]]]",
+                 command: "List[str]", rtun_flags: "Sequence[str]" = ()) -> None:
+        self.host = host
+        self.options = options
+        self.command = command
+        self.rtun_flags = tuple(rtun_flags)
+
+    def has(self, letter: str) -> bool:
+        return any(opt == letter for opt, _ in self.options)
+
+    @property
+    def forward_only(self) -> bool:
+        """-N: no session, only the forward (and the user's own forwards)."""
+        return self.has("N")
+
+    def refused(self) -> "Optional[str]":
+        for letter, _ in self.options:
+            if letter in REFUSED:
+                return f"rtun ssh does not do {REFUSED[letter]}: use plain ssh for that"
+        return None
+
+    def words(self, skip: str) -> "List[str]":
+        """The options as argv words, less the letters in ``skip``."""
+        out: List[str] = []
+        for letter, value in self.options:
+            if letter not in skip:
+                out += [f"-{letter}"] if value is None else [f"-{letter}", value]
+        return out
+
+
+def split(host: str, rest: "Sequence[str]", before: "List[Tuple[str, Optional[str]]]") -> Invocation:
+    """ssh (like OpenSSH's own parser) takes options after the host too, up to the first word of
+    the command or ``--``; take those out of ``rest``. Raises ValueError on a bad option."""
+    options = list(before)
+    flags: List[str] = []
+    words = list(rest)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            i += 1
+            break
+        if word in RTUN_FLAGS:
+            flags.append(word)
+            i += 1
+            continue
+        if not word.startswith("-") or word == "-":
+            break
+        j = 1
+        while j < len(word):
+            letter = word[j]
+            if letter in WITH_ARGUMENT:
+                value = word[j + 1:]
+                if not value:
+                    i += 1
+                    if i >= len(words):
+                        raise ValueError(f"option -{letter} needs an argument")
+                    value = words[i]
+                options.append((letter, value))
+                break
+            if letter not in FLAGS:
+                raise ValueError(f"unknown ssh option -{letter}")
+            options.append((letter, None))
+            j += 1
+        i += 1
+    return Invocation(host, options, words[i:], flags)
+
+
+def from_args(args: argparse.Namespace) -> Invocation:
+    """The invocation from a parser set up by :func:`declare` plus ``host`` and ``remote_command``
+    (its REMAINDER); raises UsageError for a bad or a refused option."""
+    try:
+        inv = split(args.host, args.remote_command, list(args.ssh_options or []))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    refused = inv.refused()
+    if refused:
+        raise UsageError(refused)
+    for flag in RTUN_FLAGS:
+        if getattr(args, flag[2:].replace("-", "_"), False) and flag not in inv.rtun_flags:
+            inv.rtun_flags += (flag,)
+    return inv
+
+
+# ---- ssh command lines ------------------------------------------------------------------------
+
+def escape_tokens(path: str) -> str:
+    """ssh expands %-tokens in forward and control paths (OpenSSH 8.3+): keep a path literal."""
+    return path.replace("%", "%%")
+
+
+def master_argv(base: "Sequence[str]", control: str, inv: Invocation, command: str) -> "List[str]":
+    """The connection: a control master of rtun's own whose session is the control session.
+    rtun's options come first: for ssh the first value given wins."""
+    return list(base) + [
+        "-M", "-S", escape_tokens(control), "-T",
+        "-o", "ControlPersist=no", "-o", "RemoteCommand=none",
+    ] + inv.words(SESSION_ONLY + "N") + ["--", inv.host, command]
+
+
+def mux_argv(base: "Sequence[str]", control: str, inv: "Optional[Invocation]", host: str,
+             extra: "Sequence[str]" = (), command: "Optional[str]" = None) -> "List[str]":
+    """A session over the master. With ``inv``, the user's options apply (the ssh_config too);
+    without, ``-F /dev/null``: a bare request that reads no configuration. ``ProxyCommand=false``
+    makes it fail, rather than log in on its own, if the master is gone."""
+    argv = list(base) + ["-S", escape_tokens(control), "-o", "ControlMaster=no",
+                         "-o", "ProxyCommand=false", "-o", "RemoteCommand=none",
+                         "-o", "ClearAllForwardings=yes"]
+    argv += inv.words(MASTER_ONLY) if inv is not None else ["-F", "/dev/null", "-T"]
+    argv += list(extra) + ["--", host]
+    return argv + ([command] if command is not None else [])
+
+
+def control_argv(base: "Sequence[str]", control: str, host: str, operation: str,
+                 forward: "Optional[str]" = None) -> "List[str]":
+    """``ssh -O forward|cancel|exit``. ``-F /dev/null``: forwards from ssh_config must not be
+    asked a second time."""
+    argv = list(base) + ["-F", "/dev/null", "-S", escape_tokens(control), "-O", operation]
+    if forward is not None:
+        argv += ["-R", forward]
+    return argv + ["--", host]
+
+
+def forward_spec(remote: str, local: str) -> str:
+    """``-R REMOTE:LOCAL`` for two socket paths; raises ValueError for a path ssh cannot take."""
+    for path in (remote, local):
+        if ":" in path or not path.startswith("/") or any(ord(c) < 32 for c in path):
+            raise ValueError(f"ssh cannot forward the socket path {path!r}")
+    return f"{escape_tokens(remote)}:{escape_tokens(local)}"
+
+
+def config_argv(base: "Sequence[str]", inv: Invocation) -> "List[str]":
+    """``ssh -G``: what ssh_config says for this host with these options."""
+    return list(base) + inv.words(SESSION_ONLY) + ["-G", "--", inv.host]
+
+
+def parse_config(text: str) -> "Dict[str, str]":
+    """``ssh -G`` output as {key: value}; keys lower-case, the first value of a key wins."""
+    config: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        config.setdefault(key.lower(), value.strip())
+    return config

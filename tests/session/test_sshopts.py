@@ -1,0 +1,77 @@
+"""`rtun ssh`'s command line and the ssh command lines built from it (pure: no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtun.cli import parse
+from rtun.errors import UsageError
+from rtun.session import sshopts
+
+
+def _inv(*argv: str) -> sshopts.Invocation:
+    _, args = parse(["ssh", *argv])
+    return sshopts.from_args(args)
+
+
+def test_options_before_and_after_the_host_are_ssh_options_and_the_rest_is_the_command():
+    inv = _inv("-p", "2222", "-oLogLevel=ERROR", "srv", "-l", "me", "-tt", "ls", "-l", "/tmp")
+    assert inv.host == "srv"
+    assert inv.options == [("p", "2222"), ("o", "LogLevel=ERROR"), ("l", "me"), ("t", None), ("t", None)]
+    assert inv.command == ["ls", "-l", "/tmp"]
+
+
+def test_double_dash_ends_the_options_and_rtun_flags_may_come_after_the_host():
+    inv = _inv("srv", "--install", "-v", "--", "-x", "y")
+    assert inv.command == ["-x", "y"]
+    assert inv.rtun_flags == ("--install",)
+    assert inv.has("v")
+    assert _inv("--install", "srv").rtun_flags == ("--install",)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-f", "srv"], "-f"),
+    (["srv", "-O", "exit"], "-O"),
+    (["srv", "-W", "h:22"], "-W"),
+    (["-S", "/x", "srv"], "-S"),
+    (["srv", "-s", "sftp"], "subsystems"),
+])
+def test_what_rtun_ssh_cannot_do_is_a_usage_error_naming_it(argv, message):
+    with pytest.raises(UsageError) as caught:
+        _inv(*argv)
+    assert message in caught.value.message and "plain ssh" in caught.value.message
+
+
+def test_an_unknown_option_after_the_host_is_a_usage_error():
+    with pytest.raises(UsageError, match="-Z"):
+        _inv("srv", "-Z", "ls")
+    with pytest.raises(UsageError, match="-p needs an argument"):
+        _inv("srv", "-p")
+
+
+def test_each_option_goes_where_it_acts():
+    inv = _inv("-A", "-L", "8080:localhost:80", "-J", "jump", "-t", "-e", "none", "srv", "cmd")
+    master = sshopts.master_argv(["ssh"], "/ctl", inv, "CONTROL")
+    session = sshopts.mux_argv(["ssh"], "/ctl", inv, "srv", ["-x"], "CMD")
+    # The connection: forwards and the jump host, never a terminal; rtun's options first (first wins).
+    assert master[:5] == ["ssh", "-M", "-S", "/ctl", "-T"]
+    assert "-L" in master and "-J" in master and "-t" not in master and "-e" not in master
+    assert master[-3:] == ["--", "srv", "CONTROL"]
+    # The session: the terminal and escape character; no forward asked twice, no login of its own.
+    assert "-t" in session and "-e" in session and "-A" in session
+    assert "-L" not in session and "-J" not in session
+    assert "ProxyCommand=false" in session and "ClearAllForwardings=yes" in session
+    assert session[-4:] == ["-x", "--", "srv", "CMD"]
+
+
+def test_paths_in_forwards_and_control_paths_keep_percent_signs_literal():
+    assert sshopts.forward_spec("/h/a%b/s", "/l/s") == "/h/a%%b/s:/l/s"
+    assert sshopts.control_argv(["ssh"], "/c%d", "srv", "exit")[3:5] == ["-S", "/c%%d"]
+    for bad in ("/h/a:b", "relative", "/h/new\nline"):
+        with pytest.raises(ValueError):
+            sshopts.forward_spec(bad, "/l/s")
+
+
+def test_ssh_config_output_is_parsed_first_value_first():
+    assert sshopts.parse_config("RemoteCommand tmux a\nremotecommand other\nport 22\n") == {
+        "remotecommand": "tmux a", "port": "22"}
