@@ -17,6 +17,7 @@ from typing import List
 import pytest
 
 from support.rtun import RtunDaemon, answers_ping, run_rtun
+from rtun.protocol import limits
 from support.load import peak_rss_kib
 from support.sshd import Forward
 from support.v1peer import RawClient
@@ -240,7 +241,7 @@ def test_one_put_cannot_grow_the_daemon_without_bound(daemon, check):
         reply = raw.line()
     assert reply.startswith(b"OK {"), reply[:200]
     data = json.loads(reply[3:])
-    assert data["unlisted"]["skipped"] > 50_000 and len(reply) < 2 * 1024 * 1024
+    assert data["unlisted"]["skipped"] > 50_000 and len(reply) < limits.MAX_REPLY_LISTING + 64 * 1024
     assert _peak_rss_mib(daemon.process.pid) - before < 64
     check()
 
