@@ -305,3 +305,9 @@ def test_the_buffer_is_small_between_uploads_and_large_during_one() -> None:
     receiver.reply()
     assert len(receiver.get_buffer()) == limits.IDLE_BUFFER - len(b"PING\r\n")
     assert receiver.next_event() == wire.Ping()
+
+
+def test_lone_surrogates_from_json_escapes_are_rejected_not_crashed_on() -> None:
+    for entry in (b'{"type":"link","path":"l","target":"\\ud800x"}\r\n', b'{"type":"dir","path":"\\udc80"}\r\n'):
+        with pytest.raises(Rejected):
+            feed([b"PUT {}\r\n" + entry])

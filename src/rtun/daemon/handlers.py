@@ -144,8 +144,18 @@ class Handlers:
 
     async def upload(self, conn: Connection, upload: Upload) -> None:
         self._may_upload(conn)
-        async with self._upload_slots:  # the rest wait their turn: memory stays bounded
+        await self._take_slot()  # the rest wait their turn: memory stays bounded
+        try:
             await self._upload(conn, upload)
+        finally:
+            self._upload_slots.release()
+
+    async def _take_slot(self) -> None:
+        """A transfer slot, waited for no longer than a silent connection may last."""
+        try:
+            await asyncio.wait_for(self._upload_slots.acquire(), self.config.idle_timeout)
+        except asyncio.TimeoutError:
+            raise Rejected(wire.E_BUSY, "every transfer slot stayed busy: try again later") from None
 
     async def _upload(self, conn: Connection, upload: Upload) -> None:
         request = upload.request
@@ -173,8 +183,11 @@ class Handlers:
         if not self._view_limit.allow(conn):
             wait = self._view_limit.wait(conn)
             raise Rejected(wire.E_BUSY, f"too many files opened in a short time: try again in {wait:.0f} s")
-        async with self._upload_slots:
+        await self._take_slot()
+        try:
             await self._view(conn, self._viewer, upload.request)
+        finally:
+            self._upload_slots.release()
 
     async def _view(self, conn: Connection, viewer: "Viewer", request: wire.View) -> None:
         target = viewer.begin(request)

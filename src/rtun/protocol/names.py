@@ -72,7 +72,11 @@ def check_link_target(target: str) -> None:
     """A link target is text the desktop shows: no controls, no bidirectional tricks, bounded."""
     if misleading(target):
         raise Rejected(wire.E_BAD_PATH, f"link target contains control or bidirectional characters: {shown(target)}")
-    if len(target.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+    try:
+        encoded = target.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Rejected(wire.E_BAD_PATH, "link target is not valid Unicode") from None
+    if len(encoded) > MAX_PATH_BYTES:
         raise Rejected(wire.E_BAD_PATH, "link target is too long")
 
 

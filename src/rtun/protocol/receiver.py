@@ -231,7 +231,7 @@ class Receiver:
         """A new buffer holding the unread bytes; called between events, when no view of the
         old buffer is alive."""
         unread = self._end - self._start
-        if size == len(self._buffer) or unread > size:
+        if size == len(self._buffer) or unread >= size:  # a full buffer would stall reading
             return
         buffer = bytearray(size)
         buffer[:unread] = self._view[self._start:self._end]

@@ -197,6 +197,11 @@ def json_field(obj: Dict[str, Any], key: str, kind: type, default: Any = None) -
     # bool is an int subclass; a size of true is not a size.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise Rejected(E_BAD_REQUEST, f"field {key!r} must be {kind.__name__}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # a JSON "\ud800" escape is a lone surrogate: not text
+        except UnicodeEncodeError:
+            raise Rejected(E_BAD_REQUEST, f"field {key!r} is not valid Unicode") from None
     return value
 
 

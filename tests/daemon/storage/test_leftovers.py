@@ -11,7 +11,9 @@ from rtun.daemon.storage.leftovers import LINK_MAX_AGE, hold, remove_leftovers
 
 def test_unheld_part_files_go_anywhere_below_the_root_even_named_after_a_live_pid(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
-    reused = tmp_path / "a" / "b" / f".rtun-{os.getpid()}-00ff.part"  # a PID that is alive: reused
+    reused = tmp_path / "a" / "b" / f".rtun-{os.getppid()}-00ff.part"  # a PID that is alive: reused
+    own = tmp_path / f".rtun-{os.getpid()}-00ff.part"  # this process's own: perhaps not locked yet
+    own.write_text("x")
     held = tmp_path / "a" / ".rtun-1-00ff.part"
     user_file = tmp_path / ".rtun-1-notes.txt"  # not a part name
     for path in (reused, held, user_file):
@@ -22,7 +24,7 @@ def test_unheld_part_files_go_anywhere_below_the_root_even_named_after_a_live_pi
         assert remove_leftovers(str(tmp_path), ".rtun-", ".part", recursive=True) == [str(reused)]
     finally:
         os.close(fd)
-    assert held.exists() and user_file.exists()
+    assert held.exists() and user_file.exists() and own.exists()
     assert remove_leftovers(str(tmp_path), ".rtun-", ".part", recursive=True) == [str(held)]
 
 

@@ -113,3 +113,21 @@ def test_discard_leaves_nothing(root: Path) -> None:
     part.discard()
     t.close()
     assert list(root.iterdir()) == []
+
+
+def test_many_files_of_one_name_cost_few_attempts_each(root: Path) -> None:
+    t = tree.Tree(str(root), 0o022)
+    names = {received(t, ("same",), b"", 0o644) for _ in range(300)}
+    t.close()
+    assert len(names) == 300 and "same" in names and "same (15)" in names
+    assert len(list(root.iterdir())) == 300
+
+
+def test_a_directory_made_is_reported_and_one_that_existed_is_not(root: Path) -> None:
+    (root / "old").mkdir()
+    t = tree.Tree(str(root), 0o022)
+    t.directory(("old",))
+    assert t.made is None
+    t.directory(("new", "deeper"))
+    assert t.made == ("new", "deeper")
+    t.close()

@@ -63,7 +63,7 @@ class Transfer:
 
     def directory(self, event: Directory) -> None:
         self.tree.directory(event.parts)
-        if event.parts not in self.tree.created:
+        if self.tree.made != event.parts:  # it existed before: its mode and mtime stay
             return
         self._tracked_bytes += sum(len(p) + OBJECT_COST for p in event.parts) + OBJECT_COST
         if self._tracked_bytes <= MAX_TRACKED_DIRECTORIES:

@@ -65,6 +65,8 @@ def remove_leftovers(directory: str, prefix: str, suffix: str = "", recursive: b
     for parent, name in _entries(directory, recursive):
         if not (name.startswith(prefix) and name.endswith(suffix)):
             continue
+        if name.startswith(f"{prefix}{os.getpid()}-"):
+            continue  # this daemon's own, perhaps made a moment ago and not yet locked
         path = os.path.join(parent, name)
         try:
             st = os.lstat(path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, Optional, Set, Tuple
+from typing import Dict, Optional, Tuple
 
 from rtun.daemon.storage.leftovers import hold
 from rtun.protocol import wire
@@ -70,7 +70,10 @@ def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) ->
     """Rename ``temporary`` to ``name``, or to the first free ``name (N)`` unless ``overwrite``
     allows replacing a file there (a directory is never replaced). Returns the name used."""
     for attempt in range(10000):
-        candidate = free_name(name, attempt)
+        # Counting up makes a thousand files of one name cost a million link() calls on the
+        # daemon's loop: past the first few, numbers are drawn at random.
+        number = attempt if attempt < 16 else 16 + int.from_bytes(os.urandom(4), "big")
+        candidate = free_name(name, number)
         if overwrite:
             st = _lstat(candidate, dir_fd)
             if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -110,7 +113,9 @@ class Tree:
         self.umask = umask
         os.makedirs(root, exist_ok=True)
         self._fds: Dict[Tuple[str, ...], int] = {(): os.open(root, _DIR_FLAGS)}
-        self.created: Set[Tuple[str, ...]] = set()  # directories this tree made
+        # The directory the last call to ``directory`` made, if it made the one asked for (a set
+        # of every one made would grow with what a peer sends).
+        self.made: Optional[Tuple[str, ...]] = None
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -119,6 +124,7 @@ class Tree:
 
     def directory(self, parts: Tuple[str, ...], create: bool = True) -> int:
         """The descriptor of the directory ``parts``, made if missing."""
+        self.made = None
         fd = self._fds.get(parts)
         if fd is not None:
             return fd
@@ -136,7 +142,7 @@ class Tree:
             if create:
                 try:
                     os.mkdir(name, 0o777, dir_fd=parent)  # the umask applies
-                    self.created.add(parts)
+                    self.made = parts
                 except FileExistsError:
                     pass
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -194,7 +200,12 @@ class PartFile:
             self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
         except OSError as exc:
             raise refusal_for(exc, what) from None
-        hold(self.fd)  # until closed: the leftover sweep of another daemon leaves it alone
+        try:
+            hold(self.fd)  # until closed: the leftover sweep of another daemon leaves it alone
+        except OSError as exc:  # a file system without locks
+            os.close(self.fd)
+            os.unlink(self.name, dir_fd=dir_fd)
+            raise refusal_for(exc, what) from None
         self.size = 0
 
     def write(self, data: memoryview) -> None:
