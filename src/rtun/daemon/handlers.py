@@ -8,9 +8,10 @@ small and fast; a rejection anywhere is raised as ``wire.Rejected`` and answered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from typing import Any, Awaitable, Callable, Dict, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Union
 
 from rtun.daemon.actions.files import Transfer, Uploads
 from rtun.daemon.actions.ratelimit import RateLimit
@@ -144,18 +145,21 @@ class Handlers:
 
     async def upload(self, conn: Connection, upload: Upload) -> None:
         self._may_upload(conn)
-        await self._take_slot()  # the rest wait their turn: memory stays bounded
-        try:
+        async with self._slot():
             await self._upload(conn, upload)
-        finally:
-            self._upload_slots.release()
 
-    async def _take_slot(self) -> None:
-        """A transfer slot, waited for no longer than a silent connection may last."""
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of max_uploads transfer slots (the rest wait their turn: memory stays bounded),
+        waited for no longer than a silent connection may last."""
         try:
             await asyncio.wait_for(self._upload_slots.acquire(), self.config.idle_timeout)
         except asyncio.TimeoutError:
             raise Rejected(wire.E_BUSY, "every transfer slot stayed busy: try again later") from None
+        try:
+            yield
+        finally:
+            self._upload_slots.release()
 
     async def _upload(self, conn: Connection, upload: Upload) -> None:
         request = upload.request
@@ -183,11 +187,8 @@ class Handlers:
         if not self._view_limit.allow(conn):
             wait = self._view_limit.wait(conn)
             raise Rejected(wire.E_BUSY, f"too many files opened in a short time: try again in {wait:.0f} s")
-        await self._take_slot()
-        try:
+        async with self._slot():
             await self._view(conn, self._viewer, upload.request)
-        finally:
-            self._upload_slots.release()
 
     async def _view(self, conn: Connection, viewer: "Viewer", request: wire.View) -> None:
         target = viewer.begin(request)

@@ -49,7 +49,6 @@ class Sender:
         self._eof = False
         self._limit = MAX_LINE  # the longest reply line accepted now
         self._v1 = False  # the current upload is a v1 SEND or VIEW
-        self._put_reply = False
         self._declared: Optional[int] = None  # size of the current file, if known
         self._sent = 0
         self._hash: Any = None

@@ -14,7 +14,6 @@ import importlib.util
 import io
 import marshal
 import os
-import sys
 import zipfile
 
 import rtun
@@ -84,7 +83,3 @@ def build(compiled: bool = True) -> bytes:
                 archive.writestr(_entry(arcname + "c"), _pyc(source, arcname))
     return buffer.getvalue()
 
-
-def python_tag() -> str:
-    """The Python whose .pyc files the bundle carries, e.g. ``3.11``."""
-    return f"{sys.version_info[0]}.{sys.version_info[1]}"
