@@ -9,11 +9,11 @@ import os
 import socket
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import Optional, Tuple, Union
+    from typing import Callable, Optional, Tuple, Union
 
 from rtun import paths
 from rtun.protocol import wire
-from rtun.protocol.sender import NEED_DATA, Sender, Truncated
+from rtun.protocol.sender import NEED_DATA, Payload, PayloadEnd, Sender, Truncated
 from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
 
 # A live daemon answers PING in milliseconds, but a forward on a loaded server took 2.5 s in the
@@ -107,6 +107,25 @@ class Connection:
                 self.sender.receive_data(self.sock.recv(RECEIVE_SIZE))
         except (wire.Rejected, Truncated) as exc:
             raise ConnectionLostError(str(exc)) from None
+
+    def read_payload(self, write: "Callable[[bytes], object]") -> int:
+        """After a payload reply: hand each piece of its data to ``write``; the byte count.
+        The data is only whole (and verified) when this returns."""
+        total = 0
+        try:
+            while True:
+                event = self.sender.next_event()
+                if isinstance(event, Payload):
+                    write(event.data)
+                    total += len(event.data)
+                elif isinstance(event, PayloadEnd):
+                    return total
+                else:
+                    self.sender.receive_data(self.sock.recv(RECEIVE_SIZE))
+        except (wire.Rejected, Truncated) as exc:
+            raise ConnectionLostError(str(exc)) from None
+        except OSError as exc:
+            raise ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}") from None
 
     def request(self, request: wire.Request) -> wire.Reply:
         """Send one request; return its reply (READY for an upload), raising RemoteError for an
@@ -233,3 +252,42 @@ def notify(explicit: Optional[str], title: str, body: str) -> None:
             conn.request(wire.Notify("_".join(title.split()) or "rtun", " ".join(body.split())))
     finally:
         conn.close()
+
+
+def require(conn: Connection, feature: str, what: str) -> None:
+    """A clear error when the daemon predates ``feature``."""
+    if not conn.features or feature not in conn.features:
+        raise RtunError(f"the rtun daemon on your computer is too old for {what}: update rtun there")
+
+
+def open_url(explicit: Optional[str], url: str) -> None:
+    with negotiate(connect(explicit)) as conn:
+        require(conn, "open", "opening URLs")
+        conn.request(wire.OpenUrl(url))
+
+
+def copy(explicit: Optional[str], data: bytes) -> None:
+    """``data`` to the local clipboard: sent as a v1 file is, after READY."""
+    with negotiate(connect(explicit)) as conn:
+        require(conn, "copy", "the clipboard")
+        conn.request(wire.Copy(len(data)))  # READY, or the daemon's refusal (too large, denied)
+        conn.write(conn.sender.data(data))
+        conn.write(data)
+        conn.write(conn.sender.end_file())
+        conn.expect_ok()
+
+
+def paste(explicit: Optional[str], write: "Callable[[bytes], object]") -> int:
+    """The local clipboard, piece by piece to ``write``; the byte count."""
+    with negotiate(connect(explicit)) as conn:
+        require(conn, "paste", "the clipboard")
+        conn.request(wire.Paste())
+        return conn.read_payload(write)
+
+
+def daemon_version(explicit: Optional[str]) -> str:
+    """The version the daemon reports ("1" for a v1 daemon, "unknown" for an early rtun/2 one)."""
+    with negotiate(connect(explicit)) as conn:
+        if not conn.features and conn.features is not None:
+            return "1 (v1 protocol)"
+        return wire.daemon_version(conn.features or ()) or "unknown (rtun/2, before 0.2)"

@@ -125,3 +125,81 @@ def test_one_request_at_a_time() -> None:
 def test_text_that_cannot_be_one_line_is_refused() -> None:
     with pytest.raises(ValueError):
         Sender().send(wire.Echo("two\nlines"))
+
+
+def _payload_events(sender: Sender, incoming: bytes, piece: int) -> list:
+    events: list = []
+    for i in range(0, len(incoming), piece):
+        sender.receive_data(incoming[i:i + piece])
+        while True:
+            event = sender.next_event()
+            if event is NEED_DATA:
+                break
+            events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("piece", [1, 7, 1 << 20])
+def test_a_payload_reply_comes_out_as_reply_pieces_and_a_verified_end(piece: int) -> None:
+    from rtun.protocol.sender import Payload, PayloadEnd
+
+    sender, receiver = Sender(), Receiver()
+    receiver.receive_data(sender.send(wire.Paste()))
+    assert receiver.next_event() == wire.Paste()
+    header, payload, digest = receiver.reply_payload({}, b"clipboard text\n")
+    events = _payload_events(sender, header + payload + digest, piece)
+    assert isinstance(events[0], wire.Reply) and events[0].data == {"bytes": 15}
+    assert b"".join(e.data for e in events[1:-1] if isinstance(e, Payload)) == b"clipboard text\n"
+    assert isinstance(events[-1], PayloadEnd) and sender.state == "idle"
+    sender.send(wire.Ping())  # the connection is ready for the next request
+
+
+def test_a_corrupted_payload_is_caught_at_its_digest() -> None:
+    sender = Sender()
+    sender.send(wire.Paste())
+    wrong = framing.encode_checksum(hashlib.sha256(b"other").hexdigest())
+    with pytest.raises(Rejected) as info:
+        _payload_events(sender, b'OK {"bytes":4}\r\ntext' + wrong, 100)
+    assert info.value.code == wire.E_CHECKSUM
+
+
+def test_a_payload_cut_short_is_truncated() -> None:
+    sender = Sender()
+    sender.send(wire.EditWait("", ""))
+    sender.receive_data(b'OK {"event":"save","bytes":10}\r\nabc')
+    sender.receive_data(b"")
+    with pytest.raises(Truncated):
+        while sender.next_event() is not NEED_DATA:
+            pass
+
+
+def test_a_payload_past_the_limit_is_refused_before_any_data() -> None:
+    sender = Sender()
+    sender.send(wire.Paste())
+    sender.receive_data(b'OK {"bytes":%d}\r\n' % (limits.MAX_PAYLOAD + 1))
+    with pytest.raises(Rejected) as info:
+        sender.next_event()
+    assert info.value.code == wire.E_BAD_SIZE
+
+
+def test_only_payload_requests_read_a_bytes_field_as_a_payload() -> None:
+    sender = Sender()
+    sender.send(wire.OpenUrl("https://example.org/"))
+    sender.receive_data(b'OK {"bytes":3}\r\n')
+    reply = sender.next_event()
+    assert isinstance(reply, wire.Reply) and sender.state == "idle"
+
+
+def test_a_copy_goes_as_a_v1_file_the_receiver_verifies() -> None:
+    sender, receiver = Sender(), Receiver()
+    receiver.receive_data(sender.send(wire.Copy(5)))
+    upload = receiver.next_event()
+    assert isinstance(upload, Upload) and upload.request == wire.Copy(5) and upload.parts == ()
+    ready_line, first = receiver.accept()
+    assert isinstance(first, FileStart) and first.size == 5
+    sender.receive_data(ready_line)
+    assert sender.next_event().text == "READY"
+    receiver.receive_data(sender.data(b"hello") + b"hello" + sender.end_file())
+    assert bytes(receiver.next_event().data) == b"hello"
+    assert isinstance(receiver.next_event(), FileEnd)
+    assert isinstance(receiver.next_event(), UploadEnd)

@@ -141,9 +141,40 @@ def test_view_rtun2_token_is_not_a_hello():
 
 
 def test_hello_reply_and_its_parse():
-    raw = wire.ok(" ".join((wire.HELLO_TOKEN,) + wire.FEATURES))
-    assert raw == b"OK RTUN/2 notify2 put\r\n"
-    assert wire.parse_hello_reply(wire.parse_reply(raw)) == ("notify2", "put")
+    raw = wire.ok(wire.hello_reply(("notify2", "put"), "0.2.0"))
+    assert raw == b"OK RTUN/2 notify2 put version=0.2.0\r\n"
+    features = wire.parse_hello_reply(wire.parse_reply(raw))
+    assert features == ("notify2", "put", "version=0.2.0")
+    assert wire.daemon_version(features) == "0.2.0"
+
+
+def test_a_hello_reply_without_a_version_word_is_an_older_daemon():
+    features = wire.parse_hello_reply(wire.parse_reply(b"OK RTUN/2 notify2 put\r\n"))
+    assert features == ("notify2", "put") and wire.daemon_version(features) is None
+
+
+@pytest.mark.parametrize("request_", [
+    wire.OpenUrl("https://example.org/a?b=c"),
+    wire.Copy(12),
+    wire.Paste(),
+    wire.Edit(0, "notes.txt"),
+    wire.EditWait("", ""),
+    wire.EditWait("conflict", "changed on the server"),
+])
+def test_action_requests_round_trip(request_):
+    line = wire.encode_request(request_)
+    assert line.endswith(b"\r\n") and line.count(b"\n") == 1
+    assert wire.parse_request(line) == request_
+
+
+@pytest.mark.parametrize("line", [
+    b"OPEN {}", b'OPEN {"url": 5}', b"COPY {}", b'COPY {"bytes": -1}', b'COPY {"bytes": true}',
+    b"PASTE now", b'EDIT {"bytes": 3}', b'EDIT {"name": "", "bytes": 3}',
+    b'EDITWAIT {"result": "rm -rf"}',
+])
+def test_malformed_action_requests_are_rejected(line):
+    with pytest.raises(wire.Rejected):
+        wire.parse_request(line + b"\r\n")
 
 
 def test_v1_answers_to_hello_mean_v1():

@@ -41,6 +41,22 @@ class Config:
     view_opener: Tuple[str, ...] = ()  # () means the platform's own: xdg-open or open
     view_allow_types: Tuple[str, ...] = ()  # risky extensions the user accepts anyway
     view_max_age: float = 24 * 3600.0  # seconds before a viewed temp file is removed
+    # [actions]: what the server side may do here. Paste is off: root on a server could read
+    # whatever this computer's clipboard holds.
+    allow_notify: bool = True
+    allow_send: bool = True
+    allow_view: bool = True  # files, from `rtun view` and `rtun open FILE`
+    allow_open: bool = True  # URLs, from `rtun open URL` and the BROWSER shim
+    allow_copy: bool = True
+    allow_paste: bool = False
+    allow_edit: bool = True
+    open_browser: Tuple[str, ...] = ()  # () means the platform's own: xdg-open or open
+    clipboard_copy: Tuple[str, ...] = ()  # () means the first of pbcopy, wl-copy, xclip, xsel found
+    clipboard_paste: Tuple[str, ...] = ()  # () means pbpaste, wl-paste, xclip or xsel
+    clipboard_max_bytes: int = 16 * 1024 * 1024
+    edit_editor: Tuple[str, ...] = ()  # () means $RTUN_EDITOR, else code --wait, else subl -w
+    edit_max_bytes: int = 64 * 1024 * 1024
+    edit_max_open: int = 16  # edits open at once
 
 
 # TOML table.key -> Config field
@@ -64,13 +80,29 @@ _KEYS: Dict[Tuple[str, str], str] = {
     ("view", "opener"): "view_opener",
     ("view", "allow_types"): "view_allow_types",
     ("view", "max_age"): "view_max_age",
+    ("actions", "notify"): "allow_notify",
+    ("actions", "send"): "allow_send",
+    ("actions", "view"): "allow_view",
+    ("actions", "open"): "allow_open",
+    ("actions", "copy"): "allow_copy",
+    ("actions", "paste"): "allow_paste",
+    ("actions", "edit"): "allow_edit",
+    ("open", "browser"): "open_browser",
+    ("clipboard", "copy"): "clipboard_copy",
+    ("clipboard", "paste"): "clipboard_paste",
+    ("clipboard", "max_bytes"): "clipboard_max_bytes",
+    ("edit", "editor"): "edit_editor",
+    ("edit", "max_bytes"): "edit_max_bytes",
+    ("edit", "max_open"): "edit_max_open",
 }
+# Settings that name a command: a string is split as a shell would, a list is taken as is.
+_COMMAND_FIELDS = {"view_opener", "open_browser", "clipboard_copy", "clipboard_paste", "edit_editor"}
 _PATH_FIELDS = {"socket", "save_dir", "log"}
 
 
 def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
     if isinstance(default, tuple):
-        if isinstance(value, str) and name == "view_opener":
+        if isinstance(value, str) and name in _COMMAND_FIELDS:
             import shlex
 
             return tuple(shlex.split(value))

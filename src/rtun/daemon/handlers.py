@@ -24,6 +24,8 @@ from rtun.protocol.wire import Rejected
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from rtun.daemon.actions.browser import Browser
+    from rtun.daemon.actions.clipboard import Clipboard
     from rtun.daemon.actions.notify import Notifier
     from rtun.daemon.actions.view import Viewer
 
@@ -40,9 +42,12 @@ class Handlers:
         self._notifier: Optional[Notifier] = None
         self._uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
         self._viewer: Optional[Viewer] = None
+        self._browser: Optional[Browser] = None
+        self._clipboard: Optional[Clipboard] = None
         self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
         self._notify_limit = RateLimit(config.notify_rate, config.notify_burst)
-        self._view_limit = RateLimit(config.view_rate, config.view_burst)
+        self._view_limit = RateLimit(config.view_rate, config.view_burst)  # files and URLs
+        self._clipboard_limit = RateLimit(config.view_rate * 5, config.view_burst * 2)
         self._coalesced = 0  # notifications that came too fast, shown as one later
         self._summary: Optional[asyncio.TimerHandle] = None
         self.table: Dict[type, Handler] = {
@@ -56,6 +61,17 @@ class Handlers:
             wire.Send: self.upload,
             wire.Put: self.upload,
             wire.View: self.view,
+            wire.OpenUrl: self.open_url,
+            wire.Copy: self.copy,
+            wire.Paste: self.paste,
+            wire.Edit: self.edit,
+            wire.EditWait: self.stray_edit_wait,
+        }
+        # The [actions] policy: the setting each request needs turned on.
+        self._policy: Dict[type, str] = {
+            wire.Notify: "notify", wire.Notify2: "notify", wire.Send: "send", wire.Put: "send",
+            wire.View: "view", wire.OpenUrl: "open", wire.Copy: "copy", wire.Paste: "paste",
+            wire.Edit: "edit",
         }
 
     async def handle(self, conn: Connection, event: object) -> None:
@@ -64,6 +80,9 @@ class Handlers:
         handler = self.table.get(key)
         if handler is None:
             raise Rejected(wire.E_UNKNOWN, f"unsupported request {key.__name__}")
+        action = self._policy.get(key)
+        if action is not None and not getattr(self.config, f"allow_{action}"):
+            raise denied(action)
         try:
             await handler(conn, event)
         except OSError as exc:  # storage the actions did not foresee: a clear refusal all the same
@@ -95,7 +114,9 @@ class Handlers:
         await conn.send(conn.receiver.reply(request.text))
 
     async def hello(self, conn: Connection, request: wire.Hello) -> None:
-        await conn.send(conn.receiver.reply(" ".join((wire.HELLO_TOKEN,) + wire.FEATURES)))
+        from rtun import __version__
+
+        await conn.send(conn.receiver.reply(wire.hello_reply(wire.FEATURES, __version__)))
 
     async def shutdown(self, conn: Connection, request: wire.Shutdown) -> None:
         self._diagnostics("SHUTDOWN")
@@ -199,6 +220,76 @@ class Handlers:
             raise
         await viewer.show(target)
         await conn.send(conn.receiver.reply())
+
+
+    # ---- URLs and the clipboard ----------------------------------------------------------------
+
+    def _limited(self, limit: RateLimit, conn: Connection, what: str) -> None:
+        if not limit.allow(conn):
+            raise Rejected(wire.E_BUSY, f"too many {what} in a short time: try again in {limit.wait(conn):.0f} s")
+
+    async def open_url(self, conn: Connection, request: wire.OpenUrl) -> None:
+        if self._browser is None:
+            from rtun.daemon.actions.browser import Browser
+
+            self._browser = Browser(self.config.open_browser)
+        self._limited(self._view_limit, conn, "files and pages opened")
+        await self._browser.open(request.url)
+        await conn.send(conn.receiver.reply())
+
+    def _clipboard_action(self) -> "Clipboard":
+        if self._clipboard is None:
+            from rtun.daemon.actions.clipboard import Clipboard
+
+            c = self.config
+            self._clipboard = Clipboard(c.clipboard_copy, c.clipboard_paste, c.clipboard_max_bytes)
+        return self._clipboard
+
+    async def copy(self, conn: Connection, upload: Upload) -> None:
+        from rtun.daemon.actions.clipboard import Sink
+
+        request = upload.request
+        assert isinstance(request, wire.Copy)
+        clipboard = self._clipboard_action()
+        if request.size > clipboard.max_bytes:
+            raise Rejected(wire.E_TOO_LARGE, f"{request.size} bytes is more than the clipboard takes "
+                           f"here ([clipboard] max_bytes = {clipboard.max_bytes})")
+        self._may_upload(conn)
+        self._limited(self._clipboard_limit, conn, "clipboard requests")
+        async with self._slot():
+            sink = Sink()
+            await receive(conn, sink)
+            assert sink.data is not None
+            await clipboard.copy(sink.data)
+        await conn.send(conn.receiver.reply())
+
+    async def paste(self, conn: Connection, request: wire.Paste) -> None:
+        self._limited(self._clipboard_limit, conn, "clipboard requests")
+        data = await self._clipboard_action().paste()
+        for piece in conn.receiver.reply_payload({}, data):
+            await conn.send(piece)
+
+    # ---- editing a server file here -------------------------------------------------------------
+
+    async def edit(self, conn: Connection, upload: Upload) -> None:
+        from rtun.daemon.editing import edit_session  # the whole exchange of one edit
+
+        await edit_session(self, conn, upload)
+
+    async def stray_edit_wait(self, conn: Connection, request: wire.EditWait) -> None:
+        # The edit handler reads its own EDITWAITs; one here follows no EDIT.
+        raise Rejected(wire.E_BAD_REQUEST, "EDITWAIT outside an edit")
+
+
+def denied(action: str) -> Rejected:
+    if action == "paste":
+        why = ("paste is off unless you turn it on: anyone with root on a server you log in to "
+               "could read your clipboard ([actions] paste = true in the config file of rtun on "
+               "your computer turns it on)")
+    else:
+        why = (f"{action} is turned off on your computer ([actions] {action} = true in the "
+               "config file of rtun there turns it on)")
+    return Rejected(wire.E_DENIED, why)
 
 
 async def receive(conn: Connection, transfer: Transfer) -> None:

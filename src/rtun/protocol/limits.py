@@ -15,3 +15,5 @@ MAX_TRACKED_DIRECTORIES = 4 * 1024 * 1024  # path bytes of new directories whose
 SHA256_HEX_LEN = 64
 RECEIVE_BUFFER = 1024 * 1024  # the daemon's receive buffer during an upload; > MAX_LINE
 IDLE_BUFFER = 128 * 1024  # ... and between uploads: what every open connection costs; > MAX_LINE
+MAX_PAYLOAD = 1024 * 1024 * 1024  # a payload reply (PASTE, an edit's save) the client accepts
+MAX_URL = 8 * 1024  # bytes of a URL for OPEN; browsers and xdg-open take far less in practice

@@ -34,15 +34,17 @@ class Event:
 
 
 class Upload(Event):
-    """A SEND, VIEW or PUT request: the daemon answers with ``accept()`` or ``reject()``.
+    """A SEND, VIEW, PUT, COPY or EDIT request: the daemon answers with ``accept()`` or
+    ``reject()``.
 
-    ``parts`` is the SEND path or the PUT destination as safe components (() for VIEW, whose
-    name is only a name, and for a PUT to the save directory itself).
+    ``parts`` is the SEND path or the PUT destination as safe components (() for VIEW and EDIT,
+    whose name is only a name, for COPY, and for a PUT to the save directory itself).
     """
 
     __slots__ = ("request", "parts")
 
-    def __init__(self, request: Union[wire.Send, wire.View, wire.Put], parts: Tuple[str, ...]) -> None:
+    def __init__(self, request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit],
+                 parts: Tuple[str, ...]) -> None:
         self.request = request
         self.parts = parts
 
@@ -254,7 +256,7 @@ class Receiver:
         if isinstance(request, wire.Send):
             self._upload = Upload(request, names.components(request.path))
             return self._upload
-        if isinstance(request, wire.View):
+        if isinstance(request, (wire.View, wire.Copy, wire.Edit)):
             self._upload = Upload(request, ())
             return self._upload
         if isinstance(request, wire.Put):
@@ -359,6 +361,12 @@ class Receiver:
         self.state = IDLE
         self._upload = None
         return wire.ok_data(data) if data is not None else wire.ok(text)
+
+    def reply_payload(self, data: Dict[str, Any], payload: bytes) -> Tuple[bytes, bytes, bytes]:
+        """``OK`` with ``data`` and the payload's size, the payload, and its SHA-256 line: the
+        answer to PASTE and EDITWAIT that carries bytes."""
+        header = self.reply(data={**data, "bytes": len(payload)})
+        return header, payload, framing.encode_checksum(hashlib.sha256(payload).hexdigest())
 
     def reject(self, code: int, text: str) -> bytes:
         """The ERROR line; v1 peers close after any error, so nothing more is read."""

@@ -12,14 +12,14 @@ every `rtun` command a user types.
 from __future__ import annotations
 
 from rtun.protocol import framing, wire
-from rtun.protocol.limits import MAX_LINE, MAX_PUT_REPLY
+from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY
 from rtun.protocol.wire import Rejected, Truncated
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
     from typing import Any, Optional, Union
 
-__all__ = ["Sender", "SizeChanged", "NEED_DATA", "Truncated"]
+__all__ = ["Sender", "SizeChanged", "Payload", "PayloadEnd", "NEED_DATA", "Truncated"]
 
 
 class SizeChanged(Exception):
@@ -33,11 +33,27 @@ class _Need:
 
 NEED_DATA = _Need()
 
+
+class Payload:
+    """A piece of the data that follows a payload reply (PASTE, an edit's save)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class PayloadEnd:
+    """Every byte of the payload has arrived and its SHA-256 matches."""
+
+    __slots__ = ()
+
 # States
 IDLE = "idle"  # a request may be sent
 AWAIT_REPLY = "awaiting the reply"
 AWAIT_READY = "awaiting READY"
 STREAMING = "streaming"  # after READY: entries and data
+PAYLOAD = "payload"  # after a payload reply: its data, then its SHA-256 line
 CLOSED = "closed"  # after an ERROR reply: the daemon closes the connection
 
 
@@ -52,6 +68,8 @@ class Sender:
         self._declared: Optional[int] = None  # size of the current file, if known
         self._sent = 0
         self._hash: Any = None
+        self._payload_due = False  # the awaited reply may announce a payload
+        self._payload_left = 0
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -70,8 +88,13 @@ class Sender:
         elif isinstance(request, wire.Put):
             self.state = AWAIT_READY
             self._v1 = False
+        elif isinstance(request, (wire.Copy, wire.Edit)):
+            self.state = AWAIT_READY
+            self._v1 = True  # the data goes as a v1 file's does
+            self._declared = request.size
         else:
             self.state = AWAIT_REPLY
+        self._payload_due = isinstance(request, wire.PAYLOAD_REQUESTS)
         self._limit = MAX_LINE
         return line
 
@@ -141,9 +164,12 @@ class Sender:
         else:
             self._eof = True
 
-    def next_event(self) -> Union[wire.Reply, _Need]:
+    def next_event(self) -> Union[wire.Reply, Payload, PayloadEnd, _Need]:
         """The daemon's next reply, or NEED_DATA. An ERROR may come at any time (a daemon that
-        refuses mid-upload says why and closes); anything else only when one is due."""
+        refuses mid-upload says why and closes); anything else only when one is due. After a
+        payload reply come its Payload pieces and a PayloadEnd."""
+        if self.state == PAYLOAD:
+            return self._payload()
         newline = self._in.find(b"\n", self._scanned)
         if newline < 0:
             self._scanned = len(self._in)
@@ -168,6 +194,41 @@ class Sender:
                 self._start_file(self._declared)
         elif self.state == AWAIT_REPLY:
             self.state = IDLE
+            size = reply.data.get("bytes") if self._payload_due else None
+            if isinstance(size, int) and not isinstance(size, bool):
+                if not 0 <= size <= MAX_PAYLOAD:
+                    raise Rejected(wire.E_BAD_SIZE, f"the daemon announced a payload of {size} bytes")
+                import hashlib
+
+                self.state = PAYLOAD
+                self._payload_left = size
+                self._hash = hashlib.sha256()
         else:
             raise Rejected(wire.E_BAD_REQUEST, f"unexpected reply {reply.text[:80]!r} while {self.state}")
         return reply
+
+    def _payload(self) -> Union[Payload, PayloadEnd, _Need]:
+        if self._payload_left:
+            if not self._in:
+                if self._eof:
+                    raise Truncated("the daemon closed the connection in the middle of its data")
+                return NEED_DATA
+            piece = bytes(self._in[:self._payload_left])
+            del self._in[:len(piece)]
+            self._payload_left -= len(piece)
+            self._hash.update(piece)
+            return Payload(piece)
+        newline = self._in.find(b"\n")
+        if newline < 0:
+            if len(self._in) > MAX_LINE:
+                raise Rejected(wire.E_CHECKSUM, "missing SHA-256 after the daemon's data")
+            if self._eof:
+                raise Truncated("the daemon closed the connection before the end of its data")
+            return NEED_DATA
+        line = bytes(self._in[:newline + 1])
+        del self._in[:newline + 1]
+        if framing.parse_checksum(line) != self._hash.hexdigest():
+            raise Rejected(wire.E_CHECKSUM, "the daemon's data does not match its SHA-256")
+        self._hash = None
+        self.state = IDLE
+        return PayloadEnd()

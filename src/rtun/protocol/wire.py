@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spar
 from rtun.protocol.limits import MAX_SIZE_DIGITS
 
 HELLO_TOKEN = "RTUN/2"
-FEATURES = ("notify2", "put")
+FEATURES = ("notify2", "put", "open", "copy", "paste", "edit")
+VERSION_PREFIX = "version="  # a daemon's HELLO reply may carry one word "version=X.Y.Z"
 
 EOL = b"\r\n"
 
@@ -39,6 +40,8 @@ E_LINE_TOO_LONG = 112
 E_BAD_REQUEST = 113
 E_BUSY = 114
 E_OPEN = 115
+E_DENIED = 116  # the local user turned this action off ([actions] in the daemon's config)
+E_TOO_LARGE = 117  # a clipboard or edited file past the daemon's size limit
 
 
 
@@ -154,8 +157,54 @@ class Put(Message):
     total_files: int
 
 
+class OpenUrl(Message):
+    """rtun/2 OPEN: a URL for the local browser (the daemon allows http, https and mailto)."""
+
+    __slots__ = ("url",)
+    url: str
+
+
+class Copy(Message):
+    """rtun/2 COPY: ``size`` bytes for the local clipboard, sent as a v1 file is (READY, data,
+    SHA-256)."""
+
+    __slots__ = ("size",)
+    size: int
+
+
+class Paste(Message):
+    """rtun/2 PASTE: the local clipboard, answered with a payload reply."""
+
+    __slots__ = ()
+
+
+class Edit(Message):
+    """rtun/2 EDIT: a file of ``size`` bytes to open in the local editor, sent as a v1 file is;
+    EDITWAIT requests on the same connection then carry the saves back."""
+
+    __slots__ = ("size", "name")
+    size: int
+    name: str
+
+
+class EditWait(Message):
+    """rtun/2 EDITWAIT: the result of writing the previous save on the server ("" for none,
+    "saved", "conflict", "failed") and a message; answered with the next save (a payload
+    reply), or with the editor's close, or with nothing new after a while."""
+
+    __slots__ = ("result", "message")
+    result: str
+    message: str
+
+
+EDIT_RESULTS = ("", "saved", "conflict", "failed")
+
+# Requests whose OK reply may carry a payload: ``OK {"bytes":N,...}``, N bytes, a SHA-256 line.
+PAYLOAD_REQUESTS = (Paste, EditWait)
+
 if TYPE_CHECKING:
-    Request = Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put]
+    Request = Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put,
+                    OpenUrl, Copy, Paste, Edit, EditWait]
 
 
 def strip_eol(line: bytes) -> bytes:
@@ -240,7 +289,32 @@ def parse_request(line: bytes) -> Request:
         return Put(
             json_field(obj, "dest", str, ""), json_field(obj, "overwrite", bool, False), total_bytes, total_files
         )
+    if verb == "OPEN":
+        return OpenUrl(json_field(json_object(rest), "url", str))
+    if verb == "COPY":
+        return Copy(_json_size(json_object(rest)))
+    if verb == "PASTE" and not rest:
+        return Paste()
+    if verb == "EDIT":
+        obj = json_object(rest)
+        name = json_field(obj, "name", str)
+        if not name:
+            raise Rejected(E_BAD_PATH, "missing file name")
+        return Edit(_json_size(obj), name)
+    if verb == "EDITWAIT":
+        obj = json_object(rest)
+        result = json_field(obj, "result", str, "")
+        if result not in EDIT_RESULTS:
+            raise Rejected(E_BAD_REQUEST, f"unknown edit result {result[:40]!r}")
+        return EditWait(result, json_field(obj, "message", str, ""))
     raise Rejected(E_UNKNOWN, f"unknown command {verb[:40]!r}")
+
+
+def _json_size(obj: Dict[str, Any]) -> int:
+    size: int = json_field(obj, "bytes", int)
+    if size < 0 or len(str(size)) > MAX_SIZE_DIGITS:
+        raise Rejected(E_BAD_SIZE, "bad size")
+    return size
 
 
 def encode_request(request: Request) -> bytes:
@@ -271,6 +345,16 @@ def encode_request(request: Request) -> bytes:
             "files": request.total_files,
         }
         text = "PUT " + dumps(header)
+    elif isinstance(request, OpenUrl):
+        text = "OPEN " + dumps({"url": request.url})
+    elif isinstance(request, Copy):
+        text = "COPY " + dumps({"bytes": request.size})
+    elif isinstance(request, Paste):
+        text = "PASTE"
+    elif isinstance(request, Edit):
+        text = "EDIT " + dumps({"name": request.name, "bytes": request.size})
+    elif isinstance(request, EditWait):
+        text = "EDITWAIT " + dumps({"result": request.result, "message": request.message})
     else:
         raise TypeError(f"not a request: {request!r}")
     if "\n" in text or "\r" in text:
@@ -343,14 +427,27 @@ def parse_reply(line: bytes) -> Reply:
     raise Rejected(E_BAD_REQUEST, f"unexpected reply {text[:80]!r}")
 
 
+def hello_reply(features: Tuple[str, ...], version: str) -> str:
+    return " ".join((HELLO_TOKEN,) + features + (VERSION_PREFIX + version,))
+
+
 def parse_hello_reply(reply: Reply) -> Optional[Tuple[str, ...]]:
-    """The daemon's features, or None when the peer is a v1 daemon."""
+    """The daemon's features (its version word included), or None when the peer is a v1
+    daemon."""
     if not reply.ok:
         return None
     words = reply.text.split()
     if not words or words[0] != HELLO_TOKEN:
         return None
     return tuple(words[1:])
+
+
+def daemon_version(features: Tuple[str, ...]) -> Optional[str]:
+    """The version a daemon's HELLO reply gave (daemons before rtun 0.2 give none)."""
+    for word in features:
+        if word.startswith(VERSION_PREFIX) and len(word) <= 64:
+            return word[len(VERSION_PREFIX):]
+    return None
 
 
 def saved_paths(reply: Reply) -> List[str]:

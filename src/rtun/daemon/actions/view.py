@@ -23,6 +23,7 @@ import time
 from typing import Optional, Sequence, Set, Tuple
 
 from rtun.daemon.actions.files import Transfer
+from rtun.daemon.actions.launch import find, launch
 from rtun.daemon.actions.viewtypes import (
     HEAD_LEN,
     clean_name,
@@ -79,7 +80,6 @@ class Viewer:
         self.private_dir: Optional[str] = None
         self._private_fd: Optional[int] = None
         self._sweep_timer: Optional[asyncio.TimerHandle] = None
-        self._reapers: Set["asyncio.Task[None]"] = set()
 
     def begin(self, request: wire.View) -> ViewFile:
         """Every check that does not need the data, before READY; then a place for the file."""
@@ -121,14 +121,7 @@ class Viewer:
     # ---- the steps ---------------------------------------------------------------------------
 
     def _opener_program(self) -> str:
-        program = shutil.which(self.opener[0])
-        if program is None:
-            raise Rejected(
-                wire.E_OPEN,
-                f"cannot open files on this computer: the opener {self.opener[0]!r} was not "
-                f"found (set [view] opener in the config file of rtun)",
-            )
-        return program
+        return find(self.opener, "[view] opener", "files")
 
     def _private_dir(self) -> str:
         """This daemon's directory for viewed files (made again if something removed it)."""
@@ -177,24 +170,8 @@ class Viewer:
             )
 
     async def _open(self, program: str, path: str) -> None:
-        argv = (program,) + self.opener[1:] + (path,)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,  # not killed with the daemon's terminal or group
-            )
-        except OSError as exc:
-            raise Rejected(
-                wire.E_OPEN, f"cannot start the opener {self.opener[0]!r}: {exc.strerror or exc}"
-            ) from None
-        # Reap it in the background: the client gets its answer without waiting for the
-        # viewer to close, and no zombie is left behind.
-        task = asyncio.ensure_future(_reap(proc, self.opener[0], path))
-        self._reapers.add(task)
-        task.add_done_callback(self._reapers.discard)
+        # Not waited for: the client gets its answer without waiting for the viewer to close.
+        await launch((program,) + tuple(self.opener[1:]), path, "[view] opener", "files", path)
 
     # ---- clean-up ----------------------------------------------------------------------------
 
@@ -246,9 +223,3 @@ class Viewer:
             log.info("removed viewed files in %s", self.private_dir)
             self.private_dir = None
         self._release_private_dir()
-
-
-async def _reap(proc: "asyncio.subprocess.Process", opener: str, path: str) -> None:
-    code = await proc.wait()
-    if code != 0:
-        log.warning("opener %s exited with status %d for %s", opener, code, path)
