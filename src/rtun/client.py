@@ -41,8 +41,10 @@ class Connection:
         self.features: Optional[Tuple[str, ...]] = None
 
     @classmethod
-    def open(cls, path: str, timeout: float = PROBE_TIMEOUT) -> "Connection":
-        """Connect and check with PING (as v1 clients do) that a daemon answers."""
+    def open(cls, path: str, timeout: float = PROBE_TIMEOUT,
+             probe: "Optional[Callable[[Connection], None]]" = None) -> "Connection":
+        """Connect and check that a daemon answers: with PING (as v1 clients do), or with
+        ``probe``, which sends its requests and reads the first reply."""
         if not paths.socket_path_fits(path):
             raise RtunError(
                 f"socket path is too long for this OS ({len(os.fsencode(path))} bytes, "
@@ -53,13 +55,20 @@ class Connection:
         try:
             sock.connect(path)
             conn = cls(path, sock)
-            reply = conn.request(wire.Ping())
-        except (OSError, RtunError) as exc:
+            if probe is not None:
+                probe(conn)
+            else:
+                reply = conn.request(wire.Ping())
+                if reply.text != "PONG":
+                    raise NoDaemonError(f"answered {reply.text!r} instead of PONG")
+        except (OSError, ConnectionLostError, NoDaemonError) as exc:
             sock.close()
             raise NoDaemonError(f"{path}: {_reason(exc)}") from None
-        if reply.text != "PONG":
-            conn.close()
-            raise NoDaemonError(f"{path}: answered {reply.text!r} instead of PONG")
+        except RtunError as exc:
+            sock.close()
+            if probe is not None:  # the probe's own failure (a file it could not read, say)
+                raise
+            raise NoDaemonError(f"{path}: {_reason(exc)}") from None
         sock.settimeout(REPLY_TIMEOUT)
         return conn
 
@@ -166,13 +175,14 @@ def _say(message: str) -> None:
         sys.stderr.write(f"rtun: {message}\n")
 
 
-def connect(explicit: Optional[str] = None) -> Connection:
+def connect(explicit: Optional[str] = None,
+            probe: "Optional[Callable[[Connection], None]]" = None) -> Connection:
     """The first socket that answers PING: -s, else $RTUN_SOCK, else ~/.rtun/rtun.sock* newest
     first. When $RTUN_SOCK does not answer (a shell in a tmux started by an earlier login keeps
     the old name), the live sockets of the same laptop come first, then any live one."""
     if explicit:
         try:
-            return Connection.open(explicit)
+            return Connection.open(explicit, probe=probe)
         except NoDaemonError as exc:
             raise NoDaemonError(f"no rtun daemon answers on {exc.message}; {SETUP_HINT}") from None
     named = os.environ.get("RTUN_SOCK")
@@ -180,7 +190,7 @@ def connect(explicit: Optional[str] = None) -> Connection:
     failed = ""
     if named:
         try:
-            conn = Connection.open(named)
+            conn = Connection.open(named, probe=probe)
         except RtunError as exc:  # no answer, or a path too long for sun_path
             failed = exc.message
             laptop = paths.laptop_of(named)
@@ -191,7 +201,7 @@ def connect(explicit: Optional[str] = None) -> Connection:
     tried = []
     for path in candidates:
         try:
-            conn = Connection.open(path)
+            conn = Connection.open(path, probe=probe)
         except NoDaemonError as exc:
             tried.append(exc.message)
             continue
@@ -236,6 +246,38 @@ def negotiate(conn: Connection) -> Connection:
     return conn
 
 
+def pipelined(explicit: Optional[str], write: "Callable[[Connection], None]") -> Connection:
+    """HELLO and the request that ``write`` writes, in one go: with the channel's opening, a
+    request is answered in two round trips instead of four (PING, HELLO, request).
+
+    ``write`` must not fail (check names and texts before). Against a v1 daemon, which refuses
+    HELLO and closes, the request is lost: the connection returned is a new one, with
+    ``features == ()``, for the caller to do it the v1 way. Otherwise the caller reads the
+    request's replies next.
+    """
+
+    def probe(conn: Connection) -> None:
+        conn.write(conn.sender.send_hello(wire.FEATURES))
+        write(conn)
+        features = wire.parse_hello_reply(conn.read_reply())
+        conn.features = features if features is not None else ()
+
+    conn = connect(explicit, probe)
+    if conn.features:
+        return conn
+    conn.close()
+    conn = Connection.open(conn.path)
+    conn.features = ()
+    return conn
+
+
+def too_old(conn: Connection, exc: RemoteError, feature: str, what: str) -> RtunError:
+    """An ERROR for a request the daemon does not know (it predates ``feature``) is said plainly."""
+    if exc.code == wire.E_UNKNOWN and feature not in (conn.features or ()):
+        return RtunError(f"the rtun daemon on your computer is too old for {what}: update rtun there")
+    return exc
+
+
 def simple_request(explicit: Optional[str], request: wire.Request) -> str:
     """PING, PID, ECHO or SHUTDOWN: the reply text."""
     with connect(explicit) as conn:
@@ -243,10 +285,15 @@ def simple_request(explicit: Optional[str], request: wire.Request) -> str:
 
 
 def notify(explicit: Optional[str], title: str, body: str) -> None:
-    conn = negotiate(connect(explicit))
+    request = wire.Notify2(title, body)
     try:
-        if conn.features and "notify2" in conn.features:
-            conn.request(wire.Notify2(title, body))
+        wire.encode_request(request)
+    except (ValueError, UnicodeEncodeError):
+        raise RtunError("a text with invalid UTF-8 cannot be sent") from None
+    conn = pipelined(explicit, lambda c: c.write(c.sender.send(request)))
+    try:
+        if conn.features:
+            conn.expect_ok()
         else:
             # v1 carries the title as one word and the body on the request line.
             conn.request(wire.Notify("_".join(title.split()) or "rtun", " ".join(body.split())))
@@ -261,20 +308,43 @@ def require(conn: Connection, feature: str, what: str) -> None:
 
 
 def open_url(explicit: Optional[str], url: str) -> None:
-    with negotiate(connect(explicit)) as conn:
+    request = wire.OpenUrl(url)
+    wire.encode_request(request)  # a URL with a line break fails here, before connecting
+    with pipelined(explicit, lambda c: c.write(c.sender.send(request))) as conn:
         require(conn, "open", "opening URLs")
-        conn.request(wire.OpenUrl(url))
+        try:
+            conn.expect_ok()
+        except RemoteError as exc:
+            raise too_old(conn, exc, "open", "opening URLs") from None
 
 
 def copy(explicit: Optional[str], data: bytes) -> None:
-    """``data`` to the local clipboard: sent as a v1 file is, after READY."""
-    with negotiate(connect(explicit)) as conn:
+    """``data`` to the local clipboard: sent as a v1 file is; small data goes without waiting
+    for READY (two round trips in all)."""
+    from rtun.protocol.limits import MAX_EARLY_DATA
+
+    early = len(data) <= MAX_EARLY_DATA
+
+    def write(conn: Connection) -> None:
+        conn.write(conn.sender.send(wire.Copy(len(data)), early=early))
+        if early:
+            _write_file_data(conn, data)
+
+    with pipelined(explicit, write) as conn:
         require(conn, "copy", "the clipboard")
-        conn.request(wire.Copy(len(data)))  # READY, or the daemon's refusal (too large, denied)
-        conn.write(conn.sender.data(data))
-        conn.write(data)
-        conn.write(conn.sender.end_file())
-        conn.expect_ok()
+        try:
+            conn.expect_ok()  # READY (or the refusal: too large, denied)
+            if not early:
+                _write_file_data(conn, data)
+            conn.expect_ok()
+        except RemoteError as exc:
+            raise too_old(conn, exc, "copy", "the clipboard") from None
+
+
+def _write_file_data(conn: Connection, data: bytes) -> None:
+    conn.write(conn.sender.data(data))
+    conn.write(data)
+    conn.write(conn.sender.end_file())
 
 
 def paste(explicit: Optional[str], write: "Callable[[bytes], object]") -> int:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
-from rtun.client import Connection, connect, negotiate
+from rtun.client import Connection, connect, pipelined
 from rtun.errors import RtunError, UsageError
 from rtun.protocol import framing, wire
 from rtun.protocol.sender import SizeChanged
@@ -164,18 +164,39 @@ class Reader:
             raise RtunError(f"cannot read {source or 'standard input'}: {exc.strerror or exc}") from None
 
 
-def _stream_put(
-    conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress, reader: Reader
-) -> wire.Reply:
-    """One PUT: READY, then every entry with its files' data, then the reply listing each path."""
-    conn.request(wire.Put(dest, overwrite, work.total_bytes, work.total_files))  # READY
+def _early(work: Plan) -> bool:
+    """Small enough to send without waiting for READY: a refusal wastes little."""
+    from rtun.protocol.limits import MAX_EARLY_DATA
+
+    return (work.total_bytes + 256 * len(work.items) <= MAX_EARLY_DATA
+            and all(item.source is not None or not isinstance(item.entry, framing.FileEntry)
+                    for item in work.items))
+
+
+def _write_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress,
+               reader: Reader, early: bool) -> None:
+    """The PUT request; when ``early``, its whole stream too, without waiting for READY."""
+    conn.write(conn.sender.send(wire.Put(dest, overwrite, work.total_bytes, work.total_files), early=early))
+    if early:
+        _write_entries(conn, work, progress, reader)
+
+
+def _stream_put(conn: Connection, work: Plan, progress: Progress, reader: Reader, early: bool) -> wire.Reply:
+    """After the PUT request: READY, every entry with its files' data (unless they went early),
+    then the reply listing each path."""
+    conn.expect_ok()  # READY
+    if not early:
+        _write_entries(conn, work, progress, reader)
+    return conn.expect_ok()
+
+
+def _write_entries(conn: Connection, work: Plan, progress: Progress, reader: Reader) -> None:
     sender = conn.sender
     for item in work.items:
         conn.write(sender.entry(item.entry))
         if isinstance(item.entry, framing.FileEntry):
             _stream_file(conn, item.source, progress.update, reader)
     conn.write(sender.end())
-    return conn.expect_ok()
 
 
 def _stream_file(conn: Connection, source: Optional[str], report: Callable[[int], None],
@@ -234,11 +255,16 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
 def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], overwrite: bool,
          quiet: bool) -> SendResult:
     dest_dir, work = plan(sources, dest)
-    conn = negotiate(connect(socket_path))
+    for item in work.items:  # a name that cannot be framed fails here, before connecting
+        framing.encode_entry(item.entry)
+    wire.encode_request(wire.Put(dest_dir, overwrite, 0, 0))
     progress = Progress(work.total_bytes or None, work.total_files, enabled=not quiet)
+    reader = Reader()
+    early = _early(work)
+    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, work, progress, reader, early))
     try:
         if conn.features and "put" in conn.features:
-            reply = _stream_put(conn, dest_dir, overwrite, work, progress, Reader())
+            reply = _stream_put(conn, work, progress, reader, early)
             saved = wire.saved_paths(reply)
             skipped = reply.data.get("skipped", [])
             work.warnings.extend(s for s in skipped if isinstance(s, str))
@@ -246,7 +272,7 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
-            saved = _send_v1(conn, dest_dir, work, progress, Reader())
+            saved = _send_v1(conn, dest_dir, work, progress, reader)
     finally:
         progress.close()
         conn.close()
@@ -274,5 +300,23 @@ def view(socket_path: Optional[str], path: str) -> None:
         raise RtunError(f"{path} is a directory; only files can be viewed")
     if not stat.S_ISREG(st.st_mode):
         raise RtunError(f"{path} is not a regular file")
-    with connect(socket_path) as conn:
-        upload_v1(conn, wire.View(st.st_size, os.path.basename(path)), path, lambda n: None, Reader())
+    from rtun.protocol.limits import MAX_EARLY_DATA
+
+    request = wire.View(st.st_size, os.path.basename(path))
+    wire.encode_request(request)
+    reader = Reader()
+    early = st.st_size <= MAX_EARLY_DATA
+
+    def write(conn: Connection) -> None:
+        conn.write(conn.sender.send(request, early=early))
+        if early:
+            _stream_file(conn, path, lambda n: None, reader)
+
+    with pipelined(socket_path, write) as conn:
+        if not conn.features:  # a v1 daemon: this is a new connection
+            upload_v1(conn, request, path, lambda n: None, reader)
+            return
+        conn.expect_ok()  # READY
+        if not early:
+            _stream_file(conn, path, lambda n: None, reader)
+        conn.expect_ok()

@@ -126,6 +126,28 @@ class Connection(asyncio.BufferedProtocol):
                 self._transport.resume_reading()
             await self._wait()
 
+    async def drain(self, limit: int, seconds: float, quiet: float = 0.5) -> int:
+        """After a refusal: read and drop what the peer sent ahead (bounded in bytes and time,
+        and over once the peer falls quiet), so its pipelined data is consumed rather than
+        reset, and never written anywhere."""
+        dropped = self.receiver.discard()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while dropped <= limit and not self.receiver.at_eof and self._transport is not None \
+                and not self._transport.is_closing():
+            if self._reading_paused:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._wait(), min(remaining, quiet))
+            except asyncio.TimeoutError:
+                break
+            dropped += self.receiver.discard()
+        return dropped
+
     def _lost(self, what: str) -> PeerGone:
         return PeerGone(self._timed_out or what)
 

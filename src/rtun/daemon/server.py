@@ -18,11 +18,13 @@ from rtun.daemon.storage.tree import current_umask
 from rtun.protocol import wire
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
 from rtun.protocol.receiver import CLOSED
+from rtun.protocol.limits import MAX_EARLY_DATA, MAX_LINE
 from rtun.protocol.wire import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
 CONTROL_ROOM = 16  # connections past max_connections, served for everything but uploads
+DRAIN_SECONDS = 2.0  # a refused pipelining peer gets this long to finish sending what it sent ahead
 
 
 class Daemon:
@@ -154,7 +156,10 @@ class Daemon:
             except Rejected as exc:
                 # v1 peers close after any error reply; so do we.
                 log.info("refused request (error %d): %s", exc.code, ascii(exc.text)[1:-1])
+                sending = conn.receiver.expects_data
                 await conn.send_quietly(conn.receiver.reject(exc.code, exc.text))
+                if sending:  # an upload's data, maybe sent ahead: consumed, dropped, then we close
+                    await conn.drain(MAX_EARLY_DATA + MAX_LINE, DRAIN_SECONDS)
                 return
             except PeerGone as exc:
                 log.info("connection ended: %s", exc)

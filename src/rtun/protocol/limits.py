@@ -17,3 +17,5 @@ RECEIVE_BUFFER = 1024 * 1024  # the daemon's receive buffer during an upload; > 
 IDLE_BUFFER = 128 * 1024  # ... and between uploads: what every open connection costs; > MAX_LINE
 MAX_PAYLOAD = 1024 * 1024 * 1024  # a payload reply (PASTE, an edit's save) the client accepts
 MAX_URL = 8 * 1024  # bytes of a URL for OPEN; browsers and xdg-open take far less in practice
+MAX_EARLY_DATA = 1024 * 1024  # upload data a client sends before READY; a daemon that refuses
+# reads and discards up to this much (plus a line) before it closes

@@ -372,3 +372,21 @@ class Receiver:
         """The ERROR line; v1 peers close after any error, so nothing more is read."""
         self.state = DONE
         return wire.error(code, text)
+
+    @property
+    def expects_data(self) -> bool:
+        """An upload was asked for or under way: its peer may be sending data right now
+        (a pipelining client sends it before READY)."""
+        return self.in_upload or (self.state == DECIDING and self._upload is not None)
+
+    def discard(self) -> int:
+        """After ``reject``: drop what was received (an upload's early data); the count."""
+        if self.state != DONE:
+            raise RuntimeError("only a refused connection discards what it receives")
+        count = self._end - self._start
+        self._start = self._end = self._scanned = 0
+        return count
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof

@@ -17,7 +17,7 @@ from rtun.protocol.wire import Rejected, Truncated
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import Any, Optional, Union
+    from typing import Any, Optional, Tuple, Union
 
 __all__ = ["Sender", "SizeChanged", "Payload", "PayloadEnd", "NEED_DATA", "Truncated"]
 
@@ -69,12 +69,27 @@ class Sender:
         self._sent = 0
         self._hash: Any = None
         self._payload_due = False  # the awaited reply may announce a payload
+        # Pipelining: replies due before the current request's own. A HELLO sent ahead of the
+        # request, and the READY of an upload whose data went out without waiting for it.
+        self._hellos_due = 0
+        self._ready_due = False
         self._payload_left = 0
 
     # ---- requests ----------------------------------------------------------------------------
 
-    def send(self, request: wire.Request) -> bytes:
-        """The request line. Raises ValueError for text that cannot be one line of UTF-8."""
+    def send_hello(self, features: "Tuple[str, ...]") -> bytes:
+        """A HELLO whose reply is read before the next request's: the request may follow it at
+        once, without a round trip in between (``next_event`` gives the HELLO's reply first)."""
+        if self.state != IDLE:
+            raise RuntimeError(f"cannot send a request while {self.state}")
+        self._hellos_due += 1
+        return wire.encode_request(wire.Hello(features))
+
+    def send(self, request: wire.Request, early: bool = False) -> bytes:
+        """The request line. Raises ValueError for text that cannot be one line of UTF-8.
+
+        ``early`` (uploads only): the data follows at once instead of after READY. For small
+        uploads: the daemon reads it before deciding, and discards it if it refuses."""
         if self.state != IDLE:
             raise RuntimeError(f"cannot send a request while {self.state}")
         try:
@@ -96,6 +111,13 @@ class Sender:
             self.state = AWAIT_REPLY
         self._payload_due = isinstance(request, wire.PAYLOAD_REQUESTS)
         self._limit = MAX_LINE
+        if early:
+            if self.state != AWAIT_READY:
+                raise RuntimeError("only an upload's data can go early")
+            self._ready_due = True
+            self.state = STREAMING
+            if self._v1:
+                self._start_file(self._declared)
         return line
 
     # ---- uploads, after READY ------------------------------------------------------------------
@@ -186,6 +208,12 @@ class Sender:
         reply = wire.parse_reply(line)
         if not reply.ok:
             self.state = CLOSED
+        elif self._hellos_due:
+            self._hellos_due -= 1  # the caller reads the features in it
+        elif self._ready_due:
+            if reply.text != "READY" or reply.code is not None:
+                raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
+            self._ready_due = False  # the data is already on its way
         elif self.state == AWAIT_READY:
             if reply.text != "READY" or reply.code is not None:
                 raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
