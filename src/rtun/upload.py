@@ -83,38 +83,54 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
 
 
 def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
-    """Add a directory tree; links are sent as links, other special files are skipped."""
+    """Add a directory tree, parents before what they hold; links are sent as links, other
+    special files are skipped."""
     total = 0
     st = os.stat(top)
     items.append(Item(framing.DirEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime)))
-
-    def on_error(exc: OSError) -> None:
-        warnings.append(f"skipped {exc.filename}: {exc.strerror}")
-
-    for directory, dirs, files in os.walk(top, onerror=on_error):
-        rel = os.path.relpath(directory, top)
-        prefix = name if rel == "." else f"{name}/{rel}"
-        for entry_name in sorted(dirs) + sorted(files):
-            path = os.path.join(directory, entry_name)
+    pending = [(top, name)]  # directories whose entries are still to be listed
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=_directories_first)
+        except OSError as exc:
+            warnings.append(f"skipped {exc.filename or directory}: {exc.strerror}")
+            continue
+        below = []
+        for entry in entries:
+            remote = f"{prefix}/{entry.name}"
             try:
-                st = os.lstat(path)
+                st = entry.stat(follow_symlinks=False)  # lstat: a link is sent as a link
             except OSError as exc:
-                warnings.append(f"skipped {path}: {exc.strerror}")
+                warnings.append(f"skipped {entry.path}: {exc.strerror}")
                 continue
-            remote = f"{prefix}/{entry_name}"
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    items.append(Item(framing.LinkEntry(remote, os.readlink(path))))
-                except OSError as exc:
-                    warnings.append(f"skipped {path}: {exc.strerror}")
-            elif stat.S_ISDIR(st.st_mode):
-                items.append(Item(framing.DirEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime)))
-            elif stat.S_ISREG(st.st_mode):
-                items.append(Item(framing.FileEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), path))
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                items.append(Item(framing.FileEntry(remote, stat.S_IMODE(mode), st.st_mtime, st.st_size),
+                                  entry.path))
                 total += st.st_size
+            elif stat.S_ISDIR(mode):
+                items.append(Item(framing.DirEntry(remote, stat.S_IMODE(mode), st.st_mtime)))
+                below.append((entry.path, remote))
+            elif stat.S_ISLNK(mode):
+                try:
+                    items.append(Item(framing.LinkEntry(remote, os.readlink(entry.path))))
+                except OSError as exc:
+                    warnings.append(f"skipped {entry.path}: {exc.strerror}")
             else:
-                warnings.append(f"skipped {path}: not a regular file, directory or link")
+                warnings.append(f"skipped {entry.path}: not a regular file, directory or link")
+        pending.extend(reversed(below))  # depth first, in name order
     return total
+
+
+def _directories_first(entry: "os.DirEntry[str]") -> Tuple[bool, str]:
+    """As os.walk lists them: directories (and links to them), then the rest, each by name."""
+    try:
+        is_dir = entry.is_dir()
+    except OSError:
+        is_dir = False
+    return not is_dir, entry.name
 
 
 class Progress:
@@ -147,21 +163,48 @@ class Reader:
     def __init__(self) -> None:
         self._buffer = memoryview(bytearray(CHUNK))
 
-    def chunks(self, source: Optional[str]) -> Iterator[memoryview]:
-        """A file's data (standard input for None); each chunk is valid until the next one."""
+    def chunks(self, source: Optional[str], size: Optional[int] = None) -> Iterator[memoryview]:
+        """A file's data (standard input for None); each chunk is valid until the next one.
+
+        With the ``size`` the file was listed with, a file smaller than the buffer is read
+        with one read() of a byte more: getting that byte, or fewer, shows it changed size."""
+        if source is None:
+            yield from self._stream(sys.stdin.buffer, "standard input")
+            return
         try:
-            stream: BinaryIO = open(source, "rb", buffering=0) if source is not None else sys.stdin.buffer
-            try:
-                while True:
-                    length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
-                    if not length:
-                        return
-                    yield self._buffer[:length]
-            finally:
-                if source is not None:
-                    stream.close()
+            fd = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
-            raise RtunError(f"cannot read {source or 'standard input'}: {exc.strerror or exc}") from None
+            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
+        try:
+            if size is not None and size < len(self._buffer):
+                length = self._read(fd, self._buffer[:size + 1], source)
+                if length:
+                    yield self._buffer[:length]
+                return
+            while True:
+                length = self._read(fd, self._buffer, source)
+                if not length:
+                    return
+                yield self._buffer[:length]
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read(fd: int, into: memoryview, source: str) -> int:
+        try:
+            return os.readv(fd, [into])
+        except OSError as exc:
+            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+    def _stream(self, stream: BinaryIO, what: str) -> Iterator[memoryview]:
+        try:
+            while True:
+                length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
+                if not length:
+                    return
+                yield self._buffer[:length]
+        except OSError as exc:
+            raise RtunError(f"cannot read {what}: {exc.strerror or exc}") from None
 
 
 def _early(work: Plan) -> bool:
@@ -193,18 +236,36 @@ def _stream_put(conn: Connection, work: Plan, progress: Progress, reader: Reader
 def _write_entries(conn: Connection, work: Plan, progress: Progress, reader: Reader) -> None:
     sender = conn.sender
     for item in work.items:
-        conn.write(sender.entry(item.entry))
-        if isinstance(item.entry, framing.FileEntry):
-            _stream_file(conn, item.source, progress.update, reader)
+        entry = item.entry
+        line = sender.entry(entry)
+        if isinstance(entry, framing.FileEntry):
+            _stream_file(conn, item.source, progress.update, reader, line, entry.size)
+        else:
+            conn.write(line)
     conn.write(sender.end())
 
 
+SMALL_WRITE = 64 * 1024  # a file this small goes to the socket buffer in one write with its framing
+
+
 def _stream_file(conn: Connection, source: Optional[str], report: Callable[[int], None],
-                 reader: Reader) -> None:
-    """The current file's data and its end, as the sender frames them (PUT or v1)."""
+                 reader: Reader, entry_line: bytes = b"", size: Optional[int] = None) -> None:
+    """The current file's data and its end, as the sender frames them (PUT or v1), after its
+    entry line if it has one."""
     sender = conn.sender
     try:
-        for data in reader.chunks(source):
+        if size is not None and size <= SMALL_WRITE and source is not None:
+            # A small file is one chunk: its entry, chunk, end and digest go out as one piece.
+            pieces: List[Union[bytes, memoryview]] = [entry_line]
+            for data in reader.chunks(source, size):
+                pieces += (sender.data(data), data)
+                report(len(data))
+            pieces.append(sender.end_file())
+            conn.write(b"".join(pieces))
+            return
+        if entry_line:
+            conn.write(entry_line)
+        for data in reader.chunks(source, size):
             conn.write(sender.data(data))
             conn.write(data)
             report(len(data))

@@ -235,6 +235,37 @@ def _part_files(root: Path) -> List[Path]:
     return [p for p in root.rglob(".rtun-*.part")]
 
 
+def _unnamed_files_open(pid: int, directory: Path) -> List[str]:
+    """Files ``pid`` has open in ``directory`` that have no name there (an O_TMPFILE file reads
+    as ``DIR/#INODE (deleted)``)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if os.path.dirname(target) == os.path.realpath(directory) and target.endswith(" (deleted)"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no unnamed files on this system")
+def test_a_daemon_killed_in_a_small_file_of_a_tree_leaves_nothing_to_sweep(forward, daemon, save_dir):
+    """A tree's small files have no name until complete: SIGKILL in the middle of one leaves
+    neither a final name nor a temporary one."""
+    assert daemon.process is not None
+    with RawClient(forward.remote) as client:
+        assert client.command("PUT " + json.dumps({"dest": "", "bytes": 1000, "files": 1})) == b"READY\r\n"
+        client.send(entry(type="dir", path="tree", mode=0o755, mtime=1)
+                    + entry(type="file", path="tree/small.txt", mode=0o644, mtime=1, size=1000)
+                    + b"1000\r\n" + b"x" * 500)
+        wait_until(lambda: _unnamed_files_open(daemon.process.pid, save_dir / "tree"),
+                   what="the daemon to receive the file, unnamed")
+        daemon.process.kill()
+        daemon.process.wait(timeout=10)
+    assert everything_under(save_dir) == ["tree"]
+
+
 def test_client_killed_mid_stream_leaves_no_file_and_no_litter(forward, daemon, save_dir):
     client = _start_slow_upload(forward, 8 * 1024 * 1024)
     wait_until(lambda: _part_files(save_dir), what="the upload to start")

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
 from rtun.daemon.storage.space import Claim, Space
-from rtun.daemon.storage.tree import PartFile, Tree
+from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.receiver import Directory, FileStart, Link
@@ -21,6 +21,7 @@ from rtun.protocol.wire import Rejected
 
 DEFAULT_MODE = 0o644  # v1 uploads carry no mode
 OBJECT_COST = 64  # bytes a small Python object costs beyond its text: budgets count memory
+UNNAMED_MAX = 1024 * 1024  # a tree's files up to this size have no name until complete
 
 
 class Transfer:
@@ -46,8 +47,8 @@ class Transfer:
         # directory changes its mtime). Directories that existed before are left as they were.
         self._directories: Dict[Tuple[str, ...], Tuple[int, float]] = {}
         self._file: Optional[FileStart] = None
-        self._part: Optional[PartFile] = None
-        self._head = b""
+        self._part: Optional[Union[PartFile, UnnamedFile]] = None
+        self._head: Optional[bytes] = None  # the first bytes of a file that may be a launcher
 
     def _list(self, listing: List[str], text: str) -> bool:
         """Add to what the reply lists while the budget lasts; False once it is spent."""
@@ -80,11 +81,16 @@ class Transfer:
 
     def start_file(self, event: FileStart) -> None:
         mode = self.default_mode if event.mode is None else event.mode
-        if extension(event.parts[-1]) in LAUNCHER_TYPES:
+        if mode & 0o111 and extension(event.parts[-1]) in LAUNCHER_TYPES:
             mode &= ~0o111  # a double click would run it
         self._file = event
-        self._part = self.tree.new_file(event.parts, mode)
-        self._head = b""
+        # The small files of a tree are received unnamed where the system allows, saving most
+        # of what each costs beyond tar's open and write. Large files and v1 uploads (one file
+        # per connection: a FileStart without a mode) keep a temporary name on disk.
+        unnamed = event.mode is not None and event.size is not None and event.size <= UNNAMED_MAX
+        self._part = self.tree.new_file(event.parts, mode, unnamed)
+        # Only a file that would arrive executable needs its first bytes looked at.
+        self._head = b"" if self._part.mode & 0o111 else None
 
     def write(self, data: memoryview) -> None:
         part = self._part
@@ -93,15 +99,16 @@ class Transfer:
         # the disk, and the reserve must hold whatever they send.
         self.claim.written(len(data))
         part.write(data)
-        if len(self._head) < HEAD_LEN:
-            self._head += bytes(data[:HEAD_LEN - len(self._head)])
+        head = self._head
+        if head is not None and len(head) < HEAD_LEN:
+            self._head = head + bytes(data[:HEAD_LEN - len(head)])
 
     def end_file(self) -> str:
         """The file is complete and verified: give it its final name, which is returned."""
         part, event = self._part, self._file
         assert part is not None and event is not None
         # Executable content a desktop takes for a launcher loses its execute bits.
-        part.finish(event.mtime, drop_execute=is_launcher(self._head))
+        part.finish(event.mtime, drop_execute=self._head is not None and is_launcher(self._head))
         final = part.place(event.parts[-1], self.overwrite)
         self._part = self._file = None
         path = self.tree.path(event.parts[:-1] + (final,))
