@@ -12,6 +12,7 @@ import os
 from typing import Dict, List, Optional, Tuple, Union
 
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
+from rtun.daemon.storage.direct import DIRECT_MIN
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile
 from rtun.protocol import names, wire
@@ -88,7 +89,8 @@ class Transfer:
         # of what each costs beyond tar's open and write. Large files and v1 uploads (one file
         # per connection: a FileStart without a mode) keep a temporary name on disk.
         unnamed = event.mode is not None and event.size is not None and event.size <= UNNAMED_MAX
-        self._part = self.tree.new_file(event.parts, mode, unnamed)
+        direct = event.size is not None and event.size >= DIRECT_MIN  # past the page cache
+        self._part = self.tree.new_file(event.parts, mode, unnamed, direct)
         # Only a file that would arrive executable needs its first bytes looked at.
         self._head = b"" if self._part.mode & 0o111 else None
 

@@ -14,6 +14,7 @@ import os
 import stat
 from typing import Dict, Iterator, Optional, Tuple, Union
 
+from rtun.daemon.storage.direct import DirectWrites
 from rtun.daemon.storage.leftovers import hold
 from rtun.protocol import wire
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
@@ -133,6 +134,12 @@ def place_unnamed(dir_fd: int, fd: int, name: str, overwrite: bool) -> str:
     temporary one: ``name`` or the first free ``name (N)``, replacing only a file and only with
     ``overwrite``. Returns the name used."""
     source = f"/proc/self/fd/{fd}"  # linkat(AT_SYMLINK_FOLLOW) of this names the open file
+    if not overwrite:
+        try:
+            os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)  # the usual case: free
+            return name
+        except FileExistsError:
+            pass
     for candidate in _candidates(name):
         if overwrite and _replaceable(candidate, dir_fd):
             temporary = part_name()  # rename() replaces; it needs a name to move
@@ -211,19 +218,23 @@ class Tree:
         return fd
 
     def path(self, parts: Tuple[str, ...]) -> str:
-        return os.path.join(self.root, *parts)
+        """``root/parts...`` (os.path.join's result, cheaper: it is made for every file saved)."""
+        if not parts:
+            return self.root
+        return f"{self.root}{'' if self.root.endswith('/') else '/'}{'/'.join(parts)}"
 
-    def new_file(self, parts: Tuple[str, ...], mode: int,
-                 unnamed: bool = False) -> "Union[PartFile, UnnamedFile]":
+    def new_file(self, parts: Tuple[str, ...], mode: int, unnamed: bool = False,
+                 direct: bool = False) -> "Union[PartFile, UnnamedFile]":
         """A file to receive: under a temporary name, or with no name at all until it is placed
-        if ``unnamed`` is asked for and the system allows it (Linux)."""
+        if ``unnamed`` is asked for and the system allows it (Linux); ``direct`` (for large
+        files) writes it past the page cache where the system allows."""
         dir_fd = self.directory(parts[:-1])
         if unnamed and self.unnamed:
             try:
                 return UnnamedFile(dir_fd, "/".join(parts), mode, self.umask)
             except _NoUnnamed:
                 self.unnamed = False
-        return PartFile(dir_fd, "/".join(parts), mode, self.umask)
+        return PartFile(dir_fd, "/".join(parts), mode, self.umask, direct)
 
     def link(self, parts: Tuple[str, ...], target: str, overwrite: bool) -> str:
         """A symbolic link, placed like a file; returns its final path."""
@@ -307,9 +318,10 @@ class _Received:
 
 
 class PartFile(_Received):
-    """A file being received under a temporary name in its final directory, until ``place``."""
+    """A file being received under a temporary name in its final directory, until ``place``;
+    with ``direct``, written past the page cache where the system allows (storage/direct.py)."""
 
-    def __init__(self, dir_fd: int, what: str, mode: int, umask: int) -> None:
+    def __init__(self, dir_fd: int, what: str, mode: int, umask: int, direct: bool = False) -> None:
         super().__init__(dir_fd, what, mode, umask)
         self.name = part_name()
         try:
@@ -322,12 +334,39 @@ class PartFile(_Received):
             os.close(self.fd)
             os.unlink(self.name, dir_fd=dir_fd)
             raise refusal_for(exc, what) from None
+        self._direct = DirectWrites.open(self.fd) if direct else None
+
+    def write(self, data: memoryview) -> None:
+        if self._direct is None:
+            return super().write(data)
+        self.size += len(data)
+        try:
+            self._direct.write(data)
+        except OSError as exc:
+            raise refusal_for(exc, self.what) from None
+
+    def _written(self) -> None:
+        """Whatever direct writes still hold is on its way to the disk."""
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            try:
+                direct.close()
+            except OSError as exc:
+                raise refusal_for(exc, self.what) from None
+
+    def finish(self, mtime: Optional[float], drop_execute: bool = False) -> None:
+        self._written()  # before the mtime: a later write would move it
+        super().finish(mtime, drop_execute)
 
     def _place(self, name: str, overwrite: bool) -> str:
+        self._written()
         # The lock is held until the temporary name is gone.
         return place_no_replace(self.dir_fd, self.name, name, overwrite)
 
     def discard(self) -> None:
+        if self._direct is not None:
+            self._direct.abandon()  # no helper may still write when the descriptor closes
+            self._direct = None
         super().discard()
         try:
             os.unlink(self.name, dir_fd=self.dir_fd)
