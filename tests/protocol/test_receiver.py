@@ -122,6 +122,27 @@ def test_file_data_is_a_view_of_the_receive_buffer_not_a_copy() -> None:
     assert len(event.data) == len(payload)
 
 
+def test_a_pump_is_told_to_wait_for_more_only_inside_a_files_data() -> None:
+    """wants_more: under COALESCE bytes of a file's data in, more due, and room for it."""
+    from rtun.protocol.receiver import COALESCE
+
+    receiver = Receiver()
+    receiver.receive_data(b"SEND %d f.bin\r\n" % (COALESCE + 100))
+    assert not receiver.wants_more  # a request is waiting to be read
+    assert isinstance(receiver.next_event(), Upload)
+    receiver.accept()
+    receiver.receive_data(b"x" * (COALESCE - 1))
+    assert receiver.wants_more
+    receiver.receive_data(b"x")
+    assert not receiver.wants_more  # enough for one write
+    assert len(receiver.next_event().data) == COALESCE  # type: ignore[union-attr]
+    assert receiver.next_event() is NEED_DATA
+    receiver.receive_data(b"x" * 100)
+    assert not receiver.wants_more  # the rest of the file: nothing more is coming for it
+    receiver.receive_eof()
+    assert not receiver.wants_more
+
+
 def test_a_v1_send_is_ready_data_digest_then_reply() -> None:
     receiver = Receiver()
     receiver.receive_data(b"SEND 3 dir/x.bin\r\n")

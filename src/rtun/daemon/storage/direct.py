@@ -95,7 +95,11 @@ class DirectWrites:
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
-            pending.result()  # raises the helper's OSError
+            exc = pending.exception()
+            if isinstance(exc, OSError):  # raised afresh: its traceback holds a view of a buffer
+                raise OSError(exc.errno, exc.strerror or str(exc)) from None
+            if exc is not None:
+                raise exc
 
     def close(self) -> None:
         """Every byte written (the last partial block through the page cache); raises the
@@ -124,5 +128,8 @@ class DirectWrites:
         for view in self._views:
             view.release()
         for buffer in self._buffers:
-            buffer.close()
+            try:
+                buffer.close()
+            except BufferError:  # a slice still in use somewhere: freed with its last reference
+                pass
         self._views, self._buffers = [], []
