@@ -111,3 +111,25 @@ def test_a_full_disk_is_a_refusal_and_discarding_leaves_nothing(mounted) -> None
     part.discard()  # as Transfer.abort does: the write in flight is waited for, the file goes
     t.close()
     assert list(root.iterdir()) == []
+
+
+def test_writes_may_start_at_an_aligned_offset_of_a_file(tmp_path: Path) -> None:
+    """As one range of a file sent in ranges would be written: from its offset on, the rest of
+    the file untouched."""
+    path = tmp_path / "ranged"
+    path.write_bytes(b"-" * (3 * direct.BLOCK))
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        assert direct.DirectWrites.open(fd, direct.ALIGN + 1) is None  # unaligned: the page cache
+        writes = direct.DirectWrites.open(fd, direct.ALIGN)
+        data = os.urandom(direct.BLOCK + 5_000)
+        if writes is not None:  # None where this file system takes no direct I/O
+            writes.write(memoryview(data))
+            writes.close()
+    finally:
+        os.close(fd)
+    if writes is not None:
+        content = path.read_bytes()
+        assert content[:direct.ALIGN] == b"-" * direct.ALIGN
+        assert content[direct.ALIGN:direct.ALIGN + len(data)] == data
+        assert content[direct.ALIGN + len(data):] == b"-" * (3 * direct.BLOCK - direct.ALIGN - len(data))

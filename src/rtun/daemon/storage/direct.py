@@ -20,6 +20,7 @@ from typing import List, Optional
 
 DIRECT_MIN = 64 * 1024 * 1024  # files declared at least this large are written this way
 BLOCK = 4 * 1024 * 1024  # one write: a multiple of any logical block size (512 or 4096 bytes)
+ALIGN = 4096  # where direct writes may start: the largest logical block size in use
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 _pool: Optional[ThreadPoolExecutor] = None
@@ -33,31 +34,34 @@ def _writers() -> ThreadPoolExecutor:
     return _pool
 
 
-def _write_all(fd: int, data: memoryview) -> None:
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
-        data = data[os.write(fd, data):]
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 class DirectWrites:
-    """The writes of one open file. ``write`` copies into the current block and hands each full
-    block to a helper thread; ``close`` writes the rest. An error of the helper's surfaces at the
-    next ``write`` or at ``close``."""
+    """Consecutive writes to one open file from ``offset`` on (pwrite: the file position is not
+    used). ``write`` copies into the current block and hands each full block to a helper thread;
+    ``close`` writes the rest. An error of the helper's surfaces at the next ``write`` or at
+    ``close``. The descriptor is this writer's alone: O_DIRECT is a flag of the open file."""
 
     @classmethod
-    def open(cls, fd: int) -> Optional["DirectWrites"]:
-        """Direct writes to ``fd`` (a new, empty file), or None where the system has none."""
-        if not _O_DIRECT:
+    def open(cls, fd: int, offset: int = 0) -> Optional["DirectWrites"]:
+        """Direct writes to ``fd``, or None where the system has none."""
+        if not _O_DIRECT or offset % ALIGN:
             return None
         try:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
         except OSError:  # tmpfs before Linux 6.6, FUSE, ...: the page cache it is
             return None
-        return cls(fd, flags & ~_O_DIRECT)
+        return cls(fd, flags & ~_O_DIRECT, offset)
 
-    def __init__(self, fd: int, plain_flags: int) -> None:
+    def __init__(self, fd: int, plain_flags: int, offset: int) -> None:
         self.fd = fd
         self._plain_flags = plain_flags
+        self._offset = offset  # where the current block goes
         self.direct = True
         self._buffers = [mmap.mmap(-1, BLOCK), mmap.mmap(-1, BLOCK)]  # page-aligned
         self._views: List[memoryview] = [memoryview(b) for b in self._buffers]
@@ -74,19 +78,20 @@ class DirectWrites:
             data = data[n:]
             if self._fill == BLOCK:
                 self._wait()  # the other buffer is free again once its write is done
-                self._pending = _writers().submit(self._write_block, view)
+                self._pending = _writers().submit(self._write_block, view, self._offset)
+                self._offset += BLOCK
                 self._current ^= 1
                 self._fill = 0
 
-    def _write_block(self, view: memoryview) -> None:
+    def _write_block(self, view: memoryview, offset: int) -> None:
         """In a helper thread: the one write of this file in flight."""
         try:
-            _write_all(self.fd, view)
+            _write_all(self.fd, view, offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL or not self.direct:
                 raise
             self._plain()  # the file system refused direct I/O after all (or a short write
-            _write_all(self.fd, view)  # left the rest unaligned): the page cache from here on
+            _write_all(self.fd, view, offset)  # left the rest unaligned): the page cache then
 
     def _plain(self) -> None:
         fcntl.fcntl(self.fd, fcntl.F_SETFL, self._plain_flags)
@@ -109,7 +114,8 @@ class DirectWrites:
             if self._fill:
                 if self.direct:
                     self._plain()
-                _write_all(self.fd, self._views[self._current][:self._fill])
+                _write_all(self.fd, self._views[self._current][:self._fill], self._offset)
+                self._offset += self._fill
                 self._fill = 0
         finally:
             self._release()
