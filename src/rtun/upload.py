@@ -9,40 +9,51 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 from rtun.client import Connection, connect, pipelined
 from rtun.errors import RtunError, UsageError
 from rtun.protocol import framing, wire
 from rtun.protocol.sender import SizeChanged
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and dataclasses are not imported at run time: every send would pay
+    from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
+
 CHUNK = 1024 * 1024  # large reads and writes: transfers should go at the speed of the channel
 STDIN = "-"
 
 
-@dataclass
 class Item:
     """One thing to send: an entry for the stream, and where its data comes from."""
 
-    entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry]
-    source: Optional[str] = None  # a file's local path; None with a FileEntry means stdin
+    __slots__ = ("entry", "source")
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __init__(self, entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry],
+                 source: Optional[str] = None) -> None:
+        self.entry = entry
+        self.source = source  # a file's local path; None with a FileEntry means stdin
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Item) and (self.entry, self.source) == (other.entry, other.source)
+
+    def __repr__(self) -> str:
+        return f"Item({self.entry!r}, {self.source!r})"
 
 
-@dataclass
 class Plan:
-    items: List[Item]
-    total_bytes: int
-    total_files: int
-    warnings: List[str]
+    def __init__(self, items: List[Item], total_bytes: int, total_files: int, warnings: List[str]) -> None:
+        self.items = items
+        self.total_bytes = total_bytes
+        self.total_files = total_files
+        self.warnings = warnings
 
 
-@dataclass
 class SendResult:
-    saved: List[str]
-    warnings: List[str]
+    def __init__(self, saved: List[str], warnings: List[str]) -> None:
+        self.saved = saved
+        self.warnings = warnings
 
 
 def _split_dest(dest: Optional[str], several: bool) -> Tuple[str, Optional[str]]:
@@ -124,7 +135,7 @@ def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
     return total
 
 
-def _directories_first(entry: "os.DirEntry[str]") -> Tuple[bool, str]:
+def _directories_first(entry: "os.DirEntry[str]") -> "Tuple[bool, str]":
     """As os.walk lists them: directories (and links to them), then the rest, each by name."""
     try:
         is_dir = entry.is_dir()
@@ -163,24 +174,13 @@ class Reader:
     def __init__(self) -> None:
         self._buffer = memoryview(bytearray(CHUNK))
 
-    def chunks(self, source: Optional[str], size: Optional[int] = None) -> Iterator[memoryview]:
-        """A file's data (standard input for None); each chunk is valid until the next one.
-
-        With the ``size`` the file was listed with, a file smaller than the buffer is read
-        with one read() of a byte more: getting that byte, or fewer, shows it changed size."""
+    def chunks(self, source: Optional[str]) -> Iterator[memoryview]:
+        """A file's data (standard input for None); each chunk is valid until the next one."""
         if source is None:
             yield from self._stream(sys.stdin.buffer, "standard input")
             return
+        fd = self._open(source)
         try:
-            fd = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
-        try:
-            if size is not None and size < len(self._buffer):
-                length = self._read(fd, self._buffer[:size + 1], source)
-                if length:
-                    yield self._buffer[:length]
-                return
             while True:
                 length = self._read(fd, self._buffer, source)
                 if not length:
@@ -188,6 +188,23 @@ class Reader:
                 yield self._buffer[:length]
         finally:
             os.close(fd)
+
+    def read_whole(self, source: str, size: Optional[int]) -> memoryview:
+        """A file smaller than the buffer, listed with ``size``, in one read() of a byte more:
+        getting that byte, or fewer, shows that it changed size. Valid until the next read."""
+        assert size is not None and size < len(self._buffer)
+        fd = self._open(source)
+        try:
+            return self._buffer[:self._read(fd, self._buffer[:size + 1], source)]
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _open(source: str) -> int:
+        try:
+            return os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
 
     @staticmethod
     def _read(fd: int, into: memoryview, source: str) -> int:
@@ -237,35 +254,37 @@ def _write_entries(conn: Connection, work: Plan, progress: Progress, reader: Rea
     sender = conn.sender
     for item in work.items:
         entry = item.entry
-        line = sender.entry(entry)
         if isinstance(entry, framing.FileEntry):
-            _stream_file(conn, item.source, progress.update, reader, line, entry.size)
+            if entry.size is not None and entry.size <= SMALL_WRITE and item.source is not None:
+                _send_small(conn, entry, item.source, progress.update, reader)
+                continue
+            conn.write(sender.entry(entry))
+            _stream_file(conn, item.source, progress.update, reader)
         else:
-            conn.write(line)
+            conn.write(sender.entry(entry))
     conn.write(sender.end())
 
 
 SMALL_WRITE = 64 * 1024  # a file this small goes to the socket buffer in one write with its framing
 
 
+def _send_small(conn: Connection, entry: framing.FileEntry, source: str, report: Callable[[int], None],
+                reader: Reader) -> None:
+    """A small file of a PUT: one read, one write of it framed whole."""
+    data = reader.read_whole(source, entry.size)
+    try:
+        conn.write(conn.sender.whole_file(entry, data))
+    except SizeChanged:
+        raise RtunError(f"{source} changed size while it was being sent; nothing was saved") from None
+    report(len(data))
+
+
 def _stream_file(conn: Connection, source: Optional[str], report: Callable[[int], None],
-                 reader: Reader, entry_line: bytes = b"", size: Optional[int] = None) -> None:
-    """The current file's data and its end, as the sender frames them (PUT or v1), after its
-    entry line if it has one."""
+                 reader: Reader) -> None:
+    """The current file's data and its end, as the sender frames them (PUT or v1)."""
     sender = conn.sender
     try:
-        if size is not None and size <= SMALL_WRITE and source is not None:
-            # A small file is one chunk: its entry, chunk, end and digest go out as one piece.
-            pieces: List[Union[bytes, memoryview]] = [entry_line]
-            for data in reader.chunks(source, size):
-                pieces += (sender.data(data), data)
-                report(len(data))
-            pieces.append(sender.end_file())
-            conn.write(b"".join(pieces))
-            return
-        if entry_line:
-            conn.write(entry_line)
-        for data in reader.chunks(source, size):
+        for data in reader.chunks(source):
             conn.write(sender.data(data))
             conn.write(data)
             report(len(data))
@@ -297,6 +316,8 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
         source = item.source
         spooled = None
         if source is None:  # v1 needs the size up front: spool standard input first
+            import tempfile
+
             spooled = tempfile.NamedTemporaryFile(prefix="rtun-stdin-")
             for data in reader.chunks(None):
                 spooled.write(data)

@@ -38,11 +38,19 @@ def parse_checksum(line: bytes) -> str:
     return raw.decode("ascii")
 
 
+_set = object.__setattr__
+
+
 class DirEntry(Message):
     __slots__ = ("path", "mode", "mtime")
     path: str
     mode: int
     mtime: float
+
+    def __init__(self, path: str, mode: int, mtime: float) -> None:  # one per directory sent
+        _set(self, "path", path)
+        _set(self, "mode", mode)
+        _set(self, "mtime", mtime)
 
 
 class FileEntry(Message):
@@ -53,6 +61,13 @@ class FileEntry(Message):
     mode: int
     mtime: float
     size: Optional[int]
+
+    def __init__(self, path: str, mode: int, mtime: float, size: Optional[int]) -> None:
+        # One per file on both sides of a transfer: cheaper than Message's generic init.
+        _set(self, "path", path)
+        _set(self, "mode", mode)
+        _set(self, "mtime", mtime)
+        _set(self, "size", size)
 
 
 class LinkEntry(Message):

@@ -24,9 +24,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEX
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 # Linux: a file with no name at all until it is linked in, which a killed daemon cannot leave
 # behind. It saves a small file the temporary name's two directory updates and its lock.
-_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 # What open(O_TMPFILE) says where the file system (or an old kernel) has no unnamed files.
-_NO_UNNAMED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL)
+NO_UNNAMED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL)
 
 
 def current_umask() -> int:
@@ -232,7 +232,7 @@ class Tree:
         if unnamed and self.unnamed:
             try:
                 return UnnamedFile(dir_fd, "/".join(parts), mode, self.umask)
-            except _NoUnnamed:
+            except NoUnnamed:
                 self.unnamed = False
         return PartFile(dir_fd, "/".join(parts), mode, self.umask, direct)
 
@@ -374,7 +374,7 @@ class PartFile(_Received):
             pass
 
 
-class _NoUnnamed(Exception):
+class NoUnnamed(Exception):
     """This file system (or kernel) cannot make unnamed files."""
 
 
@@ -385,10 +385,10 @@ class UnnamedFile(_Received):
     def __init__(self, dir_fd: int, what: str, mode: int, umask: int) -> None:
         super().__init__(dir_fd, what, mode, umask)
         try:
-            self.fd = os.open(".", _UNNAMED_FLAGS, self.mode, dir_fd=dir_fd)
+            self.fd = os.open(".", UNNAMED_FLAGS, self.mode, dir_fd=dir_fd)
         except OSError as exc:
-            if exc.errno in _NO_UNNAMED:
-                raise _NoUnnamed() from None
+            if exc.errno in NO_UNNAMED:
+                raise NoUnnamed() from None
             raise refusal_for(exc, what) from None
 
     def _place(self, name: str, overwrite: bool) -> str:
