@@ -29,8 +29,8 @@ SMALL_MAX = 64 * 1024  # files up to this size are held until verified, then wri
 BATCH_FILES = 32  # one helper's job: this many files ...
 BATCH_BYTES = 256 * 1024  # ... or this many bytes of them
 IN_FLIGHT = 2  # batches per transfer being written at once (one with --overwrite: in order)
-SLOW_FILE = 150e-6  # seconds: files that take longer to make go to the helpers ...
-FAST_FILE = 100e-6  # ... until they take less than this again
+SLOW_FILE = 50e-6  # seconds: files that take longer to make go to the helpers ...
+FAST_FILE = 35e-6  # ... until they take less than this again
 PROBE_EVERY = 256  # files handed to helpers between two made (and timed) on the loop
 
 # (name, mode, mtime, data, drop_execute): one verified file
