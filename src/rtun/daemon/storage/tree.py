@@ -14,7 +14,7 @@ import os
 import stat
 from typing import Dict, Iterator, Optional, Tuple, Union
 
-from rtun.daemon.storage.direct import DirectWrites
+from rtun.daemon.storage.direct import DirectWrites, on_disk
 from rtun.daemon.storage.leftovers import hold
 from rtun.protocol import wire
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
@@ -178,6 +178,7 @@ class Tree:
         self.made: Optional[Tuple[str, ...]] = None
         # Whether small files may be received unnamed here: until the file system says no.
         self.unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+        self.on_disk = on_disk(root)  # large files may bypass the page cache (storage/direct.py)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -234,7 +235,7 @@ class Tree:
                 return UnnamedFile(dir_fd, "/".join(parts), mode, self.umask)
             except NoUnnamed:
                 self.unnamed = False
-        return PartFile(dir_fd, "/".join(parts), mode, self.umask, direct)
+        return PartFile(dir_fd, "/".join(parts), mode, self.umask, direct and self.on_disk)
 
     def link(self, parts: Tuple[str, ...], target: str, overwrite: bool) -> str:
         """A symbolic link, placed like a file; returns its final path."""
