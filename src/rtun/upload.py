@@ -253,22 +253,37 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
 
 
 def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], overwrite: bool,
-         quiet: bool) -> SendResult:
+         quiet: bool, channels: int = 0, resume: bool = True) -> SendResult:
+    """Everything in one PUT stream, but large files in ranges over parallel connections
+    (``channels`` 0: as many as pay; 1: one), resumable unless ``resume`` is false."""
+    from rtun import parallel
+
     dest_dir, work = plan(sources, dest)
     for item in work.items:  # a name that cannot be framed fails here, before connecting
         framing.encode_entry(item.entry)
     wire.encode_request(wire.Put(dest_dir, overwrite, 0, 0))
+    large = [item for item in work.items if item.source is not None and _size(item) >= parallel.RANGED_MIN]
+    stream = Plan([item for item in work.items if item not in large],
+                  work.total_bytes - sum(_size(item) for item in large),
+                  work.total_files - len(large), work.warnings)
     progress = Progress(work.total_bytes or None, work.total_files, enabled=not quiet)
     reader = Reader()
-    early = _early(work)
-    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, work, progress, reader, early))
+    early = _early(stream)
+    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, stream, progress, reader, early))
+    saved: List[str] = []
     try:
         if conn.features and "put" in conn.features:
-            reply = _stream_put(conn, work, progress, reader, early)
-            saved = wire.saved_paths(reply)
-            skipped = reply.data.get("skipped", [])
-            work.warnings.extend(s for s in skipped if isinstance(s, str))
-            work.warnings.extend(_unlisted(reply.data.get("unlisted")))
+            saved += _put_reply(_stream_put(conn, stream, progress, reader, early), work.warnings)
+            ranges = "ranges" in conn.features
+            conn.close()
+            for item in large:
+                if ranges:
+                    saved += _send_ranged(socket_path, item, dest_dir, overwrite, channels, resume, progress)
+                else:  # an rtun/2 daemon from before ranges: one more PUT
+                    rest = Plan([item], _size(item), 1, work.warnings)
+                    with pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, rest, progress,
+                                                                     reader, False)) as again:
+                        saved += _put_reply(_stream_put(again, rest, progress, reader, False), work.warnings)
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
@@ -277,6 +292,34 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
         progress.close()
         conn.close()
     return SendResult(saved, work.warnings)
+
+
+def _size(item: Item) -> int:
+    return (item.entry.size or 0) if isinstance(item.entry, framing.FileEntry) else 0
+
+
+def _put_reply(reply: wire.Reply, warnings: List[str]) -> List[str]:
+    skipped = reply.data.get("skipped", [])
+    warnings.extend(s for s in skipped if isinstance(s, str))
+    warnings.extend(_unlisted(reply.data.get("unlisted")))
+    return wire.saved_paths(reply)
+
+
+def _send_ranged(socket_path: Optional[str], item: Item, dest_dir: str, overwrite: bool, channels: int,
+                 resume: bool, progress: Progress) -> List[str]:
+    from rtun import parallel
+
+    assert item.source is not None and isinstance(item.entry, framing.FileEntry)
+    directory, _, name = item.entry.path.rpartition("/")
+    dest = "/".join(p for p in (dest_dir, directory) if p)
+    try:
+        st = os.stat(item.source)
+    except OSError as exc:
+        raise RtunError(f"cannot read {item.source}: {exc.strerror}") from None
+    if st.st_size != item.entry.size:
+        raise RtunError(f"{item.source} changed size while it was being sent; it was not saved")
+    return parallel.send_file(socket_path, item.source, st, dest, name, overwrite, channels, resume,
+                              progress.update)
 
 
 def _unlisted(counts: object) -> List[str]:

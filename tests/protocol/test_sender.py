@@ -203,3 +203,30 @@ def test_a_copy_goes_as_a_v1_file_the_receiver_verifies() -> None:
     assert bytes(receiver.next_event().data) == b"hello"
     assert isinstance(receiver.next_event(), FileEnd)
     assert isinstance(receiver.next_event(), UploadEnd)
+
+
+def test_ranges_stream_back_to_back_and_their_oks_are_read_after() -> None:
+    sender, receiver = Sender(), Receiver()
+    out = b""
+    for offset, piece in ((0, b"abcd"), (4, b"ef")):
+        out += sender.send(wire.Range(offset, len(piece)))
+        out += sender.data(piece) + piece + sender.end_file()
+        assert sender.state == "idle" and sender.last_digest == hashlib.sha256(piece).digest()
+    assert sender.oks_due == 2
+    receiver.receive_data(out)
+    seen = []
+    for _ in range(2):
+        upload = receiver.next_event()
+        assert isinstance(upload, Upload) and isinstance(upload.request, wire.Range)
+        receiver.accept()  # no READY goes out for a range
+        while True:
+            event = receiver.next_event()
+            if isinstance(event, Data):
+                seen.append(bytes(event.data))
+            elif isinstance(event, FileEnd):
+                assert event.digest == hashlib.sha256(seen[-1]).hexdigest()
+            elif isinstance(event, UploadEnd):
+                break
+        sender.receive_data(receiver.reply())
+    assert seen == [b"abcd", b"ef"]
+    assert sender.next_event().ok and sender.next_event().ok and sender.oks_due == 0

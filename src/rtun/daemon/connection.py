@@ -47,6 +47,7 @@ class Connection(asyncio.BufferedProtocol):
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._waiting_since: Optional[float] = None
         self._timed_out = ""  # why the watchdog ended the connection
+        self.ranged_file: Optional[object] = None  # the RANGES file this connection opened or joined
 
     @property
     def busy(self) -> bool:

@@ -14,6 +14,7 @@ import os
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Union
 
 from rtun.daemon.actions.files import Transfer, Uploads
+from rtun.daemon.actions.ranges import RangedFile, RangedFiles
 from rtun.daemon.actions.ratelimit import RateLimit
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
@@ -41,6 +42,7 @@ class Handlers:
         self._stop = stop
         self._notifier: Optional[Notifier] = None
         self._uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
+        self._ranged = RangedFiles(self._uploads.save_dir, self._uploads.space, umask)
         self._viewer: Optional[Viewer] = None
         self._browser: Optional[Browser] = None
         self._clipboard: Optional[Clipboard] = None
@@ -66,12 +68,15 @@ class Handlers:
             wire.Paste: self.paste,
             wire.Edit: self.edit,
             wire.EditWait: self.stray_edit_wait,
+            wire.Ranges: self.ranges,
+            wire.Range: self.range,
+            wire.Commit: self.commit,
         }
         # The [actions] policy: the setting each request needs turned on.
         self._policy: Dict[type, str] = {
             wire.Notify: "notify", wire.Notify2: "notify", wire.Send: "send", wire.Put: "send",
             wire.View: "view", wire.OpenUrl: "open", wire.Copy: "copy", wire.Paste: "paste",
-            wire.Edit: "edit",
+            wire.Edit: "edit", wire.Ranges: "send", wire.Range: "send", wire.Commit: "send",
         }
 
     async def handle(self, conn: Connection, event: object) -> None:
@@ -88,7 +93,15 @@ class Handlers:
         except OSError as exc:  # storage the actions did not foresee: a clear refusal all the same
             raise refusal_for(exc, "the request") from None
 
+    def forget(self, conn: Connection) -> None:
+        """The connection has ended: a ranged file it was sending waits for a resumption."""
+        ranged = conn.ranged_file
+        if isinstance(ranged, RangedFile):
+            conn.ranged_file = None
+            self._ranged.detach(ranged)
+
     def close(self) -> None:
+        self._ranged.close()
         if self._summary is not None:
             self._summary.cancel()
         if self._viewer is not None:
@@ -221,6 +234,51 @@ class Handlers:
         await viewer.show(target)
         await conn.send(conn.receiver.reply())
 
+
+    # ---- large files in ranges, over several connections ---------------------------------------
+
+    async def ranges(self, conn: Connection, request: wire.Ranges) -> None:
+        self._may_upload(conn)
+        self.forget(conn)
+        ranged = self._ranged.open(request)
+        conn.ranged_file = ranged
+        await conn.send(conn.receiver.reply(data={"have": ranged.have()}))
+
+    def _ranged_file(self, conn: Connection) -> RangedFile:
+        ranged = conn.ranged_file
+        if not isinstance(ranged, RangedFile) or ranged.part is None:
+            raise Rejected(wire.E_BAD_REQUEST, "RANGE or COMMIT before RANGES")
+        return ranged
+
+    async def range(self, conn: Connection, upload: Upload) -> None:
+        request = upload.request
+        assert isinstance(request, wire.Range)
+        ranged = self._ranged_file(conn)
+        ranged.check_range(request.offset, request.size)
+        async with self._slot():
+            conn.accept()  # no READY: the range's data follows its request
+            position = request.offset
+            while True:
+                event = await conn.next_event()
+                if isinstance(event, Data):
+                    ranged.write(position, event.data)
+                    position += len(event.data)
+                elif isinstance(event, FileEnd):
+                    ranged.verified_range(request.offset, request.size, bytes.fromhex(event.digest))
+                elif isinstance(event, UploadEnd):
+                    break
+                else:
+                    raise AssertionError(f"unexpected event {event!r}")
+        await conn.send(conn.receiver.reply())
+
+    async def commit(self, conn: Connection, request: wire.Commit) -> None:
+        ranged = self._ranged_file(conn)
+        conn.ranged_file = None
+        self._ranged.detach(ranged)
+        path = self._ranged.commit(ranged, request.digest)
+        log.info("received %s (%d bytes) in ranges over %d connections, %d bytes of them this time",
+                 path, ranged.size, ranged.connections, ranged.received)
+        await conn.send(conn.receiver.reply(data={"saved": [path], "skipped": []}))
 
     # ---- URLs and the clipboard ----------------------------------------------------------------
 

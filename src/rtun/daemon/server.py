@@ -130,6 +130,7 @@ class Daemon:
             await conn.send_quietly(wire.error(wire.E_WRITE, "internal error in the daemon"))
         finally:
             self._connections.pop(task, None)
+            self._handlers.forget(conn)
             conn.close()
 
     def _evict_idle(self) -> bool:

@@ -43,7 +43,7 @@ class Upload(Event):
 
     __slots__ = ("request", "parts")
 
-    def __init__(self, request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit],
+    def __init__(self, request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range],
                  parts: Tuple[str, ...]) -> None:
         self.request = request
         self.parts = parts
@@ -82,12 +82,14 @@ class Data(Event):
 
 
 class FileEnd(Event):
-    """Every byte of the file has arrived, and its size and SHA-256 are verified."""
+    """Every byte of the file has arrived, and its size and SHA-256 (``digest``, hex) are
+    verified."""
 
-    __slots__ = ("size",)
+    __slots__ = ("size", "digest")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, digest: str = "") -> None:
         self.size = size
+        self.digest = digest
 
 
 class UploadEnd(Event):
@@ -256,7 +258,7 @@ class Receiver:
         if isinstance(request, wire.Send):
             self._upload = Upload(request, names.components(request.path))
             return self._upload
-        if isinstance(request, (wire.View, wire.Copy, wire.Edit)):
+        if isinstance(request, (wire.View, wire.Copy, wire.Edit, wire.Range)):
             self._upload = Upload(request, ())
             return self._upload
         if isinstance(request, wire.Put):
@@ -328,13 +330,14 @@ class Receiver:
             raise Rejected(wire.E_CHECKSUM, f"expected {expected}, got {actual}")
         self._file = None
         self.state = LAST if self._v1 else ENTRY
-        return FileEnd(self._received)
+        return FileEnd(self._received, actual)
 
     # ---- the daemon's answers ------------------------------------------------------------------
 
     def accept(self) -> Tuple[bytes, Optional[FileStart]]:
         """READY for the upload being decided. For SEND and VIEW, whose one file has no entry,
-        also the FileStart that begins it (the daemon's first event of the upload)."""
+        also the FileStart that begins it (the daemon's first event of the upload). A RANGE is
+        accepted the same way, but its READY is not sent: its data follows the request."""
         if self.state != DECIDING or self._upload is None:
             raise RuntimeError("accept() answers an upload request")
         request = self._upload.request

@@ -69,10 +69,13 @@ class Sender:
         self._sent = 0
         self._hash: Any = None
         self._payload_due = False  # the awaited reply may announce a payload
+        self._range = False  # the current upload is a RANGE
+        self.last_digest = b""  # SHA-256 of the file or range that end_file ended
         # Pipelining: replies due before the current request's own. A HELLO sent ahead of the
         # request, and the READY of an upload whose data went out without waiting for it.
         self._hellos_due = 0
         self._ready_due = False
+        self.oks_due = 0  # RANGEs sent whose OK has not been read: they stream back to back
         self._payload_left = 0
 
     # ---- requests ----------------------------------------------------------------------------
@@ -107,6 +110,13 @@ class Sender:
             self.state = AWAIT_READY
             self._v1 = True  # the data goes as a v1 file's does
             self._declared = request.size
+        elif isinstance(request, wire.Range):
+            self.state = STREAMING  # no READY: the data follows the request line
+            self._v1 = True
+            self._declared = request.size
+            self._range = True
+            self._start_file(request.size)
+            return line
         else:
             self.state = AWAIT_REPLY
         self._payload_due = isinstance(request, wire.PAYLOAD_REQUESTS)
@@ -162,7 +172,13 @@ class Sender:
         if self._declared is not None and self._sent != self._declared:
             raise SizeChanged(f"{self._sent} bytes of {self._declared}")
         digest = framing.encode_checksum(self._hash.hexdigest())
+        self.last_digest = self._hash.digest()
         self._hash = None
+        if self._range:  # the next RANGE may follow at once; its OK is read later
+            self._range = False
+            self.oks_due += 1
+            self.state = IDLE
+            return digest
         if self._v1:
             self.state = AWAIT_REPLY
             return digest
@@ -214,6 +230,8 @@ class Sender:
             if reply.text != "READY" or reply.code is not None:
                 raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
             self._ready_due = False  # the data is already on its way
+        elif self.oks_due:
+            self.oks_due -= 1  # a RANGE's verified arrival
         elif self.state == AWAIT_READY:
             if reply.text != "READY" or reply.code is not None:
                 raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")

@@ -1,0 +1,173 @@
+"""Large files in ranges over several connections, and their resumption, against the real
+daemon: end to end through the real sshd and `ssh -R` forward, and byte by byte where a peer
+misbehaves."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from rtun import parallel, upload
+from rtun.protocol import wire
+from support.raw import RawClient
+from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
+from support.turns import TurnCounter
+from support.wait import wait_until
+
+MIB = 1024 * 1024
+
+
+def _random_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    return path
+
+
+def _ranges_line(log: str) -> str:
+    lines = [line for line in log.splitlines() if "in ranges over" in line]
+    assert len(lines) == 1, log
+    return lines[0]
+
+
+def _parts(directory: Path) -> list:
+    return [p.name for p in directory.rglob("*") if p.name.startswith(".rtun-")]
+
+
+def test_a_large_file_goes_over_several_channels_through_ssh(forward, remote_home: Path, save_dir: Path,
+                                                             daemon: RtunDaemon) -> None:
+    source = _random_file(remote_home / "big.bin", 3 * parallel.RANGE_SIZE + 12345)
+    result = run_rtun(["send", "--channels", "4", str(source)], remote_home)
+    assert result.returncode == 0, result.stderr
+    assert (save_dir / "big.bin").read_bytes() == source.read_bytes()
+    assert re.search(r"over 4 connections, %d bytes" % source.stat().st_size, _ranges_line(daemon.log_text()))
+    assert _parts(save_dir) == []
+
+
+def test_a_tree_with_large_files_arrives_whole_through_ssh(forward, remote_home: Path, save_dir: Path) -> None:
+    tree = remote_home / "tree"
+    (tree / "sub").mkdir(parents=True)
+    big = _random_file(tree / "sub" / "big.bin", parallel.RANGED_MIN + 5)
+    small = _random_file(tree / "small.bin", 1000)
+    os.chmod(big, 0o640)
+    result = run_rtun(["send", "--channels", "3", str(tree)], remote_home)
+    assert result.returncode == 0, result.stderr
+    assert (save_dir / "tree" / "sub" / "big.bin").read_bytes() == big.read_bytes()
+    assert (save_dir / "tree" / "small.bin").read_bytes() == small.read_bytes()
+    assert (save_dir / "tree" / "sub" / "big.bin").stat().st_mode & 0o777 == 0o640
+    assert (save_dir / "tree" / "sub" / "big.bin").stat().st_mtime == big.stat().st_mtime
+
+
+def _open_ranges(raw: RawClient, size: int, key: str = "ab" * 16) -> None:
+    request = wire.Ranges("", "r.bin", size, 0o644, 1.0, key, False, True, False)
+    assert raw.command(wire.encode_request(request).decode().strip()) == b'OK {"have":[]}\r\n'
+
+
+def _range(raw: RawClient, offset: int, data: bytes, digest: bytes = b"") -> bytes:
+    raw.send(wire.encode_request(wire.Range(offset, len(data))) + data
+             + (digest or hashlib.sha256(data).hexdigest().encode()) + b"\r\n")
+    return raw.line()
+
+
+def test_a_corrupted_range_is_refused_and_nothing_gets_the_final_name(daemon: RtunDaemon, save_dir: Path) -> None:
+    with RawClient(daemon.socket) as raw:
+        _open_ranges(raw, 8)
+        assert _range(raw, 0, b"abcd") == b"OK\r\n"
+        assert _range(raw, 4, b"efgh", hashlib.sha256(b"efgX").hexdigest().encode()).startswith(b"ERROR 107")
+    assert not (save_dir / "r.bin").exists()
+
+
+def test_a_lost_range_fails_the_commit_and_nothing_gets_the_final_name(daemon: RtunDaemon, save_dir: Path) -> None:
+    with RawClient(daemon.socket) as raw:
+        _open_ranges(raw, 12)
+        digests = [hashlib.sha256(b"abcd").digest(), hashlib.sha256(b"ijkl").digest()]
+        assert _range(raw, 0, b"abcd") == b"OK\r\n"
+        assert _range(raw, 8, b"ijkl") == b"OK\r\n"  # 4-8 never sent
+        reply = raw.command("COMMIT " + wire.dumps({"digest": hashlib.sha256(b"".join(digests)).hexdigest()}))
+        assert reply.startswith(b"ERROR 106") and b"cover 4 of 12" in reply
+    assert not (save_dir / "r.bin").exists()
+
+
+def test_ranges_that_are_not_the_file_the_client_meant_fail_the_commit(daemon: RtunDaemon, save_dir: Path) -> None:
+    with RawClient(daemon.socket) as raw:
+        _open_ranges(raw, 4)
+        assert _range(raw, 0, b"abcd") == b"OK\r\n"
+        reply = raw.command("COMMIT " + wire.dumps({"digest": "00" * 32}))
+        assert reply.startswith(b"ERROR 107")
+    assert not (save_dir / "r.bin").exists()
+
+
+@pytest.mark.parametrize("offset,size", [(10, 1), (0, 9), (2 ** 62, 1)])
+def test_a_range_outside_the_file_is_refused(daemon: RtunDaemon, offset: int, size: int) -> None:
+    with RawClient(daemon.socket) as raw:
+        _open_ranges(raw, 8)
+        assert _range(raw, offset, b"x" * size).startswith(b"ERROR 101")
+
+
+def test_range_before_ranges_is_refused(daemon: RtunDaemon) -> None:
+    with RawClient(daemon.socket) as raw:
+        assert _range(raw, 0, b"abcd").startswith(b"ERROR 113")
+
+
+@pytest.fixture
+def big_source(short_tmp: Path) -> Path:
+    return _random_file(short_tmp / "resume.bin", 16 * parallel.RANGE_SIZE)
+
+
+def test_a_killed_send_resumes_and_moves_only_the_rest(daemon: RtunDaemon, save_dir: Path, big_source: Path,
+                                                        short_tmp: Path, local_home: Path) -> None:
+    size = big_source.stat().st_size
+    first = TurnCounter(short_tmp / "first.sock", daemon.socket, stall_after=size // 2)
+    client = subprocess.Popen(RTUN + ["send", "-s", str(first.listen), "--channels", "1", str(big_source)],
+                              env=clean_env(local_home), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        first.stalled.wait(30)
+        # Half of the ranges are verified on the daemon before the client dies.
+        wait_until(lambda: len(_parts(save_dir)) == 1, timeout=10, what="the part file")
+        client.kill()
+    finally:
+        client.wait(10)
+        first.close()
+    assert not (save_dir / "resume.bin").exists() and len(_parts(save_dir)) == 1
+
+    second = TurnCounter(short_tmp / "second.sock", daemon.socket)
+    result = upload.send(str(second.listen), [str(big_source)], None, False, quiet=True, channels=1)
+    second.close()
+    assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes() and result.saved
+    assert second.client_bytes <= 0.55 * size, second.client_bytes
+    assert _parts(save_dir) == []
+
+
+def test_no_resume_sends_everything_again(daemon: RtunDaemon, save_dir: Path, big_source: Path,
+                                          short_tmp: Path) -> None:
+    import threading
+
+    from rtun.errors import ConnectionLostError
+
+    size = big_source.stat().st_size
+    first = TurnCounter(short_tmp / "first.sock", daemon.socket, stall_after=size // 2)
+
+    def cut_at_half_way() -> None:  # the link stalls, then dies under the client
+        first.stalled.wait(30)
+        wait_until(lambda: len(_parts(save_dir)) == 1, timeout=10, what="the part file")
+        first.close()
+
+    cutter = threading.Thread(target=cut_at_half_way)
+    cutter.start()
+    try:
+        with pytest.raises(ConnectionLostError):
+            upload.send(str(first.listen), [str(big_source)], None, False, quiet=True, channels=1)
+    finally:
+        cutter.join()
+    second = TurnCounter(short_tmp / "second.sock", daemon.socket)
+    upload.send(str(second.listen), [str(big_source)], None, False, quiet=True, channels=1, resume=False)
+    second.close()
+    assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes()
+    assert second.client_bytes >= size
+    assert _parts(save_dir) == []
