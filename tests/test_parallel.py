@@ -171,3 +171,29 @@ def test_no_resume_sends_everything_again(daemon: RtunDaemon, save_dir: Path, bi
     assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes()
     assert second.client_bytes >= size
     assert _parts(save_dir) == []
+
+
+def test_a_tree_is_shared_among_connections_with_its_metadata(daemon: RtunDaemon, save_dir: Path,
+                                                              short_tmp: Path) -> None:
+    tree = short_tmp / "photos"
+    for d in ("a", "b", "a/deep"):
+        (tree / d).mkdir(parents=True)
+    files = {}
+    for i in range(24):
+        path = tree / ("a", "b", "a/deep")[i % 3] / f"p{i}.jpg"
+        files[path] = _random_file(path, 512 * 1024).read_bytes()
+    os.chmod(tree / "b", 0o750)
+    for d in ("a/deep", "a", "b", ""):
+        os.utime(tree / d, (1_600_000_000, 1_600_000_000))
+    relay = TurnCounter(short_tmp / "tree.sock", daemon.socket)
+    result = upload.send(str(relay.listen), [str(tree)], None, False, quiet=True, channels=3)
+    relay.close()
+    # directories, then three PUTs of files, then the directories' mtimes
+    assert relay.connections == 5
+    assert len(result.saved) == 24
+    for path, content in files.items():
+        assert (save_dir / path.relative_to(short_tmp)).read_bytes() == content
+    assert (save_dir / "photos" / "b").stat().st_mode & 0o777 == 0o750
+    for d in ("a/deep", "a", "b", ""):
+        assert (save_dir / "photos" / d).stat().st_mtime == 1_600_000_000, d
+    assert _parts(save_dir) == []

@@ -56,12 +56,11 @@ class Plan:
             self.todo.append((0, 0))
         self.todo.reverse()  # popped from the end: in order of offset
         self.lock = threading.Lock()
-        self.sent = 0  # bytes of ranges sent so far
-        self.failure: Optional[BaseException] = None
+        self.pool: Optional[Pool] = None
 
     def take(self) -> "Optional[Tuple[int, int]]":
         with self.lock:
-            if self.failure is not None or not self.todo:
+            if (self.pool is not None and self.pool.failure is not None) or not self.todo:
                 return None
             return self.todo.pop()
 
@@ -131,9 +130,8 @@ def _send_ranges(conn: Connection, fd: int, plan: Plan, count: "Callable[[int], 
         while sender.oks_due:
             conn.expect_ok()
     except BaseException as exc:
-        with plan.lock:
-            if plan.failure is None:
-                plan.failure = exc
+        if plan.pool is not None:
+            plan.pool.fail(exc)  # the other channels stop taking ranges
         raise
 
 
@@ -145,12 +143,79 @@ def _open_channel(socket_path: "Optional[str]", request: wire.Ranges) -> "Tuple[
     return conn, conn.expect_ok()
 
 
+class Pool:
+    """Worker threads, one connection each, taking work from one queue; more of them are
+    started while each new one raises the throughput."""
+
+    def __init__(self, report: "Callable[[int], None]") -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.failure: Optional[BaseException] = None
+        self._report = report
+        self._threads: List[threading.Thread] = []
+
+    def count(self, n: int) -> None:
+        with self.lock:
+            self.sent += n
+        self._report(n)
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.failure is None:
+                self.failure = exc
+
+    @property
+    def running(self) -> int:
+        return len(self._threads)
+
+    def start(self, work: "Callable[[], None]") -> None:
+        import threading
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # the first failure ends the transfer, and is raised
+                self.fail(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def grow(self, channels: int, round_trip: float, add: "Callable[[], None]", left: "Callable[[], int]") -> None:
+        """All channels at once when a number is given, else one more at a time for as long as
+        each raised the throughput by GROWTH."""
+        if channels > 0:
+            for _ in range(min(channels, MAX_CHANNELS) - 1):
+                add()
+            return
+        interval = max(0.25, 6 * round_trip)  # several round trips: windows fill, rates settle
+        before = None
+        last = (time.monotonic(), 0)
+        while self.running < MAX_CHANNELS:
+            time.sleep(interval)  # a control loop sampling the rate, not a wait for a condition
+            now, sent = time.monotonic(), self.sent
+            rate = (sent - last[1]) / (now - last[0])
+            last = (now, sent)
+            if self.failure is not None or left() < 2:
+                return
+            if before is not None and rate < before * GROWTH:
+                return  # the last channel did not pay: the link, not the window, is the limit
+            before = rate
+            add()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        if self.failure is not None:
+            raise self.failure
+
+
 def send_file(socket_path: "Optional[str]", source: str, st: "os.stat_result", dest: str, name: str,
               overwrite: bool, channels: int, resume: bool, report: "Callable[[int], None]") -> "List[str]":
     """Send one large file; returns the saved path as the daemon gives it. ``channels`` 0 means
     as many as raise the throughput."""
-    import threading
-
     key = transfer_key(source, st, dest, name)
     mode = st.st_mode & 0o7777
     first = wire.Ranges(dest, name, st.st_size, mode, st.st_mtime, key, overwrite, resume, False)
@@ -167,72 +232,24 @@ def send_file(socket_path: "Optional[str]", source: str, st: "os.stat_result", d
             kept = st.st_size - sum(n for _, n in plan.todo)
             if kept:
                 report(kept)
-            lock = threading.Lock()
+            pool = Pool(report)
+            plan.pool = pool
+            join = wire.Ranges(dest, name, st.st_size, mode, st.st_mtime, key, overwrite, True, True)
 
-            def count(n: int) -> None:
-                with lock:
-                    plan.sent += n
-                report(n)
-
-            workers: List[threading.Thread] = []
-            extra: List[Connection] = []
-
-            def start(channel: "Optional[Connection]") -> None:
+            def more() -> None:
                 def work() -> None:
-                    mine = channel
-                    try:
-                        if mine is None:
-                            mine, _ = _open_channel(socket_path, wire.Ranges(
-                                dest, name, st.st_size, mode, st.st_mtime, key, overwrite, True, True))
-                            extra.append(mine)
-                        _send_ranges(mine, fd, plan, count)
-                    except BaseException as exc:
-                        with plan.lock:
-                            if plan.failure is None:
-                                plan.failure = exc
+                    other, _ = _open_channel(socket_path, join)
+                    with other:
+                        _send_ranges(other, fd, plan, pool.count)
 
-                thread = threading.Thread(target=work, daemon=True)
-                thread.start()
-                workers.append(thread)
+                pool.start(work)
 
-            start(conn)
-            _grow(plan, channels, round_trip, lambda: start(None), lambda: len(workers))
-            for thread in workers:
-                thread.join()
-            for other in extra:
-                other.close()
-            if plan.failure is not None:
-                raise plan.failure
+            pool.start(lambda: _send_ranges(conn, fd, plan, pool.count))
+            pool.grow(channels, round_trip, more, lambda: len(plan.todo))
+            pool.join()
             final = conn.request(wire.Commit(plan.commit_digest()))
             return wire.saved_paths(final)
         finally:
             conn.close()
     finally:
         os.close(fd)
-
-
-def _grow(plan: Plan, channels: int, round_trip: float, add: "Callable[[], None]",
-          running: "Callable[[], int]") -> None:
-    """Open more channels: all at once when a number is given, else one at a time for as long
-    as each raised the throughput by GROWTH."""
-    if channels > 0:
-        for _ in range(min(channels, MAX_CHANNELS) - 1):
-            add()
-        return
-    interval = max(0.25, 6 * round_trip)  # several round trips: windows fill, rates settle
-    before = None
-    last = (time.monotonic(), 0)
-    while running() < MAX_CHANNELS:
-        time.sleep(interval)  # a control loop sampling the rate, not a wait for a condition
-        now, sent = time.monotonic(), plan.sent
-        rate = (sent - last[1]) / (now - last[0])
-        last = (now, sent)
-        with plan.lock:
-            left = len(plan.todo)
-            failed = plan.failure is not None
-        if failed or left < 2:
-            return
-        if before is not None and rate < before * GROWTH:
-            return  # the last channel did not pay: the link, not the window, is the limit
-        before = rate
-        add()

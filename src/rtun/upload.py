@@ -268,22 +268,35 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
                   work.total_files - len(large), work.warnings)
     progress = Progress(work.total_bytes or None, work.total_files, enabled=not quiet)
     reader = Reader()
-    early = _early(stream)
-    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, stream, progress, reader, early))
+    shared = channels != 1 and _shareable(stream)
+    head = Plan([i for i in stream.items if not isinstance(i.entry, framing.FileEntry)], 0, 0,
+                work.warnings) if shared else stream
+    early = _early(head)
+    started = time.monotonic()
+    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, head, progress, reader, early))
     saved: List[str] = []
     try:
         if conn.features and "put" in conn.features:
-            saved += _put_reply(_stream_put(conn, stream, progress, reader, early), work.warnings)
+            saved += _put_reply(_stream_put(conn, head, progress, reader, early), work.warnings)
+            round_trip = (time.monotonic() - started) / 2
             ranges = "ranges" in conn.features
             conn.close()
+            if shared:
+                files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
+                if ranges:  # directories first (above), files over several connections, mtimes last
+                    saved += _share_files(socket_path, dest_dir, overwrite, files, work.warnings, progress,
+                                          channels, round_trip)
+                else:
+                    saved += _put_again(socket_path, dest_dir, overwrite, Plan(files, 0, 0, work.warnings),
+                                        progress, reader)
             for item in large:
                 if ranges:
                     saved += _send_ranged(socket_path, item, dest_dir, overwrite, channels, resume, progress)
                 else:  # an rtun/2 daemon from before ranges: one more PUT
-                    rest = Plan([item], _size(item), 1, work.warnings)
-                    with pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, rest, progress,
-                                                                     reader, False)) as again:
-                        saved += _put_reply(_stream_put(again, rest, progress, reader, False), work.warnings)
+                    saved += _put_again(socket_path, dest_dir, overwrite,
+                                        Plan([item], _size(item), 1, work.warnings), progress, reader)
+            if ranges and (shared or large):  # files written after the directories' end moved them
+                _restore_mtimes(socket_path, dest_dir, overwrite, head, work.warnings)
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
@@ -292,6 +305,79 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
         progress.close()
         conn.close()
     return SendResult(saved, work.warnings)
+
+
+SHARED_MIN = 8 * 1024 * 1024  # a tree's files are shared among connections past this many bytes
+
+
+def _shareable(stream: Plan) -> bool:
+    files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
+    return len(files) >= 2 and stream.total_bytes >= SHARED_MIN and all(i.source is not None for i in files)
+
+
+def _put_again(socket_path: Optional[str], dest_dir: str, overwrite: bool, rest: Plan, progress: Progress,
+               reader: Reader) -> List[str]:
+    with pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, rest, progress, reader,
+                                                     False)) as again:
+        return _put_reply(_stream_put(again, rest, progress, reader, False), rest.warnings)
+
+
+def _share_files(socket_path: Optional[str], dest_dir: str, overwrite: bool, files: List[Item],
+                 warnings: List[str], progress: Progress, channels: int, round_trip: float) -> List[str]:
+    """A tree's files, taken in order from one queue by several PUTs on connections of their
+    own (see parallel.Pool)."""
+    import threading
+
+    from rtun import parallel
+
+    queue = list(reversed(files))
+    lock = threading.Lock()
+    pool = parallel.Pool(progress.update)
+    saved: List[str] = []
+
+    def take() -> Optional[Item]:
+        with lock:
+            if pool.failure is not None or not queue:
+                return None
+            return queue.pop()
+
+    def channel() -> None:
+        request = wire.Put(dest_dir, overwrite, 0, 0)
+        with pipelined(socket_path, lambda c: c.write(c.sender.send(request))) as conn:
+            conn.expect_ok()  # READY
+            reader = Reader()
+            item = take()
+            while item is not None:
+                conn.write(conn.sender.entry(item.entry))
+                _stream_file(conn, item.source, pool.count, reader)
+                item = take()
+            conn.write(conn.sender.end())
+            listed = _put_reply(conn.expect_ok(), warnings)
+            with lock:
+                saved.extend(listed)
+
+    pool.start(channel)
+    pool.grow(channels, round_trip, lambda: pool.start(channel), lambda: len(queue))
+    pool.join()
+    return sorted(saved)
+
+
+def _restore_mtimes(socket_path: Optional[str], dest_dir: str, overwrite: bool, head: Plan,
+                    warnings: List[str]) -> None:
+    """The directories' mtimes, which the files written into them moved."""
+    dirs = [i for i in head.items if isinstance(i.entry, framing.DirEntry)]
+    if not dirs:
+        return
+
+    def write(conn: Connection) -> None:
+        conn.write(conn.sender.send(wire.Put(dest_dir, overwrite, 0, 0, True), early=True))
+        for item in dirs:
+            conn.write(conn.sender.entry(item.entry))
+        conn.write(conn.sender.end())
+
+    with pipelined(socket_path, write) as conn:
+        conn.expect_ok()  # READY
+        _put_reply(conn.expect_ok(), warnings)
 
 
 def _size(item: Item) -> int:

@@ -30,6 +30,10 @@ class TurnCounter:
         accepter.start()
 
     @property
+    def connections(self) -> int:
+        return len(self._threads)
+
+    @property
     def client_turns(self) -> int:
         return self.directions.count("c")
 

@@ -291,6 +291,9 @@ class Handlers:
             from rtun.daemon.actions.browser import Browser
 
             self._browser = Browser(self.config.open_browser)
+        from rtun.daemon.actions.browser import check_url
+
+        check_url(request.url)  # a refused URL opens nothing: it takes no turn of the rate limit
         self._limited(self._view_limit, conn, "files and pages opened")
         await self._browser.open(request.url)
         await conn.send(conn.receiver.reply())

@@ -66,10 +66,14 @@ class Message:
     """An immutable value object. (dataclasses would cost every client command ~10 ms.)"""
 
     __slots__: "Tuple[str, ...]" = ()
+    _defaults: "Tuple[Any, ...]" = ()  # values of the last fields, when they are left out
 
     def __init__(self, *args: "Any") -> None:
-        if len(args) != len(self.__slots__):
+        missing = len(self.__slots__) - len(args)
+        if not 0 <= missing <= len(self._defaults):
             raise TypeError(f"{type(self).__name__} takes {len(self.__slots__)} arguments")
+        if missing:
+            args += self._defaults[len(self._defaults) - missing:]
         for name, value in zip(self.__slots__, args):
             object.__setattr__(self, name, value)
 
@@ -148,13 +152,18 @@ class Notify2(Message):
 
 
 class Put(Message):
-    """rtun/2 PUT: a stream of directory, file and link entries in one round trip."""
+    """rtun/2 PUT: a stream of directory, file and link entries in one round trip.
 
-    __slots__ = ("dest", "overwrite", "total_bytes", "total_files")
+    ``mtimes``: the directories it lists were made by this transfer's other connections; set
+    their modification times (only those) at its end, when no more files arrive in them."""
+
+    __slots__ = ("dest", "overwrite", "total_bytes", "total_files", "mtimes")
+    _defaults = (False,)
     dest: str
     overwrite: bool
     total_bytes: int
     total_files: int
+    mtimes: bool
 
 
 class OpenUrl(Message):
@@ -332,7 +341,8 @@ def parse_request(line: bytes) -> Request:
         if total_bytes < 0 or total_files < 0:
             raise Rejected(E_BAD_SIZE, "negative totals")
         return Put(
-            json_field(obj, "dest", str, ""), json_field(obj, "overwrite", bool, False), total_bytes, total_files
+            json_field(obj, "dest", str, ""), json_field(obj, "overwrite", bool, False), total_bytes, total_files,
+            json_field(obj, "mtimes", bool, False),
         )
     if verb == "OPEN":
         return OpenUrl(json_field(json_object(rest), "url", str))
@@ -411,6 +421,8 @@ def encode_request(request: Request) -> bytes:
             "bytes": request.total_bytes,
             "files": request.total_files,
         }
+        if request.mtimes:
+            header["mtimes"] = True
         text = "PUT " + dumps(header)
     elif isinstance(request, OpenUrl):
         text = "OPEN " + dumps({"url": request.url})

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
 from rtun.daemon.storage.space import Claim, Space
-from rtun.daemon.storage.tree import PartFile, Tree
+from rtun.daemon.storage.tree import PartFile, Tree, refusal_for
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.receiver import Directory, FileStart, Link
@@ -48,6 +48,7 @@ class Transfer:
         self._file: Optional[FileStart] = None
         self._part: Optional[PartFile] = None
         self._head = b""
+        self.restore_mtimes = False  # PUT "mtimes": existing directories get their mtime back
 
     def _list(self, listing: List[str], text: str) -> bool:
         """Add to what the reply lists while the budget lasts; False once it is spent."""
@@ -63,13 +64,28 @@ class Transfer:
 
     def directory(self, event: Directory) -> None:
         self.tree.directory(event.parts)
-        if self.tree.made != event.parts:  # it existed before: its mode and mtime stay
+        if self.tree.made != event.parts:  # it existed before: its mode and mtime stay,
+            if self.restore_mtimes:  # ... unless this transfer's own connections made it
+                self._track(event.parts, -1, event.mtime)
             return
-        self._tracked_bytes += sum(len(p) + OBJECT_COST for p in event.parts) + OBJECT_COST
+        self._track(event.parts, event.mode, event.mtime)
+
+    def _track(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
+        """Metadata applied at the end (mode -1: the mtime alone)."""
+        self._tracked_bytes += sum(len(p) + OBJECT_COST for p in parts) + OBJECT_COST
         if self._tracked_bytes <= MAX_TRACKED_DIRECTORIES:
-            self._directories[event.parts] = (event.mode, event.mtime)
+            self._directories[parts] = (mode, mtime)
         else:  # memory stays bounded; this directory's mtime may move as files arrive in it
-            self.tree.set_metadata(event.parts, event.mode, event.mtime)
+            self._set_metadata(parts, mode, mtime)
+
+    def _set_metadata(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
+        if mode >= 0:
+            self.tree.set_metadata(parts, mode, mtime)
+            return
+        try:
+            os.utime(self.tree.directory(parts, create=False), (mtime, mtime))
+        except OSError as exc:
+            raise refusal_for(exc, "/".join(parts)) from None
 
     def link(self, event: Link) -> None:
         if not names.link_stays_inside(event.parts, event.target, len(self.base) + 1):
@@ -113,7 +129,7 @@ class Transfer:
     def finish(self) -> None:
         """After the last entry: the metadata of the directories made, deepest first."""
         for parts, (mode, mtime) in sorted(self._directories.items(), key=lambda d: len(d[0]), reverse=True):
-            self.tree.set_metadata(parts, mode, mtime)
+            self._set_metadata(parts, mode, mtime)
 
     def abort(self) -> None:
         """The upload failed: the file being received goes, no final name is touched."""
@@ -153,7 +169,9 @@ class Uploads:
         except BaseException:
             tree.close()
             raise
-        return Transfer(tree, base, overwrite, claim)
+        transfer = Transfer(tree, base, overwrite, claim)
+        transfer.restore_mtimes = isinstance(request, wire.Put) and request.mtimes
+        return transfer
 
     @staticmethod
     def summary(transfer: Transfer) -> str:
