@@ -326,9 +326,10 @@ class Handlers:
 
     async def paste(self, conn: Connection, request: wire.Paste) -> None:
         self._limited(self._clipboard_limit, conn, "clipboard requests")
-        data = await self._clipboard_action().paste()
-        for piece in conn.receiver.reply_payload({}, data):
-            await conn.send(piece)
+        async with self._slot():  # the clipboard is held in memory until it is sent
+            data = await self._clipboard_action().paste()
+            for piece in conn.receiver.reply_payload({}, data):
+                await conn.send(piece)
 
     # ---- editing a server file here -------------------------------------------------------------
 
