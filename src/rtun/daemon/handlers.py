@@ -18,6 +18,7 @@ from rtun.daemon.actions.ranges import RangedFile, RangedFiles
 from rtun.daemon.actions.ratelimit import RateLimit
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
+from rtun.daemon.receiving import receive
 from rtun.daemon.storage.tree import refusal_for
 from rtun.protocol import wire
 from rtun.protocol.receiver import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
@@ -352,33 +353,3 @@ def denied(action: str) -> Rejected:
         why = (f"{action} is turned off on your computer ([actions] {action} = true in the "
                "config file of rtun there turns it on)")
     return Rejected(wire.E_DENIED, why)
-
-
-async def receive(conn: Connection, transfer: Transfer) -> None:
-    """READY, then every event of the upload into ``transfer``, until its end. On any failure
-    the file being received is discarded; nothing gets a final name unless it is complete."""
-    ready, first = conn.accept()
-    await conn.send(ready)
-    try:
-        if first is not None:
-            transfer.start_file(first)
-        while True:
-            event = await conn.next_event()
-            if isinstance(event, Data):
-                transfer.write(event.data)
-            elif isinstance(event, FileStart):
-                transfer.start_file(event)
-            elif isinstance(event, FileEnd):
-                transfer.end_file()
-            elif isinstance(event, Directory):
-                transfer.directory(event)
-            elif isinstance(event, Link):
-                transfer.link(event)
-            elif isinstance(event, UploadEnd):
-                transfer.finish()
-                return
-            else:  # the receiver emits nothing else inside an upload
-                raise AssertionError(f"unexpected event {event!r}")
-    except BaseException:
-        transfer.abort()
-        raise
