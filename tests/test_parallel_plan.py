@@ -32,7 +32,12 @@ def test_the_plan_and_the_kept_ranges_tile_the_file(size: int, data: st.DataObje
         assert offset == position and (length > 0 or size == 0)
         position += length
     assert position == size
-    assert all(n <= RANGE_SIZE for _, n in plan.todo)
+    assert all(n <= parallel.range_size(size) for _, n in plan.todo)
+
+
+def test_ranges_grow_with_the_file_past_4_gib() -> None:
+    assert parallel.range_size(10 * RANGE_SIZE) == RANGE_SIZE
+    assert parallel.range_size(100 * 2 ** 30) * parallel.MAX_RANGES >= 100 * 2 ** 30
 
 
 def test_kept_ranges_are_checked_against_the_local_file(tmp_path) -> None:

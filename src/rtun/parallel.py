@@ -23,11 +23,17 @@ from rtun.client import Connection, pipelined
 from rtun.errors import RtunError
 from rtun.protocol import wire
 
-RANGE_SIZE = 4 * 1024 * 1024  # a unit of work, of verification and of resumption
+RANGE_SIZE = 1024 * 1024  # a unit of work, of verification and of resumption: an interruption
+# loses at most one range in flight per connection
+MAX_RANGES = 4096  # per file: past RANGE_SIZE * MAX_RANGES (4 GiB), ranges grow with the file
 RANGED_MIN = 8 * 1024 * 1024  # smaller files go in the PUT stream: they gain nothing from ranges
 MAX_CHANNELS = 8
 GROWTH = 1.15  # another channel is opened while the last one raised throughput this much
 READ_SIZE = 1024 * 1024
+
+
+def range_size(size: int) -> int:
+    return max(RANGE_SIZE, -(-size // MAX_RANGES))
 
 
 def transfer_key(source: str, st: "os.stat_result", dest: str, name: str) -> str:
@@ -42,13 +48,14 @@ class Plan:
     def __init__(self, size: int, kept: "Dict[int, Tuple[int, bytes]]") -> None:
         import threading
 
+        step_size = range_size(size)
         self.size = size
         self.digests: Dict[int, bytes] = {offset: digest for offset, (_, digest) in kept.items()}
         self.todo: List[Tuple[int, int]] = []
         position = 0
         for offset, (length, _) in sorted(kept.items()) + [(size, (0, b""))]:
             while position < offset:
-                step = min(RANGE_SIZE, offset - position)
+                step = min(step_size, offset - position)
                 self.todo.append((position, step))
                 position += step
             position = max(position, offset + length)

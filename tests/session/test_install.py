@@ -88,7 +88,7 @@ def test_install_on_a_server_with_only_python3_then_use_it(bare_laptop, server_h
     # A session finds it on PATH (at the end), and it reaches the daemon through the forward.
     used = bare_laptop.rtun(["ssh", "srv", "rtun --version && rtun ping && command -v rtun"])
     assert used.returncode == 0, used.stderr
-    assert used.stdout.decode().splitlines() == [f"rtun {__version__}", "OK PONG", str(target)]
+    assert used.stdout.decode().splitlines() == [f"rtun {__version__}", f"daemon {__version__}", "OK PONG", str(target)]
     assert b"no rtun client" not in used.stderr
     # So is rtun-open, which runs it (here refusing a scheme, which it does before connecting).
     refused = bare_laptop.rtun(["ssh", "srv", "rtun-open vscode://x"])
@@ -104,7 +104,7 @@ def test_ssh_install_upgrades_an_old_client_in_the_same_login(bare_laptop, serve
     target.chmod(0o755)
     result = bare_laptop.rtun(["ssh", "srv", "--install", "rtun", "--version"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"rtun {__version__}\n".encode()
+    assert result.stdout == f"rtun {__version__}\ndaemon {__version__}\n".encode()
     assert f"rtun ssh: upgraded rtun on srv from 0.0.1 to {__version__}" in result.stderr.decode()
 
 

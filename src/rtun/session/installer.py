@@ -61,7 +61,8 @@ def version_of(path):
                              stdin=subprocess.DEVNULL, timeout=60).stdout.decode("utf-8", "replace")
     except (OSError, subprocess.SubprocessError):
         return "-"
-    words = out.split()
+    lines = out.splitlines()  # the client's own line; a daemon's version may follow
+    words = lines[0].split() if lines else []
     return words[1] if len(words) == 2 and words[0] == "rtun" else "-"
 before = "-"
 same = False
