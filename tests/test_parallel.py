@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from rtun import parallel, upload
-from rtun.protocol import wire
+from rtun.protocol import limits, wire
 from support.raw import RawClient
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
 from support.turns import TurnCounter
@@ -74,38 +74,42 @@ def _range(raw: RawClient, offset: int, data: bytes, digest: bytes = b"") -> byt
     return raw.line()
 
 
+K = limits.MIN_RANGE
+A, B, C = b"a" * K, b"b" * K, b"c" * K
+
+
 def test_a_corrupted_range_is_refused_and_nothing_gets_the_final_name(daemon: RtunDaemon, save_dir: Path) -> None:
     with RawClient(daemon.socket) as raw:
-        _open_ranges(raw, 8)
-        assert _range(raw, 0, b"abcd") == b"OK\r\n"
-        assert _range(raw, 4, b"efgh", hashlib.sha256(b"efgX").hexdigest().encode()).startswith(b"ERROR 107")
+        _open_ranges(raw, 2 * K)
+        assert _range(raw, 0, A) == b"OK\r\n"
+        assert _range(raw, K, B, hashlib.sha256(C).hexdigest().encode()).startswith(b"ERROR 107")
     assert not (save_dir / "r.bin").exists()
 
 
 def test_a_lost_range_fails_the_commit_and_nothing_gets_the_final_name(daemon: RtunDaemon, save_dir: Path) -> None:
     with RawClient(daemon.socket) as raw:
-        _open_ranges(raw, 12)
-        digests = [hashlib.sha256(b"abcd").digest(), hashlib.sha256(b"ijkl").digest()]
-        assert _range(raw, 0, b"abcd") == b"OK\r\n"
-        assert _range(raw, 8, b"ijkl") == b"OK\r\n"  # 4-8 never sent
+        _open_ranges(raw, 3 * K)
+        digests = [hashlib.sha256(A).digest(), hashlib.sha256(C).digest()]
+        assert _range(raw, 0, A) == b"OK\r\n"
+        assert _range(raw, 2 * K, C) == b"OK\r\n"  # the middle one never sent
         reply = raw.command("COMMIT " + wire.dumps({"digest": hashlib.sha256(b"".join(digests)).hexdigest()}))
-        assert reply.startswith(b"ERROR 106") and b"cover 4 of 12" in reply
+        assert reply.startswith(b"ERROR 106") and b"cover %d of %d" % (K, 3 * K) in reply
     assert not (save_dir / "r.bin").exists()
 
 
 def test_ranges_that_are_not_the_file_the_client_meant_fail_the_commit(daemon: RtunDaemon, save_dir: Path) -> None:
     with RawClient(daemon.socket) as raw:
         _open_ranges(raw, 4)
-        assert _range(raw, 0, b"abcd") == b"OK\r\n"
+        assert _range(raw, 0, b"abcd") == b"OK\r\n"  # a file's last range may be short
         reply = raw.command("COMMIT " + wire.dumps({"digest": "00" * 32}))
         assert reply.startswith(b"ERROR 107")
     assert not (save_dir / "r.bin").exists()
 
 
-@pytest.mark.parametrize("offset,size", [(10, 1), (0, 9), (2 ** 62, 1)])
-def test_a_range_outside_the_file_is_refused(daemon: RtunDaemon, offset: int, size: int) -> None:
+@pytest.mark.parametrize("offset,size", [(2 * K + 1, 1), (0, 2 * K + 1), (2 ** 62, 1), (0, K - 1)])
+def test_a_range_outside_the_file_or_too_small_is_refused(daemon: RtunDaemon, offset: int, size: int) -> None:
     with RawClient(daemon.socket) as raw:
-        _open_ranges(raw, 8)
+        _open_ranges(raw, 2 * K)
         assert _range(raw, offset, b"x" * size).startswith(b"ERROR 101")
 
 

@@ -37,7 +37,7 @@ def test_the_plan_and_the_kept_ranges_tile_the_file(size: int, data: st.DataObje
 
 def test_ranges_grow_with_the_file_past_4_gib() -> None:
     assert parallel.range_size(10 * RANGE_SIZE) == RANGE_SIZE
-    assert parallel.range_size(100 * 2 ** 30) * parallel.MAX_RANGES >= 100 * 2 ** 30
+    assert parallel.range_size(100 * 2 ** 30) * parallel.RANGES_PER_FILE >= 100 * 2 ** 30
 
 
 def test_kept_ranges_are_checked_against_the_local_file(tmp_path) -> None:

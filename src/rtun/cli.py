@@ -211,7 +211,9 @@ def main(argv: "Optional[Sequence[str]]" = None) -> int:
     except _Exit as done:
         return done.status
     except RtunError as exc:
-        print(f"{prefix}: {exc.message}", file=sys.stderr)
+        from rtun.command import printable  # a daemon's text is shown, never obeyed by the terminal
+
+        print(f"{prefix}: {printable(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)

@@ -25,7 +25,7 @@ from rtun.protocol import wire
 
 RANGE_SIZE = 1024 * 1024  # a unit of work, of verification and of resumption: an interruption
 # loses at most one range in flight per connection
-MAX_RANGES = 4096  # per file: past RANGE_SIZE * MAX_RANGES (4 GiB), ranges grow with the file
+RANGES_PER_FILE = 4096  # per file: past RANGE_SIZE * MAX_RANGES (4 GiB), ranges grow with the file
 RANGED_MIN = 8 * 1024 * 1024  # smaller files go in the PUT stream: they gain nothing from ranges
 MAX_CHANNELS = 8
 GROWTH = 1.15  # another channel is opened while the last one raised throughput this much
@@ -33,7 +33,7 @@ READ_SIZE = 1024 * 1024
 
 
 def range_size(size: int) -> int:
-    return max(RANGE_SIZE, -(-size // MAX_RANGES))
+    return max(RANGE_SIZE, -(-size // RANGES_PER_FILE))
 
 
 def transfer_key(source: str, st: "os.stat_result", dest: str, name: str) -> str:

@@ -230,3 +230,13 @@ def test_ranges_stream_back_to_back_and_their_oks_are_read_after() -> None:
         sender.receive_data(receiver.reply())
     assert seen == [b"abcd", b"ef"]
     assert sender.next_event().ok and sender.next_event().ok and sender.oks_due == 0
+
+
+def test_a_ranges_reply_may_list_thousands_of_kept_ranges() -> None:
+    sender = Sender()
+    sender.send(wire.Ranges("", "big.iso", 1 << 40, 0o644, 1.0, "ab" * 16, False, True, False))
+    have = [[i << 20, 1 << 20, "ab" * 32] for i in range(16384)]  # the daemon's bound
+    sender.receive_data(wire.ok_data({"have": have}))
+    reply = sender.next_event()
+    assert isinstance(reply, wire.Reply) and len(reply.data["have"]) == 16384
+    assert len(wire.ok_data({"have": have})) < limits.MAX_RANGES_REPLY

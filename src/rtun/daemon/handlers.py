@@ -243,7 +243,8 @@ class Handlers:
         self.forget(conn)
         ranged = self._ranged.open(request)
         conn.ranged_file = ranged
-        await conn.send(conn.receiver.reply(data={"have": ranged.have()}))
+        # Only the connection that opens the file plans what is left to send.
+        await conn.send(conn.receiver.reply(data={"have": [] if request.join else ranged.have()}))
 
     def _ranged_file(self, conn: Connection) -> RangedFile:
         ranged = conn.ranged_file

@@ -12,7 +12,7 @@ every `rtun` command a user types.
 from __future__ import annotations
 
 from rtun.protocol import framing, wire
-from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY
+from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY, MAX_RANGES_REPLY
 from rtun.protocol.wire import Rejected, Truncated
 
 TYPE_CHECKING = False
@@ -120,7 +120,8 @@ class Sender:
         else:
             self.state = AWAIT_REPLY
         self._payload_due = isinstance(request, wire.PAYLOAD_REQUESTS)
-        self._limit = MAX_LINE
+        # RANGES lists the ranges a daemon kept: a file's worth of them.
+        self._limit = MAX_RANGES_REPLY if isinstance(request, wire.Ranges) else MAX_LINE
         if early:
             if self.state != AWAIT_READY:
                 raise RuntimeError("only an upload's data can go early")

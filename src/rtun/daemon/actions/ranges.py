@@ -23,13 +23,13 @@ from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, i
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import PartFile, Tree, refusal_for
 from rtun.protocol import names, wire
+from rtun.protocol.limits import MAX_RANGES, MIN_RANGE
 from rtun.protocol.wire import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
 KEEP_SECONDS = 3600.0  # an interrupted transfer's data waits this long for its resumption
 MAX_FILES = 16  # ranged files open or kept at once (each holds a descriptor and a disk claim)
-MAX_RANGES = 1 << 16  # verified ranges one file may have: a client splits into far fewer
 
 
 class RangedFile:
@@ -67,6 +67,8 @@ class RangedFile:
     def check_range(self, offset: int, size: int) -> None:
         if offset + size > self.size or (size == 0 and self.size):
             raise Rejected(wire.E_BAD_SIZE, f"range {offset}+{size} is outside the file's {self.size} bytes")
+        if size < MIN_RANGE and offset + size != self.size:
+            raise Rejected(wire.E_BAD_SIZE, f"ranges are at least {MIN_RANGE} bytes, but for a file's last")
         if len(self.verified) >= MAX_RANGES:
             raise Rejected(wire.E_BAD_REQUEST, "too many ranges for one file")
 
