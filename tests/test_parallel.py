@@ -63,8 +63,8 @@ def test_a_tree_with_large_files_arrives_whole_through_ssh(forward, remote_home:
     assert (save_dir / "tree" / "sub" / "big.bin").stat().st_mtime == big.stat().st_mtime
 
 
-def _open_ranges(raw: RawClient, size: int, key: str = "ab" * 16) -> None:
-    request = wire.Ranges("", "r.bin", size, 0o644, 1.0, key, False, True, False)
+def _open_ranges(raw: RawClient, size: int, key: str = "ab" * 16, name: str = "r.bin") -> None:
+    request = wire.Ranges("", name, size, 0o644, 1.0, key, False, True, False)
     assert raw.command(wire.encode_request(request).decode().strip()) == b'OK {"have":[]}\r\n'
 
 
@@ -124,7 +124,8 @@ def big_source(short_tmp: Path) -> Path:
 
 
 def test_a_killed_send_resumes_and_moves_only_the_rest(daemon: RtunDaemon, save_dir: Path, big_source: Path,
-                                                        short_tmp: Path, local_home: Path) -> None:
+                                                        short_tmp: Path, local_home: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(local_home))  # the same user sends again: the same resume secret
     size = big_source.stat().st_size
     first = TurnCounter(short_tmp / "first.sock", daemon.socket, stall_after=size // 2)
     client = subprocess.Popen(RTUN + ["send", "-s", str(first.listen), "--channels", "1", str(big_source)],
@@ -201,3 +202,52 @@ def test_a_tree_is_shared_among_connections_with_its_metadata(daemon: RtunDaemon
     for d in ("a/deep", "a", "b", ""):
         assert (save_dir / "photos" / d).stat().st_mtime == 1_600_000_000, d
     assert _parts(save_dir) == []
+
+
+def test_a_shared_tree_leaves_the_mtimes_of_directories_it_did_not_make(daemon: RtunDaemon, save_dir: Path,
+                                                                        short_tmp: Path) -> None:
+    tree = short_tmp / "proj"
+    (tree / "new").mkdir(parents=True)
+    for i in range(4):
+        _random_file(tree / ("new" if i % 2 else "") / f"f{i}", 3 * 1024 * 1024)
+    for d in ("new", ""):
+        os.utime(tree / d, (1_600_000_000, 1_600_000_000))
+    (save_dir / "proj").mkdir(parents=True)  # the user's own, from before
+    os.utime(save_dir / "proj", (1_700_000_000, 1_700_000_000))
+    upload.send(str(daemon.socket), [str(tree)], None, False, quiet=True, channels=2)
+    assert (save_dir / "proj" / "new").stat().st_mtime == 1_600_000_000  # made by the send: restored
+    assert (save_dir / "proj").stat().st_mtime != 1_600_000_000  # not made by it: not set to the sender's
+
+
+def test_an_mtimes_token_touches_only_what_its_put_made(daemon: RtunDaemon, save_dir: Path) -> None:
+    """A raw PUT with a made-up token, or another PUT's, sets no directory's mtime."""
+    (save_dir / "Photos").mkdir(parents=True)
+    os.utime(save_dir / "Photos", (1_700_000_000, 1_700_000_000))
+    from rtun.protocol import framing
+
+    for token in ("ab" * 16, ""):
+        request = wire.Put("", False, 0, 0, token)
+        with RawClient(daemon.socket) as raw:
+            raw.send(wire.encode_request(request))
+            assert raw.line() == b"READY\r\n"
+            raw.send(framing.encode_entry(framing.DirEntry("Photos", 0o755, 0.0))
+                     + framing.encode_entry(framing.EndEntry()))
+            assert raw.line().startswith(b"OK")
+    assert (save_dir / "Photos").stat().st_mtime == 1_700_000_000
+
+
+def test_when_every_ranged_slot_is_held_a_large_file_goes_in_a_put(daemon: RtunDaemon, save_dir: Path,
+                                                                    short_tmp: Path) -> None:
+    from rtun.daemon.actions import ranges
+
+    holders = [RawClient(daemon.socket) for _ in range(ranges.MAX_FILES)]
+    try:
+        for i, raw in enumerate(holders):
+            _open_ranges(raw, 0, key=f"{i:032x}", name=f"held{i}")
+        source = _random_file(short_tmp / "big.bin", parallel.RANGED_MIN + 1)
+        result = upload.send(str(daemon.socket), [str(source)], None, False, quiet=True)
+        assert (save_dir / "big.bin").read_bytes() == source.read_bytes() and result.saved
+        assert "in ranges over" not in daemon.log_text()
+    finally:
+        for raw in holders:
+            raw.close()

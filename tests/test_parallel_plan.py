@@ -55,6 +55,18 @@ def test_kept_ranges_are_checked_against_the_local_file(tmp_path) -> None:
     assert kept == {0: (1000, hashlib.sha256(content[:1000]).digest())}
 
 
+def test_the_key_holds_a_private_secret_of_the_user(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    first = parallel.transfer_key(str(path), os.stat(path), "d", "f")
+    secret = tmp_path / "home" / ".rtun" / "resume-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text()) == 32
+    assert parallel.transfer_key(str(path), os.stat(path), "d", "f") == first  # kept: it resumes
+    secret.write_text("0" * 32)  # another user's secret gives another key
+    assert parallel.transfer_key(str(path), os.stat(path), "d", "f") != first
+
+
 def test_the_same_file_to_the_same_place_has_the_same_key(tmp_path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x")

@@ -159,10 +159,16 @@ class Connection:
         """The daemon's ERROR line if it sent one before closing, else ``fallback``."""
         try:
             self.sock.settimeout(1.0)
-            reply = self._next_reply()
+            for _ in range(3):  # a pipelined HELLO's and READY's replies may come first
+                reply = self._next_reply()
+                if not reply.ok:
+                    return RemoteError(reply.text, reply.code)
+                features = wire.parse_hello_reply(reply)
+                if features is not None:
+                    self.features = features
         except (OSError, RtunError):
-            return fallback
-        return RemoteError(reply.text, reply.code) if not reply.ok else fallback
+            pass
+        return fallback
 
 
 def _reason(exc: BaseException) -> str:
@@ -264,8 +270,10 @@ def pipelined(explicit: Optional[str], write: "Callable[[Connection], None]") ->
         conn.write(conn.sender.send_hello(wire.FEATURES))
         try:
             write(conn)
-        except RemoteError:  # the reply to HELLO came while we wrote: a v1 daemon refused it and closed
-            conn.features = ()
+        except RemoteError:
+            if conn.features:  # an rtun/2 daemon refused the request while it was being written
+                raise
+            conn.features = ()  # a v1 daemon refused HELLO and closed
             return
         features = wire.parse_hello_reply(conn.read_reply())
         conn.features = features if features is not None else ()

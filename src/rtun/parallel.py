@@ -27,7 +27,7 @@ RANGE_SIZE = 1024 * 1024  # a unit of work, of verification and of resumption: a
 # loses at most one range in flight per connection
 RANGES_PER_FILE = 4096  # per file: past RANGE_SIZE * MAX_RANGES (4 GiB), ranges grow with the file
 RANGED_MIN = 8 * 1024 * 1024  # smaller files go in the PUT stream: they gain nothing from ranges
-MAX_CHANNELS = 8
+MAX_CHANNELS = 16
 GROWTH = 1.15  # another channel is opened while the last one raised throughput this much
 READ_SIZE = 1024 * 1024
 
@@ -37,9 +37,37 @@ def range_size(size: int) -> int:
 
 
 def transfer_key(source: str, st: "os.stat_result", dest: str, name: str) -> str:
-    """The same file (path, size, mtime) to the same place gives the same key: it resumes."""
-    text = "\0".join((os.path.abspath(source), str(st.st_size), str(st.st_mtime_ns), dest, name))
+    """The same file (path, size, mtime) to the same place gives the same key: it resumes.
+    A secret of this user's, kept in ~/.rtun, goes into it: another user of the server who can
+    stat the file cannot compute the key, so cannot join or resume the transfer."""
+    text = "\0".join((_secret(), os.path.abspath(source), str(st.st_size), str(st.st_mtime_ns), dest, name))
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _secret() -> str:
+    from rtun import paths
+
+    path = os.path.join(paths.rtun_dir(), "resume-secret")
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read(64)
+    except OSError:
+        pass
+    secret = os.urandom(16).hex()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secret)
+    except FileExistsError:  # another send made it just now
+        try:
+            with open(path, encoding="ascii") as f:
+                return f.read(64)
+        except OSError:
+            return ""
+    except OSError:
+        return ""  # no private place to keep it: keys still work, only guessable
+    return secret
 
 
 class Plan:
@@ -191,26 +219,28 @@ class Pool:
         self._threads.append(thread)
 
     def grow(self, channels: int, round_trip: float, add: "Callable[[], None]", left: "Callable[[], int]") -> None:
-        """All channels at once when a number is given, else one more at a time for as long as
-        each raised the throughput by GROWTH."""
+        """All channels at once when a number is given; else twice as many each time, for as
+        long as doubling raised the throughput by GROWTH. Each step waits for the new
+        channels to open (two round trips), then measures over several round trips."""
         if channels > 0:
             for _ in range(min(channels, MAX_CHANNELS) - 1):
                 add()
             return
-        interval = max(0.25, 6 * round_trip)  # several round trips: windows fill, rates settle
+        warm_up = 2.5 * round_trip
+        interval = max(0.2, 3 * round_trip)
         before = None
-        last = (time.monotonic(), 0)
         while self.running < MAX_CHANNELS:
-            time.sleep(interval)  # a control loop sampling the rate, not a wait for a condition
-            now, sent = time.monotonic(), self.sent
-            rate = (sent - last[1]) / (now - last[0])
-            last = (now, sent)
-            if self.failure is not None or left() < 2:
+            time.sleep(warm_up)  # a control loop sampling the rate, not a wait for a condition
+            start, sent = time.monotonic(), self.sent
+            time.sleep(interval)
+            rate = (self.sent - sent) / (time.monotonic() - start)
+            if self.failure is not None or left() < 2 * self.running:
                 return
             if before is not None and rate < before * GROWTH:
-                return  # the last channel did not pay: the link, not the window, is the limit
+                return  # the last step did not pay: the link, not the window, is the limit
             before = rate
-            add()
+            for _ in range(min(self.running, MAX_CHANNELS - self.running)):
+                add()
 
     def join(self) -> None:
         for thread in self._threads:

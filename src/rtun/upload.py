@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 from rtun.client import Connection, connect, pipelined
-from rtun.errors import RtunError, UsageError
+from rtun.errors import RemoteError, RtunError, UsageError
 from rtun.protocol import framing, wire
 from rtun.protocol.sender import SizeChanged
 
@@ -174,9 +174,10 @@ def _early(work: Plan) -> bool:
 
 
 def _write_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress,
-               reader: Reader, early: bool) -> None:
+               reader: Reader, early: bool, track: bool = False) -> None:
     """The PUT request; when ``early``, its whole stream too, without waiting for READY."""
-    conn.write(conn.sender.send(wire.Put(dest, overwrite, work.total_bytes, work.total_files), early=early))
+    request = wire.Put(dest, overwrite, work.total_bytes, work.total_files, "", track)
+    conn.write(conn.sender.send(request, early=early))
     if early:
         _write_entries(conn, work, progress, reader)
 
@@ -273,11 +274,15 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
                 work.warnings) if shared else stream
     early = _early(head)
     started = time.monotonic()
-    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, head, progress, reader, early))
+    track = shared or bool(large)  # files will arrive in the directories after this PUT's end
+    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, head, progress, reader, early,
+                                                       track))
     saved: List[str] = []
     try:
         if conn.features and "put" in conn.features:
-            saved += _put_reply(_stream_put(conn, head, progress, reader, early), work.warnings)
+            reply = _stream_put(conn, head, progress, reader, early)
+            saved += _put_reply(reply, work.warnings)
+            made = reply.data.get("made")
             round_trip = (time.monotonic() - started) / 2
             ranges = "ranges" in conn.features
             conn.close()
@@ -295,8 +300,8 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
                 else:  # an rtun/2 daemon from before ranges: one more PUT
                     saved += _put_again(socket_path, dest_dir, overwrite,
                                         Plan([item], _size(item), 1, work.warnings), progress, reader)
-            if ranges and (shared or large):  # files written after the directories' end moved them
-                _restore_mtimes(socket_path, dest_dir, overwrite, head, work.warnings)
+            if isinstance(made, str) and made:  # files written after the directories' end moved them
+                _restore_mtimes(socket_path, dest_dir, overwrite, head, made, work.warnings)
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
@@ -362,7 +367,7 @@ def _share_files(socket_path: Optional[str], dest_dir: str, overwrite: bool, fil
     return sorted(saved)
 
 
-def _restore_mtimes(socket_path: Optional[str], dest_dir: str, overwrite: bool, head: Plan,
+def _restore_mtimes(socket_path: Optional[str], dest_dir: str, overwrite: bool, head: Plan, token: str,
                     warnings: List[str]) -> None:
     """The directories' mtimes, which the files written into them moved."""
     dirs = [i for i in head.items if isinstance(i.entry, framing.DirEntry)]
@@ -370,7 +375,7 @@ def _restore_mtimes(socket_path: Optional[str], dest_dir: str, overwrite: bool, 
         return
 
     def write(conn: Connection) -> None:
-        conn.write(conn.sender.send(wire.Put(dest_dir, overwrite, 0, 0, True), early=True))
+        conn.write(conn.sender.send(wire.Put(dest_dir, overwrite, 0, 0, token), early=True))
         for item in dirs:
             conn.write(conn.sender.entry(item.entry))
         conn.write(conn.sender.end())
@@ -404,8 +409,16 @@ def _send_ranged(socket_path: Optional[str], item: Item, dest_dir: str, overwrit
         raise RtunError(f"cannot read {item.source}: {exc.strerror}") from None
     if st.st_size != item.entry.size:
         raise RtunError(f"{item.source} changed size while it was being sent; it was not saved")
-    return parallel.send_file(socket_path, item.source, st, dest, name, overwrite, channels, resume,
-                              progress.update)
+    try:
+        return parallel.send_file(socket_path, item.source, st, dest, name, overwrite, channels, resume,
+                                  progress.update)
+    except RemoteError as exc:
+        if exc.code != wire.E_BUSY:
+            raise
+    # Every ranged slot of the daemon is taken (or this file is being sent by someone else):
+    # the file goes whole in a PUT, without resumption.
+    rest = Plan([item], st.st_size, 1, [])
+    return _put_again(socket_path, dest_dir, overwrite, rest, progress, Reader())
 
 
 def _unlisted(counts: object) -> List[str]:

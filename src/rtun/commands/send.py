@@ -16,7 +16,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no saved paths")
     parser.add_argument("--channels", type=_channels, default=0, metavar="N",
                         help="connections for large files and trees (default: as many as raise the "
-                        "throughput, up to 8; 1: one)")
+                        "throughput, up to 16; 1: one)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="send large files whole, not only what an interrupted send left out")
     json_option(parser)
@@ -39,8 +39,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _channels(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 8:
-        raise argparse.ArgumentTypeError("N must be a whole number from 1 to 8")
+    if not text.isdigit() or not 1 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError("N must be a whole number from 1 to 16")
     return int(text)
 
 

@@ -101,6 +101,10 @@ class Handlers:
             conn.ranged_file = None
             self._ranged.detach(ranged)
 
+    def tick(self) -> None:
+        """Now and then, from the daemon's watchdog: kept files past their time go."""
+        self._ranged.expire()
+
     def close(self) -> None:
         self._ranged.close()
         if self._summary is not None:
@@ -206,7 +210,10 @@ class Handlers:
             transfer.close()
         log.info("%s", Uploads.summary(transfer))
         if isinstance(request, wire.Put):
-            await conn.send(conn.receiver.reply(data=Uploads.reply(transfer)))
+            data = Uploads.reply(transfer)
+            if request.track:
+                data["made"] = self._uploads.made(transfer)
+            await conn.send(conn.receiver.reply(data=data))
         else:
             await conn.send(conn.receiver.reply())
 
@@ -258,19 +265,25 @@ class Handlers:
         ranged = self._ranged_file(conn)
         ranged.check_range(request.offset, request.size)
         async with self._slot():
-            conn.accept()  # no READY: the range's data follows its request
-            position = request.offset
-            while True:
-                event = await conn.next_event()
-                if isinstance(event, Data):
-                    ranged.write(position, event.data)
-                    position += len(event.data)
-                elif isinstance(event, FileEnd):
-                    ranged.verified_range(request.offset, request.size, bytes.fromhex(event.digest))
-                elif isinstance(event, UploadEnd):
-                    break
-                else:
-                    raise AssertionError(f"unexpected event {event!r}")
+            if ranged.part is None:  # committed or dropped while this waited for a slot
+                raise Rejected(wire.E_BAD_REQUEST, "the ranged file is gone")
+            ranged.begin_range(request.offset, request.size)
+            try:
+                conn.accept()  # no READY: the range's data follows its request
+                position = request.offset
+                while True:
+                    event = await conn.next_event()
+                    if isinstance(event, Data):
+                        ranged.write(position, event.data)
+                        position += len(event.data)
+                    elif isinstance(event, FileEnd):
+                        ranged.verified_range(request.offset, request.size, bytes.fromhex(event.digest))
+                    elif isinstance(event, UploadEnd):
+                        break
+                    else:
+                        raise AssertionError(f"unexpected event {event!r}")
+            finally:
+                ranged.end_range(request.offset)
         await conn.send(conn.receiver.reply())
 
     async def commit(self, conn: Connection, request: wire.Commit) -> None:

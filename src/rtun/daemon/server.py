@@ -81,6 +81,7 @@ class Daemon:
             now = time.monotonic()
             for conn in list(self._connections.values()):
                 conn.expire_if_silent(now)
+            self._handlers.tick()
 
     def stop(self) -> None:
         self._stop.set()

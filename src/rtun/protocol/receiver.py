@@ -114,6 +114,8 @@ CLOSED = _Closed()  # the peer ended the connection cleanly, between requests
 if TYPE_CHECKING:
     ReceivedEvent = Union[wire.Request, Event, _Need, _Closed]
 
+_UPLOADS = (wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range)
+
 # States: whose turn it is, and what the next bytes must be.
 IDLE = "idle"  # between requests: a request line
 DECIDING = "deciding"  # the daemon owes accept(), reply() or reject()
@@ -149,6 +151,7 @@ class Receiver:
         self._received = 0  # bytes of the current file so far
         self._remaining = 0  # bytes left in the current chunk (or v1 file)
         self._v1 = False
+        self._data_follows = False  # the request being decided is an upload
 
     # ---- feeding bytes ---------------------------------------------------------------------
 
@@ -255,6 +258,8 @@ class Receiver:
     def _request(self, line: bytes) -> ReceivedEvent:
         request = wire.parse_request(line)
         self.state = DECIDING
+        # Its data may be on its way already (pipelining), even if its path is refused next.
+        self._data_follows = isinstance(request, _UPLOADS)
         if isinstance(request, wire.Send):
             self._upload = Upload(request, names.components(request.path))
             return self._upload
@@ -380,7 +385,7 @@ class Receiver:
     def expects_data(self) -> bool:
         """An upload was asked for or under way: its peer may be sending data right now
         (a pipelining client sends it before READY)."""
-        return self.in_upload or (self.state == DECIDING and self._upload is not None)
+        return self.in_upload or (self.state == DECIDING and self._data_follows)
 
     def discard(self) -> int:
         """After ``reject``: drop what was received (an upload's early data); the count."""

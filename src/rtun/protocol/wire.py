@@ -154,16 +154,19 @@ class Notify2(Message):
 class Put(Message):
     """rtun/2 PUT: a stream of directory, file and link entries in one round trip.
 
-    ``mtimes``: the directories it lists were made by this transfer's other connections; set
-    their modification times (only those) at its end, when no more files arrive in them."""
+    ``track``: remember the directories this PUT makes, and name them in the reply with a
+    token (``"made"``). ``mtimes``: such a token; at the end, the directories this PUT lists
+    that the token's PUT made get their modification times set again (files that other
+    connections wrote into them moved those), and no other directory is touched."""
 
-    __slots__ = ("dest", "overwrite", "total_bytes", "total_files", "mtimes")
-    _defaults = (False,)
+    __slots__ = ("dest", "overwrite", "total_bytes", "total_files", "mtimes", "track")
+    _defaults = ("", False)
     dest: str
     overwrite: bool
     total_bytes: int
     total_files: int
-    mtimes: bool
+    mtimes: str
+    track: bool
 
 
 class OpenUrl(Message):
@@ -342,7 +345,7 @@ def parse_request(line: bytes) -> Request:
             raise Rejected(E_BAD_SIZE, "negative totals")
         return Put(
             json_field(obj, "dest", str, ""), json_field(obj, "overwrite", bool, False), total_bytes, total_files,
-            json_field(obj, "mtimes", bool, False),
+            json_field(obj, "mtimes", str, ""), json_field(obj, "track", bool, False),
         )
     if verb == "OPEN":
         return OpenUrl(json_field(json_object(rest), "url", str))
@@ -422,7 +425,9 @@ def encode_request(request: Request) -> bytes:
             "files": request.total_files,
         }
         if request.mtimes:
-            header["mtimes"] = True
+            header["mtimes"] = request.mtimes
+        if request.track:
+            header["track"] = True
         text = "PUT " + dumps(header)
     elif isinstance(request, OpenUrl):
         text = "OPEN " + dumps({"url": request.url})

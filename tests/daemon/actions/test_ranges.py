@@ -92,10 +92,42 @@ def test_at_most_max_files_are_kept_the_oldest_unused_goes(tmp_path: Path, monke
     assert info.value.code == wire.E_BUSY
 
 
-def test_kept_data_holds_its_disk_claim(tmp_path: Path) -> None:
-    space = Space(str(tmp_path), 0, free=lambda d: 100)
+def test_a_file_must_fit_but_a_kept_one_holds_only_what_it_wrote(tmp_path: Path) -> None:
+    free = {"bytes": 100}
+    space = Space(str(tmp_path), 0, free=lambda d: free["bytes"])
     files = RangedFiles(str(tmp_path), space, 0o022)
-    files.detach(files.open(_request(size=60)))
     with pytest.raises(wire.Rejected) as info:
-        files.open(_request(key="cd" * 16, size=60))
+        files.open(_request(size=101))
     assert info.value.code == wire.E_NO_SPACE
+    files.detach(files.open(_request(size=60)))  # a declared size, nothing written, then gone
+    assert space.outstanding == 0
+    files.open(_request(key="cd" * 16, size=60))  # ... blocks no one
+
+
+def test_a_failed_range_over_a_verified_one_unverifies_it(tmp_path: Path) -> None:
+    """A range that stops short or fails its digest has written over the file: what it
+    overlaps no longer counts, so COMMIT cannot place bytes nobody verified."""
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    ranged = files.open(_request())
+    ranged.begin_range(0, 8)
+    ranged.write(0, memoryview(b"abcdefgh"))
+    ranged.verified_range(0, 8, hashlib.sha256(b"abcdefgh").digest())
+    ranged.end_range(0)
+    ranged.begin_range(0, 8)  # another connection's range over it ...
+    ranged.write(0, memoryview(b"EVIL"))
+    ranged.end_range(0)  # ... that never verified
+    with pytest.raises(wire.Rejected) as info:
+        files.commit(ranged, _commit_digest(b"abcdefgh"))
+    assert info.value.code == wire.E_SHORT
+
+
+def test_ranges_in_flight_exclude_each_other_and_the_commit(tmp_path: Path) -> None:
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    ranged = files.open(_request())
+    ranged.begin_range(0, 8)
+    with pytest.raises(wire.Rejected) as info:
+        ranged.begin_range(0, 8)
+    assert info.value.code == wire.E_BUSY
+    with pytest.raises(wire.Rejected) as info:
+        files.commit(ranged, "00" * 32)
+    assert info.value.code == wire.E_BUSY

@@ -9,7 +9,8 @@ reserve. It never touches the socket.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple, Union
+import time
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
 from rtun.daemon.storage.space import Claim, Space
@@ -21,6 +22,8 @@ from rtun.protocol.wire import Rejected
 
 DEFAULT_MODE = 0o644  # v1 uploads carry no mode
 OBJECT_COST = 64  # bytes a small Python object costs beyond its text: budgets count memory
+MAX_MADE = 8  # tracked PUTs whose directories wait for their "mtimes" PUT (each within 4 MiB)
+MADE_SECONDS = 3600.0
 
 
 class Transfer:
@@ -48,7 +51,8 @@ class Transfer:
         self._file: Optional[FileStart] = None
         self._part: Optional[PartFile] = None
         self._head = b""
-        self.restore_mtimes = False  # PUT "mtimes": existing directories get their mtime back
+        # PUT "mtimes": the directories an earlier PUT of this transfer made get their mtime back.
+        self.restore: "Set[Tuple[str, ...]]" = set()
 
     def _list(self, listing: List[str], text: str) -> bool:
         """Add to what the reply lists while the budget lasts; False once it is spent."""
@@ -65,7 +69,7 @@ class Transfer:
     def directory(self, event: Directory) -> None:
         self.tree.directory(event.parts)
         if self.tree.made != event.parts:  # it existed before: its mode and mtime stay,
-            if self.restore_mtimes:  # ... unless this transfer's own connections made it
+            if event.parts in self.restore:  # ... unless this transfer's first PUT made it
                 self._track(event.parts, -1, event.mtime)
             return
         self._track(event.parts, event.mode, event.mtime)
@@ -126,6 +130,10 @@ class Transfer:
         self.bytes += part.size
         return path
 
+    @property
+    def made_directories(self) -> "List[Tuple[str, ...]]":
+        return [parts for parts, (mode, _) in self._directories.items() if mode >= 0]
+
     def finish(self) -> None:
         """After the last entry: the metadata of the directories made, deepest first."""
         for parts, (mode, mtime) in sorted(self._directories.items(), key=lambda d: len(d[0]), reverse=True):
@@ -152,6 +160,7 @@ class Uploads:
         self.save_dir = os.path.realpath(save_dir)
         self.space = Space(self.save_dir, min_free)
         self.umask = umask
+        self._made: Dict[str, Tuple[float, Set[Tuple[str, ...]]]] = {}  # PUT "track" tokens
 
     def begin(self, request: Union[wire.Send, wire.Put], base: Tuple[str, ...]) -> Transfer:
         """Checks that need no data, before READY: the declared size must fit."""
@@ -170,8 +179,20 @@ class Uploads:
             tree.close()
             raise
         transfer = Transfer(tree, base, overwrite, claim)
-        transfer.restore_mtimes = isinstance(request, wire.Put) and request.mtimes
+        if isinstance(request, wire.Put) and request.mtimes:
+            transfer.restore = self._made.pop(request.mtimes, (0.0, set()))[1]
         return transfer
+
+    def made(self, transfer: Transfer) -> str:
+        """A token for the directories ``transfer`` made (PUT "track"), for a later "mtimes"."""
+        now = time.monotonic()
+        for token in [t for t, (when, _) in self._made.items() if now - when > MADE_SECONDS]:
+            del self._made[token]
+        while len(self._made) >= MAX_MADE:
+            del self._made[min(self._made, key=lambda t: self._made[t][0])]
+        token = os.urandom(16).hex()
+        self._made[token] = (now, set(transfer.made_directories))
+        return token
 
     @staticmethod
     def summary(transfer: Transfer) -> str:

@@ -29,7 +29,8 @@ from rtun.protocol.wire import Rejected
 log = logging.getLogger("rtun.daemon")
 
 KEEP_SECONDS = 3600.0  # an interrupted transfer's data waits this long for its resumption
-MAX_FILES = 16  # ranged files open or kept at once (each holds a descriptor and a disk claim)
+STALE_SECONDS = 60.0  # a file no range reached for this long may make room, connections or not
+MAX_FILES = 16  # ranged files open or kept at once (each holds a descriptor)
 
 
 class RangedFile:
@@ -47,6 +48,8 @@ class RangedFile:
         self.part: Optional[PartFile] = tree.new_file(self.parts, mode)
         self.verified: Dict[int, Tuple[int, bytes]] = {}  # offset -> (length, SHA-256)
         self.users = 0  # connections attached now
+        self.in_flight: Dict[int, int] = {}  # offset -> size of ranges being received now
+        self.last_activity = time.monotonic()
         self.connections = 0  # connections that attached since it was opened or resumed
         self.received = 0  # bytes received since then
         self.idle_since = time.monotonic()
@@ -63,6 +66,22 @@ class RangedFile:
 
     def have(self) -> List[List[object]]:
         return [[offset, length, digest.hex()] for offset, (length, digest) in sorted(self.verified.items())]
+
+    def begin_range(self, offset: int, size: int) -> None:
+        """Before a range's first byte is written over the file: what it overlaps is no longer
+        verified (a range that fails or stops short must not leave a verified range damaged),
+        and no other connection may be writing there."""
+        self.check_range(offset, size)
+        end = offset + size
+        if any(o < end and offset < o + n for o, n in self.in_flight.items()):
+            raise Rejected(wire.E_BUSY, f"{self.what}: another connection is sending that range")
+        for other in [o for o, (n, _) in self.verified.items() if o < end and offset < o + n]:
+            del self.verified[other]
+        self.in_flight[offset] = size
+        self.last_activity = time.monotonic()
+
+    def end_range(self, offset: int) -> None:
+        self.in_flight.pop(offset, None)
 
     def check_range(self, offset: int, size: int) -> None:
         if offset + size > self.size or (size == 0 and self.size):
@@ -90,13 +109,14 @@ class RangedFile:
             raise refusal_for(exc, self.what) from None
 
     def verified_range(self, offset: int, size: int, digest: bytes) -> None:
-        """Record a range whose SHA-256 matched; ranges it overlaps are forgotten."""
-        for other in [o for o, (n, _) in self.verified.items() if o < offset + size and offset < o + n]:
-            del self.verified[other]
+        """Record a range whose SHA-256 matched (begin_range forgot what it overlaps)."""
         self.verified[offset] = (size, digest)
+        self.last_activity = time.monotonic()
 
     def commit(self, digest: str) -> str:
         """Check coverage and the digest of digests, then give the file its final name."""
+        if self.in_flight:
+            raise Rejected(wire.E_BUSY, f"{self.what}: ranges are still arriving")
         position, combined = 0, hashlib.sha256()
         for offset, (length, range_digest) in sorted(self.verified.items()):
             if offset != position:
@@ -150,16 +170,22 @@ class RangedFiles:
                 raise Rejected(wire.E_BUSY, "this file is being received on other connections")
             self._drop(kept)
         if len(self._files) >= MAX_FILES:
-            unused = [f for f in self._files.values() if not f.users]
+            now = time.monotonic()
+            unused = [f for f in self._files.values()
+                      if not f.users or (not f.in_flight and now - f.last_activity > STALE_SECONDS)]
             if not unused:
                 raise Rejected(wire.E_BUSY, "too many large files being received: try again later")
-            self._drop(min(unused, key=lambda f: f.idle_since))
+            self._drop(min(unused, key=lambda f: (f.users, f.last_activity)))
         try:
             tree = Tree(self.save_dir, self.umask)
         except OSError as exc:
             raise refusal_for(exc, "the save directory") from None
         try:
-            claim = Claim(self.space, request.size)
+            # The size must fit now; the space is then paid for as data arrives, so a file that
+            # waits for its resumption holds only what it has written.
+            self.space.claim(request.size)
+            self.space.settle(request.size)
+            claim = Claim(self.space, 0)
         except BaseException:
             tree.close()
             raise
@@ -182,6 +208,7 @@ class RangedFiles:
         ranged.users -= 1
         if not ranged.users:
             ranged.idle_since = time.monotonic()
+            ranged.claim.close()  # what is written stays on the disk; the rest is not held
 
     def commit(self, ranged: RangedFile, digest: str) -> str:
         try:
