@@ -32,6 +32,12 @@ GROWTH = 1.15  # another channel is opened while the last one raised throughput 
 READ_SIZE = 1024 * 1024
 
 
+def initial_channels(size: int) -> int:
+    """Connections to start with: a large transfer would spend much of itself ramping up one
+    doubling at a time, and a few more connections cost little where they do not help."""
+    return 4 if size >= 128 * 1024 * 1024 else 2 if size >= 32 * 1024 * 1024 else 1
+
+
 def range_size(size: int) -> int:
     return max(RANGE_SIZE, -(-size // RANGES_PER_FILE))
 
@@ -218,7 +224,8 @@ class Pool:
         thread.start()
         self._threads.append(thread)
 
-    def grow(self, channels: int, round_trip: float, add: "Callable[[], None]", left: "Callable[[], int]") -> None:
+    def grow(self, channels: int, round_trip: float, add: "Callable[[], None]", left: "Callable[[], int]",
+             start: int = 1) -> None:
         """All channels at once when a number is given; else twice as many each time, for as
         long as doubling raised the throughput by GROWTH. Each step waits for the new
         channels to open (two round trips), then measures over several round trips."""
@@ -226,14 +233,16 @@ class Pool:
             for _ in range(min(channels, MAX_CHANNELS) - 1):
                 add()
             return
+        for _ in range(min(start, MAX_CHANNELS) - self.running):
+            add()
         warm_up = 2.5 * round_trip
         interval = max(0.2, 3 * round_trip)
         before = None
         while self.running < MAX_CHANNELS:
             time.sleep(warm_up)  # a control loop sampling the rate, not a wait for a condition
-            start, sent = time.monotonic(), self.sent
+            began, sent = time.monotonic(), self.sent
             time.sleep(interval)
-            rate = (self.sent - sent) / (time.monotonic() - start)
+            rate = (self.sent - sent) / (time.monotonic() - began)
             if self.failure is not None or left() < 2 * self.running:
                 return
             if before is not None and rate < before * GROWTH:
@@ -250,9 +259,11 @@ class Pool:
 
 
 def send_file(socket_path: "Optional[str]", source: str, st: "os.stat_result", dest: str, name: str,
-              overwrite: bool, channels: int, resume: bool, report: "Callable[[int], None]") -> "List[str]":
+              overwrite: bool, channels: int, resume: bool, report: "Callable[[int], None]",
+              main: "Optional[Connection]" = None) -> "List[str]":
     """Send one large file; returns the saved path as the daemon gives it. ``channels`` 0 means
-    as many as raise the throughput."""
+    as many as raise the throughput. ``main``: an open connection to use first (it stays
+    open, the caller's), else one is opened."""
     key = transfer_key(source, st, dest, name)
     mode = st.st_mode & 0o7777
     first = wire.Ranges(dest, name, st.st_size, mode, st.st_mtime, key, overwrite, resume, False)
@@ -262,8 +273,12 @@ def send_file(socket_path: "Optional[str]", source: str, st: "os.stat_result", d
         raise RtunError(f"cannot read {source}: {exc.strerror}") from None
     try:
         started = time.monotonic()
-        conn, reply = _open_channel(socket_path, first)
-        round_trip = (time.monotonic() - started) / 2  # the channel's opening, then the request
+        if main is not None:
+            conn, reply = main, main.request(first)
+            round_trip = time.monotonic() - started
+        else:
+            conn, reply = _open_channel(socket_path, first)
+            round_trip = (time.monotonic() - started) / 2  # the channel's opening, then the request
         try:
             plan = Plan(st.st_size, _verify_kept(fd, reply.data.get("have"), st.st_size))
             kept = st.st_size - sum(n for _, n in plan.todo)
@@ -282,11 +297,12 @@ def send_file(socket_path: "Optional[str]", source: str, st: "os.stat_result", d
                 pool.start(work)
 
             pool.start(lambda: _send_ranges(conn, fd, plan, pool.count))
-            pool.grow(channels, round_trip, more, lambda: len(plan.todo))
+            pool.grow(channels, round_trip, more, lambda: len(plan.todo), initial_channels(st.st_size - kept))
             pool.join()
             final = conn.request(wire.Commit(plan.commit_digest()))
             return wire.saved_paths(final)
         finally:
-            conn.close()
+            if conn is not main:
+                conn.close()
     finally:
         os.close(fd)

@@ -285,23 +285,26 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
             made = reply.data.get("made")
             round_trip = (time.monotonic() - started) / 2
             ranges = "ranges" in conn.features
-            conn.close()
+            # The connection goes on serving what follows: a new one costs a round trip to open.
+            main: Optional[Connection] = conn if ranges else None
             if shared:
                 files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
                 if ranges:  # directories first (above), files over several connections, mtimes last
-                    saved += _share_files(socket_path, dest_dir, overwrite, files, work.warnings, progress,
-                                          channels, round_trip)
+                    saved += _share_files(socket_path, conn, dest_dir, overwrite, files, work.warnings,
+                                          progress, channels, round_trip)
                 else:
                     saved += _put_again(socket_path, dest_dir, overwrite, Plan(files, 0, 0, work.warnings),
                                         progress, reader)
             for item in large:
                 if ranges:
-                    saved += _send_ranged(socket_path, item, dest_dir, overwrite, channels, resume, progress)
+                    listed, main = _send_ranged(socket_path, main, item, dest_dir, overwrite, channels,
+                                                resume, progress)
+                    saved += listed
                 else:  # an rtun/2 daemon from before ranges: one more PUT
                     saved += _put_again(socket_path, dest_dir, overwrite,
                                         Plan([item], _size(item), 1, work.warnings), progress, reader)
             if isinstance(made, str) and made:  # files written after the directories' end moved them
-                _restore_mtimes(socket_path, dest_dir, overwrite, head, made, work.warnings)
+                _restore_mtimes(socket_path, main, dest_dir, overwrite, head, made, work.warnings)
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
@@ -327,10 +330,11 @@ def _put_again(socket_path: Optional[str], dest_dir: str, overwrite: bool, rest:
         return _put_reply(_stream_put(again, rest, progress, reader, False), rest.warnings)
 
 
-def _share_files(socket_path: Optional[str], dest_dir: str, overwrite: bool, files: List[Item],
-                 warnings: List[str], progress: Progress, channels: int, round_trip: float) -> List[str]:
-    """A tree's files, taken in order from one queue by several PUTs on connections of their
-    own (see parallel.Pool)."""
+def _share_files(socket_path: Optional[str], first: Connection, dest_dir: str, overwrite: bool,
+                 files: List[Item], warnings: List[str], progress: Progress, channels: int,
+                 round_trip: float) -> List[str]:
+    """A tree's files, taken in order from one queue by several PUTs, on ``first`` and on
+    connections of their own (see parallel.Pool)."""
     import threading
 
     from rtun import parallel
@@ -346,29 +350,39 @@ def _share_files(socket_path: Optional[str], dest_dir: str, overwrite: bool, fil
                 return None
             return queue.pop()
 
-    def channel() -> None:
-        request = wire.Put(dest_dir, overwrite, 0, 0)
-        with pipelined(socket_path, lambda c: c.write(c.sender.send(request))) as conn:
-            conn.expect_ok()  # READY
-            reader = Reader()
-            item = take()
-            while item is not None:
-                conn.write(conn.sender.entry(item.entry))
-                _stream_file(conn, item.source, pool.count, reader)
-                item = take()
-            conn.write(conn.sender.end())
-            listed = _put_reply(conn.expect_ok(), warnings)
-            with lock:
-                saved.extend(listed)
+    request = wire.Put(dest_dir, overwrite, 0, 0)
 
-    pool.start(channel)
-    pool.grow(channels, round_trip, lambda: pool.start(channel), lambda: len(queue))
+    def put(conn: Connection) -> None:
+        conn.expect_ok()  # READY
+        reader = Reader()
+        item = take()
+        while item is not None:
+            conn.write(conn.sender.entry(item.entry))
+            _stream_file(conn, item.source, pool.count, reader)
+            item = take()
+        conn.write(conn.sender.end())
+        listed = _put_reply(conn.expect_ok(), warnings)
+        with lock:
+            saved.extend(listed)
+
+    def channel() -> None:
+        with pipelined(socket_path, lambda c: c.write(c.sender.send(request))) as conn:
+            put(conn)
+
+    def on_first() -> None:
+        first.write(first.sender.send(request))
+        put(first)
+
+    pool.start(on_first)
+    total = sum(_size(item) for item in files)
+    pool.grow(channels, round_trip, lambda: pool.start(channel), lambda: len(queue),
+              parallel.initial_channels(total))
     pool.join()
     return sorted(saved)
 
 
-def _restore_mtimes(socket_path: Optional[str], dest_dir: str, overwrite: bool, head: Plan, token: str,
-                    warnings: List[str]) -> None:
+def _restore_mtimes(socket_path: Optional[str], main: Optional[Connection], dest_dir: str, overwrite: bool,
+                    head: Plan, token: str, warnings: List[str]) -> None:
     """The directories' mtimes, which the files written into them moved."""
     dirs = [i for i in head.items if isinstance(i.entry, framing.DirEntry)]
     if not dirs:
@@ -380,6 +394,11 @@ def _restore_mtimes(socket_path: Optional[str], dest_dir: str, overwrite: bool, 
             conn.write(conn.sender.entry(item.entry))
         conn.write(conn.sender.end())
 
+    if main is not None:
+        write(main)
+        main.expect_ok()  # READY
+        _put_reply(main.expect_ok(), warnings)
+        return
     with pipelined(socket_path, write) as conn:
         conn.expect_ok()  # READY
         _put_reply(conn.expect_ok(), warnings)
@@ -396,8 +415,11 @@ def _put_reply(reply: wire.Reply, warnings: List[str]) -> List[str]:
     return wire.saved_paths(reply)
 
 
-def _send_ranged(socket_path: Optional[str], item: Item, dest_dir: str, overwrite: bool, channels: int,
-                 resume: bool, progress: Progress) -> List[str]:
+def _send_ranged(socket_path: Optional[str], main: Optional[Connection], item: Item, dest_dir: str,
+                 overwrite: bool, channels: int, resume: bool,
+                 progress: Progress) -> Tuple[List[str], Optional[Connection]]:
+    """One large file in ranges (on ``main`` if it is given); the saved path, and ``main`` if
+    it can still serve (a refusal closes it)."""
     from rtun import parallel
 
     assert item.source is not None and isinstance(item.entry, framing.FileEntry)
@@ -411,14 +433,16 @@ def _send_ranged(socket_path: Optional[str], item: Item, dest_dir: str, overwrit
         raise RtunError(f"{item.source} changed size while it was being sent; it was not saved")
     try:
         return parallel.send_file(socket_path, item.source, st, dest, name, overwrite, channels, resume,
-                                  progress.update)
+                                  progress.update, main), main
     except RemoteError as exc:
         if exc.code != wire.E_BUSY:
             raise
     # Every ranged slot of the daemon is taken (or this file is being sent by someone else):
     # the file goes whole in a PUT, without resumption.
+    if main is not None:
+        main.close()
     rest = Plan([item], st.st_size, 1, [])
-    return _put_again(socket_path, dest_dir, overwrite, rest, progress, Reader())
+    return _put_again(socket_path, dest_dir, overwrite, rest, progress, Reader()), None
 
 
 def _unlisted(counts: object) -> List[str]:
