@@ -35,7 +35,8 @@ READ_SIZE = 1024 * 1024
 def initial_channels(size: int) -> int:
     """Connections to start with: a large transfer would spend much of itself ramping up one
     doubling at a time, and a few more connections cost little where they do not help."""
-    return 4 if size >= 128 * 1024 * 1024 else 2 if size >= 32 * 1024 * 1024 else 1
+    mib = size >> 20
+    return 8 if mib >= 256 else 4 if mib >= 128 else 2 if mib >= 32 else 1
 
 
 def range_size(size: int) -> int:
