@@ -270,12 +270,13 @@ def pipelined(explicit: Optional[str], write: "Callable[[Connection], None]") ->
         conn.write(conn.sender.send_hello(wire.FEATURES))
         try:
             write(conn)
+            reply = conn.read_reply()  # sends what is buffered first: that too may meet a refusal
         except RemoteError:
             if conn.features:  # an rtun/2 daemon refused the request while it was being written
                 raise
             conn.features = ()  # a v1 daemon refused HELLO and closed
             return
-        features = wire.parse_hello_reply(conn.read_reply())
+        features = wire.parse_hello_reply(reply)
         conn.features = features if features is not None else ()
 
     conn = connect(explicit, probe)
