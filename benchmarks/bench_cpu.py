@@ -3,19 +3,20 @@
 Wall time on two shared cores swings from run to run; CPU time per byte does not, so this is
 the figure that shows whether a change to the transfer path made it dearer. The client's CPU
 comes from wait4's rusage of the `rtun send` process, the daemon's from /proc/PID/stat before
-and after. The baseline, measured in the same run, is `openssl dgst -sha256` of the same file
-(the SHA-256 code Python's hashlib uses): both sides hash every byte, so their cost is a steady
-multiple of it on any machine. The targets: no more than
-10 % above the multiples measured before the sans-I/O protocol core (issue 7).
+and after. The save directory is on the machine's disk, as a user's is (not tmpfs).
+
+The floor, measured in the same run, is what the end-to-end SHA-256 costs: hashing the GiB
+twice (once on each side) with `openssl dgst -sha256`, the SHA-256 code Python's hashlib uses.
+Targets: client and daemon together within 1.5x of that floor (issue 11); each side no more
+than 10 % above the multiple measured before the sans-I/O protocol core (issue 7).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
-import tempfile
-from pathlib import Path
 from typing import List, Tuple
 
 from common import Result
@@ -23,7 +24,8 @@ from rig import RTUN_SCRIPT, Rig
 from support.rtun import clean_env
 
 GIB = 1024 ** 3
-REPEAT = 3
+REPEAT = 5
+FLOOR_TARGET = 1.5  # client + daemon, as a multiple of hashing the data twice
 # Multiples of the baseline's CPU per GiB, measured on the code before issue 7 (docs/benchmarks.md).
 CLIENT_BEFORE = 1.88  # median of three runs, 2026-12-01
 DAEMON_BEFORE = 2.91
@@ -51,32 +53,52 @@ def _send_once(argv: List[str], env: dict, daemon_pid: int) -> Tuple[float, floa
     return usage.ru_utime + usage.ru_stime, _process_cpu(daemon_pid) - before
 
 
-def measure() -> List[Result]:
-    dest_root = Path(tempfile.mkdtemp(prefix="rtun-bench-", dir="/dev/shm"))
+def file_system(path: str) -> str:
+    """The type of the file system ``path`` is on, from /proc/self/mounts ("?" elsewhere)."""
+    path = os.path.realpath(path)
+    best, kind = "", "?"
     try:
-        with Rig(save_dir=dest_root / "saved") as rig:
-            big = dest_root / "big.bin"
-            block = os.urandom(16 * 1024 * 1024)
-            with open(big, "wb") as f:
-                for _ in range(GIB // len(block)):
-                    f.write(block)
-            env = clean_env(rig.remote_home)
-            assert rig.daemon.process is not None
-            samples = []
-            for _ in range(REPEAT):
-                shutil.rmtree(rig.save_dir, ignore_errors=True)
-                rig.save_dir.mkdir()
-                samples.append(_send_once([RTUN_SCRIPT, "send", "-q", str(big)], env, rig.daemon.process.pid))
-            hashing = min(_command_cpu(["openssl", "dgst", "-sha256", str(big)]) for _ in range(REPEAT))
-    finally:
-        shutil.rmtree(dest_root, ignore_errors=True)
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                point = fields[1].replace("\\040", " ")
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        pass
+    return kind
+
+
+def measure() -> List[Result]:
+    with Rig() as rig:  # the save directory is below /tmp: the machine's disk
+        big = rig.root / "big.bin"
+        block = os.urandom(16 * 1024 * 1024)
+        with open(big, "wb") as f:
+            for _ in range(GIB // len(block)):
+                f.write(block)
+        env = clean_env(rig.remote_home)
+        assert rig.daemon.process is not None
+        samples, hashing = [], []
+        for _ in range(REPEAT):
+            shutil.rmtree(rig.save_dir, ignore_errors=True)
+            rig.save_dir.mkdir()
+            os.sync()  # no send pays for the writeback of the one before
+            samples.append(_send_once([RTUN_SCRIPT, "send", "-q", str(big)], env, rig.daemon.process.pid))
+            hashing.append(_command_cpu(["openssl", "dgst", "-sha256", str(big)]))
+        disk = file_system(str(rig.save_dir))
     client = min(s[0] for s in samples)
     daemon = min(s[1] for s in samples)
+    both = statistics.median(s[0] + s[1] for s in samples)
+    floor = 2 * statistics.median(hashing)
+    openssl = min(hashing)
     return [
-        Result("client CPU per GiB sent (best of 3)", client, "s",
+        Result(f"client + daemon CPU per GiB sent, save dir on {disk} (median of {REPEAT})", both, "s",
+               f"<= {FLOOR_TARGET}x baseline", both <= floor * FLOOR_TARGET,
+               "SHA-256 of the GiB twice (openssl dgst)", floor),
+        Result(f"client CPU per GiB sent (best of {REPEAT})", client, "s",
                f"<= {CLIENT_BEFORE * 1.1:.2f}x baseline (before: {CLIENT_BEFORE:.2f}x)",
-               client <= hashing * CLIENT_BEFORE * 1.1, "openssl dgst -sha256", hashing),
-        Result("daemon CPU per GiB received (best of 3)", daemon, "s",
+               client <= openssl * CLIENT_BEFORE * 1.1, "openssl dgst -sha256", openssl),
+        Result(f"daemon CPU per GiB received (best of {REPEAT})", daemon, "s",
                f"<= {DAEMON_BEFORE * 1.1:.2f}x baseline (before: {DAEMON_BEFORE:.2f}x)",
-               daemon <= hashing * DAEMON_BEFORE * 1.1, "openssl dgst -sha256", hashing),
+               daemon <= openssl * DAEMON_BEFORE * 1.1, "openssl dgst -sha256", openssl),
     ]

@@ -9,40 +9,51 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 from rtun.client import Connection, connect, pipelined
 from rtun.errors import RemoteError, RtunError, UsageError
 from rtun.protocol import framing, wire
 from rtun.protocol.sender import SizeChanged
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and dataclasses are not imported at run time: every send would pay
+    from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
+
 CHUNK = 1024 * 1024  # large reads and writes: transfers should go at the speed of the channel
 STDIN = "-"
 
 
-@dataclass
 class Item:
     """One thing to send: an entry for the stream, and where its data comes from."""
 
-    entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry]
-    source: Optional[str] = None  # a file's local path; None with a FileEntry means stdin
+    __slots__ = ("entry", "source")
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __init__(self, entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry],
+                 source: Optional[str] = None) -> None:
+        self.entry = entry
+        self.source = source  # a file's local path; None with a FileEntry means stdin
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Item) and (self.entry, self.source) == (other.entry, other.source)
+
+    def __repr__(self) -> str:
+        return f"Item({self.entry!r}, {self.source!r})"
 
 
-@dataclass
 class Plan:
-    items: List[Item]
-    total_bytes: int
-    total_files: int
-    warnings: List[str]
+    def __init__(self, items: List[Item], total_bytes: int, total_files: int, warnings: List[str]) -> None:
+        self.items = items
+        self.total_bytes = total_bytes
+        self.total_files = total_files
+        self.warnings = warnings
 
 
-@dataclass
 class SendResult:
-    saved: List[str]
-    warnings: List[str]
+    def __init__(self, saved: List[str], warnings: List[str]) -> None:
+        self.saved = saved
+        self.warnings = warnings
 
 
 def _split_dest(dest: Optional[str], several: bool) -> Tuple[str, Optional[str]]:
@@ -83,38 +94,54 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
 
 
 def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
-    """Add a directory tree; links are sent as links, other special files are skipped."""
+    """Add a directory tree, parents before what they hold; links are sent as links, other
+    special files are skipped."""
     total = 0
     st = os.stat(top)
     items.append(Item(framing.DirEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime)))
-
-    def on_error(exc: OSError) -> None:
-        warnings.append(f"skipped {exc.filename}: {exc.strerror}")
-
-    for directory, dirs, files in os.walk(top, onerror=on_error):
-        rel = os.path.relpath(directory, top)
-        prefix = name if rel == "." else f"{name}/{rel}"
-        for entry_name in sorted(dirs) + sorted(files):
-            path = os.path.join(directory, entry_name)
+    pending = [(top, name)]  # directories whose entries are still to be listed
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=_directories_first)
+        except OSError as exc:
+            warnings.append(f"skipped {exc.filename or directory}: {exc.strerror}")
+            continue
+        below = []
+        for entry in entries:
+            remote = f"{prefix}/{entry.name}"
             try:
-                st = os.lstat(path)
+                st = entry.stat(follow_symlinks=False)  # lstat: a link is sent as a link
             except OSError as exc:
-                warnings.append(f"skipped {path}: {exc.strerror}")
+                warnings.append(f"skipped {entry.path}: {exc.strerror}")
                 continue
-            remote = f"{prefix}/{entry_name}"
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    items.append(Item(framing.LinkEntry(remote, os.readlink(path))))
-                except OSError as exc:
-                    warnings.append(f"skipped {path}: {exc.strerror}")
-            elif stat.S_ISDIR(st.st_mode):
-                items.append(Item(framing.DirEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime)))
-            elif stat.S_ISREG(st.st_mode):
-                items.append(Item(framing.FileEntry(remote, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), path))
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                items.append(Item(framing.FileEntry(remote, stat.S_IMODE(mode), st.st_mtime, st.st_size),
+                                  entry.path))
                 total += st.st_size
+            elif stat.S_ISDIR(mode):
+                items.append(Item(framing.DirEntry(remote, stat.S_IMODE(mode), st.st_mtime)))
+                below.append((entry.path, remote))
+            elif stat.S_ISLNK(mode):
+                try:
+                    items.append(Item(framing.LinkEntry(remote, os.readlink(entry.path))))
+                except OSError as exc:
+                    warnings.append(f"skipped {entry.path}: {exc.strerror}")
             else:
-                warnings.append(f"skipped {path}: not a regular file, directory or link")
+                warnings.append(f"skipped {entry.path}: not a regular file, directory or link")
+        pending.extend(reversed(below))  # depth first, in name order
     return total
+
+
+def _directories_first(entry: "os.DirEntry[str]") -> "Tuple[bool, str]":
+    """As os.walk lists them: directories (and links to them), then the rest, each by name."""
+    try:
+        is_dir = entry.is_dir()
+    except OSError:
+        is_dir = False
+    return not is_dir, entry.name
 
 
 class Progress:
@@ -149,19 +176,52 @@ class Reader:
 
     def chunks(self, source: Optional[str]) -> Iterator[memoryview]:
         """A file's data (standard input for None); each chunk is valid until the next one."""
+        if source is None:
+            yield from self._stream(sys.stdin.buffer, "standard input")
+            return
+        fd = self._open(source)
         try:
-            stream: BinaryIO = open(source, "rb", buffering=0) if source is not None else sys.stdin.buffer
-            try:
-                while True:
-                    length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
-                    if not length:
-                        return
-                    yield self._buffer[:length]
-            finally:
-                if source is not None:
-                    stream.close()
+            while True:
+                length = self._read(fd, self._buffer, source)
+                if not length:
+                    return
+                yield self._buffer[:length]
+        finally:
+            os.close(fd)
+
+    def read_whole(self, source: str, size: Optional[int]) -> memoryview:
+        """A file smaller than the buffer, listed with ``size``, in one read() of a byte more:
+        getting that byte, or fewer, shows that it changed size. Valid until the next read."""
+        assert size is not None and size < len(self._buffer)
+        fd = self._open(source)
+        try:
+            return self._buffer[:self._read(fd, self._buffer[:size + 1], source)]
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _open(source: str) -> int:
+        try:
+            return os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
-            raise RtunError(f"cannot read {source or 'standard input'}: {exc.strerror or exc}") from None
+            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+    @staticmethod
+    def _read(fd: int, into: memoryview, source: str) -> int:
+        try:
+            return os.readv(fd, [into])
+        except OSError as exc:
+            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+    def _stream(self, stream: BinaryIO, what: str) -> Iterator[memoryview]:
+        try:
+            while True:
+                length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
+                if not length:
+                    return
+                yield self._buffer[:length]
+        except OSError as exc:
+            raise RtunError(f"cannot read {what}: {exc.strerror or exc}") from None
 
 
 def _early(work: Plan) -> bool:
@@ -194,10 +254,30 @@ def _stream_put(conn: Connection, work: Plan, progress: Progress, reader: Reader
 def _write_entries(conn: Connection, work: Plan, progress: Progress, reader: Reader) -> None:
     sender = conn.sender
     for item in work.items:
-        conn.write(sender.entry(item.entry))
-        if isinstance(item.entry, framing.FileEntry):
+        entry = item.entry
+        if isinstance(entry, framing.FileEntry):
+            if entry.size is not None and entry.size <= SMALL_WRITE and item.source is not None:
+                _send_small(conn, entry, item.source, progress.update, reader)
+                continue
+            conn.write(sender.entry(entry))
             _stream_file(conn, item.source, progress.update, reader)
+        else:
+            conn.write(sender.entry(entry))
     conn.write(sender.end())
+
+
+SMALL_WRITE = 64 * 1024  # a file this small goes to the socket buffer in one write with its framing
+
+
+def _send_small(conn: Connection, entry: framing.FileEntry, source: str, report: Callable[[int], None],
+                reader: Reader) -> None:
+    """A small file of a PUT: one read, one write of it framed whole."""
+    data = reader.read_whole(source, entry.size)
+    try:
+        conn.write(conn.sender.whole_file(entry, data))
+    except SizeChanged:
+        raise RtunError(f"{source} changed size while it was being sent; nothing was saved") from None
+    report(len(data))
 
 
 def _stream_file(conn: Connection, source: Optional[str], report: Callable[[int], None],
@@ -237,6 +317,8 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
         source = item.source
         spooled = None
         if source is None:  # v1 needs the size up front: spool standard input first
+            import tempfile
+
             spooled = tempfile.NamedTemporaryFile(prefix="rtun-stdin-")
             for data in reader.chunks(None):
                 spooled.write(data)

@@ -83,3 +83,55 @@ def test_a_trickle_is_ended_with_a_reason_and_silence_without() -> None:
         assert reply.startswith(b"READY\r\nERROR 114 upload slower")
 
     asyncio.run(run())
+
+
+def test_a_little_file_data_is_handed_on_soon_even_if_no_more_comes() -> None:
+    """The pump waits for a write's worth of a file's data, but not for ever."""
+    async def run() -> None:
+        conn, peer = await _pair()
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(peer, b"SEND 1000000 f.bin\r\n")
+        await conn.next_event()
+        ready, _ = conn.accept()
+        await conn.send(ready)
+        await loop.sock_sendall(peer, b"x" * 1000)  # far less than a write's worth, and no more
+        event = await asyncio.wait_for(conn.next_event(), timeout=5.0)
+        assert isinstance(event, Data) and bytes(event.data) == b"x" * 1000
+        peer.close()
+
+    asyncio.run(run())
+
+
+def test_file_data_waiting_for_more_is_not_silence(monkeypatch) -> None:
+    """Bytes that did not wake the wait (too few for a write) still count against the idle
+    timeout: a slow but steady upload is not silent."""
+    from rtun.daemon import connection
+
+    monkeypatch.setattr(connection, "COALESCE_DELAY", 60.0)  # no early wake during the test
+
+    async def run() -> None:
+        conn, peer = await _pair(timeout=2.0)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(peer, b"SEND 1000000 slow.bin\r\n")
+        await conn.next_event()
+        ready, _ = conn.accept()
+        await conn.send(ready)
+        waiting = loop.create_task(conn.next_event())
+        await asyncio.sleep(0.5)  # the wait has lasted a while before the bytes come
+        await loop.sock_sendall(peer, b"x" * 1000)
+        while not conn._received_at:
+            await asyncio.sleep(0.01)  # until the pump has read them (without a wake-up)
+        assert not waiting.done()
+        conn.expire_if_silent(conn._received_at + 1.9)  # 2.4 s into the wait, 1.9 s after data
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        conn.expire_if_silent(conn._received_at + 2.1)  # silent for longer than the timeout
+        try:
+            event = await waiting  # the bytes already in, then the end
+            assert isinstance(event, Data)
+            await conn.next_event()
+            raise AssertionError("the silent connection was not ended")
+        except PeerGone:
+            pass
+
+    asyncio.run(run())

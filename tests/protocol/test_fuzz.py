@@ -137,6 +137,17 @@ def test_every_entry_parses_back_to_itself(entry: Any) -> None:
 
 
 @FAST
+@given(st.one_of(
+    st.builds(framing.DirEntry, any_text, st.integers(), st.floats() | st.integers()),
+    st.builds(framing.FileEntry, any_text, st.integers(), st.floats() | st.integers(),
+              st.none() | st.integers()),
+))
+def test_the_fast_entry_encoder_writes_what_json_dumps_does(entry: Any) -> None:
+    """Files and directories skip json.dumps; any text, number, NaN or infinity encodes the same."""
+    assert framing.encode_entry(entry) == framing._encode_entry_json(entry)
+
+
+@FAST
 @given(st.integers(min_value=0, max_value=limits.MAX_CHUNK), st.binary(min_size=32, max_size=32))
 def test_chunk_headers_and_checksums_parse_back(length: int, digest: bytes) -> None:
     assert framing.parse_chunk_header(framing.encode_chunk_header(length)) == length

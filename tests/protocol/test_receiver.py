@@ -7,6 +7,7 @@ daemon the same way, since the daemon's pump only moves bytes into this object.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from typing import Any, List, Sequence
 
@@ -120,6 +121,76 @@ def test_file_data_is_a_view_of_the_receive_buffer_not_a_copy() -> None:
     assert isinstance(event, Data) and isinstance(event.data, memoryview)
     assert event.data.obj is receiver.get_buffer().obj  # the same bytearray the kernel fills
     assert len(event.data) == len(payload)
+
+
+def test_a_pump_is_told_to_wait_for_more_only_inside_a_files_data() -> None:
+    """wants_more: under COALESCE bytes of a file's data in, more due, and room for it."""
+    from rtun.protocol.receiver import COALESCE
+
+    receiver = Receiver()
+    receiver.receive_data(b"SEND %d f.bin\r\n" % (COALESCE + 100))
+    assert not receiver.wants_more  # a request is waiting to be read
+    assert isinstance(receiver.next_event(), Upload)
+    receiver.accept()
+    receiver.receive_data(b"x" * (COALESCE - 1))
+    assert receiver.wants_more
+    receiver.receive_data(b"x")
+    assert not receiver.wants_more  # enough for one write
+    assert len(receiver.next_event().data) == COALESCE  # type: ignore[union-attr]
+    assert receiver.next_event() is NEED_DATA
+    receiver.receive_data(b"x" * 100)
+    assert not receiver.wants_more  # the rest of the file: nothing more is coming for it
+    receiver.receive_eof()
+    assert not receiver.wants_more
+
+
+def _put_events(pieces: Sequence[bytes]) -> List[Any]:
+    receiver = Receiver()
+    receiver.receive_data(b"PUT {}\r\n")
+    assert isinstance(receiver.next_event(), Upload)
+    receiver.accept()
+    out: List[Any] = []
+    for piece in pieces:
+        receiver.receive_data(piece)
+        while True:
+            event = receiver.next_event()
+            if event is NEED_DATA:
+                break
+            out.append(bytes(event.data) if isinstance(event, Data) else event)
+            if isinstance(event, UploadEnd):
+                return out
+    return out
+
+
+def test_a_small_file_whose_bytes_are_all_in_gives_the_same_events_at_once() -> None:
+    """A whole file in the buffer is verified and handed out at once (the fast path); the same
+    bytes a byte at a time give the same events, the data in pieces."""
+    files = [(f"d/f{i}", os.urandom(size)) for i, size in enumerate((0, 1, 1000, 70_000))]
+    stream = b"".join(line({"type": "file", "path": p, "mode": 420, "mtime": 1, "size": len(d)})
+                      + (b"%d\r\n" % len(d) + d if d else b"") + b"0\r\n" + sha(d) for p, d in files)
+    stream += line({"type": "end"})
+    at_once = _put_events([stream])
+    byte_by_byte = _put_events([stream[i:i + 1] for i in range(len(stream))])
+
+    def merged(events: List[Any]) -> List[Any]:
+        out: List[Any] = []
+        for e in events:
+            if isinstance(e, bytes) and out and isinstance(out[-1], bytes):
+                out[-1] += e
+            else:
+                out.append(e if isinstance(e, bytes) else repr(e))
+        return out
+
+    assert merged(at_once) == merged(byte_by_byte)
+    assert [e for e in merged(at_once) if isinstance(e, bytes)] == [d for _, d in files if d]
+
+
+def test_a_wrong_digest_of_a_whole_small_file_is_rejected_before_its_file_starts() -> None:
+    data = b"payload"
+    stream = line({"type": "file", "path": "f", "size": len(data)}) + b"7\r\n" + data + b"0\r\n" + b"0" * 64 + b"\r\n"
+    with pytest.raises(Rejected) as info:
+        _put_events([stream])
+    assert info.value.code == wire.E_CHECKSUM
 
 
 def test_a_v1_send_is_ready_data_digest_then_reply() -> None:

@@ -240,3 +240,35 @@ def test_a_ranges_reply_may_list_thousands_of_kept_ranges() -> None:
     reply = sender.next_event()
     assert isinstance(reply, wire.Reply) and len(reply.data["have"]) == 16384
     assert len(wire.ok_data({"have": have})) < limits.MAX_RANGES_REPLY
+
+
+@pytest.mark.parametrize("data", [b"", b"x", b"hello world" * 100])
+def test_a_whole_file_is_what_entry_data_and_end_file_give(data: bytes) -> None:
+    entry = framing.FileEntry("d/f.txt", 0o644, 1.5, len(data))
+    one, pieces = Sender(), Sender()
+    for sender in (one, pieces):
+        sender.send(wire.Put("", False, len(data), 1))
+        ready(sender)
+    whole = one.whole_file(entry, memoryview(data))
+    stepwise = pieces.entry(entry) + (pieces.data(data) + data if data else b"") + pieces.end_file()
+    assert whole == stepwise
+    receiver = Receiver()
+    receiver.receive_data(b"PUT {}\r\n")
+    receiver.next_event()
+    receiver.accept()
+    receiver.receive_data(whole + one.end())
+    events = []
+    while not events or not isinstance(events[-1], UploadEnd):
+        events.append(receiver.next_event())
+    assert isinstance(events[0], FileStart) and isinstance(events[-2], FileEnd)
+    assert b"".join(bytes(e.data) for e in events if isinstance(e, Data)) == data
+
+
+def test_a_whole_file_of_another_size_than_listed_is_caught_before_anything_is_written() -> None:
+    sender = Sender()
+    sender.send(wire.Put("", False, 3, 1))
+    ready(sender)
+    for data in (b"ab", b"abcd"):
+        with pytest.raises(SizeChanged):
+            sender.whole_file(framing.FileEntry("f", 0o644, 0.0, 3), data)
+    assert sender.whole_file(framing.FileEntry("f", 0o644, 0.0, 3), b"abc").endswith(b"\r\n")

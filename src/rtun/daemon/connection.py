@@ -23,6 +23,7 @@ class PeerGone(Exception):
     """The client closed the connection or stopped sending within the deadline."""
 
 
+COALESCE_DELAY = 0.02  # seconds file data may wait in the buffer for more to write it with
 RATE_GRACE = 30.0  # seconds of an upload (at most a quarter of the idle timeout) before its
 # average rate is held to the minimum
 
@@ -46,6 +47,8 @@ class Connection(asyncio.BufferedProtocol):
         # sits in a loop that checks its own condition again, so any event may wake it.
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._waiting_since: Optional[float] = None
+        self._received_at = 0.0  # when bytes last came that did not wake the wait
+        self._late_wake: Optional[asyncio.TimerHandle] = None  # for data that stops coming
         self._timed_out = ""  # why the watchdog ended the connection
         self.ranged_file: Optional[object] = None  # the RANGES file this connection opened or joined
 
@@ -70,6 +73,15 @@ class Connection(asyncio.BufferedProtocol):
         if self.receiver.buffer_full and self._transport is not None and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
+        if self.receiver.wants_more:  # a few socket reads make one write, one wake-up
+            self._received_at = time.monotonic()
+            if self._late_wake is None:  # ... but what came is written soon even if no more does
+                self._late_wake = asyncio.get_running_loop().call_later(COALESCE_DELAY, self._wake_late)
+            return
+        self._wake()
+
+    def _wake_late(self) -> None:
+        self._late_wake = None
         self._wake()
 
     def eof_received(self) -> bool:
@@ -79,6 +91,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.receiver.receive_eof()
+        if self._late_wake is not None:
+            self._late_wake.cancel()
+            self._late_wake = None
         self._wake()
 
     def pause_writing(self) -> None:
@@ -174,7 +189,7 @@ class Connection(asyncio.BufferedProtocol):
         if its upload trickles: a few hundred of those would otherwise hold every slot."""
         if self._waiting_since is None:
             return
-        if now - self._waiting_since > self.timeout:
+        if now - max(self._waiting_since, self._received_at) > self.timeout:
             self._expire("idle timeout", say=False)  # as v1 daemons do: no reply
         elif self.receiver.in_upload and self.min_rate > 0:
             waited = self._upload_waited + now - self._waiting_since

@@ -40,30 +40,32 @@ def is_part_name(name: str) -> bool:
 
 def components(path: str) -> Tuple[str, ...]:
     """Split a relative path into safe components, or refuse it with a reason."""
+    # Called once per entry of a transfer: the message text is only made for a refusal.
     if not path:
         raise Rejected(wire.E_BAD_PATH, "empty path")
-    text = shown(path)
     if "\x00" in path:
-        raise Rejected(wire.E_BAD_PATH, f"path contains a NUL byte: {text}")
+        raise Rejected(wire.E_BAD_PATH, f"path contains a NUL byte: {shown(path)}")
     if misleading(path):
-        raise Rejected(wire.E_BAD_PATH, f"path contains control or bidirectional characters: {text}")
+        raise Rejected(wire.E_BAD_PATH, f"path contains control or bidirectional characters: {shown(path)}")
     if path.startswith("/"):
-        raise Rejected(wire.E_BAD_PATH, f"absolute paths are not accepted: {text}")
+        raise Rejected(wire.E_BAD_PATH, f"absolute paths are not accepted: {shown(path)}")
     try:
         encoded_length = len(path.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates from a JSON "\ud800" escape
-        raise Rejected(wire.E_BAD_PATH, f"path is not valid Unicode: {text}") from None
+        raise Rejected(wire.E_BAD_PATH, f"path is not valid Unicode: {shown(path)}") from None
     if encoded_length > MAX_PATH_BYTES:
         raise Rejected(wire.E_BAD_PATH, "path is too long")
     parts = tuple(path.split("/"))
     if len(parts) > MAX_DEPTH:
         raise Rejected(wire.E_BAD_PATH, "path is nested too deeply")
+    may_be_long = encoded_length > MAX_COMPONENT_BYTES  # else no component can be
     for part in parts:
         if part in ("", ".", ".."):
-            raise Rejected(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {text}")
-        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            raise Rejected(wire.E_BAD_PATH, f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {text}")
-        if is_part_name(part):
+            raise Rejected(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {shown(path)}")
+        if may_be_long and len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise Rejected(wire.E_BAD_PATH,
+                           f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {shown(path)}")
+        if part.startswith(PART_PREFIX) and part.endswith(PART_SUFFIX):  # is_part_name
             raise Rejected(wire.E_BAD_PATH, f"names like {shown(part)} are the daemon's own temporary files")
     return parts
 

@@ -16,10 +16,15 @@ every limit, every path and every file's size and SHA-256, so what it emits is a
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from rtun.protocol import framing, names, wire
-from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER
+from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER, SHA256_HEX_LEN
+
+COALESCE = 512 * 1024  # file data worth one write: a socket read brings about 200 KiB
+WHOLE_MAX = 64 * 1024  # files up to this size are taken whole when all their bytes are in
+_ZERO_CHUNK = b"0\r\n"
+_HEX_DIGITS = b"0123456789abcdef"
 from rtun.protocol.wire import Rejected, Truncated
 
 __all__ = ["Receiver", "Truncated", "NEED_DATA", "CLOSED"]
@@ -152,6 +157,7 @@ class Receiver:
         self._remaining = 0  # bytes left in the current chunk (or v1 file)
         self._v1 = False
         self._data_follows = False  # the request being decided is an upload
+        self._queued: List[Event] = []  # events of a whole file taken at once, last first
 
     # ---- feeding bytes ---------------------------------------------------------------------
 
@@ -182,6 +188,13 @@ class Receiver:
         self._eof = True
 
     @property
+    def wants_more(self) -> bool:
+        """In the middle of a file's data with less buffered than is worth handing out: a pump
+        may wait for more before asking for events, so storage gets fewer, larger writes."""
+        return (self.state == RAW_DATA and not self._eof and self._end < len(self._buffer)
+                and self._end - self._start < min(self._remaining, COALESCE))
+
+    @property
     def in_upload(self) -> bool:
         """Between READY and the upload's last byte: the peer owes data."""
         return self.state in (ENTRY, CHUNK_HEADER, RAW_DATA, DIGEST, LAST)
@@ -197,6 +210,8 @@ class Receiver:
         state = self.state
         if state == RAW_DATA:
             return self._data()
+        if self._queued:  # a whole small file's Data and FileEnd (_take_whole)
+            return self._queued.pop()
         if state in (DECIDING, REPLYING):
             raise RuntimeError(f"the daemon must answer first (state: {state})")
         if state == DONE:
@@ -248,6 +263,8 @@ class Receiver:
     def _make_room(self) -> None:
         """Start again at the front once everything is read; move a partial line there when the
         buffer is full. Views handed out earlier are dead by now (next_event was called)."""
+        if self._queued:  # a queued Data event's view must stay as it is
+            return
         if self._start == self._end:
             self._start = self._end = 0
         elif self._end == len(self._buffer) and self._start > 0:
@@ -287,7 +304,37 @@ class Receiver:
             names.check_link_target(entry.target)
             return Link(parts, entry.target)
         self.state = CHUNK_HEADER
-        return self._start_file(FileStart(parts, entry.mode, entry.mtime, entry.size))
+        start = self._start_file(FileStart(parts, entry.mode, entry.mtime, entry.size))
+        if entry.size is not None and entry.size <= WHOLE_MAX:
+            self._take_whole(entry.size)
+        return start
+
+    def _take_whole(self, size: int) -> None:
+        """A small file whose every byte is in already, framed as a sender frames a whole file
+        (one chunk, the zero chunk, the SHA-256; CRLF endings): verified now, its Data and
+        FileEnd events queued, four lines' parsing skipped. Any other framing, or bytes still to
+        come, take the general path, which judges them."""
+        buffer, begin = self._buffer, self._start
+        header = b"%d\r\n" % size if size else b""
+        data_end = begin + len(header) + size
+        end = data_end + len(_ZERO_CHUNK) + SHA256_HEX_LEN + 2
+        if end > self._end or not buffer.startswith(header, begin) \
+                or not buffer.startswith(_ZERO_CHUNK, data_end) or not buffer.startswith(wire.EOL, end - 2):
+            return
+        expected = buffer[data_end + len(_ZERO_CHUNK):end - 2]
+        if expected.strip(_HEX_DIGITS):
+            return
+        data = self._view[begin + len(header):data_end]
+        self._hash.update(data)
+        actual = self._hash.hexdigest()
+        if actual != expected.decode("ascii"):
+            raise Rejected(wire.E_CHECKSUM, f"expected {expected.decode('ascii')}, got {actual}")
+        self._start, self._scanned = end, 0
+        self._received = size
+        self._file = None
+        self.state = ENTRY
+        end_event = FileEnd(size, actual)
+        self._queued = [end_event, Data(data)] if size else [end_event]  # popped from the end
 
     def _start_file(self, start: FileStart) -> FileStart:
         self._file = start
@@ -305,7 +352,7 @@ class Receiver:
             raise Rejected(wire.E_BAD_SIZE, f"{'/'.join(self._file.parts)}: more data than the declared size")
         self._remaining = length
         self.state = RAW_DATA
-        return self.next_event()
+        return self._data()
 
     def _data(self) -> ReceivedEvent:
         available = self._end - self._start
@@ -379,6 +426,7 @@ class Receiver:
     def reject(self, code: int, text: str) -> bytes:
         """The ERROR line; v1 peers close after any error, so nothing more is read."""
         self.state = DONE
+        self._queued = []
         return wire.error(code, text)
 
     @property

@@ -146,6 +146,24 @@ class Sender:
             self._start_file(entry.size)
         return framing.encode_entry(entry)
 
+    def whole_file(self, entry: framing.FileEntry, data: Union[bytes, memoryview]) -> bytes:
+        """A PUT file all at once: what entry(), data() and end_file() would give for it, in one
+        piece (its entry line, one chunk, the zero chunk and the SHA-256 line). A tree of small
+        files sends one of these per file. Raises SizeChanged unless ``data`` has the declared
+        size."""
+        self._streaming()
+        if self._v1 or self._hash is not None:
+            raise RuntimeError("whole_file() is one file of a PUT, between files")
+        if entry.size is not None and len(data) != entry.size:
+            raise SizeChanged(f"{len(data)} bytes of {entry.size}")
+        import hashlib
+
+        line = framing.encode_entry(entry)
+        digest = hashlib.sha256(data).hexdigest().encode("ascii")
+        if not data:
+            return b"".join((line, b"0\r\n", digest, b"\r\n"))
+        return b"".join((line, framing.encode_chunk_header(len(data)), data, b"0\r\n", digest, b"\r\n"))
+
     def _start_file(self, size: Optional[int]) -> None:
         import hashlib  # here: ping, notify and the other requests never need it
 

@@ -286,11 +286,18 @@ def _parse_size(token: str) -> int:
     return int(token)
 
 
-def json_object(text: str) -> Dict[str, Any]:
-    import json  # here, not at the top: v1 requests and the client's PING never need it
+_loads: "Optional[Any]" = None  # json.loads, imported on first use: v1 requests and the
+# client's PING never need it
 
+
+def json_object(text: str) -> Dict[str, Any]:
+    global _loads
+    if _loads is None:
+        import json
+
+        _loads = json.loads
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
         raise Rejected(E_BAD_REQUEST, "malformed JSON header") from None
     if not isinstance(value, dict):

@@ -235,6 +235,41 @@ def _part_files(root: Path) -> List[Path]:
     return [p for p in root.rglob(".rtun-*.part")]
 
 
+def test_a_daemon_killed_in_a_small_file_of_a_tree_leaves_nothing_to_sweep(forward, daemon, save_dir):
+    """A tree's small files reach the disk only once verified: SIGKILL in the middle of one
+    leaves neither a final name nor a temporary one, and the one before it whole."""
+    assert daemon.process is not None
+    first = os.urandom(1000)
+    with RawClient(forward.remote) as client:
+        assert client.command("PUT " + json.dumps({"dest": "", "bytes": 2000, "files": 2})) == b"READY\r\n"
+        client.send(entry(type="dir", path="tree", mode=0o755, mtime=1)
+                    + entry(type="file", path="tree/first.txt", mode=0o644, mtime=1, size=1000)
+                    + file_data(first)
+                    + entry(type="file", path="tree/second.txt", mode=0o644, mtime=1, size=1000)
+                    + b"1000\r\n" + b"x" * 500)
+        wait_until(lambda: (save_dir / "tree" / "first.txt").exists(), what="the first file to be placed")
+        daemon.process.kill()
+        daemon.process.wait(timeout=10)
+    assert everything_under(save_dir) == ["tree", "tree/first.txt"]
+    assert (save_dir / "tree" / "first.txt").read_bytes() == first
+
+
+def test_the_small_files_verified_before_a_transfer_breaks_are_all_kept(forward, daemon, save_dir):
+    """Written in batches, but as if one by one: every file whose SHA-256 matched before the
+    client vanished is there, under its name, and nothing else."""
+    files = {f"tree/f{i:03d}.txt": os.urandom(100 + i) for i in range(150)}
+    stream = b"".join(entry(type="file", path=path, mode=0o644, mtime=1, size=len(data)) + file_data(data)
+                      for path, data in files.items())
+    client = RawClient(forward.remote)
+    assert client.command("PUT " + json.dumps({"dest": "", "bytes": 10 ** 6, "files": 151})) == b"READY\r\n"
+    client.send(stream + entry(type="file", path="tree/last.txt", mode=0o644, mtime=1, size=100) + b"100\r\nab")
+    client.close()  # as a killed client would: the transfer fails in its last file
+    expected = ["tree"] + sorted(files)
+    wait_until(lambda: everything_under(save_dir) == expected, what="every verified file, and only those")
+    assert all((save_dir / path).read_bytes() == data for path, data in files.items())
+    assert answers_ping(forward.remote)
+
+
 def test_client_killed_mid_stream_leaves_no_file_and_no_litter(forward, daemon, save_dir):
     client = _start_slow_upload(forward, 8 * 1024 * 1024)
     wait_until(lambda: _part_files(save_dir), what="the upload to start")

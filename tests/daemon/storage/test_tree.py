@@ -131,3 +131,57 @@ def test_a_directory_made_is_reported_and_one_that_existed_is_not(root: Path) ->
     t.directory(("new", "deeper"))
     assert t.made == ("new", "deeper")
     t.close()
+
+
+# ---- unnamed files (Linux's O_TMPFILE): a tree's small files ------------------------------------
+
+unnamed_only = pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no unnamed files on this system")
+
+
+@unnamed_only
+def test_an_unnamed_file_has_no_name_until_it_is_placed(root: Path) -> None:
+    t = tree.Tree(str(root), 0o022)
+    part = t.new_file(("sub", "f.txt"), 0o640, unnamed=True)
+    assert isinstance(part, tree.UnnamedFile)
+    part.write(memoryview(b"complete"))
+    part.finish(1_600_000_000.0)
+    assert list((root / "sub").iterdir()) == []  # nothing a reader or the sweep could see
+    assert part.place("f.txt", False) == "f.txt"
+    t.close()
+    placed = root / "sub" / "f.txt"
+    assert placed.read_bytes() == b"complete"
+    assert stat.S_IMODE(placed.stat().st_mode) == 0o640 and placed.stat().st_mtime == 1_600_000_000.0
+    assert list((root / "sub").iterdir()) == [placed]
+
+
+@unnamed_only
+def test_a_discarded_unnamed_file_leaves_nothing(root: Path) -> None:
+    t = tree.Tree(str(root), 0o022)
+    part = t.new_file(("f",), 0o644, unnamed=True)
+    part.write(memoryview(b"half"))
+    part.discard()
+    t.close()
+    assert list(root.iterdir()) == []
+
+
+@unnamed_only
+def test_an_unnamed_file_takes_a_free_name_and_replaces_only_a_file(root: Path) -> None:
+    (root / "r.txt").write_text("old")
+    (root / "d").mkdir()
+    t = tree.Tree(str(root), 0o022)
+
+    def unnamed(name: str, data: bytes, overwrite: bool) -> str:
+        part = t.new_file((name,), 0o644, unnamed=True)
+        part.write(memoryview(data))
+        part.finish(1.0)
+        return part.place(name, overwrite)
+
+    assert unnamed("r.txt", b"new", False) == "r (1).txt"
+    assert (root / "r.txt").read_text() == "old"
+    assert unnamed("r.txt", b"newer", True) == "r.txt"
+    assert (root / "r.txt").read_text() == "newer"
+    assert unnamed("d", b"x", True) == "d (1)"  # a directory is never replaced
+    names = {unnamed("same", b"", False) for _ in range(40)}
+    t.close()
+    assert len(names) == 40 and "same (15)" in names
+    assert all(not p.name.startswith(".rtun-") for p in root.iterdir())  # no part file left

@@ -13,8 +13,10 @@ import time
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
+from rtun.daemon.storage.direct import DIRECT_MIN
+from rtun.daemon.storage.small import SMALL_MAX, Placed, SmallFiles
 from rtun.daemon.storage.space import Claim, Space
-from rtun.daemon.storage.tree import PartFile, Tree, refusal_for
+from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile, refusal_for
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.receiver import Directory, FileStart, Link
@@ -24,6 +26,7 @@ DEFAULT_MODE = 0o644  # v1 uploads carry no mode
 OBJECT_COST = 64  # bytes a small Python object costs beyond its text: budgets count memory
 MAX_MADE = 8  # tracked PUTs whose directories wait for their "mtimes" PUT (each within 4 MiB)
 MADE_SECONDS = 3600.0
+UNNAMED_MAX = 1024 * 1024  # a tree's files up to this size have no name until complete
 
 
 class Transfer:
@@ -49,8 +52,11 @@ class Transfer:
         # directory changes its mtime). Directories that existed before are left as they were.
         self._directories: Dict[Tuple[str, ...], Tuple[int, float]] = {}
         self._file: Optional[FileStart] = None
-        self._part: Optional[PartFile] = None
-        self._head = b""
+        self._part: Optional[Union[PartFile, UnnamedFile]] = None
+        self._head: Optional[bytes] = None  # the first bytes of a file that may be a launcher
+        self._mode = DEFAULT_MODE
+        self._data: Optional[bytearray] = None  # a small file's data, until it is verified
+        self._small = SmallFiles(tree, overwrite)
         # PUT "mtimes": the directories an earlier PUT of this transfer made get their mtime back.
         self.restore: "Set[Tuple[str, ...]]" = set()
 
@@ -67,6 +73,7 @@ class Transfer:
             self.unlisted_saved += 1
 
     def directory(self, event: Directory) -> None:
+        self._placed(self._small.flush())  # before the tree may close a descriptor they use
         self.tree.directory(event.parts)
         if self.tree.made != event.parts:  # it existed before: its mode and mtime stay,
             if event.parts in self.restore:  # ... unless this transfer's first PUT made it
@@ -92,6 +99,7 @@ class Transfer:
             raise refusal_for(exc, "/".join(parts)) from None
 
     def link(self, event: Link) -> None:
+        self._placed(self._small.flush())
         if not names.link_stays_inside(event.parts, event.target, len(self.base) + 1):
             if not self._list(self.skipped, f"{'/'.join(event.parts)}: symbolic link points outside the transfer"):
                 self.unlisted_skipped += 1
@@ -100,35 +108,63 @@ class Transfer:
 
     def start_file(self, event: FileStart) -> None:
         mode = self.default_mode if event.mode is None else event.mode
-        if extension(event.parts[-1]) in LAUNCHER_TYPES:
+        if mode & 0o111 and extension(event.parts[-1]) in LAUNCHER_TYPES:
             mode &= ~0o111  # a double click would run it
         self._file = event
-        self._part = self.tree.new_file(event.parts, mode)
-        self._head = b""
+        self._mode = mode
+        if event.mode is not None and event.size is not None and event.size <= SMALL_MAX:
+            self._data = bytearray()  # a tree's small file: held until verified (storage/small.py)
+            return
+        self._placed(self._small.flush())  # files in order; descriptors the helpers use stay open
+        # Files of a tree up to UNNAMED_MAX are received unnamed where the system allows, large
+        # ones past the page cache. v1 uploads (one file per connection: a FileStart without a
+        # mode) keep a temporary name on disk.
+        unnamed = event.mode is not None and event.size is not None and event.size <= UNNAMED_MAX
+        direct = event.size is not None and event.size >= DIRECT_MIN
+        self._part = self.tree.new_file(event.parts, mode, unnamed, direct)
+        # Only a file that would arrive executable needs its first bytes looked at.
+        self._head = b"" if self._part.mode & 0o111 else None
 
     def write(self, data: memoryview) -> None:
-        part = self._part
-        assert part is not None
         # Claimed before it is written: declared totals may be lies, several transfers share
         # the disk, and the reserve must hold whatever they send.
         self.claim.written(len(data))
+        if self._data is not None:
+            self._data += data
+            return
+        part = self._part
+        assert part is not None
         part.write(data)
-        if len(self._head) < HEAD_LEN:
-            self._head += bytes(data[:HEAD_LEN - len(self._head)])
+        head = self._head
+        if head is not None and len(head) < HEAD_LEN:
+            self._head = head + bytes(data[:HEAD_LEN - len(head)])
 
-    def end_file(self) -> str:
-        """The file is complete and verified: give it its final name, which is returned."""
-        part, event = self._part, self._file
-        assert part is not None and event is not None
-        # Executable content a desktop takes for a launcher loses its execute bits.
-        part.finish(event.mtime, drop_execute=is_launcher(self._head))
+    def end_file(self) -> Optional[str]:
+        """The file is complete and verified: give it its final name, which is returned (None
+        for a small file of a tree: it is placed a little later, in order)."""
+        event = self._file
+        assert event is not None
+        self._file = None
+        if self._data is not None:
+            data, self._data = self._data, None
+            # Executable content a desktop takes for a launcher loses its execute bits.
+            drop = bool(self._mode & 0o111 & ~self.tree.umask) and is_launcher(bytes(data[:HEAD_LEN]))
+            self._placed(self._small.add(event.parts, self._mode, event.mtime, data, drop))
+            return None
+        part = self._part
+        assert part is not None
+        part.finish(event.mtime, drop_execute=self._head is not None and is_launcher(self._head))
         final = part.place(event.parts[-1], self.overwrite)
-        self._part = self._file = None
-        path = self.tree.path(event.parts[:-1] + (final,))
-        self._saved(path)
-        self.files += 1
-        self.bytes += part.size
-        return path
+        self._part = None
+        parts = event.parts[:-1] + (final,)
+        self._placed([(parts, part.size)])
+        return self.tree.path(parts)
+
+    def _placed(self, placed: Placed) -> None:
+        for parts, size in placed:
+            self._saved(self.tree.path(parts))
+            self.files += 1
+            self.bytes += size
 
     @property
     def made_directories(self) -> "List[Tuple[str, ...]]":
@@ -136,11 +172,14 @@ class Transfer:
 
     def finish(self) -> None:
         """After the last entry: the metadata of the directories made, deepest first."""
+        self._placed(self._small.flush())
         for parts, (mode, mtime) in sorted(self._directories.items(), key=lambda d: len(d[0]), reverse=True):
             self._set_metadata(parts, mode, mtime)
 
     def abort(self) -> None:
         """The upload failed: the file being received goes, no final name is touched."""
+        self._small.abandon()
+        self._data = None
         if self._part is not None:
             self._part.discard()
             self._part = None

@@ -45,7 +45,9 @@ class RangedFile:
         mode = request.mode if request.mode else DEFAULT_MODE
         if extension(self.parts[-1]) in LAUNCHER_TYPES:
             mode &= ~0o111
-        self.part: Optional[PartFile] = tree.new_file(self.parts, mode)
+        part = tree.new_file(self.parts, mode)  # named, buffered: kept between connections
+        assert isinstance(part, PartFile)
+        self.part: Optional[PartFile] = part
         self.verified: Dict[int, Tuple[int, bytes]] = {}  # offset -> (length, SHA-256)
         self.users = 0  # connections attached now
         self.in_flight: Dict[int, int] = {}  # offset -> size of ranges being received now

@@ -58,8 +58,10 @@ class ViewFile(Transfer):
         super().start_file(FileStart((self.name,), None, None, event.size))
 
     def end_file(self) -> str:
-        self.path = super().end_file()
-        return self.path
+        path = super().end_file()
+        assert path is not None  # a VIEW's file has no mode: it is never held back
+        self.path = path
+        return path
 
     def remove(self) -> None:
         self.close()

@@ -1,5 +1,6 @@
-"""Writing below one directory: descriptors opened with O_NOFOLLOW, temporary files that get
-their final name only when complete, and never replacing what is there unless asked.
+"""Writing below one directory: descriptors opened with O_NOFOLLOW, files that get their final
+name only when complete (until then a temporary name, or on Linux none at all), and never
+replacing what is there unless asked.
 
 Every path is opened relative to a directory descriptor, so nothing is written outside the root,
 even through a symbolic link that is already on disk. Storage failures become the protocol's one
@@ -11,8 +12,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple, Union
 
+from rtun.daemon.storage.direct import DirectWrites
 from rtun.daemon.storage.leftovers import hold
 from rtun.protocol import wire
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
@@ -20,6 +22,11 @@ from rtun.protocol.wire import Rejected
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# Linux: a file with no name at all until it is linked in, which a killed daemon cannot leave
+# behind. It saves a small file the temporary name's two directory updates and its lock.
+UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+# What open(O_TMPFILE) says where the file system (or an old kernel) has no unnamed files.
+NO_UNNAMED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL)
 
 
 def current_umask() -> int:
@@ -47,9 +54,24 @@ def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
         return None
 
 
+_pid_prefix = ""
+
+
+def _forget_pid() -> None:
+    global _pid_prefix
+    _pid_prefix = ""
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pid)  # a daemon that detaches forks after import
+
+
 def part_name() -> str:
     """A temporary name no peer may use (names.is_part_name); the PID says who wrote it."""
-    return f"{PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{PART_SUFFIX}"
+    global _pid_prefix
+    if not _pid_prefix:  # one getpid() per process, not one per file
+        _pid_prefix = f"{PART_PREFIX}{os.getpid()}-"
+    return f"{_pid_prefix}{os.urandom(6).hex()}{PART_SUFFIX}"
 
 
 def free_name(name: str, attempt: int) -> str:
@@ -66,19 +88,28 @@ def free_name(name: str, attempt: int) -> str:
     return f"{stem} ({attempt}).{suffix}"
 
 
-def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) -> str:
-    """Rename ``temporary`` to ``name``, or to the first free ``name (N)`` unless ``overwrite``
-    allows replacing a file there (a directory is never replaced). Returns the name used."""
+def _candidates(name: str) -> Iterator[str]:
+    """``name``, then ``name (1)``, ``name (2)``...: the names a file may be placed under."""
     for attempt in range(10000):
         # Counting up makes a thousand files of one name cost a million link() calls on the
         # daemon's loop: past the first few, numbers are drawn at random.
-        number = attempt if attempt < 16 else 16 + int.from_bytes(os.urandom(4), "big")
-        candidate = free_name(name, number)
-        if overwrite:
-            st = _lstat(candidate, dir_fd)
-            if st is not None and not stat.S_ISDIR(st.st_mode):
-                os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                return candidate
+        yield free_name(name, attempt if attempt < 16 else 16 + int.from_bytes(os.urandom(4), "big"))
+    raise OSError(errno.EEXIST, "no free name")
+
+
+def _replaceable(candidate: str, dir_fd: int) -> bool:
+    """With --overwrite: a file (never a directory) is there to be replaced."""
+    st = _lstat(candidate, dir_fd)
+    return st is not None and not stat.S_ISDIR(st.st_mode)
+
+
+def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) -> str:
+    """Rename ``temporary`` to ``name``, or to the first free ``name (N)`` unless ``overwrite``
+    allows replacing a file there (a directory is never replaced). Returns the name used."""
+    for candidate in _candidates(name):
+        if overwrite and _replaceable(candidate, dir_fd):
+            os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return candidate
         try:
             # link() fails if the name exists, even if it appeared a moment ago: unlike
             # rename(), it never replaces anything.
@@ -95,7 +126,36 @@ def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) ->
             return candidate
         os.unlink(temporary, dir_fd=dir_fd)
         return candidate
-    raise OSError(errno.EEXIST, "no free name")
+    raise AssertionError("unreachable: _candidates raises when it runs out")
+
+
+def place_unnamed(dir_fd: int, fd: int, name: str, overwrite: bool) -> str:
+    """Link the unnamed file open as ``fd`` into ``dir_fd`` as place_no_replace places a
+    temporary one: ``name`` or the first free ``name (N)``, replacing only a file and only with
+    ``overwrite``. Returns the name used."""
+    source = f"/proc/self/fd/{fd}"  # linkat(AT_SYMLINK_FOLLOW) of this names the open file
+    if not overwrite:
+        try:
+            os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)  # the usual case: free
+            return name
+        except FileExistsError:
+            pass
+    for candidate in _candidates(name):
+        if overwrite and _replaceable(candidate, dir_fd):
+            temporary = part_name()  # rename() replaces; it needs a name to move
+            os.link(source, temporary, dst_dir_fd=dir_fd, follow_symlinks=True)
+            try:
+                os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                os.unlink(temporary, dir_fd=dir_fd)
+                raise
+            return candidate
+        try:
+            os.link(source, candidate, dst_dir_fd=dir_fd, follow_symlinks=True)  # never replaces
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable: _candidates raises when it runs out")
 
 
 class Tree:
@@ -116,6 +176,8 @@ class Tree:
         # The directory the last call to ``directory`` made, if it made the one asked for (a set
         # of every one made would grow with what a peer sends).
         self.made: Optional[Tuple[str, ...]] = None
+        # Whether small files may be received unnamed here: until the file system says no.
+        self.unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -156,10 +218,23 @@ class Tree:
         return fd
 
     def path(self, parts: Tuple[str, ...]) -> str:
-        return os.path.join(self.root, *parts)
+        """``root/parts...`` (os.path.join's result, cheaper: it is made for every file saved)."""
+        if not parts:
+            return self.root
+        return f"{self.root}{'' if self.root.endswith('/') else '/'}{'/'.join(parts)}"
 
-    def new_file(self, parts: Tuple[str, ...], mode: int) -> "PartFile":
-        return PartFile(self.directory(parts[:-1]), "/".join(parts), mode, self.umask)
+    def new_file(self, parts: Tuple[str, ...], mode: int, unnamed: bool = False,
+                 direct: bool = False) -> "Union[PartFile, UnnamedFile]":
+        """A file to receive: under a temporary name, or with no name at all until it is placed
+        if ``unnamed`` is asked for and the system allows it (Linux); ``direct`` (for large
+        files) writes it past the page cache where the system allows."""
+        dir_fd = self.directory(parts[:-1])
+        if unnamed and self.unnamed:
+            try:
+                return UnnamedFile(dir_fd, "/".join(parts), mode, self.umask)
+            except NoUnnamed:
+                self.unnamed = False
+        return PartFile(dir_fd, "/".join(parts), mode, self.umask, direct)
 
     def link(self, parts: Tuple[str, ...], target: str, overwrite: bool) -> str:
         """A symbolic link, placed like a file; returns its final path."""
@@ -186,8 +261,9 @@ class Tree:
             raise refusal_for(exc, "/".join(parts)) from None
 
 
-class PartFile:
-    """A file being received: a temporary name in its final directory until ``place``."""
+class _Received:
+    """What a file being received does until it is placed: written, given its mtime, placed
+    under its final name (or a free one) and closed, or discarded."""
 
     def __init__(self, dir_fd: int, what: str, mode: int, umask: int) -> None:
         self.dir_fd = dir_fd
@@ -195,26 +271,17 @@ class PartFile:
         # Created with its final permissions: setuid, setgid and sticky dropped, the umask
         # applied (by open itself).
         self.mode = stat.S_IMODE(mode) & 0o777 & ~umask
-        self.name = part_name()
-        try:
-            self.fd: Optional[int] = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
-        except OSError as exc:
-            raise refusal_for(exc, what) from None
-        try:
-            hold(self.fd)  # until closed: the leftover sweep of another daemon leaves it alone
-        except OSError as exc:  # a file system without locks
-            os.close(self.fd)
-            os.unlink(self.name, dir_fd=dir_fd)
-            raise refusal_for(exc, what) from None
+        self.fd: Optional[int] = None
         self.size = 0
 
     def write(self, data: memoryview) -> None:
         assert self.fd is not None
         self.size += len(data)
         try:
-            while data:
-                written = os.write(self.fd, data)
+            written = os.write(self.fd, data)
+            while written < len(data):
                 data = data[written:]
+                written = os.write(self.fd, data)
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
 
@@ -231,22 +298,99 @@ class PartFile:
             raise refusal_for(exc, self.what) from None
 
     def place(self, name: str, overwrite: bool) -> str:
-        """Give the file its final name (or a free one), then close it; returns the name used.
-        The lock is held until the temporary name is gone."""
+        """Give the file its final name (or a free one), then close it; returns the name used."""
         assert self.fd is not None
         try:
-            return place_no_replace(self.dir_fd, self.name, name, overwrite)
+            return self._place(name, overwrite)
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
         finally:
             os.close(self.fd)
             self.fd = None
 
+    def _place(self, name: str, overwrite: bool) -> str:
+        raise NotImplementedError
+
     def discard(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class PartFile(_Received):
+    """A file being received under a temporary name in its final directory, until ``place``;
+    with ``direct``, written past the page cache where the system allows (storage/direct.py)."""
+
+    def __init__(self, dir_fd: int, what: str, mode: int, umask: int, direct: bool = False) -> None:
+        super().__init__(dir_fd, what, mode, umask)
+        self.name = part_name()
+        try:
+            self.fd = os.open(self.name, _NEW_FILE_FLAGS, self.mode, dir_fd=dir_fd)
+        except OSError as exc:
+            raise refusal_for(exc, what) from None
+        try:
+            hold(self.fd)  # until closed: the leftover sweep of another daemon leaves it alone
+        except OSError as exc:  # a file system without locks
+            os.close(self.fd)
+            os.unlink(self.name, dir_fd=dir_fd)
+            raise refusal_for(exc, what) from None
+        self._direct = DirectWrites.open(self.fd) if direct else None
+
+    def write(self, data: memoryview) -> None:
+        if self._direct is None:
+            return super().write(data)
+        self.size += len(data)
+        try:
+            self._direct.write(data)
+        except OSError as exc:
+            raise refusal_for(exc, self.what) from None
+
+    def _written(self) -> None:
+        """Whatever direct writes still hold is on its way to the disk."""
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            try:
+                direct.close()
+            except OSError as exc:
+                raise refusal_for(exc, self.what) from None
+
+    def finish(self, mtime: Optional[float], drop_execute: bool = False) -> None:
+        self._written()  # before the mtime: a later write would move it
+        super().finish(mtime, drop_execute)
+
+    def _place(self, name: str, overwrite: bool) -> str:
+        self._written()
+        # The lock is held until the temporary name is gone.
+        return place_no_replace(self.dir_fd, self.name, name, overwrite)
+
+    def discard(self) -> None:
+        if self._direct is not None:
+            self._direct.abandon()  # no helper may still write when the descriptor closes
+            self._direct = None
+        super().discard()
         try:
             os.unlink(self.name, dir_fd=self.dir_fd)
         except FileNotFoundError:
             pass
+
+
+class NoUnnamed(Exception):
+    """This file system (or kernel) cannot make unnamed files."""
+
+
+class UnnamedFile(_Received):
+    """A file being received with no name at all (O_TMPFILE) until ``place`` links it in: a
+    killed daemon leaves nothing behind, so there is nothing to lock against the sweep."""
+
+    def __init__(self, dir_fd: int, what: str, mode: int, umask: int) -> None:
+        super().__init__(dir_fd, what, mode, umask)
+        try:
+            self.fd = os.open(".", UNNAMED_FLAGS, self.mode, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in NO_UNNAMED:
+                raise NoUnnamed() from None
+            raise refusal_for(exc, what) from None
+
+    def _place(self, name: str, overwrite: bool) -> str:
+        assert self.fd is not None
+        return place_unnamed(self.dir_fd, self.fd, name, overwrite)

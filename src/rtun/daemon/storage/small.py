@@ -1,0 +1,212 @@
+"""The small files of a tree, written by helper threads once each is complete and verified.
+
+In a tree of small files, making each file (an inode and a directory entry) is most of what
+the daemon spends: 40 to 300 us a file on the benchmark machine's ext4, against some 30 us of
+parsing. The kernel makes files for several threads at once, so the event loop goes on reading
+the stream while helpers write what it has verified: a file at once while a helper is free,
+in batches while they are busy; where files are made fast, helpers cost more than they save, and
+the loop makes them itself. A file's data waits in memory (it is small, and the batches in
+flight are bounded) until its SHA-256 has matched: until then nothing of it is on disk, and
+after that it is placed exactly as before, with link(), never replacing anything unless
+--overwrite. A transfer that fails still gets the files it had verified.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Deque, List, Optional, Tuple
+
+from rtun.daemon.storage.tree import (
+    NO_UNNAMED, UNNAMED_FLAGS, NoUnnamed, PartFile, Tree, place_unnamed, refusal_for,
+)
+from rtun.protocol.wire import Rejected
+
+SMALL_MAX = 64 * 1024  # files up to this size are held until verified, then written by a helper
+BATCH_FILES = 32  # one helper's job: this many files ...
+BATCH_BYTES = 256 * 1024  # ... or this many bytes of them
+IN_FLIGHT = 2  # batches per transfer being written at once (one with --overwrite: in order)
+SLOW_FILE = 50e-6  # seconds: files that take longer to make go to the helpers ...
+FAST_FILE = 35e-6  # ... until they take less than this again
+PROBE_EVERY = 256  # files handed to helpers between two made (and timed) on the loop
+
+# (name, mode, mtime, data, drop_execute): one verified file
+Job = Tuple[str, int, Optional[float], bytearray, bool]
+# What helpers placed, in order: (the file's parts with the name it got, its size)
+Placed = List[Tuple[Tuple[str, ...], int]]
+
+_pool: Optional[ThreadPoolExecutor] = None
+
+
+def _helpers() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtun-small")
+    return _pool
+
+
+def _write_batch(dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int,
+                 unnamed: bool, overwrite: bool) -> Tuple[List[str], Optional[Rejected]]:
+    """In a helper thread: each file created, written, given its mtime and placed; the names
+    they got, up to the first refusal (returned, with it). Unnamed files (Linux) take the short
+    way: no objects, five system calls a file."""
+    names: List[str] = []
+    for name, mode, mtime, data, drop_execute in jobs:
+        try:
+            if unnamed:
+                try:
+                    names.append(_write_unnamed(dir_fd, parent, name, mode, umask, mtime, data,
+                                                drop_execute, overwrite))
+                    continue
+                except NoUnnamed:
+                    unnamed = False
+            part = PartFile(dir_fd, "/".join(parent + (name,)), mode, umask)
+            try:
+                part.write(memoryview(data))
+                part.finish(mtime, drop_execute)
+                names.append(part.place(name, overwrite))
+            except BaseException:
+                part.discard()
+                raise
+        except Rejected as exc:
+            return names, exc
+    return names, None
+
+
+def _write_unnamed(dir_fd: int, parent: Tuple[str, ...], name: str, mode: int, umask: int,
+                   mtime: Optional[float], data: bytearray, drop_execute: bool, overwrite: bool) -> str:
+    """UnnamedFile's work for one small file, inline."""
+    mode = stat.S_IMODE(mode) & 0o777 & ~umask
+    if drop_execute:
+        mode &= ~0o111
+    try:
+        fd = os.open(".", UNNAMED_FLAGS, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in NO_UNNAMED:
+            raise NoUnnamed() from None
+        raise refusal_for(exc, "/".join(parent + (name,))) from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if mtime is not None:
+            os.utime(fd, (mtime, mtime))
+        if not overwrite:
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+                return name
+            except FileExistsError:
+                pass
+        return place_unnamed(dir_fd, fd, name, overwrite)
+    except OSError as exc:
+        raise refusal_for(exc, "/".join(parent + (name,))) from None
+    finally:
+        os.close(fd)
+
+
+class SmallFiles:
+    """The small files of one transfer on their way to disk. Every call that may return files
+    placed by then (in the order they were added) also raises the first helper's refusal; until
+    ``flush`` returns, the tree's descriptors of their directory must stay open."""
+
+    def __init__(self, tree: Tree, overwrite: bool) -> None:
+        self.tree = tree
+        self.overwrite = overwrite
+        self._in_flight = 1 if overwrite else IN_FLIGHT  # replacing: strictly in order
+        self._parent: Optional[Tuple[str, ...]] = None  # the directory of the files queued
+        self._batch: List[Job] = []
+        self._batch_bytes = 0
+        self._pending: Deque[Tuple[Tuple[str, ...], List[Job], "Future[Tuple[List[str], Optional[Rejected]]]"]] = deque()
+        # Helpers pay where making a file is slow (a disk, a busy file system); where it is fast
+        # (tmpfs, a quiet disk) the hand-over and the lock they share with the loop cost more
+        # than they save. So files are made on the loop, timed, until they turn slow; then by
+        # helpers, with one timed on the loop now and then to see whether they still are.
+        self._helping = False
+        self._cost = 0.0  # seconds a file took on the loop, smoothed
+        self._by_helpers = 0  # files handed to helpers since the last one timed
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._batch or self._pending)
+
+    def add(self, parts: Tuple[str, ...], mode: int, mtime: Optional[float], data: bytearray,
+            drop_execute: bool) -> Placed:
+        """Queue a verified file (its directory made already)."""
+        placed: Placed = []
+        if parts[:-1] != self._parent:
+            placed += self.flush()  # another directory: the tree may close this one's descriptor
+            self._parent = parts[:-1]
+        job = (parts[-1], mode, mtime, data, drop_execute)
+        if not self._helping or self._by_helpers >= PROBE_EVERY:
+            placed += self.flush()  # in order: the files handed out before this one first
+            started = time.perf_counter()
+            placed += self._write_here(job)
+            cost = time.perf_counter() - started
+            self._cost = cost if not self._cost else 0.8 * self._cost + 0.2 * cost
+            self._helping = self._cost > (FAST_FILE if self._helping else SLOW_FILE)
+            self._by_helpers = 0
+            return placed
+        self._by_helpers += 1
+        self._batch.append(job)
+        self._batch_bytes += len(data)
+        while self._pending and self._pending[0][2].done():
+            placed += self._collect()
+        # A helper free: the file goes now (a slow stream's files land at once); all busy: the
+        # batch grows until it is worth a job.
+        if len(self._pending) < self._in_flight or len(self._batch) >= BATCH_FILES \
+                or self._batch_bytes >= BATCH_BYTES:
+            placed += self._submit()
+        return placed
+
+    def _submit(self) -> Placed:
+        assert self._parent is not None
+        dir_fd = self.tree.directory(self._parent)
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        future = _helpers().submit(_write_batch, dir_fd, self._parent, batch, self.tree.umask,
+                                   self.tree.unnamed, self.overwrite)
+        self._pending.append((self._parent, batch, future))
+        placed: Placed = []
+        while len(self._pending) > self._in_flight or (self._pending and self._pending[0][2].done()):
+            placed += self._collect()
+        return placed
+
+    def _write_here(self, job: Job) -> Placed:
+        assert self._parent is not None
+        names, refusal = _write_batch(self.tree.directory(self._parent), self._parent, [job],
+                                      self.tree.umask, self.tree.unnamed, self.overwrite)
+        if refusal is not None:
+            raise refusal
+        return [(self._parent + (names[0],), len(job[3]))]
+
+    def _collect(self) -> Placed:
+        """The oldest batch's outcome (waited for)."""
+        parent, batch, future = self._pending.popleft()
+        names, refusal = future.result()
+        if refusal is not None:
+            raise refusal
+        return [(parent + (name,), len(job[3])) for name, job in zip(names, batch)]
+
+    def flush(self) -> Placed:
+        """Everything queued written and placed."""
+        placed: Placed = []
+        if self._batch:
+            placed += self._submit()
+        while self._pending:
+            placed += self._collect()
+        return placed
+
+    def abandon(self) -> None:
+        """After a failure of the transfer: the files verified so far are written all the same
+        (as they would have been one by one), errors now ignored; when this returns no helper
+        uses the tree's descriptors any more."""
+        try:
+            self.flush()
+        except Rejected:
+            pass
+        finally:
+            self._batch, self._batch_bytes = [], 0
+            while self._pending:
+                self._pending.popleft()[2].exception()

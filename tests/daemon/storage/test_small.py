@@ -1,0 +1,84 @@
+"""A tree's small files, made on the event loop or by helper threads: all of them, in order, with
+their content, mode and mtime; a free name when one is taken; a refusal surfaces; nothing is left
+half made. Real files in the test's directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from rtun.daemon.storage import small, tree
+from rtun.protocol import wire
+from rtun.protocol.wire import Rejected
+
+
+def _files(n: int) -> List[bytes]:
+    return [os.urandom(i % 700) for i in range(n)]
+
+
+@pytest.mark.parametrize("helpers", [False, True], ids=["on the loop", "by helpers"])
+def test_every_file_is_placed_in_order_with_its_content(tmp_path: Path, monkeypatch, helpers: bool) -> None:
+    # Making a file "takes longer" than 0 s (always helpers) or than an hour (never).
+    monkeypatch.setattr(small, "SLOW_FILE", 0.0 if helpers else 3600.0)
+    monkeypatch.setattr(small, "FAST_FILE", 0.0 if helpers else 3600.0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f0003").write_bytes(b"there before")
+    t = tree.Tree(str(tmp_path), 0o022)
+    files = SmallFilesRun(t)
+    contents = _files(600)  # more than PROBE_EVERY, in two directories
+    for i, data in enumerate(contents):
+        files.add(("a" if i < 400 else "b", f"f{i:04d}"), 0o640, 1_600_000_000.0 + i, data)
+    files.done()
+    t.close()
+    names = [p[-1] for p, _ in files.placed]
+    assert names[:3] == ["f0000", "f0001", "f0002"] and names[3] == "f0003 (1)"  # a free name
+    assert [p[0] for p, _ in files.placed] == ["a"] * 400 + ["b"] * 200  # in the order added
+    for i, ((parts, size), data) in enumerate(zip(files.placed, contents)):
+        path = tmp_path.joinpath(*parts)
+        assert path.read_bytes() == data and size == len(data)
+        st = path.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime == 1_600_000_000.0 + i
+    assert (tmp_path / "a" / "f0003").read_bytes() == b"there before"
+    assert not [p for p in tmp_path.rglob(".rtun-*")]  # no temporary name left anywhere
+
+
+class SmallFilesRun:
+    def __init__(self, t: tree.Tree) -> None:
+        self.small = small.SmallFiles(t, overwrite=False)
+        self.placed: small.Placed = []
+
+    def add(self, parts: tuple, mode: int, mtime: float, data: bytes) -> None:
+        self.placed += self.small.add(parts, mode, mtime, bytearray(data), False)
+
+    def done(self) -> None:
+        self.placed += self.small.flush()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
+@pytest.mark.parametrize("helpers", [False, True], ids=["on the loop", "by helpers"])
+def test_a_full_disk_is_refused_and_what_was_made_stays_whole(tmp_path: Path, monkeypatch, helpers: bool) -> None:
+    import subprocess
+
+    monkeypatch.setattr(small, "SLOW_FILE", 0.0 if helpers else 3600.0)
+    monkeypatch.setattr(small, "FAST_FILE", 0.0 if helpers else 3600.0)
+    root = tmp_path / "disk"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], check=True)
+    try:
+        t = tree.Tree(str(root), 0o022)
+        run = SmallFilesRun(t)
+        with pytest.raises(Rejected) as info:
+            for i in range(400):  # 400 x 60 KiB: far more than 1 MiB
+                run.add((f"f{i:03d}",), 0o644, 1.0, b"x" * 60_000)
+            run.done()
+        assert info.value.code == wire.E_NO_SPACE
+        run.small.abandon()
+        t.close()
+        for path in root.iterdir():  # what was made is whole, under its own name
+            assert not path.name.startswith(".rtun-") and path.read_bytes() == b"x" * 60_000
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
