@@ -104,7 +104,7 @@ def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
         directory, prefix = pending.pop()
         try:
             with os.scandir(directory) as listing:
-                entries = sorted(listing, key=_directories_first)
+                entries = _directories_first(listing)
         except OSError as exc:
             warnings.append(f"skipped {exc.filename or directory}: {exc.strerror}")
             continue
@@ -135,13 +135,22 @@ def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
     return total
 
 
-def _directories_first(entry: "os.DirEntry[str]") -> "Tuple[bool, str]":
+def _directories_first(listing: "Iterator[os.DirEntry[str]]") -> "List[os.DirEntry[str]]":
     """As os.walk lists them: directories (and links to them), then the rest, each by name."""
-    try:
-        is_dir = entry.is_dir()
-    except OSError:
-        is_dir = False
-    return not is_dir, entry.name
+    from operator import attrgetter
+
+    directories: "List[os.DirEntry[str]]" = []
+    others: "List[os.DirEntry[str]]" = []
+    for entry in listing:
+        try:
+            is_dir = entry.is_dir()  # the type the listing gave; a link is followed
+        except OSError:
+            is_dir = False
+        (directories if is_dir else others).append(entry)
+    name = attrgetter("name")
+    directories.sort(key=name)
+    others.sort(key=name)
+    return directories + others
 
 
 class Progress:
