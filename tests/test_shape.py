@@ -182,7 +182,8 @@ def test_the_package_has_no_import_cycles() -> None:
     ("rtun.daemon.storage", ("rtun.daemon.storage", "rtun.protocol")),
     ("rtun.daemon.actions", ("rtun.daemon.actions", "rtun.daemon.storage", "rtun.protocol")),
     ("rtun.client", ("rtun.protocol", "rtun.paths", "rtun.errors")),
-    ("rtun.upload", ("rtun.client", "rtun.parallel", "rtun.protocol", "rtun.errors")),
+    ("rtun.upload", ("rtun.client", "rtun.parallel", "rtun.sources", "rtun.protocol", "rtun.errors")),
+    ("rtun.sources", ("rtun.protocol", "rtun.errors")),
     ("rtun.parallel", ("rtun.client", "rtun.protocol", "rtun.errors", "rtun.paths")),
     ("rtun.edit", ("rtun.client", "rtun.protocol", "rtun.errors")),
 ])
