@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import socketserver
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from rtun import __version__
-from rtun.cli import COMMANDS, load, main, parse
-from rtun.command import Command
+from rtun.cli import COMMANDS, full_parser, load, main, parse
+from rtun.command import Command, printable
+from support.rtun import run_rtun
+from support.v1peer import V1Peer
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -24,9 +30,11 @@ def test_usage_errors_return_2_with_one_line(capsys, argv, expected) -> None:
     assert err.count("\n") == 1 and err.startswith(expected), err
 
 
-def test_help_and_version_return_0(capsys) -> None:
+def test_help_and_version_return_0(capsys, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no daemon to be found
+    monkeypatch.delenv("RTUN_SOCK", raising=False)
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"rtun {__version__}"
+    assert capsys.readouterr().out == f"rtun {__version__}\n"
     assert main(["send", "--help"]) == 0
     assert "--overwrite" in capsys.readouterr().out
 
@@ -61,3 +69,95 @@ def test_a_command_builds_only_its_own_parser() -> None:
 def test_python_dash_m_rtun_runs_the_cli() -> None:
     done = subprocess.run([sys.executable, "-m", "rtun", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == f"rtun {__version__}"
+
+
+# ---- rtun --version ----------------------------------------------------------------------------
+
+
+def test_version_names_the_daemon_that_answers_through_the_forward(forward, remote_home) -> None:
+    result = run_rtun(["--version"], remote_home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [f"rtun {__version__}", f"daemon {__version__}"]
+
+
+def test_version_without_a_daemon_prints_the_client_alone_at_once(remote_home, short_tmp) -> None:
+    stale = short_tmp / "stale.sock"
+    import socket
+
+    left = socket.socket(socket.AF_UNIX)
+    left.bind(str(stale))  # a socket nothing listens on, as sshd leaves behind
+    left.close()
+    began = time.monotonic()
+    result = run_rtun(["--version"], remote_home, RTUN_SOCK=str(stale))
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"rtun {__version__}\n".encode(), b"")
+    assert time.monotonic() - began < 5  # no probe timeout waited out
+
+
+def test_version_of_a_v1_daemon_says_it_speaks_v1(remote_home, short_tmp) -> None:
+    peer = V1Peer(short_tmp / "v1.sock", short_tmp / "saved").start()
+    try:
+        result = run_rtun(["--version"], remote_home, RTUN_SOCK=str(short_tmp / "v1.sock"))
+    finally:
+        peer.stop()
+    assert result.stdout.decode().splitlines() == [f"rtun {__version__}", "daemon 1 (v1 protocol)"]
+
+
+# ---- the whole tree, for completion ------------------------------------------------------------
+
+
+def _choices(parser: argparse.ArgumentParser) -> dict:
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def test_the_full_parser_has_every_listed_command_with_its_own_options() -> None:
+    commands = _choices(full_parser())
+    listed = [name for name, (help_text, _) in COMMANDS.items() if help_text and " " not in name]
+    assert list(commands) == listed  # the diagnostics (pid, echo, shutdown) stay hidden
+    options = {name: {o for a in p._actions for o in a.option_strings} for name, p in commands.items()}
+    assert {"--overwrite", "--to", "--json", "-s"} <= options["send"]
+    assert {"--min-seconds", "--status", "--since"} <= options["done"]
+    tunnel = commands["tunnel"]
+    assert list(_choices(tunnel)) == ["run", "install", "uninstall", "authorize"]
+    assert "--print-script" in {o for a in _choices(tunnel)["authorize"]._actions for o in a.option_strings}
+    assert "--name" in options["tunnel"]  # the agent's own options, beside its forms
+
+
+def test_a_normal_run_never_builds_the_full_parser(monkeypatch, capsys) -> None:
+    import rtun.cli
+
+    monkeypatch.setattr(rtun.cli, "full_parser", lambda: pytest.fail("built the full parser"))
+    assert main(["send", "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
+
+
+class _HostileDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Answers PING and HELLO, with a terminal escape in its version word."""
+
+    daemon_threads = True
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            for line in self.rfile:
+                if line == b"PING\r\n":
+                    self.wfile.write(b"OK PONG\r\n")
+                elif line.startswith(b"SEND RTUN/2 "):
+                    self.wfile.write(b"OK RTUN/2 notify2 version=1.0\x1b]0;owned\x07\r\n")
+                else:
+                    return
+
+
+def test_the_daemons_version_is_shown_never_obeyed(remote_home, short_tmp) -> None:
+    server = _HostileDaemon(str(short_tmp / "hostile.sock"), _HostileDaemon.Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_rtun(["--version"], remote_home, RTUN_SOCK=str(short_tmp / "hostile.sock"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.stdout.decode().splitlines() == [f"rtun {__version__}", "daemon 1.0\\x1b]0;owned\\x07"]
+
+
+def test_printable_escapes_what_a_terminal_would_act_on() -> None:
+    assert printable("plain caf\u00e9 \u4e2d") == "plain caf\u00e9 \u4e2d"
+    assert printable("a\x1b[2Jb\x07\u202ec\x85\n") == "a\\x1b[2Jb\\x07\\u202ec\\x85\\n"

@@ -110,3 +110,14 @@ def test_a_refused_pipelined_upload_is_read_to_its_end_then_closed(daemon: RtunD
         assert raw.line() == b""  # ... and then the daemon closes
     assert not (save_dir.parent / "escape").exists()
     assert [p.name for p in save_dir.iterdir()] == ["ok.txt"]  # the file before the bad entry, whole
+
+
+def test_a_pipelined_send_refused_for_its_path_says_why(daemon: RtunDaemon, save_dir: Path, short_tmp: Path) -> None:
+    """The path is refused before READY while the early data is still going out: the daemon
+    drains it, and the client reports the refusal, not a missing daemon."""
+    source = short_tmp / "small.txt"
+    source.write_bytes(b"s" * 900_000)
+    with pytest.raises(RemoteError) as info:
+        upload.send(str(daemon.socket), [str(source)], "./", False, quiet=True)
+    assert info.value.code == 108
+    assert _leftovers(save_dir) == []

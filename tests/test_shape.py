@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, Iterator, List, Set
 
 import pytest
 
@@ -19,18 +19,21 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rtun"
 # Runs one command in this interpreter and reports every module it imported.
 _PROBE = """
 import sys
+if sys.argv[2] == "--without-argcomplete":  # as on a server where it is not installed
+    sys.modules["argcomplete"] = None
+    del sys.argv[2]
 from rtun.cli import main
 code = main(sys.argv[2:])
-modules = sorted(sys.modules)
+modules = sorted(name for name, module in sys.modules.items() if module is not None)
 import json
 with open(sys.argv[1], "w") as f:
     json.dump({"code": code, "modules": modules}, f)
 """
 
 
-def _imported_by(argv: List[str], home: Path, tmp: Path) -> Dict[str, object]:
+def _imported_by(argv: List[str], home: Path, tmp: Path, **env: str) -> Dict[str, object]:
     report = tmp / "modules.json"
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(report)] + argv, env=clean_env(home),
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(report)] + argv, env=clean_env(home, **env),
                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL, cwd=str(tmp))
     assert report.exists(), done.stderr
     result: Dict[str, object] = json.loads(report.read_text())
@@ -50,16 +53,37 @@ def _outside_stdlib_and_client(modules: List[str]) -> List[str]:
     return bad
 
 
+@pytest.fixture
+def daemon(local_home: Path, save_dir: Path) -> Iterator[RtunDaemon]:
+    """Overrides tests/conftest.py's: its browser is /bin/true, so `rtun open URL` opens nothing."""
+    config = local_home / "shape.toml"
+    config.write_text('[open]\nbrowser = ["/bin/true"]\n[edit]\neditor = ["/bin/true"]\n')
+    running = RtunDaemon(local_home, save_dir, extra_args=["--config", str(config)]).start()
+    yield running
+    if running.alive():
+        running.stop()
+
+
+# The commands of issue 10 whose modules others write (open, copy, paste, edit) are listed here
+# too: each must import only the stdlib and the client, like the rest.
 @pytest.mark.parametrize("argv, code", [
     (["ping"], 0),
+    (["ping", "--json"], 0),
     (["notify", "-t", "title", "body"], 4),  # no notification service here: the daemon refuses
     (["send", "-q", "payload.txt"], 0),
+    (["send", "--json", "payload.txt"], 0),
     (["view", "payload.txt"], None),  # opens, or is refused for want of an opener
+    (["open", "https://example.invalid/"], 0),  # the daemon's browser is /bin/true (below)
+    (["copy"], None),  # empty standard input; copied, or refused for want of a clipboard
+    (["paste"], None),  # refused: off unless allowed
+    (["edit", "payload.txt"], None),  # refused for want of an editor
+    (["done", "--", "true"], 0),  # the notification fails with a warning; true's 0 passes
+    (["done", "--status", "3", "--seconds", "1"], 3),
 ])
 def test_remote_commands_import_only_the_stdlib_and_the_client(daemon: RtunDaemon, short_tmp: Path,
                                                                argv: List[str], code: object) -> None:
     (short_tmp / "payload.txt").write_text("payload")
-    result = _imported_by(argv + ["-s", str(daemon.socket)], short_tmp, short_tmp)
+    result = _imported_by(argv[:1] + ["-s", str(daemon.socket)] + argv[1:], short_tmp, short_tmp)
     if code is not None:
         assert result["code"] == code
     modules = result["modules"]
@@ -68,10 +92,30 @@ def test_remote_commands_import_only_the_stdlib_and_the_client(daemon: RtunDaemo
     assert _outside_stdlib_and_client(modules) == []
 
 
+def test_version_asks_the_daemon_with_the_stdlib_alone(daemon: RtunDaemon, short_tmp: Path) -> None:
+    result = _imported_by(["--version"], short_tmp, short_tmp, RTUN_SOCK=str(daemon.socket))
+    assert result["code"] == 0
+    modules = result["modules"]
+    assert isinstance(modules, list) and "rtun.client" in modules
+    assert _outside_stdlib_and_client(modules) == []
+
+
+@pytest.mark.parametrize("argv", [["completion", "bash"], ["ping"]])
+def test_without_argcomplete_the_client_needs_only_the_stdlib(daemon: RtunDaemon, short_tmp: Path,
+                                                              argv: List[str]) -> None:
+    result = _imported_by(["--without-argcomplete"] + argv + ["-s", str(daemon.socket)] * (argv[0] == "ping"),
+                          short_tmp, short_tmp)
+    assert result["code"] == (1 if argv[0] == "completion" else 0)  # completion says how to get it
+    modules = result["modules"]
+    assert isinstance(modules, list)
+    assert _outside_stdlib_and_client(modules) == []
+
+
 def test_ping_does_not_pay_for_what_it_does_not_use(daemon: RtunDaemon, short_tmp: Path) -> None:
     modules = _imported_by(["ping", "-s", str(daemon.socket)], short_tmp, short_tmp)["modules"]
     assert isinstance(modules, list)
-    for slow in ("typing", "dataclasses", "json", "hashlib", "rtun.upload", "rtun.protocol.receiver"):
+    for slow in ("typing", "dataclasses", "json", "hashlib", "rtun.upload", "rtun.protocol.receiver",
+                 "argcomplete", "rtun.tunnel.commands", "rtun.commands.send"):  # nor every command's parser
         assert slow not in modules, slow
 
 
@@ -138,7 +182,10 @@ def test_the_package_has_no_import_cycles() -> None:
     ("rtun.daemon.storage", ("rtun.daemon.storage", "rtun.protocol")),
     ("rtun.daemon.actions", ("rtun.daemon.actions", "rtun.daemon.storage", "rtun.protocol")),
     ("rtun.client", ("rtun.protocol", "rtun.paths", "rtun.errors")),
-    ("rtun.upload", ("rtun.client", "rtun.protocol", "rtun.errors")),
+    ("rtun.upload", ("rtun.client", "rtun.parallel", "rtun.sources", "rtun.protocol", "rtun.errors")),
+    ("rtun.sources", ("rtun.protocol", "rtun.errors")),
+    ("rtun.parallel", ("rtun.client", "rtun.protocol", "rtun.errors", "rtun.paths")),
+    ("rtun.edit", ("rtun.client", "rtun.protocol", "rtun.errors")),
 ])
 def test_each_layer_imports_only_the_layers_below(layer: str, may_import: tuple) -> None:
     graph = _graph()

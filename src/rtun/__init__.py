@@ -1,3 +1,3 @@
 """rtun: reach back to your own computer from a remote SSH session, and keep machines behind NAT reachable."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -80,20 +80,94 @@ class _Parser(argparse.ArgumentParser):
         raise _Exit(status)
 
 
-def _top_parser() -> _Parser:
-    """`rtun` itself: --version, --help and the list of commands."""
+class _Version(argparse.Action):
+    """``--version``: this client's version at once, then the daemon's where one answers."""
+
+    def __init__(self, option_strings: "Sequence[str]", dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: "Optional[str]" = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: "Optional[str]" = None) -> None:
+        print(f"rtun {__version__}", flush=True)  # first, whatever the daemon takes to answer
+        daemon = _daemon_version()
+        if daemon is not None:
+            from rtun.command import printable
+
+            print(f"daemon {printable(daemon)}")
+        raise _Exit(0)
+
+
+def _daemon_version() -> "Optional[str]":
+    from rtun import client
+
+    try:
+        return client.daemon_version(None)
+    except RtunError:  # no daemon here, or it went away: the client's version is the answer
+        return None
+
+
+def _top_parser(listed: bool = True) -> _Parser:
+    """`rtun` itself: --version, --help and (``listed``) the list of commands."""
     parser = _Parser(
         prog="rtun",
         description="Reach back to your computer from an SSH session, and keep machines "
         "behind NAT reachable through a reverse tunnel.",
     )
-    parser.add_argument("--version", action="version", version=f"rtun {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for name, (help_text, _) in COMMANDS.items():
-        if help_text is not None:
-            sub.add_parser(name, help=help_text)
+    parser.add_argument("--version", action=_Version,
+                        help="print this rtun's version, and the daemon's if one answers")
+    if listed:
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        sub.required = True
+        for name, (help_text, _) in COMMANDS.items():
+            if help_text is not None:
+                sub.add_parser(name, help=help_text)
     return parser
+
+
+def full_parser() -> _Parser:
+    """Every listed command's own parser under one: what shell completion walks. Only completion
+    builds it; running a command builds that command's parser alone."""
+    top = _top_parser(listed=False)
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, _) in COMMANDS.items():
+        if help_text is None or " " in name:
+            continue
+        parser = sub.add_parser(name, help=help_text)
+        forms = [other for other in COMMANDS if other.startswith(name + " ")]
+        if not forms:
+            _declare(name, parser)
+            continue
+        # `rtun tunnel` takes options and a SERVER, or a form's name (`rtun tunnel install`):
+        # argparse cannot have both positionals, so completion offers its options and forms.
+        own = _Parser(add_help=False)
+        _declare(name, own)
+        for action in own._actions:
+            if action.option_strings:
+                parser._add_action(action)
+        inner = parser.add_subparsers(dest="form", metavar="FORM")
+        for form in forms:
+            _declare(form, inner.add_parser(form.split(" ", 1)[1]))
+    return top
+
+
+def _declare(name: str, parser: argparse.ArgumentParser) -> None:
+    try:
+        load(name).arguments(parser)
+    except ImportError:  # a module that needs what is not installed here: its name completes
+        pass
+
+
+def _complete() -> int:
+    """Shell completion, in argcomplete's protocol: the shell's script runs rtun with
+    $_ARGCOMPLETE and $COMP_LINE set and reads the candidates from file descriptor 8."""
+    try:
+        import argcomplete
+    except ImportError:
+        return 1  # nothing to offer; `rtun completion` says how to get it
+    # Options only after a "-": `rtun <Tab>` lists the commands, `rtun send -<Tab>` the options.
+    argcomplete.autocomplete(full_parser(), always_complete_options=False)  # exits once answered
+    return 1
 
 
 def _command_name(argv: "Sequence[str]") -> "Optional[str]":
@@ -126,6 +200,8 @@ def parse(argv: "Sequence[str]") -> "Tuple[Command, argparse.Namespace]":
 
 
 def main(argv: "Optional[Sequence[str]]" = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks what to complete; costs nothing otherwise
+        return _complete()
     argv = sys.argv[1:] if argv is None else list(argv)
     name = _command_name(argv) or "rtun"
     prefix = "rtun" if name == "rtun" else f"rtun {name}"
@@ -135,7 +211,9 @@ def main(argv: "Optional[Sequence[str]]" = None) -> int:
     except _Exit as done:
         return done.status
     except RtunError as exc:
-        print(f"{prefix}: {exc.message}", file=sys.stderr)
+        from rtun.command import printable  # a daemon's text is shown, never obeyed by the terminal
+
+        print(f"{prefix}: {printable(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)

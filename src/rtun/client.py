@@ -29,6 +29,10 @@ SETUP_HINT = (
 )
 
 
+class PathTooLong(RtunError):
+    """A socket path past the OS's sun_path limit."""
+
+
 class Connection:
     """One stream to the daemon: a blocking pump around the protocol core's Sender."""
 
@@ -46,7 +50,7 @@ class Connection:
         """Connect and check that a daemon answers: with PING (as v1 clients do), or with
         ``probe``, which sends its requests and reads the first reply."""
         if not paths.socket_path_fits(path):
-            raise RtunError(
+            raise PathTooLong(
                 f"socket path is too long for this OS ({len(os.fsencode(path))} bytes, "
                 f"at most {paths.SUN_PATH_MAX - 1}): {path}"
             )
@@ -155,10 +159,16 @@ class Connection:
         """The daemon's ERROR line if it sent one before closing, else ``fallback``."""
         try:
             self.sock.settimeout(1.0)
-            reply = self._next_reply()
+            for _ in range(3):  # a pipelined HELLO's and READY's replies may come first
+                reply = self._next_reply()
+                if not reply.ok:
+                    return RemoteError(reply.text, reply.code)
+                features = wire.parse_hello_reply(reply)
+                if features is not None:
+                    self.features = features
         except (OSError, RtunError):
-            return fallback
-        return RemoteError(reply.text, reply.code) if not reply.ok else fallback
+            pass
+        return fallback
 
 
 def _reason(exc: BaseException) -> str:
@@ -191,7 +201,7 @@ def connect(explicit: Optional[str] = None,
     if named:
         try:
             conn = Connection.open(named, probe=probe)
-        except RtunError as exc:  # no answer, or a path too long for sun_path
+        except (NoDaemonError, PathTooLong) as exc:  # no answer, or a path too long for sun_path
             failed = exc.message
             laptop = paths.laptop_of(named)
         else:
@@ -205,7 +215,7 @@ def connect(explicit: Optional[str] = None,
         except NoDaemonError as exc:
             tried.append(exc.message)
             continue
-        except RtunError:  # a path too long for sun_path: skip a candidate
+        except PathTooLong:  # skip a candidate
             tried.append(f"{path}: too long for a socket path")
             continue
         _say(_why(path, named, failed, laptop))
@@ -258,8 +268,15 @@ def pipelined(explicit: Optional[str], write: "Callable[[Connection], None]") ->
 
     def probe(conn: Connection) -> None:
         conn.write(conn.sender.send_hello(wire.FEATURES))
-        write(conn)
-        features = wire.parse_hello_reply(conn.read_reply())
+        try:
+            write(conn)
+            reply = conn.read_reply()  # sends what is buffered first: that too may meet a refusal
+        except RemoteError:
+            if conn.features:  # an rtun/2 daemon refused the request while it was being written
+                raise
+            conn.features = ()  # a v1 daemon refused HELLO and closed
+            return
+        features = wire.parse_hello_reply(reply)
         conn.features = features if features is not None else ()
 
     conn = connect(explicit, probe)

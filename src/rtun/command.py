@@ -9,7 +9,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
     import argparse
-    from typing import Callable, Optional
+    from typing import Callable, Dict, Optional
 
 
 class Command:
@@ -51,3 +51,26 @@ def socket_option(parser: "argparse.ArgumentParser") -> None:
     )
     parser.add_argument("-v", "--verbose", nargs=0, action=Verbose,
                         help="say which socket was used, and why")
+
+
+def json_option(parser: "argparse.ArgumentParser") -> None:
+    """``--json``: one JSON document on stdout instead of the lines for people (README.md,
+    JSON output, documents each command's keys; keys are only ever added)."""
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document on stdout (keys documented in README.md)")
+
+
+def print_json(document: "Dict[str, object]") -> None:
+    """Non-ASCII and control characters are escaped: the output is safe on a terminal."""
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (controls, escapes, bidirectional
+    marks) written as its Python escape: what the daemon sends is shown, never obeyed."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)

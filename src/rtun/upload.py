@@ -8,229 +8,22 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import time
 
-from rtun.client import Connection, connect, pipelined
-from rtun.errors import RtunError, UsageError
+from rtun.client import Connection, pipelined
+from rtun.sources import Item, Plan, Progress, Reader, plan  # noqa: F401  (plan: part of the API)
+from rtun.errors import RemoteError, RtunError
 from rtun.protocol import framing, wire
 from rtun.protocol.sender import SizeChanged
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and dataclasses are not imported at run time: every send would pay
-    from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
-
-CHUNK = 1024 * 1024  # large reads and writes: transfers should go at the speed of the channel
-STDIN = "-"
-
-
-class Item:
-    """One thing to send: an entry for the stream, and where its data comes from."""
-
-    __slots__ = ("entry", "source")
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-    def __init__(self, entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry],
-                 source: Optional[str] = None) -> None:
-        self.entry = entry
-        self.source = source  # a file's local path; None with a FileEntry means stdin
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Item) and (self.entry, self.source) == (other.entry, other.source)
-
-    def __repr__(self) -> str:
-        return f"Item({self.entry!r}, {self.source!r})"
-
-
-class Plan:
-    def __init__(self, items: List[Item], total_bytes: int, total_files: int, warnings: List[str]) -> None:
-        self.items = items
-        self.total_bytes = total_bytes
-        self.total_files = total_files
-        self.warnings = warnings
-
+    from typing import Callable, List, Optional, Tuple, Union
 
 class SendResult:
     def __init__(self, saved: List[str], warnings: List[str]) -> None:
         self.saved = saved
         self.warnings = warnings
-
-
-def _split_dest(dest: Optional[str], several: bool) -> Tuple[str, Optional[str]]:
-    """Split --to into (directory prefix, file name): ``x/`` or several sources mean a directory."""
-    if not dest:
-        return "", None
-    if dest.endswith("/") or several:
-        return dest.rstrip("/"), None
-    return os.path.dirname(dest), os.path.basename(dest)
-
-
-def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
-    """What to send, as entries relative to the returned destination directory."""
-    dest_dir, dest_name = _split_dest(dest, several=len(sources) > 1)
-    items: List[Item] = []
-    warnings: List[str] = []
-    total = 0
-    for source in sources:
-        if source == STDIN:
-            if dest_name is None:
-                raise UsageError("reading standard input needs --to NAME")
-            items.append(Item(framing.FileEntry(dest_name, 0o644, time.time(), None)))
-            continue
-        try:
-            st = os.stat(source)
-        except OSError as exc:
-            raise RtunError(f"cannot read {source}: {exc.strerror}") from None
-        name = dest_name or os.path.basename(os.path.abspath(source))  # "." sends its own name
-        if stat.S_ISREG(st.st_mode):
-            items.append(Item(framing.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
-            total += st.st_size
-        elif stat.S_ISDIR(st.st_mode):
-            total += _walk(source, name, items, warnings)
-        else:
-            raise RtunError(f"{source} is not a regular file or directory")
-    files = sum(1 for i in items if isinstance(i.entry, framing.FileEntry))
-    return dest_dir, Plan(items, total, files, warnings)
-
-
-def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
-    """Add a directory tree, parents before what they hold; links are sent as links, other
-    special files are skipped."""
-    total = 0
-    st = os.stat(top)
-    items.append(Item(framing.DirEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime)))
-    pending = [(top, name)]  # directories whose entries are still to be listed
-    while pending:
-        directory, prefix = pending.pop()
-        try:
-            with os.scandir(directory) as listing:
-                entries = _directories_first(listing)
-        except OSError as exc:
-            warnings.append(f"skipped {exc.filename or directory}: {exc.strerror}")
-            continue
-        below = []
-        for entry in entries:
-            remote = f"{prefix}/{entry.name}"
-            try:
-                st = entry.stat(follow_symlinks=False)  # lstat: a link is sent as a link
-            except OSError as exc:
-                warnings.append(f"skipped {entry.path}: {exc.strerror}")
-                continue
-            mode = st.st_mode
-            if stat.S_ISREG(mode):
-                items.append(Item(framing.FileEntry(remote, stat.S_IMODE(mode), st.st_mtime, st.st_size),
-                                  entry.path))
-                total += st.st_size
-            elif stat.S_ISDIR(mode):
-                items.append(Item(framing.DirEntry(remote, stat.S_IMODE(mode), st.st_mtime)))
-                below.append((entry.path, remote))
-            elif stat.S_ISLNK(mode):
-                try:
-                    items.append(Item(framing.LinkEntry(remote, os.readlink(entry.path))))
-                except OSError as exc:
-                    warnings.append(f"skipped {entry.path}: {exc.strerror}")
-            else:
-                warnings.append(f"skipped {entry.path}: not a regular file, directory or link")
-        pending.extend(reversed(below))  # depth first, in name order
-    return total
-
-
-def _directories_first(listing: "Iterator[os.DirEntry[str]]") -> "List[os.DirEntry[str]]":
-    """As os.walk lists them: directories (and links to them), then the rest, each by name."""
-    from operator import attrgetter
-
-    directories: "List[os.DirEntry[str]]" = []
-    others: "List[os.DirEntry[str]]" = []
-    for entry in listing:
-        try:
-            is_dir = entry.is_dir()  # the type the listing gave; a link is followed
-        except OSError:
-            is_dir = False
-        (directories if is_dir else others).append(entry)
-    name = attrgetter("name")
-    directories.sort(key=name)
-    others.sort(key=name)
-    return directories + others
-
-
-class Progress:
-    """A tqdm bar on a terminal (when tqdm is installed); otherwise nothing at all."""
-
-    def __init__(self, total: Optional[int], files: int, enabled: bool) -> None:
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                return
-            desc = f"{files} files" if files > 1 else None
-            self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=desc, file=sys.stderr, leave=False)
-
-    def update(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-class Reader:
-    """Reads files through one reused 1 MiB buffer: a fresh buffer per file would cost a 1 MiB
-    allocation and zero-fill for every small file of a tree."""
-
-    def __init__(self) -> None:
-        self._buffer = memoryview(bytearray(CHUNK))
-
-    def chunks(self, source: Optional[str]) -> Iterator[memoryview]:
-        """A file's data (standard input for None); each chunk is valid until the next one."""
-        if source is None:
-            yield from self._stream(sys.stdin.buffer, "standard input")
-            return
-        fd = self._open(source)
-        try:
-            while True:
-                length = self._read(fd, self._buffer, source)
-                if not length:
-                    return
-                yield self._buffer[:length]
-        finally:
-            os.close(fd)
-
-    def read_whole(self, source: str, size: Optional[int]) -> memoryview:
-        """A file smaller than the buffer, listed with ``size``, in one read() of a byte more:
-        getting that byte, or fewer, shows that it changed size. Valid until the next read."""
-        assert size is not None and size < len(self._buffer)
-        fd = self._open(source)
-        try:
-            return self._buffer[:self._read(fd, self._buffer[:size + 1], source)]
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _open(source: str) -> int:
-        try:
-            return os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
-
-    @staticmethod
-    def _read(fd: int, into: memoryview, source: str) -> int:
-        try:
-            return os.readv(fd, [into])
-        except OSError as exc:
-            raise RtunError(f"cannot read {source}: {exc.strerror or exc}") from None
-
-    def _stream(self, stream: BinaryIO, what: str) -> Iterator[memoryview]:
-        try:
-            while True:
-                length = stream.readinto(self._buffer)  # type: ignore[attr-defined]
-                if not length:
-                    return
-                yield self._buffer[:length]
-        except OSError as exc:
-            raise RtunError(f"cannot read {what}: {exc.strerror or exc}") from None
 
 
 def _early(work: Plan) -> bool:
@@ -243,9 +36,10 @@ def _early(work: Plan) -> bool:
 
 
 def _write_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress,
-               reader: Reader, early: bool) -> None:
+               reader: Reader, early: bool, track: bool = False) -> None:
     """The PUT request; when ``early``, its whole stream too, without waiting for READY."""
-    conn.write(conn.sender.send(wire.Put(dest, overwrite, work.total_bytes, work.total_files), early=early))
+    request = wire.Put(dest, overwrite, work.total_bytes, work.total_files, "", track)
+    conn.write(conn.sender.send(request, early=early))
     if early:
         _write_entries(conn, work, progress, reader)
 
@@ -344,22 +138,57 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
 
 
 def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], overwrite: bool,
-         quiet: bool) -> SendResult:
+         quiet: bool, channels: int = 0, resume: bool = True) -> SendResult:
+    """Everything in one PUT stream, but large files in ranges over parallel connections
+    (``channels`` 0: as many as pay; 1: one), resumable unless ``resume`` is false."""
+    from rtun import parallel
+
     dest_dir, work = plan(sources, dest)
     for item in work.items:  # a name that cannot be framed fails here, before connecting
         framing.encode_entry(item.entry)
     wire.encode_request(wire.Put(dest_dir, overwrite, 0, 0))
+    large = [item for item in work.items if item.source is not None and _size(item) >= parallel.RANGED_MIN]
+    stream = Plan([item for item in work.items if item not in large],
+                  work.total_bytes - sum(_size(item) for item in large),
+                  work.total_files - len(large), work.warnings)
     progress = Progress(work.total_bytes or None, work.total_files, enabled=not quiet)
     reader = Reader()
-    early = _early(work)
-    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, work, progress, reader, early))
+    shared = channels != 1 and _shareable(stream)
+    head = Plan([i for i in stream.items if not isinstance(i.entry, framing.FileEntry)], 0, 0,
+                work.warnings) if shared else stream
+    early = _early(head)
+    started = time.monotonic()
+    track = shared or bool(large)  # files will arrive in the directories after this PUT's end
+    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, head, progress, reader, early,
+                                                       track))
+    saved: List[str] = []
     try:
         if conn.features and "put" in conn.features:
-            reply = _stream_put(conn, work, progress, reader, early)
-            saved = wire.saved_paths(reply)
-            skipped = reply.data.get("skipped", [])
-            work.warnings.extend(s for s in skipped if isinstance(s, str))
-            work.warnings.extend(_unlisted(reply.data.get("unlisted")))
+            reply = _stream_put(conn, head, progress, reader, early)
+            saved += _put_reply(reply, work.warnings)
+            made = reply.data.get("made")
+            round_trip = (time.monotonic() - started) / 2
+            ranges = "ranges" in conn.features
+            # The connection goes on serving what follows: a new one costs a round trip to open.
+            main: Optional[Connection] = conn if ranges else None
+            if shared:
+                files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
+                if ranges:  # directories first (above), files over several connections, mtimes last
+                    saved += _share_files(socket_path, conn, dest_dir, overwrite, files, work.warnings,
+                                          progress, channels, round_trip)
+                else:
+                    saved += _put_again(socket_path, dest_dir, overwrite, Plan(files, 0, 0, work.warnings),
+                                        progress, reader)
+            for item in large:
+                if ranges:
+                    listed, main = _send_ranged(socket_path, main, item, dest_dir, overwrite, channels,
+                                                resume, progress)
+                    saved += listed
+                else:  # an rtun/2 daemon from before ranges: one more PUT
+                    saved += _put_again(socket_path, dest_dir, overwrite,
+                                        Plan([item], _size(item), 1, work.warnings), progress, reader)
+            if isinstance(made, str) and made:  # files written after the directories' end moved them
+                _restore_mtimes(socket_path, main, dest_dir, overwrite, head, made, work.warnings)
         else:
             if overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
@@ -368,6 +197,136 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
         progress.close()
         conn.close()
     return SendResult(saved, work.warnings)
+
+
+SHARED_MIN = 8 * 1024 * 1024  # a tree's files are shared among connections past this many bytes
+
+
+def _shareable(stream: Plan) -> bool:
+    files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
+    return len(files) >= 2 and stream.total_bytes >= SHARED_MIN and all(i.source is not None for i in files)
+
+
+def _put_again(socket_path: Optional[str], dest_dir: str, overwrite: bool, rest: Plan, progress: Progress,
+               reader: Reader) -> List[str]:
+    with pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, rest, progress, reader,
+                                                     False)) as again:
+        return _put_reply(_stream_put(again, rest, progress, reader, False), rest.warnings)
+
+
+def _share_files(socket_path: Optional[str], first: Connection, dest_dir: str, overwrite: bool,
+                 files: List[Item], warnings: List[str], progress: Progress, channels: int,
+                 round_trip: float) -> List[str]:
+    """A tree's files, taken in order from one queue by several PUTs, on ``first`` and on
+    connections of their own (see parallel.Pool)."""
+    import threading
+
+    from rtun import parallel
+
+    queue = list(reversed(files))
+    lock = threading.Lock()
+    pool = parallel.Pool(progress.update)
+    saved: List[str] = []
+
+    def take() -> Optional[Item]:
+        with lock:
+            if pool.failure is not None or not queue:
+                return None
+            return queue.pop()
+
+    request = wire.Put(dest_dir, overwrite, 0, 0)
+
+    def put(conn: Connection) -> None:
+        conn.expect_ok()  # READY
+        reader = Reader()
+        item = take()
+        while item is not None:
+            conn.write(conn.sender.entry(item.entry))
+            _stream_file(conn, item.source, pool.count, reader)
+            item = take()
+        conn.write(conn.sender.end())
+        listed = _put_reply(conn.expect_ok(), warnings)
+        with lock:
+            saved.extend(listed)
+
+    def channel() -> None:
+        with pipelined(socket_path, lambda c: c.write(c.sender.send(request))) as conn:
+            put(conn)
+
+    def on_first() -> None:
+        first.write(first.sender.send(request))
+        put(first)
+
+    pool.start(on_first)
+    total = sum(_size(item) for item in files)
+    pool.grow(channels, round_trip, lambda: pool.start(channel), lambda: len(queue),
+              parallel.initial_channels(total))
+    pool.join()
+    return sorted(saved)
+
+
+def _restore_mtimes(socket_path: Optional[str], main: Optional[Connection], dest_dir: str, overwrite: bool,
+                    head: Plan, token: str, warnings: List[str]) -> None:
+    """The directories' mtimes, which the files written into them moved."""
+    dirs = [i for i in head.items if isinstance(i.entry, framing.DirEntry)]
+    if not dirs:
+        return
+
+    def write(conn: Connection) -> None:
+        conn.write(conn.sender.send(wire.Put(dest_dir, overwrite, 0, 0, token), early=True))
+        for item in dirs:
+            conn.write(conn.sender.entry(item.entry))
+        conn.write(conn.sender.end())
+
+    if main is not None:
+        write(main)
+        main.expect_ok()  # READY
+        _put_reply(main.expect_ok(), warnings)
+        return
+    with pipelined(socket_path, write) as conn:
+        conn.expect_ok()  # READY
+        _put_reply(conn.expect_ok(), warnings)
+
+
+def _size(item: Item) -> int:
+    return (item.entry.size or 0) if isinstance(item.entry, framing.FileEntry) else 0
+
+
+def _put_reply(reply: wire.Reply, warnings: List[str]) -> List[str]:
+    skipped = reply.data.get("skipped", [])
+    warnings.extend(s for s in skipped if isinstance(s, str))
+    warnings.extend(_unlisted(reply.data.get("unlisted")))
+    return wire.saved_paths(reply)
+
+
+def _send_ranged(socket_path: Optional[str], main: Optional[Connection], item: Item, dest_dir: str,
+                 overwrite: bool, channels: int, resume: bool,
+                 progress: Progress) -> Tuple[List[str], Optional[Connection]]:
+    """One large file in ranges (on ``main`` if it is given); the saved path, and ``main`` if
+    it can still serve (a refusal closes it)."""
+    from rtun import parallel
+
+    assert item.source is not None and isinstance(item.entry, framing.FileEntry)
+    directory, _, name = item.entry.path.rpartition("/")
+    dest = "/".join(p for p in (dest_dir, directory) if p)
+    try:
+        st = os.stat(item.source)
+    except OSError as exc:
+        raise RtunError(f"cannot read {item.source}: {exc.strerror}") from None
+    if st.st_size != item.entry.size:
+        raise RtunError(f"{item.source} changed size while it was being sent; it was not saved")
+    try:
+        return parallel.send_file(socket_path, item.source, st, dest, name, overwrite, channels, resume,
+                                  progress.update, main), main
+    except RemoteError as exc:
+        if exc.code != wire.E_BUSY:
+            raise
+    # Every ranged slot of the daemon is taken (or this file is being sent by someone else):
+    # the file goes whole in a PUT, without resumption.
+    if main is not None:
+        main.close()
+    rest = Plan([item], st.st_size, 1, [])
+    return _put_again(socket_path, dest_dir, overwrite, rest, progress, Reader()), None
 
 
 def _unlisted(counts: object) -> List[str]:

@@ -205,6 +205,43 @@ def test_a_copy_goes_as_a_v1_file_the_receiver_verifies() -> None:
     assert isinstance(receiver.next_event(), UploadEnd)
 
 
+def test_ranges_stream_back_to_back_and_their_oks_are_read_after() -> None:
+    sender, receiver = Sender(), Receiver()
+    out = b""
+    for offset, piece in ((0, b"abcd"), (4, b"ef")):
+        out += sender.send(wire.Range(offset, len(piece)))
+        out += sender.data(piece) + piece + sender.end_file()
+        assert sender.state == "idle" and sender.last_digest == hashlib.sha256(piece).digest()
+    assert sender.oks_due == 2
+    receiver.receive_data(out)
+    seen = []
+    for _ in range(2):
+        upload = receiver.next_event()
+        assert isinstance(upload, Upload) and isinstance(upload.request, wire.Range)
+        receiver.accept()  # no READY goes out for a range
+        while True:
+            event = receiver.next_event()
+            if isinstance(event, Data):
+                seen.append(bytes(event.data))
+            elif isinstance(event, FileEnd):
+                assert event.digest == hashlib.sha256(seen[-1]).hexdigest()
+            elif isinstance(event, UploadEnd):
+                break
+        sender.receive_data(receiver.reply())
+    assert seen == [b"abcd", b"ef"]
+    assert sender.next_event().ok and sender.next_event().ok and sender.oks_due == 0
+
+
+def test_a_ranges_reply_may_list_thousands_of_kept_ranges() -> None:
+    sender = Sender()
+    sender.send(wire.Ranges("", "big.iso", 1 << 40, 0o644, 1.0, "ab" * 16, False, True, False))
+    have = [[i << 20, 1 << 20, "ab" * 32] for i in range(16384)]  # the daemon's bound
+    sender.receive_data(wire.ok_data({"have": have}))
+    reply = sender.next_event()
+    assert isinstance(reply, wire.Reply) and len(reply.data["have"]) == 16384
+    assert len(wire.ok_data({"have": have})) < limits.MAX_RANGES_REPLY
+
+
 @pytest.mark.parametrize("data", [b"", b"x", b"hello world" * 100])
 def test_a_whole_file_is_what_entry_data_and_end_file_give(data: bytes) -> None:
     entry = framing.FileEntry("d/f.txt", 0o644, 1.5, len(data))

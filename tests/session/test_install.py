@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from rtun import __version__
-from rtun.session import bundle
+from rtun.session import bundle, installer
 from session.harness import HomeServer, Laptop
 from support.rtun import RtunDaemon
 
@@ -77,15 +77,24 @@ def test_install_on_a_server_with_only_python3_then_use_it(bare_laptop, server_h
     with zipfile.ZipFile(target) as installed:
         assert installed.comment == bundle.identity()  # this version, these sources
         assert installed.read("rtun/client.py") == Path(bundle.rtun.__file__).with_name("client.py").read_bytes()
+    shim = target.with_name("rtun-open")  # `rtun open` under the one-word name BROWSER takes
+    assert shim.read_text() == installer.open_shim(str(target)) and shim.stat().st_mode & 0o777 == 0o755
     mtime = target.stat().st_mtime_ns
+    shim.unlink()  # as after an install by a version without it
     again = bare_laptop.rtun(["install", "srv"])
     assert again.stdout.decode().splitlines()[0] == f"rtun {__version__} on srv is up to date: ~/.rtun/bin/rtun (python3 {_version(SYSTEM_PYTHON)})"
     assert target.stat().st_mtime_ns == mtime  # left as it was
+    assert shim.read_text() == installer.open_shim(str(target))  # put back
     # A session finds it on PATH (at the end), and it reaches the daemon through the forward.
     used = bare_laptop.rtun(["ssh", "srv", "rtun --version && rtun ping && command -v rtun"])
     assert used.returncode == 0, used.stderr
-    assert used.stdout.decode().splitlines() == [f"rtun {__version__}", "OK PONG", str(target)]
+    assert used.stdout.decode().splitlines() == [f"rtun {__version__}", f"daemon {__version__}", "OK PONG", str(target)]
     assert b"no rtun client" not in used.stderr
+    # So is rtun-open, which runs it (here refusing a scheme, which it does before connecting).
+    refused = bare_laptop.rtun(["ssh", "srv", "rtun-open vscode://x"])
+    assert refused.returncode == 4
+    assert refused.stderr.decode().endswith("rtun open: refusing to open a URL of scheme 'vscode': "
+                                            "only http, https and mailto open\n")
 
 
 def test_ssh_install_upgrades_an_old_client_in_the_same_login(bare_laptop, server_home):
@@ -95,7 +104,7 @@ def test_ssh_install_upgrades_an_old_client_in_the_same_login(bare_laptop, serve
     target.chmod(0o755)
     result = bare_laptop.rtun(["ssh", "srv", "--install", "rtun", "--version"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"rtun {__version__}\n".encode()
+    assert result.stdout == f"rtun {__version__}\ndaemon {__version__}\n".encode()
     assert f"rtun ssh: upgraded rtun on srv from 0.0.1 to {__version__}" in result.stderr.decode()
 
 

@@ -7,13 +7,27 @@ if TYPE_CHECKING:
     import argparse
 
 from rtun import client
-from rtun.command import Command, socket_option
+from rtun.command import Command, json_option, print_json, socket_option
 from rtun.protocol import wire
 
 
+def _ping_arguments(parser: "argparse.ArgumentParser") -> None:
+    socket_option(parser)
+    json_option(parser)
+
+
 def _ping(args: "argparse.Namespace") -> int:
-    client.connect(args.socket).close()
-    print("OK PONG")
+    with client.connect(args.socket) as conn:  # a daemon answered PING, or this raised
+        if not args.json:
+            print("OK PONG")
+            return 0
+        import time
+
+        # One more PING on the open connection: the round trip alone, without the connect.
+        began = time.perf_counter()
+        reply = conn.request(wire.Ping())
+        seconds = time.perf_counter() - began
+    print_json({"reply": reply.text, "socket": conn.path, "rtt_ms": round(seconds * 1000, 3)})
     return 0
 
 
@@ -37,7 +51,7 @@ def _shutdown(args: "argparse.Namespace") -> int:
     return 0
 
 
-ping = Command(socket_option, _ping)
+ping = Command(_ping_arguments, _ping)
 pid = Command(socket_option, _pid)
 echo = Command(_echo_arguments, _echo)
 shutdown = Command(socket_option, _shutdown)

@@ -1,4 +1,4 @@
-"""`rtun view` (and `rtun open`): open a file with your computer's desktop opener."""
+"""`rtun view FILE`: open a file with your computer's desktop opener (`rtun open FILE` does the same)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class Config:
     open_browser: Tuple[str, ...] = ()  # () means the platform's own: xdg-open or open
     clipboard_copy: Tuple[str, ...] = ()  # () means the first of pbcopy, wl-copy, xclip, xsel found
     clipboard_paste: Tuple[str, ...] = ()  # () means pbpaste, wl-paste, xclip or xsel
-    clipboard_max_bytes: int = 16 * 1024 * 1024
+    clipboard_max_bytes: int = 4 * 1024 * 1024  # held in memory, up to max_uploads at once
     edit_editor: Tuple[str, ...] = ()  # () means $RTUN_EDITOR, else code --wait, else subl -w
     edit_max_bytes: int = 64 * 1024 * 1024
     edit_max_open: int = 16  # edits open at once

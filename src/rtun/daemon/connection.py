@@ -50,6 +50,7 @@ class Connection(asyncio.BufferedProtocol):
         self._received_at = 0.0  # when bytes last came that did not wake the wait
         self._late_wake: Optional[asyncio.TimerHandle] = None  # for data that stops coming
         self._timed_out = ""  # why the watchdog ended the connection
+        self.ranged_file: Optional[object] = None  # the RANGES file this connection opened or joined
 
     @property
     def busy(self) -> bool:

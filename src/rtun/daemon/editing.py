@@ -1,17 +1,152 @@
-"""EDIT: one edit session on its connection (skeleton)."""
+"""EDIT: the whole exchange of one edit on its connection (docs/protocol.md, "EDIT").
+
+The file comes as a v1 file does (READY, its bytes, its SHA-256), into a private copy; the
+editor starts on it and the daemon answers ``OK``. Then the client asks with EDITWAIT, again
+and again, and each answer is the next event: ``save`` (a payload reply with the new content),
+``skipped`` (a change that cannot go back, with the reason), ``closed`` (the editor exited: the
+edit is over) or ``idle`` (nothing new for IDLE_SECONDS, well inside the client's 120 s read
+timeout). Each EDITWAIT after a save says what became of it on the server; a save refused there
+(the server's file changed since) or failed is also shown to the user here, as a notification.
+
+The copy is removed when the edit ends for any reason; an editor still open then is left
+alone (it may hold unsaved work) and the user is told that its saves no longer reach the server.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import weakref
+from typing import TYPE_CHECKING, Optional, Set
 
-from rtun.daemon.connection import Connection
+from rtun.daemon.actions.edit import Closed, EditFile, Editors, OpenEdit, Save, Skipped
+from rtun.daemon.connection import Connection, PeerGone
+from rtun.daemon.receiving import receive
 from rtun.protocol import wire
-from rtun.protocol.receiver import Upload
+from rtun.protocol.receiver import CLOSED, Upload
 from rtun.protocol.wire import Rejected
 
 if TYPE_CHECKING:
     from rtun.daemon.handlers import Handlers
 
+log = logging.getLogger("rtun.daemon")
+
+IDLE_SECONDS = 30.0  # an "idle" answer after this long without news: the client's keep-alive
+NOTE_CHARS = 300  # of a client's message shown in a notification
+TITLE = "rtun edit"
+
+_actions: "weakref.WeakKeyDictionary[Handlers, Editors]" = weakref.WeakKeyDictionary()
+_notes: "Set[asyncio.Future[None]]" = set()  # notifications in flight, kept from collection
+
+
+def _editors(handlers: "Handlers") -> Editors:
+    editors = _actions.get(handlers)
+    if editors is None:
+        c = handlers.config
+        editors = _actions[handlers] = Editors(c.edit_editor, c.edit_max_bytes, c.edit_max_open,
+                                               handlers.umask, c.min_free_bytes)
+    return editors
+
 
 async def edit_session(handlers: "Handlers", conn: Connection, upload: Upload) -> None:
-    raise Rejected(wire.E_UNKNOWN, "edit is not implemented yet")
+    request = upload.request
+    assert isinstance(request, wire.Edit)
+    editors = _editors(handlers)
+    command = editors.check(request)
+    handlers._may_upload(conn)
+    handlers._limited(handlers._view_limit, conn, "files opened")  # each EDIT starts an editor
+    target = editors.begin(request)
+    try:
+        async with handlers._slot():  # the upload only: an edit may stay open for hours
+            await receive(conn, target)
+        edit = await editors.start(target, command)
+    except BaseException:
+        editors.abandon(target)
+        raise
+    log.info("editing %s (%d bytes) with %s", edit.name, target.bytes, edit.program)
+    ended = "the connection to the server was lost"
+    try:
+        await conn.send(conn.receiver.reply())
+        ended = await _exchange(handlers, conn, edit)
+    except asyncio.CancelledError:  # the daemon is stopping: say so, as the last line
+        ended = "the daemon stopped"
+        conn.abort(wire.error(wire.E_BUSY, f"the rtun daemon on your computer stopped: the edit "
+                              f"of {edit.name} ended, and its saves no longer reach the server"))
+        raise
+    except Rejected as exc:
+        ended = f"refused: {exc.text}"
+        raise
+    finally:
+        still_open = edit.end()
+        log.info("edit of %s ended: %s", edit.name, ended)
+        if still_open:
+            _tell(handlers, f"The edit of {edit.name} ended ({ended}): saves in the editor no "
+                  "longer reach the server.")
+
+
+async def _exchange(handlers: "Handlers", conn: Connection, edit: OpenEdit) -> str:
+    """EDITWAIT after EDITWAIT until the editor closes; returns how the edit ended."""
+    due: Optional[int] = None  # the save whose result the next EDITWAIT reports
+    while True:
+        event = await conn.next_event()
+        if event is CLOSED:
+            raise PeerGone("the client closed the connection during an edit")
+        if not isinstance(event, wire.EditWait):
+            raise Rejected(wire.E_BAD_REQUEST, "an edit takes only EDITWAIT until its editor closes")
+        _result(handlers, edit, event, due)
+        change = await edit.next_change(IDLE_SECONDS)
+        due = None
+        if change is None:
+            await conn.send(conn.receiver.reply(data={"event": "idle"}))
+        elif isinstance(change, Save):
+            due = change.seq
+            log.info("edit of %s: save %d (%d bytes) sent to the server", edit.name, change.seq,
+                     len(change.data))
+            for piece in conn.receiver.reply_payload({"event": "save", "seq": change.seq}, change.data):
+                await conn.send(piece)
+        elif isinstance(change, Skipped):
+            log.warning("edit of %s: change %d not sent: %s", edit.name, change.seq, change.reason)
+            _tell(handlers, change.reason)
+            await conn.send(conn.receiver.reply(
+                data={"event": "skipped", "seq": change.seq, "message": change.reason}))
+        else:
+            assert isinstance(change, Closed)
+            await conn.send(conn.receiver.reply(
+                data={"event": "closed", "status": change.status, "message": change.note}))
+            return f"the editor closed (status {change.status})"
+
+
+def _result(handlers: "Handlers", edit: OpenEdit, wait: wire.EditWait, due: Optional[int]) -> None:
+    """What became of the last save on the server; the one order the client may keep."""
+    if due is None:
+        if wait.result:
+            raise Rejected(wire.E_BAD_REQUEST, "EDITWAIT reports a result, but no save was sent")
+        return
+    if not wait.result:
+        raise Rejected(wire.E_BAD_REQUEST, f"EDITWAIT must say what became of save {due}")
+    if wait.result == "saved":
+        log.info("edit of %s: save %d written on the server", edit.name, due)
+    elif wait.result == "conflict":
+        log.info("edit of %s: save %d refused on the server: the file changed there", edit.name, due)
+        _tell(handlers, f"{edit.name} was not saved on the server: the file changed there since "
+              "it was opened or last saved. Your text is still in the editor.")
+    else:
+        log.info("edit of %s: save %d could not be written on the server", edit.name, due)
+        said = " ".join(wait.message.split())[:NOTE_CHARS]
+        _tell(handlers, f"{edit.name} was not saved on the server" + (f": {said}" if said else "."))
+
+
+def _tell(handlers: "Handlers", body: str) -> None:
+    """A notification for the user at this computer, without holding up the edit."""
+
+    async def show() -> None:
+        try:
+            await handlers._notifier_action().notify(TITLE, body)
+        except Rejected as exc:
+            log.info("could not show a notification about an edit: %s", exc.text)
+        except Exception:  # a broken notification must not end an edit
+            log.exception("could not show a notification about an edit")
+
+    task = asyncio.ensure_future(show())
+    _notes.add(task)
+    task.add_done_callback(_notes.discard)

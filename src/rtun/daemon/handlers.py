@@ -14,9 +14,11 @@ import os
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Union
 
 from rtun.daemon.actions.files import Transfer, Uploads
+from rtun.daemon.actions.ranges import RangedFile, RangedFiles
 from rtun.daemon.actions.ratelimit import RateLimit
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
+from rtun.daemon.receiving import receive
 from rtun.daemon.storage.tree import refusal_for
 from rtun.protocol import wire
 from rtun.protocol.receiver import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
@@ -41,6 +43,7 @@ class Handlers:
         self._stop = stop
         self._notifier: Optional[Notifier] = None
         self._uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
+        self._ranged = RangedFiles(self._uploads.save_dir, self._uploads.space, umask)
         self._viewer: Optional[Viewer] = None
         self._browser: Optional[Browser] = None
         self._clipboard: Optional[Clipboard] = None
@@ -66,12 +69,15 @@ class Handlers:
             wire.Paste: self.paste,
             wire.Edit: self.edit,
             wire.EditWait: self.stray_edit_wait,
+            wire.Ranges: self.ranges,
+            wire.Range: self.range,
+            wire.Commit: self.commit,
         }
         # The [actions] policy: the setting each request needs turned on.
         self._policy: Dict[type, str] = {
             wire.Notify: "notify", wire.Notify2: "notify", wire.Send: "send", wire.Put: "send",
             wire.View: "view", wire.OpenUrl: "open", wire.Copy: "copy", wire.Paste: "paste",
-            wire.Edit: "edit",
+            wire.Edit: "edit", wire.Ranges: "send", wire.Range: "send", wire.Commit: "send",
         }
 
     async def handle(self, conn: Connection, event: object) -> None:
@@ -88,7 +94,19 @@ class Handlers:
         except OSError as exc:  # storage the actions did not foresee: a clear refusal all the same
             raise refusal_for(exc, "the request") from None
 
+    def forget(self, conn: Connection) -> None:
+        """The connection has ended: a ranged file it was sending waits for a resumption."""
+        ranged = conn.ranged_file
+        if isinstance(ranged, RangedFile):
+            conn.ranged_file = None
+            self._ranged.detach(ranged)
+
+    def tick(self) -> None:
+        """Now and then, from the daemon's watchdog: kept files past their time go."""
+        self._ranged.expire()
+
     def close(self) -> None:
+        self._ranged.close()
         if self._summary is not None:
             self._summary.cancel()
         if self._viewer is not None:
@@ -192,7 +210,10 @@ class Handlers:
             transfer.close()
         log.info("%s", Uploads.summary(transfer))
         if isinstance(request, wire.Put):
-            await conn.send(conn.receiver.reply(data=Uploads.reply(transfer)))
+            data = Uploads.reply(transfer)
+            if request.track:
+                data["made"] = self._uploads.made(transfer)
+            await conn.send(conn.receiver.reply(data=data))
         else:
             await conn.send(conn.receiver.reply())
 
@@ -222,6 +243,58 @@ class Handlers:
         await conn.send(conn.receiver.reply())
 
 
+    # ---- large files in ranges, over several connections ---------------------------------------
+
+    async def ranges(self, conn: Connection, request: wire.Ranges) -> None:
+        self._may_upload(conn)
+        self.forget(conn)
+        ranged = self._ranged.open(request)
+        conn.ranged_file = ranged
+        # Only the connection that opens the file plans what is left to send.
+        await conn.send(conn.receiver.reply(data={"have": [] if request.join else ranged.have()}))
+
+    def _ranged_file(self, conn: Connection) -> RangedFile:
+        ranged = conn.ranged_file
+        if not isinstance(ranged, RangedFile) or ranged.part is None:
+            raise Rejected(wire.E_BAD_REQUEST, "RANGE or COMMIT before RANGES")
+        return ranged
+
+    async def range(self, conn: Connection, upload: Upload) -> None:
+        request = upload.request
+        assert isinstance(request, wire.Range)
+        ranged = self._ranged_file(conn)
+        ranged.check_range(request.offset, request.size)
+        async with self._slot():
+            if ranged.part is None:  # committed or dropped while this waited for a slot
+                raise Rejected(wire.E_BAD_REQUEST, "the ranged file is gone")
+            ranged.begin_range(request.offset, request.size)
+            try:
+                conn.accept()  # no READY: the range's data follows its request
+                position = request.offset
+                while True:
+                    event = await conn.next_event()
+                    if isinstance(event, Data):
+                        ranged.write(position, event.data)
+                        position += len(event.data)
+                    elif isinstance(event, FileEnd):
+                        ranged.verified_range(request.offset, request.size, bytes.fromhex(event.digest))
+                    elif isinstance(event, UploadEnd):
+                        break
+                    else:
+                        raise AssertionError(f"unexpected event {event!r}")
+            finally:
+                ranged.end_range(request.offset)
+        await conn.send(conn.receiver.reply())
+
+    async def commit(self, conn: Connection, request: wire.Commit) -> None:
+        ranged = self._ranged_file(conn)
+        conn.ranged_file = None
+        self._ranged.detach(ranged)
+        path = self._ranged.commit(ranged, request.digest)
+        log.info("received %s (%d bytes) in ranges over %d connections, %d bytes of them this time",
+                 path, ranged.size, ranged.connections, ranged.received)
+        await conn.send(conn.receiver.reply(data={"saved": [path], "skipped": []}))
+
     # ---- URLs and the clipboard ----------------------------------------------------------------
 
     def _limited(self, limit: RateLimit, conn: Connection, what: str) -> None:
@@ -233,6 +306,9 @@ class Handlers:
             from rtun.daemon.actions.browser import Browser
 
             self._browser = Browser(self.config.open_browser)
+        from rtun.daemon.actions.browser import check_url
+
+        check_url(request.url)  # a refused URL opens nothing: it takes no turn of the rate limit
         self._limited(self._view_limit, conn, "files and pages opened")
         await self._browser.open(request.url)
         await conn.send(conn.receiver.reply())
@@ -265,9 +341,10 @@ class Handlers:
 
     async def paste(self, conn: Connection, request: wire.Paste) -> None:
         self._limited(self._clipboard_limit, conn, "clipboard requests")
-        data = await self._clipboard_action().paste()
-        for piece in conn.receiver.reply_payload({}, data):
-            await conn.send(piece)
+        async with self._slot():  # the clipboard is held in memory until it is sent
+            data = await self._clipboard_action().paste()
+            for piece in conn.receiver.reply_payload({}, data):
+                await conn.send(piece)
 
     # ---- editing a server file here -------------------------------------------------------------
 
@@ -290,33 +367,3 @@ def denied(action: str) -> Rejected:
         why = (f"{action} is turned off on your computer ([actions] {action} = true in the "
                "config file of rtun there turns it on)")
     return Rejected(wire.E_DENIED, why)
-
-
-async def receive(conn: Connection, transfer: Transfer) -> None:
-    """READY, then every event of the upload into ``transfer``, until its end. On any failure
-    the file being received is discarded; nothing gets a final name unless it is complete."""
-    ready, first = conn.accept()
-    await conn.send(ready)
-    try:
-        if first is not None:
-            transfer.start_file(first)
-        while True:
-            event = await conn.next_event()
-            if isinstance(event, Data):
-                transfer.write(event.data)
-            elif isinstance(event, FileStart):
-                transfer.start_file(event)
-            elif isinstance(event, FileEnd):
-                transfer.end_file()
-            elif isinstance(event, Directory):
-                transfer.directory(event)
-            elif isinstance(event, Link):
-                transfer.link(event)
-            elif isinstance(event, UploadEnd):
-                transfer.finish()
-                return
-            else:  # the receiver emits nothing else inside an upload
-                raise AssertionError(f"unexpected event {event!r}")
-    except BaseException:
-        transfer.abort()
-        raise

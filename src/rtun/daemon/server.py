@@ -81,6 +81,7 @@ class Daemon:
             now = time.monotonic()
             for conn in list(self._connections.values()):
                 conn.expire_if_silent(now)
+            self._handlers.tick()
 
     def stop(self) -> None:
         self._stop.set()
@@ -130,6 +131,7 @@ class Daemon:
             await conn.send_quietly(wire.error(wire.E_WRITE, "internal error in the daemon"))
         finally:
             self._connections.pop(task, None)
+            self._handlers.forget(conn)
             conn.close()
 
     def _evict_idle(self) -> bool:

@@ -19,3 +19,6 @@ MAX_PAYLOAD = 1024 * 1024 * 1024  # a payload reply (PASTE, an edit's save) the 
 MAX_URL = 8 * 1024  # bytes of a URL for OPEN; browsers and xdg-open take far less in practice
 MAX_EARLY_DATA = 1024 * 1024  # upload data a client sends before READY; a daemon that refuses
 # reads and discards up to this much (plus a line) before it closes
+MAX_RANGES = 16384  # verified ranges one ranged file may hold (the daemon's bound)
+MIN_RANGE = 64 * 1024  # the smallest range but a file's last: bounds the ranges of a file
+MAX_RANGES_REPLY = 4 * 1024 * 1024  # RANGES' reply lists them (about 90 bytes each)

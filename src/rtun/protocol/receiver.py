@@ -48,7 +48,7 @@ class Upload(Event):
 
     __slots__ = ("request", "parts")
 
-    def __init__(self, request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit],
+    def __init__(self, request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range],
                  parts: Tuple[str, ...]) -> None:
         self.request = request
         self.parts = parts
@@ -87,12 +87,14 @@ class Data(Event):
 
 
 class FileEnd(Event):
-    """Every byte of the file has arrived, and its size and SHA-256 are verified."""
+    """Every byte of the file has arrived, and its size and SHA-256 (``digest``, hex) are
+    verified."""
 
-    __slots__ = ("size",)
+    __slots__ = ("size", "digest")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, digest: str = "") -> None:
         self.size = size
+        self.digest = digest
 
 
 class UploadEnd(Event):
@@ -116,6 +118,8 @@ CLOSED = _Closed()  # the peer ended the connection cleanly, between requests
 
 if TYPE_CHECKING:
     ReceivedEvent = Union[wire.Request, Event, _Need, _Closed]
+
+_UPLOADS = (wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range)
 
 # States: whose turn it is, and what the next bytes must be.
 IDLE = "idle"  # between requests: a request line
@@ -152,6 +156,7 @@ class Receiver:
         self._received = 0  # bytes of the current file so far
         self._remaining = 0  # bytes left in the current chunk (or v1 file)
         self._v1 = False
+        self._data_follows = False  # the request being decided is an upload
         self._queued: List[Event] = []  # events of a whole file taken at once, last first
 
     # ---- feeding bytes ---------------------------------------------------------------------
@@ -270,10 +275,12 @@ class Receiver:
     def _request(self, line: bytes) -> ReceivedEvent:
         request = wire.parse_request(line)
         self.state = DECIDING
+        # Its data may be on its way already (pipelining), even if its path is refused next.
+        self._data_follows = isinstance(request, _UPLOADS)
         if isinstance(request, wire.Send):
             self._upload = Upload(request, names.components(request.path))
             return self._upload
-        if isinstance(request, (wire.View, wire.Copy, wire.Edit)):
+        if isinstance(request, (wire.View, wire.Copy, wire.Edit, wire.Range)):
             self._upload = Upload(request, ())
             return self._upload
         if isinstance(request, wire.Put):
@@ -326,7 +333,8 @@ class Receiver:
         self._received = size
         self._file = None
         self.state = ENTRY
-        self._queued = [FileEnd(size), Data(data)] if size else [FileEnd(size)]  # popped from the end
+        end_event = FileEnd(size, actual)
+        self._queued = [end_event, Data(data)] if size else [end_event]  # popped from the end
 
     def _start_file(self, start: FileStart) -> FileStart:
         self._file = start
@@ -374,13 +382,14 @@ class Receiver:
             raise Rejected(wire.E_CHECKSUM, f"expected {expected}, got {actual}")
         self._file = None
         self.state = LAST if self._v1 else ENTRY
-        return FileEnd(self._received)
+        return FileEnd(self._received, actual)
 
     # ---- the daemon's answers ------------------------------------------------------------------
 
     def accept(self) -> Tuple[bytes, Optional[FileStart]]:
         """READY for the upload being decided. For SEND and VIEW, whose one file has no entry,
-        also the FileStart that begins it (the daemon's first event of the upload)."""
+        also the FileStart that begins it (the daemon's first event of the upload). A RANGE is
+        accepted the same way, but its READY is not sent: its data follows the request."""
         if self.state != DECIDING or self._upload is None:
             raise RuntimeError("accept() answers an upload request")
         request = self._upload.request
@@ -424,7 +433,7 @@ class Receiver:
     def expects_data(self) -> bool:
         """An upload was asked for or under way: its peer may be sending data right now
         (a pipelining client sends it before READY)."""
-        return self.in_upload or (self.state == DECIDING and self._upload is not None)
+        return self.in_upload or (self.state == DECIDING and self._data_follows)
 
     def discard(self) -> int:
         """After ``reject``: drop what was received (an upload's early data); the count."""

@@ -12,7 +12,7 @@ every `rtun` command a user types.
 from __future__ import annotations
 
 from rtun.protocol import framing, wire
-from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY
+from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY, MAX_RANGES_REPLY
 from rtun.protocol.wire import Rejected, Truncated
 
 TYPE_CHECKING = False
@@ -69,10 +69,13 @@ class Sender:
         self._sent = 0
         self._hash: Any = None
         self._payload_due = False  # the awaited reply may announce a payload
+        self._range = False  # the current upload is a RANGE
+        self.last_digest = b""  # SHA-256 of the file or range that end_file ended
         # Pipelining: replies due before the current request's own. A HELLO sent ahead of the
         # request, and the READY of an upload whose data went out without waiting for it.
         self._hellos_due = 0
         self._ready_due = False
+        self.oks_due = 0  # RANGEs sent whose OK has not been read: they stream back to back
         self._payload_left = 0
 
     # ---- requests ----------------------------------------------------------------------------
@@ -107,10 +110,18 @@ class Sender:
             self.state = AWAIT_READY
             self._v1 = True  # the data goes as a v1 file's does
             self._declared = request.size
+        elif isinstance(request, wire.Range):
+            self.state = STREAMING  # no READY: the data follows the request line
+            self._v1 = True
+            self._declared = request.size
+            self._range = True
+            self._start_file(request.size)
+            return line
         else:
             self.state = AWAIT_REPLY
         self._payload_due = isinstance(request, wire.PAYLOAD_REQUESTS)
-        self._limit = MAX_LINE
+        # RANGES lists the ranges a daemon kept: a file's worth of them.
+        self._limit = MAX_RANGES_REPLY if isinstance(request, wire.Ranges) else MAX_LINE
         if early:
             if self.state != AWAIT_READY:
                 raise RuntimeError("only an upload's data can go early")
@@ -180,7 +191,13 @@ class Sender:
         if self._declared is not None and self._sent != self._declared:
             raise SizeChanged(f"{self._sent} bytes of {self._declared}")
         digest = framing.encode_checksum(self._hash.hexdigest())
+        self.last_digest = self._hash.digest()
         self._hash = None
+        if self._range:  # the next RANGE may follow at once; its OK is read later
+            self._range = False
+            self.oks_due += 1
+            self.state = IDLE
+            return digest
         if self._v1:
             self.state = AWAIT_REPLY
             return digest
@@ -232,6 +249,8 @@ class Sender:
             if reply.text != "READY" or reply.code is not None:
                 raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
             self._ready_due = False  # the data is already on its way
+        elif self.oks_due:
+            self.oks_due -= 1  # a RANGE's verified arrival
         elif self.state == AWAIT_READY:
             if reply.text != "READY" or reply.code is not None:
                 raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")

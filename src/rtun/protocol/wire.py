@@ -15,10 +15,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare
     from typing import Any, Dict, List, Optional, Tuple, Union
 
-from rtun.protocol.limits import MAX_SIZE_DIGITS
+from rtun.protocol.limits import MAX_MTIME, MAX_SIZE_DIGITS
 
 HELLO_TOKEN = "RTUN/2"
-FEATURES = ("notify2", "put", "open", "copy", "paste", "edit")
+FEATURES = ("notify2", "put", "open", "copy", "paste", "edit", "ranges")
 VERSION_PREFIX = "version="  # a daemon's HELLO reply may carry one word "version=X.Y.Z"
 
 EOL = b"\r\n"
@@ -66,10 +66,14 @@ class Message:
     """An immutable value object. (dataclasses would cost every client command ~10 ms.)"""
 
     __slots__: "Tuple[str, ...]" = ()
+    _defaults: "Tuple[Any, ...]" = ()  # values of the last fields, when they are left out
 
     def __init__(self, *args: "Any") -> None:
-        if len(args) != len(self.__slots__):
+        missing = len(self.__slots__) - len(args)
+        if not 0 <= missing <= len(self._defaults):
             raise TypeError(f"{type(self).__name__} takes {len(self.__slots__)} arguments")
+        if missing:
+            args += self._defaults[len(self._defaults) - missing:]
         for name, value in zip(self.__slots__, args):
             object.__setattr__(self, name, value)
 
@@ -148,13 +152,21 @@ class Notify2(Message):
 
 
 class Put(Message):
-    """rtun/2 PUT: a stream of directory, file and link entries in one round trip."""
+    """rtun/2 PUT: a stream of directory, file and link entries in one round trip.
 
-    __slots__ = ("dest", "overwrite", "total_bytes", "total_files")
+    ``track``: remember the directories this PUT makes, and name them in the reply with a
+    token (``"made"``). ``mtimes``: such a token; at the end, the directories this PUT lists
+    that the token's PUT made get their modification times set again (files that other
+    connections wrote into them moved those), and no other directory is touched."""
+
+    __slots__ = ("dest", "overwrite", "total_bytes", "total_files", "mtimes", "track")
+    _defaults = ("", False)
     dest: str
     overwrite: bool
     total_bytes: int
     total_files: int
+    mtimes: str
+    track: bool
 
 
 class OpenUrl(Message):
@@ -199,12 +211,57 @@ class EditWait(Message):
 
 EDIT_RESULTS = ("", "saved", "conflict", "failed")
 
+
+class Ranges(Message):
+    """rtun/2 RANGES: one large file sent as ranges, over this and other connections.
+
+    The first connection opens it (``join`` false): the daemon makes its temporary file, or,
+    with ``resume``, finds the one an interrupted transfer of the same ``key`` left, and answers
+    with the ranges it holds verified. Other connections join it by ``key``. RANGE requests then
+    carry the data, and COMMIT gives the file its final name."""
+
+    __slots__ = ("dest", "name", "size", "mode", "mtime", "key", "overwrite", "resume", "join")
+    dest: str
+    name: str
+    size: int
+    mode: int
+    mtime: float
+    key: str
+    overwrite: bool
+    resume: bool
+    join: bool
+
+
+class Range(Message):
+    """rtun/2 RANGE: ``size`` bytes at ``offset`` of the file this connection opened or joined,
+    then their SHA-256 line; no READY first (the data follows at once), OK after."""
+
+    __slots__ = ("offset", "size")
+    offset: int
+    size: int
+
+
+class Commit(Message):
+    """rtun/2 COMMIT: every range has arrived; ``digest`` is the SHA-256 of the ranges' SHA-256
+    digests (32 bytes each, in the order of their offsets). The daemon checks that the ranges
+    cover the file exactly, then gives it its final name."""
+
+    __slots__ = ("digest",)
+    digest: str
+
+
+def _key(obj: Dict[str, Any], field: str) -> str:
+    value: str = json_field(obj, field, str)
+    if not 16 <= len(value) <= 64 or value.strip("0123456789abcdef"):
+        raise Rejected(E_BAD_REQUEST, f"field {field!r} must be 16 to 64 lowercase hex digits")
+    return value
+
 # Requests whose OK reply may carry a payload: ``OK {"bytes":N,...}``, N bytes, a SHA-256 line.
 PAYLOAD_REQUESTS = (Paste, EditWait)
 
 if TYPE_CHECKING:
     Request = Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put,
-                    OpenUrl, Copy, Paste, Edit, EditWait]
+                    OpenUrl, Copy, Paste, Edit, EditWait, Ranges, Range, Commit]
 
 
 def strip_eol(line: bytes) -> bytes:
@@ -294,7 +351,8 @@ def parse_request(line: bytes) -> Request:
         if total_bytes < 0 or total_files < 0:
             raise Rejected(E_BAD_SIZE, "negative totals")
         return Put(
-            json_field(obj, "dest", str, ""), json_field(obj, "overwrite", bool, False), total_bytes, total_files
+            json_field(obj, "dest", str, ""), json_field(obj, "overwrite", bool, False), total_bytes, total_files,
+            json_field(obj, "mtimes", str, ""), json_field(obj, "track", bool, False),
         )
     if verb == "OPEN":
         return OpenUrl(json_field(json_object(rest), "url", str))
@@ -314,6 +372,28 @@ def parse_request(line: bytes) -> Request:
         if result not in EDIT_RESULTS:
             raise Rejected(E_BAD_REQUEST, f"unknown edit result {result[:40]!r}")
         return EditWait(result, json_field(obj, "message", str, ""))
+    if verb == "RANGES":
+        obj = json_object(rest)
+        mode = json_field(obj, "mode", int, 0o644)
+        mtime = obj.get("mtime", 0.0)
+        if isinstance(mtime, bool) or not isinstance(mtime, (int, float)) or not 0 <= mtime <= MAX_MTIME:
+            raise Rejected(E_BAD_REQUEST, "field 'mtime' must be a time")
+        if not 0 <= mode <= 0o7777:
+            raise Rejected(E_BAD_REQUEST, "field 'mode' must be a file mode")
+        name = json_field(obj, "name", str)
+        if not name:
+            raise Rejected(E_BAD_PATH, "missing file name")
+        return Ranges(json_field(obj, "dest", str, ""), name, _json_size(obj),
+                      mode, float(mtime), _key(obj, "key"), json_field(obj, "overwrite", bool, False),
+                      json_field(obj, "resume", bool, True), json_field(obj, "join", bool, False))
+    if verb == "RANGE":
+        obj = json_object(rest)
+        offset = json_field(obj, "offset", int)
+        if offset < 0 or len(str(offset)) > MAX_SIZE_DIGITS:
+            raise Rejected(E_BAD_SIZE, "bad offset")
+        return Range(offset, _json_size(obj))
+    if verb == "COMMIT":
+        return Commit(_key(json_object(rest), "digest"))
     raise Rejected(E_UNKNOWN, f"unknown command {verb[:40]!r}")
 
 
@@ -351,6 +431,10 @@ def encode_request(request: Request) -> bytes:
             "bytes": request.total_bytes,
             "files": request.total_files,
         }
+        if request.mtimes:
+            header["mtimes"] = request.mtimes
+        if request.track:
+            header["track"] = True
         text = "PUT " + dumps(header)
     elif isinstance(request, OpenUrl):
         text = "OPEN " + dumps({"url": request.url})
@@ -362,6 +446,16 @@ def encode_request(request: Request) -> bytes:
         text = "EDIT " + dumps({"name": request.name, "bytes": request.size})
     elif isinstance(request, EditWait):
         text = "EDITWAIT " + dumps({"result": request.result, "message": request.message})
+    elif isinstance(request, Ranges):
+        text = "RANGES " + dumps({
+            "dest": request.dest, "name": request.name, "bytes": request.size, "mode": request.mode,
+            "mtime": request.mtime, "key": request.key, "overwrite": request.overwrite,
+            "resume": request.resume, "join": request.join,
+        })
+    elif isinstance(request, Range):
+        text = "RANGE " + dumps({"offset": request.offset, "bytes": request.size})
+    elif isinstance(request, Commit):
+        text = "COMMIT " + dumps({"digest": request.digest})
     else:
         raise TypeError(f"not a request: {request!r}")
     if "\n" in text or "\r" in text:

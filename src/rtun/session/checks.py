@@ -74,12 +74,17 @@ def daemon_check(socket_path: str) -> Check:
     except RtunError as exc:
         return Check("daemon", FAIL, f"no daemon answers on {_home(socket_path)} ({exc.message})",
                      "start it with `rtun server -d` (`rtun ssh HOST` starts it too)")
+    from rtun.protocol import wire
+
     features = conn.features or ()
     pid = _peer_pid(conn.sock)
     conn.close()
-    speaks = f"rtun/2: {', '.join(features)}" if features else "RTUN v1 only: an old daemon"
+    version = wire.daemon_version(features)
+    listed = ", ".join(f for f in features if not f.startswith(wire.VERSION_PREFIX))
+    speaks = (f"rtun {version or 'before 0.2'}, rtun/2: {listed}" if features else
+              "RTUN v1 only: an old daemon")
     detail = f"answers on {_home(socket_path)} ({speaks}{f'; PID {pid}' if pid else ''}); rtun here is {__version__}"
-    if not features:
+    if not features or (version is not None and version != __version__):
         return Check("daemon", WARN, detail, "restart it with this rtun (`rtun shutdown`, then `rtun server -d`)")
     return Check("daemon", OK, detail)
 
@@ -210,7 +215,8 @@ def version_of(path):
                               stderr=subprocess.DEVNULL, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return "-"
-    words = done.stdout.decode("utf-8", "replace").split()
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    words = lines[0].split() if lines else []  # "rtun X", then "daemon Y" where one answers
     return words[1] if len(words) == 2 and words[0] == "rtun" else "-"
 found = []
 shell = os.environ.get("SHELL", "")

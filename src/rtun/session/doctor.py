@@ -8,12 +8,12 @@ and a real forward with a PING through it, timed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
-from rtun.command import Command
+from rtun import __version__
+from rtun.command import Command, json_option, print_json
 from rtun.errors import RtunError, UsageError
 from rtun.session import checks, identity, master, remote, sshopts
 
@@ -26,7 +26,7 @@ _LABELS = {checks.OK: "ok", checks.WARN: "warn", checks.FAIL: "FAIL"}
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    json_option(parser)
     parser.add_argument("--config", metavar="FILE", help="the daemon's config file (default ~/.config/rtun/config.toml)")
     sshopts.declare(parser)
     parser.add_argument("host", metavar="HOST", nargs="?", help="also check this server, through ssh")
@@ -79,8 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         results += _remote(args, socket_path)
     failed = any(c.status == checks.FAIL for c in results)
     if args.json:
-        print(json.dumps({"ok": not failed, "laptop": _laptop(), "checks": [c.as_dict() for c in results]},
-                         indent=2))
+        print_json({"ok": not failed, "version": __version__, "laptop": _laptop(), "host": args.host,
+                    "checks": [c.as_dict() for c in results]})
     else:
         _print(results)
     return 1 if failed else 0

@@ -4,6 +4,10 @@ The server needs only python3 (3.9 or newer): no pip, no network. The installer 
 there (any Python 3 can run it far enough to say its version is too old), checks the bundle's
 SHA-256, replaces the old copy atomically unless it is the same version of the same sources,
 and runs the result to read its version back. rtun then compares that with its own and says how to put it on PATH.
+
+Beside it goes ~/.rtun/bin/rtun-open, a three-line sh script that runs `rtun open`: BROWSER and
+an xdg-open stand-in need a program name of one word (pip installs the same name as a console
+script). It names the client by its absolute path, so a symlink to it works from anywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ if TYPE_CHECKING:
 
 MARKER = "RTUN-INSTALL"
 TARGET = "~/.rtun/bin/rtun"
+OPEN_SHIM_NAME = "rtun-open"
+# {rtun}: the client's absolute path, quoted for sh.
+OPEN_SHIM = """#!/bin/sh
+# `rtun open` under a name of its own, for BROWSER=rtun-open and as an xdg-open stand-in.
+exec {rtun} open "$@"
+"""
 
 _PROGRAM = r'''
 import hashlib, os, subprocess, sys, zipfile
@@ -51,7 +61,8 @@ def version_of(path):
                              stdin=subprocess.DEVNULL, timeout=60).stdout.decode("utf-8", "replace")
     except (OSError, subprocess.SubprocessError):
         return "-"
-    words = out.split()
+    lines = out.splitlines()  # the client's own line; a daemon's version may follow
+    words = lines[0].split() if lines else []
     return words[1] if len(words) == 2 and words[0] == "rtun" else "-"
 before = "-"
 same = False
@@ -62,12 +73,22 @@ if os.path.exists(target):
     except (OSError, zipfile.BadZipFile):
         pass
     before = version_of(target)
-if not same:
-    temporary = "%s.%d.tmp" % (target, os.getpid())
+def put(path, content):
+    temporary = "%s.%d.tmp" % (path, os.getpid())
     with open(temporary, "wb") as f:
-        f.write(data)
+        f.write(content)
     os.chmod(temporary, 0o755)
-    os.replace(temporary, target)
+    os.replace(temporary, path)
+if not same:
+    put(target, data)
+shim = OPEN_SHIM.replace("{rtun}", "'" + target.replace("'", "'\\''") + "'").encode()
+try:
+    with open(os.path.join(bindir, OPEN_SHIM_NAME), "rb") as f:
+        shim_same = f.read() == shim
+except OSError:
+    shim_same = False
+if not shim_same:
+    put(os.path.join(bindir, OPEN_SHIM_NAME), shim)
 def first_on(path_value):
     for d in path_value.split(os.pathsep):
         candidate = os.path.join(d or ".", "rtun")
@@ -88,6 +109,16 @@ say("status=" + ("unchanged" if same else "written"), "before=" + before,
     "after=" + version_of(target), "python=" + python, "target=" + target, "found=" + found,
     "shell=" + shell)
 '''
+
+
+def open_shim(target: str) -> str:
+    """The rtun-open script for the client at ``target`` (an absolute path)."""
+    return OPEN_SHIM.replace("{rtun}", remote.quote(target, "posix"))
+
+
+def _program() -> bytes:
+    """The installer, with the shim's text and name defined in front of it."""
+    return (f"OPEN_SHIM = {OPEN_SHIM!r}\nOPEN_SHIM_NAME = {OPEN_SHIM_NAME!r}\n" + _PROGRAM).encode()
 
 
 def _parse(text: str) -> "Dict[str, str]":
@@ -111,7 +142,7 @@ def install(conn: "Master") -> "List[str]":
     """Install or upgrade the client on ``conn``'s server; the lines to show the user."""
     host = conn.host
     payload = bundle.build()
-    program = _PROGRAM.encode()
+    program = _program()
     header = b"%d %s %s\n" % (len(payload), hashlib.sha256(payload).hexdigest().encode(), bundle.identity())
     done = conn.run(remote.python_command(program), program + header + payload)
     said = done.stderr.decode("utf-8", "replace")

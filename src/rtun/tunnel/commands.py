@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
-from rtun.command import Command
+from rtun.command import Command, json_option, print_json
 from rtun.errors import UsageError
 from rtun.tunnel import connect as machines
 from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service, sshproc
@@ -193,14 +193,34 @@ def _hosts_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--via", metavar="SERVER",
                         help="read the registry on SERVER over ssh (default: this host)")
     parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(parser)
     parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="live probe timeout (3)")
+
+
+# The registry entry's fields that `rtun hosts --json` gives for each machine, always all of them
+# (null where the entry has none), whatever fields later entries gain.
+_ENTRY_KEYS = ("name", "hostname", "machine_id", "user", "port", "local_port", "os", "agent_version",
+               "status", "connected_at", "last_seen", "disconnected_at")
+
+
+def hosts_document(listing: machines.Listing, now: Optional[float] = None) -> Dict[str, Any]:
+    """`rtun hosts --json`: each machine's entry, its alias and whether it answers; the files
+    skipped; why the listing stopped early (null when complete)."""
+    names = hostnames.aliases(listing.entries)
+    found = []
+    for entry in listing.entries:
+        live = listing.live.get(entry.machine_id, False)
+        item: Dict[str, Any] = {key: getattr(entry, key) for key in _ENTRY_KEYS}
+        item.update(alias=names[entry.machine_id], live=live, state=machines.status(entry, live),
+                    age_seconds=int(entry.age(now)))
+        found.append(item)
+    return {"machines": found, "skipped": list(listing.problems), "cut": listing.cut}
 
 
 def _run_hosts(args: argparse.Namespace) -> int:
     listing = _listing(args, probe=True)
     if args.json:
-        print(machines.as_json(listing))
+        print_json(hosts_document(listing))
     elif listing.entries:
         print(machines.table(listing))
     else:

@@ -7,7 +7,6 @@ request, relay.py) and probe every port through it, all at once (Master.probe_ma
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -109,17 +108,6 @@ def table(listing: Listing, now: Optional[float] = None) -> str:
         rows.append(tuple(registry.printable(cell) for cell in row))  # validated; and never a split row
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def as_json(listing: Listing, now: Optional[float] = None) -> str:
-    names = aliases(listing.entries)
-    out = []
-    for e in listing.entries:
-        data = json.loads(e.to_json())
-        data.update(alias=names[e.machine_id], live=listing.live.get(e.machine_id, False),
-                    age_seconds=int(e.age(now)), state=status(e, listing.live.get(e.machine_id, False)))
-        out.append(data)
-    return json.dumps({"machines": out, "skipped": listing.problems, "cut": listing.cut}, indent=2)
 
 
 def find(entries: Sequence[registry.Entry], name: str) -> registry.Entry:

@@ -280,6 +280,7 @@ def test_client_killed_mid_stream_leaves_no_file_and_no_litter(forward, daemon, 
 
 
 def test_sending_client_process_killed_mid_transfer(forward, daemon, remote_home, save_dir, short_tmp):
+    """A large file is kept under its temporary name only, for the next send to resume."""
     source = short_tmp / "big.bin"
     with open(source, "wb") as f:
         f.truncate(512 * 1024 * 1024)  # sparse: large enough to be still running when killed
@@ -288,9 +289,13 @@ def test_sending_client_process_killed_mid_transfer(forward, daemon, remote_home
     wait_until(lambda: _part_files(save_dir), what="the upload to start")
     proc.kill()
     proc.wait()
-    wait_until(lambda: not _part_files(save_dir), what="the partial file to be removed")
-    assert not (save_dir / "big.bin").exists()
     assert answers_ping(forward.remote)
+    assert not (save_dir / "big.bin").exists() and len(_part_files(save_dir)) == 1
+    again = subprocess.run(RTUN + ["send", "-q", str(source)], env=clean_env(remote_home),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert (save_dir / "big.bin").stat().st_size == 512 * 1024 * 1024 and not _part_files(save_dir)
+    assert "resuming big.bin" in daemon.log_text()
 
 
 def test_ssh_forward_killed_mid_stream_leaves_no_file(forward, daemon, save_dir):

@@ -9,13 +9,14 @@ reserve. It never touches the socket.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple, Union
+import time
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
 from rtun.daemon.storage.direct import DIRECT_MIN
 from rtun.daemon.storage.small import SMALL_MAX, Placed, SmallFiles
 from rtun.daemon.storage.space import Claim, Space
-from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile
+from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile, refusal_for
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.receiver import Directory, FileStart, Link
@@ -23,6 +24,8 @@ from rtun.protocol.wire import Rejected
 
 DEFAULT_MODE = 0o644  # v1 uploads carry no mode
 OBJECT_COST = 64  # bytes a small Python object costs beyond its text: budgets count memory
+MAX_MADE = 8  # tracked PUTs whose directories wait for their "mtimes" PUT (each within 4 MiB)
+MADE_SECONDS = 3600.0
 UNNAMED_MAX = 1024 * 1024  # a tree's files up to this size have no name until complete
 
 
@@ -54,6 +57,8 @@ class Transfer:
         self._mode = DEFAULT_MODE
         self._data: Optional[bytearray] = None  # a small file's data, until it is verified
         self._small = SmallFiles(tree, overwrite)
+        # PUT "mtimes": the directories an earlier PUT of this transfer made get their mtime back.
+        self.restore: "Set[Tuple[str, ...]]" = set()
 
     def _list(self, listing: List[str], text: str) -> bool:
         """Add to what the reply lists while the budget lasts; False once it is spent."""
@@ -70,13 +75,28 @@ class Transfer:
     def directory(self, event: Directory) -> None:
         self._placed(self._small.flush())  # before the tree may close a descriptor they use
         self.tree.directory(event.parts)
-        if self.tree.made != event.parts:  # it existed before: its mode and mtime stay
+        if self.tree.made != event.parts:  # it existed before: its mode and mtime stay,
+            if event.parts in self.restore:  # ... unless this transfer's first PUT made it
+                self._track(event.parts, -1, event.mtime)
             return
-        self._tracked_bytes += sum(len(p) + OBJECT_COST for p in event.parts) + OBJECT_COST
+        self._track(event.parts, event.mode, event.mtime)
+
+    def _track(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
+        """Metadata applied at the end (mode -1: the mtime alone)."""
+        self._tracked_bytes += sum(len(p) + OBJECT_COST for p in parts) + OBJECT_COST
         if self._tracked_bytes <= MAX_TRACKED_DIRECTORIES:
-            self._directories[event.parts] = (event.mode, event.mtime)
+            self._directories[parts] = (mode, mtime)
         else:  # memory stays bounded; this directory's mtime may move as files arrive in it
-            self.tree.set_metadata(event.parts, event.mode, event.mtime)
+            self._set_metadata(parts, mode, mtime)
+
+    def _set_metadata(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
+        if mode >= 0:
+            self.tree.set_metadata(parts, mode, mtime)
+            return
+        try:
+            os.utime(self.tree.directory(parts, create=False), (mtime, mtime))
+        except OSError as exc:
+            raise refusal_for(exc, "/".join(parts)) from None
 
     def link(self, event: Link) -> None:
         self._placed(self._small.flush())
@@ -146,11 +166,15 @@ class Transfer:
             self.files += 1
             self.bytes += size
 
+    @property
+    def made_directories(self) -> "List[Tuple[str, ...]]":
+        return [parts for parts, (mode, _) in self._directories.items() if mode >= 0]
+
     def finish(self) -> None:
         """After the last entry: the metadata of the directories made, deepest first."""
         self._placed(self._small.flush())
         for parts, (mode, mtime) in sorted(self._directories.items(), key=lambda d: len(d[0]), reverse=True):
-            self.tree.set_metadata(parts, mode, mtime)
+            self._set_metadata(parts, mode, mtime)
 
     def abort(self) -> None:
         """The upload failed: the file being received goes, no final name is touched."""
@@ -175,6 +199,7 @@ class Uploads:
         self.save_dir = os.path.realpath(save_dir)
         self.space = Space(self.save_dir, min_free)
         self.umask = umask
+        self._made: Dict[str, Tuple[float, Set[Tuple[str, ...]]]] = {}  # PUT "track" tokens
 
     def begin(self, request: Union[wire.Send, wire.Put], base: Tuple[str, ...]) -> Transfer:
         """Checks that need no data, before READY: the declared size must fit."""
@@ -192,7 +217,21 @@ class Uploads:
         except BaseException:
             tree.close()
             raise
-        return Transfer(tree, base, overwrite, claim)
+        transfer = Transfer(tree, base, overwrite, claim)
+        if isinstance(request, wire.Put) and request.mtimes:
+            transfer.restore = self._made.pop(request.mtimes, (0.0, set()))[1]
+        return transfer
+
+    def made(self, transfer: Transfer) -> str:
+        """A token for the directories ``transfer`` made (PUT "track"), for a later "mtimes"."""
+        now = time.monotonic()
+        for token in [t for t, (when, _) in self._made.items() if now - when > MADE_SECONDS]:
+            del self._made[token]
+        while len(self._made) >= MAX_MADE:
+            del self._made[min(self._made, key=lambda t: self._made[t][0])]
+        token = os.urandom(16).hex()
+        self._made[token] = (now, set(transfer.made_directories))
+        return token
 
     @staticmethod
     def summary(transfer: Transfer) -> str:
