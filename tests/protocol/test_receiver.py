@@ -382,3 +382,28 @@ def test_lone_surrogates_from_json_escapes_are_rejected_not_crashed_on() -> None
     for entry in (b'{"type":"link","path":"l","target":"\\ud800x"}\r\n', b'{"type":"dir","path":"\\udc80"}\r\n'):
         with pytest.raises(Rejected):
             feed([b"PUT {}\r\n" + entry])
+
+
+def test_back_to_back_ranges_keep_one_receive_buffer() -> None:
+    """Each RANGE's data needs the large buffer; the connection keeps it between ranges instead
+    of allocating (and zero-filling) it again for every one, and other uploads still give it up."""
+    receiver = Receiver()
+    buffers = []
+    for offset in (0, 5, 10):
+        receiver.receive_data(wire.encode_request(wire.Range(offset, 5)))
+        assert isinstance(receiver.next_event(), Upload)
+        receiver.accept()
+        buffers.append(receiver._buffer)
+        receiver.receive_data(b"abcde" + sha(b"abcde"))
+        events = [receiver.next_event() for _ in range(3)]
+        assert isinstance(events[-1], UploadEnd)
+        receiver.reply()
+    assert buffers[0] is buffers[1] is buffers[2] and len(buffers[0]) == limits.RECEIVE_BUFFER
+    receiver.receive_data(b"SEND 1 f\r\n")
+    receiver.next_event()
+    receiver.accept()
+    receiver.receive_data(b"x" + sha(b"x"))
+    while not isinstance(receiver.next_event(), UploadEnd):
+        pass
+    receiver.reply()
+    assert len(receiver._buffer) == limits.IDLE_BUFFER  # a single upload gives it back

@@ -412,7 +412,15 @@ class Receiver:
         if self.state == DECIDING and self._upload is not None:
             raise RuntimeError("an upload request is answered with accept() or reject()")
         if self.state == REPLYING:
-            self._resize(self._idle_size)
+            finished = self._upload.request if self._upload is not None else None
+            # A RANGE is followed by the next on the same connection: shrinking and growing the
+            # buffer around each (1 MiB) range cost two allocations and their zero-fill.
+            if not isinstance(finished, wire.Range):
+                self._resize(self._idle_size)
+            elif self._start:  # what came of the next range goes to the front: room behind it
+                unread = self._end - self._start
+                self._buffer[:unread] = self._view[self._start:self._end]
+                self._start, self._end, self._scanned = 0, unread, 0
         self.state = IDLE
         self._upload = None
         return wire.ok_data(data) if data is not None else wire.ok(text)

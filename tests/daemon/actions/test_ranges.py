@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtun.daemon.actions import ranges
 from rtun.daemon.actions.ranges import RangedFiles
@@ -131,3 +133,26 @@ def test_ranges_in_flight_exclude_each_other_and_the_commit(tmp_path: Path) -> N
     with pytest.raises(wire.Rejected) as info:
         files.commit(ranged, "00" * 32)
     assert info.value.code == wire.E_BUSY
+
+
+UNIT = ranges.MIN_RANGE
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 31), st.integers(1, 8)), min_size=1, max_size=60))
+def test_a_range_sent_again_unverifies_exactly_what_it_overlaps(tmp_path_factory, sends) -> None:
+    """Whatever order and overlap ranges arrive in, the verified ones are those a plain scan of
+    every range would keep (the daemon finds the overlapped ones by bisection)."""
+    directory = tmp_path_factory.mktemp("ranges")
+    files = RangedFiles(str(directory), Space(str(directory), 0), 0o022)
+    ranged = files.open(_request(size=32 * UNIT))
+    model = {}
+    for start, length in sends:
+        offset, size = start * UNIT, min(length, 32 - start) * UNIT
+        ranged.begin_range(offset, size)
+        model = {o: n for o, n in model.items() if not (o < offset + size and offset < o + n)}
+        ranged.end_range(offset)
+        ranged.verified_range(offset, size, b"d" * 32)
+        model[offset] = size
+        assert {o: n for o, (n, _) in ranged.verified.items()} == model
+    ranged.discard()

@@ -12,6 +12,7 @@ ranges are already here and sends only the rest. Nothing here touches the socket
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
@@ -49,6 +50,7 @@ class RangedFile:
         assert isinstance(part, PartFile)
         self.part: Optional[PartFile] = part
         self.verified: Dict[int, Tuple[int, bytes]] = {}  # offset -> (length, SHA-256)
+        self._starts: List[int] = []  # the offsets of ``verified``, sorted
         self.users = 0  # connections attached now
         self.in_flight: Dict[int, int] = {}  # offset -> size of ranges being received now
         self.last_activity = time.monotonic()
@@ -77,10 +79,25 @@ class RangedFile:
         end = offset + size
         if any(o < end and offset < o + n for o, n in self.in_flight.items()):
             raise Rejected(wire.E_BUSY, f"{self.what}: another connection is sending that range")
-        for other in [o for o, (n, _) in self.verified.items() if o < end and offset < o + n]:
+        for other in self._overlapping(offset, end):
             del self.verified[other]
         self.in_flight[offset] = size
         self.last_activity = time.monotonic()
+
+    def _overlapping(self, offset: int, end: int) -> List[int]:
+        """The verified ranges that [offset, end) overlaps, taken out of the sorted offsets.
+        Verified ranges never overlap one another, so sorted by offset they are sorted by end
+        too: the ones overlapping are those just before the first that starts at ``end`` or
+        later. (A scan of all of them for every range was quadratic: 0.2 CPU-s per GiB at 1 MiB
+        ranges, minutes for a file of MAX_RANGES.)"""
+        starts = self._starts
+        last = bisect.bisect_left(starts, end)
+        first = last
+        while first > 0 and starts[first - 1] + self.verified[starts[first - 1]][0] > offset:
+            first -= 1
+        found = starts[first:last]
+        del starts[first:last]
+        return found
 
     def end_range(self, offset: int) -> None:
         self.in_flight.pop(offset, None)
@@ -112,6 +129,8 @@ class RangedFile:
 
     def verified_range(self, offset: int, size: int, digest: bytes) -> None:
         """Record a range whose SHA-256 matched (begin_range forgot what it overlaps)."""
+        if offset not in self.verified:
+            bisect.insort(self._starts, offset)
         self.verified[offset] = (size, digest)
         self.last_activity = time.monotonic()
 
