@@ -6,47 +6,20 @@ from __future__ import annotations
 
 import compileall
 import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable, List
 
 from common import Result, command_seconds
-from rig import RTUN_SCRIPT
-from support.rtun import RtunDaemon, clean_env
-from support.sshd import Forward, SshKeys, SshServer
+from rig import RTUN_SCRIPT, Rig
+from support.rtun import clean_env
 from support.xvfb import XCLIP, Xvfb, running_xvfb
 
 RUNS = 20
 WARMUP = 2
 # The clipboard's rate limit follows [view]; lifted, so the runs measure the path, not the limit.
 CONFIG = "[view]\nburst = 1000\nrate = 1000\n"
-
-
-class ClipboardRig:
-    """sshd on 127.0.0.1, a daemon on the Xvfb display, and the interactive ssh -R forward."""
-
-    def __init__(self, xvfb: Xvfb) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))
-        self.sshd = SshServer(SshKeys(self.root / "keys"), self.root / "sshd").start()
-        self.local_home = self.root / "local"
-        self.remote_home = self.root / "remote"
-        (self.remote_home / ".rtun").mkdir(parents=True, mode=0o700)
-        config = self.local_home / ".config" / "rtun" / "config.toml"
-        config.parent.mkdir(parents=True)
-        config.write_text(CONFIG)
-        self.daemon = RtunDaemon(self.local_home, self.local_home / "Downloads", env=xvfb.env).start()
-        self.forward = Forward(self.sshd, self.remote_home / ".rtun" / "rtun.sock", self.daemon.socket).wait_up()
-
-    def close(self) -> None:
-        self.forward.close()
-        if self.daemon.alive():
-            self.daemon.stop()
-        self.sshd.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def until_readable(xvfb: Xvfb, start: Callable[[bytes], subprocess.Popen], runs: int) -> List[float]:
@@ -72,8 +45,7 @@ def measure() -> List[Result]:
 
     compileall.compile_dir(rtun.__path__[0], quiet=1)  # as a pip install leaves it (see bench_ping)
     with running_xvfb() as xvfb:
-        rig = ClipboardRig(xvfb)
-        try:
+        with Rig(config=CONFIG, env=xvfb.env) as rig:
             remote = clean_env(rig.remote_home)  # discovery finds the forwarded socket itself
             local = dict(os.environ, **xvfb.env)
             ping = command_seconds([RTUN_SCRIPT, "ping"], repeat=RUNS, env=remote)
@@ -81,8 +53,6 @@ def measure() -> List[Result]:
             rtun_copy = until_readable(xvfb, lambda text: subprocess.Popen(
                 [RTUN_SCRIPT, "copy", os.fsdecode(text)], env=remote, stdin=subprocess.DEVNULL), RUNS)
             xclip_copy = until_readable(xvfb, lambda text: _xclip_in(text, local), RUNS)
-        finally:
-            rig.close()
     readable, plain = statistics.median(rtun_copy) * 1000, statistics.median(xclip_copy) * 1000
     return [
         Result(f"rtun copy on the server to the text on the X clipboard (median of {RUNS})", readable, "ms",

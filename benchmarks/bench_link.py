@@ -42,8 +42,7 @@ from typing import Any, Callable, Dict, List, Tuple, Union
 
 from common import Result
 from delayline import DEFAULT_INFLIGHT, parse_size
-from linkrig import Link, LinkRig
-from rig import RTUN_SCRIPT
+from rig import RTUN_SCRIPT, Link, Rig
 
 MIB = 1024 ** 2
 KIB = 1024
@@ -189,7 +188,7 @@ def _medians(runs: Dict[str, Callable[[], None]], repeat: int, clear: Callable[[
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _link_results(rig: LinkRig, files: Files, dest: Path, rtt: float, inflight: int) -> List[Result]:
+def _link_results(rig: Rig, files: Files, dest: Path, rtt: float, inflight: int) -> List[Result]:
     link = rig.link(f"l{rtt:g}-{inflight}", rtt, inflight)
     channels = _ceiling_channels(inflight)
     sample = rtt > 0 and SCP_SAMPLE < TREE_FILES
@@ -251,7 +250,7 @@ def _report(s: Dict[str, float], big: str, tree: str, goals: bool, large: bool, 
     return results
 
 
-def _round_trips(rig: LinkRig, files: Files) -> List[Result]:
+def _round_trips(rig: Rig, files: Files) -> List[Result]:
     """ping, notify and a 1-byte send through a 0 ms link and a PING_RTT link, in alternation."""
     near = rig.link("near", 0, INFLIGHTS[0])
     far = rig.link("far", PING_RTT, INFLIGHTS[0])
@@ -306,7 +305,7 @@ def _round_trips(rig: LinkRig, files: Files) -> List[Result]:
 def measure() -> List[Result]:
     dest_root = Path(tempfile.mkdtemp(prefix="rtun-link-", dir="/dev/shm"))
     try:
-        with LinkRig(save_dir=dest_root / "saved") as rig:
+        with Rig(dest_root / "saved", notifications=True, forward=False) as rig:
             files = Files(Path(tempfile.mkdtemp(prefix="work", dir=rig.root)))
             results: List[Result] = []
             for rtt in RTTS:

@@ -9,7 +9,7 @@ file is checked byte for byte and the round's files are deleted.
 Figures: upload throughput (MiB/s) and requests/s over the rounds' wall time, failures
 (target 0), the daemon's peak RSS (target <= 64 MiB, as for a 1 GiB send), its RSS growth from
 the first round to the last (a leak grows with every round), and its descriptors afterwards.
-Run alone: python benchmarks/bench_soak.py (prints the table; run.py soak also works).
+Run alone: python benchmarks/run.py soak.
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ import time
 from pathlib import Path
 from typing import List
 
-HERE = Path(__file__).resolve().parent
-if __name__ == "__main__":
-    sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
-
-from common import Result, peak_rss_mib, table  # noqa: E402
-from rig import Rig  # noqa: E402
-from support.load import (  # noqa: E402
+from common import Result, peak_rss_mib
+from rig import Rig
+from support.load import (
     MIB, check_delivered, load_sizes, make_sources, open_fds, parts_below, plan_uploads, rss_kib,
     run_mix,
 )
-from support.wait import wait_until  # noqa: E402
+from support.wait import wait_until
 
 SOAK_SECONDS = 150  # rounds start until this much time has passed
 CLIENTS = 100
@@ -108,8 +104,3 @@ def _measure(dest_root: Path) -> List[Result]:
                settled),
     ]
 
-
-if __name__ == "__main__":
-    results = measure()
-    print(table(results))
-    sys.exit(0 if all(r.ok for r in results) else 1)
