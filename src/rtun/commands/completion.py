@@ -60,13 +60,13 @@ def script(shell: str) -> str:
 
         raise CompletionUnavailableError(
             f"shell completion needs argcomplete, which is not installed for {sys.executable}: "
-            "pip install argcomplete (or install rtun with its extra: pip install 'rtun[completion]')"
+            f"{sys.executable} -m pip install argcomplete (scripts/install adds it on your computer)"
         ) from None
     code = shellcode(["rtun"], shell=shell)
     # Before 3.2.3, argcomplete's zsh script could not be a function autoloaded from $fpath.
     if shell == "zsh" and "zsh_eval_context" not in code:
         raise CompletionUnavailableError("zsh completion needs argcomplete 3.2.3 or newer: "
-                                         "pip install -U argcomplete")
+                                         "python3 -m pip install -U argcomplete")
     return code
 
 
