@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import plistlib
+import shlex
+import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List, Tuple
 
+import pytest
+
+from rtun.session import bundle
 from rtun.tunnel import service
+from support.rtun import RTUN
 from support.tunnel import World
+from support.wait import wait_until
 
 
 def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
@@ -63,3 +72,52 @@ def test_install_launchd_agent_in_the_home(world: World) -> None:
     assert done.returncode == 0, done.stderr
     plist = Path(world.home, "Library", "LaunchAgents", f"{service.LABEL}.plist")
     assert plistlib.loads(plist.read_bytes())["ProgramArguments"][-3:] == ["rtun", "tunnel", "pub"]
+
+
+def _exec_start(unit: str) -> Tuple[List[str], Dict[str, str]]:
+    """ExecStart's argv and the Environment= settings, read back as systemd reads them (our
+    words are plain or double-quoted; %% and $$ are systemd's escapes)."""
+    argv: List[str] = []
+    env: Dict[str, str] = {}
+    for line in unit.splitlines():
+        key, _, value = line.partition("=")
+        words = [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(value)]
+        if key == "ExecStart":
+            argv = words
+        elif key == "Environment":
+            name, _, setting = words[0].partition("=")
+            env[name] = setting
+    return argv, env
+
+
+@pytest.mark.parametrize("how", ["single-file client", "package"])
+def test_the_units_exec_start_runs_the_rtun_that_wrote_it(how: str, world: World, agents: list) -> None:
+    """`rtun tunnel install --dry-run` from the zipapp (no rtun module for `python3 -m rtun`) and
+    from the package: the ExecStart it prints, run as systemd would, brings the tunnel up."""
+    if how == "single-file client":
+        app = world.root / "rtun.pyz"
+        app.write_bytes(bundle.build())
+        writer = [sys.executable, "-I", str(app)]
+    else:
+        writer = RTUN
+    name = f"svc{len(how)}"
+    args = ["tunnel", "install", "--dry-run", "pub", "--name", name, "--local-port", str(world.machine.port),
+            "--registry", str(world.registry), "--machine-id", f"test-{name}-{os.getpid()}"]
+    printed = subprocess.run(writer + args, env=world.env(), capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL, cwd=str(world.root))
+    assert printed.returncode == 0, printed.stderr
+    argv, env = _exec_start(printed.stdout)
+    if how == "single-file client":
+        assert argv[:2] == [sys.executable, str(app)]
+    # systemd starts it with an environment of its own: no PYTHONPATH, no venv activated.
+    started = subprocess.Popen(argv, env={"HOME": str(world.home), "PATH": "/usr/bin:/bin", **env},
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd="/")
+    try:
+        entry = wait_until(lambda: started.poll() is None and world.entry(name), timeout=30,
+                           what="the service's registry entry")
+        assert entry["port"] > 0
+    finally:
+        started.terminate()
+        output = started.communicate(timeout=30)[0].decode(errors="replace")
+    assert "No module named" not in output, output

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, TextIO
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
 from rtun import paths
 from rtun.errors import RtunError
@@ -40,9 +40,27 @@ def default_kind() -> str:
     return "launchd" if sys.platform == "darwin" else "systemd"
 
 
+def this_rtun() -> "Tuple[List[str], Dict[str, str]]":
+    """How a service runs the very rtun that is running now, however it was installed, and the
+    environment that needs: this Python (a virtual environment's included) with ``-m rtun``, or
+    with the single-file client's path (a zipapp, which ``-m rtun`` cannot import), and
+    PYTHONPATH where the package is found only through it."""
+    import rtun
+
+    package = os.path.dirname(os.path.abspath(rtun.__file__))
+    archive = package
+    while archive != os.path.dirname(archive) and not os.path.exists(archive):
+        archive = os.path.dirname(archive)  # inside a zip: climb to the archive itself
+    if os.path.isfile(archive):
+        return [sys.executable, archive], {}
+    parent = os.path.dirname(package)
+    given = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return [sys.executable, "-m", "rtun"], ({"PYTHONPATH": parent} if parent in given else {})
+
+
 def agent_argv(server: str, options: Sequence[str]) -> List[str]:
-    """The command the service runs: this Python and this rtun, so a venv install works."""
-    return [sys.executable, "-m", "rtun", "tunnel"] + list(options) + [server]
+    """The command the service runs: this rtun's ``tunnel``."""
+    return this_rtun()[0] + ["tunnel"] + list(options) + [server]
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./:@=,+-]+")
@@ -107,6 +125,7 @@ def render_launchd(argv: Sequence[str], env: Dict[str, str], log_path: str, syst
 def plan(server: str, options: Sequence[str], kind: str, system: bool, run_as: Optional[str],
          env: Dict[str, str]) -> Service:
     argv = agent_argv(server, options)
+    env = dict(this_rtun()[1], **env)
     if kind == "systemd":
         if system:
             path = os.path.join("/etc/systemd/system", UNIT)
