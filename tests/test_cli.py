@@ -20,14 +20,33 @@ from support.v1peer import V1Peer
 
 @pytest.mark.parametrize("argv, expected", [
     (["send"], "rtun send: the following arguments are required: PATH (see rtun send --help)"),
-    (["bogus"], "rtun: argument COMMAND: invalid choice: 'bogus'"),
+    (["bogus"], "rtun: unknown command 'bogus': see rtun --help for the commands"),
+    (["sned", "x"], "rtun: unknown command 'sned': did you mean `rtun send`?"),
+    (["tunel"], "rtun: unknown command 'tunel': did you mean `rtun tunnel`?"),
+    (["\x1b[2Jx"], "rtun: unknown command '\\x1b[2Jx'"),
     (["ping", "--nope"], "rtun ping: unrecognized arguments: --nope"),
-    ([], "rtun: the following arguments are required: COMMAND"),
+    (["--nope"], "rtun: the following arguments are required: COMMAND"),
 ])
 def test_usage_errors_return_2_with_one_line(capsys, argv, expected) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(expected), err
+
+
+def test_rtun_alone_lists_the_commands(capsys) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in ("send", "notify", "ssh", "tunnel", "doctor"):
+        assert f"    {name} " in out
+    assert "rtun COMMAND --help" in out
+
+
+def test_each_commands_help_has_examples_and_points_to_the_docs(capsys) -> None:
+    for name in ("send", "notify", "done", "edit", "open", "copy", "ping", "server"):
+        assert main([name, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "examples:\n  rtun " in out or "examples:\n  " in out, name
+        assert "more: README.md and docs/" in out, name
 
 
 def test_help_and_version_return_0(capsys, monkeypatch, tmp_path) -> None:

@@ -46,11 +46,12 @@ def test_readme_install_puts_rtun_on_a_new_login_shells_path(shell: str) -> None
         checkout_for(user.home, user.name)
         installed = user.login(f"cd rtun && PYTHON={python} {line}")
         assert installed.returncode == 0, installed.stderr
-        found = user.login("rtun --version && command -v rtun rtun-open && rtun-open --help")
+        found = user.login("rtun --version && command -v rtun rtun-open && rtun-open --help && man -w rtun")
         assert found.returncode == 0, found.stderr
         assert found.stdout.splitlines()[0].startswith("rtun ")
         assert f"{user.home}/.local/bin/rtun\n" in found.stdout
         assert f"{user.home}/.local/bin/rtun-open\n" in found.stdout
+        assert found.stdout.rstrip().endswith("/man1/rtun.1")  # `man rtun` finds the page
         again = user.login(f"cd rtun && PYTHON={python} {line}")  # an upgrade: the same command again
         assert again.returncode == 0, again.stderr
         assert user.login("rtun --version").returncode == 0

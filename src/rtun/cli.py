@@ -113,6 +113,7 @@ def _top_parser(listed: bool = True) -> _Parser:
         prog="rtun",
         description="Reach back to your computer from an SSH session, and keep machines "
         "behind NAT reachable through a reverse tunnel.",
+        epilog=f"`rtun COMMAND --help` shows a command's options and examples; more: {DOCS}",
     )
     parser.add_argument("--version", action=_Version,
                         help="print this rtun's version, and the daemon's if one answers")
@@ -189,14 +190,41 @@ def parse(argv: "Sequence[str]") -> "Tuple[Command, argparse.Namespace]":
     argv = list(argv)
     name = _command_name(argv)
     if name is None:
+        if not argv:  # `rtun` alone: what there is to run
+            _top_parser().print_help()
+            raise _Exit(0)
+        if not argv[0].startswith("-"):
+            raise UsageError(_unknown(argv[0]))
         _top_parser().parse_args(argv)  # --help, --version, or a usage error
         raise UsageError("name a command (see rtun --help)")
     command = load(name)
-    parser = _Parser(prog=f"rtun {name}", usage=command.usage, description=command.description)
+    parser = _Parser(prog=f"rtun {name}", usage=command.usage, description=command.description,
+                     epilog=_epilog(name, command), formatter_class=argparse.RawDescriptionHelpFormatter)
     command.arguments(parser)
     args = parser.parse_args(argv[len(name.split()):])
     args.command = name
     return command, args
+
+
+def _unknown(word: str) -> str:
+    """An unknown command, with the nearest listed one when it is close (a typo)."""
+    import difflib
+
+    from rtun.command import printable
+
+    listed = [name for name, (help_text, _) in COMMANDS.items() if help_text is not None]
+    near = difflib.get_close_matches(word, listed, n=1, cutoff=0.6)
+    advice = f"did you mean `rtun {near[0]}`?" if near else "see rtun --help for the commands"
+    return f"unknown command '{printable(word)}': {advice}"
+
+
+DOCS = "README.md and docs/ in rtun's source; `man rtun` where the page is installed"
+
+
+def _epilog(name: str, command: "Command") -> str:
+    """Below the options: the command's examples, and where the rest is written."""
+    examples = "".join(f"  {line}\n" for line in command.examples)
+    return (f"examples:\n{examples}\n" if examples else "") + f"more: {DOCS}"
 
 
 def main(argv: "Optional[Sequence[str]]" = None) -> int:

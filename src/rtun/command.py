@@ -9,14 +9,14 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
     import argparse
-    from typing import Callable, Dict, Optional
+    from typing import Callable, Dict, Optional, Sequence
 
 
 class Command:
     """``arguments(parser)`` declares the options; ``run(args)`` does the work and returns the
     exit code. Failures are raised as :class:`rtun.errors.RtunError`, never printed here."""
 
-    __slots__ = ("arguments", "run", "usage", "description")
+    __slots__ = ("arguments", "run", "usage", "description", "examples")
 
     def __init__(
         self,
@@ -24,11 +24,14 @@ class Command:
         run: "Callable[[argparse.Namespace], int]",
         usage: "Optional[str]" = None,
         description: "Optional[str]" = None,
+        *,
+        examples: "Sequence[str]" = (),
     ) -> None:
         self.arguments = arguments
         self.run = run
         self.usage = usage
         self.description = description
+        self.examples = tuple(examples)  # command lines, each with a short comment, for --help
 
 
 def socket_option(parser: "argparse.ArgumentParser") -> None:

@@ -81,6 +81,6 @@ def _paste(args: argparse.Namespace) -> int:
 
 
 copy = Command(_copy_arguments, _copy, description="Put TEXT, or standard input, on the clipboard "
-               "of your computer.")
+               "of your computer.", examples=["git rev-parse HEAD | rtun copy", "rtun copy 'some text'"])
 paste = Command(_paste_arguments, _paste, description="Print the clipboard of your computer, exactly "
                 "as it is. Off unless [actions] paste = true in the config file of rtun there.")

@@ -165,4 +165,5 @@ def _run(args: argparse.Namespace) -> int:
 
 completion = Command(_arguments, _run, usage="rtun completion [--install] [bash|zsh|fish]",
                      description="Print the shell completion script for rtun, or with --install "
-                     "write it where the shell loads completions for you.")
+                     "write it where the shell loads completions for you.",
+                     examples=["rtun completion --install   # for the shell $SHELL names"])

@@ -207,4 +207,7 @@ def _notify(args: argparse.Namespace, command: "Optional[str]", code: int,
 done = Command(_arguments, _run, usage=USAGE,
                description="Run COMMAND in the foreground and exit with its exit code; when it "
                "ends, notify your computer with the command, its status and how long it ran. "
-               "With --status, notify about a command that has already ended.")
+               "With --status, notify about a command that has already ended.",
+               examples=["rtun done -- make -j8 test          # exits with make's code",
+                         "rtun done --min-seconds 60 -- ./train.py",
+                         "rtun done --status $? --since $start   # about a command that already ended"])

@@ -28,4 +28,6 @@ def _run(args: argparse.Namespace) -> int:
     return editing.edit(args.socket, args.file, args.quiet)
 
 
-edit = Command(_arguments, _run, description=DESCRIPTION)
+edit = Command(_arguments, _run, description=DESCRIPTION, examples=[
+    "rtun edit ~/.bashrc        # in your editor; each save is written back here",
+])

@@ -24,4 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-notify = Command(_arguments, _run)
+notify = Command(_arguments, _run, examples=[
+    'rtun notify -t "train.py" "epoch 40 done"',
+    "make 2>&1 | tail -n 3 | rtun notify -",
+])

@@ -69,7 +69,9 @@ def main() -> int:
 
 open_target = Command(_arguments, _run, usage="rtun open [-s PATH] [-v] TARGET...",
                       description="Open http, https and mailto URLs in your computer's browser; "
-                      "a file is sent and opened as rtun view does. Other schemes are refused (exit 4).")
+                      "a file is sent and opened as rtun view does. Other schemes are refused (exit 4).",
+                      examples=["rtun open https://example.org/",
+                                "export BROWSER=rtun-open    # programs here open their pages there"])
 
 
 # ---- telling URLs from files ------------------------------------------------------------------

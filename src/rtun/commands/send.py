@@ -44,4 +44,8 @@ def _channels(text: str) -> int:
     return int(text)
 
 
-send = Command(_arguments, _run)
+send = Command(_arguments, _run, examples=[
+    "rtun send results/ model.pt          # prints where each file was saved",
+    "tar c logs | rtun send - --to logs.tar",
+    "rtun send --to runs/ --overwrite out.csv",
+])

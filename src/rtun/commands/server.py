@@ -25,4 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     return start.serve(settings, detach=args.daemon)
 
 
-server = Command(_arguments, _run)
+server = Command(_arguments, _run, examples=[
+    "rtun server -d             # in the background; logs to ~/.rtun/rtun.log",
+    "rtun server -v             # in the foreground, logging each request",
+])

@@ -19,4 +19,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-view = Command(_arguments, _run)
+view = Command(_arguments, _run, examples=[
+    "rtun view plot.png         # opens on your computer with its desktop opener",
+])
