@@ -36,6 +36,8 @@ COMMANDS = {
     "edit": ("edit a server file in your computer's editor; saves come back here",
              "rtun.commands.edit:edit"),
     "done": ("run a command, then notify your computer when it ends", "rtun.commands.done:done"),
+    "config": ("print the daemon's config file path and the settings in effect",
+               "rtun.commands.config:config"),
     "completion": ("print or install shell completion for bash, zsh or fish",
                    "rtun.commands.completion:completion"),
     "pid": (None, "rtun.commands.basic:pid"),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from rtun import paths
 from rtun.errors import RtunError
@@ -124,11 +124,10 @@ def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def load(path: Optional[str] = None, **overrides: Any) -> Config:
-    """Defaults, then the config file (if it exists), then the non-None overrides."""
-    path = path or paths.config_file()
-    config = Config()
-    defaults = {f.name: getattr(config, f.name) for f in fields(Config)}
+def from_file(path: str) -> Dict[str, Any]:
+    """The settings the config file at ``path`` gives (none if it does not exist), checked and
+    by Config field name; an unknown key or a wrong type is an error."""
+    defaults = Config()
     values: Dict[str, Any] = {}
     try:
         with open(path, "rb") as f:
@@ -145,9 +144,15 @@ def load(path: Optional[str] = None, **overrides: Any) -> Config:
             where = f"{path}: {table}.{key}"
             if name is None:
                 raise RtunError(f"{where}: unknown setting")
-            values[name] = _coerce(name, value, defaults[name], where)
+            values[name] = _coerce(name, value, getattr(defaults, name), where)
+    return values
+
+
+def load(path: Optional[str] = None, **overrides: Any) -> Config:
+    """Defaults, then the config file (if it exists), then the non-None overrides."""
+    values = from_file(path or paths.config_file())
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = replace(config, **values)
+    config = replace(Config(), **values)
     # Absolute now: a detached daemon changes its working directory to /.
     absolute = {
         name: os.path.abspath(os.path.expanduser(getattr(config, name)))
@@ -155,3 +160,31 @@ def load(path: Optional[str] = None, **overrides: Any) -> Config:
         if getattr(config, name) is not None
     }
     return replace(config, **absolute)
+
+
+def as_toml(config: Config, given: "Iterable[str]" = ()) -> str:
+    """``config`` as a config file would say it, every key, table by table; the settings named
+    in ``given`` (Config field names) are marked as the file's, the rest are defaults."""
+    import json
+
+    given = set(given)
+    lines: List[str] = []
+    table = ""
+    for (section, key), name in _KEYS.items():
+        if section != table:
+            lines.append(f"{chr(10) if lines else ''}[{section}]")
+            table = section
+        value = getattr(config, name)
+        if value is None:
+            lines.append(f"# {key} is not set")
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        elif isinstance(value, tuple):
+            text = "[" + ", ".join(json.dumps(v) for v in value) + "]"
+        else:
+            text = json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+        lines.append(f"{key} = {text}" + ("  # from the file" if name in given else ""))
+    return "\n".join(lines) + "\n"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import logging.handlers
 import os
 import sys
 from typing import Optional
@@ -17,8 +19,21 @@ from rtun.errors import RtunError
 LOG_FORMAT = "%(asctime)s rtun[%(process)d] %(levelname)s %(message)s"
 
 
+LOG_MAX_BYTES = 4 * 1024 * 1024  # the log file is rotated past this size ...
+LOG_BACKUPS = 2  # ... keeping this many older ones (rtun.log.1, rtun.log.2)
+
+
+class _PrivateRotatingLog(logging.handlers.RotatingFileHandler):
+    """The standard size-capped, rotated log, whose files (the new one after each rotation
+    too) are created 0600: they name the files and hosts of your transfers."""
+
+    def _open(self) -> "io.TextIOWrapper":
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return io.TextIOWrapper(io.FileIO(fd, "a"), encoding="utf-8", line_buffering=True)
+
+
 def _configure_logging(config: Config, log_path: Optional[str]) -> Optional[int]:
-    """Log to ``log_path`` (created 0600) or stderr; returns the log file's fd, if any."""
+    """Log to ``log_path`` (rotated by size) or stderr; returns the log file's fd, if any."""
     level = logging.DEBUG if config.verbose else logging.INFO
     root = logging.getLogger("rtun")
     root.setLevel(level)
@@ -28,10 +43,12 @@ def _configure_logging(config: Config, log_path: Optional[str]) -> Optional[int]
     else:
         try:
             os.makedirs(os.path.dirname(log_path) or ".", mode=0o700, exist_ok=True)
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            rotating = _PrivateRotatingLog(log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
+                                           encoding="utf-8")
         except OSError as exc:
             raise RtunError(f"cannot open the log file {log_path}: {exc.strerror or exc}") from None
-        handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
+        fd = rotating.stream.fileno() if rotating.stream is not None else None
+        handler = rotating
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     return fd
