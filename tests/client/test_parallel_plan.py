@@ -7,11 +7,11 @@ import os
 
 from hypothesis import given, strategies as st
 
-from rtun import parallel
-from rtun.parallel import RANGE_SIZE, Plan
+from rtun.client import parallel
+from rtun.client.parallel import RANGE_SIZE, RangePlan
 
 
-def _covered(plan: Plan, kept: dict) -> list:
+def _covered(plan: RangePlan, kept: dict) -> list:
     spans = sorted([(o, n) for o, n in plan.todo] + [(o, n) for o, (n, _) in kept.items()])
     return spans
 
@@ -25,7 +25,7 @@ def test_the_plan_and_the_kept_ranges_tile_the_file(size: int, data: st.DataObje
         length = data.draw(st.integers(1, size - start))
         kept[start] = (length, b"")
         position = start + length
-    plan = Plan(size, kept)
+    plan = RangePlan(size, kept)
     spans = _covered(plan, kept)
     position = 0
     for offset, length in spans:
