@@ -143,7 +143,8 @@ def test_a_killed_send_resumes_and_moves_only_the_rest(daemon: RtunDaemon, save_
     assert not (save_dir / "resume.bin").exists() and len(_parts(save_dir)) == 1
 
     second = TurnCounter(short_tmp / "second.sock", daemon.socket)
-    result = upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1), quiet=True)
+    result = upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1),
+                         quiet=True)
     second.close()
     assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes() and result.saved
     assert second.client_bytes <= 0.55 * size, second.client_bytes
@@ -172,7 +173,8 @@ def test_no_resume_sends_everything_again(daemon: RtunDaemon, save_dir: Path, bi
     finally:
         cutter.join()
     second = TurnCounter(short_tmp / "second.sock", daemon.socket)
-    upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1, resume=False), quiet=True)
+    upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1, resume=False),
+                quiet=True)
     second.close()
     assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes()
     assert second.client_bytes >= size

@@ -59,19 +59,20 @@ def test_the_key_holds_a_private_secret_of_the_user(tmp_path, monkeypatch) -> No
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = tmp_path / "f"
     path.write_bytes(b"x")
-    first = parallel.transfer_key(str(path), os.stat(path), "d", "f")
+    first = parallel.transfer_key(str(path), os.stat(path), dest="d", name="f")
     secret = tmp_path / "home" / ".rtun" / "resume-secret"
     assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text()) == 32
-    assert parallel.transfer_key(str(path), os.stat(path), "d", "f") == first  # kept: it resumes
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") == first  # kept: it resumes
     secret.write_text("0" * 32)  # another user's secret gives another key
-    assert parallel.transfer_key(str(path), os.stat(path), "d", "f") != first
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") != first
 
 
 def test_the_same_file_to_the_same_place_has_the_same_key(tmp_path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x")
     st1 = os.stat(path)
-    assert parallel.transfer_key(str(path), st1, "d", "f") == parallel.transfer_key(str(path), os.stat(path), "d", "f")
-    assert parallel.transfer_key(str(path), st1, "d", "f") != parallel.transfer_key(str(path), st1, "e", "f")
+    first = parallel.transfer_key(str(path), st1, dest="d", name="f")
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") == first
+    assert parallel.transfer_key(str(path), st1, dest="e", name="f") != first
     os.utime(path, ns=(1, 1))
-    assert parallel.transfer_key(str(path), st1, "d", "f") != parallel.transfer_key(str(path), os.stat(path), "d", "f")
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") != first

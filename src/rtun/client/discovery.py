@@ -63,7 +63,7 @@ def connect(explicit: Optional[str] = None, *,
         except PathTooLong:  # skip a candidate
             tried.append(f"{path}: too long for a socket path")
             continue
-        _say(_why(path, named, failed, laptop))
+        _say(_why(path, named=named, failed=failed, laptop=laptop))
         return conn
     where = os.path.join(paths.rtun_dir(), paths.SOCKET_NAME + "*")
     found = f"tried {'; '.join(tried)}" if tried else f"no other socket in {where}"
@@ -75,7 +75,7 @@ def connect(explicit: Optional[str] = None, *,
     raise NoDaemonError(f"no rtun daemon answers ({found}); {SETUP_HINT}")
 
 
-def _why(path: str, named: Optional[str], failed: str, laptop: Optional[str]) -> str:
+def _why(path: str, *, named: Optional[str], failed: str, laptop: Optional[str]) -> str:
     owner = paths.laptop_of(path)
     if not named:
         return f"using {path}, the newest live socket" + (f" (laptop {owner})" if owner else "")

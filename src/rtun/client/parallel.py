@@ -46,7 +46,7 @@ def range_size(size: int) -> int:
     return max(RANGE_SIZE, -(-size // RANGES_PER_FILE))
 
 
-def transfer_key(source: str, st: "os.stat_result", dest: str, name: str) -> str:
+def transfer_key(source: str, st: "os.stat_result", *, dest: str, name: str) -> str:
     """The same file (path, size, mtime) to the same place gives the same key: it resumes.
     A secret of this user's, kept in ~/.rtun, goes into it: another user of the server who can
     stat the file cannot compute the key, so cannot join or resume the transfer."""
@@ -148,7 +148,7 @@ def _verify_kept(fd: int, have: object, size: int) -> "Dict[int, Tuple[int, byte
     return result
 
 
-def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, count: "Callable[[int], None]") -> None:
+def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Callable[[int], None]") -> None:
     """Take ranges from the plan and send them back to back on ``conn``; then read their OKs."""
     sender = conn.sender
     buffer = memoryview(bytearray(READ_SIZE))
@@ -268,7 +268,7 @@ def send_file(options: SendOptions, source: str, st: "os.stat_result", *, name: 
     gives it. ``options.channels`` 0 means as many as raise the throughput. ``main``: an open
     connection to use first (it stays open, the caller's), else one is opened."""
     dest = options.dest
-    key = transfer_key(source, st, dest, name)
+    key = transfer_key(source, st, dest=dest, name=name)
     mode = st.st_mode & 0o7777
 
     def ranges(*, resume: bool, join: bool) -> wire.Ranges:
@@ -300,11 +300,11 @@ def send_file(options: SendOptions, source: str, st: "os.stat_result", *, name: 
                 def work() -> None:
                     other, _ = _open_channel(options.socket, join)
                     with other:
-                        _send_ranges(other, fd, plan, pool.count)
+                        _send_ranges(other, fd, plan, count=pool.count)
 
                 pool.start(work)
 
-            pool.start(lambda: _send_ranges(conn, fd, plan, pool.count))
+            pool.start(lambda: _send_ranges(conn, fd, plan, count=pool.count))
             pool.grow(options.channels, round_trip=round_trip, add=more, left=lambda: len(plan.todo),
                       start=initial_channels(st.st_size - kept))
             pool.join()

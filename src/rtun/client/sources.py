@@ -81,14 +81,14 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, SendPlan]:
             items.append(Item(framing.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
             total += st.st_size
         elif stat.S_ISDIR(st.st_mode):
-            total += _walk(source, name, items, warnings)
+            total += _walk(source, name, items=items, warnings=warnings)
         else:
             raise RtunError(f"{source} is not a regular file or directory")
     files = sum(1 for i in items if isinstance(i.entry, framing.FileEntry))
     return dest_dir, SendPlan(items, total_bytes=total, total_files=files, warnings=warnings)
 
 
-def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
+def _walk(top: str, name: str, *, items: List[Item], warnings: List[str]) -> int:
     """Add a directory tree, parents before what they hold; links are sent as links, other
     special files are skipped."""
     total = 0
