@@ -114,7 +114,7 @@ def test_without_argcomplete_the_client_needs_only_the_stdlib(daemon: RtunDaemon
 def test_ping_does_not_pay_for_what_it_does_not_use(daemon: RtunDaemon, short_tmp: Path) -> None:
     modules = _imported_by(["ping", "-s", str(daemon.socket)], short_tmp, short_tmp)["modules"]
     assert isinstance(modules, list)
-    for slow in ("typing", "dataclasses", "json", "hashlib", "rtun.upload", "rtun.protocol.receiver",
+    for slow in ("typing", "dataclasses", "json", "hashlib", "rtun.client.upload", "rtun.protocol.receiver",
                  "argcomplete", "rtun.tunnel.commands", "rtun.commands.send"):  # nor every command's parser
         assert slow not in modules, slow
 
@@ -181,11 +181,9 @@ def test_the_package_has_no_import_cycles() -> None:
     ("rtun.protocol", ("rtun.protocol",)),
     ("rtun.daemon.storage", ("rtun.daemon.storage", "rtun.protocol")),
     ("rtun.daemon.actions", ("rtun.daemon.actions", "rtun.daemon.storage", "rtun.protocol")),
-    ("rtun.client", ("rtun.protocol", "rtun.paths", "rtun.errors")),
-    ("rtun.upload", ("rtun.client", "rtun.parallel", "rtun.sources", "rtun.protocol", "rtun.errors")),
-    ("rtun.sources", ("rtun.protocol", "rtun.errors")),
-    ("rtun.parallel", ("rtun.client", "rtun.protocol", "rtun.errors", "rtun.paths")),
-    ("rtun.edit", ("rtun.client", "rtun.protocol", "rtun.errors")),
+    ("rtun.client", ("rtun.client", "rtun.protocol", "rtun.paths", "rtun.errors")),
+    ("rtun.client.pump", ("rtun.protocol", "rtun.paths", "rtun.errors")),
+    ("rtun.client.sources", ("rtun.protocol", "rtun.errors")),
 ])
 def test_each_layer_imports_only_the_layers_below(layer: str, may_import: tuple) -> None:
     graph = _graph()
@@ -201,4 +199,4 @@ def test_the_daemon_imports_nothing_of_the_remote_client() -> None:
     graph = _graph()
     for module, targets in graph.items():
         if module.startswith("rtun.daemon"):
-            assert not targets & {"rtun.client", "rtun.upload"}, module
+            assert not [t for t in targets if t.startswith("rtun.client")], module

@@ -101,10 +101,10 @@ class _Version(argparse.Action):
 
 
 def _daemon_version() -> "Optional[str]":
-    from rtun import client
+    from rtun.client import requests
 
     try:
-        return client.daemon_version(None)
+        return requests.daemon_version(None)
     except RtunError:  # no daemon here, or it went away: the client's version is the answer
         return None
 

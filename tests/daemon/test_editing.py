@@ -39,7 +39,7 @@ EDITOR = (
 
 
 class Notes:
-    """Stands in for the desktop notifier (tests/test_edit.py uses the real one, on D-Bus)."""
+    """Stands in for the desktop notifier (tests/client/test_edit.py uses the real one, on D-Bus)."""
 
     def __init__(self) -> None:
         self.shown: List[Tuple[str, str]] = []

@@ -76,7 +76,7 @@ def test_install_on_a_server_with_only_python3_then_use_it(bare_laptop, server_h
     assert target.stat().st_mode & 0o777 == 0o755
     with zipfile.ZipFile(target) as installed:
         assert installed.comment == bundle.identity()  # this version, these sources
-        assert installed.read("rtun/client.py") == Path(bundle.rtun.__file__).with_name("client.py").read_bytes()
+        assert installed.read("rtun/client/pump.py") == Path(bundle.rtun.__file__).with_name("client").joinpath("pump.py").read_bytes()
     shim = target.with_name("rtun-open")  # `rtun open` under the one-word name BROWSER takes
     assert shim.read_text() == installer.open_shim(str(target)) and shim.stat().st_mode & 0o777 == 0o755
     mtime = target.stat().st_mtime_ns
@@ -143,4 +143,4 @@ def test_the_bundle_runs_under_each_python_and_reaches_a_daemon(python, daemon, 
                           timeout=60, cwd=str(short_tmp))
     assert (done.returncode, done.stdout) == (0, b"OK PONG\n"), done.stderr
     names = zipfile.ZipFile(app).namelist()
-    assert "rtun/client.py" in names and not any(n.startswith("rtun/daemon/") for n in names)
+    assert "rtun/client/pump.py" in names and not any(n.startswith("rtun/daemon/") for n in names)

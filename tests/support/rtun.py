@@ -32,11 +32,11 @@ def run_rtun(args: List[str], home: Path, input: Optional[bytes] = None, timeout
 
 
 def answers_ping(socket_path: Path) -> bool:
-    from rtun.client import Connection
+    from rtun.client.pump import ClientConnection
     from rtun.errors import RtunError
 
     try:
-        Connection.open(str(socket_path), timeout=1.0).close()
+        ClientConnection.open(str(socket_path), timeout=1.0).close()
     except RtunError:
         return False
     return True

@@ -6,7 +6,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 
-from rtun import client
+from rtun.client import discovery, requests
 from rtun.command import Command, json_option, print_json, socket_option
 from rtun.protocol import wire
 
@@ -17,7 +17,7 @@ def _ping_arguments(parser: "argparse.ArgumentParser") -> None:
 
 
 def _ping(args: "argparse.Namespace") -> int:
-    with client.connect(args.socket) as conn:  # a daemon answered PING, or this raised
+    with discovery.connect(args.socket) as conn:  # a daemon answered PING, or this raised
         if not args.json:
             print("OK PONG")
             return 0
@@ -32,7 +32,7 @@ def _ping(args: "argparse.Namespace") -> int:
 
 
 def _pid(args: "argparse.Namespace") -> int:
-    print("OK " + client.simple_request(args.socket, wire.Pid()))
+    print("OK " + requests.simple_request(args.socket, wire.Pid()))
     return 0
 
 
@@ -42,12 +42,12 @@ def _echo_arguments(parser: "argparse.ArgumentParser") -> None:
 
 
 def _echo(args: "argparse.Namespace") -> int:
-    print("OK " + client.simple_request(args.socket, wire.Echo(" ".join(args.text))))
+    print("OK " + requests.simple_request(args.socket, wire.Echo(" ".join(args.text))))
     return 0
 
 
 def _shutdown(args: "argparse.Namespace") -> int:
-    print("OK " + client.simple_request(args.socket, wire.Shutdown()))
+    print("OK " + requests.simple_request(args.socket, wire.Shutdown()))
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtun import client
+from rtun.client import requests
 from rtun.command import Command, socket_option
 from rtun.errors import RtunError
 
@@ -47,7 +47,7 @@ def _copy(args: argparse.Namespace) -> int:
         raise RtunError("no standard input to copy (give the text as arguments)")
     else:
         data = read_bounded(sys.stdin.buffer)
-    client.copy(args.socket, data)
+    requests.copy(args.socket, data)
     return 0
 
 
@@ -72,7 +72,7 @@ def _paste_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _paste(args: argparse.Namespace) -> int:
     collected = _Collected()
-    client.paste(args.socket, collected)
+    requests.paste(args.socket, collected)
     out = sys.stdout.buffer
     for piece in collected.pieces:
         out.write(piece)

@@ -192,11 +192,11 @@ def _notify(args: argparse.Namespace, command: "Optional[str]", code: int,
         return
     import socket
 
-    from rtun import client
+    from rtun.client import requests
 
     title, body = message(command, code, seconds, socket.gethostname())
     try:
-        client.notify(args.socket, title, body)
+        requests.notify(args.socket, title, body)
     except RtunError as exc:
         print(f"rtun done: warning: no notification: {printable(exc.message)}", file=sys.stderr)
     except (OSError, KeyboardInterrupt) as exc:  # the exit code is the command's, always

@@ -23,9 +23,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rtun import edit as editing
+    from rtun.client import edit as editing
 
-    return editing.edit(args.socket, args.file, args.quiet)
+    return editing.edit(args.socket, args.file, quiet=args.quiet)
 
 
 edit = Command(_arguments, _run, description=DESCRIPTION, examples=[

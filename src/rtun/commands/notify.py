@@ -6,7 +6,7 @@ import argparse
 import socket
 import sys
 
-from rtun import client
+from rtun.client import requests
 from rtun.command import Command, socket_option
 
 
@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     words = [sys.stdin.buffer.read().decode("utf-8", "replace") if word == "-" else word
              for word in args.message]
     title = args.title if args.title is not None else socket.gethostname()
-    client.notify(args.socket, title, " ".join(words).strip())
+    requests.notify(args.socket, title, " ".join(words).strip())
     return 0
 
 

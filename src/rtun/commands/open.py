@@ -48,11 +48,11 @@ def _run(args: argparse.Namespace) -> int:
     targets = [classify(target) for target in args.targets]
     for is_url, target in targets:
         if is_url:
-            from rtun import client
+            from rtun.client import requests
 
-            client.open_url(args.socket, target)
+            requests.open_url(args.socket, target)
         else:
-            from rtun import upload
+            from rtun.client import upload
 
             upload.view(args.socket, target)
     return 0

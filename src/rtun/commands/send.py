@@ -24,10 +24,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rtun import upload
+    from rtun.client import upload
+    from rtun.client.options import SendOptions
 
-    result = upload.send(args.socket, args.paths, args.to, args.overwrite, args.quiet,
-                         channels=args.channels, resume=args.resume)
+    options = SendOptions(socket=args.socket, overwrite=args.overwrite, channels=args.channels,
+                          resume=args.resume)
+    result = upload.send(args.paths, args.to, options=options, quiet=args.quiet)
     for warning in result.warnings:
         print(f"rtun send: warning: {printable(warning)}", file=sys.stderr)
     if args.json:  # with -q too: -q is about the terminal, the document is for a script

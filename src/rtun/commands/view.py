@@ -13,7 +13,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rtun import upload
+    from rtun.client import upload
 
     upload.view(args.socket, args.file)
     return 0

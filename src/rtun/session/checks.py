@@ -67,10 +67,10 @@ def config_check(config_file: "Optional[str]") -> "Tuple[Check, Optional[Config]
 
 
 def daemon_check(socket_path: str) -> Check:
-    from rtun import client
+    from rtun.client import handshake, pump
 
     try:
-        conn = client.negotiate(client.Connection.open(socket_path))
+        conn = handshake.negotiate(pump.ClientConnection.open(socket_path))
     except RtunError as exc:
         return Check("daemon", FAIL, f"no daemon answers on {_home(socket_path)} ({exc.message})",
                      "start it with `rtun server -d` (`rtun ssh HOST` starts it too)")

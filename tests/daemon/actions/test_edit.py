@@ -1,6 +1,6 @@
 """The edit action on its own: the local name, the choice of editor, reading a save back, and the
 watch over a real editor process (a stand-in written in Python). The exchange on a connection is
-in tests/daemon/test_editing.py, the end-to-end tests through sshd in tests/test_edit.py."""
+in tests/daemon/test_editing.py, the end-to-end tests through sshd in tests/client/test_edit.py."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from rtun import parallel, upload
+from rtun.client import parallel, upload
+from rtun.client.options import SendOptions
 from rtun.protocol import limits, wire
 from support.raw import RawClient
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
@@ -142,7 +143,8 @@ def test_a_killed_send_resumes_and_moves_only_the_rest(daemon: RtunDaemon, save_
     assert not (save_dir / "resume.bin").exists() and len(_parts(save_dir)) == 1
 
     second = TurnCounter(short_tmp / "second.sock", daemon.socket)
-    result = upload.send(str(second.listen), [str(big_source)], None, False, quiet=True, channels=1)
+    result = upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1),
+                         quiet=True)
     second.close()
     assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes() and result.saved
     assert second.client_bytes <= 0.55 * size, second.client_bytes
@@ -167,11 +169,12 @@ def test_no_resume_sends_everything_again(daemon: RtunDaemon, save_dir: Path, bi
     cutter.start()
     try:
         with pytest.raises(ConnectionLostError):
-            upload.send(str(first.listen), [str(big_source)], None, False, quiet=True, channels=1)
+            upload.send([str(big_source)], None, options=SendOptions(socket=str(first.listen), channels=1), quiet=True)
     finally:
         cutter.join()
     second = TurnCounter(short_tmp / "second.sock", daemon.socket)
-    upload.send(str(second.listen), [str(big_source)], None, False, quiet=True, channels=1, resume=False)
+    upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1, resume=False),
+                quiet=True)
     second.close()
     assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes()
     assert second.client_bytes >= size
@@ -191,7 +194,7 @@ def test_a_tree_is_shared_among_connections_with_its_metadata(daemon: RtunDaemon
     for d in ("a/deep", "a", "b", ""):
         os.utime(tree / d, (1_600_000_000, 1_600_000_000))
     relay = TurnCounter(short_tmp / "tree.sock", daemon.socket)
-    result = upload.send(str(relay.listen), [str(tree)], None, False, quiet=True, channels=3)
+    result = upload.send([str(tree)], None, options=SendOptions(socket=str(relay.listen), channels=3), quiet=True)
     relay.close()
     # the directories, a PUT of files and the directories' mtimes on the first connection, and
     # two more connections with a PUT of files each
@@ -215,7 +218,7 @@ def test_a_shared_tree_leaves_the_mtimes_of_directories_it_did_not_make(daemon: 
         os.utime(tree / d, (1_600_000_000, 1_600_000_000))
     (save_dir / "proj").mkdir(parents=True)  # the user's own, from before
     os.utime(save_dir / "proj", (1_700_000_000, 1_700_000_000))
-    upload.send(str(daemon.socket), [str(tree)], None, False, quiet=True, channels=2)
+    upload.send([str(tree)], None, options=SendOptions(socket=str(daemon.socket), channels=2), quiet=True)
     assert (save_dir / "proj" / "new").stat().st_mtime == 1_600_000_000  # made by the send: restored
     assert (save_dir / "proj").stat().st_mtime != 1_600_000_000  # not made by it: not set to the sender's
 
@@ -246,7 +249,7 @@ def test_when_every_ranged_slot_is_held_a_large_file_goes_in_a_put(daemon: RtunD
         for i, raw in enumerate(holders):
             _open_ranges(raw, 0, key=f"{i:032x}", name=f"held{i}")
         source = _random_file(short_tmp / "big.bin", parallel.RANGED_MIN + 1)
-        result = upload.send(str(daemon.socket), [str(source)], None, False, quiet=True)
+        result = upload.send([str(source)], None, options=SendOptions(socket=str(daemon.socket)), quiet=True)
         assert (save_dir / "big.bin").read_bytes() == source.read_bytes() and result.saved
         assert "in ranges over" not in daemon.log_text()
     finally:

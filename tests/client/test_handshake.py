@@ -11,7 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from rtun import client, upload
+from rtun.client import requests, upload
+from rtun.client.options import SendOptions
 from rtun.errors import RemoteError
 from rtun.protocol import limits
 from support.raw import RawClient
@@ -41,7 +42,7 @@ def notifying_daemon(local_home: Path, save_dir: Path, notifications) -> Iterato
 def test_a_notification_is_one_turn_of_the_client(notifying_daemon: RtunDaemon, notifications,
                                                   short_tmp: Path) -> None:
     relay = TurnCounter(short_tmp / "relay-n.sock", notifying_daemon.socket)
-    client.notify(str(relay.listen), "title", "body")
+    requests.notify(str(relay.listen), "title", "body")
     relay.close()
     assert relay.directions[:2] == ["c", "d"] and relay.client_turns == 1
     assert [(n["summary"], n["body"]) for n in notifications.notifications()] == [("title", "body")]
@@ -50,7 +51,7 @@ def test_a_notification_is_one_turn_of_the_client(notifying_daemon: RtunDaemon, 
 def test_a_small_send_is_one_turn_with_its_data(relay: TurnCounter, save_dir: Path, short_tmp: Path) -> None:
     source = short_tmp / "small.txt"
     source.write_bytes(b"x" * 1000)
-    result = upload.send(str(relay.listen), [str(source)], None, False, quiet=True)
+    result = upload.send([str(source)], None, options=SendOptions(socket=str(relay.listen)), quiet=True)
     relay.close()
     assert relay.client_turns == 1
     assert (save_dir / "small.txt").read_bytes() == b"x" * 1000 and result.saved
@@ -59,7 +60,7 @@ def test_a_small_send_is_one_turn_with_its_data(relay: TurnCounter, save_dir: Pa
 def test_a_large_send_waits_for_ready_before_its_data(relay: TurnCounter, save_dir: Path, short_tmp: Path) -> None:
     source = short_tmp / "large.bin"
     source.write_bytes(os.urandom(limits.MAX_EARLY_DATA + 1))
-    upload.send(str(relay.listen), [str(source)], None, False, quiet=True)
+    upload.send([str(source)], None, options=SendOptions(socket=str(relay.listen)), quiet=True)
     relay.close()
     # HELLO and PUT, then (after READY) the data: the daemon decided before gigabytes moved.
     assert relay.client_turns == 2
@@ -83,7 +84,7 @@ def test_a_refused_pipelined_send_leaves_nothing_behind(refusing_daemon: RtunDae
     for i in range(20):
         (source / f"f{i}").write_bytes(b"y" * 10_000)
     with pytest.raises(RemoteError) as info:
-        upload.send(str(refusing_daemon.socket), [str(source)], None, False, quiet=True)
+        upload.send([str(source)], None, options=SendOptions(socket=str(refusing_daemon.socket)), quiet=True)
     assert "send is turned off" in info.value.message
     assert _leftovers(save_dir) == []
 
@@ -118,6 +119,6 @@ def test_a_pipelined_send_refused_for_its_path_says_why(daemon: RtunDaemon, save
     source = short_tmp / "small.txt"
     source.write_bytes(b"s" * 900_000)
     with pytest.raises(RemoteError) as info:
-        upload.send(str(daemon.socket), [str(source)], "./", False, quiet=True)
+        upload.send([str(source)], "./", options=SendOptions(socket=str(daemon.socket)), quiet=True)
     assert info.value.code == 108
     assert _leftovers(save_dir) == []

@@ -7,11 +7,11 @@ import os
 
 from hypothesis import given, strategies as st
 
-from rtun import parallel
-from rtun.parallel import RANGE_SIZE, Plan
+from rtun.client import parallel
+from rtun.client.parallel import RANGE_SIZE, RangePlan
 
 
-def _covered(plan: Plan, kept: dict) -> list:
+def _covered(plan: RangePlan, kept: dict) -> list:
     spans = sorted([(o, n) for o, n in plan.todo] + [(o, n) for o, (n, _) in kept.items()])
     return spans
 
@@ -25,7 +25,7 @@ def test_the_plan_and_the_kept_ranges_tile_the_file(size: int, data: st.DataObje
         length = data.draw(st.integers(1, size - start))
         kept[start] = (length, b"")
         position = start + length
-    plan = Plan(size, kept)
+    plan = RangePlan(size, kept)
     spans = _covered(plan, kept)
     position = 0
     for offset, length in spans:
@@ -59,19 +59,20 @@ def test_the_key_holds_a_private_secret_of_the_user(tmp_path, monkeypatch) -> No
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = tmp_path / "f"
     path.write_bytes(b"x")
-    first = parallel.transfer_key(str(path), os.stat(path), "d", "f")
+    first = parallel.transfer_key(str(path), os.stat(path), dest="d", name="f")
     secret = tmp_path / "home" / ".rtun" / "resume-secret"
     assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text()) == 32
-    assert parallel.transfer_key(str(path), os.stat(path), "d", "f") == first  # kept: it resumes
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") == first  # kept: it resumes
     secret.write_text("0" * 32)  # another user's secret gives another key
-    assert parallel.transfer_key(str(path), os.stat(path), "d", "f") != first
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") != first
 
 
 def test_the_same_file_to_the_same_place_has_the_same_key(tmp_path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x")
     st1 = os.stat(path)
-    assert parallel.transfer_key(str(path), st1, "d", "f") == parallel.transfer_key(str(path), os.stat(path), "d", "f")
-    assert parallel.transfer_key(str(path), st1, "d", "f") != parallel.transfer_key(str(path), st1, "e", "f")
+    first = parallel.transfer_key(str(path), st1, dest="d", name="f")
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") == first
+    assert parallel.transfer_key(str(path), st1, dest="e", name="f") != first
     os.utime(path, ns=(1, 1))
-    assert parallel.transfer_key(str(path), st1, "d", "f") != parallel.transfer_key(str(path), os.stat(path), "d", "f")
+    assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") != first

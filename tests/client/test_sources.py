@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rtun import upload
+from rtun.client import sources
 from rtun.errors import RtunError, UsageError
 from rtun.protocol import framing, wire
 
@@ -20,7 +20,7 @@ def test_a_tree_becomes_entries_in_order_with_modes_and_totals(tmp_path: Path) -
     (top / "sub" / "b.bin").chmod(0o600)
     (top / "link").symlink_to("a.txt")
     os.mkfifo(top / "fifo")
-    dest, plan = upload.plan([str(top)], None)
+    dest, plan = sources.plan([str(top)], None)
     entries = [item.entry for item in plan.items]
     assert dest == ""
     assert [type(e).__name__ for e in entries] == ["DirEntry", "DirEntry", "FileEntry", "LinkEntry",
@@ -42,19 +42,19 @@ def test_a_tree_becomes_entries_in_order_with_modes_and_totals(tmp_path: Path) -
 def test_to_names_a_file_or_a_directory(tmp_path: Path, to, several, dest, name) -> None:
     source = tmp_path / "f.txt"
     source.write_text("x")
-    sources = [str(source)] + ([str(source)] if several else [])
-    got_dest, plan = upload.plan(sources, to)
+    given = [str(source)] + ([str(source)] if several else [])
+    got_dest, plan = sources.plan(given, to)
     assert got_dest == dest and plan.items[0].entry.path == name
 
 
 def test_standard_input_needs_a_name() -> None:
     with pytest.raises(UsageError):
-        upload.plan(["-"], None)
-    dest, plan = upload.plan(["-"], "out.log")
+        sources.plan(["-"], None)
+    dest, plan = sources.plan(["-"], "out.log")
     entry = plan.items[0].entry
     assert isinstance(entry, framing.FileEntry) and entry.size is None and plan.items[0].source is None
 
 
 def test_a_missing_source_is_an_error_before_connecting(tmp_path: Path) -> None:
     with pytest.raises(RtunError, match="cannot read"):
-        upload.plan([str(tmp_path / "nope")], None)
+        sources.plan([str(tmp_path / "nope")], None)

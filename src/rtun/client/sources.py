@@ -40,8 +40,11 @@ class Item:
         return f"Item({self.entry!r}, {self.source!r})"
 
 
-class Plan:
-    def __init__(self, items: List[Item], total_bytes: int, total_files: int, warnings: List[str]) -> None:
+class SendPlan:
+    """Everything a send moves, in order (parents before what they hold), with its totals and
+    the warnings about what was left out."""
+
+    def __init__(self, items: List[Item], *, total_bytes: int, total_files: int, warnings: List[str]) -> None:
         self.items = items
         self.total_bytes = total_bytes
         self.total_files = total_files
@@ -57,7 +60,7 @@ def _split_dest(dest: Optional[str], several: bool) -> Tuple[str, Optional[str]]
     return os.path.dirname(dest), os.path.basename(dest)
 
 
-def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
+def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, SendPlan]:
     """What to send, as entries relative to the returned destination directory."""
     dest_dir, dest_name = _split_dest(dest, several=len(sources) > 1)
     items: List[Item] = []
@@ -78,14 +81,14 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, Plan]:
             items.append(Item(framing.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
             total += st.st_size
         elif stat.S_ISDIR(st.st_mode):
-            total += _walk(source, name, items, warnings)
+            total += _walk(source, name, items=items, warnings=warnings)
         else:
             raise RtunError(f"{source} is not a regular file or directory")
     files = sum(1 for i in items if isinstance(i.entry, framing.FileEntry))
-    return dest_dir, Plan(items, total, files, warnings)
+    return dest_dir, SendPlan(items, total_bytes=total, total_files=files, warnings=warnings)
 
 
-def _walk(top: str, name: str, items: List[Item], warnings: List[str]) -> int:
+def _walk(top: str, name: str, *, items: List[Item], warnings: List[str]) -> int:
     """Add a directory tree, parents before what they hold; links are sent as links, other
     special files are skipped."""
     total = 0
@@ -148,7 +151,7 @@ def _directories_first(listing: "Iterator[os.DirEntry[str]]") -> "List[os.DirEnt
 class Progress:
     """A tqdm bar on a terminal (when tqdm is installed); otherwise nothing at all."""
 
-    def __init__(self, total: Optional[int], files: int, enabled: bool) -> None:
+    def __init__(self, total: Optional[int], *, files: int, enabled: bool) -> None:
         self._bar = None
         if enabled and sys.stderr.isatty():
             try:

@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
     from typing import List, Optional, Tuple
 
-    from rtun.client import Connection
+    from rtun.client.pump import ClientConnection
 
 from rtun.errors import RtunError
 from rtun.protocol import wire
@@ -135,7 +135,7 @@ class ServerFile:
                  "the old text")
         return fd, os.fstat(fd).st_size
 
-    def send(self, conn: "Connection", fd: "Optional[int]", size: int) -> None:
+    def send(self, conn: "ClientConnection", fd: "Optional[int]", size: int) -> None:
         """EDIT, READY, the file's bytes and SHA-256, then the daemon's OK (the editor is open)."""
         import hashlib
 
@@ -186,7 +186,7 @@ class ServerFile:
             return None
         return f"{self.shown} changed on the server {since}"
 
-    def save(self, conn: "Connection") -> "Tuple[str, str]":
+    def save(self, conn: "ClientConnection") -> "Tuple[str, str]":
         """Read one save's payload and put it in place: ("saved", size) or ("conflict" or
         "failed", the reason)."""
         import hashlib
@@ -275,7 +275,7 @@ def _sync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _follow(conn: "Connection", target: ServerFile, quiet: bool) -> int:
+def _follow(conn: "ClientConnection", target: ServerFile, *, quiet: bool) -> int:
     """EDITWAIT until the editor closes; the count of changes that did not reach the file."""
     from rtun.protocol.sender import PAYLOAD
 
@@ -312,9 +312,10 @@ def _follow(conn: "Connection", target: ServerFile, quiet: bool) -> int:
                             "not know: update rtun here")
 
 
-def edit(socket_path: "Optional[str]", path: str, quiet: bool = False) -> int:
+def edit(socket_path: "Optional[str]", path: str, *, quiet: bool = False) -> int:
     """The whole edit; the exit code (see README.md: 0 every save written, 1 some refused)."""
-    from rtun.client import connect, negotiate, require
+    from rtun.client.discovery import connect
+    from rtun.client.handshake import negotiate, require
 
     target = ServerFile(path)
     fd, size = target.open()
@@ -329,7 +330,7 @@ def edit(socket_path: "Optional[str]", path: str, quiet: bool = False) -> int:
                 if not quiet:
                     _say(f"{target.shown} is open in the editor on your computer; this ends "
                          "when the editor closes it")
-                refused = _follow(conn, target, quiet)
+                refused = _follow(conn, target, quiet=quiet)
         except KeyboardInterrupt:
             _say(f"interrupted; saves in the editor on your computer no longer reach {target.shown}")
             return INTERRUPTED

@@ -19,7 +19,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Tuple
 
-from rtun.client import Connection, pipelined
+    from rtun.client.options import SendOptions
+    from rtun.client.pump import ClientConnection
+
+from rtun.client.handshake import pipelined
 from rtun.errors import RtunError
 from rtun.protocol import wire
 
@@ -43,7 +46,7 @@ def range_size(size: int) -> int:
     return max(RANGE_SIZE, -(-size // RANGES_PER_FILE))
 
 
-def transfer_key(source: str, st: "os.stat_result", dest: str, name: str) -> str:
+def transfer_key(source: str, st: "os.stat_result", *, dest: str, name: str) -> str:
     """The same file (path, size, mtime) to the same place gives the same key: it resumes.
     A secret of this user's, kept in ~/.rtun, goes into it: another user of the server who can
     stat the file cannot compute the key, so cannot join or resume the transfer."""
@@ -77,7 +80,7 @@ def _secret() -> str:
     return secret
 
 
-class Plan:
+class RangePlan:
     """The ranges still to send, the digests of those kept, and what the workers share."""
 
     def __init__(self, size: int, kept: "Dict[int, Tuple[int, bytes]]") -> None:
@@ -145,7 +148,7 @@ def _verify_kept(fd: int, have: object, size: int) -> "Dict[int, Tuple[int, byte
     return result
 
 
-def _send_ranges(conn: Connection, fd: int, plan: Plan, count: "Callable[[int], None]") -> None:
+def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Callable[[int], None]") -> None:
     """Take ranges from the plan and send them back to back on ``conn``; then read their OKs."""
     sender = conn.sender
     buffer = memoryview(bytearray(READ_SIZE))
@@ -177,7 +180,7 @@ def _send_ranges(conn: Connection, fd: int, plan: Plan, count: "Callable[[int], 
         raise
 
 
-def _open_channel(socket_path: "Optional[str]", request: wire.Ranges) -> "Tuple[Connection, wire.Reply]":
+def _open_channel(socket_path: "Optional[str]", request: wire.Ranges) -> "Tuple[ClientConnection, wire.Reply]":
     conn = pipelined(socket_path, lambda c: c.write(c.sender.send(request)))
     if not conn.features or "ranges" not in conn.features:
         conn.close()
@@ -225,7 +228,7 @@ class Pool:
         thread.start()
         self._threads.append(thread)
 
-    def grow(self, channels: int, round_trip: float, add: "Callable[[], None]", left: "Callable[[], int]",
+    def grow(self, channels: int, *, round_trip: float, add: "Callable[[], None]", left: "Callable[[], int]",
              start: int = 1) -> None:
         """All channels at once when a number is given; else twice as many each time, for as
         long as doubling raised the throughput by GROWTH. Each step waits for the new
@@ -259,15 +262,19 @@ class Pool:
             raise self.failure
 
 
-def send_file(socket_path: "Optional[str]", source: str, st: "os.stat_result", dest: str, name: str,
-              overwrite: bool, channels: int, resume: bool, report: "Callable[[int], None]",
-              main: "Optional[Connection]" = None) -> "List[str]":
-    """Send one large file; returns the saved path as the daemon gives it. ``channels`` 0 means
-    as many as raise the throughput. ``main``: an open connection to use first (it stays
-    open, the caller's), else one is opened."""
-    key = transfer_key(source, st, dest, name)
+def send_file(options: SendOptions, source: str, st: "os.stat_result", *, name: str,
+              report: "Callable[[int], None]", main: "Optional[ClientConnection]" = None) -> "List[str]":
+    """Send one large file as ``options.dest``/``name``; returns the saved path as the daemon
+    gives it. ``options.channels`` 0 means as many as raise the throughput. ``main``: an open
+    connection to use first (it stays open, the caller's), else one is opened."""
+    dest = options.dest
+    key = transfer_key(source, st, dest=dest, name=name)
     mode = st.st_mode & 0o7777
-    first = wire.Ranges(dest, name, st.st_size, mode, st.st_mtime, key, overwrite, resume, False)
+
+    def ranges(*, resume: bool, join: bool) -> wire.Ranges:
+        return wire.Ranges(dest, name, st.st_size, mode, st.st_mtime, key, options.overwrite, resume, join)
+
+    first = ranges(resume=options.resume, join=False)
     try:
         fd = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -278,27 +285,28 @@ def send_file(socket_path: "Optional[str]", source: str, st: "os.stat_result", d
             conn, reply = main, main.request(first)
             round_trip = time.monotonic() - started
         else:
-            conn, reply = _open_channel(socket_path, first)
+            conn, reply = _open_channel(options.socket, first)
             round_trip = (time.monotonic() - started) / 2  # the channel's opening, then the request
         try:
-            plan = Plan(st.st_size, _verify_kept(fd, reply.data.get("have"), st.st_size))
+            plan = RangePlan(st.st_size, _verify_kept(fd, reply.data.get("have"), st.st_size))
             kept = st.st_size - sum(n for _, n in plan.todo)
             if kept:
                 report(kept)
             pool = Pool(report)
             plan.pool = pool
-            join = wire.Ranges(dest, name, st.st_size, mode, st.st_mtime, key, overwrite, True, True)
+            join = ranges(resume=True, join=True)
 
             def more() -> None:
                 def work() -> None:
-                    other, _ = _open_channel(socket_path, join)
+                    other, _ = _open_channel(options.socket, join)
                     with other:
-                        _send_ranges(other, fd, plan, pool.count)
+                        _send_ranges(other, fd, plan, count=pool.count)
 
                 pool.start(work)
 
-            pool.start(lambda: _send_ranges(conn, fd, plan, pool.count))
-            pool.grow(channels, round_trip, more, lambda: len(plan.todo), initial_channels(st.st_size - kept))
+            pool.start(lambda: _send_ranges(conn, fd, plan, count=pool.count))
+            pool.grow(options.channels, round_trip=round_trip, add=more, left=lambda: len(plan.todo),
+                      start=initial_channels(st.st_size - kept))
             pool.join()
             final = conn.request(wire.Commit(plan.commit_digest()))
             return wire.saved_paths(final)

@@ -10,8 +10,8 @@ import os
 import stat
 import time
 
-from rtun.client import Connection, pipelined
-from rtun.sources import Item, Plan, Progress, Reader, plan  # noqa: F401  (plan: part of the API)
+from rtun.client.handshake import pipelined
+from rtun.client.sources import Item, Progress, Reader, SendPlan, plan
 from rtun.errors import RemoteError, RtunError
 from rtun.protocol import framing, wire
 from rtun.protocol.sender import SizeChanged
@@ -20,13 +20,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and dataclasses are not imported at run time: every send would pay
     from typing import Callable, List, Optional, Tuple, Union
 
+    from rtun.client.options import SendOptions
+    from rtun.client.pump import ClientConnection
+
+
 class SendResult:
     def __init__(self, saved: List[str], warnings: List[str]) -> None:
         self.saved = saved
         self.warnings = warnings
 
 
-def _early(work: Plan) -> bool:
+def _early(work: SendPlan) -> bool:
     """Small enough to send without waiting for READY: a refusal wastes little."""
     from rtun.protocol.limits import MAX_EARLY_DATA
 
@@ -35,34 +39,35 @@ def _early(work: Plan) -> bool:
                     for item in work.items))
 
 
-def _write_put(conn: Connection, dest: str, overwrite: bool, work: Plan, progress: Progress,
+def _write_put(conn: ClientConnection, options: SendOptions, work: SendPlan, *, progress: Progress,
                reader: Reader, early: bool, track: bool = False) -> None:
     """The PUT request; when ``early``, its whole stream too, without waiting for READY."""
-    request = wire.Put(dest, overwrite, work.total_bytes, work.total_files, "", track)
+    request = wire.Put(options.dest, options.overwrite, work.total_bytes, work.total_files, "", track)
     conn.write(conn.sender.send(request, early=early))
     if early:
-        _write_entries(conn, work, progress, reader)
+        _write_entries(conn, work, progress=progress, reader=reader)
 
 
-def _stream_put(conn: Connection, work: Plan, progress: Progress, reader: Reader, early: bool) -> wire.Reply:
+def _stream_put(conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader,
+                early: bool) -> wire.Reply:
     """After the PUT request: READY, every entry with its files' data (unless they went early),
     then the reply listing each path."""
     conn.expect_ok()  # READY
     if not early:
-        _write_entries(conn, work, progress, reader)
+        _write_entries(conn, work, progress=progress, reader=reader)
     return conn.expect_ok()
 
 
-def _write_entries(conn: Connection, work: Plan, progress: Progress, reader: Reader) -> None:
+def _write_entries(conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader) -> None:
     sender = conn.sender
     for item in work.items:
         entry = item.entry
         if isinstance(entry, framing.FileEntry):
             if entry.size is not None and entry.size <= SMALL_WRITE and item.source is not None:
-                _send_small(conn, entry, item.source, progress.update, reader)
+                _send_small(conn, entry, item.source, report=progress.update, reader=reader)
                 continue
             conn.write(sender.entry(entry))
-            _stream_file(conn, item.source, progress.update, reader)
+            _stream_file(conn, item.source, report=progress.update, reader=reader)
         else:
             conn.write(sender.entry(entry))
     conn.write(sender.end())
@@ -71,8 +76,8 @@ def _write_entries(conn: Connection, work: Plan, progress: Progress, reader: Rea
 SMALL_WRITE = 64 * 1024  # a file this small goes to the socket buffer in one write with its framing
 
 
-def _send_small(conn: Connection, entry: framing.FileEntry, source: str, report: Callable[[int], None],
-                reader: Reader) -> None:
+def _send_small(conn: ClientConnection, entry: framing.FileEntry, source: str, *,
+                report: Callable[[int], None], reader: Reader) -> None:
     """A small file of a PUT: one read, one write of it framed whole."""
     data = reader.read_whole(source, entry.size)
     try:
@@ -82,7 +87,7 @@ def _send_small(conn: Connection, entry: framing.FileEntry, source: str, report:
     report(len(data))
 
 
-def _stream_file(conn: Connection, source: Optional[str], report: Callable[[int], None],
+def _stream_file(conn: ClientConnection, source: Optional[str], *, report: Callable[[int], None],
                  reader: Reader) -> None:
     """The current file's data and its end, as the sender frames them (PUT or v1)."""
     sender = conn.sender
@@ -98,17 +103,16 @@ def _stream_file(conn: Connection, source: Optional[str], report: Callable[[int]
                         "nothing was saved") from None
 
 
-def upload_v1(
-    conn: Connection, request: Union[wire.Send, wire.View], source: str, report: Callable[[int], None],
-    reader: Reader,
-) -> None:
+def upload_v1(conn: ClientConnection, request: Union[wire.Send, wire.View], source: str, *,
+              report: Callable[[int], None], reader: Reader) -> None:
     """The v1 exchange shared by SEND and VIEW: READY, the raw bytes, the SHA-256 line, OK."""
     conn.request(request)  # READY
-    _stream_file(conn, source, report, reader)
+    _stream_file(conn, source, report=report, reader=reader)
     conn.expect_ok()
 
 
-def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader: Reader) -> List[str]:
+def _send_v1(conn: ClientConnection, dest: str, work: SendPlan, *, progress: Progress,
+             reader: Reader) -> List[str]:
     """One SEND per regular file, as RTUN v1 clients do; the daemon does not say where."""
     sent = []
     for item in work.items:
@@ -129,7 +133,7 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
         try:
             size = os.stat(source).st_size
             path = f"{dest}/{item.entry.path}" if dest else item.entry.path
-            upload_v1(conn, wire.Send(size, path), source, progress.update, reader)
+            upload_v1(conn, wire.Send(size, path), source, report=progress.update, reader=reader)
             sent.append(path)
         finally:
             if spooled is not None:
@@ -137,62 +141,62 @@ def _send_v1(conn: Connection, dest: str, work: Plan, progress: Progress, reader
     return sent
 
 
-def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], overwrite: bool,
-         quiet: bool, channels: int = 0, resume: bool = True) -> SendResult:
+def send(sources: List[str], to: Optional[str], *, options: SendOptions, quiet: bool = False) -> SendResult:
     """Everything in one PUT stream, but large files in ranges over parallel connections
-    (``channels`` 0: as many as pay; 1: one), resumable unless ``resume`` is false."""
-    from rtun import parallel
+    (``options.channels`` 0: as many as pay; 1: one), resumable unless ``options.resume`` is
+    false. ``to`` (--to) names the place inside ``options.dest``."""
+    from rtun.client import parallel
 
-    dest_dir, work = plan(sources, dest)
+    dest_dir, work = plan(sources, to)
+    options = options.below(dest_dir)
     for item in work.items:  # a name that cannot be framed fails here, before connecting
         framing.encode_entry(item.entry)
-    wire.encode_request(wire.Put(dest_dir, overwrite, 0, 0))
+    wire.encode_request(wire.Put(options.dest, options.overwrite, 0, 0))
     large = [item for item in work.items if item.source is not None and _size(item) >= parallel.RANGED_MIN]
-    stream = Plan([item for item in work.items if item not in large],
-                  work.total_bytes - sum(_size(item) for item in large),
-                  work.total_files - len(large), work.warnings)
-    progress = Progress(work.total_bytes or None, work.total_files, enabled=not quiet)
+    stream = SendPlan([item for item in work.items if item not in large],
+                      total_bytes=work.total_bytes - sum(_size(item) for item in large),
+                      total_files=work.total_files - len(large), warnings=work.warnings)
+    progress = Progress(work.total_bytes or None, files=work.total_files, enabled=not quiet)
     reader = Reader()
-    shared = channels != 1 and _shareable(stream)
-    head = Plan([i for i in stream.items if not isinstance(i.entry, framing.FileEntry)], 0, 0,
-                work.warnings) if shared else stream
+    shared = options.channels != 1 and _shareable(stream)
+    head = SendPlan([i for i in stream.items if not isinstance(i.entry, framing.FileEntry)],
+                    total_bytes=0, total_files=0, warnings=work.warnings) if shared else stream
     early = _early(head)
     started = time.monotonic()
     track = shared or bool(large)  # files will arrive in the directories after this PUT's end
-    conn = pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, head, progress, reader, early,
-                                                       track))
+    conn = pipelined(options.socket, lambda c: _write_put(c, options, head, progress=progress, reader=reader,
+                                                          early=early, track=track))
     saved: List[str] = []
     try:
         if conn.features and "put" in conn.features:
-            reply = _stream_put(conn, head, progress, reader, early)
+            reply = _stream_put(conn, head, progress=progress, reader=reader, early=early)
             saved += _put_reply(reply, work.warnings)
             made = reply.data.get("made")
             round_trip = (time.monotonic() - started) / 2
             ranges = "ranges" in conn.features
             # The connection goes on serving what follows: a new one costs a round trip to open.
-            main: Optional[Connection] = conn if ranges else None
+            main: Optional[ClientConnection] = conn if ranges else None
             if shared:
                 files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
                 if ranges:  # directories first (above), files over several connections, mtimes last
-                    saved += _share_files(socket_path, conn, dest_dir, overwrite, files, work.warnings,
-                                          progress, channels, round_trip)
+                    saved += _share_files(conn, files, options=options, warnings=work.warnings,
+                                          progress=progress, round_trip=round_trip)
                 else:
-                    saved += _put_again(socket_path, dest_dir, overwrite, Plan(files, 0, 0, work.warnings),
-                                        progress, reader)
+                    rest = SendPlan(files, total_bytes=0, total_files=0, warnings=work.warnings)
+                    saved += _put_again(options, rest, progress=progress, reader=reader)
             for item in large:
                 if ranges:
-                    listed, main = _send_ranged(socket_path, main, item, dest_dir, overwrite, channels,
-                                                resume, progress)
+                    listed, main = _send_ranged(options, main, item, progress=progress)
                     saved += listed
                 else:  # an rtun/2 daemon from before ranges: one more PUT
-                    saved += _put_again(socket_path, dest_dir, overwrite,
-                                        Plan([item], _size(item), 1, work.warnings), progress, reader)
+                    rest = SendPlan([item], total_bytes=_size(item), total_files=1, warnings=work.warnings)
+                    saved += _put_again(options, rest, progress=progress, reader=reader)
             if isinstance(made, str) and made:  # files written after the directories' end moved them
-                _restore_mtimes(socket_path, main, dest_dir, overwrite, head, made, work.warnings)
+                _restore_mtimes(options, main, head, token=made, warnings=work.warnings)
         else:
-            if overwrite:
+            if options.overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
-            saved = _send_v1(conn, dest_dir, work, progress, reader)
+            saved = _send_v1(conn, options.dest, work, progress=progress, reader=reader)
     finally:
         progress.close()
         conn.close()
@@ -202,26 +206,24 @@ def send(socket_path: Optional[str], sources: List[str], dest: Optional[str], ov
 SHARED_MIN = 8 * 1024 * 1024  # a tree's files are shared among connections past this many bytes
 
 
-def _shareable(stream: Plan) -> bool:
+def _shareable(stream: SendPlan) -> bool:
     files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
     return len(files) >= 2 and stream.total_bytes >= SHARED_MIN and all(i.source is not None for i in files)
 
 
-def _put_again(socket_path: Optional[str], dest_dir: str, overwrite: bool, rest: Plan, progress: Progress,
-               reader: Reader) -> List[str]:
-    with pipelined(socket_path, lambda c: _write_put(c, dest_dir, overwrite, rest, progress, reader,
-                                                     False)) as again:
-        return _put_reply(_stream_put(again, rest, progress, reader, False), rest.warnings)
+def _put_again(options: SendOptions, rest: SendPlan, *, progress: Progress, reader: Reader) -> List[str]:
+    with pipelined(options.socket, lambda c: _write_put(c, options, rest, progress=progress, reader=reader,
+                                                        early=False)) as again:
+        return _put_reply(_stream_put(again, rest, progress=progress, reader=reader, early=False), rest.warnings)
 
 
-def _share_files(socket_path: Optional[str], first: Connection, dest_dir: str, overwrite: bool,
-                 files: List[Item], warnings: List[str], progress: Progress, channels: int,
-                 round_trip: float) -> List[str]:
+def _share_files(first: ClientConnection, files: List[Item], *, options: SendOptions, warnings: List[str],
+                 progress: Progress, round_trip: float) -> List[str]:
     """A tree's files, taken in order from one queue by several PUTs, on ``first`` and on
     connections of their own (see parallel.Pool)."""
     import threading
 
-    from rtun import parallel
+    from rtun.client import parallel
 
     queue = list(reversed(files))
     lock = threading.Lock()
@@ -234,15 +236,15 @@ def _share_files(socket_path: Optional[str], first: Connection, dest_dir: str, o
                 return None
             return queue.pop()
 
-    request = wire.Put(dest_dir, overwrite, 0, 0)
+    request = wire.Put(options.dest, options.overwrite, 0, 0)
 
-    def put(conn: Connection) -> None:
+    def put(conn: ClientConnection) -> None:
         conn.expect_ok()  # READY
         reader = Reader()
         item = take()
         while item is not None:
             conn.write(conn.sender.entry(item.entry))
-            _stream_file(conn, item.source, pool.count, reader)
+            _stream_file(conn, item.source, report=pool.count, reader=reader)
             item = take()
         conn.write(conn.sender.end())
         listed = _put_reply(conn.expect_ok(), warnings)
@@ -250,7 +252,7 @@ def _share_files(socket_path: Optional[str], first: Connection, dest_dir: str, o
             saved.extend(listed)
 
     def channel() -> None:
-        with pipelined(socket_path, lambda c: c.write(c.sender.send(request))) as conn:
+        with pipelined(options.socket, lambda c: c.write(c.sender.send(request))) as conn:
             put(conn)
 
     def on_first() -> None:
@@ -259,21 +261,21 @@ def _share_files(socket_path: Optional[str], first: Connection, dest_dir: str, o
 
     pool.start(on_first)
     total = sum(_size(item) for item in files)
-    pool.grow(channels, round_trip, lambda: pool.start(channel), lambda: len(queue),
-              parallel.initial_channels(total))
+    pool.grow(options.channels, round_trip=round_trip, add=lambda: pool.start(channel),
+              left=lambda: len(queue), start=parallel.initial_channels(total))
     pool.join()
     return sorted(saved)
 
 
-def _restore_mtimes(socket_path: Optional[str], main: Optional[Connection], dest_dir: str, overwrite: bool,
-                    head: Plan, token: str, warnings: List[str]) -> None:
+def _restore_mtimes(options: SendOptions, main: Optional[ClientConnection], head: SendPlan, *, token: str,
+                    warnings: List[str]) -> None:
     """The directories' mtimes, which the files written into them moved."""
     dirs = [i for i in head.items if isinstance(i.entry, framing.DirEntry)]
     if not dirs:
         return
 
-    def write(conn: Connection) -> None:
-        conn.write(conn.sender.send(wire.Put(dest_dir, overwrite, 0, 0, token), early=True))
+    def write(conn: ClientConnection) -> None:
+        conn.write(conn.sender.send(wire.Put(options.dest, options.overwrite, 0, 0, token), early=True))
         for item in dirs:
             conn.write(conn.sender.entry(item.entry))
         conn.write(conn.sender.end())
@@ -283,7 +285,7 @@ def _restore_mtimes(socket_path: Optional[str], main: Optional[Connection], dest
         main.expect_ok()  # READY
         _put_reply(main.expect_ok(), warnings)
         return
-    with pipelined(socket_path, write) as conn:
+    with pipelined(options.socket, write) as conn:
         conn.expect_ok()  # READY
         _put_reply(conn.expect_ok(), warnings)
 
@@ -299,16 +301,14 @@ def _put_reply(reply: wire.Reply, warnings: List[str]) -> List[str]:
     return wire.saved_paths(reply)
 
 
-def _send_ranged(socket_path: Optional[str], main: Optional[Connection], item: Item, dest_dir: str,
-                 overwrite: bool, channels: int, resume: bool,
-                 progress: Progress) -> Tuple[List[str], Optional[Connection]]:
+def _send_ranged(options: SendOptions, main: Optional[ClientConnection], item: Item, *,
+                 progress: Progress) -> Tuple[List[str], Optional[ClientConnection]]:
     """One large file in ranges (on ``main`` if it is given); the saved path, and ``main`` if
     it can still serve (a refusal closes it)."""
-    from rtun import parallel
+    from rtun.client import parallel
 
     assert item.source is not None and isinstance(item.entry, framing.FileEntry)
     directory, _, name = item.entry.path.rpartition("/")
-    dest = "/".join(p for p in (dest_dir, directory) if p)
     try:
         st = os.stat(item.source)
     except OSError as exc:
@@ -316,8 +316,8 @@ def _send_ranged(socket_path: Optional[str], main: Optional[Connection], item: I
     if st.st_size != item.entry.size:
         raise RtunError(f"{item.source} changed size while it was being sent; it was not saved")
     try:
-        return parallel.send_file(socket_path, item.source, st, dest, name, overwrite, channels, resume,
-                                  progress.update, main), main
+        return parallel.send_file(options.below(directory), item.source, st, name=name, report=progress.update,
+                                  main=main), main
     except RemoteError as exc:
         if exc.code != wire.E_BUSY:
             raise
@@ -325,8 +325,8 @@ def _send_ranged(socket_path: Optional[str], main: Optional[Connection], item: I
     # the file goes whole in a PUT, without resumption.
     if main is not None:
         main.close()
-    rest = Plan([item], st.st_size, 1, [])
-    return _put_again(socket_path, dest_dir, overwrite, rest, progress, Reader()), None
+    rest = SendPlan([item], total_bytes=st.st_size, total_files=1, warnings=[])
+    return _put_again(options, rest, progress=progress, reader=Reader()), None
 
 
 def _unlisted(counts: object) -> List[str]:
@@ -357,16 +357,16 @@ def view(socket_path: Optional[str], path: str) -> None:
     reader = Reader()
     early = st.st_size <= MAX_EARLY_DATA
 
-    def write(conn: Connection) -> None:
+    def write(conn: ClientConnection) -> None:
         conn.write(conn.sender.send(request, early=early))
         if early:
-            _stream_file(conn, path, lambda n: None, reader)
+            _stream_file(conn, path, report=lambda n: None, reader=reader)
 
     with pipelined(socket_path, write) as conn:
         if not conn.features:  # a v1 daemon: this is a new connection
-            upload_v1(conn, request, path, lambda n: None, reader)
+            upload_v1(conn, request, path, report=lambda n: None, reader=reader)
             return
         conn.expect_ok()  # READY
         if not early:
-            _stream_file(conn, path, lambda n: None, reader)
+            _stream_file(conn, path, report=lambda n: None, reader=reader)
         conn.expect_ok()

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from rtun.edit import ServerFile, State, _key
+from rtun.client.edit import ServerFile, State, _key
 from rtun.errors import RtunError
 from support.notifications import SessionBus
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
@@ -385,12 +385,12 @@ def test_rtun_edit_imports_only_the_stdlib_and_the_client(forward, remote_home, 
     assert report.exists(), done.stderr
     probe = json.loads(report.read_text())
     assert probe["code"] == 0 and path.read_text() == "b"
-    assert "rtun.edit" in probe["modules"] and "rtun.client" in probe["modules"]
+    assert "rtun.client.edit" in probe["modules"] and "rtun.client" in probe["modules"]
     outside = [m for m in probe["modules"]
                if not (m == "rtun" or m.startswith("rtun.") or m.split(".")[0] in sys.stdlib_module_names
                        or m in ("__main__", "_distutils_hack"))]
     assert outside == []
-    assert not [m for m in probe["modules"] if m.startswith(("rtun.daemon", "rtun.tunnel", "rtun.upload"))]
+    assert not [m for m in probe["modules"] if m.startswith(("rtun.daemon", "rtun.tunnel", "rtun.client.upload"))]
 
 
 # ---- the client's own checks, without a daemon ------------------------------------------------
