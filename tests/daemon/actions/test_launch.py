@@ -16,7 +16,6 @@ import pytest
 from rtun.daemon.actions.launch import find, launch
 from rtun.protocol import wire
 from rtun.protocol.wire import Rejected
-from support.wait import wait_until
 
 HOSTILE = "$(touch pwned); `touch pwned2` | rm -rf ~ && 'quoted' \"double\" \\ \n\t* ?"
 
