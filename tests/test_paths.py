@@ -77,8 +77,6 @@ def test_any_user_dirs_text_gives_a_path(home: Path, text: str) -> None:
     assert found and found.rstrip("/") != str(home)
 
 
-@pytest.mark.xfail(strict=True, reason="paths._user_dirs_download reads user-dirs.dirs as strict UTF-8 and "
-                   "catches only OSError: a Latin-1 file makes `rtun server` fail with an internal error")
 def test_a_user_dirs_file_in_another_encoding_still_gives_a_path(home: Path) -> None:
     _user_dirs(home, "")
     (home / ".config" / "user-dirs.dirs").write_bytes(b'XDG_DOWNLOAD_DIR="$HOME/T\xe9l\xe9chargements"\n')

@@ -54,7 +54,9 @@ def default_save_dir() -> str:
 
 def _user_dirs_download() -> Optional[str]:
     try:
-        with open(os.path.join(config_home(), "user-dirs.dirs"), encoding="utf-8") as f:
+        # Paths are bytes to the OS: one in another encoding still names a directory.
+        with open(os.path.join(config_home(), "user-dirs.dirs"), encoding="utf-8",
+                  errors="surrogateescape") as f:
             lines = f.read().splitlines()
     except OSError:
         return None

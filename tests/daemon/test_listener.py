@@ -121,8 +121,6 @@ def test_the_longest_path_that_fits_is_bound(private: Path, listeners) -> None:
     assert _accepts(Path(path)) and [p.name for p in private.iterdir()] == [os.path.basename(path)]
 
 
-@pytest.mark.xfail(strict=True, reason="listener.bind falls back to the temporary name '.rPID', which is longer "
-                   "than a one- or two-letter socket name: a path that fits cannot be bound")
 def test_a_short_name_at_the_longest_path_is_bound(short_tmp: Path, listeners) -> None:
     base = str(short_tmp) + "/"
     directory = base + "d" * (paths.SUN_PATH_MAX - 1 - len(os.fsencode(base)) - 2)  # room for "/s"

@@ -114,9 +114,6 @@ def test_a_low_descriptor_limit_is_raised(server: Start, short_tmp: Path) -> Non
     assert _soft_limit(process.pid) == max(wanted, 256)
 
 
-@pytest.mark.xfail(strict=True, reason="start.serve opens -d's log file in the forked child, after binding: "
-                   "an unusable log prints two lines (the child's reason, then 'it exited early') "
-                   "and leaves the bound socket behind")
 def test_a_detached_start_with_an_unusable_log_is_one_line_and_leaves_no_socket(
         local_home: Path, short_tmp: Path) -> None:
     blocker = short_tmp / "a-file"

@@ -73,6 +73,20 @@ def _accepts_connections(path: str) -> bool:
     return True
 
 
+def _temporary_path(directory: str, name: str) -> str:
+    """Where to bind before the rename: ``.NAME.PID.tmp``, or where that would not fit in
+    sun_path, a free name as long as NAME itself (which fits wherever NAME does)."""
+    preferred = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    if paths.socket_path_fits(preferred):
+        return preferred
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for _ in range(1000):
+        candidate = "".join(letters[b % len(letters)] for b in os.urandom(len(name)))
+        if candidate != name and not os.path.lexists(os.path.join(directory, candidate)):
+            return os.path.join(directory, candidate)
+    raise RtunError(f"cannot listen on {os.path.join(directory, name)}: no free temporary name beside it")
+
+
 def bind(path: str) -> Listener:
     """Listen on ``path`` with mode 0600 from the first moment the file exists.
 
@@ -99,12 +113,10 @@ def bind(path: str) -> Listener:
         if _accepts_connections(path):
             raise SocketInUseError(f"socket {path} is already in use: something accepts connections on it")
         log.info("replacing stale socket %s", path)
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    if not paths.socket_path_fits(temporary):
-        temporary = os.path.join(directory, f".r{os.getpid()}")
+    temporary = _temporary_path(directory, name)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if os.path.lexists(temporary):
+        if os.path.lexists(temporary):  # only ever our own PID's leftover (_temporary_path)
             os.unlink(temporary)
         previous_umask = os.umask(0o177)
         try:

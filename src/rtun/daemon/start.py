@@ -80,14 +80,16 @@ def serve(config: Config, detach: bool) -> int:
         server.run(config, listener)
         return 0
 
-    # Bind before detaching: errors reach the user's terminal, and the listening socket
-    # already accepts (queues) connections when this command returns.
+    # Open the log, then bind, before detaching: errors reach the user's terminal as one line
+    # (a log that cannot be opened leaves no socket behind), and the listening socket already
+    # accepts (queues) connections when this command returns.
+    log_fd = _configure_logging(config, config.log or paths.default_log())
     listener = bind(config.socket)
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the detached process, checked end to end
         os.close(read_end)
-        _run_detached(config, listener, write_end)
+        _run_detached(config, listener, write_end, log_fd)
         os._exit(0)
     os.close(write_end)
     listener.sock.close()
@@ -100,10 +102,10 @@ def serve(config: Config, detach: bool) -> int:
     return 0
 
 
-def _run_detached(config: Config, listener: Listener, ready_fd: int) -> None:  # pragma: no cover
+def _run_detached(config: Config, listener: Listener, ready_fd: int,
+                  log_fd: Optional[int]) -> None:  # pragma: no cover
     import daemon  # python-daemon: the double fork, setsid, closed fds, chdir /
 
-    log_fd = _configure_logging(config, config.log or paths.default_log())
     context = daemon.DaemonContext(
         umask=current_umask(),  # the user's: it decides the modes of received files
         files_preserve=[listener.sock.fileno(), ready_fd] + ([log_fd] if log_fd else []),
