@@ -262,3 +262,54 @@ def test_a_range_sent_again_unverifies_exactly_what_it_overlaps(tmp_path_factory
         model[offset] = size
         assert {o: n for o, (n, _) in ranged.verified.items()} == model
     files.close()
+
+
+# One step of a peer's ranged transfer: (file, offset in units, length in units or bytes, what)
+steps = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 23), st.integers(1, 6),
+                           st.sampled_from(["range", "range", "range", "short", "detach", "resume",
+                                            "commit", "join"])),
+                 min_size=1, max_size=40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps)
+def test_any_sequence_of_ranges_keeps_the_disk_account(tmp_path_factory, sequence) -> None:
+    """Whatever order, overlap and size ranges arrive in, over several files, joins,
+    resumptions and commits: no part file takes more of the disk (st_blocks) than it paid
+    for, and the disk never goes past the reserve."""
+    directory = tmp_path_factory.mktemp("account")
+    disk = CountedDisk(directory, 4 * MIB)
+    space = Space(str(directory), MIB, free=disk.free)
+    files = RangedFiles(str(directory), space, 0o022)
+    size = 24 * UNIT - 1000
+    users = {}
+    for which, start, length, what in sequence:
+        key = f"{which:02d}" * 8
+        request = _request(key=key, size=size, name=f"f{which}", join=what == "join")
+        try:
+            if what in ("resume", "join") or key not in users:
+                users.setdefault(key, []).append(files.open(request))
+            ranged = users[key][-1]
+            if what == "detach":
+                files.detach(users[key].pop())
+            elif what == "commit":
+                files.commit(ranged, "00" * 32)
+            elif what in ("range", "short") and ranged.part is not None:
+                offset = min(start * UNIT, size - 1)
+                n = min(length * UNIT if what == "range" else length * 1000, size - offset)
+                ranged.begin_range(offset, min(max(n, UNIT), size - offset))
+                try:
+                    ranged.write(offset, memoryview(b"y" * n))
+                finally:
+                    ranged.end_range(offset)
+        except wire.Rejected:
+            pass
+        except IndexError:  # a detach with nothing attached
+            pass
+        assert disk.free("") >= space.reserve
+        assert space.outstanding >= 0
+        for ranged in files._files.values():
+            if ranged.part is not None and ranged.part.fd is not None:
+                assert os.fstat(ranged.part.fd).st_blocks * 512 <= ranged.paid
+    files.close()
+    assert space.outstanding == 0
