@@ -378,24 +378,20 @@ def ranged_stream(size: int, ranges: List[Tuple[int, int, int, bool]], commit: b
     """RANGES of a file of ``size`` bytes, its ranges (offset, length, fill byte, digest
     right), in the order given, and with ``commit`` a COMMIT of the ranges as the client
     believes it sent them. ``compact``: data in whole KiB written in ``_expand``'s language."""
-    out = bytearray(_line_request(wire.Ranges("d", "f.bin", size, 0o755, 1.0, key, False, True, join)))
+    out = bytearray(wire.encode_request(wire.Ranges("d", "f.bin", size, 0o755, 1.0, key, False, True, join)))
     digests: Dict[int, Tuple[int, bytes]] = {}
     for offset, length, fill, right in ranges:
         data = bytes([fill]) * length
         digest = hashlib.sha256(data if right else data + b"!")
         if compact and length % 1024 == 0 and length <= 255 * 1024 and fill != 0xFE:
             data = bytes([0xFE, length // 1024, fill])  # _expand gives back the data
-        out += _line_request(wire.Range(offset, length)) + data + digest.hexdigest().encode() + b"\r\n"
+        out += wire.encode_request(wire.Range(offset, length)) + data + digest.hexdigest().encode() + b"\r\n"
         digests = {o: d for o, d in digests.items() if not (o < offset + length and offset < o + d[0])}
         digests[offset] = (length, digest.digest())
     if commit:
         combined = hashlib.sha256(b"".join(d for _, (_, d) in sorted(digests.items())))
-        out += _line_request(wire.Commit(combined.hexdigest()))
+        out += wire.encode_request(wire.Commit(combined.hexdigest()))
     return bytes(out)
-
-
-def _line_request(request: Any) -> bytes:
-    return wire.encode_request(request)
 
 
 def seeds() -> List[bytes]:
