@@ -3,8 +3,11 @@
 Each input is fed to ``rtun.protocol.receiver.Receiver`` the way the daemon's pump feeds it
 (through ``get_buffer``/``buffer_updated``, in pieces, answering every request as the daemon
 does), or, for one input in four, handed to ``rtun.protocol.names.components`` as a path.
-A crash is any exception other than the protocol's own ``Rejected`` and ``Truncated``, or a
-broken invariant (see ``_Driver``). Usage: fuzz/README.md.
+RANGES, RANGE and COMMIT go to the daemon's own ranged files (``RangedFiles``) on a real
+directory of a counted 8 MiB disk with a 1 MiB reserve, with the disk account as invariant: no
+part file takes more of the disk (st_blocks) than it paid for, and the disk never goes past
+the reserve. A crash is any exception other than the protocol's own ``Rejected`` and
+``Truncated``, or a broken invariant (see ``_Driver``). Usage: fuzz/README.md.
 
 ``one_input`` needs nothing but rtun, so tests/protocol/test_fuzz.py runs it under hypothesis
 too; atheris is imported only when this file is run.
@@ -12,11 +15,14 @@ too; atheris is imported only when this file is run.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import posixpath
+import shutil
 import sys
+import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,12 +30,16 @@ if __name__ == "__main__":  # instrument rtun for coverage before anything impor
     import atheris
 
     with atheris.instrument_imports(include=["rtun"]):
+        from rtun.daemon.actions.ranges import RangedFile, RangedFiles
+        from rtun.daemon.storage.space import Space
         from rtun.protocol import limits, names, wire
         from rtun.protocol.receiver import (
             CLOSED, NEED_DATA, Data, Directory, FileEnd, FileStart, Link, Receiver, Truncated,
             Upload, UploadEnd,
         )
 else:
+    from rtun.daemon.actions.ranges import RangedFile, RangedFiles
+    from rtun.daemon.storage.space import Space
     from rtun.protocol import limits, names, wire
     from rtun.protocol.receiver import (
         CLOSED, NEED_DATA, Data, Directory, FileEnd, FileStart, Link, Receiver, Truncated, Upload,
@@ -64,6 +74,63 @@ def _receiver(small: bool) -> Receiver:
         return Receiver(SMALL_BUFFER)
 
 
+class _Disk:
+    """Ranged files on a real directory whose disk is ``CAPACITY`` bytes: what the files in
+    it take (st_blocks) is what the disk has used."""
+
+    CAPACITY = 8 * 1024 * 1024
+    RESERVE = 1024 * 1024
+
+    _root: Optional[str] = None  # one per process, emptied after each input (rmdir is slow)
+
+    def __init__(self) -> None:
+        if _Disk._root is None:
+            _Disk._root = tempfile.mkdtemp(prefix="rtun-fuzz-")
+            atexit.register(shutil.rmtree, _Disk._root, True)
+        self.root = _Disk._root
+        self.space = Space(self.root, self.RESERVE, free=lambda d: self.CAPACITY - self.used())
+        self.files = RangedFiles(self.root, self.space, 0o022)
+        self.file: Optional[RangedFile] = None  # the one this connection opened or joined
+        self.range: Optional[wire.Range] = None
+        self.position = 0
+
+    def used(self) -> int:
+        total = 0
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+        return total
+
+    def check(self) -> None:
+        if self.used() > self.CAPACITY - self.RESERVE:
+            raise Broken(f"the disk went past its reserve: {self.used()} bytes used")
+        for ranged in list(self.files._files.values()) + ([self.file] if self.file else []):
+            part = ranged.part
+            if part is not None and part.fd is not None:
+                taken = os.fstat(part.fd).st_blocks * 512
+                if taken > ranged.paid:
+                    raise Broken(f"a part file takes {taken} bytes, {ranged.paid} paid for")
+        if self.space.outstanding < 0:
+            raise Broken(f"claims went negative: {self.space.outstanding}")
+
+    def attached(self) -> RangedFile:
+        if self.file is None or self.file.part is None:
+            raise Rejected(wire.E_BAD_REQUEST, "RANGE or COMMIT before RANGES")
+        return self.file
+
+    def close(self) -> None:
+        if self.range is not None and self.file is not None:
+            self.file.end_range(self.range.offset)
+        if self.file is not None:
+            self.files.detach(self.file)
+        self.files.close()
+        if self.space.outstanding:
+            raise Broken(f"{self.space.outstanding} bytes still claimed after every file went")
+        for directory, _, files in os.walk(self.root):  # what COMMIT placed
+            for name in files:
+                os.unlink(os.path.join(directory, name))
+
+
 class _Driver:
     """The daemon's side of one connection, in memory, with the invariants checked as it goes."""
 
@@ -75,6 +142,48 @@ class _Driver:
         self.file_bytes = 0
         self.file_hash: Any = None
         self.closed = False
+        self.disk: Optional[_Disk] = None  # made at the first RANGES
+
+    def ranged(self, event: Any) -> bool:
+        """RANGES, RANGE (its events) and COMMIT as the daemon handles them; False for others."""
+        disk = self.disk
+        if isinstance(event, wire.Ranges):
+            if disk is None:
+                disk = self.disk = _Disk()
+            if disk.file is not None:
+                disk.files.detach(disk.file)
+                disk.file = None
+            disk.file = disk.files.open(event)
+            self.receiver.reply(data={"have": disk.file.have()})
+        elif isinstance(event, wire.Commit):
+            ranged = disk.attached() if disk is not None else None
+            if disk is None or ranged is None:
+                raise Rejected(wire.E_BAD_REQUEST, "COMMIT before RANGES")
+            disk.file = None
+            disk.files.detach(ranged)
+            disk.files.commit(ranged, event.digest)
+            self.receiver.reply(data={"saved": [], "skipped": []})
+        elif isinstance(event, Upload) and isinstance(event.request, wire.Range):
+            if disk is None:
+                raise Rejected(wire.E_BAD_REQUEST, "RANGE before RANGES")
+            ranged = disk.attached()
+            ranged.begin_range(event.request.offset, event.request.size)
+            disk.range, disk.position = event.request, event.request.offset
+            return False  # accepted as any upload
+        elif disk is not None and disk.range is not None and isinstance(event, Data):
+            disk.attached().write(disk.position, event.data)
+            disk.position += len(event.data)
+            return False
+        elif disk is not None and disk.range is not None and isinstance(event, FileEnd):
+            disk.attached().verified_range(disk.range.offset, disk.range.size, bytes.fromhex(event.digest))
+            return False
+        elif disk is not None and disk.range is not None and isinstance(event, UploadEnd):
+            disk.attached().end_range(disk.range.offset)
+            disk.range = None
+            return False
+        else:
+            return False
+        return True
 
     def feed(self, data: bytes) -> None:
         view = memoryview(data)
@@ -111,6 +220,9 @@ class _Driver:
             self.refuse(exc.code, exc.text)
         except Truncated:
             self.closed = True
+        finally:
+            if self.disk is not None:
+                self.disk.check()
 
     def refuse(self, code: int, text: str) -> None:
         line = self.receiver.reject(code, text)
@@ -122,7 +234,9 @@ class _Driver:
 
     def handle(self, event: Any) -> None:
         r = self.receiver
-        if event is CLOSED:
+        if self.ranged(event):
+            pass
+        elif event is CLOSED:
             self.closed = True
         elif isinstance(event, Upload):
             _check_parts(event.parts, "upload")
@@ -176,7 +290,7 @@ class _Driver:
         if self.upload is None:
             raise Broken("a file outside an upload")
         _check_parts(event.parts, "file")
-        if not event.parts and not isinstance(self.upload.request, wire.View):
+        if not event.parts and not isinstance(self.upload.request, (wire.View, wire.Copy, wire.Edit, wire.Range)):
             raise Broken("a file with no name")
         self.file, self.file_bytes, self.file_hash = event, 0, hashlib.sha256()
 
@@ -237,11 +351,15 @@ def one_input(data: bytes) -> None:
     if control & 4:
         stream = _expand(stream)
     driver = _Driver(reject_uploads=bool(control & 8), small=bool(control & 16))
-    for piece in _pieces(stream, sizes or b"\x00"):
-        driver.feed(piece)
-        if driver.closed:
-            break
-    driver.end()
+    try:
+        for piece in _pieces(stream, sizes or b"\x00"):
+            driver.feed(piece)
+            if driver.closed:
+                break
+        driver.end()
+    finally:
+        if driver.disk is not None:
+            driver.disk.close()
 
 
 # ---- seeds -----------------------------------------------------------------------------------
@@ -253,6 +371,27 @@ def _sha(data: bytes) -> bytes:
 
 def _line(obj: Dict[str, Any]) -> bytes:
     return json.dumps(obj).encode() + b"\r\n"
+
+
+def ranged_stream(size: int, ranges: List[Tuple[int, int, int, bool]], commit: bool,
+                  join: bool = False, key: str = "ab" * 16, compact: bool = False) -> bytes:
+    """RANGES of a file of ``size`` bytes, its ranges (offset, length, fill byte, digest
+    right), in the order given, and with ``commit`` a COMMIT of the ranges as the client
+    believes it sent them. ``compact``: data in whole KiB written in ``_expand``'s language."""
+    out = bytearray(wire.encode_request(wire.Ranges("d", "f.bin", size, 0o755, 1.0, key, False, True, join)))
+    digests: Dict[int, Tuple[int, bytes]] = {}
+    for offset, length, fill, right in ranges:
+        data = bytes([fill]) * length
+        digest = hashlib.sha256(data if right else data + b"!")
+        if compact and length % 1024 == 0 and length <= 255 * 1024 and fill != 0xFE:
+            data = bytes([0xFE, length // 1024, fill])  # _expand gives back the data
+        out += wire.encode_request(wire.Range(offset, length)) + data + digest.hexdigest().encode() + b"\r\n"
+        digests = {o: d for o, d in digests.items() if not (o < offset + length and offset < o + d[0])}
+        digests[offset] = (length, digest.digest())
+    if commit:
+        combined = hashlib.sha256(b"".join(d for _, (_, d) in sorted(digests.items())))
+        out += wire.encode_request(wire.Commit(combined.hexdigest()))
+    return bytes(out)
 
 
 def seeds() -> List[bytes]:
@@ -277,6 +416,14 @@ def seeds() -> List[bytes]:
     out = [bytes([0]) + s for s in streams]
     out += [bytes([4]) + streams[-1], bytes([16]) + streams[3] + b"\xff\xff\x01\x07\x03\x00"]
     out += [bytes([8]) + streams[1]]
+    hello = b"SEND RTUN/2 ranges\r\n"
+    unit = limits.MIN_RANGE
+    out += [bytes([4]) + hello + ranged_stream(3 * unit + 5, [(3 * unit, 5, 1, True), (0, 2 * unit, 2, True),
+                                                              (unit, 2 * unit, 3, True)], True, compact=True),
+            bytes([4]) + hello + ranged_stream(4 * unit, [(2 * unit, unit, 1, False), (0, 3 * unit, 4, True)],
+                                               True, compact=True) + b"PING\r\n",
+            bytes([20]) + hello + ranged_stream(2 * unit, [(unit, unit, 9, True)], False, compact=True)
+            + b"\xff\xff\x07\x00"]
     out += [bytes([3]) + p.encode() for p in ("a/b/c.txt", "../x", "a//b", ".rtun-1-ab.part", "d\u202eexe")]
     return out
 

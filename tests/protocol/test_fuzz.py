@@ -314,6 +314,28 @@ def test_the_fuzz_target_under_hypothesis(data: bytes) -> None:
     TARGET.one_input(data)
 
 
+UNIT = limits.MIN_RANGE
+ranged_files = st.tuples(
+    st.integers(1, 8 * UNIT),  # the file's size (the counted disk holds 7 MiB above its reserve)
+    st.lists(st.tuples(st.integers(0, 8 * UNIT), st.integers(1, 3 * UNIT), st.integers(0, 255),
+                       st.booleans()), max_size=8),
+    st.booleans(), st.booleans(), st.sampled_from(["ab" * 16, "cd" * 16]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ranged_files, min_size=1, max_size=3), st.binary(max_size=6))
+def test_any_ranges_range_commit_sequence_keeps_the_disk_account(files: List[Any], cuts: bytes) -> None:
+    """RANGES/RANGE/COMMIT in any order, overlap and size, joins and resumptions, fed to the
+    daemon's ranged files through the fuzz target: no part file takes more of the disk than it
+    paid for, the disk never goes past its reserve, and nothing stays claimed."""
+    stream = b"SEND RTUN/2 ranges\r\n"
+    for size, ranges, commit, join, key in files:
+        fitted = [(min(o, size - 1), min(n, size - min(o, size - 1)), f, ok) for o, n, f, ok in ranges]
+        stream += TARGET.ranged_stream(size, fitted, commit, join, key)
+    TARGET.one_input(bytes([0]) + stream + (b"\xff\xff" + cuts if cuts else b""))
+
+
 def test_a_short_atheris_run_finds_no_crash(tmp_path: Path) -> None:
     if importlib.util.find_spec("atheris") is None:
         pytest.skip("atheris is not installed (pip install atheris)")

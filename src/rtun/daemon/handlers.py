@@ -107,6 +107,7 @@ class Handlers:
 
     def close(self) -> None:
         self._ranged.close()
+        self._uploads.close()  # the storage helper threads finish what they write, then end
         if self._summary is not None:
             self._summary.cancel()
         if self._viewer is not None:

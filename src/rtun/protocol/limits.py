@@ -22,3 +22,4 @@ MAX_EARLY_DATA = 1024 * 1024  # upload data a client sends before READY; a daemo
 MAX_RANGES = 16384  # verified ranges one ranged file may hold (the daemon's bound)
 MIN_RANGE = 64 * 1024  # the smallest range but a file's last: bounds the ranges of a file
 MAX_RANGES_REPLY = 4 * 1024 * 1024  # RANGES' reply lists them (about 90 bytes each)
+MAX_EXTENTS = 16384  # separate written pieces of one ranged file the daemon tracks (and pays for)

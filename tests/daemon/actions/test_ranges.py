@@ -16,6 +16,9 @@ from rtun.daemon.storage.space import Space
 from rtun.protocol import wire
 
 
+UNIT = ranges.MIN_RANGE
+
+
 def _request(key: str = "ab" * 16, size: int = 8, name: str = "f.bin", resume: bool = True,
              join: bool = False, mode: int = 0o644) -> wire.Ranges:
     return wire.Ranges("", name, size, mode, 1.0, key, False, resume, join)
@@ -94,16 +97,122 @@ def test_at_most_max_files_are_kept_the_oldest_unused_goes(tmp_path: Path, monke
     assert info.value.code == wire.E_BUSY
 
 
-def test_a_file_must_fit_but_a_kept_one_holds_only_what_it_wrote(tmp_path: Path) -> None:
-    free = {"bytes": 100}
-    space = Space(str(tmp_path), 0, free=lambda d: free["bytes"])
+class CountedDisk:
+    """A disk of ``capacity`` bytes whose use is what the files below ``root`` really take
+    (st_blocks), for Space's ``free``: the reserve is checked against real allocations."""
+
+    def __init__(self, root: Path, capacity: int) -> None:
+        self.root = root
+        self.capacity = capacity
+
+    def used(self) -> int:
+        return sum(p.lstat().st_blocks * 512 for p in self.root.rglob("*") if p.is_file())
+
+    def free(self, directory: str) -> int:
+        return self.capacity - self.used()
+
+
+MIB = 1024 * 1024
+
+
+def test_a_file_must_fit_and_holds_what_is_to_come_while_attached(tmp_path: Path) -> None:
+    disk = CountedDisk(tmp_path, 4 * MIB)
+    space = Space(str(tmp_path), MIB, free=disk.free)
     files = RangedFiles(str(tmp_path), space, 0o022)
     with pytest.raises(wire.Rejected) as info:
-        files.open(_request(size=101))
+        files.open(_request(size=3 * MIB + 1))
     assert info.value.code == wire.E_NO_SPACE
-    files.detach(files.open(_request(size=60)))  # a declared size, nothing written, then gone
+    first = files.open(_request(size=2 * MIB))
+    with pytest.raises(wire.Rejected) as info:  # the first one's claim is held: no room for both
+        files.open(_request(key="cd" * 16, size=2 * MIB, name="g"))
+    assert info.value.code == wire.E_NO_SPACE
+    files.detach(first)  # nothing written, then gone: it blocks no one
     assert space.outstanding == 0
-    files.open(_request(key="cd" * 16, size=60))  # ... blocks no one
+    second = files.open(_request(key="cd" * 16, size=2 * MIB, name="g"))
+    with pytest.raises(wire.Rejected) as info:  # ... but its resumption waits for room again
+        files.open(_request(size=2 * MIB))
+    assert info.value.code == wire.E_NO_SPACE
+    files.detach(second)
+    assert files.open(_request(size=2 * MIB)) is first
+
+
+def test_sparse_end_first_writes_of_several_files_never_cross_the_reserve(tmp_path: Path) -> None:
+    """Issue 15's attack, scaled down: files written end-first took the disk to 0 bytes free
+    when a range at the end paid for the hole below it."""
+    disk = CountedDisk(tmp_path, 6 * MIB)
+    space = Space(str(tmp_path), 2 * MIB, free=disk.free)
+    files = RangedFiles(str(tmp_path), space, 0o022)
+    size = 3 * MIB // 2
+    opened = []
+    for i in range(3):
+        try:
+            opened.append(files.open(_request(key=f"{i:02d}" * 8, size=size, name=f"f{i}")))
+        except wire.Rejected as exc:
+            assert exc.code == wire.E_NO_SPACE
+    assert len(opened) == 2  # 4 MiB above the reserve: room for two files of 1.5 MiB
+    piece = memoryview(b"x" * UNIT)
+    for offset in reversed(range(0, size, UNIT)):  # end first, every file in turn
+        for ranged in opened:
+            ranged.write(offset, piece)
+            assert disk.free("") >= space.reserve
+    for ranged in opened:
+        part = ranged.part
+        assert part is not None
+        assert os.fstat(part.fd).st_blocks * 512 <= ranged.paid
+
+
+def test_a_part_file_never_has_execute_bits_until_its_commit(tmp_path: Path) -> None:
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    ranged = files.open(_request(mode=0o4777))
+    (part,) = [p for p in tmp_path.iterdir() if p.name.startswith(".rtun-")]
+    assert part.stat().st_mode & 0o7777 == 0o644  # no setuid, no execute, the umask applied
+    for offset, piece in ((0, b"abcd"), (4, b"efgh")):
+        ranged.write(offset, memoryview(piece))
+        ranged.verified_range(offset, 4, hashlib.sha256(piece).digest())
+    path = files.commit(ranged, _commit_digest(b"abcd", b"efgh"))
+    assert os.stat(path).st_mode & 0o7777 == 0o755
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_ranged_file_holds_one_descriptor_and_is_found_again(tmp_path: Path) -> None:
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    deep = "/".join(f"d{i}" for i in range(40))
+    before = _open_fds()
+    kept = []
+    for i in range(8):
+        ranged = files.open(wire.Ranges(deep, f"f{i}", 8, 0o644, 1.0, f"{i:02d}" * 8, False, True, False))
+        files.detach(ranged)
+        kept.append(ranged)
+    assert _open_fds() - before == 8  # the part files; no directories
+    again = files.open(wire.Ranges(deep, "f0", 8, 0o644, 1.0, "00" * 8, False, True, False))
+    assert again is kept[0]
+    for offset, piece in ((0, b"abcd"), (4, b"efgh")):
+        again.write(offset, memoryview(piece))
+        again.verified_range(offset, 4, hashlib.sha256(piece).digest())
+    path = files.commit(again, _commit_digest(b"abcd", b"efgh"))
+    assert Path(path).read_bytes() == b"abcdefgh"
+    files.close()
+    assert _open_fds() == before
+    assert not [p for p in tmp_path.rglob(".rtun-*")]
+
+
+def test_a_kept_file_whose_directory_was_replaced_starts_over(tmp_path: Path) -> None:
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    request = wire.Ranges("d", "f", 8, 0o644, 1.0, "ab" * 8, False, True, False)
+    ranged = files.open(request)
+    ranged.write(0, memoryview(b"abcd"))
+    ranged.verified_range(0, 4, hashlib.sha256(b"abcd").digest())
+    files.detach(ranged)
+    (tmp_path / "d").rename(tmp_path / "elsewhere")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "d").symlink_to("outside")  # a link where the directory was: never followed
+    with pytest.raises(wire.Rejected):
+        files.open(request)
+    assert list((tmp_path / "outside").iterdir()) == []
+    files.close()
 
 
 def test_a_failed_range_over_a_verified_one_unverifies_it(tmp_path: Path) -> None:
@@ -135,9 +244,6 @@ def test_ranges_in_flight_exclude_each_other_and_the_commit(tmp_path: Path) -> N
     assert info.value.code == wire.E_BUSY
 
 
-UNIT = ranges.MIN_RANGE
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 31), st.integers(1, 8)), min_size=1, max_size=60))
 def test_a_range_sent_again_unverifies_exactly_what_it_overlaps(tmp_path_factory, sends) -> None:
@@ -155,4 +261,55 @@ def test_a_range_sent_again_unverifies_exactly_what_it_overlaps(tmp_path_factory
         ranged.verified_range(offset, size, b"d" * 32)
         model[offset] = size
         assert {o: n for o, (n, _) in ranged.verified.items()} == model
-    ranged.discard()
+    files.close()
+
+
+# One step of a peer's ranged transfer: (file, offset in units, length in units or bytes, what)
+steps = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 23), st.integers(1, 6),
+                           st.sampled_from(["range", "range", "range", "short", "detach", "resume",
+                                            "commit", "join"])),
+                 min_size=1, max_size=40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps)
+def test_any_sequence_of_ranges_keeps_the_disk_account(tmp_path_factory, sequence) -> None:
+    """Whatever order, overlap and size ranges arrive in, over several files, joins,
+    resumptions and commits: no part file takes more of the disk (st_blocks) than it paid
+    for, and the disk never goes past the reserve."""
+    directory = tmp_path_factory.mktemp("account")
+    disk = CountedDisk(directory, 4 * MIB)
+    space = Space(str(directory), MIB, free=disk.free)
+    files = RangedFiles(str(directory), space, 0o022)
+    size = 24 * UNIT - 1000
+    users = {}
+    for which, start, length, what in sequence:
+        key = f"{which:02d}" * 8
+        request = _request(key=key, size=size, name=f"f{which}", join=what == "join")
+        try:
+            if what in ("resume", "join") or key not in users:
+                users.setdefault(key, []).append(files.open(request))
+            ranged = users[key][-1]
+            if what == "detach":
+                files.detach(users[key].pop())
+            elif what == "commit":
+                files.commit(ranged, "00" * 32)
+            elif what in ("range", "short") and ranged.part is not None:
+                offset = min(start * UNIT, size - 1)
+                n = min(length * UNIT if what == "range" else length * 1000, size - offset)
+                ranged.begin_range(offset, min(max(n, UNIT), size - offset))
+                try:
+                    ranged.write(offset, memoryview(b"y" * n))
+                finally:
+                    ranged.end_range(offset)
+        except wire.Rejected:
+            pass
+        except IndexError:  # a detach with nothing attached
+            pass
+        assert disk.free("") >= space.reserve
+        assert space.outstanding >= 0
+        for ranged in files._files.values():
+            if ranged.part is not None and ranged.part.fd is not None:
+                assert os.fstat(ranged.part.fd).st_blocks * 512 <= ranged.paid
+    files.close()
+    assert space.outstanding == 0

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from rtun.daemon.storage.writing import Workers
 from rtun.daemon.storage import direct, tree
 from rtun.protocol import wire
 from rtun.protocol.wire import Rejected
@@ -57,7 +58,7 @@ def test_a_file_written_directly_is_what_was_received(tmp_path: Path, size: int,
     root = tmp_path / "save"
     root.mkdir()
     data = os.urandom(size)
-    t = tree.Tree(str(root), 0o022)
+    t = tree.Tree(str(root), 0o022, Workers())
     part = _receive(t, "big.bin", data, piece)
     assert part.fd is not None
     uses_direct = bool(fcntl.fcntl(part.fd, fcntl.F_GETFL) & O_DIRECT)
@@ -88,7 +89,7 @@ def _takes_direct(directory: Path) -> bool:
 def test_a_file_system_without_direct_io_gets_ordinary_writes(mounted) -> None:
     root = mounted("ramfs")  # ramfs has no direct I/O at all
     data = os.urandom(2 * direct.BLOCK + 777)
-    t = tree.Tree(str(root), 0o022)
+    t = tree.Tree(str(root), 0o022, Workers())
     part = _receive(t, "f", data, 100_000)
     assert part.fd is not None and not fcntl.fcntl(part.fd, fcntl.F_GETFL) & O_DIRECT
     part.finish(None)
@@ -100,7 +101,7 @@ def test_a_file_system_without_direct_io_gets_ordinary_writes(mounted) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
 def test_a_full_disk_is_a_refusal_and_discarding_leaves_nothing(mounted) -> None:
     root = mounted("tmpfs", "size=6m")
-    t = tree.Tree(str(root), 0o022)
+    t = tree.Tree(str(root), 0o022, Workers())
     part = t.new_file(("f",), 0o644, direct=True)
     data = memoryview(os.urandom(4 * direct.BLOCK))
     with pytest.raises(Rejected) as info:
@@ -120,8 +121,8 @@ def test_writes_may_start_at_an_aligned_offset_of_a_file(tmp_path: Path) -> None
     path.write_bytes(b"-" * (3 * direct.BLOCK))
     fd = os.open(path, os.O_WRONLY)
     try:
-        assert direct.DirectWrites.open(fd, direct.ALIGN + 1) is None  # unaligned: the page cache
-        writes = direct.DirectWrites.open(fd, direct.ALIGN)
+        assert direct.DirectWrites.open(fd, Workers(), direct.ALIGN + 1) is None  # unaligned: the page cache
+        writes = direct.DirectWrites.open(fd, Workers(), direct.ALIGN)
         data = os.urandom(direct.BLOCK + 5_000)
         if writes is not None:  # None where this file system takes no direct I/O
             writes.write(memoryview(data))
@@ -140,7 +141,7 @@ def test_a_file_system_in_memory_gets_ordinary_writes(mounted) -> None:
     """tmpfs takes O_DIRECT, but there it only adds a copy: large files go the ordinary way."""
     root = mounted("tmpfs", "size=64m")
     assert not direct.on_disk(str(root)) and not direct.on_disk(str(root / "below"))
-    t = tree.Tree(str(root), 0o022)
+    t = tree.Tree(str(root), 0o022, Workers())
     part = _receive(t, "f", os.urandom(direct.BLOCK + 1), 100_000)
     assert part.fd is not None and not fcntl.fcntl(part.fd, fcntl.F_GETFL) & O_DIRECT
     part.discard()

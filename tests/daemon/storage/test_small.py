@@ -11,6 +11,7 @@ from typing import List
 
 import pytest
 
+from rtun.daemon.storage.writing import Workers
 from rtun.daemon.storage import small, tree
 from rtun.protocol import wire
 from rtun.protocol.wire import Rejected
@@ -27,7 +28,7 @@ def test_every_file_is_placed_in_order_with_its_content(tmp_path: Path, monkeypa
     monkeypatch.setattr(small, "FAST_FILE", 0.0 if helpers else 3600.0)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f0003").write_bytes(b"there before")
-    t = tree.Tree(str(tmp_path), 0o022)
+    t = tree.Tree(str(tmp_path), 0o022, Workers())
     files = SmallFilesRun(t)
     contents = _files(600)  # more than PROBE_EVERY, in two directories
     for i, data in enumerate(contents):
@@ -69,7 +70,7 @@ def test_a_full_disk_is_refused_and_what_was_made_stays_whole(tmp_path: Path, mo
     root.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], check=True)
     try:
-        t = tree.Tree(str(root), 0o022)
+        t = tree.Tree(str(root), 0o022, Workers())
         run = SmallFilesRun(t)
         with pytest.raises(Rejected) as info:
             for i in range(400):  # 400 x 60 KiB: far more than 1 MiB

@@ -17,6 +17,7 @@ from rtun.daemon.storage.direct import DIRECT_MIN
 from rtun.daemon.storage.small import SMALL_MAX, Placed, SmallFiles
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile, refusal_for
+from rtun.daemon.storage.writing import Workers
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.receiver import Directory, FileStart, Link
@@ -199,7 +200,12 @@ class Uploads:
         self.save_dir = os.path.realpath(save_dir)
         self.space = Space(self.save_dir, min_free)
         self.umask = umask
+        self.workers = Workers()  # the helper threads of every transfer; close() stops them
         self._made: Dict[str, Tuple[float, Set[Tuple[str, ...]]]] = {}  # PUT "track" tokens
+
+    def close(self) -> None:
+        """The daemon stops: what the helper threads are writing is written, then they end."""
+        self.workers.shutdown()
 
     def begin(self, request: Union[wire.Send, wire.Put], base: Tuple[str, ...]) -> Transfer:
         """Checks that need no data, before READY: the declared size must fit."""
@@ -208,7 +214,7 @@ class Uploads:
         else:
             needed, overwrite = request.total_bytes, request.overwrite
         try:
-            tree = Tree(self.save_dir, self.umask)  # made again if it was removed
+            tree = Tree(self.save_dir, self.umask, self.workers)  # made again if it was removed
         except OSError as exc:
             raise Rejected(wire.E_CREATE, f"cannot use the save directory {self.save_dir}: "
                            f"{exc.strerror or exc}") from None

@@ -8,6 +8,14 @@ exactly and that the digest of their digests is the client's, then places the fi
 would. A transfer whose connections all went away is kept, under its temporary name, for
 ``KEEP_SECONDS``; the same client sending the same file again (the same ``key``) is told which
 ranges are already here and sends only the rest. Nothing here touches the socket.
+
+Space: every block a write newly takes on the disk is paid for (storage/space.py) before it is
+written, whatever order ranges arrive in (storage/extents.py), and while connections are
+attached the file holds a claim for what it has still to take, so two files cannot both pass
+the open check against the same free space. Descriptors: a file holds only its part file's;
+its directory is found again from the save directory, without following links, when it is
+needed (at COMMIT, resumption and removal). Mode: the part file has no execute bits until
+COMMIT gives it its final mode.
 """
 
 from __future__ import annotations
@@ -16,13 +24,16 @@ import bisect
 import hashlib
 import logging
 import os
+import stat
 import time
 from typing import Dict, List, Optional, Tuple
 
 from rtun.daemon.actions.files import DEFAULT_MODE
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
+from rtun.daemon.storage.extents import Extents, block_size
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import PartFile, Tree, refusal_for
+from rtun.daemon.storage.writing import write_all
 from rtun.protocol import names, wire
 from rtun.protocol.limits import MAX_RANGES, MIN_RANGE
 from rtun.protocol.wire import Rejected
@@ -31,24 +42,32 @@ log = logging.getLogger("rtun.daemon")
 
 KEEP_SECONDS = 3600.0  # an interrupted transfer's data waits this long for its resumption
 STALE_SECONDS = 60.0  # a file no range reached for this long may make room, connections or not
-MAX_FILES = 16  # ranged files open or kept at once (each holds a descriptor)
+MAX_FILES = 16  # ranged files open or kept at once (each holds one descriptor: its part file)
+META_PIECES = 64  # separate pieces of a file per block of the file system's own (extent maps)
+META_SPAN = 1 << 21  # blocks of a file per block of extent map (ext4: 128 MiB an extent)
 
 
 class RangedFile:
-    def __init__(self, request: wire.Ranges, tree: Tree, claim: Claim, umask: int) -> None:
+    def __init__(self, request: wire.Ranges, tree: Tree, umask: int) -> None:
         self.key = request.key
         self.parts = names.join(names.components(request.dest) if request.dest else (), request.name)
         self.size = request.size
         self.mtime = request.mtime
         self.overwrite = request.overwrite
-        self.tree = tree
-        self.claim = claim
         mode = request.mode if request.mode else DEFAULT_MODE
         if extension(self.parts[-1]) in LAUNCHER_TYPES:
             mode &= ~0o111
-        part = tree.new_file(self.parts, mode)  # named, buffered: kept between connections
-        assert isinstance(part, PartFile)
+        self.mode = stat.S_IMODE(mode) & 0o777 & ~umask  # given at COMMIT; until then no execute bits
+        part = tree.new_file(self.parts, self.mode & ~0o111)  # named, buffered: kept between connections
+        assert isinstance(part, PartFile) and part.fd is not None
         self.part: Optional[PartFile] = part
+        self.extents = Extents(self.size, block_size(os.fstat(part.fd).st_blksize))
+        block = self.extents.block
+        # The file system's own blocks (extent maps): one up front, one more per META_PIECES
+        # pieces as they appear.
+        self.allowance = block * (1 + self.extents.blocks // META_SPAN)
+        self._meta_paid = 0  # bytes of extent map paid as pieces appeared
+        self.claim: Optional[Claim] = None  # while connections are attached: what is still to come
         self.verified: Dict[int, Tuple[int, bytes]] = {}  # offset -> (length, SHA-256)
         self._starts: List[int] = []  # the offsets of ``verified``, sorted
         self.users = 0  # connections attached now
@@ -57,12 +76,21 @@ class RangedFile:
         self.connections = 0  # connections that attached since it was opened or resumed
         self.received = 0  # bytes received since then
         self.idle_since = time.monotonic()
-        self._claimed_through = 0  # bytes of the file paid for in the disk claim
         self._head = bytearray(min(HEAD_LEN, self.size))  # the launcher check reads it at COMMIT
 
     @property
     def what(self) -> str:
         return "/".join(self.parts)
+
+    @property
+    def to_come(self) -> int:
+        """What the file may still take on the disk: claimed while connections are attached."""
+        return self.extents.left_bytes + self.allowance
+
+    @property
+    def paid(self) -> int:
+        """What the file has paid for (and may take on the disk) so far."""
+        return self.extents.covered_bytes + self._meta_paid + self.allowance
 
     def same_file(self, request: wire.Ranges) -> bool:
         parts = names.join(names.components(request.dest) if request.dest else (), request.name)
@@ -111,21 +139,25 @@ class RangedFile:
             raise Rejected(wire.E_BAD_REQUEST, "too many ranges for one file")
 
     def write(self, offset: int, data: memoryview) -> None:
+        """Write ``data`` at ``offset`` (inside the file: check_range), after paying for the
+        blocks it newly takes."""
         part = self.part
         assert part is not None and part.fd is not None
-        end = offset + len(data)
         self.received += len(data)
         if offset < len(self._head):  # the part file is write-only: keep the head as it passes
-            self._head[offset:min(end, len(self._head))] = data[:len(self._head) - offset]
-        if end > self._claimed_through:  # re-sent bytes take no new space
-            self.claim.written(end - max(offset, self._claimed_through))
-            self._claimed_through = end
+            self._head[offset:min(offset + len(data), len(self._head))] = data[:len(self._head) - offset]
+        self.extents.add(offset, len(data), self._pay)
         try:
-            while data:
-                written = os.pwrite(part.fd, data, offset)
-                data, offset = data[written:], offset + written
+            write_all(part.fd, data, offset)
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
+
+    def _pay(self, new: int, pieces: int) -> None:
+        meta = self.extents.block if pieces // META_PIECES * self.extents.block > self._meta_paid else 0
+        if self.claim is None:  # only attached files are written; this is a bug, not a peer
+            raise Rejected(wire.E_BAD_REQUEST, f"{self.what}: no connection holds this file")
+        self.claim.written(new + meta, step=0)  # from the claim of what is to come: enough
+        self._meta_paid += meta
 
     def verified_range(self, offset: int, size: int, digest: bytes) -> None:
         """Record a range whose SHA-256 matched (begin_range forgot what it overlaps)."""
@@ -134,8 +166,9 @@ class RangedFile:
         self.verified[offset] = (size, digest)
         self.last_activity = time.monotonic()
 
-    def commit(self, digest: str) -> str:
-        """Check coverage and the digest of digests, then give the file its final name."""
+    def commit(self, digest: str, tree: Tree) -> str:
+        """Check coverage and the digest of digests, then give the file its final mode and name
+        (in ``tree``, the part's directory found again)."""
         if self.in_flight:
             raise Rejected(wire.E_BUSY, f"{self.what}: ranges are still arriving")
         position, combined = 0, hashlib.sha256()
@@ -151,18 +184,17 @@ class RangedFile:
         part = self.part
         assert part is not None and part.fd is not None
         part.size = self.size
-        part.finish(self.mtime, drop_execute=is_launcher(bytes(self._head)))
+        mode = self.mode & ~0o111 if is_launcher(bytes(self._head)) else self.mode
+        if mode != part.mode:
+            try:
+                os.fchmod(part.fd, mode)
+            except OSError as exc:
+                raise refusal_for(exc, self.what) from None
+            part.mode = mode
+        part.finish(self.mtime)
         final = part.place(self.parts[-1], self.overwrite)
         self.part = None
-        return self.tree.path(self.parts[:-1] + (final,))
-
-    def discard(self) -> None:
-        if self.part is not None:
-            self.part.discard()
-            self.part = None
-        self.claim.close()
-        self.tree.close()
-
+        return tree.path(self.parts[:-1] + (final,))
 
 class RangedFiles:
     """The ranged files being received or kept for resumption, by key."""
@@ -183,12 +215,12 @@ class RangedFiles:
             return self._attach(found)
         kept = self._files.get(request.key)
         if kept is not None:
-            if request.resume and kept.same_file(request) and kept.users == 0:
+            if kept.users:
+                raise Rejected(wire.E_BUSY, "this file is being received on other connections")
+            if request.resume and kept.same_file(request) and self._still_there(kept):
                 log.info("resuming %s: %d ranges kept", ascii(kept.what)[1:-1], len(kept.verified))
                 kept.connections = kept.received = 0
                 return self._attach(kept)
-            if kept.users:
-                raise Rejected(wire.E_BUSY, "this file is being received on other connections")
             self._drop(kept)
         if len(self._files) >= MAX_FILES:
             now = time.monotonic()
@@ -197,29 +229,65 @@ class RangedFiles:
             if not unused:
                 raise Rejected(wire.E_BUSY, "too many large files being received: try again later")
             self._drop(min(unused, key=lambda f: (f.users, f.last_activity)))
+        # The whole file must fit before anything is made (the exact claim follows).
+        self.space.claim(request.size)
+        self.space.settle(request.size)
+        tree = self._tree()
         try:
-            tree = Tree(self.save_dir, self.umask)
+            ranged = RangedFile(request, tree, self.umask)
+            try:
+                self._attach(ranged)
+            except BaseException:
+                self._discard(ranged, tree)
+                raise
+        finally:
+            tree.close()  # the file holds its part's descriptor, not its directories'
+        assert ranged.part is not None
+        ranged.part.dir_fd = -1  # found again when needed (_find)
+        self._files[request.key] = ranged
+        return ranged
+
+    def _tree(self) -> Tree:
+        try:
+            return Tree(self.save_dir, self.umask)
         except OSError as exc:
             raise refusal_for(exc, "the save directory") from None
+
+    def _find(self, ranged: RangedFile) -> Optional[Tree]:
+        """The part file's directory opened again from the save directory, without following
+        links (Tree), with the part's descriptor set to it; None if the part is no longer
+        where it was made (its directory moved or replaced: the file cannot be placed)."""
+        part = ranged.part
+        if part is None or part.fd is None:
+            return None
         try:
-            # The size must fit now; the space is then paid for as data arrives, so a file that
-            # waits for its resumption holds only what it has written.
-            self.space.claim(request.size)
-            self.space.settle(request.size)
-            claim = Claim(self.space, 0)
-        except BaseException:
-            tree.close()
-            raise
+            tree = Tree(self.save_dir, self.umask)
+        except OSError:
+            return None
         try:
-            ranged = RangedFile(request, tree, claim, self.umask)
-        except BaseException:
-            claim.close()
-            tree.close()
-            raise
-        self._files[request.key] = ranged
-        return self._attach(ranged)
+            dir_fd = tree.directory(ranged.parts[:-1], create=False)
+            there = os.stat(part.name, dir_fd=dir_fd, follow_symlinks=False)
+            ours = os.fstat(part.fd)
+            if (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino):
+                part.dir_fd = dir_fd
+                return tree
+        except (OSError, Rejected):
+            pass
+        tree.close()
+        return None
+
+    def _still_there(self, ranged: RangedFile) -> bool:
+        tree = self._find(ranged)
+        if tree is None:
+            return False
+        tree.close()
+        assert ranged.part is not None
+        ranged.part.dir_fd = -1
+        return True
 
     def _attach(self, ranged: RangedFile) -> RangedFile:
+        if not ranged.users:  # what the file may still take is held while it is written
+            ranged.claim = Claim(self.space, ranged.to_come)
         ranged.users += 1
         ranged.connections += 1
         return ranged
@@ -229,15 +297,32 @@ class RangedFiles:
         ranged.users -= 1
         if not ranged.users:
             ranged.idle_since = time.monotonic()
-            ranged.claim.close()  # what is written stays on the disk; the rest is not held
+            self._release(ranged)  # what is written stays on the disk; the rest is not held
+
+    def _release(self, ranged: RangedFile) -> None:
+        if ranged.claim is not None:
+            ranged.claim.close()
+            ranged.claim = None
 
     def commit(self, ranged: RangedFile, digest: str) -> str:
+        tree = self._find(ranged)
+        if tree is None:
+            self._drop(ranged)
+            raise Rejected(wire.E_CREATE, f"{ranged.what}: its directory was moved or replaced "
+                           "while it was received")
         try:
-            path = ranged.commit(digest)
-        except Rejected:
+            path = ranged.commit(digest, tree)
+        except BaseException:
+            if ranged.part is not None and ranged.part.fd is None:  # placing it failed: it goes
+                self._files.pop(ranged.key, None)
+                self._discard(ranged, tree)
             raise
+        finally:
+            if ranged.part is not None:
+                ranged.part.dir_fd = -1
+            tree.close()
         self._files.pop(ranged.key, None)
-        ranged.discard()  # the part file is placed; this closes the tree and settles the claim
+        self._release(ranged)
         return path
 
     def expire(self, now: Optional[float] = None) -> None:
@@ -248,7 +333,21 @@ class RangedFiles:
 
     def _drop(self, ranged: RangedFile) -> None:
         self._files.pop(ranged.key, None)
-        ranged.discard()
+        self._discard(ranged, self._find(ranged))
+
+    def _discard(self, ranged: RangedFile, tree: Optional[Tree]) -> None:
+        """The part file goes: unlinked where it was found (``tree``), else only closed (the
+        leftover sweep removes it once no lock holds it)."""
+        part, ranged.part = ranged.part, None
+        if part is not None:
+            if tree is not None:
+                part.discard()
+            elif part.fd is not None:
+                os.close(part.fd)
+                part.fd = None
+        if tree is not None:
+            tree.close()
+        self._release(ranged)
 
     def close(self) -> None:
         for ranged in list(self._files.values()):

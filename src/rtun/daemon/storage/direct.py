@@ -15,8 +15,10 @@ import errno
 import fcntl
 import mmap
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Dict, List, Optional
+
+from rtun.daemon.storage.writing import Workers, write_all
 
 DIRECT_MIN = 64 * 1024 * 1024  # files declared at least this large are written this way
 BLOCK = 4 * 1024 * 1024  # one write: a multiple of any logical block size (512 or 4096 bytes)
@@ -27,8 +29,6 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 # copy and hand-over of this module on top (measured on tmpfs: 0.3 CPU-s per GiB more).
 _IN_MEMORY = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
 _disk_cache: Dict[str, bool] = {}
-
-_pool: Optional[ThreadPoolExecutor] = None
 
 
 def on_disk(directory: str) -> bool:
@@ -58,20 +58,6 @@ def on_disk(directory: str) -> bool:
     return result
 
 
-def _writers() -> ThreadPoolExecutor:
-    """The helper threads, shared by every transfer; made on the first large file."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rtun-write")
-    return _pool
-
-
-def _write_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
-
-
 class DirectWrites:
     """Consecutive writes to one open file from ``offset`` on (pwrite: the file position is not
     used). ``write`` copies into the current block and hands each full block to a helper thread;
@@ -79,7 +65,7 @@ class DirectWrites:
     ``close``. The descriptor is this writer's alone: O_DIRECT is a flag of the open file."""
 
     @classmethod
-    def open(cls, fd: int, offset: int = 0) -> Optional["DirectWrites"]:
+    def open(cls, fd: int, workers: Workers, offset: int = 0) -> Optional["DirectWrites"]:
         """Direct writes to ``fd``, or None where the system has none."""
         if not _O_DIRECT or offset % ALIGN:
             return None
@@ -88,10 +74,11 @@ class DirectWrites:
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
         except OSError:  # tmpfs before Linux 6.6, FUSE, ...: the page cache it is
             return None
-        return cls(fd, flags & ~_O_DIRECT, offset)
+        return cls(fd, flags & ~_O_DIRECT, offset, workers)
 
-    def __init__(self, fd: int, plain_flags: int, offset: int) -> None:
+    def __init__(self, fd: int, plain_flags: int, offset: int, workers: Workers) -> None:
         self.fd = fd
+        self._workers = workers
         self._plain_flags = plain_flags
         self._offset = offset  # where the current block goes
         self.direct = True
@@ -110,7 +97,7 @@ class DirectWrites:
             data = data[n:]
             if self._fill == BLOCK:
                 self._wait()  # the other buffer is free again once its write is done
-                self._pending = _writers().submit(self._write_block, view, self._offset)
+                self._pending = self._workers.submit(self._write_block, view, self._offset)
                 self._offset += BLOCK
                 self._current ^= 1
                 self._fill = 0
@@ -118,12 +105,12 @@ class DirectWrites:
     def _write_block(self, view: memoryview, offset: int) -> None:
         """In a helper thread: the one write of this file in flight."""
         try:
-            _write_all(self.fd, view, offset)
+            write_all(self.fd, view, offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL or not self.direct:
                 raise
             self._plain()  # the file system refused direct I/O after all (or a short write
-            _write_all(self.fd, view, offset)  # left the rest unaligned): the page cache then
+            write_all(self.fd, view, offset)  # left the rest unaligned): the page cache then
 
     def _plain(self) -> None:
         fcntl.fcntl(self.fd, fcntl.F_SETFL, self._plain_flags)
@@ -146,7 +133,7 @@ class DirectWrites:
             if self._fill:
                 if self.direct:
                     self._plain()
-                _write_all(self.fd, self._views[self._current][:self._fill], self._offset)
+                write_all(self.fd, self._views[self._current][:self._fill], self._offset)
                 self._offset += self._fill
                 self._fill = 0
         finally:

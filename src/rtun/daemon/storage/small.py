@@ -13,16 +13,12 @@ after that it is placed exactly as before, with link(), never replacing anything
 
 from __future__ import annotations
 
-import os
-import stat
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Deque, List, Optional, Tuple
+from concurrent.futures import Future
+from typing import Deque, List, Optional, Tuple, Union
 
-from rtun.daemon.storage.tree import (
-    NO_UNNAMED, UNNAMED_FLAGS, NoUnnamed, PartFile, Tree, place_unnamed, refusal_for,
-)
+from rtun.daemon.storage.tree import NoUnnamed, PartFile, Tree, UnnamedFile
 from rtun.protocol.wire import Rejected
 
 SMALL_MAX = 64 * 1024  # files up to this size are held until verified, then written by a helper
@@ -38,73 +34,36 @@ Job = Tuple[str, int, Optional[float], bytearray, bool]
 # What helpers placed, in order: (the file's parts with the name it got, its size)
 Placed = List[Tuple[Tuple[str, ...], int]]
 
-_pool: Optional[ThreadPoolExecutor] = None
-
-
-def _helpers() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtun-small")
-    return _pool
-
-
 def _write_batch(dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int,
                  unnamed: bool, overwrite: bool) -> Tuple[List[str], Optional[Rejected]]:
     """In a helper thread: each file created, written, given its mtime and placed; the names
-    they got, up to the first refusal (returned, with it). Unnamed files (Linux) take the short
-    way: no objects, five system calls a file."""
+    they got, up to the first refusal (returned, with it). Unnamed files (Linux) take five
+    system calls a file (open, write, utime, link, close): a launcher's execute bits are taken
+    away before it is made, not after."""
     names: List[str] = []
     for name, mode, mtime, data, drop_execute in jobs:
+        what = "/".join(parent + (name,))
+        if drop_execute:
+            mode &= ~0o111
         try:
+            file: Union[PartFile, UnnamedFile, None] = None
             if unnamed:
                 try:
-                    names.append(_write_unnamed(dir_fd, parent, name, mode, umask, mtime, data,
-                                                drop_execute, overwrite))
-                    continue
+                    file = UnnamedFile(dir_fd, what, mode, umask)
                 except NoUnnamed:
                     unnamed = False
-            part = PartFile(dir_fd, "/".join(parent + (name,)), mode, umask)
+            if file is None:
+                file = PartFile(dir_fd, what, mode, umask)
             try:
-                part.write(memoryview(data))
-                part.finish(mtime, drop_execute)
-                names.append(part.place(name, overwrite))
+                file.write(memoryview(data))
+                file.finish(mtime)
+                names.append(file.place(name, overwrite))
             except BaseException:
-                part.discard()
+                file.discard()
                 raise
         except Rejected as exc:
             return names, exc
     return names, None
-
-
-def _write_unnamed(dir_fd: int, parent: Tuple[str, ...], name: str, mode: int, umask: int,
-                   mtime: Optional[float], data: bytearray, drop_execute: bool, overwrite: bool) -> str:
-    """UnnamedFile's work for one small file, inline."""
-    mode = stat.S_IMODE(mode) & 0o777 & ~umask
-    if drop_execute:
-        mode &= ~0o111
-    try:
-        fd = os.open(".", UNNAMED_FLAGS, mode, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in NO_UNNAMED:
-            raise NoUnnamed() from None
-        raise refusal_for(exc, "/".join(parent + (name,))) from None
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if mtime is not None:
-            os.utime(fd, (mtime, mtime))
-        if not overwrite:
-            try:
-                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
-                return name
-            except FileExistsError:
-                pass
-        return place_unnamed(dir_fd, fd, name, overwrite)
-    except OSError as exc:
-        raise refusal_for(exc, "/".join(parent + (name,))) from None
-    finally:
-        os.close(fd)
 
 
 class SmallFiles:
@@ -140,7 +99,7 @@ class SmallFiles:
             placed += self.flush()  # another directory: the tree may close this one's descriptor
             self._parent = parts[:-1]
         job = (parts[-1], mode, mtime, data, drop_execute)
-        if not self._helping or self._by_helpers >= PROBE_EVERY:
+        if not self._helping or self._by_helpers >= PROBE_EVERY or self.tree.workers is None:
             placed += self.flush()  # in order: the files handed out before this one first
             started = time.perf_counter()
             placed += self._write_here(job)
@@ -165,7 +124,9 @@ class SmallFiles:
         assert self._parent is not None
         dir_fd = self.tree.directory(self._parent)
         batch, self._batch, self._batch_bytes = self._batch, [], 0
-        future = _helpers().submit(_write_batch, dir_fd, self._parent, batch, self.tree.umask,
+        workers = self.tree.workers
+        assert workers is not None  # _helping only with workers
+        future = workers.submit(_write_batch, dir_fd, self._parent, batch, self.tree.umask,
                                    self.tree.unnamed, self.overwrite)
         self._pending.append((self._parent, batch, future))
         placed: Placed = []

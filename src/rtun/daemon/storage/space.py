@@ -54,9 +54,11 @@ class Claim:
         space.claim(initial)
         self.left = initial
 
-    def written(self, n: int) -> None:
+    def written(self, n: int, step: int = CLAIM_STEP) -> None:
+        """Pay for ``n`` bytes about to be written: from the claim, or from more claimed now
+        (at least ``step``, so a stream of small writes is not one claim each)."""
         if n > self.left:
-            more = max(n - self.left, CLAIM_STEP)
+            more = max(n - self.left, step)
             self.space.claim(more)
             self.left += more
         self.left -= n

@@ -16,6 +16,7 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 
 from rtun.daemon.storage.direct import DirectWrites, on_disk
 from rtun.daemon.storage.leftovers import hold
+from rtun.daemon.storage.writing import Workers, write_all
 from rtun.protocol import wire
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
 from rtun.protocol.wire import Rejected
@@ -165,12 +166,15 @@ class Tree:
     directories must not run the daemon out of descriptors), so a descriptor returned by
     ``directory`` is valid until the next call. ``umask`` is the local user's, read at the
     daemon's start: it narrows every mode a sender asks for, so nothing arrives group- or
-    world-writable unless the user's own files would be.
+    world-writable unless the user's own files would be. ``workers`` (the daemon's helper
+    threads) write large files past the page cache and small files of a tree; without them,
+    everything is written on the caller's thread.
     """
 
-    def __init__(self, root: str, umask: int) -> None:
+    def __init__(self, root: str, umask: int, workers: Optional[Workers] = None) -> None:
         self.root = root
         self.umask = umask
+        self.workers = workers
         os.makedirs(root, exist_ok=True)
         self._fds: Dict[Tuple[str, ...], int] = {(): os.open(root, _DIR_FLAGS)}
         # The directory the last call to ``directory`` made, if it made the one asked for (a set
@@ -178,7 +182,7 @@ class Tree:
         self.made: Optional[Tuple[str, ...]] = None
         # Whether small files may be received unnamed here: until the file system says no.
         self.unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
-        self.on_disk = on_disk(root)  # large files may bypass the page cache (storage/direct.py)
+        self.on_disk = workers is not None and on_disk(root)  # large files past the page cache (direct.py)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -235,7 +239,8 @@ class Tree:
                 return UnnamedFile(dir_fd, "/".join(parts), mode, self.umask)
             except NoUnnamed:
                 self.unnamed = False
-        return PartFile(dir_fd, "/".join(parts), mode, self.umask, direct and self.on_disk)
+        return PartFile(dir_fd, "/".join(parts), mode, self.umask,
+                        self.workers if direct and self.on_disk else None)
 
     def link(self, parts: Tuple[str, ...], target: str, overwrite: bool) -> str:
         """A symbolic link, placed like a file; returns its final path."""
@@ -279,10 +284,7 @@ class _Received:
         assert self.fd is not None
         self.size += len(data)
         try:
-            written = os.write(self.fd, data)
-            while written < len(data):
-                data = data[written:]
-                written = os.write(self.fd, data)
+            write_all(self.fd, data)
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
 
@@ -320,9 +322,11 @@ class _Received:
 
 class PartFile(_Received):
     """A file being received under a temporary name in its final directory, until ``place``;
-    with ``direct``, written past the page cache where the system allows (storage/direct.py)."""
+    with ``direct`` (helper threads), written past the page cache where the system allows
+    (storage/direct.py)."""
 
-    def __init__(self, dir_fd: int, what: str, mode: int, umask: int, direct: bool = False) -> None:
+    def __init__(self, dir_fd: int, what: str, mode: int, umask: int,
+                 direct: Optional[Workers] = None) -> None:
         super().__init__(dir_fd, what, mode, umask)
         self.name = part_name()
         try:
@@ -335,7 +339,7 @@ class PartFile(_Received):
             os.close(self.fd)
             os.unlink(self.name, dir_fd=dir_fd)
             raise refusal_for(exc, what) from None
-        self._direct = DirectWrites.open(self.fd) if direct else None
+        self._direct = DirectWrites.open(self.fd, direct) if direct is not None else None
 
     def write(self, data: memoryview) -> None:
         if self._direct is None:
