@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 from rtun.protocol import messages, wire
 from rtun.protocol.limits import MAX_LINE, MAX_MTIME
+from rtun.protocol.messages import CLOSED, NEED_DATA
+from rtun.protocol.receiver import Receiver
+from rtun.protocol.sender import Sender
 
 
 # ---- v1 requests -----------------------------------------------------------------------------
@@ -374,3 +377,23 @@ def test_a_line_may_be_the_limit_long_and_not_a_byte_longer():
     assert wire.line_end(unended, 0, MAX_LINE) == -1  # may still end in time
     with pytest.raises(wire.Rejected):
         wire.line_end(unended, 0, MAX_LINE + 1, scanned=MAX_LINE)
+
+
+@pytest.mark.parametrize("length, refused", [(MAX_LINE, False), (MAX_LINE + 1, True)])
+def test_both_sides_bound_a_line_alike(length: int, refused: bool) -> None:
+    """A line of ``length`` bytes, CRLF included: the daemon reading a request and the client
+    reading a reply take it or refuse it alike (one rule, wire.line_end)."""
+    request = b"ECHO " + b"e" * (length - 7) + b"\r\n"
+    reply = b"OK " + b"o" * (length - 5) + b"\r\n"
+    assert len(request) == len(reply) == length
+    daemon, client = Receiver(), Sender()
+    daemon.receive_data(request)
+    client.send(wire.Ping())
+    client.receive_data(reply)
+    for read in (daemon.next_event, client.next_event):
+        if refused:
+            with pytest.raises(wire.Rejected) as info:
+                read()
+            assert info.value.code == wire.E_LINE_TOO_LONG
+        else:
+            assert read() not in (NEED_DATA, CLOSED)

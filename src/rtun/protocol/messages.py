@@ -1,4 +1,5 @@
-"""The protocol's values: the requests, the reply, the error codes and the two exceptions.
+"""The protocol's values: the requests, the reply, the error codes, the two exceptions, and the
+markers ``next_event`` returns.
 
 Plain immutable objects with no encoding in them: ``wire`` turns them into lines and back (its
 table names each request's verb), ``sender`` and ``receiver`` decide when they may come. Most
@@ -32,7 +33,6 @@ E_DENIED = 116  # the local user turned this action off ([actions] in the daemon
 E_TOO_LARGE = 117  # a clipboard or edited file past the daemon's size limit
 
 
-
 class Rejected(Exception):
     """A request the daemon will not carry out, or bytes that do not form a valid message.
 
@@ -48,6 +48,38 @@ class Rejected(Exception):
 
 class Truncated(Exception):
     """The peer closed the connection in the middle of a message."""
+
+
+# ---- markers ----------------------------------------------------------------------------------
+# One object per meaning, compared with ``is``, shared by the sender and the receiver: a pump
+# written against either tests for the very same ``NEED_DATA`` (two look-alike objects once let a
+# pump compare with the wrong one and wait forever). In the manner of h11's ``_util.Sentinel``;
+# here rather than in a module of their own, which would cost every client command its import.
+
+
+class Sentinel:
+    """A named marker: equal only to itself, shown by its name."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __copy__(self) -> Sentinel:
+        return self  # a copy would not be the marker any more
+
+    def __deepcopy__(self, memo: object) -> Sentinel:
+        return self
+
+    def __reduce__(self) -> str:
+        return self._name  # pickled by name: unpickling gives this module's object
+
+
+NEED_DATA = Sentinel("NEED_DATA")  # feed more bytes, then call next_event again
+CLOSED = Sentinel("CLOSED")  # the peer ended the connection cleanly, between requests
 
 
 class Message:

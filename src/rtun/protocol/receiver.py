@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from rtun.protocol import framing, names, wire
 from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER, SHA256_HEX_LEN
-from rtun.protocol.sentinels import CLOSED, NEED_DATA, Sentinel
+from rtun.protocol.messages import CLOSED, NEED_DATA, Sentinel
 from rtun.protocol.wire import Rejected, Truncated, line_end
 
 COALESCE = 512 * 1024  # file data worth one write: a socket read brings about 200 KiB

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from rtun.protocol import framing, wire
 from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY, MAX_RANGES_REPLY
-from rtun.protocol.sentinels import NEED_DATA, Sentinel
+from rtun.protocol.messages import NEED_DATA, Sentinel
 from rtun.protocol.wire import Rejected, Truncated, line_end
 
 TYPE_CHECKING = False

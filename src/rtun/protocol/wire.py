@@ -305,21 +305,26 @@ def _bare_reader(verb: str, kind: Type[Any]) -> Callable[[str], Request]:
 
 
 def _json_reader(kind: Type[Any], fields: Tuple[Field, ...]) -> Callable[[str], Request]:
-    order = [next(i for i, field in enumerate(fields) if field[2] == attr) for attr in kind.__slots__]
+    attrs = [attr for _, _, attr, _ in fields]
+    order = [attrs.index(attr) for attr in kind.__slots__]
+    in_order = attrs == list(kind.__slots__)
+    readers = [(key, reader) for key, reader, _, _ in fields]
 
     def read(rest: str) -> Request:
         obj = json_object(rest)
-        values = [reader(obj, key) for key, reader, _, _ in fields]  # checked in header order
-        request: Request = kind(*[values[i] for i in order])
+        values = [reader(obj, key) for key, reader in readers]  # checked in header order
+        request: Request = kind(*values) if in_order else kind(*[values[i] for i in order])
         return request
 
     return read
 
 
 def _json_writer(fields: Tuple[Field, ...]) -> Callable[[Any], str]:
+    spec = [(key, attr, omit_default) for key, _, attr, omit_default in fields]
+
     def write(request: Any) -> str:
         header = {}
-        for key, _, attr, omit_default in fields:
+        for key, attr, omit_default in spec:
             value = getattr(request, attr)
             if value or not omit_default:
                 header[key] = value
