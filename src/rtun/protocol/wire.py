@@ -160,14 +160,12 @@ def dumps(obj: Any) -> str:
 # ---- the fields of rtun/2's JSON headers: each reader checks one, or raises Rejected --------
 
 
-def _text(obj: Dict[str, Any], key: str) -> str:
-    value: str = json_field(obj, key, str)
-    return value
+def _plain(kind: type, default: Any = None) -> Callable[[Dict[str, Any], str], Any]:
+    """A field of ``kind``, required unless it has a default."""
+    return lambda obj, key: json_field(obj, key, kind, default)
 
 
-def _text_or_empty(obj: Dict[str, Any], key: str) -> str:
-    value: str = json_field(obj, key, str, "")
-    return value
+_text, _text_or_empty, _false, _true = _plain(str), _plain(str, ""), _plain(bool, False), _plain(bool, True)
 
 
 def _name(obj: Dict[str, Any], key: str) -> str:
@@ -175,16 +173,6 @@ def _name(obj: Dict[str, Any], key: str) -> str:
     if not name:
         raise Rejected(E_BAD_PATH, "missing file name")
     return name
-
-
-def _false(obj: Dict[str, Any], key: str) -> bool:
-    value: bool = json_field(obj, key, bool, False)
-    return value
-
-
-def _true(obj: Dict[str, Any], key: str) -> bool:
-    value: bool = json_field(obj, key, bool, True)
-    return value
 
 
 def _size(obj: Dict[str, Any], key: str) -> int:
