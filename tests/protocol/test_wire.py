@@ -1,11 +1,18 @@
-"""Unit tests of the wire module: exact bytes of every v1 and rtun/2 message, and malformed input."""
+"""Unit tests of the wire module: exact bytes of every v1 and rtun/2 message, malformed input, the
+table of verbs (every row round-trips) and the one line-length rule."""
 
 from __future__ import annotations
 
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
+from rtun.protocol.limits import MAX_LINE, MAX_MTIME
+from rtun.protocol.messages import CLOSED, NEED_DATA
+from rtun.protocol.receiver import Receiver
+from rtun.protocol.sender import Sender
 
 
 # ---- v1 requests -----------------------------------------------------------------------------
@@ -266,3 +273,127 @@ def test_reply_data_is_empty_for_v1_or_broken_json():
     assert wire.parse_reply(b'OK {"saved": "x"}\r\n').data == {"saved": "x"}
     assert wire.saved_paths(wire.parse_reply(b'OK {"saved": "x"}\r\n')) == []
     assert wire.saved_paths(wire.parse_reply(b'OK {"saved": ["a", 3]}\r\n')) == ["a"]
+
+
+# ---- the table: every verb reads back what it writes -----------------------------------------
+
+_one_line = st.text().filter(lambda s: "\r" not in s and "\n" not in s)
+_word = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1)
+_size = st.integers(0, 10 ** 20 - 1)
+_hex = st.text("0123456789abcdef", min_size=16, max_size=64)
+_name = st.text(min_size=1)
+
+# One strategy per request class; the test below fails for a row that has none.
+STRATEGIES = {
+    wire.Ping: st.just(wire.Ping()),
+    wire.Pid: st.just(wire.Pid()),
+    wire.Echo: st.builds(wire.Echo, _one_line),
+    wire.Shutdown: st.just(wire.Shutdown()),
+    wire.Notify: st.builds(wire.Notify, _one_line.filter(lambda s: " " not in s), _one_line),
+    wire.Send: st.builds(wire.Send, _size, _one_line.filter(bool)),
+    wire.View: st.builds(wire.View, _size, _one_line.filter(bool)),
+    wire.Hello: st.builds(wire.Hello, st.tuples(_word, _word).map(tuple) | st.just(())),
+    wire.Notify2: st.builds(wire.Notify2, st.text(), st.text()),
+    wire.Put: st.builds(wire.Put, st.text(), st.booleans(), _size, _size, st.text(), st.booleans()),
+    wire.OpenUrl: st.builds(wire.OpenUrl, st.text()),
+    wire.Copy: st.builds(wire.Copy, _size),
+    wire.Paste: st.just(wire.Paste()),
+    wire.Edit: st.builds(wire.Edit, _size, _name),
+    wire.EditWait: st.builds(wire.EditWait, st.sampled_from(wire.EDIT_RESULTS), st.text()),
+    wire.Ranges: st.builds(wire.Ranges, st.text(), _name, _size, st.integers(0, 0o7777),
+                           st.floats(0, MAX_MTIME) | st.integers(0, 10 ** 9).map(float), _hex,
+                           st.booleans(), st.booleans(), st.booleans()),
+    wire.Range: st.builds(wire.Range, _size, _size),
+    wire.Commit: st.builds(wire.Commit, _hex),
+}
+
+
+def test_every_request_class_has_one_row_and_one_strategy():
+    defined = {cls for cls in vars(messages).values()
+               if isinstance(cls, type) and issubclass(cls, messages.Message)
+               and cls not in (messages.Message, messages.Reply)}
+    kinds = [row.kind for row in wire.TABLE]
+    assert sorted(kinds, key=str) == sorted(defined, key=str)  # each class once
+    assert set(STRATEGIES) == defined
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_every_verb_in_the_table_round_trips(data):
+    for row in wire.TABLE:
+        request = data.draw(STRATEGIES[row.kind], label=row.kind.__name__)
+        line = wire.encode_request(request)
+        assert line.endswith(b"\r\n") and line.count(b"\n") == 1
+        assert line.startswith(row.verb.encode() + b" ") or line == row.verb.encode() + b"\r\n"
+        assert wire.parse_request(line) == request
+
+
+def test_a_header_field_left_out_at_its_default_reads_back_as_that_default():
+    plain = wire.Put("d", False, 1, 1)
+    assert b"mtimes" not in wire.encode_request(plain) and b"track" not in wire.encode_request(plain)
+    assert wire.parse_request(wire.encode_request(plain)) == plain
+    tracked = wire.Put("d", False, 1, 1, "ab" * 8, True)
+    assert b'"mtimes":"abababababababab","track":true}' in wire.encode_request(tracked)
+
+
+def test_header_fields_left_out_take_their_defaults():
+    key = "0123456789abcdef"
+    assert wire.parse_request(b'RANGES {"name":"f","bytes":7,"key":"%s"}\r\n' % key.encode()) == \
+        wire.Ranges("", "f", 7, 0o644, 0.0, key, False, True, False)
+    assert wire.parse_request(b"EDITWAIT {}\r\n") == wire.EditWait("", "")
+
+
+def test_json_headers_keep_their_field_order_on_the_wire():
+    assert wire.encode_request(wire.Edit(3, "n")) == b'EDIT {"name":"n","bytes":3}\r\n'
+    assert wire.encode_request(wire.Range(5, 6)) == b'RANGE {"offset":5,"bytes":6}\r\n'
+
+
+@pytest.mark.parametrize("line, code", [
+    (b'RANGE {"offset":-1,"bytes":1}', wire.E_BAD_SIZE),
+    (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mode":4096}', wire.E_BAD_REQUEST),
+    (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mtime":1e12}', wire.E_BAD_REQUEST),
+    (b'RANGES {"name":"","bytes":1,"key":"' + b"a" * 16 + b'"}', wire.E_BAD_PATH),
+    (b'RANGES {"name":"f","bytes":1,"key":"ABCDEF0123456789"}', wire.E_BAD_REQUEST),
+    (b'COMMIT {"digest":"abc"}', wire.E_BAD_REQUEST),
+])
+def test_header_fields_are_checked(line, code):
+    with pytest.raises(wire.Rejected) as info:
+        wire.parse_request(line + b"\r\n")
+    assert info.value.code == code
+
+
+# ---- the one line-length rule ------------------------------------------------------------------
+
+
+def test_a_line_may_be_the_limit_long_and_not_a_byte_longer():
+    longest = bytearray(b"x" * (MAX_LINE - 1) + b"\n")
+    assert wire.line_end(longest, 0, len(longest)) == MAX_LINE
+    assert wire.line_end(bytearray(b"ab\ncd"), 0, 5) == 3
+    assert wire.line_end(bytearray(b"ab\ncd"), 3, 5) == -1  # no LF yet
+    with pytest.raises(wire.Rejected) as info:
+        wire.line_end(bytearray(b"y") + longest, 0, MAX_LINE + 1)
+    assert info.value.code == wire.E_LINE_TOO_LONG
+    unended = bytearray(b"x" * (MAX_LINE + 1))
+    assert wire.line_end(unended, 0, MAX_LINE) == -1  # may still end in time
+    with pytest.raises(wire.Rejected):
+        wire.line_end(unended, 0, MAX_LINE + 1, scanned=MAX_LINE)
+
+
+@pytest.mark.parametrize("length, refused", [(MAX_LINE, False), (MAX_LINE + 1, True)])
+def test_both_sides_bound_a_line_alike(length: int, refused: bool) -> None:
+    """A line of ``length`` bytes, CRLF included: the daemon reading a request and the client
+    reading a reply take it or refuse it alike (one rule, wire.line_end)."""
+    request = b"ECHO " + b"e" * (length - 7) + b"\r\n"
+    reply = b"OK " + b"o" * (length - 5) + b"\r\n"
+    assert len(request) == len(reply) == length
+    daemon, client = Receiver(), Sender()
+    daemon.receive_data(request)
+    client.send(wire.Ping())
+    client.receive_data(reply)
+    for read in (daemon.next_event, client.next_event):
+        if refused:
+            with pytest.raises(wire.Rejected) as info:
+                read()
+            assert info.value.code == wire.E_LINE_TOO_LONG
+        else:
+            assert read() not in (NEED_DATA, CLOSED)

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from rtun.protocol import framing, names, wire
 from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER, SHA256_HEX_LEN
+from rtun.protocol.messages import CLOSED, NEED_DATA, Sentinel
+from rtun.protocol.wire import Rejected, Truncated, line_end
 
 COALESCE = 512 * 1024  # file data worth one write: a socket read brings about 200 KiB
 WHOLE_MAX = 64 * 1024  # files up to this size are taken whole when all their bytes are in
 _ZERO_CHUNK = b"0\r\n"
 _HEX_DIGITS = b"0123456789abcdef"
-from rtun.protocol.wire import Rejected, Truncated
 
 __all__ = ["Receiver", "Truncated", "NEED_DATA", "CLOSED"]
 
@@ -103,21 +104,8 @@ class UploadEnd(Event):
     __slots__ = ()
 
 
-class _Need:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-class _Closed:
-    def __repr__(self) -> str:
-        return "CLOSED"
-
-
-NEED_DATA = _Need()  # feed more bytes, then call next_event again
-CLOSED = _Closed()  # the peer ended the connection cleanly, between requests
-
 if TYPE_CHECKING:
-    ReceivedEvent = Union[wire.Request, Event, _Need, _Closed]
+    ReceivedEvent = Union[wire.Request, Event, Sentinel]  # Sentinel: NEED_DATA or CLOSED
 
 _UPLOADS = (wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range)
 
@@ -236,16 +224,12 @@ class Receiver:
         return self._digest(line)
 
     def _line(self) -> Optional[bytes]:
-        newline = self._buffer.find(b"\n", self._start + self._scanned, self._end)
-        if newline < 0:
+        end = line_end(self._buffer, self._start, self._end, self._scanned)
+        if end < 0:
             self._scanned = self._end - self._start
-            if self._scanned > MAX_LINE:
-                raise Rejected(wire.E_LINE_TOO_LONG, f"line longer than {MAX_LINE} bytes")
             return None
-        if newline + 1 - self._start > MAX_LINE:
-            raise Rejected(wire.E_LINE_TOO_LONG, f"line longer than {MAX_LINE} bytes")
-        line = bytes(self._view[self._start:newline + 1])
-        self._start = newline + 1
+        line = bytes(self._view[self._start:end])
+        self._start = end
         self._scanned = 0
         return line
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from rtun.protocol import framing, wire
 from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY, MAX_RANGES_REPLY
-from rtun.protocol.wire import Rejected, Truncated
+from rtun.protocol.messages import NEED_DATA, Sentinel
+from rtun.protocol.wire import Rejected, Truncated, line_end
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
@@ -24,14 +25,6 @@ __all__ = ["Sender", "SizeChanged", "Payload", "PayloadEnd", "NEED_DATA", "Trunc
 
 class SizeChanged(Exception):
     """A file yielded more or fewer bytes than were declared for it."""
-
-
-class _Need:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = _Need()
 
 
 class Payload:
@@ -54,7 +47,7 @@ AWAIT_REPLY = "awaiting the reply"
 AWAIT_READY = "awaiting READY"
 STREAMING = "streaming"  # after READY: entries and data
 PAYLOAD = "payload"  # after a payload reply: its data, then its SHA-256 line
-CLOSED = "closed"  # after an ERROR reply: the daemon closes the connection
+ENDED = "closed"  # after an ERROR reply: the daemon closes the connection
 
 
 class Sender:
@@ -221,28 +214,24 @@ class Sender:
         else:
             self._eof = True
 
-    def next_event(self) -> Union[wire.Reply, Payload, PayloadEnd, _Need]:
+    def next_event(self) -> Union[wire.Reply, Payload, PayloadEnd, Sentinel]:
         """The daemon's next reply, or NEED_DATA. An ERROR may come at any time (a daemon that
         refuses mid-upload says why and closes); anything else only when one is due. After a
         payload reply come its Payload pieces and a PayloadEnd."""
         if self.state == PAYLOAD:
             return self._payload()
-        newline = self._in.find(b"\n", self._scanned)
-        if newline < 0:
+        end = line_end(self._in, 0, len(self._in), self._scanned, self._limit)
+        if end < 0:
             self._scanned = len(self._in)
-            if self._scanned > self._limit:
-                raise Rejected(wire.E_LINE_TOO_LONG, f"the daemon's reply is longer than {self._limit} bytes")
             if self._eof:
                 raise Truncated("the daemon closed the connection without replying")
             return NEED_DATA
-        if newline + 1 > self._limit:
-            raise Rejected(wire.E_LINE_TOO_LONG, f"the daemon's reply is longer than {self._limit} bytes")
-        line = bytes(self._in[:newline + 1])
-        del self._in[:newline + 1]
+        line = bytes(self._in[:end])
+        del self._in[:end]
         self._scanned = 0
         reply = wire.parse_reply(line)
         if not reply.ok:
-            self.state = CLOSED
+            self.state = ENDED
         elif self._hellos_due:
             self._hellos_due -= 1  # the caller reads the features in it
         elif self._ready_due:
@@ -272,7 +261,7 @@ class Sender:
             raise Rejected(wire.E_BAD_REQUEST, f"unexpected reply {reply.text[:80]!r} while {self.state}")
         return reply
 
-    def _payload(self) -> Union[Payload, PayloadEnd, _Need]:
+    def _payload(self) -> Union[Payload, PayloadEnd, Sentinel]:
         if self._payload_left:
             if not self._in:
                 if self._eof:
@@ -283,15 +272,13 @@ class Sender:
             self._payload_left -= len(piece)
             self._hash.update(piece)
             return Payload(piece)
-        newline = self._in.find(b"\n")
-        if newline < 0:
-            if len(self._in) > MAX_LINE:
-                raise Rejected(wire.E_CHECKSUM, "missing SHA-256 after the daemon's data")
+        end = line_end(self._in, 0, len(self._in))
+        if end < 0:
             if self._eof:
                 raise Truncated("the daemon closed the connection before the end of its data")
             return NEED_DATA
-        line = bytes(self._in[:newline + 1])
-        del self._in[:newline + 1]
+        line = bytes(self._in[:end])
+        del self._in[:end]
         if framing.parse_checksum(line) != self._hash.hexdigest():
             raise Rejected(wire.E_CHECKSUM, "the daemon's data does not match its SHA-256")
         self._hash = None
