@@ -19,6 +19,7 @@ import time
 
 from rtun import paths
 from rtun.errors import RtunError
+from rtun.protocol import peertext
 from rtun.session import remote, spawn, sshopts
 
 TYPE_CHECKING = False
@@ -123,9 +124,15 @@ class Master:
                 f"{self.host} did not run rtun's set-up (exit {code}): its login shell must "
                 "run commands (sh, bash, zsh, fish or csh; no ForceCommand or restricted shell)"
             )
+        # Everything in the report is the server's choice: checked, and escaped when shown.
+        problem = remote.home_problem(self.home)
+        if problem is not None:
+            raise RtunError(f"{self.host} reports a home directory rtun cannot use "
+                            f"({problem}): {peertext.escaped(self.home)}")
         if self.report.get("error"):
-            raise RtunError(f"cannot make ~/.rtun private on {self.host} ({self.report['error']} "
-                            f"failed): {self.home}/.rtun must be a directory of yours")
+            raise RtunError(f"cannot make ~/.rtun private on {self.host} "
+                            f"({peertext.escaped(self.report['error'], 20)} failed): "
+                            f"{peertext.escaped(self.home)}/.rtun must be a directory of yours")
         return self.report
 
     @property

@@ -114,7 +114,11 @@ def _print_config(conn: master.Master, probe: "Optional[subprocess.Popen[bytes]]
     local = localdaemon.socket_path()
     conn.prelude()
     config = sshopts.parse_config(probe.communicate()[0].decode("utf-8", "replace")) if probe else {}
-    sys.stdout.write(remote.plain_block(conn.host, config, conn.home, laptop, local))
+    try:
+        block = remote.plain_block(conn.host, config, conn.home, laptop, local)
+    except ValueError as exc:  # a value that ssh_config cannot hold safely: nothing printed
+        raise RtunError(str(exc)) from None
+    sys.stdout.write(block)
     return 0
 
 
