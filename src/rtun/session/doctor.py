@@ -41,7 +41,7 @@ def _remote(args: argparse.Namespace, socket_path: "Optional[str]") -> "List[che
         try:
             report = conn.prelude()
         except RtunError as exc:
-            said = master.last_line(conn.stderr_text())
+            said = peertext.last_line(conn.stderr_text())
             return [checks.Check("ssh", checks.FAIL, exc.message + (f" ({said})" if said and said not in exc.message else ""),
                                  f"check that `ssh {inv.host}` logs in")]
         seconds = time.monotonic() - began
