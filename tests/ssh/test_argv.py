@@ -86,3 +86,15 @@ def test_last_line_and_exit_reason() -> None:
 ])
 def test_ssh_failures_map_to_hints(code: int, stderr: str, words: str) -> None:
     assert words in hints.hint(code, stderr)
+
+
+def test_rtun_ssh_pays_only_for_light_modules_before_ssh_starts() -> None:
+    # `rtun ssh` imports this package before it starts ssh: no subprocess, typing or selectors.
+    import subprocess
+    import sys
+
+    code = ("import sys; import rtun.session.ssh; "
+            "print(' '.join(m for m in ('subprocess', 'typing', 'selectors', 'dataclasses', "
+            "'rtun.ssh.process', 'rtun.tunnel.registry') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == ""

@@ -239,6 +239,6 @@ class Master:
 
 
 def say(message: str) -> None:
-    """A line of rtun's own on stderr."""
-    sys.stderr.write(f"rtun ssh: {message}\n")
+    """A line of rtun's own on stderr (escaped: it may quote what the server reported)."""
+    sys.stderr.write(f"rtun ssh: {peertext.escaped(message, 2000)}\n")
     sys.stderr.flush()
