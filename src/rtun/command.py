@@ -72,8 +72,8 @@ def print_json(document: "Dict[str, object]") -> None:
 
 
 def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on (controls, escapes, bidirectional
-    marks) written as its Python escape: what the daemon sends is shown, never obeyed."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    """What the daemon sends, shown and never obeyed: :func:`rtun.protocol.peertext.escaped`,
+    with room for a whole path (`rtun send` prints where each file was saved)."""
+    from rtun.protocol import peertext
+
+    return peertext.escaped(text, limit=8192)

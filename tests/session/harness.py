@@ -37,7 +37,8 @@ class HomeServer(SshServer):
         values = ["SHLVL=1", f"HOME={self.home}"] + ([f"PATH={self.path}"] if self.path else [])
         lines = [line for line in self.config.read_text().splitlines() if not line.startswith("SetEnv")]
         # sshd takes only the first SetEnv line: all the variables on one.
-        self.config.write_text("\n".join(lines + ["SetEnv " + " ".join(values), ""]))
+        # Each in double quotes: a home may hold spaces or "#" (sshd_config reads quotes).
+        self.config.write_text("\n".join(lines + ["SetEnv " + " ".join(f'"{v}"' for v in values), ""]))
 
 
 class Laptop:

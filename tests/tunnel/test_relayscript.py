@@ -204,7 +204,7 @@ class Account:
         self.tmp, self.forced_command, self.commands = tmp, forced_command, []
 
     def __call__(self, command: str, data: bytes, timeout: float, limit: Optional[int]):
-        from rtun.tunnel.sshproc import run_bounded
+        from rtun.ssh.process import run_bounded
 
         self.commands.append(command)
         env = {"PATH": os.environ["PATH"], "HOME": str(self.tmp)}

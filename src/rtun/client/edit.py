@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: it slows every command'
     from rtun.client.pump import ClientConnection
 
 from rtun.errors import RtunError
-from rtun.protocol import wire
+from rtun.protocol import peertext, wire
 
 CHUNK = 1024 * 1024
 RACY_NS = 2_000_000_000  # a write this soon after a recorded mtime may keep it (2 s: FAT, SMB)
@@ -40,9 +40,7 @@ def _say(text: str) -> None:
 
 def _printable(text: object, limit: int = 500) -> str:
     """Text from the daemon as one line without controls (it reaches a terminal)."""
-    if not isinstance(text, str):
-        return ""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:limit]
+    return peertext.one_line(text, limit)
 
 
 def _reason(exc: OSError) -> str:

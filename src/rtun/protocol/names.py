@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import List, Tuple
 
-from rtun.protocol import wire
+from rtun.protocol import peertext, wire
 from rtun.protocol.limits import MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_PATH_BYTES
 from rtun.protocol.wire import Rejected
 
@@ -30,8 +30,8 @@ def misleading(text: str) -> bool:
 
 
 def shown(text: str) -> str:
-    """Peer text as it may appear in a message or the log: ASCII, escaped, at most 200 chars."""
-    return ascii(text[:200])
+    """Peer text as it may appear in a message or the log: quoted, ASCII, escaped, bounded."""
+    return peertext.quoted(text, 200)
 
 
 def is_part_name(name: str) -> bool:

@@ -12,6 +12,7 @@ import sys
 
 from rtun import __version__, paths
 from rtun.errors import RtunError
+from rtun.protocol import peertext
 from rtun.session import remote
 
 TYPE_CHECKING = False
@@ -274,8 +275,8 @@ def probe(conn: "Master", sock: "Optional[str]") -> "Dict[str, str]":
         fields = line.split("\t")
         if fields[0] == MARKER:
             return dict(item.partition("=")[::2] for item in fields[1:])
-    said = done.stderr.decode("utf-8", "replace").strip()
-    return {"error": said.splitlines()[-1] if said else f"exit {done.returncode}"}
+    said = peertext.last_line(done.stderr.decode("utf-8", "replace"))
+    return {"error": said or f"exit {done.returncode}"}
 
 
 def remote_checks(conn: "Master", report: "Dict[str, str]", found: "Dict[str, str]",

@@ -15,6 +15,7 @@ import time
 from rtun import __version__
 from rtun.command import Command, json_option, print_json
 from rtun.errors import RtunError, UsageError
+from rtun.protocol import peertext
 from rtun.session import checks, identity, master, remote, sshopts
 
 TYPE_CHECKING = False
@@ -40,7 +41,7 @@ def _remote(args: argparse.Namespace, socket_path: "Optional[str]") -> "List[che
         try:
             report = conn.prelude()
         except RtunError as exc:
-            said = master.last_line(conn.stderr_text())
+            said = peertext.last_line(conn.stderr_text())
             return [checks.Check("ssh", checks.FAIL, exc.message + (f" ({said})" if said and said not in exc.message else ""),
                                  f"check that `ssh {inv.host}` logs in")]
         seconds = time.monotonic() - began
@@ -65,7 +66,7 @@ def _print(results: "List[checks.Check]") -> None:
         label = _LABELS[check.status]
         if colour:
             label = f"{_COLOURS[check.status]}{label:<4}\033[0m"
-        line = f"{label:<4}  {check.name}: {check.detail}"
+        line = f"{label:<4}  {check.name}: {peertext.escaped(check.detail, 2000)}"  # holds server text
         if check.fix and check.status != checks.OK:
             line += f" -- {check.fix}"
         print(line)

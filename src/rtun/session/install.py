@@ -10,6 +10,7 @@ import argparse
 
 from rtun.command import Command
 from rtun.errors import UsageError
+from rtun.protocol import peertext
 from rtun.session import installer, master, sshopts
 
 
@@ -26,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     with master.Master(master.ssh_base(), inv) as conn:
         conn.prelude()
         for line in installer.install(conn):
-            print(line, flush=True)
+            print(peertext.escaped(line, 2000), flush=True)  # holds what the server reported
     return 0
 
 

@@ -16,6 +16,7 @@ import hashlib
 
 from rtun import __version__
 from rtun.errors import RtunError
+from rtun.protocol import peertext
 from rtun.session import bundle, remote
 
 TYPE_CHECKING = False
@@ -150,7 +151,7 @@ def install(conn: "Master") -> "List[str]":
     if not result:
         if done.returncode == 127 or "not found" in said:
             raise RtunError(f"no python3 on {host}: the rtun client needs Python 3.9 or newer there")
-        reason = said.strip().splitlines()[-1] if said.strip() else f"exit {done.returncode}"
+        reason = peertext.last_line(said) or f"exit {done.returncode}"
         raise RtunError(f"installing on {host} failed: {reason}")
     status, python = result.get("status"), result.get("python", "?")
     if status == "old":

@@ -12,14 +12,15 @@ and the user's session runs as a client of it.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 import time
 
 from rtun import paths
 from rtun.errors import RtunError
+from rtun.protocol import peertext
 from rtun.session import remote, spawn, sshopts
+from rtun.ssh import argv as sshargv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,29 +36,9 @@ class LoginFailedError(RtunError):
 
 
 def ssh_base() -> "List[str]":
-    """``$RTUN_SSH_COMMAND`` (default ``ssh``) as an argv prefix, as rtun.tunnel.sshproc.ssh_base
-    reads it; that module is imported only to report a problem (it is slow to import, and
-    every `rtun ssh` pays for what it imports before ssh starts)."""
-    try:
-        argv = shlex.split(os.environ.get("RTUN_SSH_COMMAND", "").strip() or "ssh")
-    except ValueError:
-        argv = []
-    if not argv:
-        from rtun.tunnel import sshproc
-
-        return sshproc.ssh_base()
-    return argv
-
-
-def _missing_ssh(argv0: str) -> RtunError:
-    from rtun.tunnel import sshproc
-    from rtun.tunnel.sshargv import SshNotFoundError
-
-    try:
-        sshproc.ssh_base()
-    except RtunError as exc:
-        return exc
-    return SshNotFoundError(f"cannot run the ssh client {argv0!r}")
+    """``$RTUN_SSH_COMMAND`` (default ``ssh``) as an argv prefix, not looked up on PATH first:
+    starting ssh says whether it is there (:func:`rtun.ssh.argv.missing`), sooner."""
+    return sshargv.ssh_base(check=False)
 
 
 def control_path() -> str:
@@ -81,14 +62,15 @@ class Master:
         self.inv = inv
         self.control = control_path()
         self.report: Dict[str, str] = {}
-        argv = sshopts.master_argv(self.base, self.control, inv, remote.CONTROL_COMMAND)
+        argv = sshargv.master_argv(self.base, self.control, inv.host, sshopts.master_options(inv),
+                                   remote.CONTROL_COMMAND)
         # SIGINT ignored, which ssh keeps: a Ctrl-C meant for the session must not cut the
         # connection before the control session has removed the socket. It stays in this
         # terminal's session, so that it can still ask for a passphrase or a host key.
         try:
             self.process = spawn.Child(argv, capture_stderr=quiet, ignore_sigint=True)
         except OSError:
-            raise _missing_ssh(argv[0]) from None
+            raise sshargv.missing(argv[0]) from None
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(remote.control_input())
@@ -116,16 +98,22 @@ class Master:
         else:
             code = self.process.wait() or 0
             if code == 255 or code < 0:
-                said = last_line(self.stderr_text())
+                said = peertext.last_line(self.stderr_text())
                 raise LoginFailedError(f"cannot log in to {self.host}"
                                        + (f": {said}" if said else f" (ssh exited {code})"))
             raise RtunError(
                 f"{self.host} did not run rtun's set-up (exit {code}): its login shell must "
                 "run commands (sh, bash, zsh, fish or csh; no ForceCommand or restricted shell)"
             )
+        # Everything in the report is the server's choice: checked, and escaped when shown.
+        problem = remote.home_problem(self.home)
+        if problem is not None:
+            raise RtunError(f"{self.host} reports a home directory rtun cannot use "
+                            f"({problem}): {peertext.escaped(self.home)}")
         if self.report.get("error"):
-            raise RtunError(f"cannot make ~/.rtun private on {self.host} ({self.report['error']} "
-                            f"failed): {self.home}/.rtun must be a directory of yours")
+            raise RtunError(f"cannot make ~/.rtun private on {self.host} "
+                            f"({peertext.escaped(self.report['error'], 20)} failed): "
+                            f"{peertext.escaped(self.home)}/.rtun must be a directory of yours")
         return self.report
 
     @property
@@ -142,30 +130,32 @@ class Master:
 
     def forward(self, remote_path: str, local_path: str) -> None:
         """``-R remote_path:local_path``, added to the running master."""
-        spec = sshopts.forward_spec(remote_path, local_path)  # checks both paths
+        from rtun.ssh import mux
+
+        spec = sshargv.socket_forward_spec(remote_path, local_path)  # checks both paths
         try:
-            refused = mux_forward(self.control, remote_path, local_path)
+            refused = mux.mux_forward(self.control, remote_path, local_path)
         except (OSError, ValueError):  # not the protocol expected: let ssh itself ask
             import subprocess
 
-            argv = sshopts.control_argv(self.base, self.control, self.host, "forward", spec)
+            argv = sshargv.control_argv(self.base, self.control, self.host, "forward", spec)
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
-            refused = last_line(done.stderr.decode("utf-8", "replace")) or "no reason given" \
+            refused = peertext.last_line(done.stderr.decode("utf-8", "replace")) or "no reason given" \
                 if done.returncode != 0 else None
-        if refused is not None:
-            raise RtunError(f"{self.host} refused to forward {remote_path}: {refused} "
+        if refused is not None:  # the server's words
+            raise RtunError(f"{self.host} refused to forward {remote_path}: {peertext.escaped(refused)} "
                             "(is AllowStreamLocalForwarding off in its sshd_config?)")
 
     def session(self, extra: "Sequence[str]", command: str) -> int:
         """The user's session over the master, on this terminal; its exit code."""
         import subprocess
 
-        argv = sshopts.mux_argv(self.base, self.control, self.inv, self.host, extra, command)
+        argv = sshargv.mux_argv(self.base, self.control, self.host, sshopts.session_options(self.inv, extra), command)
         try:
             process = subprocess.Popen(argv)
         except OSError:
-            raise _missing_ssh(argv[0]) from None
+            raise sshargv.missing(argv[0]) from None
         # Ctrl-C is the session's: ssh passes it on (or ends); rtun waits to clean up after it.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
@@ -178,7 +168,7 @@ class Master:
         """A command over the master, its output captured (no configuration, no terminal)."""
         import subprocess
 
-        argv = sshopts.mux_argv(self.base, self.control, None, self.host, (), command)
+        argv = sshargv.mux_argv(self.base, self.control, self.host, sshopts.session_options(None), command)
         try:
             return subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -248,71 +238,7 @@ class Master:
         self.close()
 
 
-# The control socket's protocol (OpenSSH's PROTOCOL.mux): what `ssh -O forward` sends, without
-# starting an ssh for it. Packets are a uint32 length and a payload; strings a uint32 length.
-MUX_MSG_HELLO = 0x00000001
-MUX_C_OPEN_FWD = 0x10000006
-MUX_S_OK = 0x80000001
-MUX_S_PERMISSION_DENIED = 0x80000002
-MUX_S_FAILURE = 0x80000003
-MUX_S_REMOTE_PORT = 0x80000007
-MUX_FWD_REMOTE = 2
-MUX_VERSION = 4
-PORT_STREAMLOCAL = 0xFFFFFFFE  # the "port" that makes the host field a socket path
-
-
-def mux_forward(control: str, remote_path: str, local_path: str, timeout: float = 60) -> "Optional[str]":
-    """Ask the master at ``control`` for a remote streamlocal forward; None once the server has
-    accepted it, else its reason. Raises OSError or ValueError if the exchange goes wrong."""
-    import socket
-    import struct
-
-    def packet(*parts: bytes) -> bytes:
-        body = b"".join(parts)
-        return struct.pack(">I", len(body)) + body
-
-    def string(text: str) -> bytes:
-        data = os.fsencode(text)
-        return struct.pack(">I", len(data)) + data
-
-    def receive(sock: socket.socket) -> bytes:
-        def exactly(count: int) -> bytes:
-            data = b""
-            while len(data) < count:
-                chunk = sock.recv(count - len(data))
-                if not chunk:
-                    raise ValueError("the control socket closed")
-                data += chunk
-            return data
-
-        return exactly(struct.unpack(">I", exactly(4))[0])
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(control)
-        sock.sendall(packet(struct.pack(">II", MUX_MSG_HELLO, MUX_VERSION)))
-        hello = receive(sock)
-        if struct.unpack(">I", hello[:4])[0] != MUX_MSG_HELLO:
-            raise ValueError("no hello from the master")
-        request = struct.pack(">III", MUX_C_OPEN_FWD, 1, MUX_FWD_REMOTE)
-        sock.sendall(packet(request, string(remote_path), struct.pack(">I", PORT_STREAMLOCAL),
-                            string(local_path), struct.pack(">I", PORT_STREAMLOCAL)))
-        reply = receive(sock)
-    kind, _ = struct.unpack(">II", reply[:8])
-    if kind in (MUX_S_OK, MUX_S_REMOTE_PORT):
-        return None
-    if kind in (MUX_S_FAILURE, MUX_S_PERMISSION_DENIED) and len(reply) >= 12:
-        size = struct.unpack(">I", reply[8:12])[0]
-        return reply[12:12 + size].decode("utf-8", "replace") or "refused"
-    raise ValueError(f"unexpected reply {kind:#x} from the master")
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def say(message: str) -> None:
-    """A line of rtun's own on stderr."""
-    sys.stderr.write(f"rtun ssh: {message}\n")
+    """A line of rtun's own on stderr (escaped: it may quote what the server reported)."""
+    sys.stderr.write(f"rtun ssh: {peertext.escaped(message, 2000)}\n")
     sys.stderr.flush()

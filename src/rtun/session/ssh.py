@@ -15,6 +15,7 @@ import sys
 from rtun.command import Command
 from rtun.errors import RtunError
 from rtun.session import identity, localdaemon, master, remote, sshopts
+from rtun.ssh import argv as sshargv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def _config_remote_command(probe: "Optional[subprocess.Popen[bytes]]") -> "Optio
     if probe is None:
         return None
     out, _ = probe.communicate()
-    value = sshopts.parse_config(out.decode("utf-8", "replace")).get("remotecommand", "none")
+    value = sshargv.parse_config(out.decode("utf-8", "replace")).get("remotecommand", "none")
     return None if value.lower() == "none" or not value else value
 
 
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     probe = None
     try:
         if (not inv.command and not inv.forward_only) or "--print-config" in inv.rtun_flags:
-            probe = subprocess.Popen(sshopts.config_argv(base, inv), stdin=subprocess.DEVNULL,
+            probe = subprocess.Popen(sshargv.config_argv(base, inv.host, inv.words(sshopts.SESSION_ONLY)), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         laptop = identity.laptop_id()
         if "--print-config" in inv.rtun_flags:
@@ -113,8 +114,12 @@ def _print_config(conn: master.Master, probe: "Optional[subprocess.Popen[bytes]]
     """The ssh_config block for plain ssh: nothing started, nothing forwarded."""
     local = localdaemon.socket_path()
     conn.prelude()
-    config = sshopts.parse_config(probe.communicate()[0].decode("utf-8", "replace")) if probe else {}
-    sys.stdout.write(remote.plain_block(conn.host, config, conn.home, laptop, local))
+    config = sshargv.parse_config(probe.communicate()[0].decode("utf-8", "replace")) if probe else {}
+    try:
+        block = remote.plain_block(conn.host, config, conn.home, laptop, local)
+    except ValueError as exc:  # a value that ssh_config cannot hold safely: nothing printed
+        raise RtunError(str(exc)) from None
+    sys.stdout.write(block)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""`rtun ssh`'s command line: ssh's own options (where each one goes), the host, the command,
-and the ssh command lines built from them. Pure: no processes.
+"""`rtun ssh`'s command line: ssh's own options (where each one goes), the host, the command.
+Pure: no processes (the ssh command lines are rtun.ssh.argv's).
 
 rtun runs one control master per login and the user's session as a client of it, so each ssh
 option goes where it acts: connection options to the master, session options (-t, -T, -e) to
@@ -14,7 +14,7 @@ from rtun.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from typing import List, Optional, Sequence, Tuple
 
 # OpenSSH 9's getopt string: 1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:PQ:R:S:TVw:W:XYy
 WITH_ARGUMENT = "bceilmopBDEFIJLOQRSwW"
@@ -34,6 +34,10 @@ REFUSED = {
 SESSION_ONLY = "tTen"  # the master's stdin is rtun's pipe and it never has a terminal
 FORWARDS = "LRDw"
 MASTER_ONLY = FORWARDS + "NJ"  # -J: a session never connects on its own (ProxyCommand=false)
+
+# A session over the master: the user's ssh_config may not run its RemoteCommand or ask its
+# forwards a second time.
+SESSION_MUX = ["-o", "RemoteCommand=none", "-o", "ClearAllForwardings=yes"]
 
 # Options rtun itself takes anywhere before the command (ssh has no long options).
 RTUN_FLAGS = ("--install", "--print-config")
@@ -147,62 +151,14 @@ def from_args(args: argparse.Namespace) -> Invocation:
     return inv
 
 
-# ---- ssh command lines ------------------------------------------------------------------------
-
-def escape_tokens(path: str) -> str:
-    """ssh expands %-tokens in forward and control paths (OpenSSH 8.3+): keep a path literal."""
-    return path.replace("%", "%%")
+def master_options(inv: Invocation) -> "List[str]":
+    """The user's options for the connection (rtun.ssh.argv.master_argv): all but a session's."""
+    return inv.words(SESSION_ONLY + "N")
 
 
-def master_argv(base: "Sequence[str]", control: str, inv: Invocation, command: str) -> "List[str]":
-    """The connection: a control master of rtun's own whose session is the control session.
-    rtun's options come first: for ssh the first value given wins."""
-    return list(base) + [
-        "-M", "-S", escape_tokens(control), "-T",
-        "-o", "ControlPersist=no", "-o", "RemoteCommand=none",
-    ] + inv.words(SESSION_ONLY + "N") + ["--", inv.host, command]
-
-
-def mux_argv(base: "Sequence[str]", control: str, inv: "Optional[Invocation]", host: str,
-             extra: "Sequence[str]" = (), command: "Optional[str]" = None) -> "List[str]":
-    """A session over the master. With ``inv``, the user's options apply (the ssh_config too);
-    without, ``-F /dev/null``: a bare request that reads no configuration. ``ProxyCommand=false``
-    makes it fail, rather than log in on its own, if the master is gone."""
-    argv = list(base) + ["-S", escape_tokens(control), "-o", "ControlMaster=no",
-                         "-o", "ProxyCommand=false", "-o", "RemoteCommand=none",
-                         "-o", "ClearAllForwardings=yes"]
-    argv += inv.words(MASTER_ONLY) if inv is not None else ["-F", "/dev/null", "-T"]
-    argv += list(extra) + ["--", host]
-    return argv + ([command] if command is not None else [])
-
-
-def control_argv(base: "Sequence[str]", control: str, host: str, operation: str,
-                 forward: "Optional[str]" = None) -> "List[str]":
-    """``ssh -O forward|cancel|exit``. ``-F /dev/null``: forwards from ssh_config must not be
-    asked a second time."""
-    argv = list(base) + ["-F", "/dev/null", "-S", escape_tokens(control), "-O", operation]
-    if forward is not None:
-        argv += ["-R", forward]
-    return argv + ["--", host]
-
-
-def forward_spec(remote: str, local: str) -> str:
-    """``-R REMOTE:LOCAL`` for two socket paths; raises ValueError for a path ssh cannot take."""
-    for path in (remote, local):
-        if ":" in path or not path.startswith("/") or any(ord(c) < 32 for c in path):
-            raise ValueError(f"ssh cannot forward the socket path {path!r}")
-    return f"{escape_tokens(remote)}:{escape_tokens(local)}"
-
-
-def config_argv(base: "Sequence[str]", inv: Invocation) -> "List[str]":
-    """``ssh -G``: what ssh_config says for this host with these options."""
-    return list(base) + inv.words(SESSION_ONLY) + ["-G", "--", inv.host]
-
-
-def parse_config(text: str) -> "Dict[str, str]":
-    """``ssh -G`` output as {key: value}; keys lower-case, the first value of a key wins."""
-    config: Dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        config.setdefault(key.lower(), value.strip())
-    return config
+def session_options(inv: "Optional[Invocation]", extra: "Sequence[str]" = ()) -> "List[str]":
+    """Options of a session over the master (rtun.ssh.argv.mux_argv). With ``inv``, the user's
+    options apply (the ssh_config too); without, ``-F /dev/null``: a bare request that reads no
+    configuration."""
+    own = inv.words(MASTER_ONLY) if inv is not None else ["-F", "/dev/null", "-T"]
+    return SESSION_MUX + own + list(extra)

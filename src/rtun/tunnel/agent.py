@@ -19,7 +19,10 @@ import time
 from typing import Callable, List, Optional, TextIO, Tuple
 
 from rtun import __version__
-from rtun.tunnel import banner, identity, registry, relay, sshargv, sshproc
+from rtun.ssh import argv as sshargv
+from rtun.ssh import banner, hints
+from rtun.ssh import process as sshproc
+from rtun.tunnel import identity, registry, relay
 from rtun.tunnel import messages as msg
 from rtun.tunnel.settings import Settings
 from rtun.tunnel.supervisor import Supervisor
@@ -127,7 +130,7 @@ class Agent:
             try:
                 return msg.Forwarded(master.forward(self._spec(action.port)))
             except sshargv.SshFailedError as exc:
-                return msg.ForwardRefused(str(exc), sshargv.hint(255, str(exc)))
+                return msg.ForwardRefused(str(exc), hints.hint(255, str(exc)))
         if isinstance(action, msg.Probe):
             if master.probe("127.0.0.1", action.port, action.timeout):
                 return msg.ProbeOk()

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from rtun.command import Command, json_option, print_json
 from rtun.errors import UsageError
 from rtun.tunnel import connect as machines
-from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service, sshproc
+from rtun.ssh import argv as sshargv
+from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service
 from rtun.tunnel.agent import Agent
 from rtun.tunnel.settings import add_agent_options, service_flags, settings_from
 
@@ -53,7 +54,7 @@ def _run_tunnel(args: argparse.Namespace) -> int:
         if getattr(args, _dest(flag)):
             raise UsageError(f"{flag} goes with `rtun tunnel install` or `uninstall`")
     settings = settings_from(args.server, vars(args))
-    return Agent(settings, sshproc.ssh_base()).run()
+    return Agent(settings, sshargv.ssh_base()).run()
 
 
 tunnel = Command(
@@ -180,7 +181,7 @@ def _report(command: str, problems: List[str]) -> None:
 
 
 def _listing(args: argparse.Namespace, probe: bool) -> machines.Listing:
-    ssh = sshproc.ssh_base() if args.via else None
+    ssh = sshargv.ssh_base() if args.via else None
     listing = machines.load(ssh, args.via, args.registry or registry.DEFAULT_DIR, probe=probe,
                             timeout=getattr(args, "timeout", 3.0))
     _report(args.command, listing.problems)
@@ -271,7 +272,7 @@ def _late_connect_options(args: argparse.Namespace) -> None:
 
 def _run_connect(args: argparse.Namespace) -> int:
     _late_connect_options(args)
-    ssh = sshproc.ssh_base()
+    ssh = sshargv.ssh_base()
     listing = _listing(args, probe=False)
     entry = machines.find(listing.entries, args.name)
     if args.login is not None and not registry.valid(registry.USER_RE, args.login):

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from rtun.errors import RtunError
-from rtun.tunnel import banner, hostnames, registry, relay, sshargv, sshproc
+from rtun.protocol import peertext
+from rtun.ssh import argv as sshargv
+from rtun.ssh import banner, hints
+from rtun.ssh import process as sshproc
+from rtun.tunnel import hostnames, registry, relay
 from rtun.tunnel.hostnames import aliases
 
 
@@ -41,10 +45,10 @@ def _via_master(ssh: List[str], via: str) -> sshproc.Master:
     master.start()
     if not master.wait_ready(sshargv.CONNECT_TIMEOUT + 30):
         code = master.returncode
-        said = sshargv.last_line(master.stderr_text)
+        said = peertext.last_line(master.stderr_text)
         master.close()
         raise RegistryUnreachableError(
-            f"cannot reach {via}: {said or f'ssh exited {code}'} ({sshargv.hint(code, master.stderr_text)})"
+            f"cannot reach {via}: {said or f'ssh exited {code}'} ({hints.hint(code, master.stderr_text)})"
         )
     return master
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, FrozenSet, List, Optional, Pattern, Tuple
 
+from rtun.protocol import peertext
 from rtun.tunnel.relayscript import MAX_ENTRY_BYTES, MAX_FILES, MAX_LISTING_BYTES
 
 SCHEMA = 1
@@ -166,22 +167,14 @@ def parse_entry(raw: bytes) -> Entry:
 
 
 def printable(text: str, limit: int = 200) -> str:
-    """``text`` fit for one line on a terminal: anything but printable ASCII escaped, shortened."""
-    out = []
-    for c in text[:limit]:
-        if c == "\\":
-            out.append("\\\\")
-        elif " " <= c <= "~":
-            out.append(c)
-        else:
-            out.append(c.encode("unicode_escape").decode("ascii"))
-    return "".join(out) + ("..." if len(text) > limit else "")
+    """``text`` fit for one line on a terminal (registry text is ASCII: all else escaped)."""
+    return peertext.ascii_escaped(text, limit)
 
 
 def quoted(text: str) -> str:
     """``text`` in quotes for a one-line message: what a user typed, or a peer sent, shown as is
     but escaped."""
-    return f"'{printable(text)}'"
+    return peertext.quoted(text, 200)
 
 
 def safe_label(name: str) -> str:

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import Callable, FrozenSet, List, Optional, Tuple
 
 from rtun.errors import RtunError
-from rtun.tunnel import registry, sshargv
+from rtun.protocol import peertext
+from rtun.ssh.hints import exit_reason
+from rtun.ssh.process import Done
+from rtun.tunnel import registry
 from rtun.tunnel.relayscript import MAX_ENTRY_BYTES, MAX_LISTING_BYTES, SCRIPT, STATUS, TOKEN
-from rtun.tunnel.sshproc import Done
 
 # What a listing may send back at most: the entries' budget, plus one header line per file.
 LISTING_LIMIT = MAX_LISTING_BYTES + 4 * 1024 * 1024
@@ -83,9 +85,9 @@ def parse_reply(stdout: bytes) -> Optional[Reply]:
 def _no_answer(done: Optional[Done]) -> str:
     if done is None:
         return "no request was made"
-    said = sshargv.last_line(done.stderr.decode("utf-8", "replace"))
+    said = peertext.last_line(done.stderr.decode("utf-8", "replace"))
     if done.returncode == 255:
-        return sshargv.exit_reason(255, done.stderr.decode("utf-8", "replace"))
+        return exit_reason(255, done.stderr.decode("utf-8", "replace"))
     return (f"the relay did not answer as rtun-relay (exit {done.returncode}"
             + (f": {said}" if said else "") + "); if this key has a forced command, is the relay "
             "script installed where it points? (`rtun tunnel authorize --print-script`, docs/relay.md)")

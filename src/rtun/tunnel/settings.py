@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from rtun.errors import UsageError
-from rtun.tunnel import hostnames, identity, registry, sshargv
+from rtun.ssh import argv as sshargv
+from rtun.tunnel import hostnames, identity, registry
 
 BACKOFF_BASE = 1.0  # the first retry's step, in seconds (never above --max-backoff)
 

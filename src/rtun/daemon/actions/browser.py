@@ -120,11 +120,16 @@ def _check_mailto(rest: str) -> None:
             raise Rejected(wire.E_BAD_REQUEST, f"a mailto {field} with a line break or control character")
     # Once decoded, too: a mail program that decodes before it splits must find no other field
     # either. (Text like "a = b" in a decoded body has no field name before its "=".)
+    # A name padded with spaces (" attach=") counts as the name: mail programs trim it.
     for piece in _pieces(unquote(rest).partition("?")[2]):
         field, equals, _ = piece.partition("=")
-        field = field.lower()
+        field = field.strip().lower()
         if equals and field and set(field) <= _LABEL_CHARS and field not in MAILTO_FIELDS:
             raise _field_refused(field)
+    if any(ch in part for ch in "&=" for part in (addresses, unquote(addresses))):
+        # mailto:a@b&attach=/etc/passwd: a mail program that splits fields on "&" before or
+        # without a "?" would find a field here that the checks above do not see.
+        raise Rejected(wire.E_BAD_REQUEST, "a mailto address with & or = in it: fields go after a ?")
 
 
 def _pieces(query: str) -> List[str]:

@@ -1,10 +1,12 @@
-"""Building ssh command lines, reading what ssh prints, and turning its failures into advice."""
+"""Building ssh command lines (rtun.ssh.argv), reading what ssh prints, and turning its failures into advice."""
 
 from __future__ import annotations
 
 import pytest
 
-from rtun.tunnel import sshargv
+from rtun.protocol import peertext
+from rtun.ssh import argv as sshargv
+from rtun.ssh import banner, hints
 
 
 def test_rtun_ssh_command_is_split_like_a_shell() -> None:
@@ -27,17 +29,17 @@ def test_tunnel_options_are_safe_and_keep_host_key_checking() -> None:
 
 
 def test_master_argv_puts_user_command_first_and_destination_last() -> None:
-    argv = sshargv.master_argv(["ssh", "-F", "cfg"], "pub", "/tmp/c", ["-o", "BatchMode=yes"])
+    argv = sshargv.master_argv(["ssh", "-F", "cfg"], "/tmp/c", "pub", ["-o", "BatchMode=yes"])
     assert argv[:3] == ["ssh", "-F", "cfg"]
     assert argv[-2:] == ["--", "pub"] and "-M" in argv and "-N" in argv
     assert argv[argv.index("-S") + 1] == "/tmp/c"
 
 
 def test_mux_argv_never_opens_a_connection_of_its_own() -> None:
-    argv = sshargv.mux_argv(["ssh"], "pub", "/tmp/c", ["-W", "127.0.0.1:22"], None)
+    argv = sshargv.mux_argv(["ssh"], "/tmp/c", "pub", ["-W", "127.0.0.1:22"], None)
     assert "ProxyCommand=false" in argv and "ControlMaster=no" in argv
     assert argv[-2:] == ["--", "pub"]
-    assert sshargv.mux_argv(["ssh"], "pub", "/tmp/c", ["-T"], "sh -c true")[-3:] == ["--", "pub", "sh -c true"]
+    assert sshargv.mux_argv(["ssh"], "/tmp/c", "pub", ["-T"], "sh -c true")[-3:] == ["--", "pub", "sh -c true"]
 
 
 def test_remote_forward_binds_the_servers_loopback_only() -> None:
@@ -51,8 +53,8 @@ def test_forwarded_port_is_the_servers_choice_for_port_zero() -> None:
 
 
 def test_banners() -> None:
-    assert sshargv.is_banner(b"SSH-2.0-OpenSSH_9.6\r\n") and sshargv.is_banner(b"SSH-1.99-x")
-    assert not sshargv.is_banner(b"") and not sshargv.is_banner(b"HTTP/1.1 400") and not sshargv.is_banner(b"SSH-1.5-")
+    assert banner.is_banner(b"SSH-2.0-OpenSSH_9.6\r\n") and banner.is_banner(b"SSH-1.99-x")
+    assert not banner.is_banner(b"") and not banner.is_banner(b"HTTP/1.1 400") and not banner.is_banner(b"SSH-1.5-")
 
 
 def test_direct_target_only_without_a_proxy() -> None:
@@ -64,12 +66,12 @@ def test_direct_target_only_without_a_proxy() -> None:
 
 
 def test_last_line_and_exit_reason() -> None:
-    assert sshargv.last_line("first\r\n\nTimeout, server pub not responding.\n  \n") == \
+    assert peertext.last_line("first\r\n\nTimeout, server pub not responding.\n  \n") == \
         "Timeout, server pub not responding."
-    assert sshargv.exit_reason(255, "Timeout, server pub not responding.\n") == (
+    assert hints.exit_reason(255, "Timeout, server pub not responding.\n") == (
         "ssh exited 255: Timeout, server pub not responding. "
         "(the server stopped answering keepalives; the connection was dropped)")
-    assert sshargv.exit_reason(-15, "") == "ssh exited -15 (ssh was killed by signal 15)"
+    assert hints.exit_reason(-15, "") == "ssh exited -15 (ssh was killed by signal 15)"
 
 
 @pytest.mark.parametrize("code, stderr, words", [
@@ -83,4 +85,16 @@ def test_last_line_and_exit_reason() -> None:
     (3, "", "status 3"),
 ])
 def test_ssh_failures_map_to_hints(code: int, stderr: str, words: str) -> None:
-    assert words in sshargv.hint(code, stderr)
+    assert words in hints.hint(code, stderr)
+
+
+def test_rtun_ssh_pays_only_for_light_modules_before_ssh_starts() -> None:
+    # `rtun ssh` imports this package before it starts ssh: no subprocess, typing or selectors.
+    import subprocess
+    import sys
+
+    code = ("import sys; import rtun.session.ssh; "
+            "print(' '.join(m for m in ('subprocess', 'typing', 'selectors', 'dataclasses', "
+            "'rtun.ssh.process', 'rtun.tunnel.registry') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == ""

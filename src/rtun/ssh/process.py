@@ -1,6 +1,7 @@
-"""Running ssh: the user's ssh command, ``ssh -G``, the control master and the requests over it
-(commands with bounded output, forwards, and banner probes through the tunnel). The command
-lines are built in sshargv.py, the banner checks are banner.py's.
+"""Running ssh: ``ssh -G``, requests with bounded output, and the ``-N`` control master the
+tunnel agent and `rtun connect --via` keep, with the requests over it (commands, forwards,
+banner probes through the tunnel). The command lines are argv.py's, the banner checks
+banner.py's, what ssh printed is shown through rtun.protocol.peertext.
 """
 
 from __future__ import annotations
@@ -15,30 +16,22 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
-from rtun.tunnel import sshargv
-from rtun.tunnel.banner import banners, read_banner
-from rtun.tunnel.sshargv import SshFailedError, SshNotFoundError
+from rtun.protocol import peertext
+from rtun.ssh import argv as sshargv
+from rtun.ssh.argv import SshFailedError
+from rtun.ssh.banner import banners, read_banner
+from rtun.ssh.hints import exit_reason
 
+MUX_OPTIONS = ["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]  # no prompt, no chatter
 PROBE_BATCH = 100  # forwards per probe round: under ssh's listen backlog (128) and any fd limit
-
-
-def ssh_base(environ: Optional[Mapping[str, str]] = None) -> List[str]:
-    """The user's ssh command line (``RTUN_SSH_COMMAND``, default ``ssh``) as an argv prefix."""
-    env = os.environ if environ is None else environ
-    argv = sshargv.split_command(env.get("RTUN_SSH_COMMAND", ""))
-    if shutil.which(argv[0]) is None:
-        raise SshNotFoundError(
-            f"ssh client {argv[0]!r} not found: install openssh-client or set RTUN_SSH_COMMAND"
-        )
-    return argv
 
 
 def effective_config(base: Sequence[str], destination: str, timeout: float = 10) -> Dict[str, str]:
     """``ssh -G``: the configuration ssh would use for ``destination`` (keys lower-case)."""
     try:
-        out = subprocess.run(list(base) + ["-G", "--", destination], capture_output=True, text=True,
+        out = subprocess.run(sshargv.config_argv(base, destination), capture_output=True, text=True,
                              timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return {}
@@ -137,7 +130,7 @@ class Master:
         self.destination = destination
         self.directory = tempfile.mkdtemp(prefix="rtun-")
         self.control_path = os.path.join(self.directory, "ctl")
-        self.argv = sshargv.master_argv(self.base, destination, self.control_path,
+        self.argv = sshargv.master_argv(self.base, self.control_path, destination,
                                         list(options) + list(extra))
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.stderr_text = ""
@@ -177,7 +170,7 @@ class Master:
             chunks.append(chunk)
         text = b"".join(chunks).decode("utf-8", "replace")
         self.stderr_text = (self.stderr_text + text)[-4000:]
-        return sshargv.lines(text)
+        return peertext.lines(text)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -197,7 +190,7 @@ class Master:
         if self.alive():
             self.settle()
         self.drain()
-        return sshargv.exit_reason(self.returncode, self.stderr_text)
+        return exit_reason(self.returncode, self.stderr_text)
 
     def wait_ready(self, timeout: float, interrupted: Callable[[], bool] = lambda: False,
                    wake_fd: Optional[int] = None) -> bool:
@@ -217,7 +210,7 @@ class Master:
 
     def mux(self, extra: Sequence[str], command: Optional[str] = None, data: bytes = b"",
             timeout: float = 15, limit: Optional[int] = None) -> Done:
-        argv = sshargv.mux_argv(self.base, self.destination, self.control_path, extra, command)
+        argv = sshargv.mux_argv(self.base, self.control_path, self.destination, MUX_OPTIONS + list(extra), command)
         return run_bounded(argv, data, timeout, limit)
 
     def run(self, command: str, data: bytes = b"", timeout: float = 15,
@@ -229,7 +222,7 @@ class Master:
         """Add ``-R spec``; returns the server's port (the allocated one for port 0)."""
         done = self.mux(["-O", "forward", "-R", spec], timeout=timeout)
         if done.returncode != 0:
-            raise SshFailedError(sshargv.last_line(done.stderr.decode("utf-8", "replace")) or "forward refused")
+            raise SshFailedError(peertext.last_line(done.stderr.decode("utf-8", "replace")) or "forward refused")
         return sshargv.forwarded_port(spec, done.stdout.decode("ascii", "replace"))
 
     def cancel(self, spec: str, timeout: float = 15) -> bool:
@@ -240,7 +233,7 @@ class Master:
         """Reach ``host:port`` from the server over the master (``ssh -W``); True if an sshd
         banner comes back within ``timeout``."""
         deadline = time.monotonic() + timeout
-        argv = sshargv.mux_argv(self.base, self.destination, self.control_path, ["-W", f"{host}:{port}"])
+        argv = sshargv.mux_argv(self.base, self.control_path, self.destination, MUX_OPTIONS + ["-W", f"{host}:{port}"])
         try:
             process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=subprocess.DEVNULL)

@@ -11,7 +11,9 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from rtun.tunnel import banner, sshproc
+from rtun.ssh import argv as sshargv
+from rtun.ssh import banner
+from rtun.ssh import process as sshproc
 from support.sshd import SshServer
 from support.tunnel import World
 
@@ -32,11 +34,12 @@ def later(seconds: float = 5.0) -> float:
 
 
 def test_missing_ssh_binary_is_a_clear_error() -> None:
-    assert sshproc.ssh_base({})[0] == "ssh"
-    with pytest.raises(sshproc.SshNotFoundError, match="RTUN_SSH_COMMAND"):
-        sshproc.ssh_base({"RTUN_SSH_COMMAND": "/nonexistent/ssh -v"})
-    with pytest.raises(sshproc.SshFailedError, match="not a valid command line"):
-        sshproc.ssh_base({"RTUN_SSH_COMMAND": "ssh -o 'unterminated"})
+    assert sshargv.ssh_base({})[0] == "ssh"
+    with pytest.raises(sshargv.SshNotFoundError, match="RTUN_SSH_COMMAND"):
+        sshargv.ssh_base({"RTUN_SSH_COMMAND": "/nonexistent/ssh -v"})
+    assert sshargv.ssh_base({"RTUN_SSH_COMMAND": "/nonexistent/ssh -v"}, check=False)[0] == "/nonexistent/ssh"
+    with pytest.raises(sshargv.SshFailedError, match="not a valid command line"):
+        sshargv.ssh_base({"RTUN_SSH_COMMAND": "ssh -o 'unterminated"})
 
 
 def test_banner_from_a_pipe_in_pieces(pipe) -> None:
@@ -131,7 +134,7 @@ def test_run_bounded_feeds_stdin_and_cuts_stdout_at_the_limit() -> None:
 
 
 def test_probes_through_a_real_master_need_no_process_per_port(world: World, machine_sshd: SshServer) -> None:
-    master = sshproc.Master(sshproc.ssh_base({"RTUN_SSH_COMMAND": world.ssh_command_line}), "pub", [])
+    master = sshproc.Master(sshargv.ssh_base({"RTUN_SSH_COMMAND": world.ssh_command_line}), "pub", [])
     master.start()
     try:
         assert master.wait_ready(20)

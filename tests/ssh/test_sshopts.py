@@ -7,6 +7,7 @@ import pytest
 from rtun.cli import parse
 from rtun.errors import UsageError
 from rtun.session import sshopts
+from rtun.ssh import argv as sshargv
 
 
 def _inv(*argv: str) -> sshopts.Invocation:
@@ -51,10 +52,10 @@ def test_an_unknown_option_after_the_host_is_a_usage_error():
 
 def test_each_option_goes_where_it_acts():
     inv = _inv("-A", "-L", "8080:localhost:80", "-J", "jump", "-t", "-e", "none", "srv", "cmd")
-    master = sshopts.master_argv(["ssh"], "/ctl", inv, "CONTROL")
-    session = sshopts.mux_argv(["ssh"], "/ctl", inv, "srv", ["-x"], "CMD")
+    master = sshargv.master_argv(["ssh"], "/ctl", inv.host, sshopts.master_options(inv), "CONTROL")
+    session = sshargv.mux_argv(["ssh"], "/ctl", inv.host, sshopts.session_options(inv, ["-x"]), "CMD")
     # The connection: forwards and the jump host, never a terminal; rtun's options first (first wins).
-    assert master[:5] == ["ssh", "-M", "-S", "/ctl", "-T"]
+    assert master[:4] == ["ssh", "-M", "-S", "/ctl"] and master.index("-T") < master.index("-A")
     assert "-L" in master and "-J" in master and "-t" not in master and "-e" not in master
     assert master[-3:] == ["--", "srv", "CONTROL"]
     # The session: the terminal and escape character; no forward asked twice, no login of its own.
@@ -65,13 +66,18 @@ def test_each_option_goes_where_it_acts():
 
 
 def test_paths_in_forwards_and_control_paths_keep_percent_signs_literal():
-    assert sshopts.forward_spec("/h/a%b/s", "/l/s") == "/h/a%%b/s:/l/s"
-    assert sshopts.control_argv(["ssh"], "/c%d", "srv", "exit")[3:5] == ["-S", "/c%%d"]
+    assert sshargv.socket_forward_spec("/h/a%b/s", "/l/s") == "/h/a%%b/s:/l/s"
+    assert sshargv.control_argv(["ssh"], "/c%d", "srv", "exit")[3:5] == ["-S", "/c%%d"]
+    # Both drivers' masters and their clients alike.
+    assert sshargv.master_argv(["ssh"], "/c%d", "srv", [])[2:4] == ["-S", "/c%%d"]
+    assert sshargv.mux_argv(["ssh"], "/c%d", "srv")[1:3] == ["-S", "/c%%d"]
+    bare = sshargv.mux_argv(["ssh"], "/c", "srv", sshopts.session_options(None), "true")
+    assert bare[-6:] == ["-F", "/dev/null", "-T", "--", "srv", "true"]
     for bad in ("/h/a:b", "relative", "/h/new\nline"):
         with pytest.raises(ValueError):
-            sshopts.forward_spec(bad, "/l/s")
+            sshargv.socket_forward_spec(bad, "/l/s")
 
 
 def test_ssh_config_output_is_parsed_first_value_first():
-    assert sshopts.parse_config("RemoteCommand tmux a\nremotecommand other\nport 22\n") == {
+    assert sshargv.parse_config("RemoteCommand tmux a\nremotecommand other\nport 22\n") == {
         "remotecommand": "tmux a", "port": "22"}

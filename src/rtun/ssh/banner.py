@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import selectors
 import socket
 import time
 from typing import IO, Callable, Dict, List, Sequence, Tuple, Union
 
-from rtun.tunnel import sshargv
+BANNER_RE = re.compile(rb"^SSH-(2\.0|1\.99)-")
+BANNER_MAX = 256  # an sshd banner line is at most 255 bytes (RFC 4253)
+
+
+def is_banner(data: bytes) -> bool:
+    """``data`` starts with an sshd identification string."""
+    return bool(BANNER_RE.match(data))
 
 
 def read_banner(stream: Union[int, IO[bytes], socket.socket], deadline: float,
@@ -19,7 +26,7 @@ def read_banner(stream: Union[int, IO[bytes], socket.socket], deadline: float,
     ends or ``deadline`` (on ``clock``) passes; True if what came is an sshd banner."""
     fd = stream if isinstance(stream, int) else stream.fileno()
     data = b""
-    while b"\n" not in data and len(data) < sshargv.BANNER_MAX:
+    while b"\n" not in data and len(data) < BANNER_MAX:
         remaining = deadline - clock()
         if remaining <= 0:
             break
@@ -27,7 +34,7 @@ def read_banner(stream: Union[int, IO[bytes], socket.socket], deadline: float,
         if not ready:
             break
         try:
-            chunk = os.read(fd, sshargv.BANNER_MAX)
+            chunk = os.read(fd, BANNER_MAX)
         except BlockingIOError:
             continue
         except OSError:
@@ -35,7 +42,7 @@ def read_banner(stream: Union[int, IO[bytes], socket.socket], deadline: float,
         if not chunk:
             break
         data += chunk
-    return sshargv.is_banner(data)
+    return is_banner(data)
 
 
 Target = Union[str, Tuple[str, int]]  # a UNIX socket path, or (host, port)
@@ -73,20 +80,20 @@ def banners(targets: Sequence[Target], timeout: float,
                 for key, _ in selector.select(min(remaining, 0.01) if pending else remaining):
                     i = key.data
                     try:
-                        chunk = sockets[i].recv(sshargv.BANNER_MAX)
+                        chunk = sockets[i].recv(BANNER_MAX)
                     except BlockingIOError:
                         continue
                     except OSError:  # refused, reset: nothing there
                         chunk = b""
                     received[i] += chunk
-                    if not chunk or b"\n" in received[i] or len(received[i]) >= sshargv.BANNER_MAX:
+                    if not chunk or b"\n" in received[i] or len(received[i]) >= BANNER_MAX:
                         selector.unregister(sockets[i])
                         sockets.pop(i).close()
-                        results[i] = sshargv.is_banner(received.pop(i))
+                        results[i] = is_banner(received.pop(i))
         finally:
             for i, sock in sockets.items():
                 sock.close()
-                results[i] = sshargv.is_banner(received.get(i, b""))
+                results[i] = is_banner(received.get(i, b""))
     return results
 
 
