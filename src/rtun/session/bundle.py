@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 EXCLUDED = ("daemon",)  # subpackages of rtun left out
+# Pure-Python packages carried along when this computer has them (as shiv and pex carry
+# dependencies): tqdm draws `rtun send`'s progress bar on the server, which has no pip.
+VENDORED = ("tqdm",)
 MAIN = b"import sys\nfrom rtun.cli import main\nsys.exit(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -35,22 +38,49 @@ def _entry(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def _sources() -> "List[Tuple[str, bytes]]":
-    root = os.path.dirname(os.path.abspath(rtun.__file__))
+def _package(root: str, package: str, excluded: "Tuple[str, ...]" = ()) -> "List[Tuple[str, bytes]]":
+    """The .py files below ``root``, named as the package ``package`` in the zip."""
     found = []
     for directory, subdirs, files in os.walk(root):
         relative = os.path.relpath(directory, root)
         top = relative.split(os.sep)[0]
         subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
-        if top in EXCLUDED:
+        if top in excluded:
             subdirs[:] = []
             continue
         for name in sorted(files):
             if name.endswith(".py"):
-                arcname = "/".join(["rtun"] + ([] if relative == "." else relative.split(os.sep)) + [name])
+                arcname = "/".join([package] + ([] if relative == "." else relative.split(os.sep)) + [name])
                 with open(os.path.join(directory, name), "rb") as f:
                     found.append((arcname, f.read()))
     return found
+
+
+def _vendored() -> "List[Tuple[str, bytes]]":
+    """Each VENDORED package installed here: its modules, and its metadata and licence (its
+    version is read from them) under its dist-info directory."""
+    from importlib import metadata
+
+    found = []
+    for package in VENDORED:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        found += _package(list(spec.submodule_search_locations)[0], package)
+        try:
+            dist = metadata.distribution(package)
+        except metadata.PackageNotFoundError:
+            continue
+        info = f"{package}-{dist.version}.dist-info"
+        for file in dist.files or ():
+            if file.name in ("METADATA", "LICENCE", "LICENSE") and ".dist-info" in str(file):
+                found.append((f"{info}/{file.name}", file.read_text().encode()))
+    return found
+
+
+def _sources() -> "List[Tuple[str, bytes]]":
+    root = os.path.dirname(os.path.abspath(rtun.__file__))
+    return _package(root, "rtun", EXCLUDED) + _vendored()
 
 
 def _pyc(source: bytes, arcname: str) -> bytes:
@@ -79,7 +109,7 @@ def build(compiled: bool = True) -> bytes:
         archive.writestr(_entry("__main__.py"), MAIN)
         for arcname, source in sources:
             archive.writestr(_entry(arcname), source)
-            if compiled:
+            if compiled and arcname.endswith(".py"):
                 archive.writestr(_entry(arcname + "c"), _pyc(source, arcname))
     return buffer.getvalue()
 
