@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from rtun.tunnel import registry, relay
 from rtun.tunnel.relayscript import STATUS
-from rtun.tunnel.sshproc import run_bounded
+from rtun.ssh.process import run_bounded
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HEX = "0123456789abcdef"

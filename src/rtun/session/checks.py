@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Tuple
 
     from rtun.daemon.config import Config
-    from rtun.session.master import Master
+    from rtun.session.master import Login
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MARKER = "RTUN-DOCTOR"
@@ -267,7 +267,7 @@ print("RTUN-DOCTOR\t" + "\t".join(out))
 '''.replace("@PINGS@", str(PINGS))
 
 
-def probe(conn: "Master", sock: "Optional[str]") -> "Dict[str, str]":
+def probe(conn: "Login", sock: "Optional[str]") -> "Dict[str, str]":
     """Run the probe on the server (after ``sock`` was forwarded, if given)."""
     program = _PROBE.encode()
     done = conn.run(remote.python_command(program), program + (sock or "").encode() + b"\n")
@@ -279,7 +279,7 @@ def probe(conn: "Master", sock: "Optional[str]") -> "Dict[str, str]":
     return {"error": said or f"exit {done.returncode}"}
 
 
-def remote_checks(conn: "Master", report: "Dict[str, str]", found: "Dict[str, str]",
+def remote_checks(conn: "Login", report: "Dict[str, str]", found: "Dict[str, str]",
                   forwarded: "Optional[str]", forward_error: "Optional[str]", seconds: float) -> "List[Check]":
     host = conn.host
     checks = [Check("ssh", OK, f"logged in to {host} in {seconds:.2f} s (home {conn.home})")]

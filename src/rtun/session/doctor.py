@@ -17,6 +17,7 @@ from rtun.command import Command, json_option, print_json
 from rtun.errors import RtunError, UsageError
 from rtun.protocol import peertext
 from rtun.session import checks, identity, master, remote, sshopts
+from rtun.ssh import argv as sshargv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _remote(args: argparse.Namespace, socket_path: "Optional[str]") -> "List[checks.Check]":
     inv = sshopts.from_args(args)
     began = time.monotonic()
-    with master.Master(master.ssh_base(), inv, quiet=True) as conn:
+    with master.Login(sshargv.ssh_base(check=False), inv, quiet=True) as conn:
         try:
             report = conn.prelude()
         except RtunError as exc:

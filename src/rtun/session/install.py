@@ -12,6 +12,7 @@ from rtun.command import Command
 from rtun.errors import UsageError
 from rtun.protocol import peertext
 from rtun.session import installer, master, sshopts
+from rtun.ssh import argv as sshargv
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     inv = sshopts.from_args(args)
     if inv.command:
         raise UsageError(f"rtun install takes no command (got {' '.join(inv.command)!r})")
-    with master.Master(master.ssh_base(), inv) as conn:
+    with master.Login(sshargv.ssh_base(check=False), inv) as conn:
         conn.prelude()
         for line in installer.install(conn):
             print(peertext.escaped(line, 2000), flush=True)  # holds what the server reported

@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict, List
 
-    from rtun.session.master import Master
+    from rtun.session.master import Login
 
 MARKER = "RTUN-INSTALL"
 TARGET = "~/.rtun/bin/rtun"
@@ -139,7 +139,7 @@ def path_hint(shell: str) -> str:
     return "echo 'export PATH=\"$HOME/.rtun/bin:$PATH\"' >> ~/.profile  (bash: ~/.bash_profile if you have one)"
 
 
-def install(conn: "Master") -> "List[str]":
+def install(conn: "Login") -> "List[str]":
     """Install or upgrade the client on ``conn``'s server; the lines to show the user."""
     host = conn.host
     payload = bundle.build()

@@ -35,12 +35,6 @@ class LoginFailedError(RtunError):
     exit_code = 255
 
 
-def ssh_base() -> "List[str]":
-    """``$RTUN_SSH_COMMAND`` (default ``ssh``) as an argv prefix, not looked up on PATH first:
-    starting ssh says whether it is there (:func:`rtun.ssh.argv.missing`), sooner."""
-    return sshargv.ssh_base(check=False)
-
-
 def control_path() -> str:
     """A private path for the master's control socket, short enough for sun_path."""
     name = f"ssh-{os.getpid()}-{os.urandom(4).hex()}.ctl"
@@ -53,9 +47,10 @@ def control_path() -> str:
     return os.path.join(tempfile.mkdtemp(prefix="rtun-"), "ctl")
 
 
-class Master:
-    """The connection to ``inv.host``: started at once, so that it logs in while rtun does the
-    rest of its work."""
+class Login:
+    """One login to ``inv.host``: a master of rtun's own whose session is the control session,
+    started at once so that it logs in while rtun does the rest of its work. (The tunnel's
+    background master, with no control session, is :class:`rtun.ssh.process.Master`.)"""
 
     def __init__(self, base: "Sequence[str]", inv: sshopts.Invocation, quiet: bool = False) -> None:
         self.base = list(base)
@@ -231,7 +226,7 @@ class Master:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Master":
+    def __enter__(self) -> "Login":
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -57,8 +57,8 @@ def _config_remote_command(probe: "Optional[subprocess.Popen[bytes]]") -> "Optio
 
 def _run(args: argparse.Namespace) -> int:
     inv = sshopts.from_args(args)
-    base = master.ssh_base()
-    conn = master.Master(base, inv)  # logs in while the rest is prepared
+    base = sshargv.ssh_base(check=False)
+    conn = master.Login(base, inv)  # logs in while the rest is prepared
     import subprocess
 
     probe = None
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
             probe.wait()
 
 
-def _login(conn: master.Master, probe: "Optional[subprocess.Popen[bytes]]", laptop: str) -> int:
+def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", laptop: str) -> int:
     inv = conn.inv
     local, starting = local_target()
     report = conn.prelude()
@@ -110,7 +110,7 @@ def _login(conn: master.Master, probe: "Optional[subprocess.Popen[bytes]]", lapt
     return conn.session(extra, remote.session_command(report.get("shell", ""), sock, bindir, command))
 
 
-def _print_config(conn: master.Master, probe: "Optional[subprocess.Popen[bytes]]", laptop: str) -> int:
+def _print_config(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", laptop: str) -> int:
     """The ssh_config block for plain ssh: nothing started, nothing forwarded."""
     local = localdaemon.socket_path()
     conn.prelude()
