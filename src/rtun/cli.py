@@ -212,12 +212,10 @@ def _unknown(word: str) -> str:
     """An unknown command, with the nearest listed one when it is close (a typo)."""
     import difflib
 
-    from rtun.command import printable
-
     listed = [name for name, (help_text, _) in COMMANDS.items() if help_text is not None]
     near = difflib.get_close_matches(word, listed, n=1, cutoff=0.6)
     advice = f"did you mean `rtun {near[0]}`?" if near else "see rtun --help for the commands"
-    return f"unknown command '{printable(word)}': {advice}"
+    return f"unknown command '{word}': {advice}"  # escaped where main() prints it
 
 
 DOCS = "README.md and docs/ in rtun's source; `man rtun` where the page is installed"
