@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from rtun.daemon.storage.leftovers import LINK_MAX_AGE, hold, remove_leftovers
+from rtun.daemon.storage.leftovers import LINK_MAX_AGE, hold, private_directory, remove_leftovers
 
 
 def test_unheld_part_files_go_anywhere_below_the_root_even_named_after_a_live_pid(tmp_path: Path) -> None:
@@ -53,3 +53,20 @@ def test_a_temporary_link_is_a_leftover_only_once_old(tmp_path: Path) -> None:
     os.utime(old, (then, then), follow_symlinks=False)
     assert remove_leftovers(str(tmp_path), ".rtun-", ".part") == [str(old)]
     assert os.path.lexists(fresh)
+
+
+def test_a_private_directory_is_0700_and_held_until_its_descriptor_closes(tmp_path: Path) -> None:
+    import stat
+    import subprocess
+    import sys
+
+    path, fd = private_directory("rtun-view-", str(tmp_path))
+    assert Path(path).parent == tmp_path and Path(path).name.startswith(f"rtun-view-{os.getpid()}-")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    # Another daemon's sweep (another PID: this process skips its own names) leaves it alone ...
+    sweep = [sys.executable, "-c", "import sys; from rtun.daemon.storage.leftovers import remove_leftovers; "
+             "print(remove_leftovers(sys.argv[1], 'rtun-view-'))", str(tmp_path)]
+    assert subprocess.run(sweep, capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    os.close(fd)
+    # ... until this daemon lets go of it.
+    assert subprocess.run(sweep, capture_output=True, text=True, check=True).stdout.strip() == repr([path])

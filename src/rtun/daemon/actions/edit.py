@@ -32,7 +32,7 @@ from typing import Callable, Mapping, Optional, Sequence, Set, Tuple, Union
 from rtun.daemon.actions.launch import find
 from rtun.daemon.actions.view import ViewFile
 from rtun.daemon.actions.viewtypes import FALLBACK_NAME, clean_name
-from rtun.daemon.storage.leftovers import hold, remove_leftovers
+from rtun.daemon.storage.leftovers import private_directory, remove_leftovers
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import Tree
 from rtun.protocol import wire
@@ -52,7 +52,6 @@ DEFAULT_EDITORS: Tuple[Tuple[str, ...], ...] = (
     ("mate", "-w"), ("bbedit", "--wait"), ("gvim", "--nofork"), ("kate", "--block"),
     ("gedit", "--wait"),
 )
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 # O_NONBLOCK: a FIFO put in the file's place must not hang the open (it is refused after fstat).
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
@@ -352,9 +351,7 @@ class Editors:
         directory = None
         dir_fd = None
         try:
-            directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=tmp)  # 0700
-            dir_fd = os.open(directory, _DIR_FLAGS)
-            hold(dir_fd)
+            directory, dir_fd = private_directory(DIR_PREFIX, tmp)
             target = EditFile(Tree(directory, self.umask), name, claim, dir_fd)
         except BaseException as exc:
             claim.close()

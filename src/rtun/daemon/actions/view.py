@@ -33,7 +33,7 @@ from rtun.daemon.actions.viewtypes import (
     normalize_types,
     risky_type,
 )
-from rtun.daemon.storage.leftovers import hold, remove_leftovers
+from rtun.daemon.storage.leftovers import private_directory, remove_leftovers
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import Tree
 from rtun.protocol import wire
@@ -142,9 +142,7 @@ class Viewer:
                 log.info("removed viewed files left by an earlier daemon: %s", path)
         self._release_private_dir()
         try:
-            self.private_dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
-            self._private_fd = os.open(self.private_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            hold(self._private_fd)  # another daemon's sweep leaves it alone while we live
+            self.private_dir, self._private_fd = private_directory(DIR_PREFIX)
         except OSError as exc:
             raise Rejected(wire.E_CREATE, f"cannot make a temporary directory: {exc.strerror}") from None
         return self.private_dir

@@ -15,8 +15,9 @@ import fcntl
 import os
 import shutil
 import stat
+import tempfile
 import time
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 LINK_MAX_AGE = 60.0  # seconds: no live daemon keeps a temporary link this long
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -25,6 +26,25 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getatt
 def hold(fd: int) -> None:
     """Mark what ``fd`` refers to as in use by this process, until the fd is closed."""
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def private_directory(prefix: str, directory: Optional[str] = None) -> Tuple[str, int]:
+    """A new directory ``<prefix><pid>-<random>`` (mode 0700) in ``directory`` (default: the
+    temporary directory), and a descriptor of it that holds it: no other daemon's sweep
+    removes it while this one lives. The caller closes the descriptor, then removes it."""
+    path = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    try:
+        hold(fd)
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path, fd
 
 
 def _unused(path: str, st: os.stat_result) -> bool:
