@@ -182,6 +182,7 @@ def test_the_package_has_no_import_cycles() -> None:
     ("rtun.daemon.storage", ("rtun.daemon.storage", "rtun.protocol")),
     ("rtun.daemon.actions", ("rtun.daemon.actions", "rtun.daemon.storage", "rtun.protocol")),
     ("rtun.client", ("rtun.client", "rtun.protocol", "rtun.paths", "rtun.errors")),
+    ("rtun.ssh", ("rtun.ssh", "rtun.protocol.peertext", "rtun.errors")),  # ssh, driven from one place
     ("rtun.client.pump", ("rtun.protocol", "rtun.paths", "rtun.errors")),
     ("rtun.client.sources", ("rtun.protocol", "rtun.errors")),
 ])
@@ -200,3 +201,27 @@ def test_the_daemon_imports_nothing_of_the_remote_client() -> None:
     for module, targets in graph.items():
         if module.startswith("rtun.daemon"):
             assert not [t for t in targets if t.startswith("rtun.client")], module
+
+
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def test_only_the_ssh_package_builds_ssh_command_lines() -> None:
+    """Every process that runs ssh gets its argv from rtun.ssh: nothing else spells the
+    options that make a master or a client of one."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        module = _module_name(path)
+        if module.startswith("rtun.ssh"):
+            continue
+        text = path.read_text()
+        for needle in ('"-M"', '"ControlMaster=', "'-M'", '"-S"', '"-O"'):
+            if needle in text:
+                offenders.append(f"{module}: {needle}")
+    assert offenders == []
