@@ -14,7 +14,7 @@ from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon
 
 NAMES = ["config", "daemon", "notifications", "opener", "save directory",
-         "ssh", "python3", "client", "~/.rtun", "stale sockets", "forward"]
+         "ssh", "python3", "client", "prompt", "~/.rtun", "stale sockets", "forward"]
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def test_the_host_is_named_in_the_document(laptop) -> None:
     document = json.loads(result.stdout)
     assert document["host"] == "srv" and document["ok"] is False
     names = [c["name"] for c in document["checks"]]
-    assert names[:5] == LOCAL_CHECKS and names[5:] == ["ssh", "python3", "client", "~/.rtun",
+    assert names[:5] == LOCAL_CHECKS and names[5:] == ["ssh", "python3", "client", "prompt", "~/.rtun",
                                                        "stale sockets", "forward"]
     assert all(sorted(check) == CHECK_KEYS for check in document["checks"])
 

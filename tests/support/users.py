@@ -40,7 +40,9 @@ def system_user(shell: str = "/bin/bash") -> Iterator[User]:
     if not os.path.exists(shell):
         pytest.skip(f"{shell} is not installed")
     name = f"rt{uuid.uuid4().hex[:10]}"
-    subprocess.run(["useradd", "--create-home", "--shell", shell, name], check=True, capture_output=True)
+    # "*": no password, but not locked (sshd refuses a locked account a key login).
+    subprocess.run(["useradd", "--create-home", "--shell", shell, "--password", "*", name], check=True,
+                   capture_output=True)
     try:
         yield User(name, Path(os.path.expanduser(f"~{name}")), shell)
     finally:

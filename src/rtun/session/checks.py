@@ -294,6 +294,7 @@ def remote_checks(conn: "Login", report: "Dict[str, str]", found: "Dict[str, str
                       Check("python3", FAIL, f"{version} on {host}: the client needs 3.9 or newer",
                             "install a newer python3 there"))
     checks.append(_client_check(host, found.get("clients", "")))
+    checks.append(_prompt_check(conn, report))
     fixed = " (it was not: rtun made it 0700)" if report.get("fixed") == "1" else ""
     if found.get("mode", "-") == "700" and found.get("mine") == "1":
         checks.append(Check("~/.rtun", OK, f"{conn.home}/.rtun is private (0700){fixed}"))
@@ -312,12 +313,31 @@ def _client_check(host: str, listed: str) -> Check:
     clients = [item.rpartition("=") for item in listed.split(";") if item]
     if not clients:
         return Check("client", FAIL, f"no rtun on {host}",
-                     f"`rtun install {host}` (or `pip install rtun` there)")
+                     f"`rtun install {host}` copies the single-file client there")
     path, _, version = clients[0]
     if version != __version__:
         return Check("client", WARN, f"{path} on {host} is {version if version != '-' else 'not runnable'}, "
                      f"here {__version__}", f"`rtun install {host}` puts {__version__} in ~/.rtun/bin")
     return Check("client", OK, f"rtun {version} at {path} on {host}")
+
+
+def _prompt_check(conn: "Login", report: "Dict[str, str]") -> Check:
+    """`rtun` where the user types it: at the prompt of an interactive `rtun ssh` login, with
+    the server's own profiles and rc files (which may set PATH afresh), not a command's PATH."""
+    host, shell = conn.host, report.get("shell", "") or "sh"
+    bindir = conn.home.rstrip("/") + "/.rtun/bin" if report.get("bin") == "1" else None
+    command, typed = remote.prompt_probe(shell, bindir)
+    done = conn.run(command, typed, timeout=30)
+    found = remote.prompt_found(done.stdout.decode("utf-8", "replace"))
+    name = shell.rsplit("/", 1)[-1]
+    if found is None:
+        said = peertext.last_line(done.stderr.decode("utf-8", "replace"))
+        return Check("prompt", WARN, f"could not start an interactive {name} login on {host}"
+                     + (f": {said}" if said else ""), "")
+    if not found:
+        return Check("prompt", FAIL, f"`rtun` is not found at the prompt of an `rtun ssh` login ({name}) on {host}",
+                     f"`rtun install {host}` puts it in ~/.rtun/bin, which `rtun ssh` logins find")
+    return Check("prompt", OK, f"`rtun` at the prompt of an `rtun ssh` login ({name}) on {host} is {found}")
 
 
 def _ping_check(host: str, found: "Dict[str, str]", forwarded: "Optional[str]",

@@ -172,8 +172,8 @@ def install(conn: "Login") -> "List[str]":
         lines = [f"upgraded rtun on {host} from {before} to {after}: {where}"]
     found, target = result.get("found", "-"), result.get("target", "")
     if found == "-":
-        lines.append(f"~/.rtun/bin is not on PATH on {host}; to type `rtun` there, run there: "
-                     f"{path_hint(result.get('shell', ''))}  (`rtun ssh HOST COMMAND` finds it anyway)")
+        lines.append(f"`rtun ssh {host}` logins find it at the prompt; for plain ssh logins too, "
+                     f"run there: {path_hint(result.get('shell', ''))}")
     elif found != target:
         lines.append(f"note: {found} comes first on PATH on {host}, before {TARGET}")
     return lines

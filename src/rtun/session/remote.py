@@ -14,7 +14,7 @@ from rtun.protocol import peertext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Optional
+    from typing import Dict, Optional, Tuple
 
 MARKER = "RTUN-PRELUDE"
 DONE = "RTUN-DONE"  # the control session's last word: the socket is removed
@@ -150,9 +150,10 @@ def quote(text: str, family: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def session_command(shell: str, socket: str, extra_path: "Optional[str]", command: "Optional[str]") -> str:
+def session_command(shell: str, socket: str, extra_path: "Optional[str]", command: "Optional[str]", *,
+                    login: str = 'exec "$SHELL" -l') -> str:
     """The command line of the session: RTUN_SOCK (and ``extra_path`` at the end of PATH) set in
-    the login shell, then the user's ``command`` as they typed it, or a login shell."""
+    the login shell, then the user's ``command`` as they typed it, or ``login``."""
     family = shell_family(shell)
     sock = quote(socket, family)
     if family == "fish":
@@ -164,7 +165,41 @@ def session_command(shell: str, socket: str, extra_path: "Optional[str]", comman
     else:
         line = f"RTUN_SOCK={sock}; export RTUN_SOCK; "
         line += f'PATH="$PATH":{quote(extra_path, family)}; export PATH; ' if extra_path else ""
-    return line + (command if command is not None else 'exec "$SHELL" -l')
+        if extra_path and command is None and shell.rsplit("/", 1)[-1].startswith("bash"):
+            line += _prompt_hook(quote(extra_path, family))
+    return line + (command if command is not None else login)
+
+
+PROMPT_MARK = "RTUN-AT-THE-PROMPT"
+
+
+def prompt_probe(shell: str, extra_path: "Optional[str]") -> "Tuple[str, bytes]":
+    """The command and the typed input that show what an interactive `rtun ssh` login finds at
+    its prompt: the session's own command line, its login shell interactive (profiles, rc
+    files and prompt hooks all run), reading a line that prints where ``rtun`` is."""
+    command = session_command(shell, "", extra_path, None, login='exec "$SHELL" -l -i')
+    typed = f"echo {PROMPT_MARK}; command -v rtun; echo {PROMPT_MARK}; exit\n"
+    return command, typed.encode()
+
+
+def prompt_found(output: str) -> "Optional[str]":
+    """Where the probe's shell found ``rtun`` ("" where it did not), or None if the probe did
+    not get that far."""
+    parts = output.split(PROMPT_MARK)
+    if len(parts) < 3:
+        return None
+    found = [line.strip() for line in parts[1].splitlines() if line.strip().startswith("/")]
+    return found[0] if found else ""
+
+
+def _prompt_hook(directory: str) -> str:
+    """bash's login reads /etc/profile, which on Debian and others sets PATH afresh: what was
+    added before ``exec "$SHELL" -l`` is gone at the prompt. PROMPT_COMMAND, which profiles leave
+    alone, puts ``directory`` back before the first prompt (and keeps it there), with no edit of
+    the server's rc files; a PROMPT_COMMAND of the session's own still runs after it."""
+    hook = f'case ":$PATH:" in *:{directory}:*) ;; *) PATH="$PATH":{directory} ;; esac'
+    return (f"PROMPT_COMMAND={quote(hook, 'posix')}\"${{PROMPT_COMMAND:+; $PROMPT_COMMAND}}\"; "
+            "export PROMPT_COMMAND; ")
 
 
 # ---- plain ssh ---------------------------------------------------------------------------------

@@ -81,11 +81,13 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
     inv = conn.inv
     local, starting = local_target()
     report = conn.prelude()
+    installed = False
     if "--install" in inv.rtun_flags:
         from rtun.session import installer
 
         for line in installer.install(conn):
             master.say(line)
+        installed = True
     try:
         sock = remote.session_socket(conn.home, laptop, report.get("host", ""), os.urandom(4).hex())
     except ValueError as exc:
@@ -106,7 +108,7 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
     extra: List[str] = []
     if command is None and not (inv.has("t") or inv.has("T")) and sys.stdin.isatty():
         extra = ["-t"]  # as plain ssh gives a login session a terminal
-    bindir = conn.home.rstrip("/") + "/.rtun/bin" if report.get("bin") == "1" else None
+    bindir = conn.home.rstrip("/") + "/.rtun/bin" if report.get("bin") == "1" or installed else None
     return conn.session(extra, remote.session_command(report.get("shell", ""), sock, bindir, command))
 
 
