@@ -13,6 +13,7 @@ from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection, PeerGone
 from rtun.daemon.handlers import Handlers
 from rtun.daemon.listener import Listener
+from rtun.daemon.services import Services
 from rtun.daemon.storage.leftovers import remove_leftovers
 from rtun.daemon.storage.tree import current_umask
 from rtun.protocol import wire
@@ -34,7 +35,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._connections: Dict["asyncio.Task[None]", Connection] = {}
         # Read now, not at import: a detached daemon has set its own umask by the time it runs.
-        self._handlers = Handlers(config, current_umask(), self.stop)
+        self.services = Services(config, current_umask())
+        self._handlers = Handlers(self.services, self.stop)
 
     async def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Serve until SIGTERM, SIGINT or a SHUTDOWN request, then stop gracefully."""
@@ -63,7 +65,7 @@ class Daemon:
                 await asyncio.wait_for(server.wait_closed(), timeout=5)
             except asyncio.TimeoutError:
                 log.warning("some connections did not close in time")
-            self._handlers.close()
+            self.services.close()
             self.listener.remove()
             log.info("stopped")
 
