@@ -10,7 +10,7 @@ import time
 from typing import Callable, Dict, Optional
 
 from rtun.daemon.config import Config
-from rtun.daemon.connection import Connection, PeerGone
+from rtun.daemon.connection import Connection, PeerGone, SpareBuffers
 from rtun.daemon.handlers import Handlers
 from rtun.daemon.listener import Listener
 from rtun.daemon.services import Services
@@ -34,6 +34,7 @@ class Daemon:
         self.listener = listener
         self._stop = asyncio.Event()
         self._connections: Dict["asyncio.Task[None]", Connection] = {}
+        self._spare = SpareBuffers(max(config.max_uploads, 1))  # large buffers kept between uploads
         # Read now, not at import: a detached daemon has set its own umask by the time it runs.
         self.services = Services(config, current_umask())
         self._handlers = Handlers(self.services, self.stop)
@@ -44,7 +45,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         server = await loop.create_unix_server(
-            lambda: Connection(self.config.idle_timeout, self._start_serving, self.config.min_rate),
+            lambda: Connection(self.config.idle_timeout, self._start_serving, self.config.min_rate, self._spare),
             sock=self.listener.sock
         )
         log.info(
