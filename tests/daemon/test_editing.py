@@ -92,7 +92,7 @@ def serve(short_tmp: Path, monkeypatch) -> Iterator[Callable[..., None]]:
 
         async def main() -> None:
             daemon = Daemon(config, bind(config.socket))
-            daemon._handlers._notifier = notes  # type: ignore[assignment]
+            daemon.services._notifier = notes  # type: ignore[assignment]
             running = asyncio.ensure_future(daemon.run())
             loop = asyncio.get_running_loop()
             served = Served(Path(config.socket), control, tmp, notes,

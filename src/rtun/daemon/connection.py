@@ -3,7 +3,9 @@
 The connection is an asyncio BufferedProtocol whose buffer is the Receiver's own: the kernel
 copies data straight into it, and file data reaches storage as views of it, so a large
 transfer costs no copies in Python. No read waits forever: the daemon's watchdog aborts a
-connection that has kept one wait going for longer than ``timeout``.
+connection that has kept one wait going for longer than ``timeout``. No reply waits forever
+either: one of whose bytes none has left the transport's buffer for ``timeout`` ends the
+connection, whatever the client sends meanwhile (bytes that arrive are no sign it reads).
 """
 
 from __future__ import annotations
@@ -24,13 +26,25 @@ class PeerGone(Exception):
 
 
 COALESCE_DELAY = 0.02  # seconds file data may wait in the buffer for more to write it with
+QUIET_DELAY = 0.5  # seconds a connection between uploads keeps its large buffer: a RANGE's next
+# one is usually on its way (giving it back and taking it again costs 0.5 ms of page faults)
 RATE_GRACE = 30.0  # seconds of an upload (at most a quarter of the idle timeout) before its
 # average rate is held to the minimum
 
 
+class SpareBuffers:
+    """How many connections between uploads may keep their large receive buffer for QUIET_DELAY
+    (the rest give it back at once): what idle connections cost stays bounded whatever peers
+    send."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+
 class Connection(asyncio.BufferedProtocol):
     def __init__(self, timeout: float, on_connect: Callable[["Connection"], None],
-                 min_rate: float = 0.0) -> None:
+                 min_rate: float = 0.0, spare: Optional[SpareBuffers] = None) -> None:
         self.timeout = timeout
         self.min_rate = min_rate
         self.receiver = Receiver()
@@ -50,6 +64,14 @@ class Connection(asyncio.BufferedProtocol):
         self._received_at = 0.0  # when bytes last came that did not wake the wait
         self._late_wake: Optional[asyncio.TimerHandle] = None  # for data that stops coming
         self._timed_out = ""  # why the watchdog ended the connection
+        self._sending = False  # the handler waits for room to write: only the write's progress counts
+        self._written = 0  # bytes handed to the transport
+        self._sent_seen = 0  # ... of which had left its buffer when progress was last seen
+        self._sent_at = 0.0  # ... at this time
+        self._linger: Optional[asyncio.TimerHandle] = None  # after close(): replies still unread
+        self._spare = spare
+        self._large = False  # the receiver may hold its upload buffer
+        self._give_back: Optional[asyncio.TimerHandle] = None  # ... until then, holding a spare
         self.ranged_file: Optional[object] = None  # the RANGES file this connection opened or joined
 
     @property
@@ -94,6 +116,10 @@ class Connection(asyncio.BufferedProtocol):
         if self._late_wake is not None:
             self._late_wake.cancel()
             self._late_wake = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._shrink()
         self._wake()
 
     def pause_writing(self) -> None:
@@ -124,7 +150,29 @@ class Connection(asyncio.BufferedProtocol):
     def accept(self) -> "Tuple[bytes, Optional[FileStart]]":
         """READY for the upload being decided; its rate is measured from here."""
         self._upload_bytes, self._upload_waited = 0, 0.0
+        self._large = True
         return self.receiver.accept()
+
+    def _quiet(self) -> None:
+        """Waiting for the peer between uploads: the large buffer goes back soon, or at once
+        when enough quiet connections hold one."""
+        spare = self._spare
+        if self._give_back is not None:
+            return
+        if spare is not None and spare.held < spare.limit:
+            spare.held += 1
+            self._give_back = asyncio.get_running_loop().call_later(QUIET_DELAY, self._shrink)
+        else:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        if self._give_back is not None:
+            self._give_back.cancel()
+            self._give_back = None
+            assert self._spare is not None
+            self._spare.held -= 1
+        if self._large and not self.receiver.in_upload and self.receiver.shrink():
+            self._large = False
 
     async def next_event(self) -> ReceivedEvent:
         """The receiver's next event; waits for bytes as long as it needs them."""
@@ -140,6 +188,8 @@ class Connection(asyncio.BufferedProtocol):
             if self._reading_paused and self._transport is not None and not self.receiver.buffer_full:
                 self._reading_paused = False
                 self._transport.resume_reading()
+            if self._large and not self.receiver.in_upload:
+                self._quiet()
             await self._wait()
 
     async def drain(self, limit: int, seconds: float, quiet: float = 0.5) -> int:
@@ -167,13 +217,33 @@ class Connection(asyncio.BufferedProtocol):
     def _lost(self, what: str) -> PeerGone:
         return PeerGone(self._timed_out or what)
 
+    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
+        if not transport.get_write_buffer_size():  # a wait for the client to read starts now
+            self._sent_seen, self._sent_at = self._written, time.monotonic()
+        transport.write(data)
+        self._written += len(data)
+
+    def _write_stalled(self, now: float) -> bool:
+        """Bytes wait in the transport's buffer, and none has left it for ``timeout``."""
+        transport = self._transport
+        pending = transport.get_write_buffer_size() if transport is not None else 0
+        sent = self._written - pending
+        if not pending or sent != self._sent_seen:
+            self._sent_seen, self._sent_at = sent, now
+            return False
+        return now - self._sent_at > self.timeout
+
     async def send(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise self._lost("cannot reply: the connection is closed")
-        transport.write(data)
-        while self._writing_paused and not transport.is_closing():
-            await self._wait()
+        self._write(transport, data)
+        self._sending = True
+        try:
+            while self._writing_paused and not transport.is_closing():
+                await self._wait()
+        finally:
+            self._sending = False
         if transport.is_closing() and self._timed_out:
             raise self._lost("cannot reply")
 
@@ -185,9 +255,15 @@ class Connection(asyncio.BufferedProtocol):
             pass
 
     def expire_if_silent(self, now: float) -> None:
-        """Abort the connection if its current read or write has waited past the timeout, or
-        if its upload trickles: a few hundred of those would otherwise hold every slot."""
-        if self._waiting_since is None:
+        """Abort the connection if a reply has made no progress, or its current read has waited,
+        for longer than the timeout, or if its upload trickles: a few hundred of those would
+        otherwise hold every slot. A quiet connection gives back its large receive buffer."""
+        if self._write_stalled(now):
+            self._expire(f"no byte of the reply was read for {self.timeout:.0f} s", say=False)
+            return
+        if self._large and self._give_back is None:  # quiet, or waiting for a transfer slot
+            self._shrink()
+        if self._waiting_since is None or self._sending:
             return
         if now - max(self._waiting_since, self._received_at) > self.timeout:
             self._expire("idle timeout", say=False)  # as v1 daemons do: no reply
@@ -200,18 +276,32 @@ class Connection(asyncio.BufferedProtocol):
         self._timed_out = why
         self.receiver.receive_eof()
         if say and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(wire.error(wire.E_BUSY, why))  # sent now if the socket has room
+            self._write(self._transport, wire.error(wire.E_BUSY, why))  # sent now if the socket has room
         self.kill()
 
     def abort(self, data: bytes) -> None:
         """Send a last line without waiting for the peer to read it, and close."""
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+            self._write(self._transport, data)
         self.close()
 
     def close(self) -> None:
+        """Close once the replies are sent; a client that stops reading them gets ``timeout``."""
         if self._transport is not None:
             self._transport.close()
+            if self._transport.get_write_buffer_size() and self._linger is None:
+                self._linger = asyncio.get_running_loop().call_later(self._linger_interval, self._check_linger)
+
+    @property
+    def _linger_interval(self) -> float:
+        return max(0.05, min(self.timeout / 4, 5.0))  # the watchdog's, which no longer sees it
+
+    def _check_linger(self) -> None:
+        self._linger = None
+        if self._write_stalled(time.monotonic()):
+            self.kill()
+        elif self._transport is not None and self._transport.get_write_buffer_size():
+            self._linger = asyncio.get_running_loop().call_later(self._linger_interval, self._check_linger)
 
     def kill(self) -> None:
         """Close at once, dropping replies not yet sent."""

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from typing import TYPE_CHECKING, Optional, Set
+from typing import Optional
 
-from rtun.daemon.actions.edit import Closed, EditFile, Editors, OpenEdit, Save, Skipped
+from rtun.daemon.actions.edit import Closed, OpenEdit, Save, Skipped
 from rtun.daemon.connection import Connection, PeerGone
 from rtun.daemon.receiving import receive
+from rtun.daemon.services import Services
 from rtun.protocol import wire
 from rtun.protocol.receiver import CLOSED, Upload
 from rtun.protocol.wire import Rejected
-
-if TYPE_CHECKING:
-    from rtun.daemon.handlers import Handlers
 
 log = logging.getLogger("rtun.daemon")
 
@@ -35,29 +32,17 @@ IDLE_SECONDS = 30.0  # an "idle" answer after this long without news: the client
 NOTE_CHARS = 300  # of a client's message shown in a notification
 TITLE = "rtun edit"
 
-_actions: "weakref.WeakKeyDictionary[Handlers, Editors]" = weakref.WeakKeyDictionary()
-_notes: "Set[asyncio.Future[None]]" = set()  # notifications in flight, kept from collection
 
-
-def _editors(handlers: "Handlers") -> Editors:
-    editors = _actions.get(handlers)
-    if editors is None:
-        c = handlers.config
-        editors = _actions[handlers] = Editors(c.edit_editor, c.edit_max_bytes, c.edit_max_open,
-                                               handlers.umask, c.min_free_bytes)
-    return editors
-
-
-async def edit_session(handlers: "Handlers", conn: Connection, upload: Upload) -> None:
+async def edit_session(services: Services, conn: Connection, upload: Upload) -> None:
     request = upload.request
     assert isinstance(request, wire.Edit)
-    editors = _editors(handlers)
+    editors = services.editors()
     command = editors.check(request)
-    handlers._may_upload(conn)
-    handlers._limited(handlers._view_limit, conn, "files opened")  # each EDIT starts an editor
+    services.may_upload(conn)
+    services.opens_program(conn)  # each EDIT starts an editor
     target = editors.begin(request)
     try:
-        async with handlers._slot():  # the upload only: an edit may stay open for hours
+        async with services.slot():  # the upload only: an edit may stay open for hours
             await receive(conn, target)
         edit = await editors.start(target, command)
     except BaseException:
@@ -67,7 +52,7 @@ async def edit_session(handlers: "Handlers", conn: Connection, upload: Upload) -
     ended = "the connection to the server was lost"
     try:
         await conn.send(conn.receiver.reply())
-        ended = await _exchange(handlers, conn, edit)
+        ended = await _exchange(services, conn, edit)
     except asyncio.CancelledError:  # the daemon is stopping: say so, as the last line
         ended = "the daemon stopped"
         conn.abort(wire.error(wire.E_BUSY, f"the rtun daemon on your computer stopped: the edit "
@@ -80,11 +65,11 @@ async def edit_session(handlers: "Handlers", conn: Connection, upload: Upload) -
         still_open = edit.end()
         log.info("edit of %s ended: %s", edit.name, ended)
         if still_open:
-            _tell(handlers, f"The edit of {edit.name} ended ({ended}): saves in the editor no "
+            services.tell(TITLE, f"The edit of {edit.name} ended ({ended}): saves in the editor no "
                   "longer reach the server.")
 
 
-async def _exchange(handlers: "Handlers", conn: Connection, edit: OpenEdit) -> str:
+async def _exchange(services: Services, conn: Connection, edit: OpenEdit) -> str:
     """EDITWAIT after EDITWAIT until the editor closes; returns how the edit ended."""
     due: Optional[int] = None  # the save whose result the next EDITWAIT reports
     while True:
@@ -93,7 +78,7 @@ async def _exchange(handlers: "Handlers", conn: Connection, edit: OpenEdit) -> s
             raise PeerGone("the client closed the connection during an edit")
         if not isinstance(event, wire.EditWait):
             raise Rejected(wire.E_BAD_REQUEST, "an edit takes only EDITWAIT until its editor closes")
-        _result(handlers, edit, event, due)
+        _result(services, edit, event, due)
         change = await edit.next_change(IDLE_SECONDS)
         due = None
         if change is None:
@@ -106,7 +91,7 @@ async def _exchange(handlers: "Handlers", conn: Connection, edit: OpenEdit) -> s
                 await conn.send(piece)
         elif isinstance(change, Skipped):
             log.warning("edit of %s: change %d not sent: %s", edit.name, change.seq, change.reason)
-            _tell(handlers, change.reason)
+            services.tell(TITLE, change.reason)
             await conn.send(conn.receiver.reply(
                 data={"event": "skipped", "seq": change.seq, "message": change.reason}))
         else:
@@ -116,7 +101,7 @@ async def _exchange(handlers: "Handlers", conn: Connection, edit: OpenEdit) -> s
             return f"the editor closed (status {change.status})"
 
 
-def _result(handlers: "Handlers", edit: OpenEdit, wait: wire.EditWait, due: Optional[int]) -> None:
+def _result(services: Services, edit: OpenEdit, wait: wire.EditWait, due: Optional[int]) -> None:
     """What became of the last save on the server; the one order the client may keep."""
     if due is None:
         if wait.result:
@@ -128,25 +113,10 @@ def _result(handlers: "Handlers", edit: OpenEdit, wait: wire.EditWait, due: Opti
         log.info("edit of %s: save %d written on the server", edit.name, due)
     elif wait.result == "conflict":
         log.info("edit of %s: save %d refused on the server: the file changed there", edit.name, due)
-        _tell(handlers, f"{edit.name} was not saved on the server: the file changed there since "
+        services.tell(TITLE, f"{edit.name} was not saved on the server: the file changed there since "
               "it was opened or last saved. Your text is still in the editor.")
     else:
         log.info("edit of %s: save %d could not be written on the server", edit.name, due)
         said = " ".join(wait.message.split())[:NOTE_CHARS]
-        _tell(handlers, f"{edit.name} was not saved on the server" + (f": {said}" if said else "."))
+        services.tell(TITLE, f"{edit.name} was not saved on the server" + (f": {said}" if said else "."))
 
-
-def _tell(handlers: "Handlers", body: str) -> None:
-    """A notification for the user at this computer, without holding up the edit."""
-
-    async def show() -> None:
-        try:
-            await handlers._notifier_action().notify(TITLE, body)
-        except Rejected as exc:
-            log.info("could not show a notification about an edit: %s", exc.text)
-        except Exception:  # a broken notification must not end an edit
-            log.exception("could not show a notification about an edit")
-
-    task = asyncio.ensure_future(show())
-    _notes.add(task)
-    task.add_done_callback(_notes.discard)

@@ -10,9 +10,10 @@ import time
 from typing import Callable, Dict, Optional
 
 from rtun.daemon.config import Config
-from rtun.daemon.connection import Connection, PeerGone
+from rtun.daemon.connection import Connection, PeerGone, SpareBuffers
 from rtun.daemon.handlers import Handlers
 from rtun.daemon.listener import Listener
+from rtun.daemon.services import Services
 from rtun.daemon.storage.leftovers import remove_leftovers
 from rtun.daemon.storage.tree import current_umask
 from rtun.protocol import wire
@@ -33,8 +34,10 @@ class Daemon:
         self.listener = listener
         self._stop = asyncio.Event()
         self._connections: Dict["asyncio.Task[None]", Connection] = {}
+        self._spare = SpareBuffers(max(config.max_uploads, 1))  # large buffers kept between uploads
         # Read now, not at import: a detached daemon has set its own umask by the time it runs.
-        self._handlers = Handlers(config, current_umask(), self.stop)
+        self.services = Services(config, current_umask())
+        self._handlers = Handlers(self.services, self.stop)
 
     async def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
         """Serve until SIGTERM, SIGINT or a SHUTDOWN request, then stop gracefully."""
@@ -42,7 +45,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         server = await loop.create_unix_server(
-            lambda: Connection(self.config.idle_timeout, self._start_serving, self.config.min_rate),
+            lambda: Connection(self.config.idle_timeout, self._start_serving, self.config.min_rate, self._spare),
             sock=self.listener.sock
         )
         log.info(
@@ -63,7 +66,7 @@ class Daemon:
                 await asyncio.wait_for(server.wait_closed(), timeout=5)
             except asyncio.TimeoutError:
                 log.warning("some connections did not close in time")
-            self._handlers.close()
+            self.services.close()
             self.listener.remove()
             log.info("stopped")
 

@@ -244,6 +244,14 @@ class Receiver:
         self._buffer, self._view = buffer, memoryview(buffer)
         self._start, self._end = 0, unread
 
+    def shrink(self) -> bool:
+        """Back to the small buffer (unread bytes kept) if between uploads, as a pump asks when
+        its connection falls quiet; False inside one."""
+        if self.state not in (IDLE, DECIDING) or self._queued:
+            return False
+        self._resize(self._idle_size)
+        return True
+
     def _make_room(self) -> None:
         """Start again at the front once everything is read; move a partial line there when the
         buffer is full. Views handed out earlier are dead by now (next_event was called)."""

@@ -1,0 +1,183 @@
+"""What every request handler shares: the actions (made on first use), the rate limits, the
+upload slots, the ``[actions]`` policy and the notification coalescer.
+
+One Services object lives as long as the daemon; the handler table and the edit session are
+handed it, so neither reaches into the other. Actions are imported and made on first use: the
+daemon starts small and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, AsyncIterator, Optional, Set
+
+from rtun.daemon.actions.files import Uploads
+from rtun.daemon.actions.ranges import RangedFiles
+from rtun.daemon.actions.ratelimit import RateLimit
+from rtun.daemon.config import Config
+from rtun.daemon.connection import Connection
+from rtun.protocol import wire
+from rtun.protocol.wire import Rejected
+
+if TYPE_CHECKING:
+    from rtun.daemon.actions.browser import Browser
+    from rtun.daemon.actions.clipboard import Clipboard
+    from rtun.daemon.actions.edit import Editors
+    from rtun.daemon.actions.notify import Notifier
+    from rtun.daemon.actions.view import Viewer
+
+log = logging.getLogger("rtun.daemon")
+
+
+class Services:
+    def __init__(self, config: Config, umask: int) -> None:
+        self.config = config
+        self.umask = umask
+        self.uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
+        self.ranged = RangedFiles(self.uploads.save_dir, self.uploads.space, umask)
+        self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
+        self.notify_limit = RateLimit(config.notify_rate, config.notify_burst)
+        # Files viewed, pages opened and edits started share one rate: each starts a program.
+        self.view_limit = RateLimit(config.view_rate, config.view_burst)
+        self.clipboard_limit = RateLimit(config.view_rate * 5, config.view_burst * 2)
+        self._notifier: Optional[Notifier] = None
+        self._viewer: Optional[Viewer] = None
+        self._browser: Optional[Browser] = None
+        self._clipboard: Optional[Clipboard] = None
+        self._editors: Optional[Editors] = None
+        self._coalesced = 0  # notifications that came too fast, shown as one later
+        self._summary: Optional[asyncio.TimerHandle] = None
+        self._notes: "Set[asyncio.Future[None]]" = set()  # notifications in flight, kept from collection
+
+    def close(self) -> None:
+        self.ranged.close()
+        self.uploads.close()  # the storage helper threads finish what they write, then end
+        if self._summary is not None:
+            self._summary.cancel()
+        if self._viewer is not None:
+            self._viewer.close()
+
+    # ---- the [actions] policy, slots and rate limits ------------------------------------------
+
+    def check_allowed(self, action: str) -> None:
+        """``ERROR 116`` naming the setting, unless ``[actions] action`` is on."""
+        if getattr(self.config, f"allow_{action}"):
+            return
+        if action == "paste":
+            why = ("paste is off unless you turn it on: anyone with root on a server you log in to "
+                   "could read your clipboard ([actions] paste = true in the config file of rtun on "
+                   "your computer turns it on)")
+        else:
+            why = (f"{action} is turned off on your computer ([actions] {action} = true in the "
+                   "config file of rtun there turns it on)")
+        raise Rejected(wire.E_DENIED, why)
+
+    @staticmethod
+    def may_upload(conn: Connection) -> None:
+        if conn.control_only:
+            raise Rejected(wire.E_BUSY, "too many connections busy with transfers: only ping and notify now")
+
+    @staticmethod
+    def limited(limit: RateLimit, conn: object, what: str) -> None:
+        if not limit.allow(conn):
+            raise Rejected(wire.E_BUSY, f"too many {what} in a short time: try again in {limit.wait(conn):.0f} s")
+
+    def opens_program(self, conn: object) -> None:
+        """A turn of the one rate that VIEW, OPEN and EDIT share, worded the same for each."""
+        self.limited(self.view_limit, conn, "files opened (views, pages and edits together)")
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of max_uploads transfer slots (the rest wait their turn: memory stays bounded),
+        waited for no longer than a silent connection may last. Replies go after it is
+        released: a client that does not read them must not hold it."""
+        try:
+            await asyncio.wait_for(self._upload_slots.acquire(), self.config.idle_timeout)
+        except asyncio.TimeoutError:
+            raise Rejected(wire.E_BUSY, "every transfer slot stayed busy: try again later") from None
+        try:
+            yield
+        finally:
+            self._upload_slots.release()
+
+    # ---- actions, made on first use -------------------------------------------------------------
+
+    def notifier(self) -> "Notifier":
+        if self._notifier is None:
+            from rtun.daemon.actions.notify import Notifier
+
+            self._notifier = Notifier(self.config.notify_max_chars)
+        return self._notifier
+
+    def viewer(self) -> "Viewer":
+        if self._viewer is None:
+            from rtun.daemon.actions.view import Viewer
+
+            c = self.config
+            self._viewer = Viewer(c.view_opener, c.view_allow_types, c.view_max_age, self.umask,
+                                  c.min_free_bytes)
+        return self._viewer
+
+    def browser(self) -> "Browser":
+        if self._browser is None:
+            from rtun.daemon.actions.browser import Browser
+
+            self._browser = Browser(self.config.open_browser)
+        return self._browser
+
+    def clipboard(self) -> "Clipboard":
+        if self._clipboard is None:
+            from rtun.daemon.actions.clipboard import Clipboard
+
+            c = self.config
+            self._clipboard = Clipboard(c.clipboard_copy, c.clipboard_paste, c.clipboard_max_bytes)
+        return self._clipboard
+
+    def editors(self) -> "Editors":
+        if self._editors is None:
+            from rtun.daemon.actions.edit import Editors
+
+            c = self.config
+            self._editors = Editors(c.edit_editor, c.edit_max_bytes, c.edit_max_open, self.umask,
+                                    c.min_free_bytes)
+        return self._editors
+
+    # ---- notifications ------------------------------------------------------------------------
+
+    async def notify(self, conn: object, title: str, body: str) -> None:
+        """A peer's notification, within its rate; a burst is counted and shown as one later."""
+        notifier = self.notifier()
+        if self.notify_limit.allow(conn):
+            await notifier.notify(title, body)
+            return
+        self._coalesced += 1
+        if self._summary is None:
+            delay = max(self.notify_limit.daemon.wait(), 1.0)
+            self._summary = asyncio.get_running_loop().call_later(delay, self._show_summary)
+
+    def _show_summary(self) -> None:
+        self._summary = None
+        count, self._coalesced = self._coalesced, 0
+        if not count:
+            return
+        log.info("%d notifications came too fast and were coalesced into one", count)
+        self.notify_limit.daemon.take()
+        self.tell("rtun", f"{count} more notifications came too fast to show")
+
+    def tell(self, title: str, body: str) -> None:
+        """A notification of the daemon's own for the user here, without holding anyone up."""
+
+        async def show() -> None:
+            try:
+                await self.notifier().notify(title, body)
+            except Rejected as exc:
+                log.info("could not show a notification: %s", exc.text)
+            except Exception:  # a broken notification must not end what it reports on
+                log.exception("could not show a notification")
+
+        task = asyncio.ensure_future(show())
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
+
