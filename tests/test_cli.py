@@ -13,7 +13,8 @@ import pytest
 
 from rtun import __version__
 from rtun.cli import COMMANDS, full_parser, load, main, parse
-from rtun.command import Command, printable
+from rtun.command import Command
+from rtun.protocol import peertext
 from support.rtun import run_rtun
 from support.v1peer import V1Peer
 
@@ -178,5 +179,5 @@ def test_the_daemons_version_is_shown_never_obeyed(remote_home, short_tmp) -> No
 
 
 def test_printable_escapes_what_a_terminal_would_act_on() -> None:
-    assert printable("plain caf\u00e9 \u4e2d") == "plain caf\u00e9 \u4e2d"
-    assert printable("a\x1b[2Jb\x07\u202ec\x85\n") == "a\\x1b[2Jb\\x07\\u202ec\\x85\\n"
+    assert peertext.escaped("plain caf\u00e9 \u4e2d") == "plain caf\u00e9 \u4e2d"
+    assert peertext.escaped("a\x1b[2Jb\x07\u202ec\x85\n") == "a\\x1b[2Jb\\x07\\u202ec\\x85\\n"

@@ -94,9 +94,9 @@ class _Version(argparse.Action):
         print(f"rtun {__version__}", flush=True)  # first, whatever the daemon takes to answer
         daemon = _daemon_version()
         if daemon is not None:
-            from rtun.command import printable
+            from rtun.protocol import peertext
 
-            print(f"daemon {printable(daemon)}")
+            print(f"daemon {peertext.escaped(daemon)}")
         raise _Exit(0)
 
 
@@ -239,9 +239,9 @@ def main(argv: "Optional[Sequence[str]]" = None) -> int:
     except _Exit as done:
         return done.status
     except RtunError as exc:
-        from rtun.command import printable  # a daemon's text is shown, never obeyed by the terminal
+        from rtun.protocol import peertext  # a daemon's text is shown, never obeyed by the terminal
 
-        print(f"{prefix}: {printable(exc.message)}", file=sys.stderr)
+        print(f"{prefix}: {peertext.escaped(exc.message, peertext.PATH_LIMIT)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)

@@ -70,10 +70,3 @@ def print_json(document: "Dict[str, object]") -> None:
 
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
-
-def printable(text: str) -> str:
-    """What the daemon sends, shown and never obeyed: :func:`rtun.protocol.peertext.escaped`,
-    with room for a whole path (`rtun send` prints where each file was saved)."""
-    from rtun.protocol import peertext
-
-    return peertext.escaped(text, limit=8192)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rtun.protocol import peertext
 from rtun.tunnel import registry
 
 MID = "0123456789abcdef0123456789abcdef"
@@ -128,6 +129,6 @@ def test_a_missing_registry_is_empty_and_an_unreadable_one_is_a_problem(tmp_path
 
 
 def test_printable_escapes_everything_a_terminal_would_act_on() -> None:
-    assert registry.printable("plain text ~") == "plain text ~"
-    assert registry.printable("a\nb\x1b[2J\u202e\\\udcff") == "a\\nb\\x1b[2J\\u202e\\\\\\udcff"
-    assert registry.printable("x" * 300, 10) == "x" * 10 + "..."
+    assert peertext.ascii_escaped("plain text ~") == "plain text ~"
+    assert peertext.ascii_escaped("a\nb\x1b[2J\u202e\\\udcff") == "a\\nb\\x1b[2J\\u202e\\\\\\udcff"
+    assert peertext.ascii_escaped("x" * 300, 10) == "x" * 10 + "..."

@@ -38,11 +38,6 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-def _printable(text: object, limit: int = 500) -> str:
-    """Text from the daemon as one line without controls (it reaches a terminal)."""
-    return peertext.one_line(text, limit)
-
-
 def _reason(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
@@ -299,9 +294,9 @@ def _follow(conn: "ClientConnection", target: ServerFile, *, quiet: bool) -> int
         elif event == "skipped":
             changes += 1
             refused += 1
-            _say(f"not saved: {_printable(data.get('message')) or 'the daemon did not send a save back'}")
+            _say(f"not saved: {peertext.one_line(data.get('message')) or 'the daemon did not send a save back'}")
         elif event == "closed":
-            note = _printable(data.get("message"))
+            note = peertext.one_line(data.get("message"))
             if note:
                 _say(note)
             return refused

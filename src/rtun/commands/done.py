@@ -12,7 +12,8 @@ import argparse
 import sys
 import time
 
-from rtun.command import Command, printable, socket_option
+from rtun.command import Command, socket_option
+from rtun.protocol import peertext
 from rtun.errors import RtunError, UsageError
 
 TYPE_CHECKING = False
@@ -198,7 +199,7 @@ def _notify(args: argparse.Namespace, command: "Optional[str]", code: int,
     try:
         requests.notify(args.socket, title, body)
     except RtunError as exc:
-        print(f"rtun done: warning: no notification: {printable(exc.message)}", file=sys.stderr)
+        print(f"rtun done: warning: no notification: {peertext.escaped(exc.message)}", file=sys.stderr)
     except (OSError, KeyboardInterrupt) as exc:  # the exit code is the command's, always
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else exc.strerror or exc
         print(f"rtun done: warning: no notification: {reason}", file=sys.stderr)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtun.command import Command, json_option, print_json, printable, socket_option
+from rtun.command import Command, json_option, print_json, socket_option
+from rtun.protocol import peertext
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +32,12 @@ def _run(args: argparse.Namespace) -> int:
                           resume=args.resume)
     result = upload.send(args.paths, args.to, options=options, quiet=args.quiet)
     for warning in result.warnings:
-        print(f"rtun send: warning: {printable(warning)}", file=sys.stderr)
+        print(f"rtun send: warning: {peertext.escaped(warning, peertext.PATH_LIMIT)}", file=sys.stderr)
     if args.json:  # with -q too: -q is about the terminal, the document is for a script
         print_json({"saved": result.saved, "warnings": result.warnings})
     elif not args.quiet:
         for path in result.saved:
-            print(printable(path))
+            print(peertext.escaped(path, peertext.PATH_LIMIT))
     return 0
 
 

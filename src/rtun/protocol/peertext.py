@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import List
 
 LIMIT = 300  # characters of output, before the "..." that says the text was cut
+PATH_LIMIT = 8192  # ... where the text is a whole path (where `rtun send` saved a file)
 MORE = "..."
 
 

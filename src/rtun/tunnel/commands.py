@@ -13,6 +13,7 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from rtun.command import Command, json_option, print_json
 from rtun.errors import UsageError
+from rtun.protocol import peertext
 from rtun.tunnel import connect as machines
 from rtun.ssh import argv as sshargv
 from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service
@@ -145,7 +146,7 @@ def _run_authorize(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     name = args.name or identity.default_name()
     if not registry.valid(registry.NAME_RE, name):
-        raise UsageError(f"--name {registry.quoted(name)}: use letters, digits, '.', '_' and '-'")
+        raise UsageError(f"--name {peertext.quoted(name)}: use letters, digits, '.', '_' and '-'")
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port")
     mid = identity.machine_id(args.machine_id)

@@ -77,7 +77,7 @@ def load(ssh: Optional[List[str]], via: Optional[str], directory: str, probe: bo
             try:
                 files = relay.Relay(master.run, directory).list()
             except relay.RelayError as exc:
-                raise RegistryUnreachableError(f"cannot list {registry.quoted(directory)} on {via}: "
+                raise RegistryUnreachableError(f"cannot list {peertext.quoted(directory)} on {via}: "
                                                f"{exc.message}") from None
             entries, bad = registry.parse_files(files.files)
             # A port nothing listens on is down: no need to probe it (when the relay could say).
@@ -109,7 +109,7 @@ def table(listing: Listing, now: Optional[float] = None) -> str:
     for e in listing.entries:
         row = (names[e.machine_id], str(e.port), e.user, format_age(e.age(now)),
                status(e, listing.live.get(e.machine_id, False)), e.os)
-        rows.append(tuple(registry.printable(cell) for cell in row))  # validated; and never a split row
+        rows.append(tuple(peertext.ascii_escaped(cell) for cell in row))  # validated; and never a split row
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -124,18 +124,18 @@ def find(entries: Sequence[registry.Entry], name: str) -> registry.Entry:
         return by_alias[0]
     if len(by_alias) > 1:
         ids = ", ".join(sorted(e.machine_id for e in by_alias))
-        raise UnknownMachineError(f"several machines are called {registry.quoted(name)}: "
+        raise UnknownMachineError(f"several machines are called {peertext.quoted(name)}: "
                                   f"name one by its machine id ({ids})")
     by_name = [e for e in entries if e.name.lower() == wanted]
     if len(by_name) > 1:
         choices = ", ".join(sorted(names[e.machine_id] for e in by_name))
-        raise UnknownMachineError(f"several machines are named {registry.quoted(name)}: "
+        raise UnknownMachineError(f"several machines are named {peertext.quoted(name)}: "
                                   f"use one of {choices}")
     by_id = [e for e in entries if len(wanted) >= 4 and e.machine_id.startswith(wanted)]
     if len(by_id) == 1:
         return by_id[0]
     known = ", ".join(sorted(names.values())[:50]) or "none"
-    raise UnknownMachineError(f"no machine named {registry.quoted(name)} in the registry "
+    raise UnknownMachineError(f"no machine named {peertext.quoted(name)} in the registry "
                               f"(known: {known})")
 
 

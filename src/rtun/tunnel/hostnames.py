@@ -16,6 +16,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from rtun.errors import UsageError
+from rtun.protocol import peertext
 from rtun.tunnel import registry
 
 SUFFIX = ".rtun"
@@ -29,7 +30,7 @@ VIA_RE = re.compile(f"{_HOP}(?:,{_HOP}){{0,7}}")
 def check_via(via: Optional[str]) -> Optional[str]:
     """``--via``: one or more ssh hops, nothing that ssh_config or ssh's argv could misread."""
     if via is not None and not registry.valid(VIA_RE, via):
-        raise UsageError(f"--via {registry.quoted(via)} is not an ssh destination "
+        raise UsageError(f"--via {peertext.quoted(via)} is not an ssh destination "
                          "([user@]host[:port], hops separated by commas)")
     return via
 

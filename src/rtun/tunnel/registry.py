@@ -166,20 +166,9 @@ def parse_entry(raw: bytes) -> Entry:
     return entry
 
 
-def printable(text: str, limit: int = 200) -> str:
-    """``text`` fit for one line on a terminal (registry text is ASCII: all else escaped)."""
-    return peertext.ascii_escaped(text, limit)
-
-
-def quoted(text: str) -> str:
-    """``text`` in quotes for a one-line message: what a user typed, or a peer sent, shown as is
-    but escaped."""
-    return peertext.quoted(text, 200)
-
-
 def safe_label(name: str) -> str:
     """A file name fit to print in a one-line message, whatever bytes it holds."""
-    return printable(name, 80)
+    return peertext.ascii_escaped(name, 80)
 
 
 @dataclass

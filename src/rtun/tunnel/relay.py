@@ -79,7 +79,7 @@ def parse_reply(stdout: bytes) -> Optional[Reply]:
     status, _, detail = line[len(STATUS):].decode("ascii", "replace").partition(": ")
     if status not in ("ok", "refused", "failed"):
         return None
-    return Reply(status, registry.printable(detail), body)
+    return Reply(status, peertext.ascii_escaped(detail), body)
 
 
 def _no_answer(done: Optional[Done]) -> str:
@@ -224,7 +224,7 @@ def relay_path(flag: str, value: str) -> str:
     if value.startswith("~/"):
         value = value[2:]
     if not registry.valid(PATH_RE, value) or "/../" in f"/{value}/":
-        raise ValueError(f"{flag} {registry.quoted(value)}: use letters, digits, '.', '_', '-' "
+        raise ValueError(f"{flag} {peertext.quoted(value)}: use letters, digits, '.', '_', '-' "
                          "and '/', without '..'")
     return value
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from rtun.errors import UsageError
+from rtun.protocol import peertext
 from rtun.ssh import argv as sshargv
 from rtun.tunnel import hostnames, identity, registry
 
@@ -61,13 +62,13 @@ def _tcp_port(flag: str, value: int) -> None:
 
 def _machine_name(flag: str, value: str) -> None:
     if not registry.valid(registry.NAME_RE, value):
-        raise UsageError(f"{flag} {registry.quoted(value)}: use letters, digits, '.', '_' and '-' "
+        raise UsageError(f"{flag} {peertext.quoted(value)}: use letters, digits, '.', '_' and '-' "
                          "(at most 63)")
 
 
 def _user_name(flag: str, value: str) -> None:
     if not registry.valid(registry.USER_RE, value):
-        raise UsageError(f"login user {registry.quoted(value)} is not a valid user name")
+        raise UsageError(f"login user {peertext.quoted(value)} is not a valid user name")
 
 
 _LOCAL_HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|[0-9A-Fa-f:.]{2,45}")
@@ -80,13 +81,13 @@ def parse_local(text: str) -> Tuple[str, int]:
     host = host.strip("[]")
     if (not sep or not registry.valid(_LOCAL_HOST_RE, host) or not port_text.isdigit()
             or not 1 <= int(port_text) <= 65535):
-        raise UsageError(f"--local {registry.quoted(text)} is not HOST:PORT")
+        raise UsageError(f"--local {peertext.quoted(text)} is not HOST:PORT")
     return host, int(port_text)
 
 
 def _directory(flag: str, value: str) -> None:
     if not registry.valid(_DIR_RE, value):
-        raise UsageError(f"{flag} {registry.quoted(value)}: printable characters only")
+        raise UsageError(f"{flag} {peertext.quoted(value)}: printable characters only")
 
 
 def _host_port(flag: str, value: str) -> None:
@@ -150,7 +151,7 @@ def settings_from(server: Optional[str], given: Mapping[str, Any]) -> Settings:
     if not server:
         raise UsageError("name the server: rtun tunnel SERVER")
     if not registry.valid(hostnames.HOP_RE, server):
-        raise UsageError(f"{registry.quoted(server)} is not an ssh destination ([user@]host[:port])")
+        raise UsageError(f"{peertext.quoted(server)} is not an ssh destination ([user@]host[:port])")
     values = {option.dest: given.get(option.dest) for option in AGENT_OPTIONS}
     values["name"] = values["name"] or identity.default_name()
     values["login_user"] = values["login_user"] or identity.current_user()
