@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
 from support.notifications import NotificationService, SessionBus
-from support.rtun import RtunDaemon
+from support.rtun import RtunDaemon, write_config
 from support.sshd import Forward, SshKeys, SshServer
 
 
@@ -56,11 +56,36 @@ def save_dir(local_home: Path) -> Path:
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path) -> Iterator[RtunDaemon]:
-    running = RtunDaemon(local_home, save_dir).start()
-    yield running
-    if running.alive():
-        running.stop()
+def start_daemon(local_home: Path, save_dir: Path) -> Iterator[Callable[..., RtunDaemon]]:
+    """``start_daemon(env={...}, config="toml", diagnostics=False)``: the local daemon, stopped
+    after the test. A module that needs a daemon of its own kind overrides ``daemon`` with one
+    call of this, so that ``forward`` (the real ssh -R) reaches it."""
+    started: List[RtunDaemon] = []
+
+    def start(env: Optional[Dict[str, str]] = None, config: str = "", diagnostics: bool = False) -> RtunDaemon:
+        if config:
+            write_config(local_home, config)
+        running = RtunDaemon(local_home, save_dir, env=env or {}, diagnostics=diagnostics).start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.alive():
+            running.stop()
+
+
+@pytest.fixture
+def daemon(start_daemon: Callable[..., RtunDaemon]) -> RtunDaemon:
+    return start_daemon()
+
+
+@pytest.fixture
+def daemon_tmp(short_tmp: Path) -> Path:
+    """A daemon's $TMPDIR (where it keeps viewed and edited files), of the test's own."""
+    path = short_tmp / "tmp"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture

@@ -53,16 +53,9 @@ def daemon_env(request: pytest.FixtureRequest, xvfb: Xvfb, short_tmp: Path) -> I
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path, daemon_config: str, daemon_env: dict) -> Iterator[RtunDaemon]:
+def daemon(start_daemon, daemon_config: str, daemon_env: dict) -> RtunDaemon:
     """Overrides tests/conftest.py's: the daemon on the Xvfb display, with its config file."""
-    config = local_home / ".config" / "rtun" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(daemon_config)
-    running = RtunDaemon(local_home, save_dir, env=daemon_env).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+    return start_daemon(env=daemon_env, config=daemon_config)
 
 PASTE_ON = "[actions]\npaste = true\n"
 

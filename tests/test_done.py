@@ -25,13 +25,9 @@ HOST = socket.gethostname()
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path, session_bus: SessionBus) -> Iterator[RtunDaemon]:
+def daemon(start_daemon, session_bus: SessionBus) -> RtunDaemon:
     """Overrides tests/conftest.py's: this daemon shows notifications on the test's bus."""
-    running = RtunDaemon(local_home, save_dir, env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address}).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+    return start_daemon(env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address})
 
 def _shown(service: NotificationService, count: int = 1) -> List[Dict[str, str]]:
     return wait_until(lambda: len(service.notifications()) >= count and service.notifications(),

@@ -40,14 +40,9 @@ WARM = 999_999  # the warm-up notification's number (the mix's are below)
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path, session_bus: SessionBus,
-           notifications: NotificationService) -> Iterator[RtunDaemon]:
+def daemon(start_daemon, session_bus: SessionBus, notifications: NotificationService) -> RtunDaemon:
     """tests/conftest.py's daemon, on the session bus (so notify is shown: exit 0)."""
-    running = RtunDaemon(local_home, save_dir, env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address}).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+    return start_daemon(env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address})
 
 def test_100_concurrent_clients_deliver_every_byte_and_the_daemon_returns_to_baseline(
     forward: Forward, daemon: RtunDaemon, remote_home: Path, save_dir: Path,

@@ -70,18 +70,11 @@ def extra_config() -> str:
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path, short_tmp: Path, browser: Recorder, opener: Recorder,
-           extra_config: str) -> Iterator[RtunDaemon]:  # overrides tests/conftest.py's
-    config = short_tmp / "open.toml"
-    config.write_text(f"[open]\nbrowser = {json.dumps(browser.argv)}\n"
-                      f"[view]\nopener = {json.dumps(opener.argv)}\nburst = 20\n{extra_config}")
-    (short_tmp / "tmp").mkdir()
-    running = RtunDaemon(local_home, save_dir, extra_args=["--config", str(config)],
-                         env={"TMPDIR": str(short_tmp / "tmp")}).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+def daemon(start_daemon, daemon_tmp: Path, browser: Recorder, opener: Recorder,
+           extra_config: str) -> RtunDaemon:  # overrides tests/conftest.py's
+    return start_daemon(env={"TMPDIR": str(daemon_tmp)},
+                        config=f"[open]\nbrowser = {json.dumps(browser.argv)}\n"
+                        f"[view]\nopener = {json.dumps(opener.argv)}\nburst = 20\n{extra_config}")
 
 def run_client(args: List[str], home: Path, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(RTUN + args, env=clean_env(home), capture_output=True, timeout=60,

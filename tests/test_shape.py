@@ -54,15 +54,9 @@ def _outside_stdlib_and_client(modules: List[str]) -> List[str]:
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path) -> Iterator[RtunDaemon]:
+def daemon(start_daemon) -> RtunDaemon:
     """Overrides tests/conftest.py's: its browser is /bin/true, so `rtun open URL` opens nothing."""
-    config = local_home / "shape.toml"
-    config.write_text('[open]\nbrowser = ["/bin/true"]\n[edit]\neditor = ["/bin/true"]\n')
-    running = RtunDaemon(local_home, save_dir, extra_args=["--config", str(config)]).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+    return start_daemon(config='[open]\nbrowser = ["/bin/true"]\n[edit]\neditor = ["/bin/true"]\n')
 
 # The commands of issue 10 whose modules others write (open, copy, paste, edit) are listed here
 # too: each must import only the stdlib and the client, like the rest.

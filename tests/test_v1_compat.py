@@ -31,13 +31,9 @@ def _no_partial_files(directory: Path) -> bool:
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path) -> Iterator[RtunDaemon]:  # overrides tests/conftest.py's
+def daemon(start_daemon) -> RtunDaemon:  # overrides tests/conftest.py's
     """A daemon whose user turned PID and SHUTDOWN on, as v1 daemons always had them."""
-    running = RtunDaemon(local_home, save_dir, diagnostics=True).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+    return start_daemon(diagnostics=True)
 
 @pytest.fixture
 def old_client(forward) -> Iterator[RawClient]:

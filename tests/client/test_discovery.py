@@ -41,12 +41,8 @@ def _set_mtime(path: Path, when: float) -> None:
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path):  # overrides tests/conftest.py's: PID tells daemons apart
-    running = RtunDaemon(local_home, save_dir, diagnostics=True).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+def daemon(start_daemon) -> RtunDaemon:  # overrides tests/conftest.py's: PID tells daemons apart
+    return start_daemon(diagnostics=True)
 
 def _daemon_pid(home: Path, *args: str, **env: str) -> int:
     result = run_rtun(["pid", *args], home, **env)

@@ -134,31 +134,16 @@ def server_dir(short_tmp: Path) -> Path:
 
 
 @pytest.fixture
-def edit_tmp(short_tmp: Path) -> Path:
-    """The daemon's $TMPDIR: the private copies are made in here."""
-    path = short_tmp / "tmp"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def edit_config() -> str:
     """More config for one test (parametrize it)."""
     return ""
 
 
 @pytest.fixture
-def daemon(local_home: Path, save_dir: Path, editor: FakeEditor, edit_tmp: Path, edit_config: str,
-           session_bus: SessionBus) -> Iterator[RtunDaemon]:  # overrides tests/conftest.py's
-    config = local_home / ".config" / "rtun" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(f"[edit]\neditor = {json.dumps(editor.argv)}\n{edit_config}")
-    env = {"TMPDIR": str(edit_tmp), "DBUS_SESSION_BUS_ADDRESS": session_bus.address}
-    running = RtunDaemon(local_home, save_dir, env=env).start()
-    yield running
-    if running.alive():
-        running.stop()
-
+def daemon(start_daemon, editor: FakeEditor, daemon_tmp: Path, edit_config: str,
+           session_bus: SessionBus) -> RtunDaemon:  # overrides tests/conftest.py's
+    return start_daemon(env={"TMPDIR": str(daemon_tmp), "DBUS_SESSION_BUS_ADDRESS": session_bus.address},
+                        config=f"[edit]\neditor = {json.dumps(editor.argv)}\n{edit_config}")
 
 def start_edit(path: Path, remote_home: Path) -> subprocess.Popen:
     return subprocess.Popen(RTUN + ["edit", str(path)], env=clean_env(remote_home),
@@ -170,8 +155,8 @@ def finish(process: subprocess.Popen) -> "subprocess.CompletedProcess[bytes]":
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def copies(edit_tmp: Path) -> List[Path]:
-    return sorted(edit_tmp.glob("rtun-edit-*"))
+def copies(daemon_tmp: Path) -> List[Path]:
+    return sorted(daemon_tmp.glob("rtun-edit-*"))
 
 
 def leftovers(directory: Path) -> List[Path]:
@@ -185,7 +170,7 @@ def lines(stderr: bytes) -> List[str]:
 
 
 def test_three_saves_reach_the_server_file_atomically_with_its_mode(
-        forward, remote_home, server_dir, editor, edit_tmp, daemon):
+        forward, remote_home, server_dir, editor, daemon_tmp, daemon):
     path = server_dir / "notes.txt"
     path.write_text("zero\n")
     path.chmod(0o640)
@@ -199,7 +184,7 @@ def test_three_saves_reach_the_server_file_atomically_with_its_mode(
     assert record.get("done"), record
     assert record["initial"] == "zero\n"
     local = Path(record["path"])
-    assert local.name == "notes.txt" and local.parent.parent == edit_tmp
+    assert local.name == "notes.txt" and local.parent.parent == daemon_tmp
     assert record["mode"] == 0o600 and record["dir_mode"] == 0o700
     assert record["argv"] == [str(editor.plan_file), str(local)]  # the path is one argv element
     assert path.read_text() == "three\n"
@@ -212,7 +197,7 @@ def test_three_saves_reach_the_server_file_atomically_with_its_mode(
     assert [line for line in lines(result.stderr) if " saved " in f" {line}"] == [
         f"rtun edit: saved {path} (4 bytes)", f"rtun edit: saved {path} (4 bytes)",
         f"rtun edit: saved {path} (6 bytes)"]
-    wait_until(lambda: copies(edit_tmp) == [], what="the local copy to be removed")
+    wait_until(lambda: copies(daemon_tmp) == [], what="the local copy to be removed")
     log = daemon.log_text()
     assert "edit of notes.txt: save 3 written on the server" in log
     assert "three" not in log  # the content never reaches the log
@@ -244,7 +229,7 @@ def test_a_save_after_the_server_file_changed_is_refused(
     assert "save 2 refused on the server" in daemon.log_text()
 
 
-def test_two_edits_at_once(forward, remote_home, server_dir, editor, edit_tmp, short_tmp):
+def test_two_edits_at_once(forward, remote_home, server_dir, editor, daemon_tmp, short_tmp):
     a, b = server_dir / "a.txt", server_dir / "b.txt"
     a.write_text("a0")
     b.write_text("b0")
@@ -259,7 +244,7 @@ def test_two_edits_at_once(forward, remote_home, server_dir, editor, edit_tmp, s
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     assert (a.read_text(), b.read_text()) == ("a2", "b2")
     assert editor.record("a.txt")["path"] != editor.record("b.txt")["path"]
-    wait_until(lambda: copies(edit_tmp) == [], what="both local copies to be removed")
+    wait_until(lambda: copies(daemon_tmp) == [], what="both local copies to be removed")
 
 
 @pytest.mark.parametrize("swap", ["symlink", "hardlink"])
@@ -298,7 +283,7 @@ def test_a_missing_file_opens_empty_and_is_created_on_the_first_save(
 
 
 def test_ctrl_c_ends_the_edit_cleanly_and_the_daemon_lets_go(
-        forward, remote_home, server_dir, editor, edit_tmp, short_tmp, notifications, daemon):
+        forward, remote_home, server_dir, editor, daemon_tmp, short_tmp, notifications, daemon):
     path = server_dir / "notes.txt"
     path.write_text("before\n")
     go = short_tmp / "go"
@@ -313,7 +298,7 @@ def test_ctrl_c_ends_the_edit_cleanly_and_the_daemon_lets_go(
     assert result.returncode == 130
     assert lines(result.stderr)[-1] == (f"rtun edit: interrupted; saves in the editor on your "
                                         f"computer no longer reach {path}")
-    wait_until(lambda: copies(edit_tmp) == [], what="the local copy to be removed")
+    wait_until(lambda: copies(daemon_tmp) == [], what="the local copy to be removed")
     [note] = wait_until(lambda: notifications.notifications(), what="the notification")
     assert note["body"].startswith("The edit of notes.txt ended")
     assert path.read_text() == "before\n" and leftovers(server_dir) == []
@@ -321,7 +306,7 @@ def test_ctrl_c_ends_the_edit_cleanly_and_the_daemon_lets_go(
 
 
 @pytest.mark.parametrize("edit_config", ["max_bytes = 100\n"])
-def test_a_file_over_max_bytes_is_refused_with_exit_4(forward, remote_home, server_dir, editor, edit_tmp):
+def test_a_file_over_max_bytes_is_refused_with_exit_4(forward, remote_home, server_dir, editor, daemon_tmp):
     path = server_dir / "big.log"
     path.write_bytes(b"x" * 101)
 
@@ -330,11 +315,11 @@ def test_a_file_over_max_bytes_is_refused_with_exit_4(forward, remote_home, serv
     assert result.returncode == 4
     [line] = lines(result.stderr)
     assert line == "rtun edit: 101 bytes is more than this computer edits ([edit] max_bytes = 100)"
-    assert editor.record("big.log") == {} and copies(edit_tmp) == []
+    assert editor.record("big.log") == {} and copies(daemon_tmp) == []
 
 
 @pytest.mark.parametrize("edit_config", ["[actions]\nedit = false\n"])
-def test_a_denied_edit_is_refused_with_exit_4(forward, remote_home, server_dir, editor, edit_tmp):
+def test_a_denied_edit_is_refused_with_exit_4(forward, remote_home, server_dir, editor, daemon_tmp):
     path = server_dir / "notes.txt"
     path.write_text("x")
 
@@ -343,7 +328,7 @@ def test_a_denied_edit_is_refused_with_exit_4(forward, remote_home, server_dir, 
     assert result.returncode == 4
     [line] = lines(result.stderr)
     assert line.startswith("rtun edit: edit is turned off on your computer ([actions] edit = true")
-    assert editor.record("notes.txt") == {} and copies(edit_tmp) == []
+    assert editor.record("notes.txt") == {} and copies(daemon_tmp) == []
     assert path.read_text() == "x"
 
 

@@ -73,12 +73,10 @@ class Served:
 
 
 @pytest.fixture
-def serve(short_tmp: Path, monkeypatch) -> Iterator[Callable[..., None]]:
+def serve(short_tmp: Path, daemon_tmp: Path, monkeypatch) -> Iterator[Callable[..., None]]:
     """``serve(scenario, **config)``: runs the blocking ``scenario(served)`` against a daemon."""
     monkeypatch.setattr(editing, "IDLE_SECONDS", 0.3)
-    tmp = short_tmp / "tmp"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(daemon_tmp))
     monkeypatch.setattr("tempfile.tempdir", None)
     control = short_tmp / "control"
     control.mkdir()
@@ -95,7 +93,7 @@ def serve(short_tmp: Path, monkeypatch) -> Iterator[Callable[..., None]]:
             daemon.services._notifier = notes  # type: ignore[assignment]
             running = asyncio.ensure_future(daemon.run())
             loop = asyncio.get_running_loop()
-            served = Served(Path(config.socket), control, tmp, notes,
+            served = Served(Path(config.socket), control, daemon_tmp, notes,
                             lambda: loop.call_soon_threadsafe(daemon.stop))
             try:
                 await loop.run_in_executor(None, scenario, served)

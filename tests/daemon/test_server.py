@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support.rtun import RTUN, RtunDaemon, answers_ping, clean_env, run_rtun
+from support.rtun import RTUN, RtunDaemon, answers_ping, clean_env, run_rtun, write_config
 from support.v1peer import RawClient
 from support.sshd import Forward
 from support.wait import wait_until
@@ -147,7 +147,7 @@ def test_refuses_to_start_when_socket_directory_is_group_or_other_writable(
 def test_daemon_mode_prints_pid_returns_once_ping_works_and_logs_to_rtun_log(
     local_home, save_dir, detached
 ):
-    _write_config(local_home, "[server]\ndiagnostics = true\n")
+    write_config(local_home, "[server]\ndiagnostics = true\n")
     result = run_rtun(["server", "-d", "-D", str(save_dir)], local_home, timeout=30)
     assert result.returncode == 0, result.stderr
     pid = int(result.stdout.decode().strip())
@@ -202,7 +202,7 @@ def test_daemon_mode_keeps_a_relative_save_dir_relative_to_where_it_was_started(
     local_home, detached
 ):
     # run_rtun has no cwd argument: the same command, started in local_home.
-    _write_config(local_home, "[server]\ndiagnostics = true\n")
+    write_config(local_home, "[server]\ndiagnostics = true\n")
     result = subprocess.run(
         RTUN + ["server", "-d", "-D", "rel-downloads"],
         env=clean_env(local_home), cwd=str(local_home), capture_output=True, timeout=30,
@@ -317,17 +317,11 @@ def test_slow_upload_does_not_delay_a_ping_from_another_client(forward, daemon, 
 # ---- config file -----------------------------------------------------------------------------
 
 
-def _write_config(home: Path, text: str) -> Path:
-    path = home / ".config" / "rtun" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
 
 def test_config_file_is_read(local_home, short_tmp, spawn):
     sock_path = short_tmp / "cfg.sock"
     config_save = short_tmp / "from-config"
-    _write_config(local_home, f'[server]\nsocket = "{sock_path}"\nsave_dir = "{config_save}"\ndiagnostics = true\n')
+    write_config(local_home, f'[server]\nsocket = "{sock_path}"\nsave_dir = "{config_save}"\ndiagnostics = true\n')
     spawn([])
     wait_until(lambda: answers_ping(sock_path), timeout=15, what="the daemon on the configured socket")
     with RawClient(sock_path) as raw:
@@ -336,7 +330,7 @@ def test_config_file_is_read(local_home, short_tmp, spawn):
 
 
 def test_flags_override_the_config_file(local_home, short_tmp, spawn):
-    _write_config(
+    write_config(
         local_home,
         f'[server]\nsocket = "{short_tmp / "cfg.sock"}"\nsave_dir = "{short_tmp / "cfg-dl"}"\ndiagnostics = true\n',
     )
@@ -360,7 +354,7 @@ def test_config_flag_names_another_file(local_home, short_tmp, spawn):
 
 def test_config_idle_timeout_is_applied(local_home, short_tmp, spawn):
     sock_path = short_tmp / "idle.sock"
-    _write_config(local_home, "[server]\nidle_timeout = 0.5\n")
+    write_config(local_home, "[server]\nidle_timeout = 0.5\n")
     spawn(["-s", str(sock_path), "-D", str(short_tmp / "dl")])
     wait_until(lambda: answers_ping(sock_path), timeout=15, what="the daemon")
     with RawClient(sock_path) as raw:
@@ -369,7 +363,7 @@ def test_config_idle_timeout_is_applied(local_home, short_tmp, spawn):
 
 
 def test_bad_config_key_is_a_one_line_error(local_home, spawn, save_dir):
-    path = _write_config(local_home, "[server]\nsokcet = \"/tmp/x.sock\"\n")
+    path = write_config(local_home, "[server]\nsokcet = \"/tmp/x.sock\"\n")
     process = spawn(["-D", str(save_dir)])
     assert process.wait(timeout=15) == 1
     line = _one_line(process.stderr.read())
@@ -377,12 +371,12 @@ def test_bad_config_key_is_a_one_line_error(local_home, spawn, save_dir):
 
 
 def test_bad_config_value_and_syntax_are_one_line_errors(local_home, spawn, save_dir):
-    _write_config(local_home, "[server]\nidle_timeout = \"soon\"\n")
+    write_config(local_home, "[server]\nidle_timeout = \"soon\"\n")
     process = spawn(["-D", str(save_dir)])
     assert process.wait(timeout=15) == 1
     assert "server.idle_timeout" in _one_line(process.stderr.read())
 
-    _write_config(local_home, "[server\nsocket = \n")
+    write_config(local_home, "[server\nsocket = \n")
     process = spawn(["-D", str(save_dir)])
     assert process.wait(timeout=15) == 1
     assert "config" in _one_line(process.stderr.read())

@@ -14,6 +14,14 @@ from support.wait import wait_until
 RTUN = [sys.executable, "-m", "rtun"]
 
 
+def write_config(home: Path, toml: str) -> Path:
+    """The daemon's config file under $XDG_CONFIG_HOME (= home/.config, as clean_env sets it)."""
+    path = home / ".config" / "rtun" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(toml)
+    return path
+
+
 def clean_env(home: Path, **extra: str) -> Dict[str, str]:
     """The environment of a user whose home is ``home``, with no rtun settings inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RTUN_", "XDG_", "DBUS_"))}

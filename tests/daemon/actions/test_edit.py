@@ -157,13 +157,12 @@ def received(editors: Editors, name: str, data: bytes):
 
 
 @pytest.fixture(autouse=True)
-def private_tmp(tmp_path: Path, monkeypatch) -> Path:
-    """The private copies go in here (tempfile reads $TMPDIR once: reset its cache)."""
-    path = tmp_path / "tmp"
-    path.mkdir()
-    monkeypatch.setenv("TMPDIR", str(path))
+def private_tmp(daemon_tmp: Path, monkeypatch) -> Path:
+    """This process's $TMPDIR, where the private copies go (tempfile reads $TMPDIR once: reset
+    its cache)."""
+    monkeypatch.setenv("TMPDIR", str(daemon_tmp))
     monkeypatch.setattr("tempfile.tempdir", None)
-    return path
+    return daemon_tmp
 
 
 async def _started(tmp_path: Path, data: bytes = b"v0\n", name: str = "f.txt",

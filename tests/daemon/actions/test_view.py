@@ -74,14 +74,6 @@ def opener(short_tmp: Path) -> Opener:
 
 
 @pytest.fixture
-def view_tmp(short_tmp: Path) -> Path:
-    """The daemon's $TMPDIR: its private view directory is made in here."""
-    path = short_tmp / "tmp"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def view_extra() -> str:
     """More [view] settings for one test (parametrize it)."""
     return ""
@@ -93,16 +85,15 @@ def view_config(opener: Opener, view_extra: str) -> str:
 
 
 @pytest.fixture
-def daemon(start_daemon, view_tmp, view_config):  # overrides tests/conftest.py's
-    return start_daemon(env={"TMPDIR": str(view_tmp)}, config=view_config)
+def daemon(start_daemon, daemon_tmp, view_config):  # overrides tests/conftest.py's
+    return start_daemon(env={"TMPDIR": str(daemon_tmp)}, config=view_config)
+
+def private_dirs(daemon_tmp: Path) -> List[Path]:
+    return sorted(daemon_tmp.glob("rtun-view-*"))
 
 
-def private_dirs(view_tmp: Path) -> List[Path]:
-    return sorted(view_tmp.glob("rtun-view-*"))
-
-
-def stored_files(view_tmp: Path) -> List[Path]:
-    return sorted(p for p in view_tmp.rglob("*") if p.is_file())
+def stored_files(daemon_tmp: Path) -> List[Path]:
+    return sorted(p for p in daemon_tmp.rglob("*") if p.is_file())
 
 
 def make_file(directory: Path, name: str, content: bytes, mode: int = 0o644) -> Path:
@@ -112,7 +103,7 @@ def make_file(directory: Path, name: str, content: bytes, mode: int = 0o644) -> 
     return path
 
 
-def test_view_opens_a_private_non_executable_copy(forward, remote_home, short_tmp, opener, view_tmp,
+def test_view_opens_a_private_non_executable_copy(forward, remote_home, short_tmp, opener, daemon_tmp,
                                                   daemon):
     content = b"%PDF-1.4 not really\n" + bytes(range(256)) * 100
     name = "my report; $(touch pwned) 'q' ✓.pdf"
@@ -125,7 +116,7 @@ def test_view_opens_a_private_non_executable_copy(forward, remote_home, short_tm
     path = Path(call["args"][0])
     assert call["args"] == [str(path)]  # one argv element: no shell split it
     assert path.name == name
-    [private] = private_dirs(view_tmp)
+    [private] = private_dirs(daemon_tmp)
     assert path.parent.parent == private
     assert call["private_mode"] == 0o700 and call["parent_mode"] == 0o700
     assert call["regular"] and call["mode"] == 0o600  # no execute bit, whatever the source had
@@ -148,7 +139,7 @@ def test_rtun_open_is_the_same_as_view(forward, remote_home, short_tmp, opener):
 @pytest.mark.parametrize("name", ["install.sh", "launcher.desktop", "SETUP.EXE", "tool.jar",
                                   "App.AppImage", "run.command", "link.webloc"])
 def test_view_refuses_a_risky_type_before_it_reaches_the_opener(forward, remote_home, short_tmp,
-                                                                opener, view_tmp, name):
+                                                                opener, daemon_tmp, name):
     source = make_file(short_tmp, name, b"#!/bin/sh\necho owned\n", mode=0o755)
 
     result = run_rtun(["view", str(source)], remote_home)
@@ -160,7 +151,7 @@ def test_view_refuses_a_risky_type_before_it_reaches_the_opener(forward, remote_
     # A harmless file viewed afterwards is the opener's first and only call.
     assert run_rtun(["view", str(make_file(short_tmp, "ok.txt", b"ok"))], remote_home).returncode == 0
     assert [Path(c["args"][0]).name for c in opener.wait_calls(1)] == ["ok.txt"]
-    assert [p.name for p in stored_files(view_tmp)] == ["ok.txt"]
+    assert [p.name for p in stored_files(daemon_tmp)] == ["ok.txt"]
 
 
 @pytest.mark.parametrize("view_extra", ['allow_types = [".SH"]\n'])
@@ -177,7 +168,7 @@ def test_view_opens_a_risky_type_the_user_allows(forward, remote_home, short_tmp
 
 
 def test_view_refuses_a_program_hidden_under_a_harmless_name(forward, remote_home, short_tmp, opener,
-                                                             view_tmp):
+                                                             daemon_tmp):
     elf = make_file(short_tmp, "paper.pdf", b"\x7fELF\x02\x01\x01" + b"\0" * 100)
     launcher = make_file(short_tmp, "readme.txt",
                          b"#!/usr/bin/env xdg-open\n\n[Desktop Entry]\nType=Application\nExec=sh\n")
@@ -190,17 +181,17 @@ def test_view_refuses_a_program_hidden_under_a_harmless_name(forward, remote_hom
 
     assert run_rtun(["view", str(make_file(short_tmp, "ok.txt", b"ok"))], remote_home).returncode == 0
     assert [Path(c["args"][0]).name for c in opener.wait_calls(1)] == ["ok.txt"]
-    assert [p.name for p in stored_files(view_tmp)] == ["ok.txt"]  # nothing refused was kept
+    assert [p.name for p in stored_files(daemon_tmp)] == ["ok.txt"]  # nothing refused was kept
 
 
 @pytest.mark.parametrize("view_config", ['[view]\nopener = ["/nonexistent/rtun-opener"]\n'])
-def test_view_with_a_missing_opener_fails_with_the_reason(forward, remote_home, short_tmp, view_tmp):
+def test_view_with_a_missing_opener_fails_with_the_reason(forward, remote_home, short_tmp, daemon_tmp):
     result = run_rtun(["view", str(make_file(short_tmp, "a.txt", b"a"))], remote_home)
 
     assert result.returncode != 0
     err = result.stderr.decode()
     assert "/nonexistent/rtun-opener" in err and "not found" in err
-    assert stored_files(view_tmp) == []
+    assert stored_files(daemon_tmp) == []
 
 
 def test_view_of_a_directory_is_an_error(forward, remote_home, short_tmp, opener):
@@ -214,7 +205,7 @@ def test_view_of_a_directory_is_an_error(forward, remote_home, short_tmp, opener
     assert [Path(c["args"][0]).name for c in opener.wait_calls(1)] == ["ok.txt"]
 
 
-def test_view_from_a_v1_client_keeps_only_the_base_name(forward, opener, view_tmp):
+def test_view_from_a_v1_client_keeps_only_the_base_name(forward, opener, daemon_tmp):
     data = b"hostile name"
     with RawClient(forward.remote) as client:
         assert client.command("PING") == b"OK PONG\r\n"
@@ -223,18 +214,18 @@ def test_view_from_a_v1_client_keeps_only_the_base_name(forward, opener, view_tm
     [call] = opener.wait_calls(1)
     path = Path(call["args"][0])
     assert path.name == "bashrc"
-    assert path.parent.parent == private_dirs(view_tmp)[0]
+    assert path.parent.parent == private_dirs(daemon_tmp)[0]
     assert path.read_bytes() == data
 
 
-def test_view_refuses_a_risky_type_instead_of_ready(forward, opener, view_tmp):
+def test_view_refuses_a_risky_type_instead_of_ready(forward, opener, daemon_tmp):
     with RawClient(forward.remote) as client:
         client.send(b"PING\r\nVIEW 1000000 evil.desktop\r\n")
         assert client.line() == b"OK PONG\r\n"
         reply = client.line()
         assert reply.startswith(b"ERROR 110 refusing to open evil.desktop")  # no READY: no data
         assert client.line() == b""  # and the daemon closed, as v1 peers expect
-    assert opener.calls() == [] and stored_files(view_tmp) == []
+    assert opener.calls() == [] and stored_files(daemon_tmp) == []
 
 
 def test_view_leaves_no_zombie_opener(forward, remote_home, short_tmp, opener, daemon):
@@ -257,14 +248,14 @@ def test_view_leaves_no_zombie_opener(forward, remote_home, short_tmp, opener, d
     wait_until(lambda: children_states() == [], what="the openers to be reaped")
 
 
-def test_viewed_files_are_removed_at_shutdown(forward, remote_home, short_tmp, opener, view_tmp, daemon):
+def test_viewed_files_are_removed_at_shutdown(forward, remote_home, short_tmp, opener, daemon_tmp, daemon):
     assert run_rtun(["view", str(make_file(short_tmp, "a.txt", b"a"))], remote_home).returncode == 0
     opener.wait_calls(1)
-    assert len(stored_files(view_tmp)) == 1
+    assert len(stored_files(daemon_tmp)) == 1
 
     assert daemon.stop() == 0
 
-    assert private_dirs(view_tmp) == []
+    assert private_dirs(daemon_tmp) == []
 
 
 def test_sweep_removes_only_views_older_than_max_age(tmp_path: Path):
