@@ -50,15 +50,34 @@ def measure() -> List[Result]:
             local = dict(os.environ, **xvfb.env)
             ping = command_seconds([RTUN_SCRIPT, "ping"], repeat=RUNS, env=remote)
             copy_exit = command_seconds([RTUN_SCRIPT, "copy", "text"], repeat=RUNS, env=remote)
-            rtun_copy = until_readable(xvfb, lambda text: subprocess.Popen(
-                [RTUN_SCRIPT, "copy", os.fsdecode(text)], env=remote, stdin=subprocess.DEVNULL), RUNS)
+            rtun_copy = until_readable(
+                xvfb,
+                lambda text: subprocess.Popen(
+                    [RTUN_SCRIPT, "copy", os.fsdecode(text)], env=remote, stdin=subprocess.DEVNULL
+                ),
+                RUNS,
+            )
             xclip_copy = until_readable(xvfb, lambda text: _xclip_in(text, local), RUNS)
     readable, plain = statistics.median(rtun_copy) * 1000, statistics.median(xclip_copy) * 1000
     return [
-        Result(f"rtun copy on the server to the text on the X clipboard (median of {RUNS})", readable, "ms",
-               "<= 100 ms", readable <= 100, "local xclip -in to readable", plain),
-        Result(f"rtun copy TEXT, process start to exit (median of {RUNS})", copy_exit * 1000, "ms",
-               "<= 2x baseline", copy_exit <= 2 * ping, "rtun ping", ping * 1000),
+        Result(
+            f"rtun copy on the server to the text on the X clipboard (median of {RUNS})",
+            readable,
+            "ms",
+            "<= 100 ms",
+            readable <= 100,
+            "local xclip -in to readable",
+            plain,
+        ),
+        Result(
+            f"rtun copy TEXT, process start to exit (median of {RUNS})",
+            copy_exit * 1000,
+            "ms",
+            "<= 2x baseline",
+            copy_exit <= 2 * ping,
+            "rtun ping",
+            ping * 1000,
+        ),
     ]
 
 
@@ -68,7 +87,12 @@ def _xclip_in(text: bytes, env: dict) -> subprocess.Popen:
     os.write(write_end, text)  # small: it fits the pipe's buffer
     os.close(write_end)
     try:
-        return subprocess.Popen([XCLIP, "-selection", "clipboard", "-in"], env=env, stdin=read_end,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [XCLIP, "-selection", "clipboard", "-in"],
+            env=env,
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     finally:
         os.close(read_end)

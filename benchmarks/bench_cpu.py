@@ -23,7 +23,7 @@ from common import Result
 from rig import RTUN_SCRIPT, Rig
 from support.rtun import clean_env
 
-GIB = 1024 ** 3
+GIB = 1024**3
 REPEAT = 5
 FLOOR_TARGET = 1.5  # client + daemon, as a multiple of hashing the data twice
 # Multiples of the baseline's CPU per GiB, measured on the code before issue 7 (docs/benchmarks.md).
@@ -92,13 +92,31 @@ def measure() -> List[Result]:
     floor = 2 * statistics.median(hashing)
     openssl = min(hashing)
     return [
-        Result(f"client + daemon CPU per GiB sent, save dir on {disk} (median of {REPEAT})", both, "s",
-               f"<= {FLOOR_TARGET}x baseline", both <= floor * FLOOR_TARGET,
-               "SHA-256 of the GiB twice (openssl dgst)", floor),
-        Result(f"client CPU per GiB sent (best of {REPEAT})", client, "s",
-               f"<= {CLIENT_BEFORE * 1.1:.2f}x baseline (before: {CLIENT_BEFORE:.2f}x)",
-               client <= openssl * CLIENT_BEFORE * 1.1, "openssl dgst -sha256", openssl),
-        Result(f"daemon CPU per GiB received (best of {REPEAT})", daemon, "s",
-               f"<= {DAEMON_BEFORE * 1.1:.2f}x baseline (before: {DAEMON_BEFORE:.2f}x)",
-               daemon <= openssl * DAEMON_BEFORE * 1.1, "openssl dgst -sha256", openssl),
+        Result(
+            f"client + daemon CPU per GiB sent, save dir on {disk} (median of {REPEAT})",
+            both,
+            "s",
+            f"<= {FLOOR_TARGET}x baseline",
+            both <= floor * FLOOR_TARGET,
+            "SHA-256 of the GiB twice (openssl dgst)",
+            floor,
+        ),
+        Result(
+            f"client CPU per GiB sent (best of {REPEAT})",
+            client,
+            "s",
+            f"<= {CLIENT_BEFORE * 1.1:.2f}x baseline (before: {CLIENT_BEFORE:.2f}x)",
+            client <= openssl * CLIENT_BEFORE * 1.1,
+            "openssl dgst -sha256",
+            openssl,
+        ),
+        Result(
+            f"daemon CPU per GiB received (best of {REPEAT})",
+            daemon,
+            "s",
+            f"<= {DAEMON_BEFORE * 1.1:.2f}x baseline (before: {DAEMON_BEFORE:.2f}x)",
+            daemon <= openssl * DAEMON_BEFORE * 1.1,
+            "openssl dgst -sha256",
+            openssl,
+        ),
     ]

@@ -44,7 +44,7 @@ from common import Result
 from delayline import DEFAULT_INFLIGHT, parse_size
 from rig import RTUN_SCRIPT, Link, Rig
 
-MIB = 1024 ** 2
+MIB = 1024**2
 KIB = 1024
 BIG_MIB = int(os.environ.get("RTUN_BENCH_LINK_MB", "256"))
 TREE_FILES = int(os.environ.get("RTUN_BENCH_LINK_FILES", "1000"))
@@ -118,8 +118,9 @@ class Transfers:
             path.mkdir()
 
     def _rtun_send(self, source: Path, options: List[str]) -> None:
-        _run([RTUN_SCRIPT, "send", "-q", *options, str(source)], env=self.link.env(),
-             stdout=subprocess.DEVNULL)
+        _run(
+            [RTUN_SCRIPT, "send", "-q", *options, str(source)], env=self.link.env(), stdout=subprocess.DEVNULL
+        )
 
     def _check_size(self, path: Path) -> None:
         if path.stat().st_size != self.files.big.stat().st_size:
@@ -148,10 +149,19 @@ class Transfers:
         parts = [self.dest / f"part{i}" for i in range(channels)]
         outs = [open(p, "wb") for p in parts]
         try:
-            running = [subprocess.Popen(
-                self.link.ssh + [self.link.host, f"dd if={shlex.quote(str(self.files.big))} bs=1M "
-                                 f"skip={i * part} count={part} status=none"],
-                stdin=subprocess.DEVNULL, stdout=out) for i, out in enumerate(outs)]
+            running = [
+                subprocess.Popen(
+                    self.link.ssh
+                    + [
+                        self.link.host,
+                        f"dd if={shlex.quote(str(self.files.big))} bs=1M "
+                        f"skip={i * part} count={part} status=none",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                )
+                for i, out in enumerate(outs)
+            ]
             if any(p.wait() != 0 for p in running):
                 raise RuntimeError("a concurrent ssh HOST dd failed")
         finally:
@@ -166,8 +176,11 @@ class Transfers:
 
     def tar_tree(self) -> None:
         remote = f"tar cf - -C {shlex.quote(str(self.files.work))} tree"
-        _run(f"{shlex.join(self.link.ssh)} {self.link.host} {shlex.quote(remote)} | "
-             f"tar xf - -C {shlex.quote(str(self.dest))}", shell=True)
+        _run(
+            f"{shlex.join(self.link.ssh)} {self.link.host} {shlex.quote(remote)} | "
+            f"tar xf - -C {shlex.quote(str(self.dest))}",
+            shell=True,
+        )
         self._check_tree(self.dest / "tree", TREE_FILES)
 
     def scp_tree(self, top: Path, expected: int) -> None:
@@ -196,10 +209,14 @@ def _link_results(rig: Rig, files: Files, dest: Path, rtt: float, inflight: int)
     repeat = REPEAT_AT_0 if rtt == 0 else REPEAT
     try:
         transfers = Transfers(link, files, dest, rig.save_dir)
-        runs = {"rtun": lambda: transfers.rtun_big(SEND_ARGS), "cat": transfers.cat_big,
-                "scp": transfers.scp_big,
-                "rtun tree": lambda: transfers.rtun_tree(SEND_ARGS), "tar tree": transfers.tar_tree,
-                "scp tree": lambda: transfers.scp_tree(scp_top, scp_files)}
+        runs = {
+            "rtun": lambda: transfers.rtun_big(SEND_ARGS),
+            "cat": transfers.cat_big,
+            "scp": transfers.scp_big,
+            "rtun tree": lambda: transfers.rtun_tree(SEND_ARGS),
+            "tar tree": transfers.tar_tree,
+            "scp tree": lambda: transfers.scp_tree(scp_top, scp_files),
+        }
         if ONE_CHANNEL_ARGS:
             runs["rtun 1"] = lambda: transfers.rtun_big(ONE_CHANNEL_ARGS)
             runs["rtun 1 tree"] = lambda: transfers.rtun_tree(ONE_CHANNEL_ARGS)
@@ -210,43 +227,93 @@ def _link_results(rig: Rig, files: Files, dest: Path, rtt: float, inflight: int)
         link.close()
     where = f"{rtt:g} ms" if rtt == 0 else f"{rtt:g} ms, {_mib(inflight)} in flight"
     of = f"median of {repeat}" if repeat > 1 else "one run"
-    return _report(seconds, f"{BIG_MIB} MiB file at {where} ({of})",
-                   f"{TREE_FILES} x {TREE_FILE_KIB} KiB at {where} ({of})",
-                   goals=rtt == GOAL_RTT, large=inflight > DEFAULT_INFLIGHT, channels=channels,
-                   scp_name=f"scp -r, {scp_files} of the files" if sample else "scp -r", scp_files=scp_files)
+    return _report(
+        seconds,
+        f"{BIG_MIB} MiB file at {where} ({of})",
+        f"{TREE_FILES} x {TREE_FILE_KIB} KiB at {where} ({of})",
+        goals=rtt == GOAL_RTT,
+        large=inflight > DEFAULT_INFLIGHT,
+        channels=channels,
+        scp_name=f"scp -r, {scp_files} of the files" if sample else "scp -r",
+        scp_files=scp_files,
+    )
 
 
-def _report(s: Dict[str, float], big: str, tree: str, goals: bool, large: bool, channels: int,
-            scp_name: str, scp_files: int) -> List[Result]:
+def _report(
+    s: Dict[str, float],
+    big: str,
+    tree: str,
+    goals: bool,
+    large: bool,
+    channels: int,
+    scp_name: str,
+    scp_files: int,
+) -> List[Result]:
     """Rows of one link. Issue 11's goals, at 100 ms: at least 0.9x what the connection carries,
     and (where the server's buffers are larger) at least 3x one channel."""
     rtun = BIG_MIB / s["rtun"]
     cat = BIG_MIB / s["cat"]
     name = f"{big}: rtun send {shlex.join(SEND_ARGS)}".rstrip()
-    results = [Result(name, rtun, "MiB/s", INFO, True, "scp", BIG_MIB / s["scp"]),
-               Result(name, rtun, "MiB/s", INFO, True, "ssh HOST cat", cat)]
+    results = [
+        Result(name, rtun, "MiB/s", INFO, True, "scp", BIG_MIB / s["scp"]),
+        Result(name, rtun, "MiB/s", INFO, True, "ssh HOST cat", cat),
+    ]
     if "rtun 1" in s:
         one = BIG_MIB / s["rtun 1"]
         target = ">= 3x baseline" if goals and large else "about 1.3x (issue 11)" if goals else INFO
-        results.append(Result(name, rtun, "MiB/s", target, rtun >= 3 * one or not (goals and large),
-                              f"rtun send {shlex.join(ONE_CHANNEL_ARGS)}", one))
+        results.append(
+            Result(
+                name,
+                rtun,
+                "MiB/s",
+                target,
+                rtun >= 3 * one or not (goals and large),
+                f"rtun send {shlex.join(ONE_CHANNEL_ARGS)}",
+                one,
+            )
+        )
     if channels:
         ceiling = BIG_MIB / s["ceiling"]
         results += [
-            Result(name, rtun, "MiB/s", ">= 0.9x baseline" if goals else INFO,
-                   rtun >= 0.9 * ceiling or not goals, f"SSH connection ceiling, {channels} channels", ceiling),
-            Result(f"{big}: SSH connection ceiling, {channels} concurrent ssh HOST dd of 1/{channels}",
-                   ceiling, "MiB/s", INFO, True, "ssh HOST cat", cat),
+            Result(
+                name,
+                rtun,
+                "MiB/s",
+                ">= 0.9x baseline" if goals else INFO,
+                rtun >= 0.9 * ceiling or not goals,
+                f"SSH connection ceiling, {channels} channels",
+                ceiling,
+            ),
+            Result(
+                f"{big}: SSH connection ceiling, {channels} concurrent ssh HOST dd of 1/{channels}",
+                ceiling,
+                "MiB/s",
+                INFO,
+                True,
+                "ssh HOST cat",
+                cat,
+            ),
         ]
     rtun_tree = TREE_FILES / s["rtun tree"]
     name = f"{tree}: rtun send {shlex.join(SEND_ARGS)}".rstrip()
     results += [
-        Result(name, rtun_tree, "files/s", INFO, True, "ssh HOST 'tar c' | tar x", TREE_FILES / s["tar tree"]),
+        Result(
+            name, rtun_tree, "files/s", INFO, True, "ssh HOST 'tar c' | tar x", TREE_FILES / s["tar tree"]
+        ),
         Result(name, rtun_tree, "files/s", INFO, True, scp_name, scp_files / s["scp tree"]),
     ]
     if "rtun 1 tree" in s:
-        results.append(Result(name, rtun_tree, "files/s", INFO, True,
-                              f"rtun send {shlex.join(ONE_CHANNEL_ARGS)}", TREE_FILES / s["rtun 1 tree"]))
+        results.append(
+            Result(
+                name,
+                rtun_tree,
+                "files/s",
+                INFO,
+                True,
+                f"rtun send {shlex.join(ONE_CHANNEL_ARGS)}",
+                TREE_FILES / s["rtun 1 tree"],
+            )
+        )
     return results
 
 
@@ -293,11 +360,23 @@ def _round_trips(rig: Rig, files: Files) -> List[Result]:
         far_s = statistics.median(times[(name, "far")])
         trips = (far_s - near_s) / (PING_RTT / 1000)
         results += [
-            Result(f"{name} at {PING_RTT:g} ms, process start to exit ({of})", far_s, "s", INFO, True,
-                   "the same at 0 ms: start-up and local work", near_s),
-            Result(f"{name} at {PING_RTT:g} ms: round trips after process start "
-                   f"(server-to-laptop bursts: {statistics.median(bursts[name]):g}, the close included)",
-                   trips, "round trips", "<= 2 (the floor)", trips < 2.5),
+            Result(
+                f"{name} at {PING_RTT:g} ms, process start to exit ({of})",
+                far_s,
+                "s",
+                INFO,
+                True,
+                "the same at 0 ms: start-up and local work",
+                near_s,
+            ),
+            Result(
+                f"{name} at {PING_RTT:g} ms: round trips after process start "
+                f"(server-to-laptop bursts: {statistics.median(bursts[name]):g}, the close included)",
+                trips,
+                "round trips",
+                "<= 2 (the floor)",
+                trips < 2.5,
+            ),
         ]
     return results
 

@@ -23,5 +23,14 @@ def measure() -> List[Result]:
         baseline = command_seconds([sys.executable, "-c", "import socket, json, argparse"], env=env)
         ping = command_seconds([RTUN_SCRIPT, "ping"], env=env)
     ratio = ping / baseline
-    return [Result("rtun ping, process start to exit", ping * 1000, "ms", "<= 1.5x baseline",
-                   ratio <= 1.5, "python3 -c 'import socket, json, argparse'", baseline * 1000)]
+    return [
+        Result(
+            "rtun ping, process start to exit",
+            ping * 1000,
+            "ms",
+            "<= 1.5x baseline",
+            ratio <= 1.5,
+            "python3 -c 'import socket, json, argparse'",
+            baseline * 1000,
+        )
+    ]

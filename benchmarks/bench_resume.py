@@ -27,11 +27,17 @@ def _parts(directory: Path) -> List[Path]:
     return [p for p in directory.rglob(".rtun-*")] if directory.exists() else []
 
 
-def _interrupted_then_again(root: Path, daemon: RtunDaemon, source: Path, home: Path, extra: List[str]) -> int:
+def _interrupted_then_again(
+    root: Path, daemon: RtunDaemon, source: Path, home: Path, extra: List[str]
+) -> int:
     cut = TurnCounter(root / "cut.sock", daemon.socket, stall_after=SIZE // 2)
-    client = subprocess.Popen([RTUN_SCRIPT, "send", "-q", "-s", str(cut.listen), str(source)],
-                              env=clean_env(home), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = subprocess.Popen(
+        [RTUN_SCRIPT, "send", "-q", "-s", str(cut.listen), str(source)],
+        env=clean_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         cut.stalled.wait(120)
         wait_until(lambda: len(_parts(daemon.save_dir)) == 1, timeout=30, what="the part file")
@@ -41,8 +47,13 @@ def _interrupted_then_again(root: Path, daemon: RtunDaemon, source: Path, home: 
         cut.close()
     (root / "cut.sock").unlink()
     again = TurnCounter(root / "again.sock", daemon.socket)
-    subprocess.run([RTUN_SCRIPT, "send", "-q", "-s", str(again.listen)] + extra + [str(source)],
-                   env=clean_env(home), stdin=subprocess.DEVNULL, check=True, timeout=300)
+    subprocess.run(
+        [RTUN_SCRIPT, "send", "-q", "-s", str(again.listen)] + extra + [str(source)],
+        env=clean_env(home),
+        stdin=subprocess.DEVNULL,
+        check=True,
+        timeout=300,
+    )
     again.close()
     (root / "again.sock").unlink()
     return again.client_bytes
@@ -64,5 +75,14 @@ def measure() -> List[Result]:
         finally:
             daemon.stop()
     share = resumed / SIZE
-    return [Result("second send after a cut at half way: share of the file's bytes moved", share * 100, "%",
-                   "<= 55 % (issue 11)", share <= 0.55, "the same with --no-resume", whole / SIZE * 100)]
+    return [
+        Result(
+            "second send after a cut at half way: share of the file's bytes moved",
+            share * 100,
+            "%",
+            "<= 55 % (issue 11)",
+            share <= 0.55,
+            "the same with --no-resume",
+            whole / SIZE * 100,
+        )
+    ]

@@ -31,7 +31,7 @@ from common import Result, peak_rss_mib
 from rig import RTUN_SCRIPT, Rig
 from support.rtun import clean_env
 
-GIB = 1024 ** 3
+GIB = 1024**3
 SMALL_FILES = 10_000
 REPEAT = 3
 SMALL_REPEAT = 7  # alternating rtun and tar runs of the small files, each; their medians compared
@@ -83,7 +83,7 @@ def _measure_small_files_on_disk() -> List[Result]:
         ssh, host = rig.sshd.ssh_command, rig.sshd.alias
         times: dict = {"rtun": [], "tar": []}
         for run in range(SMALL_REPEAT):
-            for tool in (("rtun", "tar") if run % 2 == 0 else ("tar", "rtun")):
+            for tool in ("rtun", "tar") if run % 2 == 0 else ("tar", "rtun"):
                 os.sync()  # no run pays for the writeback of the one before
                 if tool == "rtun":
                     argv = [RTUN_SCRIPT, "send", "-q", "--to", f"run{run}/", str(small)]
@@ -93,8 +93,10 @@ def _measure_small_files_on_disk() -> List[Result]:
                     # Beside rtun's: where a new directory goes decides how many freed inodes
                     # creating each file skips (see above); siblings share the odds.
                     into = shlex.quote(str(rig.save_dir / f"tar{run}"))
-                    command = (f"tar cf - -C {shlex.quote(str(small.parent))} small | {shlex.join(ssh)} "
-                               f"{host} 'mkdir {into} && tar xf - -C {into}'")
+                    command = (
+                        f"tar cf - -C {shlex.quote(str(small.parent))} small | {shlex.join(ssh)} "
+                        f"{host} 'mkdir {into} && tar xf - -C {into}'"
+                    )
                     start = time.perf_counter()
                     subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)
                 times[tool].append(time.perf_counter() - start)
@@ -102,9 +104,15 @@ def _measure_small_files_on_disk() -> List[Result]:
         assert received == SMALL_FILES, f"{received} files arrived"
     rtun, tar = statistics.median(times["rtun"]), statistics.median(times["tar"])
     return [
-        Result(f"send 10,000 x 1 KiB files to disk (median of {SMALL_REPEAT}, alternating)",
-               SMALL_FILES / rtun, "files/s", ">= 1.0x baseline", rtun <= tar,
-               "tar c | ssh 'tar x'", SMALL_FILES / tar),
+        Result(
+            f"send 10,000 x 1 KiB files to disk (median of {SMALL_REPEAT}, alternating)",
+            SMALL_FILES / rtun,
+            "files/s",
+            ">= 1.0x baseline",
+            rtun <= tar,
+            "tar c | ssh 'tar x'",
+            SMALL_FILES / tar,
+        ),
     ]
 
 
@@ -138,23 +146,55 @@ def _measure(dest_root: Path) -> List[Result]:
 
         rtun_big = _best(lambda: run([RTUN_SCRIPT, "send", "-q", str(big)], env=env), clear)
         daemon_rss = peak_rss_mib(rig.daemon.process.pid)
-        cat_big = _best(lambda: run(
-            f"cat {shlex.quote(str(big))} | {shlex.join(ssh)} {host} 'cat > /dev/null'", shell=True), clear)
-        scp_big = _best(lambda: run(["scp", "-q", "-F", str(rig.sshd.client_config), str(big),
-                                     f"{host}:{dest}/big.bin"]), clear)
+        cat_big = _best(
+            lambda: run(
+                f"cat {shlex.quote(str(big))} | {shlex.join(ssh)} {host} 'cat > /dev/null'", shell=True
+            ),
+            clear,
+        )
+        scp_big = _best(
+            lambda: run(["scp", "-q", "-F", str(rig.sshd.client_config), str(big), f"{host}:{dest}/big.bin"]),
+            clear,
+        )
         rtun_small = _best(lambda: run([RTUN_SCRIPT, "send", "-q", str(small)], env=env), clear)
-        tar_small = _best(lambda: run(
-            f"tar cf - -C {shlex.quote(str(work))} small | {shlex.join(ssh)} {host} "
-            f"'tar xf - -C {shlex.quote(str(tar_dest))}'", shell=True), clear)
+        tar_small = _best(
+            lambda: run(
+                f"tar cf - -C {shlex.quote(str(work))} small | {shlex.join(ssh)} {host} "
+                f"'tar xf - -C {shlex.quote(str(tar_dest))}'",
+                shell=True,
+            ),
+            clear,
+        )
         clear()
 
-    mib = GIB / 1024 ** 2
+    mib = GIB / 1024**2
     return [
-        Result("send 1 GiB file", mib / rtun_big, "MiB/s", ">= 0.9x baseline",
-               rtun_big <= cat_big / 0.9, "cat | ssh 'cat > /dev/null'", mib / cat_big),
-        Result("send 1 GiB file", mib / rtun_big, "MiB/s", ">= 1.0x baseline",
-               rtun_big <= scp_big, "scp", mib / scp_big),
-        Result("send 10,000 x 1 KiB files to tmpfs (best of 3)", SMALL_FILES / rtun_small, "files/s", ">= 1.0x baseline",
-               rtun_small <= tar_small, "tar c | ssh 'tar x'", SMALL_FILES / tar_small),
+        Result(
+            "send 1 GiB file",
+            mib / rtun_big,
+            "MiB/s",
+            ">= 0.9x baseline",
+            rtun_big <= cat_big / 0.9,
+            "cat | ssh 'cat > /dev/null'",
+            mib / cat_big,
+        ),
+        Result(
+            "send 1 GiB file",
+            mib / rtun_big,
+            "MiB/s",
+            ">= 1.0x baseline",
+            rtun_big <= scp_big,
+            "scp",
+            mib / scp_big,
+        ),
+        Result(
+            "send 10,000 x 1 KiB files to tmpfs (best of 3)",
+            SMALL_FILES / rtun_small,
+            "files/s",
+            ">= 1.0x baseline",
+            rtun_small <= tar_small,
+            "tar c | ssh 'tar x'",
+            SMALL_FILES / tar_small,
+        ),
         Result("daemon peak RSS during 1 GiB send", daemon_rss, "MiB", "<= 64 MiB", daemon_rss <= 64),
     ]

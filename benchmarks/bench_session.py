@@ -38,7 +38,8 @@ PINGS = 30
 
 # Runs on the "server" inside the login: two commands (separated by "--") in alternation, and
 # the median wall time of each, in ms.
-_TIMER = """
+_TIMER = (
+    """
 import statistics, subprocess, sys, time
 cut = sys.argv.index("--")
 commands = [sys.argv[1:cut], sys.argv[cut + 1:]]
@@ -50,11 +51,17 @@ for i in range(%d + 3):
         if i >= 3:
             times[which].append(time.perf_counter() - began)
 print(" ".join("%%.2f" %% (1000 * statistics.median(t)) for t in times))
-""" % PINGS
+"""
+    % PINGS
+)
 
 
-def _alternate(first: Callable[[], None], second: Callable[[], None], rounds: int,
-               before: Callable[[], None] = lambda: None) -> Tuple[float, float]:
+def _alternate(
+    first: Callable[[], None],
+    second: Callable[[], None],
+    rounds: int,
+    before: Callable[[], None] = lambda: None,
+) -> Tuple[float, float]:
     a: List[float] = []
     b: List[float] = []
     for _ in range(2):  # warm-up
@@ -73,8 +80,14 @@ def _alternate(first: Callable[[], None], second: Callable[[], None], rounds: in
 
 
 def _run(argv: List[str], env: dict) -> None:
-    subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        argv,
+        env=env,
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _stop_daemons(laptop: Laptop) -> None:
@@ -102,18 +115,30 @@ def measure() -> List[Result]:
     try:
         _run(ours, env)  # starts the daemon
         ssh_s, rtun_s = _alternate(lambda: _run(plain, env), lambda: _run(ours, env), ROUNDS)
-        ssh_cold, rtun_cold = _alternate(lambda: _run(plain, env), lambda: _run(ours, env), START_ROUNDS,
-                                         before=lambda: _stop_daemons(laptop))
+        ssh_cold, rtun_cold = _alternate(
+            lambda: _run(plain, env),
+            lambda: _run(ours, env),
+            START_ROUNDS,
+            before=lambda: _stop_daemons(laptop),
+        )
         subprocess.run([RTUN_SCRIPT, "install", "srv"], env=env, check=True, capture_output=True)
         timer = root / "timer.py"
         timer.write_text(_TIMER)
         python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
         imports = "-c 'import socket, json, argparse'"
         inside = subprocess.run(
-            [RTUN_SCRIPT, "ssh", "srv",
-             f"{python} {timer} {sys.executable} {imports} -- {RTUN_SCRIPT} ping; "
-             f"{python} {timer} {python} {imports} -- {home}/.rtun/bin/rtun ping"],
-            env=env, check=True, capture_output=True, text=True)
+            [
+                RTUN_SCRIPT,
+                "ssh",
+                "srv",
+                f"{python} {timer} {sys.executable} {imports} -- {RTUN_SCRIPT} ping; "
+                f"{python} {timer} {python} {imports} -- {home}/.rtun/bin/rtun ping",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         baseline, installed, system, zipapp = (float(x) for x in inside.stdout.split())
     finally:
         _stop_daemons(laptop)
@@ -121,12 +146,40 @@ def measure() -> List[Result]:
         shutil.rmtree(root, ignore_errors=True)
     warm, cold = rtun_s / ssh_s, rtun_cold / ssh_cold
     return [
-        Result("rtun ssh HOST true, daemon running", rtun_s * 1000, "ms", "<= 1.5x ssh", warm <= 1.5,
-               "ssh HOST true", ssh_s * 1000),
-        Result("rtun ssh HOST true, daemon started by it", rtun_cold * 1000, "ms", "<= 2x ssh", cold <= 2.0,
-               "ssh HOST true", ssh_cold * 1000),
-        Result("rtun ping through the rtun ssh forward (pip client)", installed, "ms", "<= 1.5x baseline",
-               installed / baseline <= 1.5, "python3 -c 'import socket, json, argparse'", baseline),
-        Result("rtun ping through the rtun ssh forward (zipapp client)", zipapp, "ms", "for information",
-               True, "the server's python3 -c 'import socket, json, argparse'", system),
+        Result(
+            "rtun ssh HOST true, daemon running",
+            rtun_s * 1000,
+            "ms",
+            "<= 1.5x ssh",
+            warm <= 1.5,
+            "ssh HOST true",
+            ssh_s * 1000,
+        ),
+        Result(
+            "rtun ssh HOST true, daemon started by it",
+            rtun_cold * 1000,
+            "ms",
+            "<= 2x ssh",
+            cold <= 2.0,
+            "ssh HOST true",
+            ssh_cold * 1000,
+        ),
+        Result(
+            "rtun ping through the rtun ssh forward (pip client)",
+            installed,
+            "ms",
+            "<= 1.5x baseline",
+            installed / baseline <= 1.5,
+            "python3 -c 'import socket, json, argparse'",
+            baseline,
+        ),
+        Result(
+            "rtun ping through the rtun ssh forward (zipapp client)",
+            zipapp,
+            "ms",
+            "for information",
+            True,
+            "the server's python3 -c 'import socket, json, argparse'",
+            system,
+        ),
     ]

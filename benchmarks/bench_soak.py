@@ -24,7 +24,14 @@ from typing import List
 from common import Result, peak_rss_mib
 from rig import Rig
 from support.load import (
-    MIB, check_delivered, load_sizes, make_sources, open_fds, parts_below, plan_uploads, rss_kib,
+    MIB,
+    check_delivered,
+    load_sizes,
+    make_sources,
+    open_fds,
+    parts_below,
+    plan_uploads,
+    rss_kib,
     run_mix,
 )
 from support.wait import wait_until
@@ -64,8 +71,14 @@ def _measure(dest_root: Path) -> List[Result]:
                 nonlocal peak_fds
                 peak_fds = max(peak_fds, open_fds(pid))
 
-            result = run_mix(uploads, rig.remote_home, rig.forward.remote, rig.save_dir,
-                             on_tick=sample, notify_base=rounds * 100_000)
+            result = run_mix(
+                uploads,
+                rig.remote_home,
+                rig.forward.remote,
+                rig.save_dir,
+                on_tick=sample,
+                notify_base=rounds * 100_000,
+            )
             busy += result.seconds
             requests += len(result.outcomes)
             uploaded += result.uploaded_bytes
@@ -89,18 +102,33 @@ def _measure(dest_root: Path) -> List[Result]:
         peak = peak_rss_mib(pid)
         for failure in failures[:20]:
             print(f"  soak failure: {failure}", file=sys.stderr)
-        print(f"  soak: {rounds} rounds in {elapsed:.0f}s, {requests} requests, {uploaded / MIB:.0f} MiB, "
-              f"descriptors {baseline_fds} -> peak {peak_fds} -> {end_fds}, RSS after each round (MiB): "
-              f"{[round(r / 1024, 1) for r in rss_after]}", file=sys.stderr)
+        print(
+            f"  soak: {rounds} rounds in {elapsed:.0f}s, {requests} requests, {uploaded / MIB:.0f} MiB, "
+            f"descriptors {baseline_fds} -> peak {peak_fds} -> {end_fds}, RSS after each round (MiB): "
+            f"{[round(r / 1024, 1) for r in rss_after]}",
+            file=sys.stderr,
+        )
 
     growth = (rss_after[-1] - rss_after[0]) / 1024 if len(rss_after) > 1 else 0.0
     return [
         Result(f"soak {rounds} rounds: upload throughput", uploaded / MIB / busy, "MiB/s", "report", True),
-        Result(f"soak {rounds} rounds: requests (uploads, pings, notify)", requests / busy, "req/s", "report", True),
-        Result(f"soak {rounds} rounds: failures of {requests} requests", len(failures), "", "0", not failures),
+        Result(
+            f"soak {rounds} rounds: requests (uploads, pings, notify)",
+            requests / busy,
+            "req/s",
+            "report",
+            True,
+        ),
+        Result(
+            f"soak {rounds} rounds: failures of {requests} requests", len(failures), "", "0", not failures
+        ),
         Result("soak: daemon peak RSS", peak, "MiB", "<= 64 MiB", peak <= 64),
         Result("soak: daemon RSS growth, first round to last", growth, "MiB", "<= 16 MiB", growth <= 16),
-        Result("soak: daemon descriptors afterwards", end_fds, "", f"<= {baseline_fds + 2} (start: {baseline_fds})",
-               settled),
+        Result(
+            "soak: daemon descriptors afterwards",
+            end_fds,
+            "",
+            f"<= {baseline_fds + 2} (start: {baseline_fds})",
+            settled,
+        ),
     ]
-

@@ -37,15 +37,31 @@ FREEZES = 3
 
 def _login_works(world: World, port: int) -> bool:
     done = subprocess.run(
-        ["ssh", "-F", str(world.ssh_config), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=2", "-p", str(port), "127.0.0.1", "true"],
-        stdin=subprocess.DEVNULL, capture_output=True, timeout=15,
+        [
+            "ssh",
+            "-F",
+            str(world.ssh_config),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=2",
+            "-p",
+            str(port),
+            "127.0.0.1",
+            "true",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=15,
     )
     return done.returncode == 0
 
 
-def _time_until_login(world: World, port: Callable[[], int], start: float, limit: float, out: dict,
-                      key: str) -> None:
+def _time_until_login(
+    world: World, port: Callable[[], int], start: float, limit: float, out: dict, key: str
+) -> None:
     while time.monotonic() - start < limit:
         if _login_works(world, port()):
             out[key] = time.monotonic() - start
@@ -79,17 +95,49 @@ def measure() -> List[Result]:
     try:
         with open(agent_log, "wb") as log:
             agent = subprocess.Popen(
-                RTUN + ["tunnel", "pub", "--name", "bench", "--local-port", str(machine.port),
-                        "--registry", str(world.registry), "--machine-id", f"bench-{os.getpid()}"],
-                env=world.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                RTUN
+                + [
+                    "tunnel",
+                    "pub",
+                    "--name",
+                    "bench",
+                    "--local-port",
+                    str(machine.port),
+                    "--registry",
+                    str(world.registry),
+                    "--machine-id",
+                    f"bench-{os.getpid()}",
+                ],
+                env=world.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         processes.append(agent)
         auto_port = free_port()
         autossh = subprocess.Popen(
-            ["autossh", "-M", "0", "-F", str(world.ssh_config), "-N", "-o", "ServerAliveInterval 30",
-             "-o", "ServerAliveCountMax 3", "-o", "ExitOnForwardFailure yes",
-             "-R", f"127.0.0.1:{auto_port}:127.0.0.1:{machine.port}", "pub"],
-            env=dict(os.environ, AUTOSSH_GATETIME="0"), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "autossh",
+                "-M",
+                "0",
+                "-F",
+                str(world.ssh_config),
+                "-N",
+                "-o",
+                "ServerAliveInterval 30",
+                "-o",
+                "ServerAliveCountMax 3",
+                "-o",
+                "ExitOnForwardFailure yes",
+                "-R",
+                f"127.0.0.1:{auto_port}:127.0.0.1:{machine.port}",
+                "pub",
+            ],
+            env=dict(os.environ, AUTOSSH_GATETIME="0"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         processes.append(autossh)
 
         def agent_ups() -> int:
@@ -99,11 +147,15 @@ def measure() -> List[Result]:
             return agent_log.read_text(errors="replace").count("[lost]")
 
         wait_until(lambda: agent_ups() >= 1, timeout=30, what="agent up")
+
         def port() -> int:  # what `rtun connect` would use: the registry's port
             return next(iter(world.entries().values()))["port"]
 
-        wait_until(lambda: _login_works(world, port()) and _login_works(world, auto_port), timeout=30,
-                   what="both tunnels up")
+        wait_until(
+            lambda: _login_works(world, port()) and _login_works(world, auto_port),
+            timeout=30,
+            what="both tunnels up",
+        )
 
         ours, theirs = [], []
         for _ in range(CYCLES):
@@ -113,8 +165,10 @@ def measure() -> List[Result]:
             world.restart_server()
             start = time.monotonic()
             found: dict = {}
-            threads = [threading.Thread(target=_time_until_login, args=(world, p, start, 120, found, k))
-                       for p, k in ((port, "rtun"), (lambda: auto_port, "autossh"))]
+            threads = [
+                threading.Thread(target=_time_until_login, args=(world, p, start, 120, found, k))
+                for p, k in ((port, "rtun"), (lambda: auto_port, "autossh"))
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -153,10 +207,21 @@ def measure() -> List[Result]:
     print(f"  dead-server detection: {[round(x, 2) for x in detect]}", file=sys.stderr)
     ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
     return [
-        Result("tunnel: login works again after server restart (median)", ours_median, "s",
-               "<= 2 s and <= 0.2x autossh", ours_median <= 2 and ours_median <= 0.2 * theirs_median,
-               "autossh -M 0 ServerAliveInterval 30", theirs_median),
-        Result("tunnel: notice a frozen server, defaults (worst of 3)", max(detect), "s", "<= 10 s",
-               max(detect) <= 10),
+        Result(
+            "tunnel: login works again after server restart (median)",
+            ours_median,
+            "s",
+            "<= 2 s and <= 0.2x autossh",
+            ours_median <= 2 and ours_median <= 0.2 * theirs_median,
+            "autossh -M 0 ServerAliveInterval 30",
+            theirs_median,
+        ),
+        Result(
+            "tunnel: notice a frozen server, defaults (worst of 3)",
+            max(detect),
+            "s",
+            "<= 10 s",
+            max(detect) <= 10,
+        ),
         Result("tunnel: agent peak RSS (without ssh)", rss, "MiB", "<= 30 MiB", rss <= 30),
     ]

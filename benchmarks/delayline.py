@@ -35,7 +35,7 @@ CHUNK = 256 * 1024
 DEFAULT_INFLIGHT = int(2.7 * 1024 * 1024)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; the constant is new in Python 3.10
 GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
-_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
 def parse_size(text: str) -> int:
@@ -52,8 +52,9 @@ class Direction:
     """One way through the relay: what is read from ``source`` waits ``half`` seconds, is written
     to ``sink``, and counts against ``bound`` until ``half`` seconds after it was written."""
 
-    def __init__(self, source: int, sink: int, half: float, bound: int, gap: float,
-                 shut_sink: Callable[[], None]) -> None:
+    def __init__(
+        self, source: int, sink: int, half: float, bound: int, gap: float, shut_sink: Callable[[], None]
+    ) -> None:
         self.source = source
         self.sink = sink
         self.half = half
@@ -192,8 +193,15 @@ class Relay:
         if not self.count:
             return
         self.reports += 1
-        report = {"pid": os.getpid(), "report": self.reports, "rtt_ms": self.rtt * 1000, "inflight": self.bound,
-                  "gap_ms": self.gap * 1000, "sent": self.sent.counts(), "received": self.received.counts()}
+        report = {
+            "pid": os.getpid(),
+            "report": self.reports,
+            "rtt_ms": self.rtt * 1000,
+            "inflight": self.bound,
+            "gap_ms": self.gap * 1000,
+            "sent": self.sent.counts(),
+            "received": self.received.counts(),
+        }
         partial = f"{self.count}.{os.getpid()}.tmp"
         with open(partial, "w") as f:
             json.dump(report, f)
@@ -233,10 +241,16 @@ class Relay:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rtt-ms", type=float, default=0.0, help="round trip to add (ms)")
-    parser.add_argument("--inflight", type=parse_size, default=DEFAULT_INFLIGHT,
-                        help="bytes in flight per direction, e.g. 2.7M, 32M (default: 2.7M)")
+    parser.add_argument(
+        "--inflight",
+        type=parse_size,
+        default=DEFAULT_INFLIGHT,
+        help="bytes in flight per direction, e.g. 2.7M, 32M (default: 2.7M)",
+    )
     parser.add_argument("--count", help="file for the JSON counts")
-    parser.add_argument("--gap-ms", type=float, help="quiet time that ends a burst (default: rtt/4, at least 1)")
+    parser.add_argument(
+        "--gap-ms", type=float, help="quiet time that ends a burst (default: rtt/4, at least 1)"
+    )
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     args = parser.parse_args(argv)

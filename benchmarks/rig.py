@@ -27,9 +27,15 @@ class Rig:
     """``forward``: the server's ``~/.rtun/rtun.sock`` forwarded to the daemon (unless
     ``forward=False``); ``link()`` adds delayed connections beside it."""
 
-    def __init__(self, save_dir: Optional[Path] = None, *, config: str = "",
-                 env: Optional[Dict[str, str]] = None, notifications: bool = False,
-                 forward: bool = True) -> None:
+    def __init__(
+        self,
+        save_dir: Optional[Path] = None,
+        *,
+        config: str = "",
+        env: Optional[Dict[str, str]] = None,
+        notifications: bool = False,
+        forward: bool = True,
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: socket paths
         self.sshd = SshServer(SshKeys(self.root / "keys"), self.root / "sshd").start()
         self.local_home = self.root / "local"
@@ -50,8 +56,9 @@ class Rig:
         self.daemon = RtunDaemon(self.local_home, self.save_dir, env=daemon_env).start()
         self.forward: Optional[Forward] = None
         if forward:
-            self.forward = Forward(self.sshd, self.remote_home / ".rtun" / "rtun.sock",
-                                   self.daemon.socket).wait_up()
+            self.forward = Forward(
+                self.sshd, self.remote_home / ".rtun" / "rtun.sock", self.daemon.socket
+            ).wait_up()
         self.links: List[Link] = []
 
     def link(self, name: str, rtt_ms: float, inflight: int) -> "Link":
@@ -95,11 +102,23 @@ class Link:
         self.count_file = rig.root / f"{name}.json"
         self.control = rig.root / f"{name}.ctl"
         self.socket = rig.remote_home / ".rtun" / f"{name}.sock"
-        proxy = (f"{sys.executable} {DELAYLINE} --rtt-ms {rtt_ms:g} --inflight {inflight} "
-                 f"--count {self.count_file} %h %p")
-        self.forward = Forward(rig.sshd, self.socket, rig.daemon.socket, extra=[
-            "-o", f"ProxyCommand={proxy}", "-o", "ControlMaster=yes", "-o", f"ControlPath={self.control}",
-        ]).wait_up(timeout=30)
+        proxy = (
+            f"{sys.executable} {DELAYLINE} --rtt-ms {rtt_ms:g} --inflight {inflight} "
+            f"--count {self.count_file} %h %p"
+        )
+        self.forward = Forward(
+            rig.sshd,
+            self.socket,
+            rig.daemon.socket,
+            extra=[
+                "-o",
+                f"ProxyCommand={proxy}",
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                f"ControlPath={self.control}",
+            ],
+        ).wait_up(timeout=30)
         wait_until(self.count_file.exists, timeout=10, what="the delay line's first counts")
 
     @property
@@ -110,8 +129,16 @@ class Link:
 
     @property
     def scp(self) -> List[str]:
-        return ["scp", "-q", "-F", str(self.rig.sshd.client_config),
-                "-o", "ControlMaster=no", "-o", f"ControlPath={self.control}"]
+        return [
+            "scp",
+            "-q",
+            "-F",
+            str(self.rig.sshd.client_config),
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            f"ControlPath={self.control}",
+        ]
 
     @property
     def host(self) -> str:

@@ -22,7 +22,7 @@ def main(names: list) -> int:
 
     modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
     if names:
-        modules = [m for m in modules if m[len("bench_"):] in names]
+        modules = [m for m in modules if m[len("bench_") :] in names]
     results = []
     for name in modules:
         started = time.monotonic()

@@ -34,15 +34,33 @@ if __name__ == "__main__":  # instrument rtun for coverage before anything impor
         from rtun.daemon.storage.space import Space
         from rtun.protocol import limits, names, wire
         from rtun.protocol.receiver import (
-            CLOSED, NEED_DATA, Data, Directory, FileEnd, FileStart, Link, Receiver, Truncated,
-            Upload, UploadEnd,
+            CLOSED,
+            NEED_DATA,
+            Data,
+            Directory,
+            FileEnd,
+            FileStart,
+            Link,
+            Receiver,
+            Truncated,
+            Upload,
+            UploadEnd,
         )
 else:
     from rtun.daemon.actions.ranges import RangedFile, RangedFiles
     from rtun.daemon.storage.space import Space
     from rtun.protocol import limits, names, wire
     from rtun.protocol.receiver import (
-        CLOSED, NEED_DATA, Data, Directory, FileEnd, FileStart, Link, Receiver, Truncated, Upload,
+        CLOSED,
+        NEED_DATA,
+        Data,
+        Directory,
+        FileEnd,
+        FileStart,
+        Link,
+        Receiver,
+        Truncated,
+        Upload,
         UploadEnd,
     )
 
@@ -263,7 +281,9 @@ class _Driver:
             if self.file is None:
                 raise Broken("FileEnd outside a file")
             if event.size != self.file_bytes or (self.file.size is not None and event.size != self.file.size):
-                raise Broken(f"FileEnd says {event.size}, data was {self.file_bytes}, declared {self.file.size}")
+                raise Broken(
+                    f"FileEnd says {event.size}, data was {self.file_bytes}, declared {self.file.size}"
+                )
             self.file = None
         elif isinstance(event, (Directory, Link)):
             if self.upload is None or self.file is not None:
@@ -290,7 +310,9 @@ class _Driver:
         if self.upload is None:
             raise Broken("a file outside an upload")
         _check_parts(event.parts, "file")
-        if not event.parts and not isinstance(self.upload.request, (wire.View, wire.Copy, wire.Edit, wire.Range)):
+        if not event.parts and not isinstance(
+            self.upload.request, (wire.View, wire.Copy, wire.Edit, wire.Range)
+        ):
             raise Broken("a file with no name")
         self.file, self.file_bytes, self.file_hash = event, 0, hashlib.sha256()
 
@@ -302,7 +324,7 @@ def _pieces(data: bytes, sizes: bytes) -> Iterator[bytes]:
         if at >= len(data):
             return
         step = size or len(data)
-        yield data[at:at + step]
+        yield data[at : at + step]
         at += step
     if at < len(data):
         yield data[at:]
@@ -329,7 +351,7 @@ def check_components(text: str) -> None:
         parts = names.components(text)
     except Rejected as exc:
         if exc.code != wire.E_BAD_PATH:
-            raise Broken(f"components refused {text!r} with code {exc.code}")
+            raise Broken(f"components refused {text!r} with code {exc.code}") from exc
         return
     if not parts:
         raise Broken(f"components({text!r}) is empty")
@@ -347,7 +369,7 @@ def one_input(data: bytes) -> None:
         check_components(body.decode("utf-8", "surrogateescape"))
         return
     split = body.find(b"\xff\xff")  # optional piece sizes after the stream
-    stream, sizes = (body, b"") if split < 0 else (body[:split], body[split + 2:])
+    stream, sizes = (body, b"") if split < 0 else (body[:split], body[split + 2 :])
     if control & 4:
         stream = _expand(stream)
     driver = _Driver(reject_uploads=bool(control & 8), small=bool(control & 16))
@@ -373,8 +395,14 @@ def _line(obj: Dict[str, Any]) -> bytes:
     return json.dumps(obj).encode() + b"\r\n"
 
 
-def ranged_stream(size: int, ranges: List[Tuple[int, int, int, bool]], commit: bool,
-                  join: bool = False, key: str = "ab" * 16, compact: bool = False) -> bytes:
+def ranged_stream(
+    size: int,
+    ranges: List[Tuple[int, int, int, bool]],
+    commit: bool,
+    join: bool = False,
+    key: str = "ab" * 16,
+    compact: bool = False,
+) -> bytes:
     """RANGES of a file of ``size`` bytes, its ranges (offset, length, fill byte, digest
     right), in the order given, and with ``commit`` a COMMIT of the ranges as the client
     believes it sent them. ``compact``: data in whole KiB written in ``_expand``'s language."""
@@ -396,14 +424,18 @@ def ranged_stream(size: int, ranges: List[Tuple[int, int, int, bool]], commit: b
 
 def seeds() -> List[bytes]:
     """Valid and nearly valid streams: where the fuzzer starts."""
-    put = (b'PUT {"dest":"in","overwrite":false,"bytes":11,"files":2}\r\n'
-           + _line({"type": "dir", "path": "d", "mode": 0o750, "mtime": 1})
-           + _line({"type": "file", "path": "d/a.txt", "mode": 0o640, "mtime": 1700000000, "size": 11})
-           + b"5\r\nhello6\r\n world0\r\n" + _sha(b"hello world")
-           + _line({"type": "link", "path": "d/l", "target": "a.txt"})
-           + _line({"type": "file", "path": "d/e", "mode": 420, "mtime": 2.5})
-           + b"0\r\n" + _sha(b"")
-           + b'{"type":"end"}\r\n')
+    put = (
+        b'PUT {"dest":"in","overwrite":false,"bytes":11,"files":2}\r\n'
+        + _line({"type": "dir", "path": "d", "mode": 0o750, "mtime": 1})
+        + _line({"type": "file", "path": "d/a.txt", "mode": 0o640, "mtime": 1700000000, "size": 11})
+        + b"5\r\nhello6\r\n world0\r\n"
+        + _sha(b"hello world")
+        + _line({"type": "link", "path": "d/l", "target": "a.txt"})
+        + _line({"type": "file", "path": "d/e", "mode": 420, "mtime": 2.5})
+        + b"0\r\n"
+        + _sha(b"")
+        + b'{"type":"end"}\r\n'
+    )
     streams = [
         b"PING\r\nECHO hi\r\nPID\r\n",
         b"SEND 3 dir/x.bin\r\nabc" + _sha(b"abc") + b"PING\r\n",
@@ -418,12 +450,24 @@ def seeds() -> List[bytes]:
     out += [bytes([8]) + streams[1]]
     hello = b"SEND RTUN/2 ranges\r\n"
     unit = limits.MIN_RANGE
-    out += [bytes([4]) + hello + ranged_stream(3 * unit + 5, [(3 * unit, 5, 1, True), (0, 2 * unit, 2, True),
-                                                              (unit, 2 * unit, 3, True)], True, compact=True),
-            bytes([4]) + hello + ranged_stream(4 * unit, [(2 * unit, unit, 1, False), (0, 3 * unit, 4, True)],
-                                               True, compact=True) + b"PING\r\n",
-            bytes([20]) + hello + ranged_stream(2 * unit, [(unit, unit, 9, True)], False, compact=True)
-            + b"\xff\xff\x07\x00"]
+    out += [
+        bytes([4])
+        + hello
+        + ranged_stream(
+            3 * unit + 5,
+            [(3 * unit, 5, 1, True), (0, 2 * unit, 2, True), (unit, 2 * unit, 3, True)],
+            True,
+            compact=True,
+        ),
+        bytes([4])
+        + hello
+        + ranged_stream(4 * unit, [(2 * unit, unit, 1, False), (0, 3 * unit, 4, True)], True, compact=True)
+        + b"PING\r\n",
+        bytes([20])
+        + hello
+        + ranged_stream(2 * unit, [(unit, unit, 9, True)], False, compact=True)
+        + b"\xff\xff\x07\x00",
+    ]
     out += [bytes([3]) + p.encode() for p in ("a/b/c.txt", "../x", "a//b", ".rtun-1-ab.part", "d\u202eexe")]
     return out
 

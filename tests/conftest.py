@@ -62,7 +62,9 @@ def start_daemon(local_home: Path, save_dir: Path) -> Iterator[Callable[..., Rtu
     call of this, so that ``forward`` (the real ssh -R) reaches it."""
     started: List[RtunDaemon] = []
 
-    def start(env: Optional[Dict[str, str]] = None, config: str = "", diagnostics: bool = False) -> RtunDaemon:
+    def start(
+        env: Optional[Dict[str, str]] = None, config: str = "", diagnostics: bool = False
+    ) -> RtunDaemon:
         if config:
             write_config(local_home, config)
         running = RtunDaemon(local_home, save_dir, env=env or {}, diagnostics=diagnostics).start()

@@ -19,15 +19,18 @@ from support.rtun import run_rtun
 from support.v1peer import V1Peer
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["send"], "rtun send: the following arguments are required: PATH (see rtun send --help)"),
-    (["bogus"], "rtun: unknown command 'bogus': see rtun --help for the commands"),
-    (["sned", "x"], "rtun: unknown command 'sned': did you mean `rtun send`?"),
-    (["tunel"], "rtun: unknown command 'tunel': did you mean `rtun tunnel`?"),
-    (["\x1b[2Jx"], "rtun: unknown command '\\x1b[2Jx'"),
-    (["ping", "--nope"], "rtun ping: unrecognized arguments: --nope"),
-    (["--nope"], "rtun: the following arguments are required: COMMAND"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["send"], "rtun send: the following arguments are required: PATH (see rtun send --help)"),
+        (["bogus"], "rtun: unknown command 'bogus': see rtun --help for the commands"),
+        (["sned", "x"], "rtun: unknown command 'sned': did you mean `rtun send`?"),
+        (["tunel"], "rtun: unknown command 'tunel': did you mean `rtun tunnel`?"),
+        (["\x1b[2Jx"], "rtun: unknown command '\\x1b[2Jx'"),
+        (["ping", "--nope"], "rtun ping: unrecognized arguments: --nope"),
+        (["--nope"], "rtun: the following arguments are required: COMMAND"),
+    ],
+)
 def test_usage_errors_return_2_with_one_line(capsys, argv, expected) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -57,6 +57,7 @@ def daemon(start_daemon, daemon_config: str, daemon_env: dict) -> RtunDaemon:
     """Overrides tests/conftest.py's: the daemon on the Xvfb display, with its config file."""
     return start_daemon(env=daemon_env, config=daemon_config)
 
+
 PASTE_ON = "[actions]\npaste = true\n"
 
 
@@ -141,8 +142,11 @@ def test_copy_is_refused_when_turned_off_and_the_clipboard_is_left_alone(forward
     assert xvfb.clipboard() == b"what was there"
 
 
-@pytest.mark.parametrize("daemon_config", ["[clipboard]\nmax_bytes = 1000\n[actions]\npaste = true\n"],
-                         ids=["max_bytes 1000, paste on"])
+@pytest.mark.parametrize(
+    "daemon_config",
+    ["[clipboard]\nmax_bytes = 1000\n[actions]\npaste = true\n"],
+    ids=["max_bytes 1000, paste on"],
+)
 def test_the_daemons_size_limit_refuses_copy_and_paste_past_it(forward, remote_home, xvfb):
     xvfb.set_clipboard(b"before")
 

@@ -26,8 +26,9 @@ BASH_COMPLETION = "/usr/share/bash-completion/bash_completion"
 def _env(home: Path, **extra: str) -> Dict[str, str]:
     """A user whose `rtun` on PATH is this checkout's."""
     assert RTUN_SCRIPT.exists(), "the package is not installed in this venv (pip install -e .)"
-    return clean_env(home, PATH=f"{RTUN_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}", SHELL="/bin/sh",
-                     **extra)
+    return clean_env(
+        home, PATH=f"{RTUN_SCRIPT.parent}{os.pathsep}{os.environ['PATH']}", SHELL="/bin/sh", **extra
+    )
 
 
 def _needs(tool: str) -> str:
@@ -44,10 +45,22 @@ def _candidates(line: str, home: Path, tmp: Path) -> List[str]:
     """What rtun offers for ``line`` with the cursor at its end: $COMP_LINE and $COMP_POINT in,
     candidates out on file descriptor 8, separated by $IFS (vertical tab by default)."""
     out = tmp / "candidates"
-    env = _env(home, _ARGCOMPLETE="1", _ARGCOMPLETE_SHELL="bash", COMP_LINE=line,
-               COMP_POINT=str(len(line)), COMP_TYPE="9", OUT=str(out))
-    done = subprocess.run(["sh", "-c", 'exec "$@" 8>"$OUT" 9>/dev/null'] + ["sh"] + RTUN, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    env = _env(
+        home,
+        _ARGCOMPLETE="1",
+        _ARGCOMPLETE_SHELL="bash",
+        COMP_LINE=line,
+        COMP_POINT=str(len(line)),
+        COMP_TYPE="9",
+        OUT=str(out),
+    )
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" 8>"$OUT" 9>/dev/null'] + ["sh"] + RTUN,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stdout == b"", done
     text = out.read_text()
     return [c.rstrip() for c in text.split("\x0b")] if text else []
@@ -77,14 +90,17 @@ def test_a_path_argument_completes_file_names(short_tmp: Path) -> None:
     (short_tmp / "report-2024.pdf").write_text("x")
     (short_tmp / "reports").mkdir()
     line = f"rtun send {short_tmp}/rep"
-    assert sorted(_candidates(line, short_tmp, short_tmp)) == [f"{short_tmp}/report-2024.pdf", f"{short_tmp}/reports/"]
+    assert sorted(_candidates(line, short_tmp, short_tmp)) == [
+        f"{short_tmp}/report-2024.pdf",
+        f"{short_tmp}/reports/",
+    ]
 
 
 # ---- the bash script, sourced in a real bash ----------------------------------------------------
 
 # Sets COMP_WORDS, COMP_CWORD, COMP_LINE and COMP_POINT as readline does for a Tab at the end of
 # the line, calls the function the script registered for rtun, prints each of COMPREPLY.
-_DRIVE = r'''
+_DRIVE = r"""
 drive() {
     COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; COMP_TYPE=9
     read -ra COMP_WORDS <<< "$COMP_LINE"
@@ -97,13 +113,18 @@ drive() {
     printf '%s|\n' "${COMPREPLY[@]}"
     echo "--"
 }
-'''
+"""
 
 
 def _bash(setup: str, lines: List[str], env: Dict[str, str]) -> List[List[str]]:
     program = setup + _DRIVE + "".join(f"drive {_quote(line)}\n" for line in lines)
-    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], env=env, capture_output=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", program],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     groups = done.stdout.decode().split("--\n")[:-1]
     return [[c.rstrip("|") for c in group.splitlines()] for group in groups]
@@ -130,13 +151,16 @@ def test_the_installed_bash_script_is_where_bash_completion_loads_it(short_tmp: 
     if not os.path.exists(BASH_COMPLETION):
         pytest.skip("bash-completion is not installed (apt-get install bash-completion)")
     env = _env(short_tmp)
-    installed = subprocess.run(RTUN + ["completion", "--install", "bash"], env=env, capture_output=True,
-                               timeout=60)
+    installed = subprocess.run(
+        RTUN + ["completion", "--install", "bash"], env=env, capture_output=True, timeout=60
+    )
     assert installed.returncode == 0, installed.stderr
     target = short_tmp / ".local" / "share" / "bash-completion" / "completions" / "rtun"
     said = installed.stdout.decode()
-    assert said.startswith("rtun completion: wrote the bash completion for rtun to "
-                           "~/.local/share/bash-completion/completions/rtun\n"), said
+    assert said.startswith(
+        "rtun completion: wrote the bash completion for rtun to "
+        "~/.local/share/bash-completion/completions/rtun\n"
+    ), said
     assert "bash-completion" in said.splitlines()[1]
 
     # bash-completion's own loader, as it runs on the first Tab after `rtun `: nothing else
@@ -170,8 +194,13 @@ class Terminal:
         self._tmux("new-session", "-d", "-x", "150", "-y", "30", *command)
 
     def _tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-L", self.name, "-f", "/dev/null", *args], env=self.env,
-                              capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["tmux", "-L", self.name, "-f", "/dev/null", *args],
+            env=self.env,
+            capture_output=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.decode()
 
@@ -195,8 +224,9 @@ class Terminal:
         return seen[0]
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.name, "kill-server"], env=self.env, capture_output=True,
-                       timeout=30)
+        subprocess.run(
+            ["tmux", "-L", self.name, "kill-server"], env=self.env, capture_output=True, timeout=30
+        )
 
 
 @pytest.fixture
@@ -211,8 +241,9 @@ def test_zsh_completes_after_following_what_install_says(short_tmp: Path, termin
     zsh = _needs("zsh")
     _needs("tmux")
     env = _env(short_tmp)
-    installed = subprocess.run(RTUN + ["completion", "--install", "zsh"], env=env, capture_output=True,
-                               timeout=60)
+    installed = subprocess.run(
+        RTUN + ["completion", "--install", "zsh"], env=env, capture_output=True, timeout=60
+    )
     assert installed.returncode == 0, installed.stderr
     said = installed.stdout.decode().splitlines()
     assert said[0] == "rtun completion: wrote the zsh completion for rtun to ~/.zfunc/_rtun"
@@ -229,22 +260,31 @@ def test_zsh_completes_after_following_what_install_says(short_tmp: Path, termin
     screen = terminal.wait_for("save files or directories")  # both, each with its help
     assert "server" in screen and "send" in screen
 
-    again = subprocess.run(RTUN + ["completion", "--install", "zsh"], env=env, capture_output=True, timeout=60)
+    again = subprocess.run(
+        RTUN + ["completion", "--install", "zsh"], env=env, capture_output=True, timeout=60
+    )
     assert "already puts ~/.zfunc on $fpath" in again.stdout.decode()  # read ~/.zshrc: nothing to add
 
 
 def test_fish_loads_the_installed_script_on_its_own(short_tmp: Path) -> None:
     fish = _needs("fish")
     env = _env(short_tmp)
-    installed = subprocess.run(RTUN + ["completion", "--install", "fish"], env=env, capture_output=True,
-                               timeout=60)
+    installed = subprocess.run(
+        RTUN + ["completion", "--install", "fish"], env=env, capture_output=True, timeout=60
+    )
     assert installed.returncode == 0, installed.stderr
     assert installed.stdout.decode().splitlines() == [
         "rtun completion: wrote the fish completion for rtun to ~/.config/fish/completions/rtun.fish",
-        "new fish shells load it; nothing to add"]
+        "new fish shells load it; nothing to add",
+    ]
 
-    done = subprocess.run([fish, "-c", "complete -C 'rtun se'; echo ==; complete -C 'rtun send --ov'"],
-                          env=env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [fish, "-c", "complete -C 'rtun se'; echo ==; complete -C 'rtun send --ov'"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
     first, second = done.stdout.decode().split("==\n")
     assert [line.split("\t")[0] for line in first.splitlines()] == ["send", "server"]
@@ -254,19 +294,24 @@ def test_fish_loads_the_installed_script_on_its_own(short_tmp: Path) -> None:
 # ---- without argcomplete ---------------------------------------------------------------------------
 
 # Runs the CLI in a Python where importing argcomplete fails, as on a server without it.
-_WITHOUT = ("import sys; sys.modules['argcomplete'] = None; from rtun.cli import main; "
-            "code = main(sys.argv[1:]); "
-            "print('imported:', ','.join(sorted(m for m in sys.modules if m.startswith('rtun.')))); "
-            "sys.exit(code)")
+_WITHOUT = (
+    "import sys; sys.modules['argcomplete'] = None; from rtun.cli import main; "
+    "code = main(sys.argv[1:]); "
+    "print('imported:', ','.join(sorted(m for m in sys.modules if m.startswith('rtun.')))); "
+    "sys.exit(code)"
+)
 
 
 def test_without_argcomplete_completion_says_how_to_get_it(short_tmp: Path) -> None:
     for args in (["completion", "bash"], ["completion", "--install", "zsh"]):
-        done = subprocess.run([sys.executable, "-c", _WITHOUT] + args, env=_env(short_tmp),
-                              capture_output=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", _WITHOUT] + args, env=_env(short_tmp), capture_output=True, timeout=60
+        )
         assert done.returncode == 1
         lines = done.stderr.decode().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("rtun completion: shell completion needs argcomplete"), lines
+        assert len(lines) == 1 and lines[0].startswith(
+            "rtun completion: shell completion needs argcomplete"
+        ), lines
         assert "pip install argcomplete" in lines[0]
     assert not (short_tmp / ".zfunc").exists()  # nothing written
 

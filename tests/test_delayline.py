@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Tuple
+from typing import Callable, List, Tuple
 
 import pytest
 
@@ -77,7 +77,9 @@ def count_file(tmp_path: Path) -> Path:
 def _start(peer: Peer, count_file: Path, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), *options, "--count", str(count_file), "127.0.0.1", str(peer.port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -216,17 +218,27 @@ def test_cannot_connect_is_one_line_and_exit_1(count_file: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: refused
-        result = subprocess.run([sys.executable, str(SCRIPT), "127.0.0.1", str(port)],
-                                capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "127.0.0.1", str(port)],
+            capture_output=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
     assert result.returncode == 1
     assert result.stderr.decode().startswith("delayline: cannot connect to 127.0.0.1:")
     assert len(result.stderr.decode().splitlines()) == 1
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("65536", 65536), ("64K", 64 * KIB), ("2.7M", int(2.7 * 1024 * KIB)), ("32MiB", 32 * 1024 * KIB),
-    ("1g", 1024 ** 3),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("65536", 65536),
+        ("64K", 64 * KIB),
+        ("2.7M", int(2.7 * 1024 * KIB)),
+        ("32MiB", 32 * 1024 * KIB),
+        ("1g", 1024**3),
+    ],
+)
 def test_parse_size(text: str, expected: int) -> None:
     assert _load_module().parse_size(text) == expected
 

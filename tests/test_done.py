@@ -11,8 +11,7 @@ import socket
 import subprocess
 import termios
 import time
-from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -29,9 +28,12 @@ def daemon(start_daemon, session_bus: SessionBus) -> RtunDaemon:
     """Overrides tests/conftest.py's: this daemon shows notifications on the test's bus."""
     return start_daemon(env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address})
 
+
 def _shown(service: NotificationService, count: int = 1) -> List[Dict[str, str]]:
-    return wait_until(lambda: len(service.notifications()) >= count and service.notifications(),
-                      what=f"{count} notification(s) to arrive")
+    return wait_until(
+        lambda: len(service.notifications()) >= count and service.notifications(),
+        what=f"{count} notification(s) to arrive",
+    )
 
 
 def _only_warning(result: subprocess.CompletedProcess) -> str:
@@ -40,14 +42,18 @@ def _only_warning(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("command, code, title", [
-    (["true"], 0, "true finished"),
-    (["sh", "-c", "exit 1"], 1, "sh -c 'exit 1' failed with status 1"),
-    (["sh", "-c", "exit 7"], 7, "sh -c 'exit 7' failed with status 7"),
-    (["sh", "-c", "kill -TERM $$"], 143, "sh -c 'kill -TERM $$' failed with status 143 (SIGTERM)"),
-])
+@pytest.mark.parametrize(
+    "command, code, title",
+    [
+        (["true"], 0, "true finished"),
+        (["sh", "-c", "exit 1"], 1, "sh -c 'exit 1' failed with status 1"),
+        (["sh", "-c", "exit 7"], 7, "sh -c 'exit 7' failed with status 7"),
+        (["sh", "-c", "kill -TERM $$"], 143, "sh -c 'kill -TERM $$' failed with status 143 (SIGTERM)"),
+    ],
+)
 def test_done_passes_the_exit_code_through_and_notifies_its_status(
-        forward, remote_home, notifications, command, code, title):
+    forward, remote_home, notifications, command, code, title
+):
     result = run_rtun(["done", "--"] + command, remote_home)
 
     assert result.returncode == code, result.stderr
@@ -65,8 +71,15 @@ def _in_a_terminal(argv: List[str], env: Dict[str, str]) -> Tuple[subprocess.Pop
     def take_the_terminal() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                               start_new_session=True, preexec_fn=take_the_terminal)
+    process = subprocess.Popen(
+        argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,
+    )
     os.close(slave)
     return process, master
 
@@ -85,7 +98,8 @@ def _read_until(master: int, marker: bytes) -> bytes:
 
 def test_done_passes_130_through_when_ctrl_c_interrupts_the_command(forward, remote_home, notifications):
     process, master = _in_a_terminal(
-        RTUN + ["done", "--", "sh", "-c", "echo started; exec sleep 30"], clean_env(remote_home))
+        RTUN + ["done", "--", "sh", "-c", "echo started; exec sleep 30"], clean_env(remote_home)
+    )
     try:
         _read_until(master, b"started")
         os.write(master, b"\x03")  # Ctrl-C: the terminal signals its whole foreground group
@@ -99,7 +113,8 @@ def test_done_passes_130_through_when_ctrl_c_interrupts_the_command(forward, rem
 
 
 def test_done_status_notifies_about_the_previous_command_and_exits_with_it(
-        forward, remote_home, notifications):
+    forward, remote_home, notifications
+):
     result = run_rtun(["done", "--status", "2", "--seconds", "75", "--command", "make test"], remote_home)
 
     assert result.returncode == 2, result.stderr
@@ -108,8 +123,9 @@ def test_done_status_notifies_about_the_previous_command_and_exits_with_it(
 
 
 def test_done_command_text_replaces_what_the_notification_shows(forward, remote_home, notifications):
-    result = run_rtun(["done", "--command", "deploy", "--", "sh", "-c", "exit 0", "--token=s3cret"],
-                      remote_home)
+    result = run_rtun(
+        ["done", "--command", "deploy", "--", "sh", "-c", "exit 0", "--token=s3cret"], remote_home
+    )
 
     assert result.returncode == 0, result.stderr
     [got] = _shown(notifications)
@@ -127,8 +143,10 @@ def test_done_status_since_an_epoch_says_how_long_ago_it_started(forward, remote
 
 def test_done_min_seconds_stays_quiet_for_a_short_run(forward, remote_home, notifications):
     assert run_rtun(["done", "--min-seconds", "60", "--", "true"], remote_home).returncode == 0
-    assert run_rtun(["done", "--status", "1", "--seconds", "3", "--min-seconds", "5"],
-                    remote_home).returncode == 1
+    assert (
+        run_rtun(["done", "--status", "1", "--seconds", "3", "--min-seconds", "5"], remote_home).returncode
+        == 1
+    )
     # A notification after them: had either of them notified, theirs would have arrived first.
     assert run_rtun(["notify", "-t", "marker", "after"], remote_home).returncode == 0
     assert [n["summary"] for n in _shown(notifications)] == ["marker"]
@@ -168,9 +186,13 @@ def test_a_command_that_cannot_run_exits_127_or_126_in_one_line(remote_home, sho
 
 
 def test_sigterm_to_rtun_reaches_the_command(remote_home):
-    process = subprocess.Popen(RTUN + ["done", "--", "sh", "-c", "echo started; exec sleep 30"],
-                               env=clean_env(remote_home), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        RTUN + ["done", "--", "sh", "-c", "echo started; exec sleep 30"],
+        env=clean_env(remote_home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert process.stdout is not None and process.stdout.readline() == b"started\n"
         process.send_signal(signal.SIGTERM)
@@ -181,15 +203,18 @@ def test_sigterm_to_rtun_reaches_the_command(remote_home):
         process.communicate()
 
 
-@pytest.mark.parametrize("argv, said", [
-    (["done"], "name the command to run"),
-    (["done", "--status", "0", "--", "true"], "--status or a command to run, not both"),
-    (["done", "--seconds", "3", "--", "true"], "--seconds and --since go with --status"),
-    (["done", "--status", "0", "--min-seconds", "5"], "needs --seconds or --since"),
-    (["done", "--status", "256"], "invalid exit status (0 to 255) value"),
-    (["done", "--status", "0", "--seconds", "1", "--since", "5"], "not allowed with argument"),
-    (["done", "--min-seconds", "-1", "--", "true"], "invalid number of seconds value"),
-])
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["done"], "name the command to run"),
+        (["done", "--status", "0", "--", "true"], "--status or a command to run, not both"),
+        (["done", "--seconds", "3", "--", "true"], "--seconds and --since go with --status"),
+        (["done", "--status", "0", "--min-seconds", "5"], "needs --seconds or --since"),
+        (["done", "--status", "256"], "invalid exit status (0 to 255) value"),
+        (["done", "--status", "0", "--seconds", "1", "--since", "5"], "not allowed with argument"),
+        (["done", "--min-seconds", "-1", "--", "true"], "invalid number of seconds value"),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(remote_home, argv, said):
     result = run_rtun(argv, remote_home)
     assert result.returncode == 2
@@ -210,7 +235,15 @@ def test_status_text_names_the_outcome():
 
 def test_duration_text_reads_like_a_person_would_say_it():
     assert [duration_text(s) for s in (0.04, 9.94, 10.2, 59.4, 60, 3599, 3600, 90061)] == [
-        "0.0 s", "9.9 s", "10 s", "59 s", "1 min 00 s", "59 min 59 s", "1 h 00 min", "25 h 01 min"]
+        "0.0 s",
+        "9.9 s",
+        "10 s",
+        "59 s",
+        "1 min 00 s",
+        "59 min 59 s",
+        "1 h 00 min",
+        "25 h 01 min",
+    ]
 
 
 def test_a_long_command_is_cut_in_the_title_and_kept_longer_in_the_body():
@@ -227,4 +260,3 @@ def test_the_command_text_is_one_line_and_bounded_whatever_it_holds():
     assert len(shorten("x " * 10_000_000, 60)) == 60  # --command TEXT of any size
     title, body = message("   ", 1, None, "box")
     assert (title, body) == ("Command failed with status 1", "on box")
-

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from support.users import system_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +19,10 @@ def readme_install_line() -> str:
     """The install command in README's "Install and run" block, as a user would copy it."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Install and run", 1)[1].split("\n## ", 1)[0]
-    lines = [line.split("#", 1)[0].strip() for line in re.findall(r"```sh\n(.*?)```", section, re.S)[0].splitlines()]
+    lines = [
+        line.split("#", 1)[0].strip()
+        for line in re.findall(r"```sh\n(.*?)```", section, re.S)[0].splitlines()
+    ]
     found = [line for line in lines if "install" in line]
     assert len(found) == 1, found
     return found[0]
@@ -27,9 +31,20 @@ def readme_install_line() -> str:
 def checkout_for(user_home: Path, name: str) -> Path:
     """The source as the user would have it: a copy they own."""
     target = user_home / "rtun"
-    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info",
-                                                                ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                                                                "results"))
+    shutil.copytree(
+        ROOT,
+        target,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "__pycache__",
+            "*.egg-info",
+            ".pytest_cache",
+            ".mypy_cache",
+            ".ruff_cache",
+            "results",
+        ),
+    )
     shutil.chown(target, name, name)
     for path in target.rglob("*"):
         shutil.chown(path, name, name)

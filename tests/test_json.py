@@ -49,8 +49,11 @@ def test_send_json_lists_the_final_paths_on_the_computer(forward, remote_home, s
 
     assert sorted(document) == ["saved", "warnings"]
     assert document["warnings"] == []
-    assert document["saved"] == [str(save_dir / "notes" / "a.txt"), str(save_dir / "notes" / "caf\u00e9.txt"),
-                                 str(save_dir / "report (1).txt")]  # the name it was saved under
+    assert document["saved"] == [
+        str(save_dir / "notes" / "a.txt"),
+        str(save_dir / "notes" / "caf\u00e9.txt"),
+        str(save_dir / "report (1).txt"),
+    ]  # the name it was saved under
     assert [Path(p).read_text() for p in document["saved"]] == ["first", "second", "new"]
 
 

@@ -13,13 +13,27 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import pytest
 
 from support.load import (
-    MIB, MixResult, Upload, check_delivered, fd_targets, load_sizes, make_sources, open_fds,
-    parts_below, peak_rss_kib, plan_uploads, rss_kib, run_mix, run_notify, run_ping, run_upload,
+    MIB,
+    MixResult,
+    Upload,
+    check_delivered,
+    fd_targets,
+    load_sizes,
+    make_sources,
+    open_fds,
+    parts_below,
+    peak_rss_kib,
+    plan_uploads,
+    rss_kib,
+    run_mix,
+    run_notify,
+    run_ping,
+    run_upload,
 )
 from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon
@@ -44,8 +58,12 @@ def daemon(start_daemon, session_bus: SessionBus, notifications: NotificationSer
     """tests/conftest.py's daemon, on the session bus (so notify is shown: exit 0)."""
     return start_daemon(env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address})
 
+
 def test_100_concurrent_clients_deliver_every_byte_and_the_daemon_returns_to_baseline(
-    forward: Forward, daemon: RtunDaemon, remote_home: Path, save_dir: Path,
+    forward: Forward,
+    daemon: RtunDaemon,
+    remote_home: Path,
+    save_dir: Path,
     notifications: NotificationService,
 ) -> None:
     assert daemon.process is not None
@@ -78,16 +96,28 @@ def test_100_concurrent_clients_deliver_every_byte_and_the_daemon_returns_to_bas
         def sample() -> None:
             peak["fds"] = max(peak["fds"], open_fds(pid))
 
-        result = run_mix(uploads, remote_home, remote_sock, save_dir, pingers=10, notifiers=3,
-                         on_tick=sample, notify_base=round_number * 100_000)
+        result = run_mix(
+            uploads,
+            remote_home,
+            remote_sock,
+            save_dir,
+            pingers=10,
+            notifiers=3,
+            on_tick=sample,
+            notify_base=round_number * 100_000,
+        )
         _check_round(result, uploads, save_dir, daemon)
         assert peak["fds"] > baseline_fds + 20  # the load did reach the daemon concurrently
         sent_titles += [o.name for o in result.of("notify")]
 
         # Back to the baseline once the last connection has closed: descriptors, then memory.
         try:
-            wait_until(lambda: open_fds(pid) <= baseline_fds + FD_MARGIN, timeout=SETTLE_SECONDS,
-                       interval=0.2, what="the daemon's descriptors to return to the baseline")
+            wait_until(
+                lambda: open_fds(pid) <= baseline_fds + FD_MARGIN,
+                timeout=SETTLE_SECONDS,
+                interval=0.2,
+                what="the daemon's descriptors to return to the baseline",
+            )
         except AssertionError:
             raise AssertionError(
                 f"round {round_number}: {open_fds(pid)} descriptors open, baseline {baseline_fds} "
@@ -95,8 +125,12 @@ def test_100_concurrent_clients_deliver_every_byte_and_the_daemon_returns_to_bas
             ) from None
         limit = baseline_rss + RSS_MARGIN_MIB * 1024
         try:
-            wait_until(lambda: rss_kib(pid) <= limit, timeout=SETTLE_SECONDS, interval=0.2,
-                       what="the daemon's RSS to return near the baseline")
+            wait_until(
+                lambda: rss_kib(pid) <= limit,
+                timeout=SETTLE_SECONDS,
+                interval=0.2,
+                what="the daemon's RSS to return near the baseline",
+            )
         except AssertionError:
             raise AssertionError(
                 f"round {round_number}: daemon RSS {rss_kib(pid) / 1024:.1f} MiB after the load, "
@@ -105,22 +139,32 @@ def test_100_concurrent_clients_deliver_every_byte_and_the_daemon_returns_to_bas
             ) from None
         after.append(rss_kib(pid))
         peaks.append(peak_rss_kib(pid))
-        print(f"\nround {round_number}: {len(result.outcomes)} requests in {result.seconds:.1f}s, "
-              f"{result.uploaded_bytes / MIB:.0f} MiB; fds {baseline_fds} -> peak {peak['fds']} -> "
-              f"{open_fds(pid)}; RSS {baseline_rss / 1024:.1f} -> peak {peak_rss_kib(pid) / 1024:.1f} "
-              f"-> {after[-1] / 1024:.1f} MiB")
-    assert peaks[1] <= peaks[0] + PEAK_GROWTH_MIB * 1024, \
+        print(
+            f"\nround {round_number}: {len(result.outcomes)} requests in {result.seconds:.1f}s, "
+            f"{result.uploaded_bytes / MIB:.0f} MiB; fds {baseline_fds} -> peak {peak['fds']} -> "
+            f"{open_fds(pid)}; RSS {baseline_rss / 1024:.1f} -> peak {peak_rss_kib(pid) / 1024:.1f} "
+            f"-> {after[-1] / 1024:.1f} MiB"
+        )
+    assert peaks[1] <= peaks[0] + PEAK_GROWTH_MIB * 1024, (
         f"the daemon's peak RSS grew from {peaks[0] / 1024:.1f} to {peaks[1] / 1024:.1f} MiB in an identical round"
+    )
 
     # Every notification shown, or counted in a "N more notifications came too fast" summary
     # (the daemon's flood limit), and none shown twice.
     try:
-        wait_until(lambda: _accounted(notifications.notifications()) >= len(sent_titles), timeout=15,
-                   what="every notification to be shown or summarised")
+        wait_until(
+            lambda: _accounted(notifications.notifications()) >= len(sent_titles),
+            timeout=15,
+            what="every notification to be shown or summarised",
+        )
     except AssertionError:
-        raise AssertionError(f"sent {len(sent_titles)}, accounted for "
-                             f"{_accounted(notifications.notifications())}: {notifications.notifications()}") from None
-    shown = [str(n["summary"]) for n in notifications.notifications() if str(n["summary"]).startswith("load ")]
+        raise AssertionError(
+            f"sent {len(sent_titles)}, accounted for "
+            f"{_accounted(notifications.notifications())}: {notifications.notifications()}"
+        ) from None
+    shown = [
+        str(n["summary"]) for n in notifications.notifications() if str(n["summary"]).startswith("load ")
+    ]
     assert len(shown) == len(set(shown)) and set(shown) <= set(sent_titles)
     assert _accounted(notifications.notifications()) == len(sent_titles)
 

@@ -46,15 +46,26 @@ def test_save_dir_is_downloads_without_any_setting(home: Path) -> None:
 
 
 def test_save_dir_comes_from_user_dirs_with_home_expanded(home: Path) -> None:
-    _user_dirs(home, '# written by xdg-user-dirs-update\nXDG_DESKTOP_DIR="$HOME/Desktop"\n'
-                     'XDG_DOWNLOAD_DIR="$HOME/Téléchargements"\n')
+    _user_dirs(
+        home,
+        '# written by xdg-user-dirs-update\nXDG_DESKTOP_DIR="$HOME/Desktop"\n'
+        'XDG_DOWNLOAD_DIR="$HOME/Téléchargements"\n',
+    )
     assert paths.default_save_dir() == str(home / "Téléchargements")
     _user_dirs(home, 'XDG_DOWNLOAD_DIR="/srv/incoming"\n')
     assert paths.default_save_dir() == "/srv/incoming"
 
 
-@pytest.mark.parametrize("line", ['XDG_DOWNLOAD_DIR="$HOME/"', 'XDG_DOWNLOAD_DIR="$HOME"', "XDG_DOWNLOAD_DIR=",
-                                  "XDG_DOWNLOAD_DIR", "# XDG_DOWNLOAD_DIR=/elsewhere"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'XDG_DOWNLOAD_DIR="$HOME/"',
+        'XDG_DOWNLOAD_DIR="$HOME"',
+        "XDG_DOWNLOAD_DIR=",
+        "XDG_DOWNLOAD_DIR",
+        "# XDG_DOWNLOAD_DIR=/elsewhere",
+    ],
+)
 def test_a_disabled_or_absent_download_dir_means_downloads(home: Path, line: str) -> None:
     # xdg-user-dirs writes the home itself to say "disabled": files must not land in ~ itself.
     _user_dirs(home, line + "\n")
@@ -143,11 +154,21 @@ def test_a_session_socket_name_gives_its_laptop_back(laptop: str, host: str, non
     assert paths.laptop_of("/home/u/.rtun/" + name) == laptop
 
 
-@pytest.mark.parametrize("name", [
-    "rtun.sock", "rtun.sock.0123456789ab", "rtun.sock.0123456789AB.h.n", "rtun.sock.0123456789a.h.n",
-    "rtun.sock.0123456789abc.h.n", "rtun.sock.0123456789ag.h.n", "rtun.socket.0123456789ab.h.n",
-    "xrtun.sock.0123456789ab.h.n", "rtun.sock..h.n", "rtun.sock.０１２３４５６７８９ab.h.n",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rtun.sock",
+        "rtun.sock.0123456789ab",
+        "rtun.sock.0123456789AB.h.n",
+        "rtun.sock.0123456789a.h.n",
+        "rtun.sock.0123456789abc.h.n",
+        "rtun.sock.0123456789ag.h.n",
+        "rtun.socket.0123456789ab.h.n",
+        "xrtun.sock.0123456789ab.h.n",
+        "rtun.sock..h.n",
+        "rtun.sock.０１２３４５６７８９ab.h.n",
+    ],
+)
 def test_names_that_are_not_session_sockets_have_no_laptop(name: str) -> None:
     assert paths.laptop_of("/home/u/.rtun/" + name) is None
 
@@ -158,11 +179,17 @@ def test_laptop_of_any_name_is_none_or_twelve_hex_digits_of_it(name: str) -> Non
     assert laptop is None or (len(laptop) == 12 and set(laptop) <= set(HEX) and f".{laptop}." in name)
 
 
-sockets = st.lists(st.one_of(
-    st.builds(lambda laptop, n: paths.session_socket_name(laptop, "h", str(n)),
-              st.sampled_from([LAPTOP, "ba9876543210", "ffffffffffff"]), st.integers(0, 99)),
-    st.text(max_size=20),
-), max_size=12)
+sockets = st.lists(
+    st.one_of(
+        st.builds(
+            lambda laptop, n: paths.session_socket_name(laptop, "h", str(n)),
+            st.sampled_from([LAPTOP, "ba9876543210", "ffffffffffff"]),
+            st.integers(0, 99),
+        ),
+        st.text(max_size=20),
+    ),
+    max_size=12,
+)
 
 
 @given(sockets, st.none() | st.sampled_from([LAPTOP, "ba9876543210", "000000000000"]))

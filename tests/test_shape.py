@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, Set
+from typing import Dict, List, Set
 
 import pytest
 
@@ -33,8 +33,14 @@ with open(sys.argv[1], "w") as f:
 
 def _imported_by(argv: List[str], home: Path, tmp: Path, **env: str) -> Dict[str, object]:
     report = tmp / "modules.json"
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(report)] + argv, env=clean_env(home, **env),
-                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL, cwd=str(tmp))
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(report)] + argv,
+        env=clean_env(home, **env),
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        cwd=str(tmp),
+    )
     assert report.exists(), done.stderr
     result: Dict[str, object] = json.loads(report.read_text())
     return result
@@ -58,24 +64,29 @@ def daemon(start_daemon) -> RtunDaemon:
     """Overrides tests/conftest.py's: its browser is /bin/true, so `rtun open URL` opens nothing."""
     return start_daemon(config='[open]\nbrowser = ["/bin/true"]\n[edit]\neditor = ["/bin/true"]\n')
 
+
 # The commands of issue 10 whose modules others write (open, copy, paste, edit) are listed here
 # too: each must import only the stdlib and the client, like the rest.
-@pytest.mark.parametrize("argv, code", [
-    (["ping"], 0),
-    (["ping", "--json"], 0),
-    (["notify", "-t", "title", "body"], 4),  # no notification service here: the daemon refuses
-    (["send", "-q", "payload.txt"], 0),
-    (["send", "--json", "payload.txt"], 0),
-    (["view", "payload.txt"], None),  # opens, or is refused for want of an opener
-    (["open", "https://example.invalid/"], 0),  # the daemon's browser is /bin/true (below)
-    (["copy"], None),  # empty standard input; copied, or refused for want of a clipboard
-    (["paste"], None),  # refused: off unless allowed
-    (["edit", "payload.txt"], None),  # refused for want of an editor
-    (["done", "--", "true"], 0),  # the notification fails with a warning; true's 0 passes
-    (["done", "--status", "3", "--seconds", "1"], 3),
-])
-def test_remote_commands_import_only_the_stdlib_and_the_client(daemon: RtunDaemon, short_tmp: Path,
-                                                               argv: List[str], code: object) -> None:
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["ping"], 0),
+        (["ping", "--json"], 0),
+        (["notify", "-t", "title", "body"], 4),  # no notification service here: the daemon refuses
+        (["send", "-q", "payload.txt"], 0),
+        (["send", "--json", "payload.txt"], 0),
+        (["view", "payload.txt"], None),  # opens, or is refused for want of an opener
+        (["open", "https://example.invalid/"], 0),  # the daemon's browser is /bin/true (below)
+        (["copy"], None),  # empty standard input; copied, or refused for want of a clipboard
+        (["paste"], None),  # refused: off unless allowed
+        (["edit", "payload.txt"], None),  # refused for want of an editor
+        (["done", "--", "true"], 0),  # the notification fails with a warning; true's 0 passes
+        (["done", "--status", "3", "--seconds", "1"], 3),
+    ],
+)
+def test_remote_commands_import_only_the_stdlib_and_the_client(
+    daemon: RtunDaemon, short_tmp: Path, argv: List[str], code: object
+) -> None:
     (short_tmp / "payload.txt").write_text("payload")
     result = _imported_by(argv[:1] + ["-s", str(daemon.socket)] + argv[1:], short_tmp, short_tmp)
     if code is not None:
@@ -95,10 +106,14 @@ def test_version_asks_the_daemon_with_the_stdlib_alone(daemon: RtunDaemon, short
 
 
 @pytest.mark.parametrize("argv", [["completion", "bash"], ["ping"]])
-def test_without_argcomplete_the_client_needs_only_the_stdlib(daemon: RtunDaemon, short_tmp: Path,
-                                                              argv: List[str]) -> None:
-    result = _imported_by(["--without-argcomplete"] + argv + ["-s", str(daemon.socket)] * (argv[0] == "ping"),
-                          short_tmp, short_tmp)
+def test_without_argcomplete_the_client_needs_only_the_stdlib(
+    daemon: RtunDaemon, short_tmp: Path, argv: List[str]
+) -> None:
+    result = _imported_by(
+        ["--without-argcomplete"] + argv + ["-s", str(daemon.socket)] * (argv[0] == "ping"),
+        short_tmp,
+        short_tmp,
+    )
     assert result["code"] == (1 if argv[0] == "completion" else 0)  # completion says how to get it
     modules = result["modules"]
     assert isinstance(modules, list)
@@ -108,8 +123,17 @@ def test_without_argcomplete_the_client_needs_only_the_stdlib(daemon: RtunDaemon
 def test_ping_does_not_pay_for_what_it_does_not_use(daemon: RtunDaemon, short_tmp: Path) -> None:
     modules = _imported_by(["ping", "-s", str(daemon.socket)], short_tmp, short_tmp)["modules"]
     assert isinstance(modules, list)
-    for slow in ("typing", "dataclasses", "json", "hashlib", "rtun.client.upload", "rtun.protocol.receiver",
-                 "argcomplete", "rtun.tunnel.commands", "rtun.commands.send"):  # nor every command's parser
+    for slow in (
+        "typing",
+        "dataclasses",
+        "json",
+        "hashlib",
+        "rtun.client.upload",
+        "rtun.protocol.receiver",
+        "argcomplete",
+        "rtun.tunnel.commands",
+        "rtun.commands.send",
+    ):  # nor every command's parser
         assert slow not in modules, slow
 
 
@@ -160,7 +184,7 @@ def test_the_package_has_no_import_cycles() -> None:
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(stack[stack.index(target):] + [target] if target in stack else [node, target])
+                cycles.append(stack[stack.index(target) :] + [target] if target in stack else [node, target])
             elif target not in state:
                 walk(target, stack + [target])
         state[node] = 2
@@ -171,15 +195,18 @@ def test_the_package_has_no_import_cycles() -> None:
     assert cycles == []
 
 
-@pytest.mark.parametrize("layer, may_import", [
-    ("rtun.protocol", ("rtun.protocol",)),
-    ("rtun.daemon.storage", ("rtun.daemon.storage", "rtun.protocol")),
-    ("rtun.daemon.actions", ("rtun.daemon.actions", "rtun.daemon.storage", "rtun.protocol")),
-    ("rtun.client", ("rtun.client", "rtun.protocol", "rtun.paths", "rtun.errors")),
-    ("rtun.ssh", ("rtun.ssh", "rtun.protocol.peertext", "rtun.errors")),  # ssh, driven from one place
-    ("rtun.client.pump", ("rtun.protocol", "rtun.paths", "rtun.errors")),
-    ("rtun.client.sources", ("rtun.protocol", "rtun.errors")),
-])
+@pytest.mark.parametrize(
+    "layer, may_import",
+    [
+        ("rtun.protocol", ("rtun.protocol",)),
+        ("rtun.daemon.storage", ("rtun.daemon.storage", "rtun.protocol")),
+        ("rtun.daemon.actions", ("rtun.daemon.actions", "rtun.daemon.storage", "rtun.protocol")),
+        ("rtun.client", ("rtun.client", "rtun.protocol", "rtun.paths", "rtun.errors")),
+        ("rtun.ssh", ("rtun.ssh", "rtun.protocol.peertext", "rtun.errors")),  # ssh, driven from one place
+        ("rtun.client.pump", ("rtun.protocol", "rtun.paths", "rtun.errors")),
+        ("rtun.client.sources", ("rtun.protocol", "rtun.errors")),
+    ],
+)
 def test_each_layer_imports_only_the_layers_below(layer: str, may_import: tuple) -> None:
     graph = _graph()
     offenders = {
@@ -201,8 +228,11 @@ MAX_MODULE_LINES = 450
 
 
 def test_no_module_is_over_the_size_limit() -> None:
-    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
     assert long == {}
 
 

@@ -35,6 +35,7 @@ def daemon(start_daemon) -> RtunDaemon:  # overrides tests/conftest.py's
     """A daemon whose user turned PID and SHUTDOWN on, as v1 daemons always had them."""
     return start_daemon(diagnostics=True)
 
+
 @pytest.fixture
 def old_client(forward) -> Iterator[RawClient]:
     """A v1 client's connection: it always sends PING first and expects exactly OK PONG."""
@@ -167,9 +168,7 @@ def test_our_client_send_falls_back_to_v1_send(v1_forward, v1_peer, remote_home,
     assert v1_peer.received == [("SEND", "payload.bin", len(data))]
 
 
-def test_our_client_send_directory_to_v1_is_one_send_per_file(
-    v1_forward, v1_peer, remote_home, short_tmp
-):
+def test_our_client_send_directory_to_v1_is_one_send_per_file(v1_forward, v1_peer, remote_home, short_tmp):
     top = short_tmp / "tree"
     (top / "sub").mkdir(parents=True)
     (top / "a.txt").write_bytes(b"alpha\n")

@@ -13,7 +13,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import List, NoReturn, Optional, Sequence, Tuple
+    from typing import NoReturn, Optional, Sequence, Tuple
 
     from rtun.command import Command
 
@@ -28,37 +28,42 @@ COMMANDS = {
     "notify": ("show a desktop notification on your computer", "rtun.commands.notify:notify"),
     "send": ("save files or directories on your computer", "rtun.commands.send:send"),
     "view": ("open a file with your computer's desktop opener", "rtun.commands.view:view"),
-    "open": ("open a URL in your computer's browser, or a file as view does",
-             "rtun.commands.open:open_target"),
+    "open": (
+        "open a URL in your computer's browser, or a file as view does",
+        "rtun.commands.open:open_target",
+    ),
     "copy": ("put standard input on your computer's clipboard", "rtun.commands.clipboard:copy"),
-    "paste": ("print your computer's clipboard (off unless allowed there)",
-              "rtun.commands.clipboard:paste"),
-    "edit": ("edit a server file in your computer's editor; saves come back here",
-             "rtun.commands.edit:edit"),
+    "paste": ("print your computer's clipboard (off unless allowed there)", "rtun.commands.clipboard:paste"),
+    "edit": ("edit a server file in your computer's editor; saves come back here", "rtun.commands.edit:edit"),
     "done": ("run a command, then notify your computer when it ends", "rtun.commands.done:done"),
-    "config": ("print the daemon's config file path and the settings in effect",
-               "rtun.commands.config:config"),
-    "completion": ("print or install shell completion for bash, zsh or fish",
-                   "rtun.commands.completion:completion"),
+    "config": (
+        "print the daemon's config file path and the settings in effect",
+        "rtun.commands.config:config",
+    ),
+    "completion": (
+        "print or install shell completion for bash, zsh or fish",
+        "rtun.commands.completion:completion",
+    ),
     "pid": (None, "rtun.commands.basic:pid"),
     "echo": (None, "rtun.commands.basic:echo"),
     "shutdown": (None, "rtun.commands.basic:shutdown"),
-    "tunnel": ("keep a reverse SSH tunnel from SERVER to this machine's sshd",
-               "rtun.tunnel.commands:tunnel"),
+    "tunnel": ("keep a reverse SSH tunnel from SERVER to this machine's sshd", "rtun.tunnel.commands:tunnel"),
     "tunnel run": (None, "rtun.tunnel.commands:tunnel"),
     "tunnel install": (None, "rtun.tunnel.commands:install"),
     "tunnel uninstall": (None, "rtun.tunnel.commands:uninstall"),
     "tunnel authorize": (None, "rtun.tunnel.commands:authorize"),
     "hosts": ("list the machines registered on a tunnel server", "rtun.tunnel.commands:hosts"),
     "connect": ("ssh to a registered machine through its tunnel", "rtun.tunnel.commands:connect"),
-    "ssh-config": ("print an ssh_config Host block per registered machine",
-                   "rtun.tunnel.commands:ssh_config"),
-    "ssh": ("log in to a server with the forward to this computer (RTUN_SOCK set there)",
-            "rtun.session.ssh:ssh"),
-    "install": ("copy the single-file rtun client to a server without pip",
-                "rtun.session.install:install"),
-    "doctor": ("check what rtun needs here (and on HOST), one line per check",
-               "rtun.session.doctor:doctor"),
+    "ssh-config": (
+        "print an ssh_config Host block per registered machine",
+        "rtun.tunnel.commands:ssh_config",
+    ),
+    "ssh": (
+        "log in to a server with the forward to this computer (RTUN_SOCK set there)",
+        "rtun.session.ssh:ssh",
+    ),
+    "install": ("copy the single-file rtun client to a server without pip", "rtun.session.install:install"),
+    "doctor": ("check what rtun needs here (and on HOST), one line per check", "rtun.session.doctor:doctor"),
 }
 
 
@@ -85,12 +90,22 @@ class _Parser(argparse.ArgumentParser):
 class _Version(argparse.Action):
     """``--version``: this client's version at once, then the daemon's where one answers."""
 
-    def __init__(self, option_strings: "Sequence[str]", dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: "Optional[str]" = None) -> None:
+    def __init__(
+        self,
+        option_strings: "Sequence[str]",
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: "Optional[str]" = None,
+    ) -> None:
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: "Optional[str]" = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: "Optional[str]" = None,
+    ) -> None:
         print(f"rtun {__version__}", flush=True)  # first, whatever the daemon takes to answer
         daemon = _daemon_version()
         if daemon is not None:
@@ -117,8 +132,9 @@ def _top_parser(listed: bool = True) -> _Parser:
         "behind NAT reachable through a reverse tunnel.",
         epilog=f"`rtun COMMAND --help` shows a command's options and examples; more: {DOCS}",
     )
-    parser.add_argument("--version", action=_Version,
-                        help="print this rtun's version, and the daemon's if one answers")
+    parser.add_argument(
+        "--version", action=_Version, help="print this rtun's version, and the daemon's if one answers"
+    )
     if listed:
         sub = parser.add_subparsers(dest="command", metavar="COMMAND")
         sub.required = True
@@ -200,10 +216,15 @@ def parse(argv: "Sequence[str]") -> "Tuple[Command, argparse.Namespace]":
         _top_parser().parse_args(argv)  # --help, --version, or a usage error
         raise UsageError("name a command (see rtun --help)")
     command = load(name)
-    parser = _Parser(prog=f"rtun {name}", usage=command.usage, description=command.description,
-                     epilog=_epilog(name, command), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog=f"rtun {name}",
+        usage=command.usage,
+        description=command.description,
+        epilog=_epilog(name, command),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     command.arguments(parser)
-    args = parser.parse_args(argv[len(name.split()):])
+    args = parser.parse_args(argv[len(name.split()) :])
     args.command = name
     return command, args
 
@@ -251,6 +272,8 @@ def main(argv: "Optional[Sequence[str]]" = None) -> int:
     except Exception as exc:  # a bug: still one line, with the traceback on request
         if os.environ.get("RTUN_DEBUG"):
             raise
-        print(f"{prefix}: internal error: {type(exc).__name__}: {exc} "
-              "(RTUN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"{prefix}: internal error: {type(exc).__name__}: {exc} (RTUN_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1

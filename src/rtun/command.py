@@ -41,26 +41,33 @@ def socket_option(parser: "argparse.ArgumentParser") -> None:
     class Verbose(argparse.Action):
         """Discovery reads $RTUN_VERBOSE: the flag sets it for this process."""
 
-        def __call__(self, parser: "argparse.ArgumentParser", namespace: "argparse.Namespace",
-                     values: object, option_string: "Optional[str]" = None) -> None:
+        def __call__(
+            self,
+            parser: "argparse.ArgumentParser",
+            namespace: "argparse.Namespace",
+            values: object,
+            option_string: "Optional[str]" = None,
+        ) -> None:
             import os
 
             os.environ["RTUN_VERBOSE"] = "1"
 
     parser.add_argument(
-        "-s", "--socket", metavar="PATH",
+        "-s",
+        "--socket",
+        metavar="PATH",
         help="daemon socket (default: $RTUN_SOCK, else a live ~/.rtun/rtun.sock* of this laptop, "
         "else the newest live one)",
     )
-    parser.add_argument("-v", "--verbose", nargs=0, action=Verbose,
-                        help="say which socket was used, and why")
+    parser.add_argument("-v", "--verbose", nargs=0, action=Verbose, help="say which socket was used, and why")
 
 
 def json_option(parser: "argparse.ArgumentParser") -> None:
     """``--json``: one JSON document on stdout instead of the lines for people (README.md,
     JSON output, documents each command's keys; keys are only ever added)."""
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document on stdout (keys documented in README.md)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout (keys documented in README.md)"
+    )
 
 
 def print_json(document: "Dict[str, object]") -> None:
@@ -69,4 +76,3 @@ def print_json(document: "Dict[str, object]") -> None:
     import sys
 
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
-

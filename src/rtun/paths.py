@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
     from typing import List, Optional
@@ -55,8 +56,9 @@ def default_save_dir() -> str:
 def _user_dirs_download() -> Optional[str]:
     try:
         # Paths are bytes to the OS: one in another encoding still names a directory.
-        with open(os.path.join(config_home(), "user-dirs.dirs"), encoding="utf-8",
-                  errors="surrogateescape") as f:
+        with open(
+            os.path.join(config_home(), "user-dirs.dirs"), encoding="utf-8", errors="surrogateescape"
+        ) as f:
             lines = f.read().splitlines()
     except OSError:
         return None

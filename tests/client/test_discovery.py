@@ -44,12 +44,13 @@ def _set_mtime(path: Path, when: float) -> None:
 def daemon(start_daemon) -> RtunDaemon:  # overrides tests/conftest.py's: PID tells daemons apart
     return start_daemon(diagnostics=True)
 
+
 def _daemon_pid(home: Path, *args: str, **env: str) -> int:
     result = run_rtun(["pid", *args], home, **env)
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode().strip()
     assert out.startswith("OK PID ")
-    return int(out[len("OK PID "):].split(",")[0])
+    return int(out[len("OK PID ") :].split(",")[0])
 
 
 def test_ping_prints_ok_pong_and_exits_0(forward, remote_home):
@@ -68,9 +69,7 @@ def test_pid_and_echo_through_the_forward(forward, remote_home, daemon, save_dir
     assert result.stdout == b"OK hello there\n"
 
 
-def test_discovery_skips_stale_candidates_newest_first_and_never_deletes_them(
-    forward, remote_home, daemon
-):
+def test_discovery_skips_stale_candidates_newest_first_and_never_deletes_them(forward, remote_home, daemon):
     rtun_dir = remote_home / ".rtun"
     live = rtun_dir / "rtun.sock"
     now = time.time()
@@ -87,8 +86,8 @@ def test_discovery_skips_stale_candidates_newest_first_and_never_deletes_them(
         _set_mtime(path, now - age)
 
     assert paths_in_order(remote_home) == [
-        str(rtun_dir / n) for n in ("rtun.sock.1", "rtun.sock.2", "rtun.sock.3", "rtun.sock",
-                                    "rtun.sock.old", "rtun.sock.4")
+        str(rtun_dir / n)
+        for n in ("rtun.sock.1", "rtun.sock.2", "rtun.sock.3", "rtun.sock", "rtun.sock.old", "rtun.sock.4")
     ]
     result = run_rtun(["ping"], remote_home)
     assert result.returncode == 0, result.stderr
@@ -193,8 +192,12 @@ def test_a_stale_rtun_sock_prefers_the_live_socket_of_the_same_laptop(
     # Without a laptop of its own in the name, the newest live socket wins.
     assert _daemon_pid(remote_home, RTUN_SOCK=str(remote_home / "gone.sock")) == other_daemon.process.pid
     # A laptop with no live socket: any live one, and -v says so.
-    result = run_rtun(["pid"], remote_home, RTUN_SOCK=str(remote_home / ".rtun" / "rtun.sock.cccccccccccc.h.1"),
-                      RTUN_VERBOSE="1")
+    result = run_rtun(
+        ["pid"],
+        remote_home,
+        RTUN_SOCK=str(remote_home / ".rtun" / "rtun.sock.cccccccccccc.h.1"),
+        RTUN_VERBOSE="1",
+    )
     assert result.stdout.decode().startswith(f"OK PID {other_daemon.process.pid},")
     assert "none of laptop cccccccccccc answers" in _stderr_line(result)
 
@@ -205,17 +208,26 @@ def test_without_rtun_verbose_discovery_says_nothing_and_with_it_one_line(forwar
     assert line == f"rtun: using {forward.remote}, the newest live socket"
     line = _stderr_line(run_rtun(["ping"], remote_home, RTUN_VERBOSE="1", RTUN_SOCK=str(forward.remote)))
     assert line == f"rtun: using {forward.remote} ($RTUN_SOCK)"
-    assert _stderr_line(run_rtun(["ping", "-v"], remote_home)) == f"rtun: using {forward.remote}, the newest live socket"
+    assert (
+        _stderr_line(run_rtun(["ping", "-v"], remote_home))
+        == f"rtun: using {forward.remote}, the newest live socket"
+    )
 
 
 def test_laptop_ids_are_read_from_session_socket_names_only():
     assert paths.laptop_of(f"/h/.rtun/rtun.sock.{LAPTOP_A}.host.cafe0123") == LAPTOP_A
     assert paths.laptop_of(f"rtun.sock.{LAPTOP_A}.new") == LAPTOP_A  # the plain-ssh incoming name
-    for other in ("/h/.rtun/rtun.sock", "/h/.rtun/rtun.sock.1700000000", "/h/.rtun/rtun.sock.170000000000",
-                  f"/h/x.sock.{LAPTOP_A}.h.1", f"/h/rtun.sock.{LAPTOP_A.upper()}.h.1"):
+    for other in (
+        "/h/.rtun/rtun.sock",
+        "/h/.rtun/rtun.sock.1700000000",
+        "/h/.rtun/rtun.sock.170000000000",
+        f"/h/x.sock.{LAPTOP_A}.h.1",
+        f"/h/rtun.sock.{LAPTOP_A.upper()}.h.1",
+    ):
         assert paths.laptop_of(other) is None, other
-    assert paths.same_laptop_first(["n", f"rtun.sock.{LAPTOP_B}.h.1", f"rtun.sock.{LAPTOP_A}.h.1", "o"],
-                                   LAPTOP_A) == [f"rtun.sock.{LAPTOP_A}.h.1", "n", f"rtun.sock.{LAPTOP_B}.h.1", "o"]
+    assert paths.same_laptop_first(
+        ["n", f"rtun.sock.{LAPTOP_B}.h.1", f"rtun.sock.{LAPTOP_A}.h.1", "o"], LAPTOP_A
+    ) == [f"rtun.sock.{LAPTOP_A}.h.1", "n", f"rtun.sock.{LAPTOP_B}.h.1", "o"]
 
 
 def test_socket_flag_wins_over_rtun_sock_and_candidates(forward, remote_home, daemon, other_daemon):
@@ -236,8 +248,11 @@ def test_no_socket_at_all_is_one_line_with_setup_hint_and_exit_3(remote_home):
 
 def test_only_stale_sockets_is_one_line_naming_each_and_exit_3(remote_home):
     rtun_dir = remote_home / ".rtun"
-    stale = [_dead_socket(rtun_dir / "rtun.sock"), _plain_file(rtun_dir / "rtun.sock.9"),
-             _dead_socket(rtun_dir / "rtun.sock.10")]
+    stale = [
+        _dead_socket(rtun_dir / "rtun.sock"),
+        _plain_file(rtun_dir / "rtun.sock.9"),
+        _dead_socket(rtun_dir / "rtun.sock.10"),
+    ]
     result = run_rtun(["ping"], remote_home)
     assert result.returncode == 3
     line = _stderr_line(result)

@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -24,7 +24,7 @@ from support.notifications import SessionBus
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
 from support.wait import wait_until
 
-EDITOR = r'''
+EDITOR = r"""
 import json, os, stat, sys, time
 plan_file, path = sys.argv[1], sys.argv[-1]
 with open(plan_file) as f:
@@ -83,7 +83,7 @@ for step in plan["steps"][name]:
     keep()
 record["done"] = True
 keep()
-'''
+"""
 
 
 class FakeEditor:
@@ -140,14 +140,23 @@ def edit_config() -> str:
 
 
 @pytest.fixture
-def daemon(start_daemon, editor: FakeEditor, daemon_tmp: Path, edit_config: str,
-           session_bus: SessionBus) -> RtunDaemon:  # overrides tests/conftest.py's
-    return start_daemon(env={"TMPDIR": str(daemon_tmp), "DBUS_SESSION_BUS_ADDRESS": session_bus.address},
-                        config=f"[edit]\neditor = {json.dumps(editor.argv)}\n{edit_config}")
+def daemon(
+    start_daemon, editor: FakeEditor, daemon_tmp: Path, edit_config: str, session_bus: SessionBus
+) -> RtunDaemon:  # overrides tests/conftest.py's
+    return start_daemon(
+        env={"TMPDIR": str(daemon_tmp), "DBUS_SESSION_BUS_ADDRESS": session_bus.address},
+        config=f"[edit]\neditor = {json.dumps(editor.argv)}\n{edit_config}",
+    )
+
 
 def start_edit(path: Path, remote_home: Path) -> subprocess.Popen:
-    return subprocess.Popen(RTUN + ["edit", str(path)], env=clean_env(remote_home),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        RTUN + ["edit", str(path)],
+        env=clean_env(remote_home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def finish(process: subprocess.Popen) -> "subprocess.CompletedProcess[bytes]":
@@ -170,7 +179,8 @@ def lines(stderr: bytes) -> List[str]:
 
 
 def test_three_saves_reach_the_server_file_atomically_with_its_mode(
-        forward, remote_home, server_dir, editor, daemon_tmp, daemon):
+    forward, remote_home, server_dir, editor, daemon_tmp, daemon
+):
     path = server_dir / "notes.txt"
     path.write_text("zero\n")
     path.chmod(0o640)
@@ -195,8 +205,10 @@ def test_three_saves_reach_the_server_file_atomically_with_its_mode(
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert leftovers(server_dir) == []
     assert [line for line in lines(result.stderr) if " saved " in f" {line}"] == [
-        f"rtun edit: saved {path} (4 bytes)", f"rtun edit: saved {path} (4 bytes)",
-        f"rtun edit: saved {path} (6 bytes)"]
+        f"rtun edit: saved {path} (4 bytes)",
+        f"rtun edit: saved {path} (4 bytes)",
+        f"rtun edit: saved {path} (6 bytes)",
+    ]
     wait_until(lambda: copies(daemon_tmp) == [], what="the local copy to be removed")
     log = daemon.log_text()
     assert "edit of notes.txt: save 3 written on the server" in log
@@ -204,7 +216,8 @@ def test_three_saves_reach_the_server_file_atomically_with_its_mode(
 
 
 def test_a_save_after_the_server_file_changed_is_refused(
-        forward, remote_home, server_dir, editor, short_tmp, notifications, daemon):
+    forward, remote_home, server_dir, editor, short_tmp, notifications, daemon
+):
     path = server_dir / "config.ini"
     path.write_text("mine\n")
     go = short_tmp / "go"
@@ -220,8 +233,10 @@ def test_a_save_after_the_server_file_changed_is_refused(
     assert path.read_text() == "theirs\n"
     assert leftovers(server_dir) == []
     said = lines(result.stderr)
-    assert f"rtun edit: not saved: {path} changed on the server since the last save from the " \
-           "editor; your text is still in the editor" in said
+    assert (
+        f"rtun edit: not saved: {path} changed on the server since the last save from the "
+        "editor; your text is still in the editor" in said
+    )
     assert said[-1] == f"rtun edit: 1 change from the editor was not written to {path}"
     [note] = wait_until(lambda: notifications.notifications(), what="the conflict notification")
     assert note["summary"] == "rtun edit"
@@ -249,7 +264,8 @@ def test_two_edits_at_once(forward, remote_home, server_dir, editor, daemon_tmp,
 
 @pytest.mark.parametrize("swap", ["symlink", "hardlink"])
 def test_the_daemon_reads_back_only_the_file_it_was_given(
-        forward, remote_home, server_dir, editor, local_home, daemon, swap):
+    forward, remote_home, server_dir, editor, local_home, daemon, swap
+):
     secret = local_home / "secret.txt"
     secret.write_text("TOP SECRET of the laptop\n")
     path = server_dir / "notes.txt"
@@ -262,13 +278,15 @@ def test_the_daemon_reads_back_only_the_file_it_was_given(
     assert path.read_text() == "original\n"
     assert all(b"TOP SECRET" not in p.read_bytes() for p in server_dir.rglob("*") if p.is_file())
     why = "it was replaced by a symbolic link" if swap == "symlink" else "it has other hard links"
-    assert f"rtun edit: not saved: notes.txt on your computer was not sent back: {why}" \
-        in lines(result.stderr)
+    assert f"rtun edit: not saved: notes.txt on your computer was not sent back: {why}" in lines(
+        result.stderr
+    )
     assert "TOP SECRET" not in daemon.log_text()
 
 
 def test_a_missing_file_opens_empty_and_is_created_on_the_first_save(
-        forward, remote_home, server_dir, editor):
+    forward, remote_home, server_dir, editor
+):
     path = server_dir / "new.md"
     editor.plan("new.md", save("# New\n", path))
 
@@ -283,7 +301,8 @@ def test_a_missing_file_opens_empty_and_is_created_on_the_first_save(
 
 
 def test_ctrl_c_ends_the_edit_cleanly_and_the_daemon_lets_go(
-        forward, remote_home, server_dir, editor, daemon_tmp, short_tmp, notifications, daemon):
+    forward, remote_home, server_dir, editor, daemon_tmp, short_tmp, notifications, daemon
+):
     path = server_dir / "notes.txt"
     path.write_text("before\n")
     go = short_tmp / "go"
@@ -296,8 +315,9 @@ def test_ctrl_c_ends_the_edit_cleanly_and_the_daemon_lets_go(
     go.touch()  # a save now finds nobody to take it: the daemon ends the edit
 
     assert result.returncode == 130
-    assert lines(result.stderr)[-1] == (f"rtun edit: interrupted; saves in the editor on your "
-                                        f"computer no longer reach {path}")
+    assert lines(result.stderr)[-1] == (
+        f"rtun edit: interrupted; saves in the editor on your computer no longer reach {path}"
+    )
     wait_until(lambda: copies(daemon_tmp) == [], what="the local copy to be removed")
     [note] = wait_until(lambda: notifications.notifications(), what="the notification")
     assert note["body"].startswith("The edit of notes.txt ended")
@@ -333,7 +353,8 @@ def test_a_denied_edit_is_refused_with_exit_4(forward, remote_home, server_dir, 
 
 
 def test_editing_through_a_symbolic_link_edits_its_target_and_keeps_the_link(
-        forward, remote_home, server_dir, editor):
+    forward, remote_home, server_dir, editor
+):
     target = server_dir / "real.conf"
     target.write_text("old\n")
     link = server_dir / "link.conf"
@@ -356,26 +377,40 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def test_rtun_edit_imports_only_the_stdlib_and_the_client(forward, remote_home, server_dir, editor,
-                                                          short_tmp):
+def test_rtun_edit_imports_only_the_stdlib_and_the_client(
+    forward, remote_home, server_dir, editor, short_tmp
+):
     path = server_dir / "notes.txt"
     path.write_text("a")
     editor.plan("notes.txt", save("b", path))
     report = short_tmp / "modules.json"
 
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(report), "edit", str(path)],
-                          env=clean_env(remote_home), capture_output=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(report), "edit", str(path)],
+        env=clean_env(remote_home),
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
     assert report.exists(), done.stderr
     probe = json.loads(report.read_text())
     assert probe["code"] == 0 and path.read_text() == "b"
     assert "rtun.client.edit" in probe["modules"] and "rtun.client" in probe["modules"]
-    outside = [m for m in probe["modules"]
-               if not (m == "rtun" or m.startswith("rtun.") or m.split(".")[0] in sys.stdlib_module_names
-                       or m in ("__main__", "_distutils_hack"))]
+    outside = [
+        m
+        for m in probe["modules"]
+        if not (
+            m == "rtun"
+            or m.startswith("rtun.")
+            or m.split(".")[0] in sys.stdlib_module_names
+            or m in ("__main__", "_distutils_hack")
+        )
+    ]
     assert outside == []
-    assert not [m for m in probe["modules"] if m.startswith(("rtun.daemon", "rtun.tunnel", "rtun.client.upload"))]
+    assert not [
+        m for m in probe["modules"] if m.startswith(("rtun.daemon", "rtun.tunnel", "rtun.client.upload"))
+    ]
 
 
 # ---- the client's own checks, without a daemon ------------------------------------------------

@@ -33,14 +33,19 @@ def _leftovers(directory: Path) -> list:
 
 @pytest.fixture
 def notifying_daemon(local_home: Path, save_dir: Path, notifications) -> Iterator[RtunDaemon]:
-    running = RtunDaemon(local_home, save_dir, socket_path=local_home / "notify.sock",
-                         env={"DBUS_SESSION_BUS_ADDRESS": notifications.bus.address}).start()
+    running = RtunDaemon(
+        local_home,
+        save_dir,
+        socket_path=local_home / "notify.sock",
+        env={"DBUS_SESSION_BUS_ADDRESS": notifications.bus.address},
+    ).start()
     yield running
     running.stop()
 
 
-def test_a_notification_is_one_turn_of_the_client(notifying_daemon: RtunDaemon, notifications,
-                                                  short_tmp: Path) -> None:
+def test_a_notification_is_one_turn_of_the_client(
+    notifying_daemon: RtunDaemon, notifications, short_tmp: Path
+) -> None:
     relay = TurnCounter(short_tmp / "relay-n.sock", notifying_daemon.socket)
     requests.notify(str(relay.listen), "title", "body")
     relay.close()
@@ -57,7 +62,9 @@ def test_a_small_send_is_one_turn_with_its_data(relay: TurnCounter, save_dir: Pa
     assert (save_dir / "small.txt").read_bytes() == b"x" * 1000 and result.saved
 
 
-def test_a_large_send_waits_for_ready_before_its_data(relay: TurnCounter, save_dir: Path, short_tmp: Path) -> None:
+def test_a_large_send_waits_for_ready_before_its_data(
+    relay: TurnCounter, save_dir: Path, short_tmp: Path
+) -> None:
     source = short_tmp / "large.bin"
     source.write_bytes(os.urandom(limits.MAX_EARLY_DATA + 1))
     upload.send([str(source)], None, options=SendOptions(socket=str(relay.listen)), quiet=True)
@@ -77,8 +84,9 @@ def refusing_daemon(local_home: Path, save_dir: Path) -> Iterator[RtunDaemon]:
     running.stop()
 
 
-def test_a_refused_pipelined_send_leaves_nothing_behind(refusing_daemon: RtunDaemon, save_dir: Path,
-                                                        short_tmp: Path) -> None:
+def test_a_refused_pipelined_send_leaves_nothing_behind(
+    refusing_daemon: RtunDaemon, save_dir: Path, short_tmp: Path
+) -> None:
     source = short_tmp / "tree"
     source.mkdir()
     for i in range(20):
@@ -89,7 +97,9 @@ def test_a_refused_pipelined_send_leaves_nothing_behind(refusing_daemon: RtunDae
     assert _leftovers(save_dir) == []
 
 
-def test_a_refused_pipelined_upload_is_read_to_its_end_then_closed(daemon: RtunDaemon, save_dir: Path) -> None:
+def test_a_refused_pipelined_upload_is_read_to_its_end_then_closed(
+    daemon: RtunDaemon, save_dir: Path
+) -> None:
     """A PUT whose entry is refused mid-stream: the daemon says why, reads and drops what was
     sent ahead (the client never sees a reset while writing it), then closes."""
     import hashlib
@@ -97,9 +107,13 @@ def test_a_refused_pipelined_upload_is_read_to_its_end_then_closed(daemon: RtunD
     data = b"z" * 200_000
     from rtun.protocol import framing
 
-    entries = framing.encode_entry(framing.FileEntry("ok.txt", 0o644, 1.0, 3)) + b"3\r\nabc0\r\n" \
-        + hashlib.sha256(b"abc").hexdigest().encode() + b"\r\n" \
+    entries = (
+        framing.encode_entry(framing.FileEntry("ok.txt", 0o644, 1.0, 3))
+        + b"3\r\nabc0\r\n"
+        + hashlib.sha256(b"abc").hexdigest().encode()
+        + b"\r\n"
         + framing.encode_entry(framing.FileEntry("../escape", 0o644, 1.0, len(data)))
+    )
     with RawClient(daemon.socket) as raw:
         raw.send(b'SEND RTUN/2 put\r\nPUT {"dest":"","bytes":%d,"files":2}\r\n' % (len(data) + 3) + entries)
         assert raw.line().startswith(b"OK RTUN/2")
@@ -113,7 +127,9 @@ def test_a_refused_pipelined_upload_is_read_to_its_end_then_closed(daemon: RtunD
     assert [p.name for p in save_dir.iterdir()] == ["ok.txt"]  # the file before the bad entry, whole
 
 
-def test_a_pipelined_send_refused_for_its_path_says_why(daemon: RtunDaemon, save_dir: Path, short_tmp: Path) -> None:
+def test_a_pipelined_send_refused_for_its_path_says_why(
+    daemon: RtunDaemon, save_dir: Path, short_tmp: Path
+) -> None:
     """The path is refused before READY while the early data is still going out: the daemon
     drains it, and the client reports the refusal, not a missing daemon."""
     source = short_tmp / "small.txt"

@@ -23,9 +23,17 @@ MODULES = sorted(f"rtun.client.{m.name}" for m in pkgutil.iter_modules(rtun.clie
 ALLOWED_RTUN = ("rtun", "rtun.client", "rtun.protocol", "rtun.errors", "rtun.paths")
 
 # Started on every command that talks to the daemon: `typing` alone costs milliseconds.
-WITHOUT_TYPING = ("rtun.client.pump", "rtun.client.discovery", "rtun.client.handshake",
-                  "rtun.client.requests", "rtun.client.options", "rtun.client.sources",
-                  "rtun.client.upload", "rtun.client.parallel", "rtun.client.edit")
+WITHOUT_TYPING = (
+    "rtun.client.pump",
+    "rtun.client.discovery",
+    "rtun.client.handshake",
+    "rtun.client.requests",
+    "rtun.client.options",
+    "rtun.client.sources",
+    "rtun.client.upload",
+    "rtun.client.parallel",
+    "rtun.client.edit",
+)
 
 # Isolated (-I: no environment, no user site), this tree's source first.
 _PROBE = """
@@ -59,18 +67,26 @@ def test_every_module_of_the_package_is_probed() -> None:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_a_client_module_imports_only_the_stdlib_and_the_client_side_of_rtun(
-        imported: Dict[str, List[str]], module: str) -> None:
+    imported: Dict[str, List[str]], module: str
+) -> None:
     names = imported[module]
     assert module in names  # the probe really imported it, fresh
-    outside = [name for name in names
-               if not (name.split(".")[0] in sys.stdlib_module_names
-                       or name in ALLOWED_RTUN or name.startswith(tuple(p + "." for p in ALLOWED_RTUN[1:])))]
+    outside = [
+        name
+        for name in names
+        if not (
+            name.split(".")[0] in sys.stdlib_module_names
+            or name in ALLOWED_RTUN
+            or name.startswith(tuple(p + "." for p in ALLOWED_RTUN[1:]))
+        )
+    ]
     assert outside == []
 
 
 @pytest.mark.parametrize("module", WITHOUT_TYPING)
-def test_a_client_module_does_not_import_typing_or_dataclasses(imported: Dict[str, List[str]],
-                                                               module: str) -> None:
+def test_a_client_module_does_not_import_typing_or_dataclasses(
+    imported: Dict[str, List[str]], module: str
+) -> None:
     assert not {"typing", "dataclasses"} & set(imported[module])
 
 

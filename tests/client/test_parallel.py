@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -40,8 +39,9 @@ def _parts(directory: Path) -> list:
     return [p.name for p in directory.rglob("*") if p.name.startswith(".rtun-")]
 
 
-def test_a_large_file_goes_over_several_channels_through_ssh(forward, remote_home: Path, save_dir: Path,
-                                                             daemon: RtunDaemon) -> None:
+def test_a_large_file_goes_over_several_channels_through_ssh(
+    forward, remote_home: Path, save_dir: Path, daemon: RtunDaemon
+) -> None:
     source = _random_file(remote_home / "big.bin", parallel.RANGED_MIN + 12345)
     result = run_rtun(["send", "--channels", "4", str(source)], remote_home)
     assert result.returncode == 0, result.stderr
@@ -50,7 +50,9 @@ def test_a_large_file_goes_over_several_channels_through_ssh(forward, remote_hom
     assert _parts(save_dir) == []
 
 
-def test_a_tree_with_large_files_arrives_whole_through_ssh(forward, remote_home: Path, save_dir: Path) -> None:
+def test_a_tree_with_large_files_arrives_whole_through_ssh(
+    forward, remote_home: Path, save_dir: Path
+) -> None:
     tree = remote_home / "tree"
     (tree / "sub").mkdir(parents=True)
     big = _random_file(tree / "sub" / "big.bin", parallel.RANGED_MIN + 5)
@@ -70,8 +72,12 @@ def _open_ranges(raw: RawClient, size: int, key: str = "ab" * 16, name: str = "r
 
 
 def _range(raw: RawClient, offset: int, data: bytes, digest: bytes = b"") -> bytes:
-    raw.send(wire.encode_request(wire.Range(offset, len(data))) + data
-             + (digest or hashlib.sha256(data).hexdigest().encode()) + b"\r\n")
+    raw.send(
+        wire.encode_request(wire.Range(offset, len(data)))
+        + data
+        + (digest or hashlib.sha256(data).hexdigest().encode())
+        + b"\r\n"
+    )
     return raw.line()
 
 
@@ -79,7 +85,9 @@ K = limits.MIN_RANGE
 A, B, C = b"a" * K, b"b" * K, b"c" * K
 
 
-def test_a_corrupted_range_is_refused_and_nothing_gets_the_final_name(daemon: RtunDaemon, save_dir: Path) -> None:
+def test_a_corrupted_range_is_refused_and_nothing_gets_the_final_name(
+    daemon: RtunDaemon, save_dir: Path
+) -> None:
     with RawClient(daemon.socket) as raw:
         _open_ranges(raw, 2 * K)
         assert _range(raw, 0, A) == b"OK\r\n"
@@ -87,7 +95,9 @@ def test_a_corrupted_range_is_refused_and_nothing_gets_the_final_name(daemon: Rt
     assert not (save_dir / "r.bin").exists()
 
 
-def test_a_lost_range_fails_the_commit_and_nothing_gets_the_final_name(daemon: RtunDaemon, save_dir: Path) -> None:
+def test_a_lost_range_fails_the_commit_and_nothing_gets_the_final_name(
+    daemon: RtunDaemon, save_dir: Path
+) -> None:
     with RawClient(daemon.socket) as raw:
         _open_ranges(raw, 3 * K)
         digests = [hashlib.sha256(A).digest(), hashlib.sha256(C).digest()]
@@ -98,7 +108,9 @@ def test_a_lost_range_fails_the_commit_and_nothing_gets_the_final_name(daemon: R
     assert not (save_dir / "r.bin").exists()
 
 
-def test_ranges_that_are_not_the_file_the_client_meant_fail_the_commit(daemon: RtunDaemon, save_dir: Path) -> None:
+def test_ranges_that_are_not_the_file_the_client_meant_fail_the_commit(
+    daemon: RtunDaemon, save_dir: Path
+) -> None:
     with RawClient(daemon.socket) as raw:
         _open_ranges(raw, 4)
         assert _range(raw, 0, b"abcd") == b"OK\r\n"  # a file's last range may be short
@@ -107,7 +119,7 @@ def test_ranges_that_are_not_the_file_the_client_meant_fail_the_commit(daemon: R
     assert not (save_dir / "r.bin").exists()
 
 
-@pytest.mark.parametrize("offset,size", [(2 * K + 1, 1), (0, 2 * K + 1), (2 ** 62, 1), (0, K - 1)])
+@pytest.mark.parametrize("offset,size", [(2 * K + 1, 1), (0, 2 * K + 1), (2**62, 1), (0, K - 1)])
 def test_a_range_outside_the_file_or_too_small_is_refused(daemon: RtunDaemon, offset: int, size: int) -> None:
     with RawClient(daemon.socket) as raw:
         _open_ranges(raw, 2 * K)
@@ -124,14 +136,19 @@ def big_source(short_tmp: Path) -> Path:
     return _random_file(short_tmp / "resume.bin", 64 * parallel.RANGE_SIZE)  # one range lost is 1.6 %
 
 
-def test_a_killed_send_resumes_and_moves_only_the_rest(daemon: RtunDaemon, save_dir: Path, big_source: Path,
-                                                        short_tmp: Path, local_home: Path, monkeypatch) -> None:
+def test_a_killed_send_resumes_and_moves_only_the_rest(
+    daemon: RtunDaemon, save_dir: Path, big_source: Path, short_tmp: Path, local_home: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("HOME", str(local_home))  # the same user sends again: the same resume secret
     size = big_source.stat().st_size
     first = TurnCounter(short_tmp / "first.sock", daemon.socket, stall_after=size // 2)
-    client = subprocess.Popen(RTUN + ["send", "-s", str(first.listen), "--channels", "1", str(big_source)],
-                              env=clean_env(local_home), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    client = subprocess.Popen(
+        RTUN + ["send", "-s", str(first.listen), "--channels", "1", str(big_source)],
+        env=clean_env(local_home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         first.stalled.wait(30)
         # Half of the ranges are verified on the daemon before the client dies.
@@ -143,16 +160,18 @@ def test_a_killed_send_resumes_and_moves_only_the_rest(daemon: RtunDaemon, save_
     assert not (save_dir / "resume.bin").exists() and len(_parts(save_dir)) == 1
 
     second = TurnCounter(short_tmp / "second.sock", daemon.socket)
-    result = upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1),
-                         quiet=True)
+    result = upload.send(
+        [str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1), quiet=True
+    )
     second.close()
     assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes() and result.saved
     assert second.client_bytes <= 0.55 * size, second.client_bytes
     assert _parts(save_dir) == []
 
 
-def test_no_resume_sends_everything_again(daemon: RtunDaemon, save_dir: Path, big_source: Path,
-                                          short_tmp: Path) -> None:
+def test_no_resume_sends_everything_again(
+    daemon: RtunDaemon, save_dir: Path, big_source: Path, short_tmp: Path
+) -> None:
     import threading
 
     from rtun.errors import ConnectionLostError
@@ -169,20 +188,27 @@ def test_no_resume_sends_everything_again(daemon: RtunDaemon, save_dir: Path, bi
     cutter.start()
     try:
         with pytest.raises(ConnectionLostError):
-            upload.send([str(big_source)], None, options=SendOptions(socket=str(first.listen), channels=1), quiet=True)
+            upload.send(
+                [str(big_source)], None, options=SendOptions(socket=str(first.listen), channels=1), quiet=True
+            )
     finally:
         cutter.join()
     second = TurnCounter(short_tmp / "second.sock", daemon.socket)
-    upload.send([str(big_source)], None, options=SendOptions(socket=str(second.listen), channels=1, resume=False),
-                quiet=True)
+    upload.send(
+        [str(big_source)],
+        None,
+        options=SendOptions(socket=str(second.listen), channels=1, resume=False),
+        quiet=True,
+    )
     second.close()
     assert (save_dir / "resume.bin").read_bytes() == big_source.read_bytes()
     assert second.client_bytes >= size
     assert _parts(save_dir) == []
 
 
-def test_a_tree_is_shared_among_connections_with_its_metadata(daemon: RtunDaemon, save_dir: Path,
-                                                              short_tmp: Path) -> None:
+def test_a_tree_is_shared_among_connections_with_its_metadata(
+    daemon: RtunDaemon, save_dir: Path, short_tmp: Path
+) -> None:
     tree = short_tmp / "photos"
     for d in ("a", "b", "a/deep"):
         (tree / d).mkdir(parents=True)
@@ -194,7 +220,9 @@ def test_a_tree_is_shared_among_connections_with_its_metadata(daemon: RtunDaemon
     for d in ("a/deep", "a", "b", ""):
         os.utime(tree / d, (1_600_000_000, 1_600_000_000))
     relay = TurnCounter(short_tmp / "tree.sock", daemon.socket)
-    result = upload.send([str(tree)], None, options=SendOptions(socket=str(relay.listen), channels=3), quiet=True)
+    result = upload.send(
+        [str(tree)], None, options=SendOptions(socket=str(relay.listen), channels=3), quiet=True
+    )
     relay.close()
     # the directories, a PUT of files and the directories' mtimes on the first connection, and
     # two more connections with a PUT of files each
@@ -208,8 +236,9 @@ def test_a_tree_is_shared_among_connections_with_its_metadata(daemon: RtunDaemon
     assert _parts(save_dir) == []
 
 
-def test_a_shared_tree_leaves_the_mtimes_of_directories_it_did_not_make(daemon: RtunDaemon, save_dir: Path,
-                                                                        short_tmp: Path) -> None:
+def test_a_shared_tree_leaves_the_mtimes_of_directories_it_did_not_make(
+    daemon: RtunDaemon, save_dir: Path, short_tmp: Path
+) -> None:
     tree = short_tmp / "proj"
     (tree / "new").mkdir(parents=True)
     for i in range(4):
@@ -234,14 +263,17 @@ def test_an_mtimes_token_touches_only_what_its_put_made(daemon: RtunDaemon, save
         with RawClient(daemon.socket) as raw:
             raw.send(wire.encode_request(request))
             assert raw.line() == b"READY\r\n"
-            raw.send(framing.encode_entry(framing.DirEntry("Photos", 0o755, 0.0))
-                     + framing.encode_entry(framing.EndEntry()))
+            raw.send(
+                framing.encode_entry(framing.DirEntry("Photos", 0o755, 0.0))
+                + framing.encode_entry(framing.EndEntry())
+            )
             assert raw.line().startswith(b"OK")
     assert (save_dir / "Photos").stat().st_mtime == 1_700_000_000
 
 
-def test_when_every_ranged_slot_is_held_a_large_file_goes_in_a_put(daemon: RtunDaemon, save_dir: Path,
-                                                                    short_tmp: Path) -> None:
+def test_when_every_ranged_slot_is_held_a_large_file_goes_in_a_put(
+    daemon: RtunDaemon, save_dir: Path, short_tmp: Path
+) -> None:
     from rtun.daemon.actions import ranges
 
     holders = [RawClient(daemon.socket) for _ in range(ranges.MAX_FILES)]

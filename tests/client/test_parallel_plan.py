@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rtun.client import parallel
 from rtun.client.parallel import RANGE_SIZE, RangePlan
@@ -37,7 +38,7 @@ def test_the_plan_and_the_kept_ranges_tile_the_file(size: int, data: st.DataObje
 
 def test_ranges_grow_with_the_file_past_4_gib() -> None:
     assert parallel.range_size(10 * RANGE_SIZE) == RANGE_SIZE
-    assert parallel.range_size(100 * 2 ** 30) * parallel.RANGES_PER_FILE >= 100 * 2 ** 30
+    assert parallel.range_size(100 * 2**30) * parallel.RANGES_PER_FILE >= 100 * 2**30
 
 
 def test_kept_ranges_are_checked_against_the_local_file(tmp_path) -> None:

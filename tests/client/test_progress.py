@@ -27,8 +27,9 @@ def _send_in_pty(argv: List[str], env: dict, cwd: Path) -> "tuple[int, str]":
     master, slave = pty.openpty()
     # A terminal has a size (a bare pty is 0x0, where tqdm draws nothing at all).
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    process = subprocess.Popen(argv, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=slave)
+    process = subprocess.Popen(
+        argv, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave
+    )
     os.close(slave)
     drawn = bytearray()
     while True:
@@ -70,8 +71,9 @@ def test_the_bundle_carries_tqdm_and_its_licence(app: Path) -> None:
     assert any(n.endswith(".dist-info/LICENCE") or n.endswith(".dist-info/LICENSE") for n in names)
 
 
-def test_a_send_on_a_terminal_shows_bytes_rate_and_time_left(app: Path, big: Path, daemon: RtunDaemon,
-                                                             short_tmp: Path) -> None:
+def test_a_send_on_a_terminal_shows_bytes_rate_and_time_left(
+    app: Path, big: Path, daemon: RtunDaemon, short_tmp: Path
+) -> None:
     code, drawn = _send_in_pty(_argv(app, daemon, str(big)), clean_env(short_tmp), short_tmp)
     assert code == 0, drawn
     assert "/160M" in drawn  # the total, in binary units
@@ -81,13 +83,19 @@ def test_a_send_on_a_terminal_shows_bytes_rate_and_time_left(app: Path, big: Pat
 
 
 @pytest.mark.parametrize("quiet", [["-q"], None])
-def test_no_bar_with_q_or_without_a_terminal(app: Path, big: Path, daemon: RtunDaemon, short_tmp: Path,
-                                             quiet: Optional[List[str]]) -> None:
+def test_no_bar_with_q_or_without_a_terminal(
+    app: Path, big: Path, daemon: RtunDaemon, short_tmp: Path, quiet: Optional[List[str]]
+) -> None:
     if quiet:
         code, drawn = _send_in_pty(_argv(app, daemon, *quiet, str(big)), clean_env(short_tmp), short_tmp)
     else:
-        done = subprocess.run(_argv(app, daemon, str(big)), env=clean_env(short_tmp), cwd=str(short_tmp),
-                              capture_output=True, timeout=60)
+        done = subprocess.run(
+            _argv(app, daemon, str(big)),
+            env=clean_env(short_tmp),
+            cwd=str(short_tmp),
+            capture_output=True,
+            timeout=60,
+        )
         code, drawn = done.returncode, done.stderr.decode()
     assert code == 0, drawn
     assert "B/s" not in drawn and "\r" not in drawn

@@ -9,7 +9,7 @@ import pytest
 
 from rtun.client import sources
 from rtun.errors import RtunError, UsageError
-from rtun.protocol import framing, wire
+from rtun.protocol import framing
 
 
 def test_a_tree_becomes_entries_in_order_with_modes_and_totals(tmp_path: Path) -> None:
@@ -23,8 +23,13 @@ def test_a_tree_becomes_entries_in_order_with_modes_and_totals(tmp_path: Path) -
     dest, plan = sources.plan([str(top)], None)
     entries = [item.entry for item in plan.items]
     assert dest == ""
-    assert [type(e).__name__ for e in entries] == ["DirEntry", "DirEntry", "FileEntry", "LinkEntry",
-                                                   "FileEntry"]
+    assert [type(e).__name__ for e in entries] == [
+        "DirEntry",
+        "DirEntry",
+        "FileEntry",
+        "LinkEntry",
+        "FileEntry",
+    ]
     assert [e.path for e in entries] == ["top", "top/sub", "top/a.txt", "top/link", "top/sub/b.bin"]
     assert entries[3] == framing.LinkEntry("top/link", "a.txt")
     assert isinstance(entries[4], framing.FileEntry) and entries[4].mode == 0o600 and entries[4].size == 2
@@ -32,13 +37,16 @@ def test_a_tree_becomes_entries_in_order_with_modes_and_totals(tmp_path: Path) -
     assert plan.warnings == [f"skipped {top / 'fifo'}: not a regular file, directory or link"]
 
 
-@pytest.mark.parametrize("to, several, dest, name", [
-    (None, False, "", "f.txt"),
-    ("renamed.txt", False, "", "renamed.txt"),
-    ("into/", False, "into", "f.txt"),
-    ("deep/er/name.txt", False, "deep/er", "name.txt"),
-    ("into", True, "into", "f.txt"),
-])
+@pytest.mark.parametrize(
+    "to, several, dest, name",
+    [
+        (None, False, "", "f.txt"),
+        ("renamed.txt", False, "", "renamed.txt"),
+        ("into/", False, "into", "f.txt"),
+        ("deep/er/name.txt", False, "deep/er", "name.txt"),
+        ("into", True, "into", "f.txt"),
+    ],
+)
 def test_to_names_a_file_or_a_directory(tmp_path: Path, to, several, dest, name) -> None:
     source = tmp_path / "f.txt"
     source.write_text("x")

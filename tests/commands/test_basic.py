@@ -15,8 +15,9 @@ from support.wait import wait_until
 
 
 @pytest.fixture
-def reach(sshd: SshServer, local_home: Path, save_dir: Path, remote_home: Path
-          ) -> Iterator[Callable[[bool], RtunDaemon]]:
+def reach(
+    sshd: SshServer, local_home: Path, save_dir: Path, remote_home: Path
+) -> Iterator[Callable[[bool], RtunDaemon]]:
     """``reach(diagnostics)``: a daemon, and the remote socket forwarded to it."""
     made = []
 

@@ -25,8 +25,9 @@ def test_the_effective_settings_parse_back_to_the_same_config(tmp_path: Path, mo
     the file's settings (marked) merged with every default."""
     file = tmp_path / ".config" / "rtun" / "config.toml"
     file.parent.mkdir(parents=True)
-    file.write_text('[actions]\npaste = true\n[view]\nopener = "my-open --new \\"x y\\""\n'
-                    '[server]\nsave_dir = "~/in"\n')
+    file.write_text(
+        '[actions]\npaste = true\n[view]\nopener = "my-open --new \\"x y\\""\n[server]\nsave_dir = "~/in"\n'
+    )
     done = run_rtun(["config"], tmp_path)
     assert done.returncode == 0, done.stderr
     text = done.stdout.decode()
@@ -43,7 +44,7 @@ def test_the_effective_settings_parse_back_to_the_same_config(tmp_path: Path, mo
 def test_a_bad_file_is_one_error_line(tmp_path: Path) -> None:
     file = tmp_path / ".config" / "rtun" / "config.toml"
     file.parent.mkdir(parents=True)
-    file.write_text("[actions]\n\"pastе\" = true\n")  # a Cyrillic "е"
+    file.write_text('[actions]\n"pastе" = true\n')  # a Cyrillic "е"
     done = run_rtun(["config"], tmp_path)
     assert done.returncode == 1
     err = done.stderr.decode()

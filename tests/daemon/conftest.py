@@ -20,8 +20,11 @@ def spawn(local_home: Path) -> Iterator[Callable[..., subprocess.Popen]]:
 
     def start(args: List[str], home: Path = local_home, **env: str) -> subprocess.Popen:
         process = subprocess.Popen(
-            RTUN + ["server"] + args, env=clean_env(home, **env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            RTUN + ["server"] + args,
+            env=clean_env(home, **env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         started.append(process)
         return process

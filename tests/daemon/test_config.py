@@ -17,7 +17,9 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 def test_the_file_then_the_flags(tmp_path: Path) -> None:
-    path = write(tmp_path, '[server]\nidle_timeout = 5\nsave_dir = "~/in"\n[view]\nopener = "my-open --new"\n')
+    path = write(
+        tmp_path, '[server]\nidle_timeout = 5\nsave_dir = "~/in"\n[view]\nopener = "my-open --new"\n'
+    )
     settings = config.load(path, save_dir=str(tmp_path / "flag"), verbose=None)
     assert settings.idle_timeout == 5.0 and isinstance(settings.idle_timeout, float)
     assert settings.save_dir == str(tmp_path / "flag")  # the flag wins
@@ -29,14 +31,17 @@ def test_a_missing_file_means_the_defaults(tmp_path: Path) -> None:
     assert config.load(str(tmp_path / "none.toml")).max_connections == 256
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[server]\nport = 22\n", "unknown setting"),
-    ("[server]\nidle_timeout = -1\n", "non-negative number"),
-    ("[server]\nverbose = 1\n", "true or false"),
-    ("[view]\nallow_types = [1]\n", "list of strings"),
-    ("server = 1\n", "must be a table"),
-    ("[server\n", "cannot read config file"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[server]\nport = 22\n", "unknown setting"),
+        ("[server]\nidle_timeout = -1\n", "non-negative number"),
+        ("[server]\nverbose = 1\n", "true or false"),
+        ("[view]\nallow_types = [1]\n", "list of strings"),
+        ("server = 1\n", "must be a table"),
+        ("[server\n", "cannot read config file"),
+    ],
+)
 def test_bad_settings_are_errors_that_say_where(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(RtunError, match=message):
         config.load(write(tmp_path, text))

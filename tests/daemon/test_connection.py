@@ -17,7 +17,8 @@ async def _pair(timeout: float = 60.0, min_rate: float = 0.0) -> Tuple[Connectio
     ours, theirs = socket.socketpair()
     made: List[Connection] = []
     await asyncio.get_running_loop().connect_accepted_socket(
-        lambda: Connection(timeout, made.append, min_rate), ours)
+        lambda: Connection(timeout, made.append, min_rate), ours
+    )
     theirs.setblocking(False)
     return made[0], theirs
 
@@ -87,6 +88,7 @@ def test_a_trickle_is_ended_with_a_reason_and_silence_without() -> None:
 
 def test_a_little_file_data_is_handed_on_soon_even_if_no_more_comes() -> None:
     """The pump waits for a write's worth of a file's data, but not for ever."""
+
     async def run() -> None:
         conn, peer = await _pair()
         loop = asyncio.get_running_loop()

@@ -51,8 +51,9 @@ class Notes:
 class Served:
     """What a scenario gets: the socket, the editor's control directory, the temp directory."""
 
-    def __init__(self, socket: Path, control: Path, tmp: Path, notes: Notes,
-                 stop: Callable[[], None]) -> None:
+    def __init__(
+        self, socket: Path, control: Path, tmp: Path, notes: Notes, stop: Callable[[], None]
+    ) -> None:
         self.socket, self.control, self.tmp, self.notes, self.stop = socket, control, tmp, notes, stop
 
     def client(self) -> RawClient:
@@ -93,8 +94,13 @@ def serve(short_tmp: Path, daemon_tmp: Path, monkeypatch) -> Iterator[Callable[.
             daemon.services._notifier = notes  # type: ignore[assignment]
             running = asyncio.ensure_future(daemon.run())
             loop = asyncio.get_running_loop()
-            served = Served(Path(config.socket), control, daemon_tmp, notes,
-                            lambda: loop.call_soon_threadsafe(daemon.stop))
+            served = Served(
+                Path(config.socket),
+                control,
+                daemon_tmp,
+                notes,
+                lambda: loop.call_soon_threadsafe(daemon.stop),
+            )
             try:
                 await loop.run_in_executor(None, scenario, served)
             finally:
@@ -151,7 +157,9 @@ def test_an_edit_answers_idle_then_each_save_then_closed(serve) -> None:
             assert payload(client, 11) == b"first save\n"
             s.save(2, b"second\n")
             _, event = wait(client, "saved")
-            assert (event["event"], event["seq"]) == ("save", 2) and payload(client, event["bytes"]) == b"second\n"
+            assert (event["event"], event["seq"]) == ("save", 2) and payload(
+                client, event["bytes"]
+            ) == b"second\n"
             s.quit()
             assert wait(client, "saved")[1] == {"event": "closed", "status": 0, "message": ""}
             assert client.command("PING") == b"OK PONG\r\n"  # the connection serves on
@@ -185,7 +193,8 @@ def test_any_other_request_during_an_edit_ends_it_and_the_user_is_told(serve) ->
         with s.client() as client:
             open_edit(client, b"x")
             assert client.command("PING").startswith(
-                b"ERROR 113 an edit takes only EDITWAIT until its editor closes")
+                b"ERROR 113 an edit takes only EDITWAIT until its editor closes"
+            )
         wait_until(lambda: s.copies() == [], what="the copy to be removed")
         wait_until(lambda: s.notes.shown, what="the notification")
         [(title, body)] = s.notes.shown
@@ -204,11 +213,16 @@ def test_a_refused_or_failed_save_is_told_to_the_user_here(serve) -> None:
                 _, event = wait(client, "conflict" if n == 2 else "")
                 assert event["seq"] == n and payload(client, event["bytes"]) == b"v%d" % n
             s.quit()
-            assert wait(client, "failed", "cannot write conf.ini:\n permission denied")[1]["event"] == "closed"
+            assert (
+                wait(client, "failed", "cannot write conf.ini:\n permission denied")[1]["event"] == "closed"
+            )
         wait_until(lambda: len(s.notes.shown) == 2, what="two notifications")
         assert s.notes.shown == [
-            ("rtun edit", "conf.ini was not saved on the server: the file changed there since it "
-                          "was opened or last saved. Your text is still in the editor."),
+            (
+                "rtun edit",
+                "conf.ini was not saved on the server: the file changed there since it "
+                "was opened or last saved. Your text is still in the editor.",
+            ),
             ("rtun edit", "conf.ini was not saved on the server: cannot write conf.ini: permission denied"),
         ]
 
@@ -240,12 +254,24 @@ def test_the_transfer_slot_is_held_for_the_upload_only(serve) -> None:
     serve(scenario, max_uploads=1)
 
 
-@pytest.mark.parametrize("settings, size, expected", [
-    ({"edit_max_bytes": 10}, 11, b"ERROR 117 11 bytes is more than this computer edits ([edit] max_bytes = 10)"),
-    ({"edit_editor": ("/nonexistent/editor",)}, 1, b"ERROR 115 cannot open files for editing on this "
-                                                   b"computer: '/nonexistent/editor' was not found"),
-])
-def test_an_edit_refused_before_ready_gets_no_ready_and_leaves_nothing(serve, settings, size, expected) -> None:
+@pytest.mark.parametrize(
+    "settings, size, expected",
+    [
+        (
+            {"edit_max_bytes": 10},
+            11,
+            b"ERROR 117 11 bytes is more than this computer edits ([edit] max_bytes = 10)",
+        ),
+        (
+            {"edit_editor": ("/nonexistent/editor",)},
+            1,
+            b"ERROR 115 cannot open files for editing on this computer: '/nonexistent/editor' was not found",
+        ),
+    ],
+)
+def test_an_edit_refused_before_ready_gets_no_ready_and_leaves_nothing(
+    serve, settings, size, expected
+) -> None:
     def scenario(s: Served) -> None:
         with s.client() as client:
             assert v1_upload_json(client, b"x" * size, "f.txt").startswith(expected)
@@ -260,7 +286,8 @@ def test_more_edits_than_max_open_are_refused_until_one_closes(serve) -> None:
             open_edit(first, b"1")
             with s.client() as second:
                 assert v1_upload_json(second, b"2", "g.txt").startswith(
-                    b"ERROR 114 1 edits are open on this computer ([edit] max_open)")
+                    b"ERROR 114 1 edits are open on this computer ([edit] max_open)"
+                )
             s.quit()
             assert wait(first)[1]["event"] == "closed"
         (s.control / "quit").unlink()
@@ -294,8 +321,9 @@ def test_a_daemon_that_stops_ends_the_edit_with_a_last_line(serve) -> None:
             line = client.line()
             while line.startswith(b"OK "):  # keep-alives sent before the stop
                 line = client.line()
-            assert line.startswith(b"ERROR 114 the rtun daemon on your computer stopped: the edit of "
-                                   b"f.txt ended")
+            assert line.startswith(
+                b"ERROR 114 the rtun daemon on your computer stopped: the edit of f.txt ended"
+            )
         wait_until(lambda: s.copies() == [], what="the copy to be removed")
 
     serve(scenario, shutdown_grace=0.2)

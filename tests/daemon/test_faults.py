@@ -19,7 +19,14 @@ from typing import Callable, Iterator, List, Optional
 import pytest
 
 from support.load import (
-    MIB, FreeSpaceWatch, StdinSend, Tmpfs, dead_socket, free_bytes, part_with_data, parts_below,
+    MIB,
+    FreeSpaceWatch,
+    StdinSend,
+    Tmpfs,
+    dead_socket,
+    free_bytes,
+    part_with_data,
+    parts_below,
 )
 from support.rtun import RtunDaemon, answers_ping, run_rtun
 from support.sshd import Forward, SshServer
@@ -58,8 +65,12 @@ def daemons(local_home: Path, save_dir: Path, mounts: Mounts) -> Iterator[Daemon
     (before any tmpfs of the test is unmounted: ``mounts`` is set up first)."""
     started: List[RtunDaemon] = []
 
-    def start(config: str = "", home: Optional[Path] = None, socket_path: Optional[Path] = None,
-              directory: Optional[Path] = None) -> RtunDaemon:
+    def start(
+        config: str = "",
+        home: Optional[Path] = None,
+        socket_path: Optional[Path] = None,
+        directory: Optional[Path] = None,
+    ) -> RtunDaemon:
         home = home or local_home
         args: List[str] = []
         if config:
@@ -113,14 +124,18 @@ def senders() -> Iterator[Senders]:
 def hold_mid_transfer(sender: StdinSend, save_dir: Path) -> Path:
     """Feed the sender until the daemon has written ``HELD`` bytes of it; the .part file."""
     assert sender.feed(4 * MIB)  # the client sends stdin in chunks of up to 1 MiB
-    return wait_until(lambda: part_with_data(save_dir, HELD), timeout=20,
-                      what="the daemon to write the held transfer's .part file")
+    return wait_until(
+        lambda: part_with_data(save_dir, HELD),
+        timeout=20,
+        what="the daemon to write the held transfer's .part file",
+    )
 
 
 def send_file(remote_home: Path, path: Path, dest: str) -> "RunResult":
     result = run_rtun(["send", str(path), "--to", dest], remote_home, timeout=60)
-    return RunResult(result.returncode, result.stdout.decode(errors="replace"),
-                     result.stderr.decode(errors="replace"))
+    return RunResult(
+        result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    )
 
 
 class RunResult:
@@ -183,8 +198,11 @@ def test_forward_killed_mid_transfer(
     assert code == 5, f"exit {code}: {err!r}"  # the connection was lost in the middle
     assert err.count("\n") == 1, err
 
-    wait_until(lambda: nothing_partial(save_dir, save_dir / "held" / "by-forward.bin"), timeout=15,
-               what="the daemon to delete the broken transfer's .part file")
+    wait_until(
+        lambda: nothing_partial(save_dir, save_dir / "held" / "by-forward.bin"),
+        timeout=15,
+        what="the daemon to delete the broken transfer's .part file",
+    )
     assert daemon.alive() and answers_ping(daemon.socket)
     # sshd leaves the dead forward's socket behind: log in again on a fresh name.
     forwards(daemon.socket, "rtun.sock.2")
@@ -201,8 +219,11 @@ def test_client_killed_mid_transfer(
     hold_mid_transfer(sender, save_dir)
 
     sender.kill()  # SIGKILL: no goodbye from the client
-    wait_until(lambda: nothing_partial(save_dir, save_dir / "held" / "by-client.bin"), timeout=15,
-               what="the daemon to delete the broken transfer's .part file")
+    wait_until(
+        lambda: nothing_partial(save_dir, save_dir / "held" / "by-client.bin"),
+        timeout=15,
+        what="the daemon to delete the broken transfer's .part file",
+    )
     assert_serving(daemon, remote_home)
     assert_next_send_works(remote_home, save_dir, "after-client.bin")
 
@@ -226,8 +247,11 @@ def test_daemon_killed_mid_transfer_then_the_next_start_cleans_up(
     assert not (save_dir / "held" / "by-daemon.bin").exists()
 
     restarted = daemons()  # same socket path: the forward reaches it again
-    wait_until(lambda: not parts_below(save_dir), timeout=15,
-               what="the new daemon to remove the dead one's .part file")
+    wait_until(
+        lambda: not parts_below(save_dir),
+        timeout=15,
+        what="the new daemon to remove the dead one's .part file",
+    )
     assert not (save_dir / "held" / "by-daemon.bin").exists()
     assert_serving(restarted, remote_home)
     assert_next_send_works(remote_home, save_dir, "after-daemon.bin")
@@ -253,11 +277,16 @@ def test_a_leftover_named_with_a_live_unrelated_pid_is_removed_at_start(
     daemon = daemons()
     forwards(daemon.socket)
     try:
-        wait_until(lambda: not any(p.exists() for p in leftovers), timeout=10,
-                   what="the daemon to remove leftovers named with live PIDs")
+        wait_until(
+            lambda: not any(p.exists() for p in leftovers),
+            timeout=10,
+            what="the daemon to remove leftovers named with live PIDs",
+        )
     except AssertionError:
-        raise AssertionError(f"still there: {[p.name for p in leftovers if p.exists()]} "
-                             "(leftovers recognised by PID, not by the daemon's lock?)") from None
+        raise AssertionError(
+            f"still there: {[p.name for p in leftovers if p.exists()]} "
+            "(leftovers recognised by PID, not by the daemon's lock?)"
+        ) from None
     assert all(p.read_bytes() == b"mine" for p in bystanders)
     assert_serving(daemon, remote_home)
 
@@ -319,10 +348,16 @@ def test_a_full_save_disk_is_a_clear_refusal(
     code, _, err = sender.finish()
     assert_one_line_refusal(code, err)
     assert "space" in err, err
-    wait_until(lambda: nothing_partial(save_dir, save_dir / "stream.bin"), timeout=15,
-               what="the daemon to delete what it could not finish")
-    wait_until(lambda: free_bytes(save_dir) >= empty - 64 * 1024, timeout=10,
-               what="the space of the broken file to be given back")
+    wait_until(
+        lambda: nothing_partial(save_dir, save_dir / "stream.bin"),
+        timeout=15,
+        what="the daemon to delete what it could not finish",
+    )
+    wait_until(
+        lambda: free_bytes(save_dir) >= empty - 64 * 1024,
+        timeout=10,
+        what="the space of the broken file to be given back",
+    )
 
     assert_serving(daemon, remote_home)
     assert_next_send_works(remote_home, save_dir, "fits.bin")  # the disk is usable again
@@ -360,7 +395,8 @@ def test_two_uploads_that_only_fit_one_at_a_time_keep_the_reserve(
 
     a_ok, b_ok = reply_a == b"OK\r\n", result_b.code == 0
     assert not (a_ok and b_ok), (
-        f"both uploads accepted: free space fell to {watch.lowest} bytes, reserve {reserve}")
+        f"both uploads accepted: free space fell to {watch.lowest} bytes, reserve {reserve}"
+    )
     if not b_ok:
         assert_one_line_refusal(result_b.code, result_b.err)
         assert "space" in result_b.err, result_b

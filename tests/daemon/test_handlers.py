@@ -29,9 +29,18 @@ def test_each_setting_of_actions_guards_the_requests_of_its_action(tmp_path) -> 
     handlers = _handlers(tmp_path)
     guarded = {key: route.action for key, route in handlers.table.items() if route.action}
     assert guarded == {
-        wire.Notify: "notify", wire.Notify2: "notify", wire.Send: "send", wire.Put: "send",
-        wire.View: "view", wire.OpenUrl: "open", wire.Copy: "copy", wire.Paste: "paste",
-        wire.Edit: "edit", wire.Ranges: "send", wire.Range: "send", wire.Commit: "send",
+        wire.Notify: "notify",
+        wire.Notify2: "notify",
+        wire.Send: "send",
+        wire.Put: "send",
+        wire.View: "view",
+        wire.OpenUrl: "open",
+        wire.Copy: "copy",
+        wire.Paste: "paste",
+        wire.Edit: "edit",
+        wire.Ranges: "send",
+        wire.Range: "send",
+        wire.Commit: "send",
     }
     for action in set(guarded.values()):
         assert hasattr(handlers.config, f"allow_{action}")

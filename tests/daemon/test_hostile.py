@@ -16,9 +16,9 @@ from typing import List
 
 import pytest
 
-from support.rtun import RtunDaemon, answers_ping, run_rtun
 from rtun.protocol import limits
 from support.load import peak_rss_kib
+from support.rtun import RtunDaemon, answers_ping, run_rtun
 from support.sshd import Forward
 from support.v1peer import RawClient
 from support.wait import wait_until
@@ -120,8 +120,9 @@ def test_send_declaring_a_huge_size_then_disconnect(daemon, check, save_dir):
     with RawClient(daemon.socket) as raw:
         assert raw.request(b"SEND 5000000 partial.bin\r\n") == b"READY\r\n"
         raw.send(b"x" * 1000)
-    wait_until(lambda: not list(save_dir.rglob(".rtun-*")), timeout=10,
-               what="the partial upload to be removed")
+    wait_until(
+        lambda: not list(save_dir.rglob(".rtun-*")), timeout=10, what="the partial upload to be removed"
+    )
     assert not (save_dir / "partial.bin").exists()
     check()
 
@@ -145,14 +146,26 @@ def _used_then_idle(daemon: RtunDaemon, verb: str) -> RawClient:
     data = b"r" * 100_000
     digest = hashlib.sha256(data).hexdigest().encode() + b"\r\n"
     if verb == "RANGE":  # joins the ranged file opened below and sends its last, small range
-        assert raw.request(b'RANGES {"dest":"","name":"big.bin","bytes":1048581,"mode":420,"mtime":1.7e9,'
-                           b'"key":"00112233445566778899aabbccddeeff","overwrite":false,"resume":false,'
-                           b'"join":true}\r\n').startswith(b"OK ")
-        raw.send(b'RANGE {"offset":1048576,"bytes":5}\r\nabcde' + hashlib.sha256(b"abcde").hexdigest().encode()
-                 + b"\r\n")
+        assert raw.request(
+            b'RANGES {"dest":"","name":"big.bin","bytes":1048581,"mode":420,"mtime":1.7e9,'
+            b'"key":"00112233445566778899aabbccddeeff","overwrite":false,"resume":false,'
+            b'"join":true}\r\n'
+        ).startswith(b"OK ")
+        raw.send(
+            b'RANGE {"offset":1048576,"bytes":5}\r\nabcde'
+            + hashlib.sha256(b"abcde").hexdigest().encode()
+            + b"\r\n"
+        )
     elif verb == "PUT":
-        raw.send(b'PUT {"dest":"idle","bytes":100000,"files":1}\r\n{"type":"file","path":"f%d","size":100000}\r\n'
-                 % raw.sock.fileno() + b"%d\r\n" % len(data) + data + b"0\r\n" + digest + b'{"type":"end"}\r\n')
+        raw.send(
+            b'PUT {"dest":"idle","bytes":100000,"files":1}\r\n{"type":"file","path":"f%d","size":100000}\r\n'
+            % raw.sock.fileno()
+            + b"%d\r\n" % len(data)
+            + data
+            + b"0\r\n"
+            + digest
+            + b'{"type":"end"}\r\n'
+        )
         assert raw.line() == b"READY\r\n"
     elif verb in ("EDIT", "COPY"):
         header = b'{"name":"e.txt","bytes":100000}' if verb == "EDIT" else b'{"bytes":100000}'
@@ -179,14 +192,18 @@ copy = ["sh", "-c", "cat > /dev/null"]
 """
 
 
-def test_300_idle_connections_that_used_every_verb_stay_within_the_bound(local_home, save_dir, sshd, remote_home):
+def test_300_idle_connections_that_used_every_verb_stay_within_the_bound(
+    local_home, save_dir, sshd, remote_home
+):
     daemon = _daemon_with(local_home, save_dir, IDLE_CONFIG)
     idle: List[RawClient] = []
     opener = RawClient(daemon.socket, timeout=10)  # opens the ranged file the RANGEs join
     try:
-        assert opener.request(b'RANGES {"dest":"","name":"big.bin","bytes":1048581,"mode":420,"mtime":1.7e9,'
-                              b'"key":"00112233445566778899aabbccddeeff","overwrite":false,"resume":false,'
-                              b'"join":false}\r\n').startswith(b"OK ")
+        assert opener.request(
+            b'RANGES {"dest":"","name":"big.bin","bytes":1048581,"mode":420,"mtime":1.7e9,'
+            b'"key":"00112233445566778899aabbccddeeff","overwrite":false,"resume":false,'
+            b'"join":false}\r\n'
+        ).startswith(b"OK ")
         for verb in ("RANGE", "PUT", "EDIT", "OPEN", "COPY"):  # every module is loaded before measuring
             idle.append(_used_then_idle(daemon, verb))
         before = _peak_rss_mib(daemon.process.pid)
@@ -287,7 +304,9 @@ def test_one_put_cannot_grow_the_daemon_without_bound(daemon, check):
         raw.send(entries[0])
         batch = []
         for i in range(60_000):
-            batch.append(json.dumps({"type": "link", "path": f"top/{prefix}{i}", "target": "/etc"}).encode() + b"\r\n")
+            batch.append(
+                json.dumps({"type": "link", "path": f"top/{prefix}{i}", "target": "/etc"}).encode() + b"\r\n"
+            )
             if len(batch) == 1000:
                 raw.send(b"".join(batch))
                 batch = []
@@ -397,15 +416,18 @@ def _send_through_forward(remote_home: Path, daemon: RtunDaemon, name: str) -> N
 IDLE = 3  # seconds: the idle_timeout of the slow-reader tests
 
 
-def test_uploads_that_never_read_their_replies_hold_no_slot_and_are_cut(local_home, save_dir, sshd, remote_home):
+def test_uploads_that_never_read_their_replies_hold_no_slot_and_are_cut(
+    local_home, save_dir, sshd, remote_home
+):
     daemon = _daemon_with(local_home, save_dir, f"[server]\nidle_timeout = {IDLE}\n")
     stuck = [RawClient(daemon.socket, timeout=30) for _ in range(8)]  # max_uploads, the default
     forward = Forward(sshd, remote_home / ".rtun" / "rtun.sock", daemon.socket).wait_up()
     try:
         for raw in stuck:
             _put_with_a_large_reply(raw, 2000)  # 2 MB of reply: far past the socket's buffers
-        wait_until(lambda: daemon.log_text().count("skipped 2000") >= 8, timeout=20,
-                   what="the eight uploads to end")
+        wait_until(
+            lambda: daemon.log_text().count("skipped 2000") >= 8, timeout=20, what="the eight uploads to end"
+        )
         started = time.monotonic()
         # Meanwhile every slot is free: a real send through ssh goes at once.
         _send_through_forward(remote_home, daemon, "during.bin")
@@ -421,9 +443,13 @@ def test_uploads_that_never_read_their_replies_hold_no_slot_and_are_cut(local_ho
         daemon.stop()
 
 
-def test_pastes_that_never_read_their_replies_hold_no_slot_and_are_cut(local_home, save_dir, sshd, remote_home):
-    config = (f"[server]\nidle_timeout = {IDLE}\n[actions]\npaste = true\n"
-              "[clipboard]\npaste = ['sh', '-c', 'yes a | head -c 3000000']\n")
+def test_pastes_that_never_read_their_replies_hold_no_slot_and_are_cut(
+    local_home, save_dir, sshd, remote_home
+):
+    config = (
+        f"[server]\nidle_timeout = {IDLE}\n[actions]\npaste = true\n"
+        "[clipboard]\npaste = ['sh', '-c', 'yes a | head -c 3000000']\n"
+    )
     daemon = _daemon_with(local_home, save_dir, config)
     stuck = [RawClient(daemon.socket, timeout=30) for _ in range(8)]
     forward = Forward(sshd, remote_home / ".rtun" / "rtun.sock", daemon.socket).wait_up()

@@ -18,7 +18,7 @@ def rtun_logger() -> Iterator[logging.Logger]:
     logger = logging.getLogger("rtun")
     before = list(logger.handlers)
     yield logger
-    for handler in logger.handlers[len(before):]:
+    for handler in logger.handlers[len(before) :]:
         handler.close()
         logger.removeHandler(handler)
 

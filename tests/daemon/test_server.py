@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from support.rtun import RTUN, RtunDaemon, answers_ping, clean_env, run_rtun, write_config
-from support.v1peer import RawClient
 from support.sshd import Forward
+from support.v1peer import RawClient
 from support.wait import wait_until
 
 
@@ -126,9 +126,7 @@ def test_rtun_dir_is_created_0700_and_socket_is_0600(local_home, save_dir):
         running.stop()
 
 
-def test_refuses_to_start_when_socket_directory_is_group_or_other_writable(
-    short_tmp, spawn, save_dir
-):
+def test_refuses_to_start_when_socket_directory_is_group_or_other_writable(short_tmp, spawn, save_dir):
     for mode in (0o770, 0o707, 0o1777):
         directory = short_tmp / f"d{mode:o}"
         directory.mkdir()
@@ -144,9 +142,7 @@ def test_refuses_to_start_when_socket_directory_is_group_or_other_writable(
 # ---- -d ----------------------------------------------------------------------------------------
 
 
-def test_daemon_mode_prints_pid_returns_once_ping_works_and_logs_to_rtun_log(
-    local_home, save_dir, detached
-):
+def test_daemon_mode_prints_pid_returns_once_ping_works_and_logs_to_rtun_log(local_home, save_dir, detached):
     write_config(local_home, "[server]\ndiagnostics = true\n")
     result = run_rtun(["server", "-d", "-D", str(save_dir)], local_home, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -198,14 +194,15 @@ def test_daemon_mode_on_a_live_socket_fails_in_the_foreground(daemon, local_home
     assert answers_ping(daemon.socket)
 
 
-def test_daemon_mode_keeps_a_relative_save_dir_relative_to_where_it_was_started(
-    local_home, detached
-):
+def test_daemon_mode_keeps_a_relative_save_dir_relative_to_where_it_was_started(local_home, detached):
     # run_rtun has no cwd argument: the same command, started in local_home.
     write_config(local_home, "[server]\ndiagnostics = true\n")
     result = subprocess.run(
         RTUN + ["server", "-d", "-D", "rel-downloads"],
-        env=clean_env(local_home), cwd=str(local_home), capture_output=True, timeout=30,
+        env=clean_env(local_home),
+        cwd=str(local_home),
+        capture_output=True,
+        timeout=30,
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
@@ -317,11 +314,12 @@ def test_slow_upload_does_not_delay_a_ping_from_another_client(forward, daemon, 
 # ---- config file -----------------------------------------------------------------------------
 
 
-
 def test_config_file_is_read(local_home, short_tmp, spawn):
     sock_path = short_tmp / "cfg.sock"
     config_save = short_tmp / "from-config"
-    write_config(local_home, f'[server]\nsocket = "{sock_path}"\nsave_dir = "{config_save}"\ndiagnostics = true\n')
+    write_config(
+        local_home, f'[server]\nsocket = "{sock_path}"\nsave_dir = "{config_save}"\ndiagnostics = true\n'
+    )
     spawn([])
     wait_until(lambda: answers_ping(sock_path), timeout=15, what="the daemon on the configured socket")
     with RawClient(sock_path) as raw:
@@ -363,7 +361,7 @@ def test_config_idle_timeout_is_applied(local_home, short_tmp, spawn):
 
 
 def test_bad_config_key_is_a_one_line_error(local_home, spawn, save_dir):
-    path = write_config(local_home, "[server]\nsokcet = \"/tmp/x.sock\"\n")
+    path = write_config(local_home, '[server]\nsokcet = "/tmp/x.sock"\n')
     process = spawn(["-D", str(save_dir)])
     assert process.wait(timeout=15) == 1
     line = _one_line(process.stderr.read())
@@ -371,7 +369,7 @@ def test_bad_config_key_is_a_one_line_error(local_home, spawn, save_dir):
 
 
 def test_bad_config_value_and_syntax_are_one_line_errors(local_home, spawn, save_dir):
-    write_config(local_home, "[server]\nidle_timeout = \"soon\"\n")
+    write_config(local_home, '[server]\nidle_timeout = "soon"\n')
     process = spawn(["-D", str(save_dir)])
     assert process.wait(timeout=15) == 1
     assert "server.idle_timeout" in _one_line(process.stderr.read())
@@ -382,7 +380,6 @@ def test_bad_config_value_and_syntax_are_one_line_errors(local_home, spawn, save
     assert "config" in _one_line(process.stderr.read())
 
 
-
 def test_unusable_save_dir_or_log_is_a_one_line_error(local_home, short_tmp, spawn):
     blocker = short_tmp / "a-file"
     blocker.write_text("x")
@@ -390,8 +387,9 @@ def test_unusable_save_dir_or_log_is_a_one_line_error(local_home, short_tmp, spa
     assert process.wait(timeout=15) == 1
     assert "save directory" in _one_line(process.stderr.read())
 
-    process = spawn(["-s", str(short_tmp / "s2.sock"), "-D", str(short_tmp / "dl"),
-                     "-l", str(blocker / "rtun.log")])
+    process = spawn(
+        ["-s", str(short_tmp / "s2.sock"), "-D", str(short_tmp / "dl"), "-l", str(blocker / "rtun.log")]
+    )
     assert process.wait(timeout=15) == 1
     assert "log file" in _one_line(process.stderr.read())
     assert not (short_tmp / "s2.sock").exists()

@@ -29,9 +29,14 @@ def server(local_home: Path) -> Iterator[Start]:
 
     def start(args: List[str], preexec_fn: Optional[Callable[[], None]] = None) -> subprocess.Popen:
         with open(local_home / f"stderr.{len(started)}", "wb") as err:
-            process = subprocess.Popen(RTUN + ["server"] + args, env=clean_env(local_home),
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                       preexec_fn=preexec_fn)
+            process = subprocess.Popen(
+                RTUN + ["server"] + args,
+                env=clean_env(local_home),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=preexec_fn,
+            )
         process.stderr_path = err.name  # type: ignore[attr-defined]
         started.append(process)
         return process
@@ -56,7 +61,8 @@ def _ready(process: subprocess.Popen, sock: Path) -> None:
 
 
 def test_a_log_file_is_made_private_in_a_private_directory_and_appended_to(
-        server: Start, short_tmp: Path) -> None:
+    server: Start, short_tmp: Path
+) -> None:
     log = short_tmp / "logs" / "deeper" / "rtun.log"
     sock = short_tmp / "s.sock"
     process = server(["-s", str(sock), "-D", str(short_tmp / "dl"), "-l", str(log)])
@@ -78,10 +84,12 @@ def test_a_log_file_is_made_private_in_a_private_directory_and_appended_to(
     again.send_signal(signal.SIGTERM)
     assert again.wait(timeout=15) == 0
     text = log.read_text()
-    assert text.startswith(first) and f"rtun[{again.pid}]" in text[len(first):]
+    assert text.startswith(first) and f"rtun[{again.pid}]" in text[len(first) :]
 
 
-def test_without_a_log_file_the_foreground_logs_to_stderr(server: Start, local_home: Path, short_tmp: Path) -> None:
+def test_without_a_log_file_the_foreground_logs_to_stderr(
+    server: Start, local_home: Path, short_tmp: Path
+) -> None:
     sock = short_tmp / "s.sock"
     process = server(["-s", str(sock), "-D", str(short_tmp / "dl")])
     _ready(process, sock)
@@ -115,12 +123,16 @@ def test_a_low_descriptor_limit_is_raised(server: Start, short_tmp: Path) -> Non
 
 
 def test_a_detached_start_with_an_unusable_log_is_one_line_and_leaves_no_socket(
-        local_home: Path, short_tmp: Path) -> None:
+    local_home: Path, short_tmp: Path
+) -> None:
     blocker = short_tmp / "a-file"
     blocker.write_text("x")
     sock = short_tmp / "s.sock"
-    result = run_rtun(["server", "-d", "-s", str(sock), "-D", str(short_tmp / "dl"),
-                       "-l", str(blocker / "rtun.log")], local_home, timeout=30)
+    result = run_rtun(
+        ["server", "-d", "-s", str(sock), "-D", str(short_tmp / "dl"), "-l", str(blocker / "rtun.log")],
+        local_home,
+        timeout=30,
+    )
     assert result.returncode == 1 and result.stdout == b""
     lines = [line for line in result.stderr.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and "log file" in lines[0], lines

@@ -9,7 +9,6 @@ import pytest
 
 from rtun.protocol import framing, limits, wire
 
-
 # ---- checksums -------------------------------------------------------------------------------
 
 
@@ -44,7 +43,10 @@ def test_malformed_checksum_is_a_checksum_error(raw):
 
 
 ENTRIES = [
-    (framing.DirEntry("d", 0o755, 1700000000.5), {"type": "dir", "path": "d", "mode": 493, "mtime": 1700000000.5}),
+    (
+        framing.DirEntry("d", 0o755, 1700000000.5),
+        {"type": "dir", "path": "d", "mode": 493, "mtime": 1700000000.5},
+    ),
     (
         framing.FileEntry("d/f.txt", 0o640, 1700000000.0, 12),
         {"type": "file", "path": "d/f.txt", "mode": 416, "mtime": 1700000000.0, "size": 12},
@@ -116,8 +118,17 @@ def test_chunk_header_bytes_and_parse():
 
 
 @pytest.mark.parametrize(
-    "raw", [b"\r\n", b"-1\r\n", b"x\r\n", b"1 \r\n", b"0x10\r\n", b"9999999999\r\n",
-            b"%d\r\n" % (limits.MAX_CHUNK + 1), b"\xd9\xa3\r\n"],
+    "raw",
+    [
+        b"\r\n",
+        b"-1\r\n",
+        b"x\r\n",
+        b"1 \r\n",
+        b"0x10\r\n",
+        b"9999999999\r\n",
+        b"%d\r\n" % (limits.MAX_CHUNK + 1),
+        b"\xd9\xa3\r\n",
+    ],
 )
 def test_malformed_chunk_header_is_bad_size(raw):
     with pytest.raises(wire.Rejected) as info:

@@ -53,13 +53,15 @@ TARGET = _load_target()
 line_text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=60)
 word = st.text(st.characters(codec="utf-8").filter(lambda c: not c.isspace()), min_size=1, max_size=12)
 any_text = st.text(max_size=60)
-sizes = st.integers(min_value=0, max_value=10 ** limits.MAX_SIZE_DIGITS - 1)
-counts = st.integers(min_value=0, max_value=2 ** 63)
+sizes = st.integers(min_value=0, max_value=10**limits.MAX_SIZE_DIGITS - 1)
+counts = st.integers(min_value=0, max_value=2**63)
 modes = st.integers(min_value=0, max_value=0o7777)
 mtimes = st.floats(min_value=0, max_value=limits.MAX_MTIME, exclude_max=True, allow_nan=False)
 
 requests = st.one_of(
-    st.just(wire.Ping()), st.just(wire.Pid()), st.just(wire.Shutdown()),
+    st.just(wire.Ping()),
+    st.just(wire.Pid()),
+    st.just(wire.Shutdown()),
     st.builds(wire.Echo, line_text),
     st.builds(wire.Notify, line_text.filter(lambda t: " " not in t), line_text),
     st.builds(wire.Send, sizes, line_text.filter(bool)),
@@ -80,39 +82,97 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6,
 )
-json_objects = st.fixed_dictionaries({}, optional={
-    "type": st.sampled_from(["dir", "file", "link", "end", "fifo"]) | json_values,
-    "path": st.sampled_from(["a", "a/b", "../x", "/etc", ""]) | json_values,
-    "mode": json_values, "mtime": json_values, "size": json_values, "target": json_values,
-    "dest": json_values, "bytes": json_values, "files": json_values, "overwrite": json_values,
-    "title": json_values, "body": json_values,
-})
-PREFIXES = [b"", b"PING", b"PID", b"ECHO", b"SHUTDOWN", b"NOTIFY", b"NOTIFY2", b"SEND", b"VIEW", b"PUT",
-            b"SEND RTUN/2", b"OK", b"READY", b"ERROR", b"ERROR 1", b"OK {"]
+json_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["dir", "file", "link", "end", "fifo"]) | json_values,
+        "path": st.sampled_from(["a", "a/b", "../x", "/etc", ""]) | json_values,
+        "mode": json_values,
+        "mtime": json_values,
+        "size": json_values,
+        "target": json_values,
+        "dest": json_values,
+        "bytes": json_values,
+        "files": json_values,
+        "overwrite": json_values,
+        "title": json_values,
+        "body": json_values,
+    },
+)
+PREFIXES = [
+    b"",
+    b"PING",
+    b"PID",
+    b"ECHO",
+    b"SHUTDOWN",
+    b"NOTIFY",
+    b"NOTIFY2",
+    b"SEND",
+    b"VIEW",
+    b"PUT",
+    b"SEND RTUN/2",
+    b"OK",
+    b"READY",
+    b"ERROR",
+    b"ERROR 1",
+    b"OK {",
+]
 EOLS = [b"", b"\r\n", b"\n", b"\r", b"\n\n"]
 hostile_lines = st.one_of(
     st.binary(max_size=200),
-    st.tuples(st.sampled_from(PREFIXES), st.sampled_from([b"", b" ", b"  "]),
-              st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
-              st.sampled_from(EOLS)).map(b"".join),
-    st.tuples(st.sampled_from([b"", b"PUT ", b"NOTIFY2 "]),
-              json_objects.map(lambda o: json.dumps(o).encode()), st.sampled_from(EOLS)).map(b"".join),
-    st.tuples(st.sampled_from([b"ERROR ", b"SEND ", b"VIEW ", b""]),
-              st.text(st.characters(categories=["Nd", "No"]), min_size=1, max_size=3).map(str.encode),
-              st.sampled_from([b" x", b"", b" "]), st.sampled_from(EOLS)).map(b"".join),
+    st.tuples(
+        st.sampled_from(PREFIXES),
+        st.sampled_from([b"", b" ", b"  "]),
+        st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.sampled_from(EOLS),
+    ).map(b"".join),
+    st.tuples(
+        st.sampled_from([b"", b"PUT ", b"NOTIFY2 "]),
+        json_objects.map(lambda o: json.dumps(o).encode()),
+        st.sampled_from(EOLS),
+    ).map(b"".join),
+    st.tuples(
+        st.sampled_from([b"ERROR ", b"SEND ", b"VIEW ", b""]),
+        st.text(st.characters(categories=["Nd", "No"]), min_size=1, max_size=3).map(str.encode),
+        st.sampled_from([b" x", b"", b" "]),
+        st.sampled_from(EOLS),
+    ).map(b"".join),
     st.from_regex(rb"\A[0-9a-fA-F]{0,70}(\r\n|\n)?\Z"),
 )
 DECODERS: List[Tuple[str, Callable[[bytes], Any]]] = [
-    ("parse_request", wire.parse_request), ("parse_reply", wire.parse_reply),
-    ("parse_entry", framing.parse_entry), ("parse_chunk_header", framing.parse_chunk_header),
+    ("parse_request", wire.parse_request),
+    ("parse_reply", wire.parse_reply),
+    ("parse_entry", framing.parse_entry),
+    ("parse_chunk_header", framing.parse_chunk_header),
     ("parse_checksum", framing.parse_checksum),
 ]
 
 # Paths: mostly made of the pieces that matter, sometimes anything.
-path_pieces = st.sampled_from(["a", "b", ".", "..", "", "/", "\x00", "...", ".rtun-1-ab.part", "\u202e",
-                               " ", "\\", "\u00e9", "x" * 256, "\udc80", "\x85"])
-paths = st.one_of(st.lists(path_pieces, max_size=8).map("".join), st.text(max_size=80),
-                  st.lists(st.sampled_from(["a", "..", "."]), min_size=60, max_size=70).map("/".join))
+path_pieces = st.sampled_from(
+    [
+        "a",
+        "b",
+        ".",
+        "..",
+        "",
+        "/",
+        "\x00",
+        "...",
+        ".rtun-1-ab.part",
+        "\u202e",
+        " ",
+        "\\",
+        "\u00e9",
+        "x" * 256,
+        "\udc80",
+        "\x85",
+    ]
+)
+paths = st.one_of(
+    st.lists(path_pieces, max_size=8).map("".join),
+    st.text(max_size=80),
+    st.lists(st.sampled_from(["a", "..", "."]), min_size=60, max_size=70).map("/".join),
+)
 
 
 # ---- round trips ------------------------------------------------------------------------------
@@ -144,17 +204,36 @@ def _outcome(parse: Callable[[bytes], Any], line: bytes) -> Any:
 
 
 file_lines = st.one_of(
-    st.builds(lambda e: framing.encode_entry(e), st.builds(  # as rtun writes them: the fast path
-        framing.FileEntry, st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40),
-        st.integers(min_value=0, max_value=0o20000), st.floats(min_value=0, max_value=2e11) | st.integers(0, 10 ** 12),
-        st.integers(min_value=0, max_value=2 ** 70))),
-    st.builds(lambda e: framing.encode_entry(e), st.builds(
-        framing.FileEntry, any_text, st.integers(min_value=-5, max_value=0o20000),
-        st.floats(allow_nan=False) | st.integers(min_value=-10, max_value=10 ** 12), st.none() | st.integers(min_value=-3))),
-    st.builds(lambda mode, mtime, size, path, end: b'{"type":"file","path":"%s","mode":%s,"mtime":%s,"size":%s}%s'
-              % (path, mode, mtime, size, end),
-              st.from_regex(rb"\A-?[0-9]{1,12}\Z"), st.from_regex(rb"\A-?[0-9]{1,25}(\.[0-9]{0,32})?([eE][-+]?[0-9]{0,4})?\Z"),
-              st.from_regex(rb"\A-?[0-9]{1,22}\Z"), st.binary(max_size=12), st.sampled_from([b"\r\n", b"\n", b"\r", b"", b" \n"])),
+    st.builds(
+        lambda e: framing.encode_entry(e),
+        st.builds(  # as rtun writes them: the fast path
+            framing.FileEntry,
+            st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
+            st.integers(min_value=0, max_value=0o20000),
+            st.floats(min_value=0, max_value=2e11) | st.integers(0, 10**12),
+            st.integers(min_value=0, max_value=2**70),
+        ),
+    ),
+    st.builds(
+        lambda e: framing.encode_entry(e),
+        st.builds(
+            framing.FileEntry,
+            any_text,
+            st.integers(min_value=-5, max_value=0o20000),
+            st.floats(allow_nan=False) | st.integers(min_value=-10, max_value=10**12),
+            st.none() | st.integers(min_value=-3),
+        ),
+    ),
+    st.builds(
+        lambda mode, mtime, size, path, end: (
+            b'{"type":"file","path":"%s","mode":%s,"mtime":%s,"size":%s}%s' % (path, mode, mtime, size, end)
+        ),
+        st.from_regex(rb"\A-?[0-9]{1,12}\Z"),
+        st.from_regex(rb"\A-?[0-9]{1,25}(\.[0-9]{0,32})?([eE][-+]?[0-9]{0,4})?\Z"),
+        st.from_regex(rb"\A-?[0-9]{1,22}\Z"),
+        st.binary(max_size=12),
+        st.sampled_from([b"\r\n", b"\n", b"\r", b"", b" \n"]),
+    ),
 )
 
 
@@ -169,11 +248,14 @@ def test_the_fast_file_entry_parser_reads_what_json_does(line: bytes) -> None:
 
 
 @FAST
-@given(st.one_of(
-    st.builds(framing.DirEntry, any_text, st.integers(), st.floats() | st.integers()),
-    st.builds(framing.FileEntry, any_text, st.integers(), st.floats() | st.integers(),
-              st.none() | st.integers()),
-))
+@given(
+    st.one_of(
+        st.builds(framing.DirEntry, any_text, st.integers(), st.floats() | st.integers()),
+        st.builds(
+            framing.FileEntry, any_text, st.integers(), st.floats() | st.integers(), st.none() | st.integers()
+        ),
+    )
+)
 def test_the_fast_entry_encoder_writes_what_json_dumps_does(entry: Any) -> None:
     """Files and directories skip json.dumps; any text, number, NaN or infinity encodes the same."""
     assert framing.encode_entry(entry) == framing._encode_entry_json(entry)
@@ -259,7 +341,7 @@ def test_join_refuses_or_stays_inside_the_root(base: Tuple[str, ...], path: str)
     except Rejected as exc:
         assert exc.code == wire.E_BAD_PATH
         return
-    assert parts[:len(base)] == base and len(parts) <= limits.MAX_DEPTH
+    assert parts[: len(base)] == base and len(parts) <= limits.MAX_DEPTH
     assert all(p not in ("", ".", "..") and "/" not in p and "\x00" not in p for p in parts)
     assert _inside(posixpath.normpath(os.path.join(ROOT, *parts)), os.path.join(ROOT, *base))
 
@@ -277,7 +359,9 @@ targets = st.one_of(
 @example(("t", "lib", "app", "run"), 1, "../x.so")
 @example(("t", "lib", "app", "run"), 1, "a/../../../x")
 @example(("t", "l"), 1, "../../x")
-def test_link_stays_inside_never_keeps_a_link_that_leaves(link: Tuple[str, ...], root_depth: int, target: str) -> None:
+def test_link_stays_inside_never_keeps_a_link_that_leaves(
+    link: Tuple[str, ...], root_depth: int, target: str
+) -> None:
     kept = names.link_stays_inside(link, target, root_depth)
     if not kept:
         return
@@ -305,11 +389,14 @@ def test_the_fuzz_target_accepts_its_own_seeds() -> None:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(
-    st.binary(max_size=600),
-    st.tuples(st.integers(0, 255), st.sampled_from(TARGET.seeds()), st.binary(max_size=20),
-              st.integers(0, 400)).map(lambda t: bytes([t[0]]) + t[1][1:t[3]] + t[2] + t[1][t[3]:]),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.tuples(
+            st.integers(0, 255), st.sampled_from(TARGET.seeds()), st.binary(max_size=20), st.integers(0, 400)
+        ).map(lambda t: bytes([t[0]]) + t[1][1 : t[3]] + t[2] + t[1][t[3] :]),
+    )
+)
 def test_the_fuzz_target_under_hypothesis(data: bytes) -> None:
     TARGET.one_input(data)
 
@@ -317,9 +404,13 @@ def test_the_fuzz_target_under_hypothesis(data: bytes) -> None:
 UNIT = limits.MIN_RANGE
 ranged_files = st.tuples(
     st.integers(1, 8 * UNIT),  # the file's size (the counted disk holds 7 MiB above its reserve)
-    st.lists(st.tuples(st.integers(0, 8 * UNIT), st.integers(1, 3 * UNIT), st.integers(0, 255),
-                       st.booleans()), max_size=8),
-    st.booleans(), st.booleans(), st.sampled_from(["ab" * 16, "cd" * 16]),
+    st.lists(
+        st.tuples(st.integers(0, 8 * UNIT), st.integers(1, 3 * UNIT), st.integers(0, 255), st.booleans()),
+        max_size=8,
+    ),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["ab" * 16, "cd" * 16]),
 )
 
 
@@ -342,9 +433,19 @@ def test_a_short_atheris_run_finds_no_crash(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     subprocess.run([sys.executable, str(FUZZ_TARGET), "--write-corpus", str(corpus)], check=True)
     result = subprocess.run(
-        [sys.executable, str(FUZZ_TARGET), str(corpus), "-max_total_time=6", "-print_final_stats=1",
-         "-rss_limit_mb=1024", "-timeout=10"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(FUZZ_TARGET),
+            str(corpus),
+            "-max_total_time=6",
+            "-print_final_stats=1",
+            "-rss_limit_mb=1024",
+            "-timeout=10",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

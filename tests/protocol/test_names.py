@@ -16,9 +16,25 @@ def test_components_accepts_ordinary_relative_paths(path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "", "/etc/passwd", "../x", "a/../../x", "a/..", "..", ".", "./a", "a/./b", "a//b", "a/",
-        "a\x00b", "a\nb", "\x1b[31mred", "x" * 256, "/".join(["d"] * 65), ("a/" * 2100) + "b",
-        "\ud800", "a/.rtun-1-abc.part",
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../x",
+        "a/..",
+        "..",
+        ".",
+        "./a",
+        "a/./b",
+        "a//b",
+        "a/",
+        "a\x00b",
+        "a\nb",
+        "\x1b[31mred",
+        "x" * 256,
+        "/".join(["d"] * 65),
+        ("a/" * 2100) + "b",
+        "\ud800",
+        "a/.rtun-1-abc.part",
     ],
 )
 def test_components_refuses_paths_that_could_escape_or_mislead(path: str) -> None:

@@ -10,22 +10,33 @@ from hypothesis import strategies as st
 from rtun.protocol import peertext
 
 # What a terminal acts on, or what makes text read as something it is not.
-DANGEROUS = {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7f, 0xa0)} | set(
-    "\u061c\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
-    "\u2060\u2066\u2067\u2068\u2069\ufeff")
-hostile = st.text(alphabet=st.one_of(st.sampled_from(sorted(DANGEROUS) + ["\\", "x", " "]), st.characters()),
-                  max_size=400)
+DANGEROUS = (
+    {chr(c) for c in range(0x20)}
+    | {chr(c) for c in range(0x7F, 0xA0)}
+    | set(
+        "\u061c\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
+        "\u2060\u2066\u2067\u2068\u2069\ufeff"
+    )
+)
+hostile = st.text(
+    alphabet=st.one_of(st.sampled_from(sorted(DANGEROUS) + ["\\", "x", " "]), st.characters()), max_size=400
+)
 
 
 def safe(text: str) -> bool:
     return not (set(text) & DANGEROUS) and all(
-        unicodedata.category(ch)[0] not in "CZ" or ch == " " for ch in text)
+        unicodedata.category(ch)[0] not in "CZ" or ch == " " for ch in text
+    )
 
 
 @given(hostile, st.integers(min_value=0, max_value=120))
 def test_every_form_is_one_safe_bounded_line(text, limit):
-    for shown in (peertext.escaped(text, limit), peertext.ascii_escaped(text, limit),
-                  peertext.one_line(text, limit), peertext.last_line(text, limit)):
+    for shown in (
+        peertext.escaped(text, limit),
+        peertext.ascii_escaped(text, limit),
+        peertext.one_line(text, limit),
+        peertext.last_line(text, limit),
+    ):
         assert safe(shown), shown
         assert len(shown) <= limit + len(peertext.MORE)
     assert peertext.ascii_escaped(text, limit).isascii()
@@ -45,5 +56,8 @@ def test_the_forms():
     assert peertext.one_line("  two\r\nlines\x1b \t ") == "two lines"
     assert peertext.one_line(None) == "" and peertext.one_line("x" * 20, 5) == "xxxxx..."
     assert peertext.escaped("x" * 20, 5) == "xxxxx..."
-    assert peertext.last_line("Warning: x\r\nPermission denied\x1b]0;t\x07\n\n") == "Permission denied\\x1b]0;t\\x07"
+    assert (
+        peertext.last_line("Warning: x\r\nPermission denied\x1b]0;t\x07\n\n")
+        == "Permission denied\\x1b]0;t\\x07"
+    )
     assert peertext.lines("a\rb\n\n c ") == ["a", "b", "c"]

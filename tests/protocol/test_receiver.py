@@ -7,8 +7,8 @@ daemon the same way, since the daemon's pump only moves bytes into this object.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 from typing import Any, List, Sequence
 
 import pytest
@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 
 from rtun.protocol import limits, wire
 from rtun.protocol.receiver import (
-    CLOSED, NEED_DATA, Data, Directory, FileEnd, FileStart, Link, Receiver, Truncated, Upload,
+    CLOSED,
+    NEED_DATA,
+    Data,
+    Directory,
+    FileEnd,
+    FileStart,
+    Link,
+    Receiver,
+    Truncated,
+    Upload,
     UploadEnd,
 )
 from rtun.protocol.wire import Rejected
@@ -33,7 +42,7 @@ def line(obj: Any) -> bytes:
 
 def file_entry(path: str, data: bytes, **extra: Any) -> bytes:
     obj = {"type": "file", "path": path, "mode": 0o640, "mtime": 1700000000, "size": len(data), **extra}
-    chunks = b"".join(b"%d\r\n%s" % (len(data[i:i + 3]), data[i:i + 3]) for i in range(0, len(data), 3))
+    chunks = b"".join(b"%d\r\n%s" % (len(data[i : i + 3]), data[i : i + 3]) for i in range(0, len(data), 3))
     return line(obj) + chunks + b"0\r\n" + sha(data)
 
 
@@ -50,8 +59,9 @@ def drain(receiver: Receiver) -> List[Any]:
         events.append(bytes(event.data) if isinstance(event, Data) else event)
         if isinstance(event, Upload):
             receiver.accept()
-        if isinstance(event, UploadEnd) or not isinstance(event, (Upload, Data, FileStart, FileEnd,
-                                                                   Directory, Link)):
+        if isinstance(event, UploadEnd) or not isinstance(
+            event, (Upload, Data, FileStart, FileEnd, Directory, Link)
+        ):
             receiver.reply()
 
 
@@ -78,8 +88,20 @@ def put_stream() -> bytes:
 def test_a_put_becomes_events_in_order_with_verified_files() -> None:
     events = feed([put_stream()])
     kinds = [type(e).__name__ if not isinstance(e, bytes) else "data" for e in events]
-    assert kinds == ["Upload", "Directory", "FileStart", "data", "data", "data", "data", "FileEnd",
-                     "Link", "FileStart", "FileEnd", "UploadEnd"]
+    assert kinds == [
+        "Upload",
+        "Directory",
+        "FileStart",
+        "data",
+        "data",
+        "data",
+        "data",
+        "FileEnd",
+        "Link",
+        "FileStart",
+        "FileEnd",
+        "UploadEnd",
+    ]
     assert events[0].parts == ("in",)
     assert events[1].parts == ("in", "d") and events[1].mode == 0o750
     assert events[2].parts == ("in", "d", "a.txt") and events[2].size == 11
@@ -93,7 +115,7 @@ def test_any_split_of_the_bytes_gives_the_same_events(cuts: List[int]) -> None:
     stream = put_stream() + b"PING\r\n"
     chunks, at = [], 0
     for cut in cuts:
-        chunks.append(stream[at:at + cut])
+        chunks.append(stream[at : at + cut])
         at += cut
     chunks.append(stream[at:])
 
@@ -166,11 +188,16 @@ def test_a_small_file_whose_bytes_are_all_in_gives_the_same_events_at_once() -> 
     """A whole file in the buffer is verified and handed out at once (the fast path); the same
     bytes a byte at a time give the same events, the data in pieces."""
     files = [(f"d/f{i}", os.urandom(size)) for i, size in enumerate((0, 1, 1000, 70_000))]
-    stream = b"".join(line({"type": "file", "path": p, "mode": 420, "mtime": 1, "size": len(d)})
-                      + (b"%d\r\n" % len(d) + d if d else b"") + b"0\r\n" + sha(d) for p, d in files)
+    stream = b"".join(
+        line({"type": "file", "path": p, "mode": 420, "mtime": 1, "size": len(d)})
+        + (b"%d\r\n" % len(d) + d if d else b"")
+        + b"0\r\n"
+        + sha(d)
+        for p, d in files
+    )
     stream += line({"type": "end"})
     at_once = _put_events([stream])
-    byte_by_byte = _put_events([stream[i:i + 1] for i in range(len(stream))])
+    byte_by_byte = _put_events([stream[i : i + 1] for i in range(len(stream))])
 
     def merged(events: List[Any]) -> List[Any]:
         out: List[Any] = []
@@ -187,7 +214,14 @@ def test_a_small_file_whose_bytes_are_all_in_gives_the_same_events_at_once() -> 
 
 def test_a_wrong_digest_of_a_whole_small_file_is_rejected_before_its_file_starts() -> None:
     data = b"payload"
-    stream = line({"type": "file", "path": "f", "size": len(data)}) + b"7\r\n" + data + b"0\r\n" + b"0" * 64 + b"\r\n"
+    stream = (
+        line({"type": "file", "path": "f", "size": len(data)})
+        + b"7\r\n"
+        + data
+        + b"0\r\n"
+        + b"0" * 64
+        + b"\r\n"
+    )
     with pytest.raises(Rejected) as info:
         _put_events([stream])
     assert info.value.code == wire.E_CHECKSUM
@@ -220,32 +254,49 @@ def test_a_wrong_digest_is_rejected_with_107() -> None:
     assert info.value.code == wire.E_CHECKSUM
 
 
-@pytest.mark.parametrize("entry, code, text", [
-    (line({"type": "file", "path": "f", "size": 2}) + b"3\r\nabc", wire.E_BAD_SIZE, "more data than"),
-    (line({"type": "file", "path": "f", "size": 5}) + b"3\r\nabc0\r\n" + sha(b"abc"), wire.E_SHORT, "expected 5"),
-    (line({"type": "file", "path": "f"}) + b"%d\r\n" % (limits.MAX_CHUNK + 1), wire.E_BAD_SIZE, "too large"),
-    (line({"type": "file", "path": "f"}) + b"-1\r\n", wire.E_BAD_SIZE, "chunk length"),
-    (line({"type": "file", "path": "../f"}), wire.E_BAD_PATH, "'..'"),
-    (line({"type": "file", "path": ".rtun-1-ab.part"}), wire.E_BAD_PATH, "temporary"),
-    (line({"type": "dir", "path": "/".join(["d"] * 64)}), wire.E_BAD_PATH, "nested too deeply"),
-    (line({"type": "socket", "path": "s"}), wire.E_BAD_REQUEST, "unknown entry type"),
-    (line({"type": "file", "path": "f", "mode": 99999}), wire.E_BAD_REQUEST, "mode"),
-    (b"[" * 100_000 + b"\r\n", wire.E_LINE_TOO_LONG, "line longer"),
-    (b"\xff\xfe garbage\r\n", wire.E_BAD_REQUEST, "UTF-8"),
-    (line({"type": "device", "path": "f"}), wire.E_BAD_REQUEST, "unknown entry type"),
-])
+@pytest.mark.parametrize(
+    "entry, code, text",
+    [
+        (line({"type": "file", "path": "f", "size": 2}) + b"3\r\nabc", wire.E_BAD_SIZE, "more data than"),
+        (
+            line({"type": "file", "path": "f", "size": 5}) + b"3\r\nabc0\r\n" + sha(b"abc"),
+            wire.E_SHORT,
+            "expected 5",
+        ),
+        (
+            line({"type": "file", "path": "f"}) + b"%d\r\n" % (limits.MAX_CHUNK + 1),
+            wire.E_BAD_SIZE,
+            "too large",
+        ),
+        (line({"type": "file", "path": "f"}) + b"-1\r\n", wire.E_BAD_SIZE, "chunk length"),
+        (line({"type": "file", "path": "../f"}), wire.E_BAD_PATH, "'..'"),
+        (line({"type": "file", "path": ".rtun-1-ab.part"}), wire.E_BAD_PATH, "temporary"),
+        (line({"type": "dir", "path": "/".join(["d"] * 64)}), wire.E_BAD_PATH, "nested too deeply"),
+        (line({"type": "socket", "path": "s"}), wire.E_BAD_REQUEST, "unknown entry type"),
+        (line({"type": "file", "path": "f", "mode": 99999}), wire.E_BAD_REQUEST, "mode"),
+        (b"[" * 100_000 + b"\r\n", wire.E_LINE_TOO_LONG, "line longer"),
+        (b"\xff\xfe garbage\r\n", wire.E_BAD_REQUEST, "UTF-8"),
+        (line({"type": "device", "path": "f"}), wire.E_BAD_REQUEST, "unknown entry type"),
+    ],
+)
 def test_bad_put_streams_are_rejected_with_their_code(entry: bytes, code: int, text: str) -> None:
     with pytest.raises(Rejected) as info:
         feed([b'PUT {"dest":"in"}\r\n' + entry])
     assert info.value.code == code and text in info.value.text
 
 
-@pytest.mark.parametrize("header, code", [
-    (b"PUT {not json}", wire.E_BAD_REQUEST), (b"PUT []", wire.E_BAD_REQUEST),
-    (b'PUT {"bytes": -1}', wire.E_BAD_SIZE), (b'PUT {"bytes": "1"}', wire.E_BAD_REQUEST),
-    (b'PUT {"overwrite": 1}', wire.E_BAD_REQUEST), (b'PUT {"dest": "/tmp"}', wire.E_BAD_PATH),
-    (b'PUT {"dest": "a/../.."}', wire.E_BAD_PATH),
-])
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        (b"PUT {not json}", wire.E_BAD_REQUEST),
+        (b"PUT []", wire.E_BAD_REQUEST),
+        (b'PUT {"bytes": -1}', wire.E_BAD_SIZE),
+        (b'PUT {"bytes": "1"}', wire.E_BAD_REQUEST),
+        (b'PUT {"overwrite": 1}', wire.E_BAD_REQUEST),
+        (b'PUT {"dest": "/tmp"}', wire.E_BAD_PATH),
+        (b'PUT {"dest": "a/../.."}', wire.E_BAD_PATH),
+    ],
+)
 def test_bad_put_headers_are_rejected_before_ready(header: bytes, code: int) -> None:
     with pytest.raises(Rejected) as info:
         feed([header + b"\r\n"])
@@ -262,25 +313,28 @@ def test_entries_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # The inputs that each used to start a daemon, an sshd and a forward (tests/daemon/test_hostile.py
 # keeps a few of them end to end).
-@pytest.mark.parametrize("data, code", [
-    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100),
-    (b"HELO there\r\n", 100),
-    (b"\r\n", 100),
-    (b"PING PING PING\r\n", 100),
-    (b"\x00\x00\x00\x00\n", 100),
-    (b"SEND lots of\r\n", 101),
-    (b"SEND 10 ../../../etc/passwd\r\n", 108),
-    (b"SEND 10 /etc/passwd\r\n", 108),
-    (b"SEND 10 a/./b\r\n", 108),
-    (b"SEND " + b"7" * 30000 + b" x\r\n", 101),
-    (b"PUT {not json\r\n", 113),
-    (b"NOTIFY2 []\r\n", 113),
-    (b"\xff\xfe\xfd\xfc\n", 113),
-    (b"ECHO \xc3\x28 invalid utf-8\r\n", 113),
-    (bytes(range(256)).replace(b"\n", b"") + b"\n", 113),
-    (b"\x80PING\r\n", 113),
-    (b"A" * (limits.MAX_LINE + 1), 112),
-])
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100),
+        (b"HELO there\r\n", 100),
+        (b"\r\n", 100),
+        (b"PING PING PING\r\n", 100),
+        (b"\x00\x00\x00\x00\n", 100),
+        (b"SEND lots of\r\n", 101),
+        (b"SEND 10 ../../../etc/passwd\r\n", 108),
+        (b"SEND 10 /etc/passwd\r\n", 108),
+        (b"SEND 10 a/./b\r\n", 108),
+        (b"SEND " + b"7" * 30000 + b" x\r\n", 101),
+        (b"PUT {not json\r\n", 113),
+        (b"NOTIFY2 []\r\n", 113),
+        (b"\xff\xfe\xfd\xfc\n", 113),
+        (b"ECHO \xc3\x28 invalid utf-8\r\n", 113),
+        (bytes(range(256)).replace(b"\n", b"") + b"\n", 113),
+        (b"\x80PING\r\n", 113),
+        (b"A" * (limits.MAX_LINE + 1), 112),
+    ],
+)
 def test_garbage_is_rejected_with_its_code(data: bytes, code: int) -> None:
     receiver = Receiver()
     receiver.receive_data(data)
@@ -313,7 +367,9 @@ def test_a_partial_line_is_moved_to_the_front_when_the_buffer_fills() -> None:
     assert receiver.next_event() == wire.Echo("e" * 60)
 
 
-@pytest.mark.parametrize("stream", [b"PIN", b"SEND 3 x\r\nab", b"PUT {}\r\n" + line({"type": "file", "path": "f"})])
+@pytest.mark.parametrize(
+    "stream", [b"PIN", b"SEND 3 x\r\nab", b"PUT {}\r\n" + line({"type": "file", "path": "f"})]
+)
 def test_the_end_of_the_stream_midway_is_truncated(stream: bytes) -> None:
     receiver = Receiver()
     receiver.receive_data(stream)
@@ -354,7 +410,7 @@ def test_no_input_raises_anything_but_a_rejection_or_truncation(data: bytes, ste
     receiver = Receiver(limits.MAX_LINE + 1024)
     try:
         for i in range(0, len(data), step):
-            receiver.receive_data(data[i:i + step])
+            receiver.receive_data(data[i : i + step])
             drain(receiver)
         receiver.receive_eof()
         drain(receiver)
@@ -379,7 +435,10 @@ def test_the_buffer_is_small_between_uploads_and_large_during_one() -> None:
 
 
 def test_lone_surrogates_from_json_escapes_are_rejected_not_crashed_on() -> None:
-    for entry in (b'{"type":"link","path":"l","target":"\\ud800x"}\r\n', b'{"type":"dir","path":"\\udc80"}\r\n'):
+    for entry in (
+        b'{"type":"link","path":"l","target":"\\ud800x"}\r\n',
+        b'{"type":"dir","path":"\\udc80"}\r\n',
+    ):
         with pytest.raises(Rejected):
             feed([b"PUT {}\r\n" + entry])
 

@@ -130,7 +130,7 @@ def test_text_that_cannot_be_one_line_is_refused() -> None:
 def _payload_events(sender: Sender, incoming: bytes, piece: int) -> list:
     events: list = []
     for i in range(0, len(incoming), piece):
-        sender.receive_data(incoming[i:i + piece])
+        sender.receive_data(incoming[i : i + piece])
         while True:
             event = sender.next_event()
             if event is NEED_DATA:

@@ -3,7 +3,6 @@ table of verbs (every row round-trips) and the one line-length rule."""
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +12,6 @@ from rtun.protocol.limits import MAX_LINE, MAX_MTIME
 from rtun.protocol.messages import CLOSED, NEED_DATA
 from rtun.protocol.receiver import Receiver
 from rtun.protocol.sender import Sender
-
 
 # ---- v1 requests -----------------------------------------------------------------------------
 
@@ -160,25 +158,37 @@ def test_a_hello_reply_without_a_version_word_is_an_older_daemon():
     assert features == ("notify2", "put") and wire.daemon_version(features) is None
 
 
-@pytest.mark.parametrize("request_", [
-    wire.OpenUrl("https://example.org/a?b=c"),
-    wire.Copy(12),
-    wire.Paste(),
-    wire.Edit(0, "notes.txt"),
-    wire.EditWait("", ""),
-    wire.EditWait("conflict", "changed on the server"),
-])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        wire.OpenUrl("https://example.org/a?b=c"),
+        wire.Copy(12),
+        wire.Paste(),
+        wire.Edit(0, "notes.txt"),
+        wire.EditWait("", ""),
+        wire.EditWait("conflict", "changed on the server"),
+    ],
+)
 def test_action_requests_round_trip(request_):
     line = wire.encode_request(request_)
     assert line.endswith(b"\r\n") and line.count(b"\n") == 1
     assert wire.parse_request(line) == request_
 
 
-@pytest.mark.parametrize("line", [
-    b"OPEN {}", b'OPEN {"url": 5}', b"COPY {}", b'COPY {"bytes": -1}', b'COPY {"bytes": true}',
-    b"PASTE now", b'EDIT {"bytes": 3}', b'EDIT {"name": "", "bytes": 3}',
-    b'EDITWAIT {"result": "rm -rf"}',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"OPEN {}",
+        b'OPEN {"url": 5}',
+        b"COPY {}",
+        b'COPY {"bytes": -1}',
+        b'COPY {"bytes": true}',
+        b"PASTE now",
+        b'EDIT {"bytes": 3}',
+        b'EDIT {"name": "", "bytes": 3}',
+        b'EDITWAIT {"result": "rm -rf"}',
+    ],
+)
 def test_malformed_action_requests_are_rejected(line):
     with pytest.raises(wire.Rejected):
         wire.parse_request(line + b"\r\n")
@@ -279,7 +289,7 @@ def test_reply_data_is_empty_for_v1_or_broken_json():
 
 _one_line = st.text().filter(lambda s: "\r" not in s and "\n" not in s)
 _word = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1)
-_size = st.integers(0, 10 ** 20 - 1)
+_size = st.integers(0, 10**20 - 1)
 _hex = st.text("0123456789abcdef", min_size=16, max_size=64)
 _name = st.text(min_size=1)
 
@@ -300,18 +310,31 @@ STRATEGIES = {
     wire.Paste: st.just(wire.Paste()),
     wire.Edit: st.builds(wire.Edit, _size, _name),
     wire.EditWait: st.builds(wire.EditWait, st.sampled_from(wire.EDIT_RESULTS), st.text()),
-    wire.Ranges: st.builds(wire.Ranges, st.text(), _name, _size, st.integers(0, 0o7777),
-                           st.floats(0, MAX_MTIME) | st.integers(0, 10 ** 9).map(float), _hex,
-                           st.booleans(), st.booleans(), st.booleans()),
+    wire.Ranges: st.builds(
+        wire.Ranges,
+        st.text(),
+        _name,
+        _size,
+        st.integers(0, 0o7777),
+        st.floats(0, MAX_MTIME) | st.integers(0, 10**9).map(float),
+        _hex,
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+    ),
     wire.Range: st.builds(wire.Range, _size, _size),
     wire.Commit: st.builds(wire.Commit, _hex),
 }
 
 
 def test_every_request_class_has_one_row_and_one_strategy():
-    defined = {cls for cls in vars(messages).values()
-               if isinstance(cls, type) and issubclass(cls, messages.Message)
-               and cls not in (messages.Message, messages.Reply)}
+    defined = {
+        cls
+        for cls in vars(messages).values()
+        if isinstance(cls, type)
+        and issubclass(cls, messages.Message)
+        and cls not in (messages.Message, messages.Reply)
+    }
     kinds = [row.kind for row in wire.TABLE]
     assert sorted(kinds, key=str) == sorted(defined, key=str)  # each class once
     assert set(STRATEGIES) == defined
@@ -338,8 +361,9 @@ def test_a_header_field_left_out_at_its_default_reads_back_as_that_default():
 
 def test_header_fields_left_out_take_their_defaults():
     key = "0123456789abcdef"
-    assert wire.parse_request(b'RANGES {"name":"f","bytes":7,"key":"%s"}\r\n' % key.encode()) == \
-        wire.Ranges("", "f", 7, 0o644, 0.0, key, False, True, False)
+    assert wire.parse_request(b'RANGES {"name":"f","bytes":7,"key":"%s"}\r\n' % key.encode()) == wire.Ranges(
+        "", "f", 7, 0o644, 0.0, key, False, True, False
+    )
     assert wire.parse_request(b"EDITWAIT {}\r\n") == wire.EditWait("", "")
 
 
@@ -348,14 +372,17 @@ def test_json_headers_keep_their_field_order_on_the_wire():
     assert wire.encode_request(wire.Range(5, 6)) == b'RANGE {"offset":5,"bytes":6}\r\n'
 
 
-@pytest.mark.parametrize("line, code", [
-    (b'RANGE {"offset":-1,"bytes":1}', wire.E_BAD_SIZE),
-    (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mode":4096}', wire.E_BAD_REQUEST),
-    (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mtime":1e12}', wire.E_BAD_REQUEST),
-    (b'RANGES {"name":"","bytes":1,"key":"' + b"a" * 16 + b'"}', wire.E_BAD_PATH),
-    (b'RANGES {"name":"f","bytes":1,"key":"ABCDEF0123456789"}', wire.E_BAD_REQUEST),
-    (b'COMMIT {"digest":"abc"}', wire.E_BAD_REQUEST),
-])
+@pytest.mark.parametrize(
+    "line, code",
+    [
+        (b'RANGE {"offset":-1,"bytes":1}', wire.E_BAD_SIZE),
+        (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mode":4096}', wire.E_BAD_REQUEST),
+        (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mtime":1e12}', wire.E_BAD_REQUEST),
+        (b'RANGES {"name":"","bytes":1,"key":"' + b"a" * 16 + b'"}', wire.E_BAD_PATH),
+        (b'RANGES {"name":"f","bytes":1,"key":"ABCDEF0123456789"}', wire.E_BAD_REQUEST),
+        (b'COMMIT {"digest":"abc"}', wire.E_BAD_REQUEST),
+    ],
+)
 def test_header_fields_are_checked(line, code):
     with pytest.raises(wire.Rejected) as info:
         wire.parse_request(line + b"\r\n")

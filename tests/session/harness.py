@@ -26,8 +26,9 @@ RTUN_REMOTE = f"{sys.executable} -m rtun"  # the client as a command on the "ser
 class HomeServer(SshServer):
     """sshd on 127.0.0.1 whose sessions get HOME (and PATH, if given) from sshd_config."""
 
-    def __init__(self, keys: SshKeys, directory: Path, home: Path, path: Optional[str] = None,
-                 alias: str = "srv") -> None:
+    def __init__(
+        self, keys: SshKeys, directory: Path, home: Path, path: Optional[str] = None, alias: str = "srv"
+    ) -> None:
         self.home = home
         self.path = path
         super().__init__(keys, directory, alias=alias)
@@ -51,20 +52,33 @@ class Laptop:
         (home / ".rtun").mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def env(self, **extra: str) -> Dict[str, str]:
-        return clean_env(self.home, **{"RTUN_SSH_COMMAND": self.server.ssh_command_line,
-                                        **self.extra_env, **extra})
+        return clean_env(
+            self.home, **{"RTUN_SSH_COMMAND": self.server.ssh_command_line, **self.extra_env, **extra}
+        )
 
-    def rtun(self, args: List[str], timeout: float = 60, input: Optional[bytes] = None,
-             **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(RTUN + args, env=self.env(**extra), capture_output=True, timeout=timeout,
-                              input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    def rtun(
+        self, args: List[str], timeout: float = 60, input: Optional[bytes] = None, **extra: str
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            RTUN + args,
+            env=self.env(**extra),
+            capture_output=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
 
     def rtun_argv(self, args: List[str]) -> List[str]:
         return RTUN + args
 
     def popen(self, args: List[str], **extra: str) -> subprocess.Popen:
-        return subprocess.Popen(RTUN + args, env=self.env(**extra), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            RTUN + args,
+            env=self.env(**extra),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     @property
     def laptop_id(self) -> str:

@@ -13,8 +13,20 @@ from session.harness import Laptop
 from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon
 
-NAMES = ["config", "daemon", "notifications", "opener", "save directory",
-         "ssh", "python3", "client", "prompt", "~/.rtun", "stale sockets", "forward"]
+NAMES = [
+    "config",
+    "daemon",
+    "notifications",
+    "opener",
+    "save directory",
+    "ssh",
+    "python3",
+    "client",
+    "prompt",
+    "~/.rtun",
+    "stale sockets",
+    "forward",
+]
 
 
 @pytest.fixture
@@ -38,8 +50,9 @@ def test_a_healthy_set_up_is_all_ok_and_exits_0(laptop: Laptop, bus, server_home
     config = laptop.home / ".config" / "rtun" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text('[view]\nopener = ["/bin/true"]\n')
-    daemon = RtunDaemon(laptop.home, laptop.home / "Downloads",
-                        env={"DBUS_SESSION_BUS_ADDRESS": bus.address}).start()
+    daemon = RtunDaemon(
+        laptop.home, laptop.home / "Downloads", env={"DBUS_SESSION_BUS_ADDRESS": bus.address}
+    ).start()
     try:
         assert laptop.rtun(["install", "srv"]).returncode == 0
         result = laptop.rtun(["doctor", "srv"], DBUS_SESSION_BUS_ADDRESS=bus.address)
@@ -47,7 +60,9 @@ def test_a_healthy_set_up_is_all_ok_and_exits_0(laptop: Laptop, bus, server_home
         statuses = _statuses(result.stdout.decode())
         assert list(statuses) == NAMES and set(statuses.values()) == {"ok"}, result.stdout.decode()
         assert "OK PONG through srv, round trip" in result.stdout.decode()
-        as_json = json.loads(laptop.rtun(["doctor", "--json", "srv"], DBUS_SESSION_BUS_ADDRESS=bus.address).stdout)
+        as_json = json.loads(
+            laptop.rtun(["doctor", "--json", "srv"], DBUS_SESSION_BUS_ADDRESS=bus.address).stdout
+        )
         assert as_json["ok"] is True and [c["name"] for c in as_json["checks"]] == NAMES
         assert as_json["laptop"] == laptop.laptop_id
     finally:

@@ -43,7 +43,9 @@ def bus(short_tmp: Path) -> Iterator[SessionBus]:
     running.stop()
 
 
-def test_a_healthy_computer_is_ok_in_the_document(local_home: Path, daemon: RtunDaemon, bus: SessionBus) -> None:
+def test_a_healthy_computer_is_ok_in_the_document(
+    local_home: Path, daemon: RtunDaemon, bus: SessionBus
+) -> None:
     _config(local_home, "/bin/true")
 
     code, document = _doctor(local_home, DBUS_SESSION_BUS_ADDRESS=bus.address)
@@ -65,8 +67,13 @@ def test_failures_are_in_the_document_with_what_to_do_and_exit_1(local_home: Pat
 
     assert code == 1 and document["ok"] is False
     statuses = {c["name"]: c["status"] for c in document["checks"]}
-    assert statuses == {"config": "ok", "daemon": "fail", "notifications": "fail", "opener": "fail",
-                        "save directory": "ok"}
+    assert statuses == {
+        "config": "ok",
+        "daemon": "fail",
+        "notifications": "fail",
+        "opener": "fail",
+        "save directory": "ok",
+    }
     assert all(c["fix"] for c in document["checks"] if c["status"] == "fail")
 
 
@@ -86,8 +93,9 @@ class _OlderDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     return
 
 
-def test_a_daemon_of_another_version_is_a_warning_saying_to_restart_it(local_home: Path,
-                                                                       short_tmp: Path) -> None:
+def test_a_daemon_of_another_version_is_a_warning_saying_to_restart_it(
+    local_home: Path, short_tmp: Path
+) -> None:
     rtun_dir = local_home / ".rtun"
     rtun_dir.mkdir(mode=0o700)
     server = _OlderDaemon(str(rtun_dir / "rtun.sock"), _OlderDaemon.Handler)
@@ -100,7 +108,10 @@ def test_a_daemon_of_another_version_is_a_warning_saying_to_restart_it(local_hom
         server.server_close()
     [check] = [c for c in document["checks"] if c["name"] == "daemon"]
     assert check["status"] == "warn"
-    assert "rtun 0.0.9, rtun/2: notify2, put" in check["detail"] and f"rtun here is {__version__}" in check["detail"]
+    assert (
+        "rtun 0.0.9, rtun/2: notify2, put" in check["detail"]
+        and f"rtun here is {__version__}" in check["detail"]
+    )
     assert "restart it" in check["fix"]
     assert code == 1  # for the notification check: no session bus here
 
@@ -110,7 +121,13 @@ def test_the_host_is_named_in_the_document(laptop) -> None:
     document = json.loads(result.stdout)
     assert document["host"] == "srv" and document["ok"] is False
     names = [c["name"] for c in document["checks"]]
-    assert names[:5] == LOCAL_CHECKS and names[5:] == ["ssh", "python3", "client", "prompt", "~/.rtun",
-                                                       "stale sockets", "forward"]
+    assert names[:5] == LOCAL_CHECKS and names[5:] == [
+        "ssh",
+        "python3",
+        "client",
+        "prompt",
+        "~/.rtun",
+        "stale sockets",
+        "forward",
+    ]
     assert all(sorted(check) == CHECK_KEYS for check in document["checks"])
-

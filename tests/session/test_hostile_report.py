@@ -16,18 +16,38 @@ ESC = "\x1b]0;owned\x07\x1b[2J"
 
 def fake_ssh(tmp: Path, home: str, error: str = "") -> str:
     script = tmp / "ssh"
-    report = "\t".join(["RTUN-PRELUDE", "1", f"home={home}", "host=h", "shell=/bin/sh", "client=1",
-                        "bin=", "fixed=", f"error={error}"])
+    report = "\t".join(
+        [
+            "RTUN-PRELUDE",
+            "1",
+            f"home={home}",
+            "host=h",
+            "shell=/bin/sh",
+            "client=1",
+            "bin=",
+            "fixed=",
+            f"error={error}",
+        ]
+    )
     script.write_text("#!/bin/sh\nprintf '%s\\n' '" + report + "'\ncat >/dev/null\n")
     script.chmod(0o755)
     return str(script)
 
 
-@pytest.mark.parametrize("args", [["ssh", "srv", "true"], ["ssh", "--print-config", "srv"], ["install", "srv"]])
-@pytest.mark.parametrize("home, error", [(f"/h/{ESC}", ""), ("/h/\u202eevil", ""), ("/home/me", f"mkdir{ESC}")])
+@pytest.mark.parametrize(
+    "args", [["ssh", "srv", "true"], ["ssh", "--print-config", "srv"], ["install", "srv"]]
+)
+@pytest.mark.parametrize(
+    "home, error", [(f"/h/{ESC}", ""), ("/h/\u202eevil", ""), ("/home/me", f"mkdir{ESC}")]
+)
 def test_what_the_server_reported_reaches_the_terminal_escaped(short_tmp, args, home, error):
-    done = subprocess.run(RTUN + args, env=clean_env(short_tmp, RTUN_SSH_COMMAND=fake_ssh(short_tmp, home, error)),
-                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        RTUN + args,
+        env=clean_env(short_tmp, RTUN_SSH_COMMAND=fake_ssh(short_tmp, home, error)),
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     said = done.stdout.decode() + done.stderr.decode()
     assert done.returncode != 0 and done.stdout == b""
     assert "\x1b" not in said and "\x07" not in said and "\u202e" not in said, said
@@ -36,7 +56,12 @@ def test_what_the_server_reported_reaches_the_terminal_escaped(short_tmp, args, 
 
 
 def test_doctor_shows_the_refusal_escaped(short_tmp):
-    done = subprocess.run(RTUN + ["doctor", "srv"], capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
-                          env=clean_env(short_tmp, RTUN_SSH_COMMAND=fake_ssh(short_tmp, f"/h/{ESC}")))
+    done = subprocess.run(
+        RTUN + ["doctor", "srv"],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(short_tmp, RTUN_SSH_COMMAND=fake_ssh(short_tmp, f"/h/{ESC}")),
+    )
     assert done.returncode == 1
     assert "\x1b" not in done.stdout.decode() and "\\x1b]0;owned" in done.stdout.decode()

@@ -23,8 +23,18 @@ from support.rtun import RtunDaemon
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 OLD_PYTHON = "/root/.pyenv/versions/3.8.18/bin/python3.8"
-PY39 = next((p for p in ("/root/.pyenv/versions/3.9.18/bin/python3.9", "/usr/bin/python3.9",
-                          "/usr/local/bin/python3.9") if os.path.exists(p)), "python3.9 (not here)")
+PY39 = next(
+    (
+        p
+        for p in (
+            "/root/.pyenv/versions/3.9.18/bin/python3.9",
+            "/usr/bin/python3.9",
+            "/usr/local/bin/python3.9",
+        )
+        if os.path.exists(p)
+    ),
+    "python3.9 (not here)",
+)
 
 
 def _bare_bin(directory: Path, python: str) -> Path:
@@ -70,31 +80,46 @@ def test_install_on_a_server_with_only_python3_then_use_it(bare_laptop, server_h
     first = bare_laptop.rtun(["install", "srv"])
     assert first.returncode == 0, first.stderr
     said = first.stdout.decode().splitlines()
-    assert said[0] == f"installed rtun {__version__} on srv: ~/.rtun/bin/rtun (python3 {_version(SYSTEM_PYTHON)})"
+    assert (
+        said[0]
+        == f"installed rtun {__version__} on srv: ~/.rtun/bin/rtun (python3 {_version(SYSTEM_PYTHON)})"
+    )
     assert "`rtun ssh srv` logins find it at the prompt" in said[1] and ".rtun/bin" in said[1]
     target = server_home / ".rtun" / "bin" / "rtun"
     assert target.stat().st_mode & 0o777 == 0o755
     with zipfile.ZipFile(target) as installed:
         assert installed.comment == bundle.identity()  # this version, these sources
-        assert installed.read("rtun/client/pump.py") == Path(bundle.rtun.__file__).with_name("client").joinpath("pump.py").read_bytes()
+        assert (
+            installed.read("rtun/client/pump.py")
+            == Path(bundle.rtun.__file__).with_name("client").joinpath("pump.py").read_bytes()
+        )
     shim = target.with_name("rtun-open")  # `rtun open` under the one-word name BROWSER takes
     assert shim.read_text() == installer.open_shim(str(target)) and shim.stat().st_mode & 0o777 == 0o755
     mtime = target.stat().st_mtime_ns
     shim.unlink()  # as after an install by a version without it
     again = bare_laptop.rtun(["install", "srv"])
-    assert again.stdout.decode().splitlines()[0] == f"rtun {__version__} on srv is up to date: ~/.rtun/bin/rtun (python3 {_version(SYSTEM_PYTHON)})"
+    assert (
+        again.stdout.decode().splitlines()[0]
+        == f"rtun {__version__} on srv is up to date: ~/.rtun/bin/rtun (python3 {_version(SYSTEM_PYTHON)})"
+    )
     assert target.stat().st_mtime_ns == mtime  # left as it was
     assert shim.read_text() == installer.open_shim(str(target))  # put back
     # A session finds it on PATH (at the end), and it reaches the daemon through the forward.
     used = bare_laptop.rtun(["ssh", "srv", "rtun --version && rtun ping && command -v rtun"])
     assert used.returncode == 0, used.stderr
-    assert used.stdout.decode().splitlines() == [f"rtun {__version__}", f"daemon {__version__}", "OK PONG", str(target)]
+    assert used.stdout.decode().splitlines() == [
+        f"rtun {__version__}",
+        f"daemon {__version__}",
+        "OK PONG",
+        str(target),
+    ]
     assert b"no rtun client" not in used.stderr
     # So is rtun-open, which runs it (here refusing a scheme, which it does before connecting).
     refused = bare_laptop.rtun(["ssh", "srv", "rtun-open vscode://x"])
     assert refused.returncode == 4
-    assert refused.stderr.decode().endswith("rtun open: refusing to open a URL of scheme 'vscode': "
-                                            "only http, https and mailto open\n")
+    assert refused.stderr.decode().endswith(
+        "rtun open: refusing to open a URL of scheme 'vscode': only http, https and mailto open\n"
+    )
 
 
 def test_ssh_install_upgrades_an_old_client_in_the_same_login(bare_laptop, server_home):
@@ -129,8 +154,9 @@ def test_no_python3_or_an_old_one_is_a_one_line_failure(ssh_keys, short_tmp, ser
 
 
 def _version(python: str) -> str:
-    return subprocess.run([python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.mark.parametrize("python", [SYSTEM_PYTHON, PY39, sys.executable])
@@ -139,8 +165,12 @@ def test_the_bundle_runs_under_each_python_and_reaches_a_daemon(python, daemon, 
         pytest.skip(f"no {python}")
     app = short_tmp / "rtun.pyz"
     app.write_bytes(bundle.build())
-    done = subprocess.run([python, "-I", str(app), "ping", "-s", str(daemon.socket)], capture_output=True,
-                          timeout=60, cwd=str(short_tmp))
+    done = subprocess.run(
+        [python, "-I", str(app), "ping", "-s", str(daemon.socket)],
+        capture_output=True,
+        timeout=60,
+        cwd=str(short_tmp),
+    )
     assert (done.returncode, done.stdout) == (0, b"OK PONG\n"), done.stderr
     names = zipfile.ZipFile(app).namelist()
     assert "rtun/client/pump.py" in names and not any(n.startswith("rtun/daemon/") for n in names)

@@ -31,8 +31,9 @@ class Desk:
         self.bus = SessionBus().start()
         self.notifications = NotificationService(self.bus, laptop.home / "notifications.jsonl").start()
         self.save_dir = laptop.home / "Downloads"
-        self.daemon = RtunDaemon(laptop.home, self.save_dir, diagnostics=True,
-                                 env={"DBUS_SESSION_BUS_ADDRESS": self.bus.address}).start()
+        self.daemon = RtunDaemon(
+            laptop.home, self.save_dir, diagnostics=True, env={"DBUS_SESSION_BUS_ADDRESS": self.bus.address}
+        ).start()
 
     def close(self) -> None:
         self.daemon.stop()
@@ -75,8 +76,13 @@ def test_two_laptops_logged_in_at_once_each_reach_their_own_daemon(desks, server
     a, b = desks
     for desk in desks:
         (server_home / f"file-{desk.name}").write_text(f"made for {desk.name}\n")
-    work = {desk.name: (f"{RTUN_REMOTE} pid && {RTUN_REMOTE} notify -t 'from {desk.name}' 'hello {desk.name}' "
-                        f"&& {RTUN_REMOTE} send {server_home}/file-{desk.name} --to got.txt") for desk in desks}
+    work = {
+        desk.name: (
+            f"{RTUN_REMOTE} pid && {RTUN_REMOTE} notify -t 'from {desk.name}' 'hello {desk.name}' "
+            f"&& {RTUN_REMOTE} send {server_home}/file-{desk.name} --to got.txt"
+        )
+        for desk in desks
+    }
     sessions = {desk.name: _waiting_session(desk, server_home, desk.name, work[desk.name]) for desk in desks}
     socks = {name: _sock(server_home, name) for name in sessions}
     # Both logins are up at once, each with a socket of its own laptop.

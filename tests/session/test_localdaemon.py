@@ -42,8 +42,12 @@ def test_daemon_starts_wait_for_the_lock_and_only_the_first_starts_one(laptop: L
     lock = laptop.home / ".rtun" / localdaemon.LOCK_NAME
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as if another `rtun ssh` were starting one (and then failed)
-    starters = [subprocess.Popen([sys.executable, "-c", _STARTER], env=laptop.env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STARTER], env=laptop.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
     try:
         for starter in starters:
             assert starter.stdout is not None

@@ -13,10 +13,10 @@ from typing import Iterator
 
 import pytest
 
+from session.harness import Laptop, sockets
 from support.sshd import SshKeys, SshServer
 from support.users import User, system_user
 from support.wait import wait_until
-from session.harness import Laptop, sockets
 
 SHELLS = ["/bin/bash", "/usr/bin/zsh", "/usr/bin/fish"]
 
@@ -32,10 +32,13 @@ class UserServer(SshServer):
     def _write_configs(self) -> None:
         super()._write_configs()
         text = self.config.read_text()
-        text = "\n".join(line for line in text.splitlines() if not line.startswith(("SetEnv", "AuthorizedKeysFile")))
+        text = "\n".join(
+            line for line in text.splitlines() if not line.startswith(("SetEnv", "AuthorizedKeysFile"))
+        )
         self.config.write_text(text + "\nAuthorizedKeysFile .ssh/authorized_keys\n")
-        self.client_config.write_text(self.client_config.read_text().replace(f"User {self.user}",
-                                                                             f"User {self.login.name}"))
+        self.client_config.write_text(
+            self.client_config.read_text().replace(f"User {self.user}", f"User {self.login.name}")
+        )
 
 
 def _authorize(user: User, keys: SshKeys) -> None:
@@ -71,12 +74,30 @@ class Pane:
         self.target = "t"
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", str(self.socket), *args], capture_output=True, text=True,
-                              timeout=30).stdout
+        return subprocess.run(
+            ["tmux", "-S", str(self.socket), *args], capture_output=True, text=True, timeout=30
+        ).stdout
 
     def start(self, command: str, env: dict) -> None:
-        subprocess.run(["tmux", "-S", str(self.socket), "new-session", "-d", "-s", self.target, "-x", "160",
-                        "-y", "50", command], env=env, check=True, timeout=30)
+        subprocess.run(
+            [
+                "tmux",
+                "-S",
+                str(self.socket),
+                "new-session",
+                "-d",
+                "-s",
+                self.target,
+                "-x",
+                "160",
+                "-y",
+                "50",
+                command,
+            ],
+            env=env,
+            check=True,
+            timeout=30,
+        )
 
     def type(self, line: str) -> None:
         self.tmux("send-keys", "-t", self.target, line, "Enter")
@@ -88,8 +109,9 @@ class Pane:
         self.tmux("kill-server")
 
 
-def test_rtun_is_on_the_path_at_the_prompt_of_an_interactive_login(user_server: UserServer, remote_user: User,
-                                                                   short_tmp: Path) -> None:
+def test_rtun_is_on_the_path_at_the_prompt_of_an_interactive_login(
+    user_server: UserServer, remote_user: User, short_tmp: Path
+) -> None:
     laptop = Laptop(short_tmp / "laptop", user_server)
     pane = Pane(short_tmp)
     try:
@@ -97,8 +119,13 @@ def test_rtun_is_on_the_path_at_the_prompt_of_an_interactive_login(user_server: 
         pane.start(f"{argv}; echo RTUN-SSH-ENDED; sleep 60", laptop.env())
         wait_until(lambda: sockets(remote_user.home), timeout=60, what="the session's socket on the server")
         pane.type("rtun ping && rtun-open --help >/dev/null && echo OPEN-SHIM-OK")
-        wait_until(lambda: "OK PONG" in pane.text() or "not found" in pane.text() or "Unknown command" in pane.text(), timeout=60,
-                   what=f"rtun ping at the prompt:\n{pane.text()}")
+        wait_until(
+            lambda: (
+                "OK PONG" in pane.text() or "not found" in pane.text() or "Unknown command" in pane.text()
+            ),
+            timeout=60,
+            what=f"rtun ping at the prompt:\n{pane.text()}",
+        )
         text = pane.text()
         assert "OK PONG" in text and "OPEN-SHIM-OK" in text, text
         pane.type("exit")
@@ -108,8 +135,9 @@ def test_rtun_is_on_the_path_at_the_prompt_of_an_interactive_login(user_server: 
         laptop.stop_started_daemons()
 
 
-def test_doctor_checks_the_interactive_login_shells_path(user_server: UserServer, remote_user: User,
-                                                         short_tmp: Path) -> None:
+def test_doctor_checks_the_interactive_login_shells_path(
+    user_server: UserServer, remote_user: User, short_tmp: Path
+) -> None:
     laptop = Laptop(short_tmp / "laptop", user_server)
     try:
         before = laptop.rtun(["doctor", "srv"], timeout=120)

@@ -40,11 +40,12 @@ def forward_of(block: str, tmp_path: Path) -> str:
     """What real ssh reads from the block: its remoteforward line, as `ssh -G` prints it."""
     config = tmp_path / "config"
     config.write_text(block)
-    out = subprocess.run(["ssh", "-G", "-F", str(config), "srv-rtun"], capture_output=True,
-                         text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        ["ssh", "-G", "-F", str(config), "srv-rtun"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
     found = [line for line in out.splitlines() if line.startswith("remoteforward ")]
     assert len(found) == 1, out
-    return found[0][len("remoteforward "):]
+    return found[0][len("remoteforward ") :]
 
 
 def refused_or_safe(home: str, tmp_path: Path) -> None:
@@ -79,10 +80,16 @@ def test_any_home_parses_to_the_daemons_socket_or_is_refused(tmp_path, tail):
     refused_or_safe("/x/" + tail, tmp_path)
 
 
-@pytest.mark.parametrize("key, value", [
-    ("hostname", "evil #\n    RemoteForward /tmp/r /run/user/1000/bus"),
-    ("user", "me %d"), ("port", "22 # x"), ("proxyjump", 'a"b'), ("hostname", "h=/x"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("hostname", "evil #\n    RemoteForward /tmp/r /run/user/1000/bus"),
+        ("user", "me %d"),
+        ("port", "22 # x"),
+        ("proxyjump", 'a"b'),
+        ("hostname", "h=/x"),
+    ],
+)
 def test_values_from_ssh_g_that_ssh_config_cannot_hold_are_refused(key, value):
     with pytest.raises(ValueError, match="into an ssh_config"):
         remote.plain_block("srv", {**CONFIG, key: value}, "/home/me", LAPTOP, DAEMON)
@@ -95,16 +102,23 @@ def test_the_alias_is_one_host_pattern():
             remote.plain_block(alias, CONFIG, "/home/me", LAPTOP, DAEMON)
 
 
-@pytest.mark.parametrize("home, problem", [
-    ("relative", "not an absolute path"), ("/x/\x1b[2J", "control"), ("/x/\u202eh", "control"),
-    ("/x/a\nb", "control"), ("", "not an absolute path"),
-])
+@pytest.mark.parametrize(
+    "home, problem",
+    [
+        ("relative", "not an absolute path"),
+        ("/x/\x1b[2J", "control"),
+        ("/x/\u202eh", "control"),
+        ("/x/a\nb", "control"),
+        ("", "not an absolute path"),
+    ],
+)
 def test_a_home_no_command_can_use_is_named(home, problem):
     assert problem in (remote.home_problem(home) or "")
     assert remote.home_problem("/home/John Smith #1") is None  # shell-quoted where it is used
 
 
 # ---- through the real sshd: a server whose home is the reported attack -------------------------
+
 
 @pytest.fixture
 def server_home(short_tmp: Path) -> Path:
@@ -113,7 +127,9 @@ def server_home(short_tmp: Path) -> Path:
     return home
 
 
-def test_print_config_refuses_a_hostile_home_in_one_line_and_rtun_ssh_still_works(laptop, laptop_daemon, server_home):
+def test_print_config_refuses_a_hostile_home_in_one_line_and_rtun_ssh_still_works(
+    laptop, laptop_daemon, server_home
+):
     from session.harness import RTUN_REMOTE
 
     printed = laptop.rtun(["ssh", "--print-config", "srv"])

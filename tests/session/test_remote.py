@@ -15,8 +15,19 @@ import pytest
 
 from rtun.session import remote
 
-SHELLS = [s for s in ("/bin/sh", shutil.which("bash"), shutil.which("dash"), shutil.which("zsh"),
-                      shutil.which("ksh"), shutil.which("fish"), shutil.which("tcsh")) if s]
+SHELLS = [
+    s
+    for s in (
+        "/bin/sh",
+        shutil.which("bash"),
+        shutil.which("dash"),
+        shutil.which("zsh"),
+        shutil.which("ksh"),
+        shutil.which("fish"),
+        shutil.which("tcsh"),
+    )
+    if s
+]
 DAY = 86400
 
 
@@ -34,8 +45,13 @@ def _dead(path: Path, age: float = 0) -> Path:
 def test_the_session_line_sets_rtun_sock_and_path_and_keeps_the_command_and_its_exit_code(shell, tmp_path):
     sock = str(tmp_path / "it's a socket")
     line = remote.session_command(shell, sock, "/extra/bin", 'echo "$RTUN_SOCK"; echo "$PATH"; exit 7')
-    done = subprocess.run([shell, "-c", line], capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", "SHELL": shell, "HOME": str(tmp_path)})
+    done = subprocess.run(
+        [shell, "-c", line],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "SHELL": shell, "HOME": str(tmp_path)},
+    )
     assert done.returncode == 7, done.stderr
     out = done.stdout.splitlines()
     assert out == [sock, "/usr/bin:/bin:/extra/bin"]
@@ -43,15 +59,20 @@ def test_the_session_line_sets_rtun_sock_and_path_and_keeps_the_command_and_its_
 
 def test_the_control_command_reads_the_same_in_every_shell(tmp_path):
     for shell in SHELLS:
-        done = subprocess.run([shell, "-c", remote.CONTROL_COMMAND], input=b"echo one two\n",
-                              capture_output=True, timeout=30)
+        done = subprocess.run(
+            [shell, "-c", remote.CONTROL_COMMAND], input=b"echo one two\n", capture_output=True, timeout=30
+        )
         assert done.stdout == b"one two\n", (shell, done.stderr)
 
 
 def _control(home: Path, later: bytes = b"") -> "subprocess.Popen[bytes]":
-    process = subprocess.Popen(["/bin/sh", "-c", remote.CONTROL_COMMAND], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={"HOME": str(home), "PATH": "/nowhere", "SHELL": "/bin/bash"})
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", remote.CONTROL_COMMAND],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"HOME": str(home), "PATH": "/nowhere", "SHELL": "/bin/bash"},
+    )
     assert process.stdin is not None
     process.stdin.write(remote.control_input() + later)
     process.stdin.flush()
@@ -106,8 +127,12 @@ def test_the_sweep_removes_only_old_refusing_sockets_of_this_host(short_tmp):
     live.listen(1)
     os.utime(live_path, (time.time() - 2 * DAY,) * 2)
     try:
-        done = subprocess.run([sys.executable, "-I", "-S", "-c", remote.sweep_line()], capture_output=True,
-                              timeout=30, env={"HOME": str(short_tmp), "PATH": os.environ["PATH"]})
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", remote.sweep_line()],
+            capture_output=True,
+            timeout=30,
+            env={"HOME": str(short_tmp), "PATH": os.environ["PATH"]},
+        )
     finally:
         live.close()
     assert done.returncode == 0, done.stderr
@@ -120,7 +145,9 @@ def test_host_tags_and_socket_names_fit_every_server():
     assert remote.host_tag("node-7.cluster.example.org") == "node-7"
     assert remote.host_tag("we!rd_name") == "we-rd-name"
     assert remote.host_tag("...") == "host"
-    path = remote.session_socket("/home/" + "u" * 30, "0123456789ab", "a-very-long-host-name-indeed", "cafe0123")
+    path = remote.session_socket(
+        "/home/" + "u" * 30, "0123456789ab", "a-very-long-host-name-indeed", "cafe0123"
+    )
     assert len(path) < remote.REMOTE_SUN_PATH and path.endswith(".cafe0123")
     with pytest.raises(ValueError, match="too long"):
         remote.session_socket("/" + "h" * 90, "0123456789ab", "host", "cafe0123")

@@ -28,7 +28,9 @@ def _daemon_pid(text: str) -> int:
     return int(found.group(1))
 
 
-def test_a_command_runs_with_rtun_sock_set_and_reaches_this_laptops_daemon(laptop, laptop_daemon, server_home):
+def test_a_command_runs_with_rtun_sock_set_and_reaches_this_laptops_daemon(
+    laptop, laptop_daemon, server_home
+):
     result = laptop.rtun(["ssh", "srv", f'echo "$RTUN_SOCK"; {RTUN_REMOTE} pid'])
     assert result.returncode == 0, result.stderr
     sock, pid_line = _lines(result)
@@ -49,10 +51,28 @@ def test_exit_codes_output_and_command_words_are_those_of_plain_ssh(laptop, lapt
     assert ours.returncode == 3
 
 
-def test_rtun_dir_is_made_private_and_ssh_options_after_the_host_pass_through(laptop, laptop_daemon, server, server_home):
+def test_rtun_dir_is_made_private_and_ssh_options_after_the_host_pass_through(
+    laptop, laptop_daemon, server, server_home
+):
     (server_home / ".rtun").mkdir(mode=0o755)
     os.chmod(server_home / ".rtun", 0o755)
-    result = laptop.rtun(["ssh", "srv", "-l", server.user, "-o", "LogLevel=QUIET", "-T", "--", "tty", "-s", "||", "echo", "no-tty"])
+    result = laptop.rtun(
+        [
+            "ssh",
+            "srv",
+            "-l",
+            server.user,
+            "-o",
+            "LogLevel=QUIET",
+            "-T",
+            "--",
+            "tty",
+            "-s",
+            "||",
+            "echo",
+            "no-tty",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert _lines(result) == ["no-tty"]
     assert (server_home / ".rtun").stat().st_mode & 0o777 == 0o700
@@ -67,10 +87,20 @@ def _config(laptop: Laptop, server, text: str) -> Path:
 
 
 def _host(server, name: str, *lines: str) -> str:
-    return "\n".join([f"Host {name}", "    HostName 127.0.0.1", f"    Port {server.port}",
-                      f"    User {server.user}", f"    IdentityFile {server.keys.user_key}",
-                      f"    UserKnownHostsFile {server.known_hosts}", "    BatchMode yes",
-                      "    LogLevel ERROR", *[f"    {line}" for line in lines], ""])
+    return "\n".join(
+        [
+            f"Host {name}",
+            "    HostName 127.0.0.1",
+            f"    Port {server.port}",
+            f"    User {server.user}",
+            f"    IdentityFile {server.keys.user_key}",
+            f"    UserKnownHostsFile {server.known_hosts}",
+            "    BatchMode yes",
+            "    LogLevel ERROR",
+            *[f"    {line}" for line in lines],
+            "",
+        ]
+    )
 
 
 def test_proxyjump_from_ssh_config_works(laptop, laptop_daemon, server):
@@ -81,9 +111,14 @@ def test_proxyjump_from_ssh_config_works(laptop, laptop_daemon, server):
     assert server.log.read_text().count("Accepted publickey") == 2  # the jump, then the login through it
 
 
-def test_a_users_own_control_master_keeps_working_and_keeps_no_forward_of_ours(laptop, laptop_daemon, server, short_tmp):
-    config = _config(laptop, server, _host(server, "cm", "ControlMaster auto", f"ControlPath {short_tmp}/cm-%C",
-                                           "ControlPersist 60"))
+def test_a_users_own_control_master_keeps_working_and_keeps_no_forward_of_ours(
+    laptop, laptop_daemon, server, short_tmp
+):
+    config = _config(
+        laptop,
+        server,
+        _host(server, "cm", "ControlMaster auto", f"ControlPath {short_tmp}/cm-%C", "ControlPersist 60"),
+    )
     theirs = subprocess.run(["ssh", "-F", str(config), "-fN", "cm"], timeout=60, capture_output=True)
     assert theirs.returncode == 0, theirs.stderr
     try:
@@ -92,9 +127,13 @@ def test_a_users_own_control_master_keeps_working_and_keeps_no_forward_of_ours(l
             assert result.returncode == 0, result.stderr
             pid_line, sock = _lines(result)
             assert _daemon_pid(pid_line) == laptop_daemon.process.pid and not os.path.lexists(sock)
-        check = subprocess.run(["ssh", "-F", str(config), "-O", "check", "cm"], capture_output=True, timeout=30)
+        check = subprocess.run(
+            ["ssh", "-F", str(config), "-O", "check", "cm"], capture_output=True, timeout=30
+        )
         assert check.returncode == 0, check.stderr  # their master is still there
-        plain = subprocess.run(["ssh", "-F", str(config), "cm", "echo", "$RTUN_SOCK."], capture_output=True, timeout=30)
+        plain = subprocess.run(
+            ["ssh", "-F", str(config), "cm", "echo", "$RTUN_SOCK."], capture_output=True, timeout=30
+        )
         assert plain.stdout == b".\n"  # their sessions get nothing of ours
     finally:
         subprocess.run(["ssh", "-F", str(config), "-O", "exit", "cm"], capture_output=True, timeout=30)
@@ -110,7 +149,9 @@ def test_remote_command_from_ssh_config_runs_when_no_command_is_given(laptop, la
 
 
 def test_a_login_session_without_a_terminal_reads_its_commands_from_stdin(laptop, laptop_daemon):
-    result = laptop.rtun(["ssh", "srv"], input=f'echo "sock=$RTUN_SOCK"\n{RTUN_REMOTE} ping\nexit 3\n'.encode())
+    result = laptop.rtun(
+        ["ssh", "srv"], input=f'echo "sock=$RTUN_SOCK"\n{RTUN_REMOTE} ping\nexit 3\n'.encode()
+    )
     assert result.returncode == 3, result.stderr
     out = _lines(result)
     assert out[0].startswith("sock=/") and out[-1] == "OK PONG"
@@ -136,7 +177,9 @@ def test_failures_are_one_line_with_the_documented_exit_codes(laptop, laptop_dae
     assert missing.stderr.startswith(b"rtun ssh: ")
     nohost = laptop.rtun(["ssh", "no-such-host.invalid", "true"])
     assert nohost.returncode == 255
-    assert nohost.stderr.decode().splitlines()[-1].startswith("rtun ssh: cannot log in to no-such-host.invalid")
+    assert (
+        nohost.stderr.decode().splitlines()[-1].startswith("rtun ssh: cannot log in to no-such-host.invalid")
+    )
     refused = laptop.rtun(["ssh", "-f", "srv", "true"])
     assert refused.returncode == 2 and b"plain ssh" in refused.stderr
 
@@ -149,13 +192,17 @@ def _dead_socket(path: Path, age: float) -> Path:
     return path
 
 
-def test_sockets_left_by_sessions_that_ended_long_ago_are_swept_by_the_next_login(laptop, laptop_daemon, server_home):
+def test_sockets_left_by_sessions_that_ended_long_ago_are_swept_by_the_next_login(
+    laptop, laptop_daemon, server_home
+):
     directory = server_home / ".rtun"
     directory.mkdir(mode=0o700)
     tag = remote.host_tag(socket.gethostname())
     old = _dead_socket(directory / f"rtun.sock.{'a' * 12}.{tag}.00000001", 2 * DAY)
-    kept = [_dead_socket(directory / f"rtun.sock.{'a' * 12}.{tag}.00000002", DAY / 2),  # young
-            _dead_socket(directory / f"rtun.sock.{'a' * 12}.othernode.00000003", 2 * DAY)]  # NFS neighbour
+    kept = [
+        _dead_socket(directory / f"rtun.sock.{'a' * 12}.{tag}.00000002", DAY / 2),  # young
+        _dead_socket(directory / f"rtun.sock.{'a' * 12}.othernode.00000003", 2 * DAY),
+    ]  # NFS neighbour
     live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     live_path = directory / f"rtun.sock.{'b' * 12}.{tag}.00000004"
     live.bind(str(live_path))
@@ -178,7 +225,7 @@ def test_forward_only_keeps_the_socket_until_interrupted_then_removes_it(laptop,
     assert process.stdout is not None
     line = process.stdout.readline().decode().strip()
     assert line.startswith("RTUN_SOCK="), process.stderr.read() if process.poll() is not None else line
-    sock = line[len("RTUN_SOCK="):]
+    sock = line[len("RTUN_SOCK=") :]
     ping = run_rtun(["ping", "-s", sock], server_home)
     assert ping.stdout == b"OK PONG\n", ping.stderr
     process.send_signal(signal.SIGINT)
@@ -192,8 +239,14 @@ def test_a_login_on_a_terminal_gets_a_terminal_on_the_server_and_its_exit_code(l
     import select
 
     controller, terminal = pty.openpty()
-    process = subprocess.Popen(laptop.rtun_argv(["ssh", "srv"]), env=laptop.env(TERM="dumb"),
-                               stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True)
+    process = subprocess.Popen(
+        laptop.rtun_argv(["ssh", "srv"]),
+        env=laptop.env(TERM="dumb"),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
     os.close(terminal)
     os.write(controller, b'echo "sock=$RTUN_SOCK tty=$(tty)"; exit 4\n')
     seen = b""
@@ -215,7 +268,9 @@ def test_a_login_on_a_terminal_gets_a_terminal_on_the_server_and_its_exit_code(l
     assert not os.path.lexists(found.group(1).decode())
 
 
-def test_within_an_rtun_session_a_further_login_leads_on_to_the_same_daemon(short_tmp, server, laptops, laptop_daemon):
+def test_within_an_rtun_session_a_further_login_leads_on_to_the_same_daemon(
+    short_tmp, server, laptops, laptop_daemon
+):
     hop = Laptop(short_tmp / "first-server", server)  # no daemon here, but a forward to one
     laptops.append(hop)
     result = hop.rtun(["ssh", "srv", f"{RTUN_REMOTE} pid"], RTUN_SOCK=str(laptop_daemon.socket))

@@ -112,8 +112,12 @@ def test_many_banners_at_once_with_one_deadline(machine_sshd: SshServer, tmp_pat
     unix.bind(str(tmp_path / "u.sock"))
     unix.listen(1)
     try:
-        targets = [("127.0.0.1", machine_sshd.port), ("127.0.0.1", _closed_port()), str(tmp_path / "none.sock"),
-                   str(tmp_path / "u.sock")] + [s.getsockname() for s in silent]
+        targets = [
+            ("127.0.0.1", machine_sshd.port),
+            ("127.0.0.1", _closed_port()),
+            str(tmp_path / "none.sock"),
+            str(tmp_path / "u.sock"),
+        ] + [s.getsockname() for s in silent]
         started = time.monotonic()
         assert banner.banners(targets, timeout=0.5) == [True] + [False] * 6
         assert time.monotonic() - started < 1.5  # silent ones share one deadline

@@ -30,13 +30,16 @@ def test_double_dash_ends_the_options_and_rtun_flags_may_come_after_the_host():
     assert _inv("--install", "srv").rtun_flags == ("--install",)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["-f", "srv"], "-f"),
-    (["srv", "-O", "exit"], "-O"),
-    (["srv", "-W", "h:22"], "-W"),
-    (["-S", "/x", "srv"], "-S"),
-    (["srv", "-s", "sftp"], "subsystems"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-f", "srv"], "-f"),
+        (["srv", "-O", "exit"], "-O"),
+        (["srv", "-W", "h:22"], "-W"),
+        (["-S", "/x", "srv"], "-S"),
+        (["srv", "-s", "sftp"], "subsystems"),
+    ],
+)
 def test_what_rtun_ssh_cannot_do_is_a_usage_error_naming_it(argv, message):
     with pytest.raises(UsageError) as caught:
         _inv(*argv)
@@ -80,4 +83,6 @@ def test_paths_in_forwards_and_control_paths_keep_percent_signs_literal():
 
 def test_ssh_config_output_is_parsed_first_value_first():
     assert sshargv.parse_config("RemoteCommand tmux a\nremotecommand other\nport 22\n") == {
-        "remotecommand": "tmux a", "port": "22"}
+        "remotecommand": "tmux a",
+        "port": "22",
+    }

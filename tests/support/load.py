@@ -101,8 +101,9 @@ def raw_ping(sock: Path, timeout: float = 30.0) -> bool:
         return raw.request(b"PING\r\n") == b"OK PONG\r\n"
 
 
-def v1_send(sock: Path, dest: str, data: bytes, timeout: float = 60.0,
-            after_ping: Optional[Callable[[], None]] = None) -> bytes:
+def v1_send(
+    sock: Path, dest: str, data: bytes, timeout: float = 60.0, after_ping: Optional[Callable[[], None]] = None
+) -> bytes:
     """A complete v1 SEND after the PING every client starts with; returns the last reply.
     ``after_ping`` runs between the two (to hold many connections open at once)."""
     with RawClient(sock, timeout=timeout) as raw:
@@ -119,8 +120,14 @@ def v1_send(sock: Path, dest: str, data: bytes, timeout: float = 60.0,
         return raw.line()
 
 
-def put_send(sock: Path, dest_dir: str, name: str, data: bytes, timeout: float = 60.0,
-             after_ping: Optional[Callable[[], None]] = None) -> Tuple[bytes, List[str]]:
+def put_send(
+    sock: Path,
+    dest_dir: str,
+    name: str,
+    data: bytes,
+    timeout: float = 60.0,
+    after_ping: Optional[Callable[[], None]] = None,
+) -> Tuple[bytes, List[str]]:
     """An rtun/2 PUT of one file into ``dest_dir``; returns the last reply and the saved paths."""
     with RawClient(sock, timeout=timeout) as raw:
         reply = raw.request(b"PING\r\n")
@@ -139,7 +146,7 @@ def put_send(sock: Path, dest_dir: str, name: str, data: bytes, timeout: float =
         raw.send(json.dumps(entry).encode() + b"\r\n")
         view = memoryview(data)
         for at in range(0, len(data), CHUNK):
-            piece = view[at:at + CHUNK]
+            piece = view[at : at + CHUNK]
             raw.send(b"%d\r\n" % len(piece))
             raw.sock.sendall(piece)
         raw.send(b"0\r\n" + hashlib.sha256(data).hexdigest().encode() + b"\r\n")
@@ -190,7 +197,7 @@ def make_sources(directory: Path, sizes: Sequence[int], seed: int = 8) -> List[T
             prefix = i.to_bytes(4, "big")  # no two files alike, even of the same size
             while left:
                 start = rng.randrange(0, len(block) - 1)
-                piece = (prefix + block[start:start + left - len(prefix)])[:left]
+                piece = (prefix + block[start : start + left - len(prefix)])[:left]
                 f.write(piece)
                 digest.update(piece)
                 left -= len(piece)
@@ -198,7 +205,9 @@ def make_sources(directory: Path, sizes: Sequence[int], seed: int = 8) -> List[T
     return made
 
 
-def load_sizes(clients: int = 100, large: Sequence[int] = (50 * MIB, 20 * MIB, 8 * MIB), seed: int = 1) -> List[int]:
+def load_sizes(
+    clients: int = 100, large: Sequence[int] = (50 * MIB, 20 * MIB, 8 * MIB), seed: int = 1
+) -> List[int]:
     """A few large files and many small ones (1 KiB up to a few MiB), ``clients`` in all."""
     rng = random.Random(seed)
     sizes = list(large)
@@ -217,8 +226,9 @@ def load_sizes(clients: int = 100, large: Sequence[int] = (50 * MIB, 20 * MIB, 8
 MIX = ("send", "v1", "put", "v1", "put")  # one in five uploads is an `rtun send` process
 
 
-def plan_uploads(sources: Sequence[Tuple[Path, int, str]], prefix: str,
-                 kinds: Sequence[str] = MIX) -> List[Upload]:
+def plan_uploads(
+    sources: Sequence[Tuple[Path, int, str]], prefix: str, kinds: Sequence[str] = MIX
+) -> List[Upload]:
     """The uploads, their kinds taken from ``kinds`` in turn (so the three large files, first,
     go once each way); every destination name distinct."""
     uploads = []
@@ -235,13 +245,23 @@ def timed(run: Callable[[], Outcome]) -> Outcome:
     return outcome
 
 
-def run_upload(upload: Upload, remote_home: Path, remote_sock: Path, save_dir: Path,
-               after_ping: Optional[Callable[[], None]] = None) -> Outcome:
+def run_upload(
+    upload: Upload,
+    remote_home: Path,
+    remote_sock: Path,
+    save_dir: Path,
+    after_ping: Optional[Callable[[], None]] = None,
+) -> Outcome:
     return timed(lambda: _upload(upload, remote_home, remote_sock, save_dir, after_ping))
 
 
-def _upload(upload: Upload, remote_home: Path, remote_sock: Path, save_dir: Path,
-            after_ping: Optional[Callable[[], None]]) -> Outcome:
+def _upload(
+    upload: Upload,
+    remote_home: Path,
+    remote_sock: Path,
+    save_dir: Path,
+    after_ping: Optional[Callable[[], None]],
+) -> Outcome:
     expected = str(save_dir / upload.dest)
     try:
         if upload.kind == "send":
@@ -250,13 +270,15 @@ def _upload(upload: Upload, remote_home: Path, remote_sock: Path, save_dir: Path
             ok = result.returncode == 0 and printed == expected
             detail = f"exit {result.returncode}: {printed!r} {result.stderr.decode(errors='replace').strip()}"
         elif upload.kind == "v1":
-            reply = v1_send(remote_sock, upload.dest, upload.source.read_bytes(), timeout=300,
-                            after_ping=after_ping)
+            reply = v1_send(
+                remote_sock, upload.dest, upload.source.read_bytes(), timeout=300, after_ping=after_ping
+            )
             ok, detail = reply == b"OK\r\n", repr(reply)
         else:
             dest_dir, name = upload.dest.rsplit("/", 1)
-            reply, saved = put_send(remote_sock, dest_dir, name, upload.source.read_bytes(), timeout=300,
-                                    after_ping=after_ping)
+            reply, saved = put_send(
+                remote_sock, dest_dir, name, upload.source.read_bytes(), timeout=300, after_ping=after_ping
+            )
             ok, detail = saved == [expected], f"{reply[:200]!r}"
     except (OSError, subprocess.SubprocessError) as exc:
         ok, detail = False, f"{type(exc).__name__}: {exc}"
@@ -292,8 +314,9 @@ def _notify(remote_home: Path, n: int) -> Outcome:
     stderr = result.stderr.decode(errors="replace")
     one_line = stderr.count("\n") == 1 and stderr.startswith("rtun notify: ")
     ok = result.returncode == 0 or (result.returncode == 4 and one_line)
-    return Outcome("notify", ok, f"exit {result.returncode}: {stderr.strip()!r}", name=title,
-                   code=result.returncode)
+    return Outcome(
+        "notify", ok, f"exit {result.returncode}: {stderr.strip()!r}", name=title, code=result.returncode
+    )
 
 
 @dataclass
@@ -313,9 +336,17 @@ class MixResult:
         return sum(o.nbytes for o in self.outcomes)
 
 
-def run_mix(uploads: Sequence[Upload], remote_home: Path, remote_sock: Path, save_dir: Path,
-            pingers: int = 10, notifiers: int = 3, min_pings: int = 2,
-            on_tick: Optional[Callable[[], None]] = None, notify_base: int = 0) -> MixResult:
+def run_mix(
+    uploads: Sequence[Upload],
+    remote_home: Path,
+    remote_sock: Path,
+    save_dir: Path,
+    pingers: int = 10,
+    notifiers: int = 3,
+    min_pings: int = 2,
+    on_tick: Optional[Callable[[], None]] = None,
+    notify_base: int = 0,
+) -> MixResult:
     """Every upload at once, each in a thread of its own, while ``pingers`` threads ping (the
     command and raw PING in turn) and ``notifiers`` threads run `rtun notify`, until the last
     upload is done (each at least ``min_pings`` / two times). Notification titles are
@@ -344,8 +375,13 @@ def run_mix(uploads: Sequence[Upload], remote_home: Path, remote_sock: Path, sav
 
     def uploader(upload: Upload) -> None:
         start.wait()
-        outcome = run_upload(upload, remote_home, remote_sock, save_dir,
-                             after_ping=None if upload.kind == "send" else all_connected)
+        outcome = run_upload(
+            upload,
+            remote_home,
+            remote_sock,
+            save_dir,
+            after_ping=None if upload.kind == "send" else all_connected,
+        )
         if upload.kind != "send" and connected is not None and not outcome.ok:
             connected.abort()  # no one waits 30 s for a client that failed before the barrier
         record(outcome)
@@ -414,14 +450,18 @@ class Tmpfs:
 
     def mount(self) -> "Tmpfs":
         self.directory.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs",
-                        str(self.directory)], check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", str(self.directory)],
+            check=True,
+            capture_output=True,
+        )
         self.mounted = True
         return self
 
     def remount(self, options: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{options}", str(self.directory)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "-o", f"remount,{options}", str(self.directory)], check=True, capture_output=True
+        )
 
     def unmount(self) -> None:
         if self.mounted:
@@ -443,8 +483,11 @@ class StdinSend:
         self.digest = hashlib.sha256()
         self.sent = 0
         self.process = subprocess.Popen(
-            RTUN + ["send", "-", "--to", dest] + list(extra), env=clean_env(remote_home),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            RTUN + ["send", "-", "--to", dest] + list(extra),
+            env=clean_env(remote_home),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
 
     def feed(self, nbytes: int) -> bool:

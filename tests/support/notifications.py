@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-
 DBUS_DAEMON = shutil.which("dbus-daemon") or "/usr/bin/dbus-daemon"
 BUS_NAME = "org.freedesktop.Notifications"
 OBJECT_PATH = "/org/freedesktop/Notifications"
@@ -61,7 +60,9 @@ class SessionBus:
 
         self.process = subprocess.Popen(
             [DBUS_DAEMON, f"--config-file={self.config}", "--nofork", "--nopidfile"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
         def listening() -> bool:
@@ -75,8 +76,14 @@ class SessionBus:
     def make_activatable(self, record: Path, capabilities: Sequence[str] = DEFAULT_CAPABILITIES) -> None:
         """Let the bus start the recording service on the first call to its name."""
         command = " ".join(
-            [sys.executable, str(Path(__file__).resolve()), "--record", str(record),
-             "--capabilities", ",".join(capabilities) or "-"]
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--record",
+                str(record),
+                "--capabilities",
+                ",".join(capabilities) or "-",
+            ]
         )
         (self.services / f"{BUS_NAME}.service").write_text(
             f"[D-BUS Service]\nName={BUS_NAME}\nExec={command}\n"
@@ -101,8 +108,9 @@ def read_records(path: Path) -> List[Dict[str, Any]]:
 class NotificationService:
     """The recording notification service, as a process of its own on ``bus``."""
 
-    def __init__(self, bus: SessionBus, record: Path,
-                 capabilities: Sequence[str] = DEFAULT_CAPABILITIES) -> None:
+    def __init__(
+        self, bus: SessionBus, record: Path, capabilities: Sequence[str] = DEFAULT_CAPABILITIES
+    ) -> None:
         self.bus = bus
         self.record = record
         self.ready = record.with_name(record.name + ".ready")
@@ -115,10 +123,21 @@ class NotificationService:
         if self.ready.exists():
             self.ready.unlink()
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--address", self.bus.address,
-             "--record", str(self.record), "--ready", str(self.ready),
-             "--capabilities", ",".join(self.capabilities) or "-"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--address",
+                self.bus.address,
+                "--record",
+                str(self.record),
+                "--ready",
+                str(self.ready),
+                "--capabilities",
+                ",".join(self.capabilities) or "-",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
         def owns_name() -> bool:
@@ -149,7 +168,8 @@ def _serve(address: Optional[str], record: str, ready: Optional[str], capabiliti
 
     from dbus_fast import RequestNameReply
     from dbus_fast.aio import MessageBus
-    from dbus_fast.service import ServiceInterface, method, signal as dbus_signal
+    from dbus_fast.service import ServiceInterface, method
+    from dbus_fast.service import signal as dbus_signal
 
     class Notifications(ServiceInterface):
         def __init__(self) -> None:
@@ -157,11 +177,26 @@ def _serve(address: Optional[str], record: str, ready: Optional[str], capabiliti
             self.next_id = 0
 
         @method()
-        def Notify(self, app_name: "s", replaces_id: "u", app_icon: "s", summary: "s",  # noqa: F821
-                   body: "s", actions: "as", hints: "a{sv}", expire_timeout: "i") -> "u":  # noqa: F821
+        def Notify(
+            self,
+            app_name: "s",
+            replaces_id: "u",
+            app_icon: "s",
+            summary: "s",
+            body: "s",
+            actions: "as",
+            hints: "a{sv}",
+            expire_timeout: "i",
+        ) -> "u":
             self.next_id += 1
-            entry = {"id": self.next_id, "app_name": app_name, "summary": summary, "body": body,
-                     "app_icon": app_icon, "actions": list(actions)}
+            entry = {
+                "id": self.next_id,
+                "app_name": app_name,
+                "summary": summary,
+                "body": body,
+                "app_icon": app_icon,
+                "actions": list(actions),
+            }
             with open(record, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
                 f.flush()
@@ -169,28 +204,29 @@ def _serve(address: Optional[str], record: str, ready: Optional[str], capabiliti
             return self.next_id
 
         @method()
-        def GetCapabilities(self) -> "as":  # noqa: F821
+        def GetCapabilities(self) -> "as":
             return list(capabilities)
 
         @method()
-        def GetServerInformation(self) -> "ssss":  # noqa: F821
+        def GetServerInformation(self) -> "ssss":
             return ["rtun-test-notifications", "rtun", "1.0", "1.2"]
 
         @method()
-        def CloseNotification(self, notification_id: "u") -> None:  # noqa: F821
+        def CloseNotification(self, notification_id: "u") -> None:
             pass
 
         @dbus_signal()
-        def NotificationClosed(self, notification_id: "u", reason: "u") -> "uu":  # noqa: F821
+        def NotificationClosed(self, notification_id: "u", reason: "u") -> "uu":
             return [notification_id, reason]
 
         @dbus_signal()
-        def ActionInvoked(self, notification_id: "u", action_key: "s") -> "us":  # noqa: F821
+        def ActionInvoked(self, notification_id: "u", action_key: "s") -> "us":
             return [notification_id, action_key]
 
     async def main() -> None:
-        bus_address = address or os.environ.get("DBUS_STARTER_ADDRESS") \
-            or os.environ["DBUS_SESSION_BUS_ADDRESS"]
+        bus_address = (
+            address or os.environ.get("DBUS_STARTER_ADDRESS") or os.environ["DBUS_SESSION_BUS_ADDRESS"]
+        )
         bus = await MessageBus(bus_address=bus_address).connect()
         bus.export(OBJECT_PATH, Notifications())
         reply = await bus.request_name(BUS_NAME)

@@ -31,11 +31,16 @@ def clean_env(home: Path, **extra: str) -> Dict[str, str]:
     return env
 
 
-def run_rtun(args: List[str], home: Path, input: Optional[bytes] = None, timeout: float = 60,
-             **extra_env: str) -> subprocess.CompletedProcess:
+def run_rtun(
+    args: List[str], home: Path, input: Optional[bytes] = None, timeout: float = 60, **extra_env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        RTUN + args, env=clean_env(home, **extra_env), input=input, capture_output=True,
-        timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL,
+        RTUN + args,
+        env=clean_env(home, **extra_env),
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        stdin=None if input is not None else subprocess.DEVNULL,
     )
 
 
@@ -53,9 +58,15 @@ def answers_ping(socket_path: Path) -> bool:
 class RtunDaemon:
     """`rtun server` in the foreground, logging to a file, for one test."""
 
-    def __init__(self, home: Path, save_dir: Path, socket_path: Optional[Path] = None,
-                 extra_args: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None,
-                 diagnostics: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path,
+        save_dir: Path,
+        socket_path: Optional[Path] = None,
+        extra_args: Optional[List[str]] = None,
+        env: Optional[Dict[str, str]] = None,
+        diagnostics: bool = False,
+    ) -> None:
         self.home = home
         self.save_dir = save_dir
         self.socket = socket_path or home / ".rtun" / "rtun.sock"
@@ -74,7 +85,10 @@ class RtunDaemon:
         log = open(self.log, "ab")
         self.process = subprocess.Popen(
             RTUN + ["server", "-s", str(self.socket), "-D", str(self.save_dir)] + self.extra_args,
-            env=clean_env(self.home, **self.env), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env=clean_env(self.home, **self.env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         wait_until(self._ready, timeout=15, what="rtun server to answer PING")

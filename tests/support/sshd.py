@@ -40,9 +40,7 @@ class SshKeys:
         self.host_key = directory / "host_ed25519"
         self.user_key = directory / "id_ed25519"
         for key in (self.host_key, self.user_key):
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
-            )
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         self.authorized_keys = directory / "authorized_keys"
         self.authorized_keys.write_text(Path(f"{self.user_key}.pub").read_text())
         self.host_public = Path(f"{self.host_key}.pub").read_text().split()[:2]
@@ -57,9 +55,10 @@ class SshServer:
         self.directory = directory
         self.alias = alias
         self.port = port or free_port()
-        self.user = os.environ.get("USER") or subprocess.run(
-            ["id", "-un"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        self.user = (
+            os.environ.get("USER")
+            or subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+        )
         self.config = directory / "sshd_config"
         self.log = directory / "sshd.log"
         self.known_hosts = directory / "known_hosts"
@@ -134,7 +133,9 @@ class SshServer:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
         log = open(self.log, "ab")
         self.process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config)], stdout=log, stderr=log,
+            [SSHD, "-D", "-e", "-f", str(self.config)],
+            stdout=log,
+            stderr=log,
             stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -165,8 +166,11 @@ class SshServer:
 
     def run(self, command: str, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.ssh_command + [self.alias, command], capture_output=True, text=True,
-            timeout=timeout, **kwargs,
+            self.ssh_command + [self.alias, command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
         )
 
 
@@ -178,8 +182,14 @@ class Forward:
     connection adds a ~40 ms Nagle delay to every request.
     """
 
-    def __init__(self, server: SshServer, remote: Path, local: Path, extra: Optional[List[str]] = None,
-                 interactive: bool = True):
+    def __init__(
+        self,
+        server: SshServer,
+        remote: Path,
+        local: Path,
+        extra: Optional[List[str]] = None,
+        interactive: bool = True,
+    ):
         self.server = server
         self.remote = remote
         self.local = local
@@ -190,7 +200,8 @@ class Forward:
             + ["-o", "ExitOnForwardFailure=yes", "-R", f"{remote}:{local}"]
             + session,
             stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def wait_up(self, timeout: float = 15) -> "Forward":

@@ -22,16 +22,39 @@ from support.sshd import SshKeys, SshServer
 from support.wait import wait_until
 
 # Short intervals for tests; the defaults stay as documented.
-FAST = ["--probe-interval", "1", "--probe-timeout", "2", "--heartbeat", "1", "--max-backoff", "1",
-        "--stable-after", "5", "--alive-interval", "1", "--alive-count", "2", "--connect-timeout", "3"]
+FAST = [
+    "--probe-interval",
+    "1",
+    "--probe-timeout",
+    "2",
+    "--heartbeat",
+    "1",
+    "--max-backoff",
+    "1",
+    "--stable-after",
+    "5",
+    "--alive-interval",
+    "1",
+    "--alive-count",
+    "2",
+    "--connect-timeout",
+    "3",
+]
 UP = "[up] 127.0.0.1:"  # the line of the up state itself; ssh's words are logged as [up] too
 
 
 class World:
     """The public server (alias ``pub``), the registry directory on it, and the client config."""
 
-    def __init__(self, keys: SshKeys, root: Path, machine: SshServer, port: Optional[int] = None,
-                 authorized_keys: Optional[Path] = None, sshd_extra: str = "") -> None:
+    def __init__(
+        self,
+        keys: SshKeys,
+        root: Path,
+        machine: SshServer,
+        port: Optional[int] = None,
+        authorized_keys: Optional[Path] = None,
+        sshd_extra: str = "",
+    ) -> None:
         self.keys = keys
         self.root = root
         self.machine = machine
@@ -48,17 +71,19 @@ class World:
         self.ssh_config = root / "ssh_config"
         self.ssh_config.write_text(
             self.server.client_config.read_text()
-            + "\n".join([
-                "Host *",
-                f"    IdentityFile {keys.user_key}",
-                "    IdentitiesOnly yes",
-                f"    UserKnownHostsFile {self.machine_known_hosts}",
-                "    GlobalKnownHostsFile /dev/null",
-                "    StrictHostKeyChecking accept-new",
-                "    BatchMode yes",
-                "    LogLevel ERROR",
-                "",
-            ])
+            + "\n".join(
+                [
+                    "Host *",
+                    f"    IdentityFile {keys.user_key}",
+                    "    IdentitiesOnly yes",
+                    f"    UserKnownHostsFile {self.machine_known_hosts}",
+                    "    GlobalKnownHostsFile /dev/null",
+                    "    StrictHostKeyChecking accept-new",
+                    "    BatchMode yes",
+                    "    LogLevel ERROR",
+                    "",
+                ]
+            )
         )
         self.generation = 0
 
@@ -73,8 +98,10 @@ class World:
         server = SshServer(self.keys, directory, alias="pub", port=port)
         config = server.config.read_text()
         if self.authorized_keys is not None:
-            config = config.replace(f"AuthorizedKeysFile {self.keys.authorized_keys}",
-                                    f"AuthorizedKeysFile {self.authorized_keys}")
+            config = config.replace(
+                f"AuthorizedKeysFile {self.keys.authorized_keys}",
+                f"AuthorizedKeysFile {self.authorized_keys}",
+            )
         server.config.write_text(config + self.sshd_extra)
         return server
 
@@ -95,8 +122,14 @@ class World:
         return path
 
     def rtun(self, args: List[str], timeout: float = 60, **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(RTUN + args, env=self.env(**extra), capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            RTUN + args,
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def entries(self) -> Dict[str, dict]:
         found = {}
@@ -119,21 +152,44 @@ class World:
 class TunnelAgent:
     """`rtun tunnel pub` as a real process, logging to a file."""
 
-    def __init__(self, world: World, name: str, extra: Optional[List[str]] = None,
-                 machine_id: Optional[str] = None, prefix: Optional[List[str]] = None,
-                 env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        world: World,
+        name: str,
+        extra: Optional[List[str]] = None,
+        machine_id: Optional[str] = None,
+        prefix: Optional[List[str]] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
         self.world = world
         self.name = name
         # A machine id of its own: another agent on this host (a real one, a benchmark) must not
         # hold this test's preferred port.
         machine_id = machine_id or f"test-{uuid.uuid4().hex}"
         self.log = world.root / f"agent-{name}-{machine_id}.log"
-        args = ["tunnel", "pub", "--name", name, "--local-port", str(world.machine.port),
-                "--registry", str(world.registry)] + FAST + (extra or [])
+        args = (
+            [
+                "tunnel",
+                "pub",
+                "--name",
+                name,
+                "--local-port",
+                str(world.machine.port),
+                "--registry",
+                str(world.registry),
+            ]
+            + FAST
+            + (extra or [])
+        )
         args += ["--machine-id", machine_id]
         log = open(self.log, "ab")
-        self.process = subprocess.Popen((prefix or []) + RTUN + args, env=world.env(**(env or {})),
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self.process = subprocess.Popen(
+            (prefix or []) + RTUN + args,
+            env=world.env(**(env or {})),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
         log.close()
 
     def log_text(self) -> str:
@@ -198,17 +254,19 @@ def authorize(*argv: str) -> str:
 # The relay's sshd_config for its tunnel account, as docs/relay.md gives it (with the test
 # user, and keepalives short enough for tests).
 def relay_sshd_config(user: str) -> str:
-    return "\n".join([
-        f"Match User {user}",
-        "    AllowStreamLocalForwarding no",
-        "    AllowAgentForwarding no",
-        "    X11Forwarding no",
-        "    PermitTunnel no",
-        "    GatewayPorts no",
-        "    ClientAliveInterval 1",
-        "    ClientAliveCountMax 2",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"Match User {user}",
+            "    AllowStreamLocalForwarding no",
+            "    AllowAgentForwarding no",
+            "    X11Forwarding no",
+            "    PermitTunnel no",
+            "    GatewayPorts no",
+            "    ClientAliveInterval 1",
+            "    ClientAliveCountMax 2",
+            "",
+        ]
+    )
 
 
 class RelayAccount:
@@ -221,8 +279,13 @@ class RelayAccount:
         self.world = world
         self.script = world.root / "relay" / "rtun-relay"
         self.script.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(world.server.ssh_command + ["pub", f"cat > {self.script}"],
-                              input=authorize("--print-script"), text=True, capture_output=True, timeout=30)
+        done = subprocess.run(
+            world.server.ssh_command + ["pub", f"cat > {self.script}"],
+            input=authorize("--print-script"),
+            text=True,
+            capture_output=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
 
     def tunnel_key(self, name: str, *extra: str, machine_id: Optional[str] = None) -> "TunnelKey":
@@ -237,10 +300,22 @@ class TunnelKey:
         world = account.world
         self.name, self.machine_id = name, machine_id
         self.path = world.root / f"tunnel_key_{name}_{machine_id[-6:]}"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-tunnel",
-                        "-f", str(self.path)], check=True)
-        self.line = authorize("--name", name, "--machine-id", machine_id, "--script", str(account.script),
-                              "--registry", str(world.registry), *extra, f"{self.path}.pub")
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}-tunnel", "-f", str(self.path)],
+            check=True,
+        )
+        self.line = authorize(
+            "--name",
+            name,
+            "--machine-id",
+            machine_id,
+            "--script",
+            str(account.script),
+            "--registry",
+            str(world.registry),
+            *extra,
+            f"{self.path}.pub",
+        )
         self.config = world.client_config(self.path, world.root / f"ssh_config_{self.path.name}")
 
     @property
@@ -253,5 +328,6 @@ class TunnelKey:
 
     def run(self, *argv: str, input: str = "", timeout: float = 20) -> subprocess.CompletedProcess:
         """ssh to the relay with this key alone."""
-        return subprocess.run(self.ssh + list(argv), input=input, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            self.ssh + list(argv), input=input, capture_output=True, text=True, timeout=timeout
+        )

@@ -76,7 +76,7 @@ class TurnCounter:
                         self._note(direction)
                         if direction == "c":
                             if 0 <= self.stall_after < self.client_bytes + len(data):
-                                data = data[:max(self.stall_after - self.client_bytes, 0)]
+                                data = data[: max(self.stall_after - self.client_bytes, 0)]
                                 self.stalled.set()
                             self.client_bytes += len(data)
                     if data:

@@ -24,8 +24,13 @@ class User:
     def login(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """``command`` in a new login shell of the user (``su -``: the environment is the
         login's, not the test's)."""
-        return subprocess.run(["su", "-", self.name, "-c", command], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        return subprocess.run(
+            ["su", "-", self.name, "-c", command],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
 
 
 def can_make_users() -> bool:
@@ -41,8 +46,11 @@ def system_user(shell: str = "/bin/bash") -> Iterator[User]:
         pytest.skip(f"{shell} is not installed")
     name = f"rt{uuid.uuid4().hex[:10]}"
     # "*": no password, but not locked (sshd refuses a locked account a key login).
-    subprocess.run(["useradd", "--create-home", "--shell", shell, "--password", "*", name], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["useradd", "--create-home", "--shell", shell, "--password", "*", name],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield User(name, Path(os.path.expanduser(f"~{name}")), shell)
     finally:

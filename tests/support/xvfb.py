@@ -37,7 +37,10 @@ class Xvfb:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [XVFB, "-displayfd", str(write_end), "-nolisten", "tcp", "-screen", "0", "64x64x24"],
-                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(write_end,),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         os.close(write_end)
         try:
@@ -80,22 +83,36 @@ class Xvfb:
 
     def clipboard(self) -> Optional[bytes]:
         """What the CLIPBOARD selection holds, read with xclip; None when nothing owns it."""
-        done = subprocess.run([XCLIP, "-selection", "clipboard", "-out"], env=dict(os.environ, **self.env),
-                              stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        done = subprocess.run(
+            [XCLIP, "-selection", "clipboard", "-out"],
+            env=dict(os.environ, **self.env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+        )
         return done.stdout if done.returncode == 0 else None
 
     def set_clipboard(self, data: bytes) -> None:
         """Put ``data`` on the CLIPBOARD selection with xclip (which stays to serve it), and wait
         until it reads back."""
-        subprocess.run([XCLIP, "-selection", "clipboard", "-in"], env=dict(os.environ, **self.env),
-                       input=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=10, check=True)
+        subprocess.run(
+            [XCLIP, "-selection", "clipboard", "-in"],
+            env=dict(os.environ, **self.env),
+            input=data,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=True,
+        )
         self.wait_clipboard(data)
 
     def wait_clipboard(self, expected: bytes, timeout: float = 10) -> bytes:
         # A tool that copies forks a process that takes the selection: it lands a moment later.
-        wait_until(lambda: self.clipboard() == expected, timeout=timeout,
-                   what=f"the X clipboard to hold {expected[:40]!r} ({len(expected)} bytes)")
+        wait_until(
+            lambda: self.clipboard() == expected,
+            timeout=timeout,
+            what=f"the X clipboard to hold {expected[:40]!r} ({len(expected)} bytes)",
+        )
         return expected
 
     def stop(self) -> None:

@@ -40,8 +40,13 @@ def agents() -> Iterator[List[TunnelAgent]]:
 def relay_world(ssh_keys: SshKeys, machine_sshd: SshServer, short_tmp: Path) -> Iterator[World]:
     authorized = short_tmp / "relay_authorized_keys"
     authorized.write_text(ssh_keys.authorized_keys.read_text())  # the admin's key, unrestricted
-    w = World(ssh_keys, short_tmp, machine_sshd, authorized_keys=authorized,
-              sshd_extra=relay_sshd_config(machine_sshd.user)).start()
+    w = World(
+        ssh_keys,
+        short_tmp,
+        machine_sshd,
+        authorized_keys=authorized,
+        sshd_extra=relay_sshd_config(machine_sshd.user),
+    ).start()
     yield w
     w.server.stop()
 

@@ -38,8 +38,11 @@ def test_agent_retries_while_server_is_down_and_recovers_on_the_same_port(world:
     assert agent.process.poll() is None
     world.restart_server()
     after = agent.wait_up(times=2)
-    wait_until(lambda: world.entry("pi")["last_seen"] > before["last_seen"], timeout=10,
-               what="last_seen to advance after the reconnect")
+    wait_until(
+        lambda: world.entry("pi")["last_seen"] > before["last_seen"],
+        timeout=10,
+        what="last_seen to advance after the reconnect",
+    )
     # Back on its stable port (at once, or after the server dropped the old session's forward).
     wait_until(lambda: world.entry("pi")["port"] == before["port"], timeout=10, what="the same port")
     assert after["connected_at"] >= before["connected_at"]
@@ -73,7 +76,9 @@ def test_agent_moves_back_to_the_preferred_port_once_it_is_free(world: World, ag
     assert fallback != preferred
     squatter.close()
     agent.wait_for(f"moved back from port {fallback} to the preferred port {preferred}")
-    wait_until(lambda: world.entry("pi")["port"] == preferred, timeout=10, what="registry on the preferred port")
+    wait_until(
+        lambda: world.entry("pi")["port"] == preferred, timeout=10, what="registry on the preferred port"
+    )
     assert banner(preferred).startswith(b"SSH-2.0-")
     wait_until(lambda: not banner(fallback), timeout=10, what="the fallback forward to be cancelled")
 
@@ -129,6 +134,7 @@ def test_unknown_server_key_fails_with_a_hint_and_keeps_retrying(world: World, a
 
 # -- the runner's own plumbing, without ssh ------------------------------------------------
 
+
 def _runner() -> Agent:
     settings = Settings(server="pub", name="pi", machine_id="0" * 32, login_user="me", port=20000)
     return Agent(settings, ["ssh"], log=io.StringIO())
@@ -144,8 +150,10 @@ def test_signals_become_events_a_stop_first() -> None:
     assert runner._take_signal() is None
     runner._on_signal(signal.SIGHUP, None)
     runner._on_signal(signal.SIGINT, None)
-    assert [runner._take_signal(), runner._take_signal()] == [messages.StopRequested(),
-                                                              messages.ReconnectRequested()]
+    assert [runner._take_signal(), runner._take_signal()] == [
+        messages.StopRequested(),
+        messages.ReconnectRequested(),
+    ]
 
 
 def test_a_wait_ends_at_its_deadline_or_at_a_signal() -> None:

@@ -20,14 +20,17 @@ from rtun.tunnel import connect as machines
 from support.tunnel import World
 
 
-@pytest.mark.parametrize("argv, command, server, name", [
-    (["tunnel", "pub"], commands.tunnel, "pub", None),
-    (["tunnel", "--name", "pi", "pub"], commands.tunnel, "pub", "pi"),
-    (["tunnel", "pub", "--name", "pi"], commands.tunnel, "pub", "pi"),
-    (["tunnel", "install", "--dry-run", "pub", "--name", "pi"], commands.install, "pub", "pi"),
-    (["tunnel", "run", "install"], commands.tunnel, "install", None),
-    (["tunnel", "run", "--name", "pi", "uninstall"], commands.tunnel, "uninstall", "pi"),
-])
+@pytest.mark.parametrize(
+    "argv, command, server, name",
+    [
+        (["tunnel", "pub"], commands.tunnel, "pub", None),
+        (["tunnel", "--name", "pi", "pub"], commands.tunnel, "pub", "pi"),
+        (["tunnel", "pub", "--name", "pi"], commands.tunnel, "pub", "pi"),
+        (["tunnel", "install", "--dry-run", "pub", "--name", "pi"], commands.install, "pub", "pi"),
+        (["tunnel", "run", "install"], commands.tunnel, "install", None),
+        (["tunnel", "run", "--name", "pi", "uninstall"], commands.tunnel, "uninstall", "pi"),
+    ],
+)
 def test_tunnel_forms_parse(argv, command, server, name) -> None:
     found, args = cli.parse(argv)
     assert (found, args.server, args.name) == (command, server, name)
@@ -46,8 +49,23 @@ def test_uninstall_takes_no_server() -> None:
 
 
 def test_install_takes_the_agent_and_service_options() -> None:
-    _, args = cli.parse(["tunnel", "install", "--system", "--run-as", "pi", "--init", "launchd",
-                         "--no-start", "pub", "--heartbeat", "5", "--local", "10.0.0.2:2222"])
+    _, args = cli.parse(
+        [
+            "tunnel",
+            "install",
+            "--system",
+            "--run-as",
+            "pi",
+            "--init",
+            "launchd",
+            "--no-start",
+            "pub",
+            "--heartbeat",
+            "5",
+            "--local",
+            "10.0.0.2:2222",
+        ]
+    )
     assert (args.system, args.run_as, args.init, args.no_start) == (True, "pi", "launchd", True)
     assert (args.heartbeat, args.local) == (5.0, "10.0.0.2:2222")
 
@@ -83,13 +101,16 @@ def test_hosts_and_ssh_config_options() -> None:
     assert (args.via, args.registry, args.command) == (None, "/r", "ssh-config")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["tunnel", "pub", "--name", "bad name!"], "--name"),
-    (["tunnel", "--dry-run", "pub"], "goes with `rtun tunnel install`"),
-    (["tunnel", "pub", "--local", "nope"], "HOST:PORT"),
-    (["tunnel"], "name the server"),
-    (["tunnel", "install", "pub", "--probe-interval", "0"], "--probe-interval must be positive"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tunnel", "pub", "--name", "bad name!"], "--name"),
+        (["tunnel", "--dry-run", "pub"], "goes with `rtun tunnel install`"),
+        (["tunnel", "pub", "--local", "nope"], "HOST:PORT"),
+        (["tunnel"], "name the server"),
+        (["tunnel", "install", "pub", "--probe-interval", "0"], "--probe-interval must be positive"),
+    ],
+)
 def test_bad_tunnel_arguments_are_one_line_usage_errors(world: World, argv, message) -> None:
     done = world.rtun(argv)
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
@@ -108,6 +129,7 @@ def test_unreachable_via_server_is_a_one_line_error(world: World) -> None:
 
 # -- rtun tunnel authorize (not in cli.py's table yet: driven through its Command) ----------
 
+
 def _authorize(*argv: str) -> str:
     parser = argparse.ArgumentParser()
     commands.authorize.arguments(parser)
@@ -120,7 +142,9 @@ def _authorize(*argv: str) -> str:
 @pytest.fixture(scope="module")
 def public_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("key") / "k"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "a comment", "-f", str(path)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "a comment", "-f", str(path)], check=True
+    )
     return Path(f"{path}.pub")
 
 
@@ -129,8 +153,10 @@ def test_authorize_binds_the_key_to_this_machine_and_its_port(public_key: Path) 
     port = identity.preferred_port(mid)
     kind, blob = public_key.read_text().split()[:2]
     line = _authorize("--machine-id", "raw-id", "--name", "pi", str(public_key))
-    assert line == (f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}",permitopen="127.0.0.1:{port}",'
-                    f'command="sh .rtun/rtun-relay serve {mid} .rtun/hosts" {kind} {blob} rtun-tunnel:pi\n')
+    assert line == (
+        f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}",permitopen="127.0.0.1:{port}",'
+        f'command="sh .rtun/rtun-relay serve {mid} .rtun/hosts" {kind} {blob} rtun-tunnel:pi\n'
+    )
     # The same from the key's text, or from stdin.
     assert _authorize("--machine-id", "raw-id", "--name", "pi", public_key.read_text().strip()) == line
     stdin, sys.stdin = sys.stdin, io.StringIO(public_key.read_text())
@@ -142,18 +168,29 @@ def test_authorize_binds_the_key_to_this_machine_and_its_port(public_key: Path) 
 
 def test_authorize_options(public_key: Path) -> None:
     base = ["--machine-id", "m", "--name", "pi"]
-    assert 'permitlisten="127.0.0.1:2222",permitopen="127.0.0.1:2222"' in _authorize(*base, "--port", "2222", str(public_key))
-    assert 'permitlisten="127.0.0.1:*",permitopen="127.0.0.1:*"' in _authorize(*base, "--any-port", str(public_key))
+    assert 'permitlisten="127.0.0.1:2222",permitopen="127.0.0.1:2222"' in _authorize(
+        *base, "--port", "2222", str(public_key)
+    )
+    assert 'permitlisten="127.0.0.1:*",permitopen="127.0.0.1:*"' in _authorize(
+        *base, "--any-port", str(public_key)
+    )
     line = _authorize(*base, "--script", "/opt/rtun/relay", "--registry", "~/srv/hosts", str(public_key))
     assert f'command="sh /opt/rtun/relay serve {identity.machine_id("m")} srv/hosts"' in line
     assert _authorize("--print-script") == relayscript.SCRIPT
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--script", "a b"], "--script"), (["--script", 'x"y'], "--script"), (["--registry", "../x"], "--registry"),
-    (["--registry=-rf"], "--registry"), (["--registry", "x\n"], "--registry"), (["--name", "a\n"], "--name"),
-    (["--port", "0"], "not a TCP port"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--script", "a b"], "--script"),
+        (["--script", 'x"y'], "--script"),
+        (["--registry", "../x"], "--registry"),
+        (["--registry=-rf"], "--registry"),
+        (["--registry", "x\n"], "--registry"),
+        (["--name", "a\n"], "--name"),
+        (["--port", "0"], "not a TCP port"),
+    ],
+)
 def test_authorize_refuses_what_would_break_the_line(public_key: Path, argv, message: str) -> None:
     parser = argparse.ArgumentParser()
     commands.authorize.arguments(parser)
@@ -161,8 +198,17 @@ def test_authorize_refuses_what_would_break_the_line(public_key: Path, argv, mes
         commands.authorize.run(parser.parse_args(argv + [str(public_key)]))
 
 
-@pytest.mark.parametrize("key", ["ssh-ed25519", "ssh-ed25519 !!!!", "ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQ",
-                                 "ssh-dss AAAA", 'command="id" ssh-ed25519 AAAA', "-----BEGIN OPENSSH PRIVATE KEY-----"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ssh-ed25519",
+        "ssh-ed25519 !!!!",
+        "ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQ",
+        "ssh-dss AAAA",
+        'command="id" ssh-ed25519 AAAA',
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+    ],
+)
 def test_authorize_takes_only_a_public_key(key: str) -> None:
     parser = argparse.ArgumentParser()
     commands.authorize.arguments(parser)

@@ -13,9 +13,19 @@ from support.tunnel import TunnelAgent, World
 
 
 def _entry(name: str, mid: str, port: int, status: str = "online") -> registry.Entry:
-    return registry.Entry(name=name, hostname="h", machine_id=mid, user="u", port=port, local_port=22,
-                          os="Linux", agent_version="0", connected_at="2024-01-01T00:00:00Z",
-                          last_seen="2024-01-01T00:00:00Z", status=status)
+    return registry.Entry(
+        name=name,
+        hostname="h",
+        machine_id=mid,
+        user="u",
+        port=port,
+        local_port=22,
+        os="Linux",
+        agent_version="0",
+        connected_at="2024-01-01T00:00:00Z",
+        last_seen="2024-01-01T00:00:00Z",
+        status=status,
+    )
 
 
 @pytest.fixture
@@ -36,9 +46,25 @@ def test_hosts_lists_the_agent_as_live(world: World, running: TunnelAgent, via: 
     assert (listing["skipped"], listing["cut"]) == ([], None)
 
 
-def test_connect_runs_a_command_on_the_machine_and_passes_its_exit_code(world: World, running: TunnelAgent) -> None:
-    done = world.rtun(["connect", "pi", "--via", "pub", "--registry", str(world.registry), "--",
-                       "echo", "on-$((6*7))", ";", "exit", "3"])
+def test_connect_runs_a_command_on_the_machine_and_passes_its_exit_code(
+    world: World, running: TunnelAgent
+) -> None:
+    done = world.rtun(
+        [
+            "connect",
+            "pi",
+            "--via",
+            "pub",
+            "--registry",
+            str(world.registry),
+            "--",
+            "echo",
+            "on-$((6*7))",
+            ";",
+            "exit",
+            "3",
+        ]
+    )
     assert (done.returncode, done.stdout) == (3, "on-42\n"), done.stderr
     # The machine's key is stored under its own HostKeyAlias, not [127.0.0.1]:PORT.
     known = world.machine_known_hosts.read_text()
@@ -50,8 +76,21 @@ def running_mid(world: World) -> str:
 
 
 def test_connect_takes_options_after_the_name(world: World, running: TunnelAgent) -> None:
-    done = world.rtun(["connect", "pi", "--via", "pub", "-l", world.machine.user, "--registry",
-                       str(world.registry), "--", "id", "-un"])
+    done = world.rtun(
+        [
+            "connect",
+            "pi",
+            "--via",
+            "pub",
+            "-l",
+            world.machine.user,
+            "--registry",
+            str(world.registry),
+            "--",
+            "id",
+            "-un",
+        ]
+    )
     assert (done.returncode, done.stdout.strip()) == (0, world.machine.user), done.stderr
 
 
@@ -66,8 +105,12 @@ def test_ssh_config_block_reaches_the_machine(world: World, running: TunnelAgent
     assert done.returncode == 0 and "Host pi.rtun\n" in done.stdout and "ProxyJump pub" in done.stdout
     config = world.root / "with_machines"
     config.write_text(done.stdout + "\n" + world.ssh_config.read_text())
-    result = subprocess.run(["ssh", "-F", str(config), "pi.rtun", "echo", "via-config"], capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        ["ssh", "-F", str(config), "pi.rtun", "echo", "via-config"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert (result.returncode, result.stdout) == (0, "via-config\n"), result.stderr
 
 
@@ -92,8 +135,11 @@ def test_hosts_skips_hostile_files_and_lists_the_rest(world: World, running: Tun
 
 
 def test_table_shows_age_and_status() -> None:
-    listing = connect.Listing([_entry("a", "a" * 32, 10001), _entry("b", "b" * 32, 10002, "offline"),
-                               _entry("c", "c" * 32, 10003)], [], {"a" * 32: True})
+    listing = connect.Listing(
+        [_entry("a", "a" * 32, 10001), _entry("b", "b" * 32, 10002, "offline"), _entry("c", "c" * 32, 10003)],
+        [],
+        {"a" * 32: True},
+    )
     now = registry.parse_iso("2024-01-01T02:00:05Z")
     lines = connect.table(listing, now).splitlines()
     assert lines[0].split()[:3] == ["NAME", "PORT", "USER"]
@@ -112,8 +158,22 @@ def test_find_by_name_alias_or_machine_id_prefix() -> None:
 
 def test_connect_argv_uses_proxyjump_and_host_key_alias() -> None:
     argv = connect.connect_argv(["ssh", "-F", "cfg"], _entry("pi", "c" * 32, 12345), "pub", None, ["uptime"])
-    assert argv == ["ssh", "-F", "cfg", "-o", "HostKeyAlias=rtun-pi-cccccccc", "-p", "12345", "-l", "u",
-                    "-J", "pub", "--", "127.0.0.1", "uptime"]
+    assert argv == [
+        "ssh",
+        "-F",
+        "cfg",
+        "-o",
+        "HostKeyAlias=rtun-pi-cccccccc",
+        "-p",
+        "12345",
+        "-l",
+        "u",
+        "-J",
+        "pub",
+        "--",
+        "127.0.0.1",
+        "uptime",
+    ]
     local = connect.connect_argv(["ssh"], _entry("pi", "c" * 32, 12345), None, "me", [])
     assert "-J" not in local and local[-1] == "127.0.0.1" and "me" in local
 
@@ -124,7 +184,9 @@ def test_two_thousand_machines_list_whole_through_the_relay(world: World) -> Non
     for n in range(2000):
         e = _entry(f"m{n}", f"{n:032x}", 40000 + n % 20000)
         (reg / e.filename).write_bytes(e.to_json())
-    done = world.rtun(["hosts", "--via", "pub", "--registry", str(reg), "--json", "--timeout", "1"], timeout=60)
+    done = world.rtun(
+        ["hosts", "--via", "pub", "--registry", str(reg), "--json", "--timeout", "1"], timeout=60
+    )
     assert done.returncode == 0, done.stderr
     listing = json.loads(done.stdout)
     assert len(listing["machines"]) == 2000 and (listing["skipped"], listing["cut"]) == ([], None)
@@ -141,7 +203,7 @@ def test_junk_cannot_push_real_entries_out_and_the_cut_is_said(world: World) -> 
         e = _entry(f"m{n}", f"{n:032x}", 40000 + n)
         (reg / e.filename).write_bytes(e.to_json())
     for n in range(registry.MAX_LISTING_BYTES // registry.MAX_ENTRY_BYTES + 10):
-        (reg / f"{0xf << 124 | n:032x}.json").write_bytes(b" " * registry.MAX_ENTRY_BYTES)
+        (reg / f"{0xF << 124 | n:032x}.json").write_bytes(b" " * registry.MAX_ENTRY_BYTES)
     done = world.rtun(["hosts", "--registry", str(reg), "--json", "--timeout", "0.2"], timeout=60)
     assert done.returncode == 0, done.stderr
     listing = json.loads(done.stdout)

@@ -16,8 +16,7 @@ def test_twenty_relay_restarts_in_a_row(account: RelayAccount, agents) -> None:
     world = account.world
     key = account.tunnel_key("pi")
     # The shortest backoff, so that the test spends its time on restarts, not on waiting.
-    agent = TunnelAgent(world, "pi", machine_id=key.machine_id, env=key.env,
-                        extra=["--max-backoff", "0.05"])
+    agent = TunnelAgent(world, "pi", machine_id=key.machine_id, env=key.env, extra=["--max-backoff", "0.05"])
     agents.append(agent)
     entry = agent.wait_up()
     preferred = identity.preferred_port(entry["machine_id"])
@@ -30,8 +29,13 @@ def test_twenty_relay_restarts_in_a_row(account: RelayAccount, agents) -> None:
 
         def right_again() -> bool:
             now = world.entry("pi")
-            return bool(now and now["connected_at"] >= before["connected_at"] and now["status"] == "online"
-                        and now["port"] == preferred and now["last_seen"] >= before["last_seen"])
+            return bool(
+                now
+                and now["connected_at"] >= before["connected_at"]
+                and now["status"] == "online"
+                and now["port"] == preferred
+                and now["last_seen"] >= before["last_seen"]
+            )
 
         wait_until(right_again, timeout=10, what=f"the registry right after restart {n}")
         assert banner(preferred).startswith(b"SSH-2.0-"), f"no tunnel after restart {n}"

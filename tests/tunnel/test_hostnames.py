@@ -17,14 +17,28 @@ from support.rtun import run_rtun
 
 
 def entry(name: str, mid: str, port: int = 10001, user: str = "u") -> registry.Entry:
-    return registry.Entry(name=name, hostname="h", machine_id=mid, user=user, port=port, local_port=22,
-                          os="Linux", agent_version="0", connected_at="2024-01-01T00:00:00Z",
-                          last_seen="2024-01-01T00:00:00Z")
+    return registry.Entry(
+        name=name,
+        hostname="h",
+        machine_id=mid,
+        user=user,
+        port=port,
+        local_port=22,
+        os="Linux",
+        agent_version="0",
+        connected_at="2024-01-01T00:00:00Z",
+        last_seen="2024-01-01T00:00:00Z",
+    )
 
 
 def ssh_g(config: Path, host: str) -> Dict[str, str]:
-    done = subprocess.run(["ssh", "-G", "-F", str(config), host], capture_output=True, text=True,
-                          timeout=10, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["ssh", "-G", "-F", str(config), host],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, f"ssh -G {host}: {done.stderr}"
     return {k: v for k, _, v in (line.partition(" ") for line in done.stdout.splitlines())}
 
@@ -55,7 +69,11 @@ def test_a_name_spelling_out_another_machines_alias_is_the_one_that_moves() -> N
 
 
 def test_ssh_config_hosts_live_in_their_own_namespace(tmp_path: Path) -> None:
-    entries = [entry("github.com", "a" * 32, 10001), entry("pub", "b" * 32, 10002), entry("Pi", "c" * 32, 10003)]
+    entries = [
+        entry("github.com", "a" * 32, 10001),
+        entry("pub", "b" * 32, 10002),
+        entry("Pi", "c" * 32, 10003),
+    ]
     text, problems = hostnames.ssh_config(entries, "pub")
     assert problems == [] and host_lines(text) == ["github.com.rtun", "pi.rtun", "pub.rtun"]
     config = tmp_path / "config"
@@ -77,8 +95,10 @@ def test_ssh_config_emits_each_host_once_and_never_the_relays_name() -> None:
     assert len(set(h.lower() for h in host_lines(text))) == len(host_lines(text))
 
 
-@pytest.mark.parametrize("via", ["pub\nHost *", "a b", "-oProxyCommand=x", "pub%h", 'p"b', "p#b",
-                                 "pub\n", "", "a,", "*", "!pub", "é"])
+@pytest.mark.parametrize(
+    "via",
+    ["pub\nHost *", "a b", "-oProxyCommand=x", "pub%h", 'p"b', "p#b", "pub\n", "", "a,", "*", "!pub", "é"],
+)
 def test_hostile_relay_names_are_refused(via: str) -> None:
     with pytest.raises(UsageError, match="is not an ssh destination"):
         hostnames.check_via(via)
@@ -89,8 +109,26 @@ def test_ordinary_relay_names_pass(via: str) -> None:
     assert hostnames.check_via(via) == via
 
 
-HOSTILE = ["pi\n", "pi\nHost *", "a b", 'a"b', "a'b", "pi#x", "*", "!pi", "pi%h", "p" * 300, "café",
-           "pi\x1b[2J", "pi\x00", "pi\u202e", "-oProxyCommand=touch /tmp/x", "pi\r", "\t", "pi\\"]
+HOSTILE = [
+    "pi\n",
+    "pi\nHost *",
+    "a b",
+    'a"b',
+    "a'b",
+    "pi#x",
+    "*",
+    "!pi",
+    "pi%h",
+    "p" * 300,
+    "café",
+    "pi\x1b[2J",
+    "pi\x00",
+    "pi\u202e",
+    "-oProxyCommand=touch /tmp/x",
+    "pi\r",
+    "\t",
+    "pi\\",
+]
 
 
 def test_hostile_entries_never_reach_ssh_config_or_the_table(tmp_path: Path) -> None:

@@ -12,15 +12,39 @@ from rtun.tunnel.connect import Listing
 from support.rtun import run_rtun
 from support.sshd import SshServer, free_port
 
-MACHINE_KEYS = {"name", "alias", "hostname", "machine_id", "user", "port", "local_port", "os",
-                "agent_version", "status", "connected_at", "last_seen", "disconnected_at",
-                "live", "state", "age_seconds"}
+MACHINE_KEYS = {
+    "name",
+    "alias",
+    "hostname",
+    "machine_id",
+    "user",
+    "port",
+    "local_port",
+    "os",
+    "agent_version",
+    "status",
+    "connected_at",
+    "last_seen",
+    "disconnected_at",
+    "live",
+    "state",
+    "age_seconds",
+}
 
 
 def _entry(name: str, mid: str, port: int, **changes: object) -> registry.Entry:
-    fields = dict(name=name, hostname=f"{name}-host", machine_id=mid, user="u", port=port, local_port=22,
-                  os="Linux", agent_version="0.1.0", connected_at="2024-01-01T00:00:00Z",
-                  last_seen="2024-01-01T00:00:00Z")
+    fields = dict(
+        name=name,
+        hostname=f"{name}-host",
+        machine_id=mid,
+        user="u",
+        port=port,
+        local_port=22,
+        os="Linux",
+        agent_version="0.1.0",
+        connected_at="2024-01-01T00:00:00Z",
+        last_seen="2024-01-01T00:00:00Z",
+    )
     fields.update(changes)
     return registry.Entry(**fields)  # type: ignore[arg-type]
 
@@ -48,7 +72,10 @@ def test_hosts_json_gives_every_key_of_every_machine(sshd: SshServer, short_tmp:
     found = {m["name"]: m for m in document["machines"]}
     assert all(set(m) == MACHINE_KEYS for m in document["machines"])
     assert {name: (m["state"], m["live"]) for name, m in found.items()} == {
-        "pi": ("live", True), "lab": ("down", False), "old": ("offline", False)}
+        "pi": ("live", True),
+        "lab": ("down", False),
+        "old": ("offline", False),
+    }
     assert found["pi"]["port"] == sshd.port and found["pi"]["alias"] == "pi"
     assert found["pi"]["disconnected_at"] is None  # present, null: the key never goes missing
     assert found["old"]["disconnected_at"] == "2024-01-02T00:00:00Z"

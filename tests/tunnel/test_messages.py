@@ -18,9 +18,34 @@ from hypothesis import strategies as st
 
 from rtun.tunnel import agent, messages
 from rtun.tunnel.messages import (
-    CannotRunSsh, CloseSsh, ConnectFailed, Connected, EntryWritten, Forward, Forwarded, ForwardRefused, Heartbeat,
-    Log, MarkOffline, Probe, ProbeFailed, ProbeOk, Reclaim, Reclaimed, ReclaimRefused, ReconnectRequested, Register,
-    ServerAnswers, ServerSilent, SshExited, Started, Stop, StopRequested, TimePassed, Wait, WriteFailed,
+    CannotRunSsh,
+    CloseSsh,
+    Connected,
+    ConnectFailed,
+    EntryWritten,
+    Forward,
+    Forwarded,
+    ForwardRefused,
+    Heartbeat,
+    Log,
+    MarkOffline,
+    Probe,
+    ProbeFailed,
+    ProbeOk,
+    Reclaim,
+    Reclaimed,
+    ReclaimRefused,
+    ReconnectRequested,
+    Register,
+    ServerAnswers,
+    ServerSilent,
+    SshExited,
+    Started,
+    Stop,
+    StopRequested,
+    TimePassed,
+    Wait,
+    WriteFailed,
 )
 from rtun.tunnel.settings import Settings
 from rtun.tunnel.supervisor import Supervisor
@@ -94,8 +119,18 @@ class Walk:
     def __init__(self, rnd: random.Random, watch_server: bool) -> None:
         self.rnd = rnd
         self.now = 1000.0
-        fields = dict(server="pub", name="pi", machine_id=MID, login_user="me", port=20000, probe_interval=10.0,
-                      probe_timeout=3.0, heartbeat=25.0, max_backoff=60.0, stable_after=100.0)
+        fields = dict(
+            server="pub",
+            name="pi",
+            machine_id=MID,
+            login_user="me",
+            port=20000,
+            probe_interval=10.0,
+            probe_timeout=3.0,
+            heartbeat=25.0,
+            max_backoff=60.0,
+            stable_after=100.0,
+        )
         self.sup = Supervisor(Settings(**fields), lambda: self.now, rng=rnd.random)  # type: ignore[arg-type]
         self.connected = False
         self.seen: Set[Tuple[type, type]] = set()
@@ -140,7 +175,7 @@ class Walk:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 2 ** 64), st.booleans())
+@given(st.integers(0, 2**64), st.booleans())
 def test_the_supervisor_takes_every_documented_outcome_in_every_state(seed: int, watch: bool) -> None:
     # A seeded Random, not st.randoms(): hypothesis' own draws favour zeros, which here would
     # mean a stop request at every step and walks that never leave the start.
@@ -172,14 +207,21 @@ def _agent_tree() -> ast.Module:
 
 
 def _names(node: ast.AST) -> Set[str]:
-    return {n.attr if isinstance(n, ast.Attribute) else n.id
-            for n in ast.walk(node) if isinstance(n, (ast.Attribute, ast.Name))}
+    return {
+        n.attr if isinstance(n, ast.Attribute) else n.id
+        for n in ast.walk(node)
+        if isinstance(n, (ast.Attribute, ast.Name))
+    }
 
 
 def test_the_runner_dispatches_every_action() -> None:
     dispatched: Set[str] = set()
     for node in ast.walk(_agent_tree()):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "isinstance"
+            and len(node.args) == 2
+        ):
             dispatched |= _names(node.args[1])
     missing = {a.__name__ for a in ACTIONS} - dispatched
     assert not missing, f"agent.py never tells these actions apart: {missing}"

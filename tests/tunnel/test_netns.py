@@ -91,11 +91,16 @@ class Caged:
         self.processes: List[subprocess.Popen] = []
         # The machine's own sshd, inside the namespace, listening on every address.
         self.inside = SshServer(keys, root / "inside", alias="inside")
-        self.inside.config.write_text(self.inside.config.read_text().replace(
-            "ListenAddress 127.0.0.1", "ListenAddress 0.0.0.0"))
-        self.processes.append(subprocess.Popen(
-            namespace.exec_argv(SSHD, "-D", "-e", "-f", str(self.inside.config)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.inside.config.write_text(
+            self.inside.config.read_text().replace("ListenAddress 127.0.0.1", "ListenAddress 0.0.0.0")
+        )
+        self.processes.append(
+            subprocess.Popen(
+                namespace.exec_argv(SSHD, "-D", "-e", "-f", str(self.inside.config)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         # The agent, inside the namespace, reaching the relay at the veth address.
         agent_config = root / "agent_ssh_config"
         known = root / "agent_known_hosts"
@@ -103,25 +108,47 @@ class Caged:
         agent_config.write_text(
             f"Host pub\n  HostName {namespace.host_ip}\n  Port {world.server.port}\n"
             f"  IdentityFile {keys.user_key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
-            "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n")
+            "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
+        )
         self.log = root / "agent.log"
         env = world.env(RTUN_SSH_COMMAND=f"ssh -F {agent_config}")
         with open(self.log, "wb") as out:
-            self.processes.append(subprocess.Popen(
-                namespace.exec_argv(*RTUN, "tunnel", "pub", "--name", "caged", "--local-port",
-                                    str(self.inside.port), "--registry", str(world.registry), *FAST),
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out))
+            self.processes.append(
+                subprocess.Popen(
+                    namespace.exec_argv(
+                        *RTUN,
+                        "tunnel",
+                        "pub",
+                        "--name",
+                        "caged",
+                        "--local-port",
+                        str(self.inside.port),
+                        "--registry",
+                        str(world.registry),
+                        *FAST,
+                    ),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                )
+            )
 
     def count(self, marker: str) -> int:
         return self.log.read_text(errors="replace").count(marker)
 
     def wait_for(self, marker: str, times: int = 1, timeout: float = 30) -> None:
-        wait_until(lambda: self.count(marker) >= times, timeout=timeout, interval=0.05,
-                   what=f"{marker!r} x{times} in {self.log}")
+        wait_until(
+            lambda: self.count(marker) >= times,
+            timeout=timeout,
+            interval=0.05,
+            what=f"{marker!r} x{times} in {self.log}",
+        )
 
     def connect(self, *command: str) -> subprocess.CompletedProcess:
-        return self.world.rtun(["connect", "caged", "--via", "pub", "--registry", str(self.world.registry),
-                                "--", *command])
+        return self.world.rtun(
+            ["connect", "caged", "--via", "pub", "--registry", str(self.world.registry), "--", *command]
+        )
 
     def close(self) -> None:
         for process in reversed(self.processes):
@@ -130,7 +157,9 @@ class Caged:
 
 
 @pytest.fixture
-def caged(ssh_keys: SshKeys, machine_sshd: SshServer, short_tmp: Path, namespace: Namespace) -> Iterator[Caged]:
+def caged(
+    ssh_keys: SshKeys, machine_sshd: SshServer, short_tmp: Path, namespace: Namespace
+) -> Iterator[Caged]:
     # The relay drops a silent session within seconds (ClientAlive*), as docs/relay.md sets it.
     world = World(ssh_keys, short_tmp, machine_sshd, sshd_extra=relay_sshd_config(machine_sshd.user))
     # The relay also listens on the host's end of the veth, where the machine reaches it.
@@ -149,8 +178,17 @@ def caged(ssh_keys: SshKeys, machine_sshd: SshServer, short_tmp: Path, namespace
 def test_machine_behind_a_dropping_firewall_is_reachable_only_through_the_tunnel(caged: Caged) -> None:
     namespace = caged.namespace
     # Directly, the machine's sshd is out of reach: the namespace drops the connection.
-    direct = sh("ssh", "-F", str(caged.world.ssh_config), "-o", "ConnectTimeout=2", "-p",
-                str(caged.inside.port), namespace.ns_ip, "true")
+    direct = sh(
+        "ssh",
+        "-F",
+        str(caged.world.ssh_config),
+        "-o",
+        "ConnectTimeout=2",
+        "-p",
+        str(caged.inside.port),
+        namespace.ns_ip,
+        "true",
+    )
     assert direct.returncode == 255 and "timed out" in direct.stderr, direct.stderr
     # Through the tunnel, a command runs inside the namespace.
     netns_inode = os.stat(f"/run/netns/{namespace.name}").st_ino
@@ -190,8 +228,12 @@ def test_after_each_network_cut_the_tunnel_and_the_registry_are_right_again(cage
 
         def right_again() -> bool:
             now = world.entry("caged")
-            return bool(now and now["port"] == preferred and now["status"] == "online"
-                        and now["last_seen"] > before["last_seen"])
+            return bool(
+                now
+                and now["port"] == preferred
+                and now["status"] == "online"
+                and now["last_seen"] > before["last_seen"]
+            )
 
         wait_until(right_again, timeout=15, what=f"the registry right after cut {n}")
         done = caged.connect("echo", f"back-{n}")

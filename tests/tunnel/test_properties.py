@@ -20,7 +20,7 @@ SSH_G_EVERY = 15  # examples between two real `ssh -G` checks
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 HEX = "0123456789abcdef"
-PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7f))
+PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 
 
 def word(first: str, rest: str, most: int) -> st.SearchStrategy[str]:
@@ -52,8 +52,21 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
-FIELDS = ["schema", "name", "hostname", "machine_id", "user", "port", "local_port", "os",
-          "agent_version", "connected_at", "last_seen", "status", "disconnected_at"]
+FIELDS = [
+    "schema",
+    "name",
+    "hostname",
+    "machine_id",
+    "user",
+    "port",
+    "local_port",
+    "os",
+    "agent_version",
+    "connected_at",
+    "last_seen",
+    "status",
+    "disconnected_at",
+]
 
 
 @SETTINGS
@@ -104,8 +117,10 @@ def test_any_listing_parses_to_files_and_problems(body: bytes, truncated: bool) 
     assert all(line.isprintable() for line in found.problems + [found.cut or ""])
 
 
-HOST_BLOCK = re.compile(r"Host [a-z0-9._-]+\.rtun|    (HostName|Port|User|HostKeyAlias|ProxyJump) "
-                        r"[A-Za-z0-9._@:,\[\]-]+|")
+HOST_BLOCK = re.compile(
+    r"Host [a-z0-9._-]+\.rtun|    (HostName|Port|User|HostKeyAlias|ProxyJump) "
+    r"[A-Za-z0-9._@:,\[\]-]+|"
+)
 sample: List[str] = []
 
 # What reaches ssh_config varies (name, machine id, user, port); the rest is fixed, for speed.
@@ -113,15 +128,30 @@ sample: List[str] = []
 # other machines' aliases.
 configured = st.builds(
     lambda name, prefix, mid, user, port: registry.Entry(
-        name=name, hostname="h", machine_id=(prefix + mid)[:32], user=user, port=port, local_port=22,
-        os="Linux", agent_version="0", connected_at="2024-01-01T00:00:00Z", last_seen="2024-01-01T00:00:00Z"),
+        name=name,
+        hostname="h",
+        machine_id=(prefix + mid)[:32],
+        user=user,
+        port=port,
+        local_port=22,
+        os="Linux",
+        agent_version="0",
+        connected_at="2024-01-01T00:00:00Z",
+        last_seen="2024-01-01T00:00:00Z",
+    ),
     names | st.sampled_from(["pi", "Pi", "lab", "lab-aaaaaaaa", "x.rtun", "relay"]),
-    st.sampled_from(["", "aaaaaaaa", "aaaaaaaa0000"]), machine_ids, users, st.integers(1, 65535))
+    st.sampled_from(["", "aaaaaaaa", "aaaaaaaa0000"]),
+    machine_ids,
+    users,
+    st.integers(1, 65535),
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(configured, max_size=8, unique_by=lambda e: e.machine_id),
-       st.sampled_from([None, "relay", "me@relay.rtun:2222", "a,b"]))
+@given(
+    st.lists(configured, max_size=8, unique_by=lambda e: e.machine_id),
+    st.sampled_from([None, "relay", "me@relay.rtun:2222", "a,b"]),
+)
 def test_accepted_entries_always_give_ssh_config_that_parses(found: List[registry.Entry], via: Any) -> None:
     text, problems = hostnames.ssh_config(found, via)
     hosts = [line[5:] for line in text.splitlines() if line.startswith("Host ")]
@@ -135,8 +165,13 @@ def test_accepted_entries_always_give_ssh_config_that_parses(found: List[registr
             config = Path(tmp) / "config"
             config.write_text(text)
             for host in hosts[:3] + ["unrelated.example.org"]:
-                done = subprocess.run(["ssh", "-G", "-F", str(config), host], capture_output=True,
-                                      text=True, timeout=10, stdin=subprocess.DEVNULL)
+                done = subprocess.run(
+                    ["ssh", "-G", "-F", str(config), host],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    stdin=subprocess.DEVNULL,
+                )
                 assert done.returncode == 0, done.stderr
                 wanted = "127.0.0.1" if host in hosts else host
                 assert f"\nhostname {wanted}\n" in "\n" + done.stdout

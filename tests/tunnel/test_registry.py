@@ -16,9 +16,18 @@ MID = "0123456789abcdef0123456789abcdef"
 
 
 def entry(**changes) -> registry.Entry:
-    base = dict(name="pi", hostname="pi.lan", machine_id=MID, user="pi", port=12345, local_port=22,
-                os="Linux 6.1", agent_version="0.1.0", connected_at="2024-05-01T10:00:00Z",
-                last_seen="2024-05-01T10:01:00Z")
+    base = dict(
+        name="pi",
+        hostname="pi.lan",
+        machine_id=MID,
+        user="pi",
+        port=12345,
+        local_port=22,
+        os="Linux 6.1",
+        agent_version="0.1.0",
+        connected_at="2024-05-01T10:00:00Z",
+        last_seen="2024-05-01T10:01:00Z",
+    )
     base.update(changes)
     return registry.Entry(**base)
 
@@ -37,37 +46,40 @@ def test_unknown_fields_are_kept_aside_not_rejected() -> None:
     assert parsed.extra == {"future_field": {"x": 1}}
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"port": 0}, "out of range"),
-    ({"port": "22"}, "not a int"),
-    ({"port": True}, "not a int"),
-    ({"name": "-oProxyCommand=x"}, "invalid value"),
-    ({"name": "a\x1b[2Jb"}, "invalid value"),
-    ({"user": "-l"}, "invalid value"),
-    ({"os": "x\ny"}, "invalid value"),
-    # `$` in a Python pattern matches before a final newline: every field must fullmatch.
-    ({"name": "pi\n"}, "invalid value"),
-    ({"user": "pi\n"}, "invalid value"),
-    ({"hostname": "pi\n"}, "invalid value"),
-    ({"os": "Linux\n"}, "invalid value"),
-    ({"agent_version": "0.1\n"}, "invalid value"),
-    ({"machine_id": "0123456789abcdef0123456789abcdef\n"}, "invalid value"),
-    ({"last_seen": "2024-05-01T10:01:00Z\n"}, "invalid value"),
-    ({"name": "a b"}, "invalid value"),
-    ({"name": "pi#x"}, "invalid value"),
-    ({"name": "*"}, "invalid value"),
-    ({"name": "!pi"}, "invalid value"),
-    ({"name": "pi%h"}, "invalid value"),
-    ({"name": "p\"i"}, "invalid value"),
-    ({"name": "x" * 64}, "invalid value"),
-    ({"name": "caf\u00e9"}, "invalid value"),
-    ({"user": "a\u202eb"}, "invalid value"),
-    ({"os": "\u0085"}, "invalid value"),
-    ({"status": "hacked"}, "invalid value"),
-    ({"last_seen": "2024-13-45T99:99:99Z"}, "not a valid time"),
-    ({"schema": 2}, "unsupported schema"),
-    ({"machine_id": "../../etc/passwd"}, "invalid value"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"port": 0}, "out of range"),
+        ({"port": "22"}, "not a int"),
+        ({"port": True}, "not a int"),
+        ({"name": "-oProxyCommand=x"}, "invalid value"),
+        ({"name": "a\x1b[2Jb"}, "invalid value"),
+        ({"user": "-l"}, "invalid value"),
+        ({"os": "x\ny"}, "invalid value"),
+        # `$` in a Python pattern matches before a final newline: every field must fullmatch.
+        ({"name": "pi\n"}, "invalid value"),
+        ({"user": "pi\n"}, "invalid value"),
+        ({"hostname": "pi\n"}, "invalid value"),
+        ({"os": "Linux\n"}, "invalid value"),
+        ({"agent_version": "0.1\n"}, "invalid value"),
+        ({"machine_id": "0123456789abcdef0123456789abcdef\n"}, "invalid value"),
+        ({"last_seen": "2024-05-01T10:01:00Z\n"}, "invalid value"),
+        ({"name": "a b"}, "invalid value"),
+        ({"name": "pi#x"}, "invalid value"),
+        ({"name": "*"}, "invalid value"),
+        ({"name": "!pi"}, "invalid value"),
+        ({"name": "pi%h"}, "invalid value"),
+        ({"name": 'p"i'}, "invalid value"),
+        ({"name": "x" * 64}, "invalid value"),
+        ({"name": "caf\u00e9"}, "invalid value"),
+        ({"user": "a\u202eb"}, "invalid value"),
+        ({"os": "\u0085"}, "invalid value"),
+        ({"status": "hacked"}, "invalid value"),
+        ({"last_seen": "2024-13-45T99:99:99Z"}, "not a valid time"),
+        ({"schema": 2}, "unsupported schema"),
+        ({"machine_id": "../../etc/passwd"}, "invalid value"),
+    ],
+)
 def test_invalid_fields_are_rejected_with_a_reason(change: dict, reason: str) -> None:
     data = json.loads(entry().to_json())
     data.update(change)
@@ -75,8 +87,9 @@ def test_invalid_fields_are_rejected_with_a_reason(change: dict, reason: str) ->
         registry.parse_entry(json.dumps(data).encode())
 
 
-@pytest.mark.parametrize("raw", [b"", b"\xff\xfe", b"[]", b"NaN", b"[" * 100000, b" " * 70000,
-                                 b'{"schema": 1}', b'{"port": NaN}'])
+@pytest.mark.parametrize(
+    "raw", [b"", b"\xff\xfe", b"[]", b"NaN", b"[" * 100000, b" " * 70000, b'{"schema": 1}', b'{"port": NaN}']
+)
 def test_garbage_is_a_registry_error_never_a_crash(raw: bytes) -> None:
     with pytest.raises(registry.RegistryError):
         registry.parse_entry(raw)
@@ -105,9 +118,13 @@ def test_read_local_takes_entry_names_and_regular_files_only(tmp_path: Path) -> 
     (tmp_path / ("d" * 32 + ".json")).write_bytes(b" " * (registry.MAX_ENTRY_BYTES + 1))
     found = registry.read_local(str(tmp_path))
     assert found.files == [(good.filename, good.to_json())] and found.cut is None
-    assert sorted(found.problems) == sorted([
-        f"skipped {'b' * 32}.json: not a regular file", f"skipped {'c' * 32}.json: not a regular file",
-        f"skipped {'d' * 32}.json: larger than {registry.MAX_ENTRY_BYTES} bytes"])
+    assert sorted(found.problems) == sorted(
+        [
+            f"skipped {'b' * 32}.json: not a regular file",
+            f"skipped {'c' * 32}.json: not a regular file",
+            f"skipped {'d' * 32}.json: larger than {registry.MAX_ENTRY_BYTES} bytes",
+        ]
+    )
 
 
 def test_read_local_says_when_the_listing_is_cut_and_keeps_the_small_entries(tmp_path: Path) -> None:

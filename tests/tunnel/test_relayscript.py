@@ -23,21 +23,32 @@ SHELLS = [["sh", "-c"]] + ([["bash", "--posix", "-c"]] if shutil.which("bash") e
 
 
 def entry(mid: str = MID, **changes) -> registry.Entry:
-    base = dict(name="pi", hostname="pi", machine_id=mid, user="pi", port=12345, local_port=22,
-                os="Linux", agent_version="0.1.0", connected_at="2024-05-01T10:00:00Z",
-                last_seen="2024-05-01T10:01:00Z")
+    base = dict(
+        name="pi",
+        hostname="pi",
+        machine_id=mid,
+        user="pi",
+        port=12345,
+        local_port=22,
+        os="Linux",
+        agent_version="0.1.0",
+        connected_at="2024-05-01T10:00:00Z",
+        last_seen="2024-05-01T10:01:00Z",
+    )
     base.update(changes)
     return registry.Entry(**base)
 
 
-def inline(command: str, data: bytes = b"", shell=SHELLS[0], env: Optional[Dict[str, str]] = None
-           ) -> subprocess.CompletedProcess:
+def inline(
+    command: str, data: bytes = b"", shell=SHELLS[0], env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:
     """``command`` as sshd hands it to the login shell."""
     return subprocess.run(shell + [command], input=data, capture_output=True, timeout=30, env=env)
 
 
-def forced(tmp: Path, original: Optional[str], data: bytes = b"", directory: Optional[Path] = None,
-           shell=SHELLS[0]) -> subprocess.CompletedProcess:
+def forced(
+    tmp: Path, original: Optional[str], data: bytes = b"", directory: Optional[Path] = None, shell=SHELLS[0]
+) -> subprocess.CompletedProcess:
     """The authorized_keys command for machine MID, with the client's command in SSH_ORIGINAL_COMMAND."""
     script = tmp / "rtun-relay"
     script.write_text(relayscript.SCRIPT)
@@ -67,15 +78,21 @@ def test_put_creates_the_directory_and_replaces_the_entry_atomically(tmp_path: P
 
 
 def test_inline_put_expands_the_home_of_the_login(tmp_path: Path) -> None:
-    done = inline(relay.inline_request("~/.rtun/hosts", "put", MID), entry().to_json(),
-                  env={"HOME": str(tmp_path), "PATH": os.environ["PATH"]})
+    done = inline(
+        relay.inline_request("~/.rtun/hosts", "put", MID),
+        entry().to_json(),
+        env={"HOME": str(tmp_path), "PATH": os.environ["PATH"]},
+    )
     assert done.returncode == 0 and (tmp_path / ".rtun" / "hosts" / f"{MID}.json").exists()
 
 
 def test_put_refuses_what_is_too_large_or_empty_and_keeps_the_old_entry(tmp_path: Path) -> None:
     assert forced(tmp_path, f"rtun-relay put {MID}", b'{"old": 1}').returncode == 0
-    for data, reason in ((b"x" * (relayscript.MAX_ENTRY_BYTES + 1), "larger than"),
-                         (b"x" * (10 * relayscript.MAX_ENTRY_BYTES), "larger than"), (b"", "empty")):
+    for data, reason in (
+        (b"x" * (relayscript.MAX_ENTRY_BYTES + 1), "larger than"),
+        (b"x" * (10 * relayscript.MAX_ENTRY_BYTES), "larger than"),
+        (b"", "empty"),
+    ):
         done = forced(tmp_path, f"rtun-relay put {MID}", data)
         assert done.returncode == 2 and reason in status(done), status(done)
     assert (tmp_path / "hosts" / f"{MID}.json").read_bytes() == b'{"old": 1}'
@@ -84,13 +101,30 @@ def test_put_refuses_what_is_too_large_or_empty_and_keeps_the_old_entry(tmp_path
     assert forced(tmp_path, f"rtun-relay put {MID}", exact).returncode == 0
 
 
-@pytest.mark.parametrize("original", [
-    None, "", "id", "sh -c id", f"rtun-relay put {MID} ", f" rtun-relay put {MID}",
-    f"rtun-relay put {MID}\n", f"rtun-relay put {MID};id", f"rtun-relay put {MID}\nid",
-    f"rtun-relay  put {MID}", "rtun-relay put ../../etc/passwd", f"rtun-relay put {MID.upper()}",
-    "rtun-relay list", f"rtun-relay list {NONCE} x", "rtun-relay list $(id)", "rtun-relay list *",
-    f"rtun-relay serve {MID} /", "rtun-relay get", f"RTUN-RELAY put {MID}",
-])
+@pytest.mark.parametrize(
+    "original",
+    [
+        None,
+        "",
+        "id",
+        "sh -c id",
+        f"rtun-relay put {MID} ",
+        f" rtun-relay put {MID}",
+        f"rtun-relay put {MID}\n",
+        f"rtun-relay put {MID};id",
+        f"rtun-relay put {MID}\nid",
+        f"rtun-relay  put {MID}",
+        "rtun-relay put ../../etc/passwd",
+        f"rtun-relay put {MID.upper()}",
+        "rtun-relay list",
+        f"rtun-relay list {NONCE} x",
+        "rtun-relay list $(id)",
+        "rtun-relay list *",
+        f"rtun-relay serve {MID} /",
+        "rtun-relay get",
+        f"RTUN-RELAY put {MID}",
+    ],
+)
 def test_the_forced_command_accepts_nothing_but_its_grammar(tmp_path: Path, original) -> None:
     done = forced(tmp_path, original, b'{"x": 1}')
     assert done.returncode == 2 and status(done).startswith("rtun-relay 1 refused: this key runs only")
@@ -110,8 +144,12 @@ def test_a_bad_forced_command_line_is_refused(tmp_path: Path) -> None:
     script = tmp_path / "rtun-relay"
     script.write_text(relayscript.SCRIPT)
     env = {"PATH": os.environ["PATH"], "SSH_ORIGINAL_COMMAND": f"rtun-relay put {MID}"}
-    for line in (f"sh {script} serve", f"sh {script} serve x {tmp_path}", f"sh {script} serve {MID}",
-                 f"sh {script} put {MID}"):
+    for line in (
+        f"sh {script} serve",
+        f"sh {script} serve x {tmp_path}",
+        f"sh {script} serve {MID}",
+        f"sh {script} put {MID}",
+    ):
         done = inline(line, b"{}", env=env)
         assert done.returncode == 2 and b"refused" in done.stdout, line
     assert not (tmp_path / ".rtun").exists()
@@ -143,7 +181,8 @@ def test_list_frames_hostile_content_and_names(tmp_path: Path, shell) -> None:
     found = _listing(tmp_path, shell)
     assert dict(found.files) == {e.filename: e.to_json(), **{f"{k}.json": v for k, v in hostile.items()}}
     assert sorted(found.problems) == [f"skipped {'5' * 32}.json: larger than 16384 bytes"] + [
-        f"skipped {c * 32}.json: not a regular file" for c in "678"]
+        f"skipped {c * 32}.json: not a regular file" for c in "678"
+    ]
     assert found.cut is None
 
 
@@ -153,7 +192,7 @@ def test_list_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
 
 def test_list_says_when_it_is_cut_and_reads_every_file_once(tmp_path: Path) -> None:
     # The script with a cap of 40 files instead of MAX_FILES, which is its only change.
-    script = relayscript.SCRIPT.replace(f'-gt {relayscript.MAX_FILES} ]', '-gt 40 ]')
+    script = relayscript.SCRIPT.replace(f"-gt {relayscript.MAX_FILES} ]", "-gt 40 ]")
     assert script != relayscript.SCRIPT
     for n in range(43):
         (tmp_path / f"{n:032x}.json").write_bytes(b"{}")
@@ -175,7 +214,9 @@ def test_a_listing_cut_short_in_transit_says_so() -> None:
     assert found.cut is not None and "1 of 2 listed entries not read" in found.cut
 
 
-@pytest.mark.parametrize("body", [b"", b"S x\nC\n", b"Q 1\nC\nE\n", b"N 1\nC\nE\n", b"S " + b"a" * 32 + b".json x\n"])
+@pytest.mark.parametrize(
+    "body", [b"", b"S x\nC\n", b"Q 1\nC\nE\n", b"N 1\nC\nE\n", b"S " + b"a" * 32 + b".json x\n"]
+)
 def test_a_garbled_listing_is_a_problem_not_a_crash(body: bytes) -> None:
     found = relay.parse_listing(body, NONCE)
     assert found.files == [] and len(found.problems) == 1 and "garbled" in found.problems[0]
@@ -189,7 +230,7 @@ def test_replies_are_told_from_a_login_shells_words() -> None:
 
 
 def test_json_of_a_written_entry_survives_the_round_trip(tmp_path: Path) -> None:
-    e = entry(os="Linux \"quoted\" \\ back")
+    e = entry(os='Linux "quoted" \\ back')
     assert inline(relay.inline_request(str(tmp_path), "put", MID), e.to_json()).returncode == 0
     found = _listing(tmp_path)
     assert registry.parse_files(found.files) == ([e], [])
@@ -212,8 +253,12 @@ class Account:
             env["SSH_ORIGINAL_COMMAND"] = command
             command = self.forced_command
         # sshd runs the command from the home directory, where relative paths start.
-        return run_bounded(["env", "-i"] + [f"{k}={v}" for k, v in env.items()]
-                           + ["sh", "-c", f'cd "$HOME" && {command}'], data, timeout, limit)
+        return run_bounded(
+            ["env", "-i"] + [f"{k}={v}" for k, v in env.items()] + ["sh", "-c", f'cd "$HOME" && {command}'],
+            data,
+            timeout,
+            limit,
+        )
 
 
 def test_on_a_plain_account_the_client_falls_back_to_the_inline_script_once(tmp_path: Path) -> None:
@@ -235,7 +280,9 @@ def test_through_a_forced_command_the_client_speaks_its_grammar(tmp_path: Path) 
     assert client.mode == relay.Relay.FORCED and account.commands == [f"rtun-relay put {MID}"]
     assert os.listdir(tmp_path / "hosts") == [f"{MID}.json"]  # the line's directory, from the home
     assert [n for n, _ in client.list().files] == [f"{MID}.json"]
-    with pytest.raises(relay.RelayError, match=f"refused the entry: this key may only write the entry of machine {MID}"):
+    with pytest.raises(
+        relay.RelayError, match=f"refused the entry: this key may only write the entry of machine {MID}"
+    ):
         client.put(entry(mid=OTHER))
 
 

@@ -5,7 +5,6 @@ nothing else: no shell, no other command, no other port, no other machine's entr
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from pathlib import Path
@@ -28,17 +27,24 @@ def test_the_authorized_line_has_the_documented_shape(account: RelayAccount) -> 
     options, _, rest = key.line.rstrip("\n").rpartition('" ')
     kind, blob, comment = rest.split(" ")
     assert key.line.count("\n") == 1 and (kind, comment) == ("ssh-ed25519", "rtun-tunnel:pi")
-    assert options + '"' == (f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}",'
-                       f'permitopen="127.0.0.1:{port}",'
-                       f'command="sh {account.script} serve {mid} {account.world.registry}"')
+    assert options + '"' == (
+        f'restrict,port-forwarding,permitlisten="127.0.0.1:{port}",'
+        f'permitopen="127.0.0.1:{port}",'
+        f'command="sh {account.script} serve {mid} {account.world.registry}"'
+    )
     assert blob == Path(f"{key.path}.pub").read_text().split()[1]
 
 
 def test_agent_registers_and_tunnels_through_the_forced_command(account: RelayAccount, agents) -> None:
     world = account.world
     key = account.tunnel_key("pi")
-    agent = TunnelAgent(world, "pi", machine_id=key.machine_id, env=key.env,
-                        extra=["--registry", "/the/forced/command/decides"])
+    agent = TunnelAgent(
+        world,
+        "pi",
+        machine_id=key.machine_id,
+        env=key.env,
+        extra=["--registry", "/the/forced/command/decides"],
+    )
     agents.append(agent)
     entry = agent.wait_up()
     assert entry["port"] == identity.preferred_port(entry["machine_id"])
@@ -50,15 +56,24 @@ def test_agent_registers_and_tunnels_through_the_forced_command(account: RelayAc
     assert done.returncode == 0, done.stderr
     assert [(m["name"], m["state"]) for m in json.loads(done.stdout)["machines"]] == [("pi", "live")]
     # And the admin reaches the machine through it.
-    done = world.rtun(["connect", "pi", "--via", "pub", "--registry", str(world.registry), "--", "echo", "in"])
+    done = world.rtun(
+        ["connect", "pi", "--via", "pub", "--registry", str(world.registry), "--", "echo", "in"]
+    )
     assert (done.returncode, done.stdout) == (0, "in\n"), done.stderr
     assert agent.stop() == 0 and world.entry("pi")["status"] == "offline"
 
 
 HOSTILE_COMMANDS = [
-    ["id"], ["sh -c id"], ["sh", "-c", "id"], ["exec /bin/sh -i"], ["rtun-relay list ../etc"],
-    ["rtun-relay put x; id"], ["rtun-relay list 0123456789abcdef0123456789abcdef; id"],
-    ["rtun-relay put 0123456789abcdef0123456789abcdef\nid"], ["rtun-relay  list 0123"], ["internal-sftp"],
+    ["id"],
+    ["sh -c id"],
+    ["sh", "-c", "id"],
+    ["exec /bin/sh -i"],
+    ["rtun-relay list ../etc"],
+    ["rtun-relay put x; id"],
+    ["rtun-relay list 0123456789abcdef0123456789abcdef; id"],
+    ["rtun-relay put 0123456789abcdef0123456789abcdef\nid"],
+    ["rtun-relay  list 0123"],
+    ["internal-sftp"],
     [],
 ]
 
@@ -69,9 +84,12 @@ class Master:
 
     def __init__(self, account: RelayAccount, key: TunnelKey) -> None:
         self.key, self.control = key, account.world.root / f"ctl-{key.path.name}"
-        self.process = subprocess.Popen(key.ssh + ["-M", "-N", "-S", str(self.control), "pub"],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            key.ssh + ["-M", "-N", "-S", str(self.control), "pub"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(self.control.exists, timeout=15, what="the tunnel key's master connection")
 
     def run(self, *argv: str, input: str = "") -> subprocess.CompletedProcess:
@@ -139,15 +157,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_tunnel_key_forwards_only_its_own_port(account: RelayAccount, key: TunnelKey, master: Master) -> None:
+def test_the_tunnel_key_forwards_only_its_own_port(
+    account: RelayAccount, key: TunnelKey, master: Master
+) -> None:
     world = account.world
     port = identity.preferred_port(identity.machine_id(key.machine_id))
     other = _free_port()  # free: a forward there would work, if it were allowed
     # Listening on the relay: its own port on 127.0.0.1, nothing else.
     own = f"127.0.0.1:{port}:127.0.0.1:{world.machine.port}"
     assert master.run("-O", "forward", "-R", own, "pub").returncode == 0
-    for spec in (f"127.0.0.1:{other}:127.0.0.1:22", "127.0.0.1:0:127.0.0.1:22",
-                 f"localhost:{port}:127.0.0.1:22", f"0.0.0.0:{port}:127.0.0.1:22"):
+    for spec in (
+        f"127.0.0.1:{other}:127.0.0.1:22",
+        "127.0.0.1:0:127.0.0.1:22",
+        f"localhost:{port}:127.0.0.1:22",
+        f"0.0.0.0:{port}:127.0.0.1:22",
+    ):
         done = master.run("-O", "forward", "-R", spec, "pub")
         assert done.returncode != 0 and "forwarding request failed" in done.stderr, (spec, done.stderr)
     # A UNIX socket on the relay: AllowStreamLocalForwarding no in the tunnel account's Match.
@@ -164,9 +188,16 @@ def test_the_tunnel_key_forwards_only_its_own_port(account: RelayAccount, key: T
     service.bind(("127.0.0.1", 0))
     service.listen(1)
     try:
-        for target in (f"127.0.0.1:{world.server.port}", f"localhost:{port}", "127.0.0.1:%d" % service.getsockname()[1]):
+        for target in (
+            f"127.0.0.1:{world.server.port}",
+            f"localhost:{port}",
+            "127.0.0.1:%d" % service.getsockname()[1],
+        ):
             done = master.run("-W", target, "pub")
-            assert done.returncode == 255 and "forwarding request failed" in done.stderr, (target, done.stderr)
+            assert done.returncode == 255 and "forwarding request failed" in done.stderr, (
+                target,
+                done.stderr,
+            )
             assert "SSH-2.0" not in done.stdout
     finally:
         service.close()
@@ -192,8 +223,10 @@ def test_a_line_sshd_rejects_gives_a_hint_that_says_so(relay_world: World, agent
     the whole line, so the key is refused; the log must not just say "add your key"."""
     key_path = relay_world.root / "old_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_path)], check=True)
-    old = ('restrict,port-forwarding,permitlisten="127.0.0.1:29820",permitlisten="127.0.0.1:0",'
-           f'permitopen="127.0.0.1:*" {Path(f"{key_path}.pub").read_text()}')
+    old = (
+        'restrict,port-forwarding,permitlisten="127.0.0.1:29820",permitlisten="127.0.0.1:0",'
+        f'permitopen="127.0.0.1:*" {Path(f"{key_path}.pub").read_text()}'
+    )
     with open(relay_world.authorized_keys, "a") as f:  # type: ignore[arg-type]
         f.write(old)
     config = relay_world.client_config(key_path, relay_world.root / "old_config")
@@ -215,6 +248,13 @@ def test_the_documented_set_up_is_the_tested_one() -> None:
     line = line.replace(blob, "AAAA…")
     assert line in tunnel_md
     assert line.replace(",command=", ",\ncommand=") in relay_md
-    block = relay_sshd_config("rtun").replace("Interval 1\n", "Interval 15\n").replace("CountMax 2\n", "CountMax 3\n")
+    block = (
+        relay_sshd_config("rtun")
+        .replace("Interval 1\n", "Interval 15\n")
+        .replace("CountMax 2\n", "CountMax 3\n")
+    )
     assert block.strip() in relay_md
-    assert "rtun tunnel authorize --print-script | ssh rtun@relay 'umask 022; mkdir -p .rtun && cat > .rtun/rtun-relay'" in relay_md
+    assert (
+        "rtun tunnel authorize --print-script | ssh rtun@relay 'umask 022; mkdir -p .rtun && cat > .rtun/rtun-relay'"
+        in relay_md
+    )

@@ -25,7 +25,7 @@ def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
     assert "Restart=always" in text and "StartLimitIntervalSec=0" in text and "KillMode=mixed" in text
     assert "WantedBy=default.target" in text and "User=" not in text
     assert f"ExecStart={sys.executable} -m rtun tunnel --name pi pub" in text
-    assert 'Environment="RTUN_SSH_COMMAND=ssh -i \'/k ey\'"' in text
+    assert "Environment=\"RTUN_SSH_COMMAND=ssh -i '/k ey'\"" in text
 
 
 def test_systemd_system_unit_waits_for_network_and_runs_as_the_user() -> None:
@@ -64,7 +64,9 @@ def test_install_then_uninstall_a_user_unit(world: World) -> None:
     done = world.rtun(["tunnel", "uninstall", "--no-start"])
     assert done.returncode == 0 and not unit.exists()
     again = world.rtun(["tunnel", "uninstall", "--no-start"])
-    assert again.returncode == 1 and again.stderr.startswith("rtun tunnel uninstall: no rtun tunnel service at")
+    assert again.returncode == 1 and again.stderr.startswith(
+        "rtun tunnel uninstall: no rtun tunnel service at"
+    )
 
 
 def test_install_launchd_agent_in_the_home(world: World) -> None:
@@ -101,21 +103,48 @@ def test_the_units_exec_start_runs_the_rtun_that_wrote_it(how: str, world: World
     else:
         writer = RTUN
     name = f"svc{len(how)}"
-    args = ["tunnel", "install", "--dry-run", "pub", "--name", name, "--local-port", str(world.machine.port),
-            "--registry", str(world.registry), "--machine-id", f"test-{name}-{os.getpid()}"]
-    printed = subprocess.run(writer + args, env=world.env(), capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL, cwd=str(world.root))
+    args = [
+        "tunnel",
+        "install",
+        "--dry-run",
+        "pub",
+        "--name",
+        name,
+        "--local-port",
+        str(world.machine.port),
+        "--registry",
+        str(world.registry),
+        "--machine-id",
+        f"test-{name}-{os.getpid()}",
+    ]
+    printed = subprocess.run(
+        writer + args,
+        env=world.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        cwd=str(world.root),
+    )
     assert printed.returncode == 0, printed.stderr
     argv, env = _exec_start(printed.stdout)
     if how == "single-file client":
         assert argv[:2] == [sys.executable, str(app)]
     # systemd starts it with an environment of its own: no PYTHONPATH, no venv activated.
-    started = subprocess.Popen(argv, env={"HOME": str(world.home), "PATH": "/usr/bin:/bin", **env},
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               cwd="/")
+    started = subprocess.Popen(
+        argv,
+        env={"HOME": str(world.home), "PATH": "/usr/bin:/bin", **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd="/",
+    )
     try:
-        entry = wait_until(lambda: started.poll() is None and world.entry(name), timeout=30,
-                           what="the service's registry entry")
+        entry = wait_until(
+            lambda: started.poll() is None and world.entry(name),
+            timeout=30,
+            what="the service's registry entry",
+        )
         assert entry["port"] > 0
     finally:
         started.terminate()

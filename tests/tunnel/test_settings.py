@@ -30,16 +30,57 @@ def test_defaults_come_from_the_machine() -> None:
 
 
 def test_every_option_reaches_its_setting() -> None:
-    s = settings_from("pub", parsed(
-        "--name", "pi", "--local", "[::1]:2222", "--port", "12345", "--registry", "/srv/hosts",
-        "--login-user", "admin", "--probe-interval", "5", "--probe-timeout", "2", "--heartbeat", "7",
-        "--max-backoff", "0.5", "--stable-after", "9", "--alive-interval", "4", "--alive-count", "3",
-        "--connect-timeout", "6", "--machine-id", "raw"))
+    s = settings_from(
+        "pub",
+        parsed(
+            "--name",
+            "pi",
+            "--local",
+            "[::1]:2222",
+            "--port",
+            "12345",
+            "--registry",
+            "/srv/hosts",
+            "--login-user",
+            "admin",
+            "--probe-interval",
+            "5",
+            "--probe-timeout",
+            "2",
+            "--heartbeat",
+            "7",
+            "--max-backoff",
+            "0.5",
+            "--stable-after",
+            "9",
+            "--alive-interval",
+            "4",
+            "--alive-count",
+            "3",
+            "--connect-timeout",
+            "6",
+            "--machine-id",
+            "raw",
+        ),
+    )
     assert s == Settings(
-        server="pub", name="pi", machine_id=identity.machine_id("raw"), login_user="admin",
-        local_host="::1", local_port=2222, port=12345, registry="/srv/hosts", probe_interval=5,
-        probe_timeout=2, heartbeat=7, max_backoff=0.5, stable_after=9, alive_interval=4,
-        alive_count=3, connect_timeout=6)
+        server="pub",
+        name="pi",
+        machine_id=identity.machine_id("raw"),
+        login_user="admin",
+        local_host="::1",
+        local_port=2222,
+        port=12345,
+        registry="/srv/hosts",
+        probe_interval=5,
+        probe_timeout=2,
+        heartbeat=7,
+        max_backoff=0.5,
+        stable_after=9,
+        alive_interval=4,
+        alive_count=3,
+        connect_timeout=6,
+    )
     assert s.preferred_port == 12345 and s.backoff_base == 0.5  # the first step never beyond the cap
 
 
@@ -73,31 +114,43 @@ def test_local_host_port_and_bad_values() -> None:
             parse_local(bad)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--name", "bad name!"], "--name 'bad name!': use letters"),
-    (["--login-user", "a b"], "login user 'a b' is not a valid user name"),
-    (["--port", "70000"], "--port 70000 is not a TCP port"),
-    (["--local-port", "0"], "--local-port 0 is not a TCP port"),
-    (["--local", "nope"], "--local 'nope' is not HOST:PORT"),
-    (["--heartbeat", "0"], "--heartbeat must be positive"),
-    (["--max-backoff", "-1"], "--max-backoff must be positive"),
-    (["--alive-count", "0"], "--alive-count must be positive"),
-    # What reaches ssh's argv or the service file: whole values only, no control characters.
-    (["--name", "pi\n"], "--name 'pi\\n': use letters"),
-    (["--login-user", "pi\n"], "login user 'pi\\n' is not a valid user name"),
-    (["--registry", "hosts\nExecStartPre=/bin/sh"], "--registry 'hosts\\nExecStartPre=/bin/sh': printable"),
-    (["--local", "a b:22"], "--local 'a b:22' is not HOST:PORT"),
-    (["--local=-oProxyCommand=x:22"], "is not HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--name", "bad name!"], "--name 'bad name!': use letters"),
+        (["--login-user", "a b"], "login user 'a b' is not a valid user name"),
+        (["--port", "70000"], "--port 70000 is not a TCP port"),
+        (["--local-port", "0"], "--local-port 0 is not a TCP port"),
+        (["--local", "nope"], "--local 'nope' is not HOST:PORT"),
+        (["--heartbeat", "0"], "--heartbeat must be positive"),
+        (["--max-backoff", "-1"], "--max-backoff must be positive"),
+        (["--alive-count", "0"], "--alive-count must be positive"),
+        # What reaches ssh's argv or the service file: whole values only, no control characters.
+        (["--name", "pi\n"], "--name 'pi\\n': use letters"),
+        (["--login-user", "pi\n"], "login user 'pi\\n' is not a valid user name"),
+        (
+            ["--registry", "hosts\nExecStartPre=/bin/sh"],
+            "--registry 'hosts\\nExecStartPre=/bin/sh': printable",
+        ),
+        (["--local", "a b:22"], "--local 'a b:22' is not HOST:PORT"),
+        (["--local=-oProxyCommand=x:22"], "is not HOST:PORT"),
+    ],
+)
 def test_bad_values_are_usage_errors(argv, message) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         settings_from("pub", parsed(*argv))
 
 
-@pytest.mark.parametrize("server, message", [(None, "name the server"), ("", "name the server"),
-                                             ("-oProxyCommand=x", "is not an ssh destination"),
-                                             ("pub\n", "is not an ssh destination"),
-                                             ("pub -oProxyCommand=x", "is not an ssh destination")])
+@pytest.mark.parametrize(
+    "server, message",
+    [
+        (None, "name the server"),
+        ("", "name the server"),
+        ("-oProxyCommand=x", "is not an ssh destination"),
+        ("pub\n", "is not an ssh destination"),
+        ("pub -oProxyCommand=x", "is not an ssh destination"),
+    ],
+)
 def test_the_server_is_required_and_no_option(server, message) -> None:
     with pytest.raises(UsageError, match=message):
         settings_from(server, parsed())
@@ -105,8 +158,16 @@ def test_the_server_is_required_and_no_option(server, message) -> None:
 
 def test_service_flags_are_the_options_given_in_declaration_order() -> None:
     given = parsed("--heartbeat", "5", "--name", "pi", "--local-port", "2222", "--machine-id", "m")
-    assert service_flags(given) == ["--name", "pi", "--local-port", "2222", "--heartbeat", "5.0",
-                                    "--machine-id", "m"]
+    assert service_flags(given) == [
+        "--name",
+        "pi",
+        "--local-port",
+        "2222",
+        "--heartbeat",
+        "5.0",
+        "--machine-id",
+        "m",
+    ]
     assert service_flags(parsed()) == []
     # What the service runs parses back to the same settings.
     assert settings_from("pub", parsed(*service_flags(given))) == settings_from("pub", given)

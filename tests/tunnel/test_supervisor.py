@@ -8,10 +8,38 @@ import pytest
 
 from rtun import __version__
 from rtun.tunnel.messages import (
-    Action, CannotRunSsh, CheckServer, CloseSsh, ConnectFailed, Connected, EntryWritten, Event, Forward,
-    Forwarded, ForwardRefused, Heartbeat, Log, MarkOffline, Probe, ProbeFailed, ProbeOk, Reclaim,
-    Reclaimed, ReclaimRefused, ReconnectRequested, Register, ServerAnswers, ServerSilent, SshExited,
-    Started, StartSsh, Stop, StopRequested, TimePassed, Wait, WriteFailed,
+    Action,
+    CannotRunSsh,
+    CheckServer,
+    CloseSsh,
+    Connected,
+    ConnectFailed,
+    EntryWritten,
+    Event,
+    Forward,
+    Forwarded,
+    ForwardRefused,
+    Heartbeat,
+    Log,
+    MarkOffline,
+    Probe,
+    ProbeFailed,
+    ProbeOk,
+    Reclaim,
+    Reclaimed,
+    ReclaimRefused,
+    ReconnectRequested,
+    Register,
+    ServerAnswers,
+    ServerSilent,
+    SshExited,
+    Started,
+    StartSsh,
+    Stop,
+    StopRequested,
+    TimePassed,
+    Wait,
+    WriteFailed,
 )
 from rtun.tunnel.settings import Settings
 from rtun.tunnel.supervisor import Backoff, Supervisor, UnexpectedEvent
@@ -34,9 +62,18 @@ class Agent:
     """The supervisor, its clock, and the plan it gave last (checked for its shape every time)."""
 
     def __init__(self, watch_server: bool = True, rng: float = 1.0, **changes: object) -> None:
-        fields = dict(server="pub", name="pi", machine_id=MID, login_user="me", port=PREFERRED,
-                      probe_interval=PROBE_EVERY, probe_timeout=3.0, heartbeat=BEAT_EVERY,
-                      max_backoff=60.0, stable_after=STABLE)
+        fields = dict(
+            server="pub",
+            name="pi",
+            machine_id=MID,
+            login_user="me",
+            port=PREFERRED,
+            probe_interval=PROBE_EVERY,
+            probe_timeout=3.0,
+            heartbeat=BEAT_EVERY,
+            max_backoff=60.0,
+            stable_after=STABLE,
+        )
         fields.update(changes)
         self.clock = Clock()
         self.sup = Supervisor(Settings(**fields), self.clock, rng=lambda: rng)  # type: ignore[arg-type]
@@ -94,10 +131,13 @@ class Agent:
 
 # -- the way up ---------------------------------------------------------------------------
 
+
 def test_a_connection_goes_through_every_state_to_up() -> None:
     a = Agent()
-    assert a.logs == [("starting", f"agent {__version__} for pi (01234567): pub port 20000 -> localhost:22"),
-                      ("connecting", "ssh pub")]
+    assert a.logs == [
+        ("starting", f"agent {__version__} for pi (01234567): pub port 20000 -> localhost:22"),
+        ("connecting", "ssh pub"),
+    ]
     assert a.next == StartSsh()
     a.feed(Connected())
     assert a.logs == [("forwarding", "127.0.0.1:20000 on the server")] and a.next == Forward(PREFERRED)
@@ -114,8 +154,13 @@ def test_a_taken_port_falls_back_to_one_the_server_picks() -> None:
     a = Agent()
     a.feed(Connected())
     a.feed(ForwardRefused("remote port forwarding failed for listen port 20000", "in use"))
-    assert a.logs == [("forwarding", "port 20000 unavailable (remote port forwarding failed for listen port "
-                                     "20000); asking the server for a free port")]
+    assert a.logs == [
+        (
+            "forwarding",
+            "port 20000 unavailable (remote port forwarding failed for listen port "
+            "20000); asking the server for a free port",
+        )
+    ]
     assert a.next == Forward(0)
     a.feed(Forwarded(FALLBACK))
     assert a.logs[0] == ("forwarding", "the server allocated port 40000") and a.next == Register(FALLBACK)
@@ -128,8 +173,12 @@ def test_a_refused_fallback_retries_later() -> None:
     a.feed(Connected())
     a.feed(ForwardRefused("refused", "in use"))
     a.feed(ForwardRefused("administratively prohibited", "forbidden by permitlisten"))
-    assert a.logs == [("forwarding", "the server refused the forward: administratively prohibited "
-                                     "(forbidden by permitlisten)")]
+    assert a.logs == [
+        (
+            "forwarding",
+            "the server refused the forward: administratively prohibited (forbidden by permitlisten)",
+        )
+    ]
     assert a.closes and a.next == CheckServer()
 
 
@@ -138,8 +187,12 @@ def test_a_failed_registration_is_logged_and_the_tunnel_still_comes_up() -> None
     a.feed(Connected())
     a.feed(Forwarded(PREFERRED))
     a.feed(WriteFailed("Permission denied"))
-    assert a.logs == [("registering", "registry write failed (Permission denied); the tunnel stays up, "
-                                      "retrying at the next heartbeat")]
+    assert a.logs == [
+        (
+            "registering",
+            "registry write failed (Permission denied); the tunnel stays up, retrying at the next heartbeat",
+        )
+    ]
     assert a.next == Probe(PREFERRED, 3.0)
 
 
@@ -149,17 +202,22 @@ def test_a_failed_first_probe_is_a_lost_connection() -> None:
     a.feed(Forwarded(PREFERRED))
     a.feed(EntryWritten())
     a.feed(ProbeFailed(local_sshd_answers=False))
-    assert a.logs == [("lost", "probe failed: no sshd banner through 127.0.0.1:20000 on the server"),
-                      ("lost", "the local sshd at localhost:22 does not answer: is it running?")]
+    assert a.logs == [
+        ("lost", "probe failed: no sshd banner through 127.0.0.1:20000 on the server"),
+        ("lost", "the local sshd at localhost:22 does not answer: is it running?"),
+    ]
     assert a.closes and a.next == CheckServer()
 
 
 # -- failing and waiting ------------------------------------------------------------------
 
+
 def test_a_failed_connection_waits_and_watches_for_the_server() -> None:
     a = Agent()
     a.feed(ConnectFailed("ssh exited 255: Connection refused (is sshd running there?)"))
-    assert a.logs == [("lost", "connection failed: ssh exited 255: Connection refused (is sshd running there?)")]
+    assert a.logs == [
+        ("lost", "connection failed: ssh exited 255: Connection refused (is sshd running there?)")
+    ]
     assert a.closes and a.next == CheckServer()
     a.feed(ServerSilent())
     assert a.logs == [("waiting", "retrying in 1.0s or as soon as the server answers again")]
@@ -174,7 +232,9 @@ def test_a_server_that_answers_is_not_watched() -> None:
     a = Agent()
     a.feed(ConnectFailed("ssh exited 255"))
     a.feed(ServerAnswers())
-    assert a.logs == [("waiting", "retrying in 1.0s")] and a.next == Wait(a.clock.now + 1.0, watch_server=False)
+    assert a.logs == [("waiting", "retrying in 1.0s")] and a.next == Wait(
+        a.clock.now + 1.0, watch_server=False
+    )
 
 
 def test_without_a_direct_route_the_server_is_never_checked() -> None:
@@ -241,6 +301,7 @@ def test_time_before_the_first_probe_passes_does_not_count_as_up() -> None:
 
 # -- up: probes, heartbeats, the preferred port ---------------------------------------------
 
+
 def test_probes_follow_the_probe_interval() -> None:
     a = Agent().up()
     t = a.clock.now
@@ -280,8 +341,13 @@ def test_a_failed_heartbeat_keeps_the_tunnel_up() -> None:
     a.clock.now += BEAT_EVERY
     a.feed(TimePassed())
     a.feed(WriteFailed("No space left on device"))
-    assert a.logs == [("up", "registry write failed (No space left on device); the tunnel stays up, "
-                             "retrying at the next heartbeat")]
+    assert a.logs == [
+        (
+            "up",
+            "registry write failed (No space left on device); the tunnel stays up, "
+            "retrying at the next heartbeat",
+        )
+    ]
     assert isinstance(a.next, Wait) and not a.closes and a.sup.state == "up"
 
 
@@ -325,6 +391,7 @@ def test_ssh_exiting_loses_the_connection(during_probe: bool) -> None:
 
 # -- signals -------------------------------------------------------------------------------
 
+
 def test_reconnect_while_up_drops_the_connection_and_reconnects_at_once() -> None:
     a = Agent()
     a.fail(4)
@@ -335,14 +402,19 @@ def test_reconnect_while_up_drops_the_connection_and_reconnects_at_once() -> Non
     assert a.delay_after(ConnectFailed("x")) == 1.0  # the backoff starts over
 
 
-@pytest.mark.parametrize("state, events", [
-    ("connecting", []),
-    ("forwarding", [Connected()]),
-    ("registering", [Connected(), Forwarded(PREFERRED)]),
-    ("lost", [ConnectFailed("x")]),
-    ("waiting", [ConnectFailed("x"), ServerSilent()]),
-])
-def test_reconnect_in_any_other_state_connects_at_once_without_backoff(state: str, events: List[Event]) -> None:
+@pytest.mark.parametrize(
+    "state, events",
+    [
+        ("connecting", []),
+        ("forwarding", [Connected()]),
+        ("registering", [Connected(), Forwarded(PREFERRED)]),
+        ("lost", [ConnectFailed("x")]),
+        ("waiting", [ConnectFailed("x"), ServerSilent()]),
+    ],
+)
+def test_reconnect_in_any_other_state_connects_at_once_without_backoff(
+    state: str, events: List[Event]
+) -> None:
     a = Agent()
     a.fail(4)
     for event in events:
@@ -391,13 +463,16 @@ def test_signals_while_stopping_do_not_interrupt_the_offline_mark() -> None:
     assert a.feed(ReconnectRequested()) == [MarkOffline(PREFERRED)]
 
 
-@pytest.mark.parametrize("events", [
-    [],  # connecting
-    [Connected()],  # forwarding, no port yet
-    [ConnectFailed("x")],  # lost
-    [ConnectFailed("x"), ServerSilent()],  # waiting
-    [Connected(), Forwarded(PREFERRED), EntryWritten(), ProbeOk(), SshExited(LOST)],  # lost after up
-])
+@pytest.mark.parametrize(
+    "events",
+    [
+        [],  # connecting
+        [Connected()],  # forwarding, no port yet
+        [ConnectFailed("x")],  # lost
+        [ConnectFailed("x"), ServerSilent()],  # waiting
+        [Connected(), Forwarded(PREFERRED), EntryWritten(), ProbeOk(), SshExited(LOST)],  # lost after up
+    ],
+)
 def test_stop_without_a_connection_stops_at_once(events: List[Event]) -> None:
     a = Agent()
     for event in events:
@@ -416,6 +491,7 @@ def test_an_unexpected_event_is_a_bug_in_the_runner() -> None:
 
 
 # -- the backoff itself --------------------------------------------------------------------
+
 
 def test_backoff_grows_exponentially_to_the_cap_with_jitter() -> None:
     top = Backoff(base=1, cap=8, stable=60, rng=lambda: 1.0)

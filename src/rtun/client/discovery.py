@@ -30,8 +30,9 @@ def _say(message: str) -> None:
         sys.stderr.write(f"rtun: {message}\n")
 
 
-def connect(explicit: Optional[str] = None, *,
-            probe: "Optional[Callable[[ClientConnection], None]]" = None) -> ClientConnection:
+def connect(
+    explicit: Optional[str] = None, *, probe: "Optional[Callable[[ClientConnection], None]]" = None
+) -> ClientConnection:
     """The first socket that answers PING: -s, else $RTUN_SOCK, else ~/.rtun/rtun.sock* newest
     first. When $RTUN_SOCK does not answer (a shell in a tmux started by an earlier login keeps
     the old name), the live sockets of the same laptop come first, then any live one."""
@@ -68,8 +69,9 @@ def connect(explicit: Optional[str] = None, *,
     where = os.path.join(paths.rtun_dir(), paths.SOCKET_NAME + "*")
     found = f"tried {'; '.join(tried)}" if tried else f"no other socket in {where}"
     if named:
-        raise NoDaemonError(f"no rtun daemon answers on $RTUN_SOCK ({failed}) nor elsewhere "
-                            f"({found}); {SETUP_HINT}")
+        raise NoDaemonError(
+            f"no rtun daemon answers on $RTUN_SOCK ({failed}) nor elsewhere ({found}); {SETUP_HINT}"
+        )
     if not tried:
         raise NoDaemonError(f"no rtun socket found ({where}); {SETUP_HINT}")
     raise NoDaemonError(f"no rtun daemon answers ({found}); {SETUP_HINT}")

@@ -113,8 +113,10 @@ class ServerFile:
         if not os.path.isdir(self.directory):
             raise RtunError(f"cannot edit {self.shown}: there is no directory {self.directory}")
         if not os.access(self.directory, os.W_OK | os.X_OK):
-            raise RtunError(f"cannot edit {self.shown}: saves replace it through a temporary file "
-                            f"in {self.directory}, which is not writable")
+            raise RtunError(
+                f"cannot edit {self.shown}: saves replace it through a temporary file "
+                f"in {self.directory}, which is not writable"
+            )
         if st is None:
             return None, 0
         if not os.access(self.path, os.W_OK):
@@ -124,8 +126,7 @@ class ServerFile:
         except OSError as exc:
             raise RtunError(f"cannot read {self.shown}: {_reason(exc)}") from None
         if os.fstat(fd).st_nlink > 1:
-            _say(f"note: {self.shown} has other hard links; each save replaces it, so they keep "
-                 "the old text")
+            _say(f"note: {self.shown} has other hard links; each save replaces it, so they keep the old text")
         return fd, os.fstat(fd).st_size
 
     def send(self, conn: "ClientConnection", fd: "Optional[int]", size: int) -> None:
@@ -153,8 +154,9 @@ class ServerFile:
                 raise RtunError(f"{self.shown} changed while it was being sent; try again")
         conn.write(conn.sender.end_file())
         conn.expect_ok()
-        self.state = State(_key(before) if before is not None else None, digest.hexdigest(),
-                           "since rtun edit opened it")
+        self.state = State(
+            _key(before) if before is not None else None, digest.hexdigest(), "since rtun edit opened it"
+        )
 
     def conflict(self) -> "Optional[str]":
         """Why the file may not be replaced now (it changed since the last read or write), or
@@ -186,8 +188,9 @@ class ServerFile:
 
         from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
 
-        temporary = os.path.join(self.directory,
-                                 f"{PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{PART_SUFFIX}")
+        temporary = os.path.join(
+            self.directory, f"{PART_PREFIX}{os.getpid()}-{os.urandom(6).hex()}{PART_SUFFIX}"
+        )
         try:
             # 0600 until the content is complete and the mode is the original's.
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
@@ -204,7 +207,7 @@ class ServerFile:
             try:
                 view = memoryview(piece)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             except OSError as exc:
                 failure.append(exc)
 
@@ -289,20 +292,26 @@ def _follow(conn: "ClientConnection", target: ServerFile, *, quiet: bool) -> int
                     _say(f"saved {target.shown} ({message})")
             else:
                 refused += 1
-                _say(f"not saved: {message}" + ("; your text is still in the editor"
-                                                 if result == "conflict" else ""))
+                _say(
+                    f"not saved: {message}"
+                    + ("; your text is still in the editor" if result == "conflict" else "")
+                )
         elif event == "skipped":
             changes += 1
             refused += 1
-            _say(f"not saved: {peertext.one_line(data.get('message')) or 'the daemon did not send a save back'}")
+            _say(
+                f"not saved: {peertext.one_line(data.get('message')) or 'the daemon did not send a save back'}"
+            )
         elif event == "closed":
             note = peertext.one_line(data.get("message"))
             if note:
                 _say(note)
             return refused
         elif event != "idle":
-            raise RtunError("the rtun daemon on your computer sent an edit event this rtun does "
-                            "not know: update rtun here")
+            raise RtunError(
+                "the rtun daemon on your computer sent an edit event this rtun does "
+                "not know: update rtun here"
+            )
 
 
 def edit(socket_path: "Optional[str]", path: str, *, quiet: bool = False) -> int:
@@ -321,8 +330,10 @@ def edit(socket_path: "Optional[str]", path: str, *, quiet: bool = False) -> int
                     os.close(fd)
                     fd = None
                 if not quiet:
-                    _say(f"{target.shown} is open in the editor on your computer; this ends "
-                         "when the editor closes it")
+                    _say(
+                        f"{target.shown} is open in the editor on your computer; this ends "
+                        "when the editor closes it"
+                    )
                 refused = _follow(conn, target, quiet=quiet)
         except KeyboardInterrupt:
             _say(f"interrupted; saves in the editor on your computer no longer reach {target.shown}")
@@ -331,6 +342,8 @@ def edit(socket_path: "Optional[str]", path: str, *, quiet: bool = False) -> int
         if fd is not None:
             os.close(fd)
     if refused:
-        raise RtunError(f"{refused} change{'s' if refused > 1 else ''} from the editor "
-                        f"{'were' if refused > 1 else 'was'} not written to {target.shown}")
+        raise RtunError(
+            f"{refused} change{'s' if refused > 1 else ''} from the editor "
+            f"{'were' if refused > 1 else 'was'} not written to {target.shown}"
+        )
     return 0

@@ -69,8 +69,6 @@ def too_old(conn: ClientConnection, exc: RemoteError, *, feature: str, what: str
     return exc
 
 
-
-
 def require(conn: ClientConnection, feature: str, what: str) -> None:
     """A clear error when the daemon predates ``feature``."""
     if not conn.features or feature not in conn.features:

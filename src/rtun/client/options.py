@@ -15,8 +15,15 @@ class SendOptions:
 
     __slots__ = ("socket", "dest", "overwrite", "channels", "resume")
 
-    def __init__(self, *, socket: Optional[str] = None, dest: str = "", overwrite: bool = False,
-                 channels: int = 0, resume: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        socket: Optional[str] = None,
+        dest: str = "",
+        overwrite: bool = False,
+        channels: int = 0,
+        resume: bool = True,
+    ) -> None:
         self.socket = socket
         self.dest = dest
         self.overwrite = overwrite
@@ -26,12 +33,18 @@ class SendOptions:
     def below(self, directory: str) -> "SendOptions":
         """The same options, for a directory inside ``dest``."""
         dest = "/".join(p for p in (self.dest, directory) if p)
-        return SendOptions(socket=self.socket, dest=dest, overwrite=self.overwrite,
-                           channels=self.channels, resume=self.resume)
+        return SendOptions(
+            socket=self.socket,
+            dest=dest,
+            overwrite=self.overwrite,
+            channels=self.channels,
+            resume=self.resume,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SendOptions) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
 
     __hash__ = None  # type: ignore[assignment]  # compared by value, not a key
 

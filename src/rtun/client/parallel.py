@@ -122,8 +122,13 @@ def _verify_kept(fd: int, have: object, size: int) -> "Dict[int, Tuple[int, byte
     if not isinstance(have, list):
         return kept
     for item in have:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int)
-                and isinstance(item[1], int) and isinstance(item[2], str)):
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], int)
+            and isinstance(item[1], int)
+            and isinstance(item[2], str)
+        ):
             continue
         offset, length, hexdigest = item
         if offset < 0 or length <= 0 or offset + length > size:
@@ -161,7 +166,7 @@ def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Ca
             conn.write(sender.send(wire.Range(offset, size)))
             position = offset
             while position < offset + size:
-                length = os.preadv(fd, [buffer[:min(READ_SIZE, offset + size - position)]], position)
+                length = os.preadv(fd, [buffer[: min(READ_SIZE, offset + size - position)]], position)
                 if not length:
                     raise RtunError("the file got shorter while it was being sent; nothing was saved")
                 data = buffer[:length]
@@ -180,7 +185,9 @@ def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Ca
         raise
 
 
-def _open_channel(socket_path: "Optional[str]", request: wire.Ranges) -> "Tuple[ClientConnection, wire.Reply]":
+def _open_channel(
+    socket_path: "Optional[str]", request: wire.Ranges
+) -> "Tuple[ClientConnection, wire.Reply]":
     conn = pipelined(socket_path, lambda c: c.write(c.sender.send(request)))
     if not conn.features or "ranges" not in conn.features:
         conn.close()
@@ -228,8 +235,15 @@ class Pool:
         thread.start()
         self._threads.append(thread)
 
-    def grow(self, channels: int, *, round_trip: float, add: "Callable[[], None]", left: "Callable[[], int]",
-             start: int = 1) -> None:
+    def grow(
+        self,
+        channels: int,
+        *,
+        round_trip: float,
+        add: "Callable[[], None]",
+        left: "Callable[[], int]",
+        start: int = 1,
+    ) -> None:
         """All channels at once when a number is given; else twice as many each time, for as
         long as doubling raised the throughput by GROWTH. Each step waits for the new
         channels to open (two round trips), then measures over several round trips."""
@@ -262,8 +276,15 @@ class Pool:
             raise self.failure
 
 
-def send_file(options: SendOptions, source: str, st: "os.stat_result", *, name: str,
-              report: "Callable[[int], None]", main: "Optional[ClientConnection]" = None) -> "List[str]":
+def send_file(
+    options: SendOptions,
+    source: str,
+    st: "os.stat_result",
+    *,
+    name: str,
+    report: "Callable[[int], None]",
+    main: "Optional[ClientConnection]" = None,
+) -> "List[str]":
     """Send one large file as ``options.dest``/``name``; returns the saved path as the daemon
     gives it. ``options.channels`` 0 means as many as raise the throughput. ``main``: an open
     connection to use first (it stays open, the caller's), else one is opened."""
@@ -305,8 +326,13 @@ def send_file(options: SendOptions, source: str, st: "os.stat_result", *, name: 
                 pool.start(work)
 
             pool.start(lambda: _send_ranges(conn, fd, plan, count=pool.count))
-            pool.grow(options.channels, round_trip=round_trip, add=more, left=lambda: len(plan.todo),
-                      start=initial_channels(st.st_size - kept))
+            pool.grow(
+                options.channels,
+                round_trip=round_trip,
+                add=more,
+                left=lambda: len(plan.todo),
+                start=initial_channels(st.st_size - kept),
+            )
             pool.join()
             final = conn.request(wire.Commit(plan.commit_digest()))
             return wire.saved_paths(final)

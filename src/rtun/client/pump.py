@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
     from typing import Callable, Optional, Tuple, Union
 
 from rtun import paths
+from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
 from rtun.protocol import wire
 from rtun.protocol.sender import NEED_DATA, Payload, PayloadEnd, Sender, Truncated
-from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
 
 # A live daemon answers PING in milliseconds, but a forward on a loaded server took 2.5 s in the
 # load test; stale sockets refuse at once, so a long wait costs only a hung daemon.
@@ -23,6 +24,7 @@ PROBE_TIMEOUT = 10.0
 REPLY_TIMEOUT = 120.0  # the deadline v1 peers use for every read and write
 WRITE_BUFFER = 256 * 1024
 RECEIVE_SIZE = 64 * 1024
+
 
 class PathTooLong(RtunError):
     """A socket path past the OS's sun_path limit."""
@@ -40,8 +42,13 @@ class ClientConnection:
         self.features: Optional[Tuple[str, ...]] = None
 
     @classmethod
-    def open(cls, path: str, *, timeout: float = PROBE_TIMEOUT,
-             probe: "Optional[Callable[[ClientConnection], None]]" = None) -> "ClientConnection":
+    def open(
+        cls,
+        path: str,
+        *,
+        timeout: float = PROBE_TIMEOUT,
+        probe: "Optional[Callable[[ClientConnection], None]]" = None,
+    ) -> "ClientConnection":
         """Connect and check that a daemon answers: with PING (as v1 clients do), or with
         ``probe``, which sends its requests and reads the first reply."""
         if not paths.socket_path_fits(path):
@@ -90,13 +97,17 @@ class ClientConnection:
             self._writer.write(data)
         except OSError as exc:
             # The daemon may have refused mid-stream and closed: its reason is more useful.
-            raise self._refusal_or(ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}"))
+            raise self._refusal_or(
+                ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}")
+            ) from None
 
     def flush(self) -> None:
         try:
             self._writer.flush()
         except OSError as exc:
-            raise self._refusal_or(ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}"))
+            raise self._refusal_or(
+                ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}")
+            ) from None
 
     def read_reply(self) -> wire.Reply:
         """The daemon's next reply (READY, OK or ERROR), after sending what is queued."""

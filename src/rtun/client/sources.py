@@ -28,8 +28,11 @@ class Item:
     __slots__ = ("entry", "source")
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
-    def __init__(self, entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry],
-                 source: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        entry: Union[framing.DirEntry, framing.FileEntry, framing.LinkEntry],
+        source: Optional[str] = None,
+    ) -> None:
         self.entry = entry
         self.source = source  # a file's local path; None with a FileEntry means stdin
 
@@ -78,7 +81,9 @@ def plan(sources: List[str], dest: Optional[str]) -> Tuple[str, SendPlan]:
             raise RtunError(f"cannot read {source}: {exc.strerror}") from None
         name = dest_name or os.path.basename(os.path.abspath(source))  # "." sends its own name
         if stat.S_ISREG(st.st_mode):
-            items.append(Item(framing.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source))
+            items.append(
+                Item(framing.FileEntry(name, stat.S_IMODE(st.st_mode), st.st_mtime, st.st_size), source)
+            )
             total += st.st_size
         elif stat.S_ISDIR(st.st_mode):
             total += _walk(source, name, items=items, warnings=warnings)
@@ -113,8 +118,9 @@ def _walk(top: str, name: str, *, items: List[Item], warnings: List[str]) -> int
                 continue
             mode = st.st_mode
             if stat.S_ISREG(mode):
-                items.append(Item(framing.FileEntry(remote, stat.S_IMODE(mode), st.st_mtime, st.st_size),
-                                  entry.path))
+                items.append(
+                    Item(framing.FileEntry(remote, stat.S_IMODE(mode), st.st_mtime, st.st_size), entry.path)
+                )
                 total += st.st_size
             elif stat.S_ISDIR(mode):
                 items.append(Item(framing.DirEntry(remote, stat.S_IMODE(mode), st.st_mtime)))
@@ -159,8 +165,15 @@ class Progress:
             except ImportError:
                 return
             desc = f"{files} files" if files > 1 else None
-            self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=desc, file=sys.stderr, leave=False)
+            self._bar = tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc,
+                file=sys.stderr,
+                leave=False,
+            )
 
     def update(self, n: int) -> None:
         if self._bar is not None:
@@ -199,7 +212,7 @@ class Reader:
         assert size is not None and size < len(self._buffer)
         fd = self._open(source)
         try:
-            return self._buffer[:self._read(fd, self._buffer[:size + 1], source)]
+            return self._buffer[: self._read(fd, self._buffer[: size + 1], source)]
         finally:
             os.close(fd)
 

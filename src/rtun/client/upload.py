@@ -34,13 +34,21 @@ def _early(work: SendPlan) -> bool:
     """Small enough to send without waiting for READY: a refusal wastes little."""
     from rtun.protocol.limits import MAX_EARLY_DATA
 
-    return (work.total_bytes + 256 * len(work.items) <= MAX_EARLY_DATA
-            and all(item.source is not None or not isinstance(item.entry, framing.FileEntry)
-                    for item in work.items))
+    return work.total_bytes + 256 * len(work.items) <= MAX_EARLY_DATA and all(
+        item.source is not None or not isinstance(item.entry, framing.FileEntry) for item in work.items
+    )
 
 
-def _write_put(conn: ClientConnection, options: SendOptions, work: SendPlan, *, progress: Progress,
-               reader: Reader, early: bool, track: bool = False) -> None:
+def _write_put(
+    conn: ClientConnection,
+    options: SendOptions,
+    work: SendPlan,
+    *,
+    progress: Progress,
+    reader: Reader,
+    early: bool,
+    track: bool = False,
+) -> None:
     """The PUT request; when ``early``, its whole stream too, without waiting for READY."""
     request = wire.Put(options.dest, options.overwrite, work.total_bytes, work.total_files, "", track)
     conn.write(conn.sender.send(request, early=early))
@@ -48,8 +56,9 @@ def _write_put(conn: ClientConnection, options: SendOptions, work: SendPlan, *, 
         _write_entries(conn, work, progress=progress, reader=reader)
 
 
-def _stream_put(conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader,
-                early: bool) -> wire.Reply:
+def _stream_put(
+    conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader, early: bool
+) -> wire.Reply:
     """After the PUT request: READY, every entry with its files' data (unless they went early),
     then the reply listing each path."""
     conn.expect_ok()  # READY
@@ -76,8 +85,14 @@ def _write_entries(conn: ClientConnection, work: SendPlan, *, progress: Progress
 SMALL_WRITE = 64 * 1024  # a file this small goes to the socket buffer in one write with its framing
 
 
-def _send_small(conn: ClientConnection, entry: framing.FileEntry, source: str, *,
-                report: Callable[[int], None], reader: Reader) -> None:
+def _send_small(
+    conn: ClientConnection,
+    entry: framing.FileEntry,
+    source: str,
+    *,
+    report: Callable[[int], None],
+    reader: Reader,
+) -> None:
     """A small file of a PUT: one read, one write of it framed whole."""
     data = reader.read_whole(source, entry.size)
     try:
@@ -87,8 +102,9 @@ def _send_small(conn: ClientConnection, entry: framing.FileEntry, source: str, *
     report(len(data))
 
 
-def _stream_file(conn: ClientConnection, source: Optional[str], *, report: Callable[[int], None],
-                 reader: Reader) -> None:
+def _stream_file(
+    conn: ClientConnection, source: Optional[str], *, report: Callable[[int], None], reader: Reader
+) -> None:
     """The current file's data and its end, as the sender frames them (PUT or v1)."""
     sender = conn.sender
     try:
@@ -99,20 +115,28 @@ def _stream_file(conn: ClientConnection, source: Optional[str], *, report: Calla
         conn.write(sender.end_file())
     except SizeChanged:
         # The stream is framed by the declared size: nothing after this could be understood.
-        raise RtunError(f"{source or 'standard input'} changed size while it was being sent; "
-                        "nothing was saved") from None
+        raise RtunError(
+            f"{source or 'standard input'} changed size while it was being sent; nothing was saved"
+        ) from None
 
 
-def upload_v1(conn: ClientConnection, request: Union[wire.Send, wire.View], source: str, *,
-              report: Callable[[int], None], reader: Reader) -> None:
+def upload_v1(
+    conn: ClientConnection,
+    request: Union[wire.Send, wire.View],
+    source: str,
+    *,
+    report: Callable[[int], None],
+    reader: Reader,
+) -> None:
     """The v1 exchange shared by SEND and VIEW: READY, the raw bytes, the SHA-256 line, OK."""
     conn.request(request)  # READY
     _stream_file(conn, source, report=report, reader=reader)
     conn.expect_ok()
 
 
-def _send_v1(conn: ClientConnection, dest: str, work: SendPlan, *, progress: Progress,
-             reader: Reader) -> List[str]:
+def _send_v1(
+    conn: ClientConnection, dest: str, work: SendPlan, *, progress: Progress, reader: Reader
+) -> List[str]:
     """One SEND per regular file, as RTUN v1 clients do; the daemon does not say where."""
     sent = []
     for item in work.items:
@@ -153,19 +177,32 @@ def send(sources: List[str], to: Optional[str], *, options: SendOptions, quiet: 
         framing.encode_entry(item.entry)
     wire.encode_request(wire.Put(options.dest, options.overwrite, 0, 0))
     large = [item for item in work.items if item.source is not None and _size(item) >= parallel.RANGED_MIN]
-    stream = SendPlan([item for item in work.items if item not in large],
-                      total_bytes=work.total_bytes - sum(_size(item) for item in large),
-                      total_files=work.total_files - len(large), warnings=work.warnings)
+    stream = SendPlan(
+        [item for item in work.items if item not in large],
+        total_bytes=work.total_bytes - sum(_size(item) for item in large),
+        total_files=work.total_files - len(large),
+        warnings=work.warnings,
+    )
     progress = Progress(work.total_bytes or None, files=work.total_files, enabled=not quiet)
     reader = Reader()
     shared = options.channels != 1 and _shareable(stream)
-    head = SendPlan([i for i in stream.items if not isinstance(i.entry, framing.FileEntry)],
-                    total_bytes=0, total_files=0, warnings=work.warnings) if shared else stream
+    head = (
+        SendPlan(
+            [i for i in stream.items if not isinstance(i.entry, framing.FileEntry)],
+            total_bytes=0,
+            total_files=0,
+            warnings=work.warnings,
+        )
+        if shared
+        else stream
+    )
     early = _early(head)
     started = time.monotonic()
     track = shared or bool(large)  # files will arrive in the directories after this PUT's end
-    conn = pipelined(options.socket, lambda c: _write_put(c, options, head, progress=progress, reader=reader,
-                                                          early=early, track=track))
+    conn = pipelined(
+        options.socket,
+        lambda c: _write_put(c, options, head, progress=progress, reader=reader, early=early, track=track),
+    )
     saved: List[str] = []
     try:
         if conn.features and "put" in conn.features:
@@ -179,8 +216,14 @@ def send(sources: List[str], to: Optional[str], *, options: SendOptions, quiet: 
             if shared:
                 files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
                 if ranges:  # directories first (above), files over several connections, mtimes last
-                    saved += _share_files(conn, files, options=options, warnings=work.warnings,
-                                          progress=progress, round_trip=round_trip)
+                    saved += _share_files(
+                        conn,
+                        files,
+                        options=options,
+                        warnings=work.warnings,
+                        progress=progress,
+                        round_trip=round_trip,
+                    )
                 else:
                     rest = SendPlan(files, total_bytes=0, total_files=0, warnings=work.warnings)
                     saved += _put_again(options, rest, progress=progress, reader=reader)
@@ -212,13 +255,23 @@ def _shareable(stream: SendPlan) -> bool:
 
 
 def _put_again(options: SendOptions, rest: SendPlan, *, progress: Progress, reader: Reader) -> List[str]:
-    with pipelined(options.socket, lambda c: _write_put(c, options, rest, progress=progress, reader=reader,
-                                                        early=False)) as again:
-        return _put_reply(_stream_put(again, rest, progress=progress, reader=reader, early=False), rest.warnings)
+    with pipelined(
+        options.socket, lambda c: _write_put(c, options, rest, progress=progress, reader=reader, early=False)
+    ) as again:
+        return _put_reply(
+            _stream_put(again, rest, progress=progress, reader=reader, early=False), rest.warnings
+        )
 
 
-def _share_files(first: ClientConnection, files: List[Item], *, options: SendOptions, warnings: List[str],
-                 progress: Progress, round_trip: float) -> List[str]:
+def _share_files(
+    first: ClientConnection,
+    files: List[Item],
+    *,
+    options: SendOptions,
+    warnings: List[str],
+    progress: Progress,
+    round_trip: float,
+) -> List[str]:
     """A tree's files, taken in order from one queue by several PUTs, on ``first`` and on
     connections of their own (see parallel.Pool)."""
     import threading
@@ -261,14 +314,20 @@ def _share_files(first: ClientConnection, files: List[Item], *, options: SendOpt
 
     pool.start(on_first)
     total = sum(_size(item) for item in files)
-    pool.grow(options.channels, round_trip=round_trip, add=lambda: pool.start(channel),
-              left=lambda: len(queue), start=parallel.initial_channels(total))
+    pool.grow(
+        options.channels,
+        round_trip=round_trip,
+        add=lambda: pool.start(channel),
+        left=lambda: len(queue),
+        start=parallel.initial_channels(total),
+    )
     pool.join()
     return sorted(saved)
 
 
-def _restore_mtimes(options: SendOptions, main: Optional[ClientConnection], head: SendPlan, *, token: str,
-                    warnings: List[str]) -> None:
+def _restore_mtimes(
+    options: SendOptions, main: Optional[ClientConnection], head: SendPlan, *, token: str, warnings: List[str]
+) -> None:
     """The directories' mtimes, which the files written into them moved."""
     dirs = [i for i in head.items if isinstance(i.entry, framing.DirEntry)]
     if not dirs:
@@ -301,8 +360,9 @@ def _put_reply(reply: wire.Reply, warnings: List[str]) -> List[str]:
     return wire.saved_paths(reply)
 
 
-def _send_ranged(options: SendOptions, main: Optional[ClientConnection], item: Item, *,
-                 progress: Progress) -> Tuple[List[str], Optional[ClientConnection]]:
+def _send_ranged(
+    options: SendOptions, main: Optional[ClientConnection], item: Item, *, progress: Progress
+) -> Tuple[List[str], Optional[ClientConnection]]:
     """One large file in ranges (on ``main`` if it is given); the saved path, and ``main`` if
     it can still serve (a refusal closes it)."""
     from rtun.client import parallel
@@ -316,8 +376,9 @@ def _send_ranged(options: SendOptions, main: Optional[ClientConnection], item: I
     if st.st_size != item.entry.size:
         raise RtunError(f"{item.source} changed size while it was being sent; it was not saved")
     try:
-        return parallel.send_file(options.below(directory), item.source, st, name=name, report=progress.update,
-                                  main=main), main
+        return parallel.send_file(
+            options.below(directory), item.source, st, name=name, report=progress.update, main=main
+        ), main
     except RemoteError as exc:
         if exc.code != wire.E_BUSY:
             raise

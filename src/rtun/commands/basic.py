@@ -51,10 +51,14 @@ def _shutdown(args: "argparse.Namespace") -> int:
     return 0
 
 
-ping = Command(_ping_arguments, _ping, examples=[
-    "rtun ping                  # OK PONG when your computer's daemon answers",
-    "rtun ping -v               # ... and which socket answered",
-])
+ping = Command(
+    _ping_arguments,
+    _ping,
+    examples=[
+        "rtun ping                  # OK PONG when your computer's daemon answers",
+        "rtun ping -v               # ... and which socket answered",
+    ],
+)
 pid = Command(socket_option, _pid)
 echo = Command(_echo_arguments, _echo)
 shutdown = Command(socket_option, _shutdown)

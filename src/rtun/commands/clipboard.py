@@ -34,8 +34,12 @@ def _size(nbytes: int) -> str:
 
 def _copy_arguments(parser: argparse.ArgumentParser) -> None:
     socket_option(parser)
-    parser.add_argument("text", nargs="*", metavar="TEXT",
-                        help="the text to copy, words joined with spaces (none, or -, reads standard input)")
+    parser.add_argument(
+        "text",
+        nargs="*",
+        metavar="TEXT",
+        help="the text to copy, words joined with spaces (none, or -, reads standard input)",
+    )
 
 
 def _copy(args: argparse.Namespace) -> int:
@@ -80,7 +84,15 @@ def _paste(args: argparse.Namespace) -> int:
     return 0
 
 
-copy = Command(_copy_arguments, _copy, description="Put TEXT, or standard input, on the clipboard "
-               "of your computer.", examples=["git rev-parse HEAD | rtun copy", "rtun copy 'some text'"])
-paste = Command(_paste_arguments, _paste, description="Print the clipboard of your computer, exactly "
-                "as it is. Off unless [actions] paste = true in the config file of rtun there.")
+copy = Command(
+    _copy_arguments,
+    _copy,
+    description="Put TEXT, or standard input, on the clipboard of your computer.",
+    examples=["git rev-parse HEAD | rtun copy", "rtun copy 'some text'"],
+)
+paste = Command(
+    _paste_arguments,
+    _paste,
+    description="Print the clipboard of your computer, exactly "
+    "as it is. Off unless [actions] paste = true in the config file of rtun there.",
+)

@@ -36,11 +36,19 @@ class CompletionUnavailableError(RtunError):
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--install", action="store_true",
-                        help="write the script where the shell loads completions for you, and say "
-                        "what (if anything) to add to its rc file")
-    parser.add_argument("shell", nargs="?", choices=SHELLS, metavar="SHELL",
-                        help="bash, zsh or fish (default: the one $SHELL names)")
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="write the script where the shell loads completions for you, and say "
+        "what (if anything) to add to its rc file",
+    )
+    parser.add_argument(
+        "shell",
+        nargs="?",
+        choices=SHELLS,
+        metavar="SHELL",
+        help="bash, zsh or fish (default: the one $SHELL names)",
+    )
 
 
 def shell_from_environment() -> str:
@@ -65,14 +73,15 @@ def script(shell: str) -> str:
     code = shellcode(["rtun"], shell=shell)
     # Before 3.2.3, argcomplete's zsh script could not be a function autoloaded from $fpath.
     if shell == "zsh" and "zsh_eval_context" not in code:
-        raise CompletionUnavailableError("zsh completion needs argcomplete 3.2.3 or newer: "
-                                         "python3 -m pip install -U argcomplete")
+        raise CompletionUnavailableError(
+            "zsh completion needs argcomplete 3.2.3 or newer: python3 -m pip install -U argcomplete"
+        )
     return code
 
 
 def _shown(path: str) -> str:
     home = paths.home().rstrip("/")
-    return "~" + path[len(home):] if path.startswith(home + "/") else path
+    return "~" + path[len(home) :] if path.startswith(home + "/") else path
 
 
 def _absolute(variable: str, default: str) -> str:
@@ -92,8 +101,9 @@ def target(shell: str) -> str:
         return os.path.join(user_dir, "completions", "rtun")
     if shell == "zsh":  # a directory of its own on $fpath, which ~/.zshrc must name
         return os.path.join(_absolute("ZDOTDIR", home), ".zfunc", "_rtun")
-    return os.path.join(_absolute("XDG_CONFIG_HOME", os.path.join(home, ".config")),
-                        "fish", "completions", "rtun.fish")
+    return os.path.join(
+        _absolute("XDG_CONFIG_HOME", os.path.join(home, ".config")), "fish", "completions", "rtun.fish"
+    )
 
 
 def _rc_mentions(rc: str, text: str) -> bool:
@@ -113,13 +123,17 @@ def rc_advice(shell: str, path: str) -> "Tuple[str, List[str]]":
         directory = _shown(os.path.dirname(path))
         if _rc_mentions(rc, os.path.basename(os.path.dirname(path))):
             return f"{_shown(rc)} already puts {directory} on $fpath: new zsh shells load it", []
-        return (f"add these lines to {_shown(rc)} once, before any compinit there "
-                "(oh-my-zsh: before it is sourced):",
-                [f"fpath=({directory} $fpath)", "autoload -Uz compinit && compinit"])
+        return (
+            f"add these lines to {_shown(rc)} once, before any compinit there "
+            "(oh-my-zsh: before it is sourced):",
+            [f"fpath=({directory} $fpath)", "autoload -Uz compinit && compinit"],
+        )
     rc = os.path.join(paths.home(), ".bashrc")
     if any(os.path.exists(loader) for loader in BASH_COMPLETION_LOADERS):
-        return ("new bash shells load it through bash-completion (if yours does not run "
-                f"bash-completion, add `source {_shown(path)}` to {_shown(rc)})"), []
+        return (
+            "new bash shells load it through bash-completion (if yours does not run "
+            f"bash-completion, add `source {_shown(path)}` to {_shown(rc)})"
+        ), []
     line = f"source {_shown(path)}"
     if _rc_mentions(rc, _shown(path)) or _rc_mentions(rc, path):
         return f"{_shown(rc)} already sources it: new bash shells load it", []
@@ -163,7 +177,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-completion = Command(_arguments, _run, usage="rtun completion [--install] [bash|zsh|fish]",
-                     description="Print the shell completion script for rtun, or with --install "
-                     "write it where the shell loads completions for you.",
-                     examples=["rtun completion --install   # for the shell $SHELL names"])
+completion = Command(
+    _arguments,
+    _run,
+    usage="rtun completion [--install] [bash|zsh|fish]",
+    description="Print the shell completion script for rtun, or with --install "
+    "write it where the shell loads completions for you.",
+    examples=["rtun completion --install   # for the shell $SHELL names"],
+)

@@ -35,7 +35,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-config = Command(_arguments, _run, description="Print the path of the daemon's config file and every "
-                 "setting in effect, the file's and the defaults, as the file would write them.",
-                 examples=["rtun config                 # what the daemon uses, key by key",
-                           "$EDITOR \"$(rtun config --path)\""])
+config = Command(
+    _arguments,
+    _run,
+    description="Print the path of the daemon's config file and every "
+    "setting in effect, the file's and the defaults, as the file would write them.",
+    examples=[
+        "rtun config                 # what the daemon uses, key by key",
+        '$EDITOR "$(rtun config --path)"',
+    ],
+)

@@ -13,8 +13,8 @@ import sys
 import time
 
 from rtun.command import Command, socket_option
-from rtun.protocol import peertext
 from rtun.errors import RtunError, UsageError
+from rtun.protocol import peertext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 
 TITLE_CHARS = 60  # of the command in the title, which notification popups cut early anyway
 BODY_CHARS = 300  # of the command in the body, when the title had to shorten it
-USAGE = ("rtun done [-s PATH] [--min-seconds N] [--command TEXT] [--] COMMAND [ARG...]\n"
-         "       rtun done --status CODE [--seconds S | --since EPOCH] [--command TEXT] "
-         "[--min-seconds N]")
+USAGE = (
+    "rtun done [-s PATH] [--min-seconds N] [--command TEXT] [--] COMMAND [ARG...]\n"
+    "       rtun done --status CODE [--seconds S | --since EPOCH] [--command TEXT] "
+    "[--min-seconds N]"
+)
 
 
 class CannotRunError(RtunError):
@@ -56,20 +58,41 @@ _exit_status.__name__ = "exit status (0 to 255)"
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     socket_option(parser)
-    parser.add_argument("--min-seconds", type=_seconds, default=0.0, metavar="N",
-                        help="no notification when the command took less than N seconds")
-    parser.add_argument("--status", type=_exit_status, metavar="CODE",
-                        help="notify about a command that already ended with this status "
-                        "(`; rtun done --status $?`); rtun exits with it")
+    parser.add_argument(
+        "--min-seconds",
+        type=_seconds,
+        default=0.0,
+        metavar="N",
+        help="no notification when the command took less than N seconds",
+    )
+    parser.add_argument(
+        "--status",
+        type=_exit_status,
+        metavar="CODE",
+        help="notify about a command that already ended with this status "
+        "(`; rtun done --status $?`); rtun exits with it",
+    )
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--seconds", type=_seconds, metavar="S", help="with --status: how long it ran")
-    when.add_argument("--since", type=_seconds, metavar="EPOCH",
-                      help="with --status: when it started, in seconds since the epoch ($EPOCHSECONDS)")
-    parser.add_argument("--command", dest="shown", metavar="TEXT",
-                        help="the command as the notification shows it (default: COMMAND's words; "
-                        "say something else to keep a secret on its command line off the screen)")
-    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
-                        help="the command to run and its arguments (after --)")
+    when.add_argument(
+        "--since",
+        type=_seconds,
+        metavar="EPOCH",
+        help="with --status: when it started, in seconds since the epoch ($EPOCHSECONDS)",
+    )
+    parser.add_argument(
+        "--command",
+        dest="shown",
+        metavar="TEXT",
+        help="the command as the notification shows it (default: COMMAND's words; "
+        "say something else to keep a secret on its command line off the screen)",
+    )
+    parser.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="the command to run and its arguments (after --)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -138,7 +161,7 @@ def run_in_foreground(argv: "List[str]") -> int:
 
 
 def status_text(code: int) -> str:
-    """"finished", "interrupted" (130: Ctrl-C), "failed with status N" (and the signal's name
+    """ "finished", "interrupted" (130: Ctrl-C), "failed with status N" (and the signal's name
     where N is 128 + a signal)."""
     if code == 0:
         return "finished"
@@ -169,15 +192,18 @@ def duration_text(seconds: float) -> str:
 
 def shorten(text: str, limit: int) -> str:
     """One line of at most ``limit`` characters, its cut marked."""
-    line = " ".join(text[:limit * 4].split())  # bounded before split: --command can be anything
-    return line if len(line) <= limit else line[:limit - 1] + "\u2026"
+    line = " ".join(text[: limit * 4].split())  # bounded before split: --command can be anything
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
 def message(command: "Optional[str]", code: int, seconds: "Optional[float]", host: str) -> "List[str]":
     """The notification's title and body: the command (shortened), its status and duration."""
     status = status_text(code)
     if not command or not command.strip():
-        return [f"Command {status}", f"on {host}" + (f" after {duration_text(seconds)}" if seconds is not None else "")]
+        return [
+            f"Command {status}",
+            f"on {host}" + (f" after {duration_text(seconds)}" if seconds is not None else ""),
+        ]
     short = shorten(command, TITLE_CHARS)
     body = []
     if short != " ".join(command.split()):
@@ -186,8 +212,9 @@ def message(command: "Optional[str]", code: int, seconds: "Optional[float]", hos
     return [f"{short} {status}", "\n".join(body)]
 
 
-def _notify(args: argparse.Namespace, command: "Optional[str]", code: int,
-            seconds: "Optional[float]") -> None:
+def _notify(
+    args: argparse.Namespace, command: "Optional[str]", code: int, seconds: "Optional[float]"
+) -> None:
     """Notify, unless the command was quicker than --min-seconds; a failure is a warning."""
     if seconds is not None and seconds < args.min_seconds:
         return
@@ -205,10 +232,16 @@ def _notify(args: argparse.Namespace, command: "Optional[str]", code: int,
         print(f"rtun done: warning: no notification: {reason}", file=sys.stderr)
 
 
-done = Command(_arguments, _run, usage=USAGE,
-               description="Run COMMAND in the foreground and exit with its exit code; when it "
-               "ends, notify your computer with the command, its status and how long it ran. "
-               "With --status, notify about a command that has already ended.",
-               examples=["rtun done -- make -j8 test          # exits with make's code",
-                         "rtun done --min-seconds 60 -- ./train.py",
-                         "rtun done --status $? --since $start   # about a command that already ended"])
+done = Command(
+    _arguments,
+    _run,
+    usage=USAGE,
+    description="Run COMMAND in the foreground and exit with its exit code; when it "
+    "ends, notify your computer with the command, its status and how long it ran. "
+    "With --status, notify about a command that has already ended.",
+    examples=[
+        "rtun done -- make -j8 test          # exits with make's code",
+        "rtun done --min-seconds 60 -- ./train.py",
+        "rtun done --status $? --since $start   # about a command that already ended",
+    ],
+)

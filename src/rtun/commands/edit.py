@@ -17,8 +17,9 @@ DESCRIPTION = (
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     socket_option(parser)
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="say nothing about saves that were written")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="say nothing about saves that were written"
+    )
     parser.add_argument("file")
 
 
@@ -28,6 +29,11 @@ def _run(args: argparse.Namespace) -> int:
     return editing.edit(args.socket, args.file, quiet=args.quiet)
 
 
-edit = Command(_arguments, _run, description=DESCRIPTION, examples=[
-    "rtun edit ~/.bashrc        # in your editor; each save is written back here",
-])
+edit = Command(
+    _arguments,
+    _run,
+    description=DESCRIPTION,
+    examples=[
+        "rtun edit ~/.bashrc        # in your editor; each save is written back here",
+    ],
+)

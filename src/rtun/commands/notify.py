@@ -17,14 +17,19 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    words = [sys.stdin.buffer.read().decode("utf-8", "replace") if word == "-" else word
-             for word in args.message]
+    words = [
+        sys.stdin.buffer.read().decode("utf-8", "replace") if word == "-" else word for word in args.message
+    ]
     title = args.title if args.title is not None else socket.gethostname()
     requests.notify(args.socket, title, " ".join(words).strip())
     return 0
 
 
-notify = Command(_arguments, _run, examples=[
-    'rtun notify -t "train.py" "epoch 40 done"',
-    "make 2>&1 | tail -n 3 | rtun notify -",
-])
+notify = Command(
+    _arguments,
+    _run,
+    examples=[
+        'rtun notify -t "train.py" "epoch 40 done"',
+        "make 2>&1 | tail -n 3 | rtun notify -",
+    ],
+)

@@ -18,7 +18,7 @@ from rtun.errors import RtunError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import List, Optional, Tuple
+    from typing import Optional, Tuple
 
 # The daemon's list (rtun.daemon.actions.browser, which the client cannot import).
 ALLOWED_SCHEMES = ("http", "https", "mailto")
@@ -26,8 +26,7 @@ _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 # What RFC 3986 allows in a URI, and the backslash (kept, so that the daemon refuses it: a
 # browser reads it as "/" in an http URL). Everything else is percent-encoded as UTF-8.
-_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-                  "-._~:/?#[]@!$&'()*+,;=%\\")
+_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%\\")
 # Characters that IDNA 2003 (Python's codec) and the browsers' UTS 46 map differently.
 _IDNA_DEVIATIONS = "\u00df\u03c2\u200c\u200d"
 
@@ -40,8 +39,12 @@ class Refused(RtunError):
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     socket_option(parser)
-    parser.add_argument("targets", nargs="+", metavar="TARGET",
-                        help="a file (sent and opened as rtun view does), or an http, https or mailto URL")
+    parser.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="a file (sent and opened as rtun view does), or an http, https or mailto URL",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,14 +70,21 @@ def main() -> int:
     return rtun_main(["open"] + sys.argv[1:])
 
 
-open_target = Command(_arguments, _run, usage="rtun open [-s PATH] [-v] TARGET...",
-                      description="Open http, https and mailto URLs in your computer's browser; "
-                      "a file is sent and opened as rtun view does. Other schemes are refused (exit 4).",
-                      examples=["rtun open https://example.org/",
-                                "export BROWSER=rtun-open    # programs here open their pages there"])
+open_target = Command(
+    _arguments,
+    _run,
+    usage="rtun open [-s PATH] [-v] TARGET...",
+    description="Open http, https and mailto URLs in your computer's browser; "
+    "a file is sent and opened as rtun view does. Other schemes are refused (exit 4).",
+    examples=[
+        "rtun open https://example.org/",
+        "export BROWSER=rtun-open    # programs here open their pages there",
+    ],
+)
 
 
 # ---- telling URLs from files ------------------------------------------------------------------
+
 
 def scheme_of(target: str) -> "Optional[str]":
     """The scheme of ``target`` in lower case ("https" of "HTTPS://x"), or None if it has none."""
@@ -92,13 +102,18 @@ def classify(target: str) -> "Tuple[bool, str]":
         return False, target
     url = target.strip()  # a pasted line's spaces, as a browser's address bar drops them
     scheme = scheme_of(url)
-    host_port = (scheme is not None and scheme not in ALLOWED_SCHEMES  # localhost:8888
-                 and url[len(scheme) + 1:].partition("/")[0].isdigit())
+    host_port = (
+        scheme is not None
+        and scheme not in ALLOWED_SCHEMES  # localhost:8888
+        and url[len(scheme) + 1 :].partition("/")[0].isdigit()
+    )
     if scheme is None or host_port:
         if _looks_like_host(url):
             local = ":" in url.partition("/")[0]  # a port: a local server, most likely without TLS
-            raise RtunError(f"cannot read {target}: no such file; if it is a web address, add its "
-                            f"scheme: rtun open {'http' if local else 'https'}://{url}")
+            raise RtunError(
+                f"cannot read {target}: no such file; if it is a web address, add its "
+                f"scheme: rtun open {'http' if local else 'https'}://{url}"
+            )
         return False, target  # view says why it cannot be read
     if scheme not in ALLOWED_SCHEMES:
         shown = scheme if len(scheme) <= 32 else scheme[:32] + "..."
@@ -112,15 +127,18 @@ def _looks_like_host(target: str) -> bool:
     host, _, port = target.partition("/")[0].partition(":")
     labels = host.lower().split(".")
     named = len(labels) > 1 or bool(port) or host == "localhost"
-    return (named and (not port or port.isdigit())
-            and all(label and set(label) <= _HOST_CHARS for label in labels))
+    return (
+        named
+        and (not port or port.isdigit())
+        and all(label and set(label) <= _HOST_CHARS for label in labels)
+    )
 
 
 def normalize(url: str) -> str:
     """``url`` as the daemon takes it: the scheme in lower case, a non-ASCII host name in its
     xn-- form, and non-ASCII and what RFC 3986 does not allow (spaces, quotes, ...) percent-encoded
     as UTF-8, as browsers do. Control characters are refused: a browser would drop them."""
-    if any(ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0 for ch in url):
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in url):
         raise Refused("refusing a URL with a control character (a tab, a line break, ...) in it")
     scheme, _, rest = url.partition(":")
     scheme = scheme.lower()
@@ -146,8 +164,10 @@ def _ascii_host(rest: str) -> str:
     user, at, hostport = authority.rpartition("@")
     host, colon, port = hostport.partition(":")
     if any(ch in host for ch in _IDNA_DEVIATIONS):
-        raise Refused(f"the host name {host} has ß, ς or a zero-width joiner, which the IDNA "
-                      "standards write differently: give its xn-- form")
+        raise Refused(
+            f"the host name {host} has ß, ς or a zero-width joiner, which the IDNA "
+            "standards write differently: give its xn-- form"
+        )
     try:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:

@@ -8,7 +8,9 @@ from rtun.command import Command
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-s", "--socket", metavar="PATH", help="socket to listen on (default ~/.rtun/rtun.sock)")
+    parser.add_argument(
+        "-s", "--socket", metavar="PATH", help="socket to listen on (default ~/.rtun/rtun.sock)"
+    )
     parser.add_argument("-d", "--daemon", action="store_true", help="detach; print the PID once ready")
     parser.add_argument("-l", "--log", metavar="FILE", help="log file (default ~/.rtun/rtun.log with -d)")
     parser.add_argument("-D", "--dir", metavar="DIR", help="where received files go (default: downloads)")
@@ -25,7 +27,11 @@ def _run(args: argparse.Namespace) -> int:
     return start.serve(settings, detach=args.daemon)
 
 
-server = Command(_arguments, _run, examples=[
-    "rtun server -d             # in the background; logs to ~/.rtun/rtun.log",
-    "rtun server -v             # in the foreground, logging each request",
-])
+server = Command(
+    _arguments,
+    _run,
+    examples=[
+        "rtun server -d             # in the background; logs to ~/.rtun/rtun.log",
+        "rtun server -v             # in the foreground, logging each request",
+    ],
+)

@@ -19,6 +19,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-view = Command(_arguments, _run, examples=[
-    "rtun view plot.png         # opens on your computer with its desktop opener",
-])
+view = Command(
+    _arguments,
+    _run,
+    examples=[
+        "rtun view plot.png         # opens on your computer with its desktop opener",
+    ],
+)

@@ -43,8 +43,13 @@ class SpareBuffers:
 
 
 class Connection(asyncio.BufferedProtocol):
-    def __init__(self, timeout: float, on_connect: Callable[["Connection"], None],
-                 min_rate: float = 0.0, spare: Optional[SpareBuffers] = None) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        on_connect: Callable[["Connection"], None],
+        min_rate: float = 0.0,
+        spare: Optional[SpareBuffers] = None,
+    ) -> None:
         self.timeout = timeout
         self.min_rate = min_rate
         self.receiver = Receiver()
@@ -199,8 +204,12 @@ class Connection(asyncio.BufferedProtocol):
         dropped = self.receiver.discard()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while dropped <= limit and not self.receiver.at_eof and self._transport is not None \
-                and not self._transport.is_closing():
+        while (
+            dropped <= limit
+            and not self.receiver.at_eof
+            and self._transport is not None
+            and not self._transport.is_closing()
+        ):
             if self._reading_paused:
                 self._reading_paused = False
                 self._transport.resume_reading()
@@ -290,7 +299,9 @@ class Connection(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.close()
             if self._transport.get_write_buffer_size() and self._linger is None:
-                self._linger = asyncio.get_running_loop().call_later(self._linger_interval, self._check_linger)
+                self._linger = asyncio.get_running_loop().call_later(
+                    self._linger_interval, self._check_linger
+                )
 
     @property
     def _linger_interval(self) -> float:

@@ -55,8 +55,13 @@ async def edit_session(services: Services, conn: Connection, upload: Upload) -> 
         ended = await _exchange(services, conn, edit)
     except asyncio.CancelledError:  # the daemon is stopping: say so, as the last line
         ended = "the daemon stopped"
-        conn.abort(wire.error(wire.E_BUSY, f"the rtun daemon on your computer stopped: the edit "
-                              f"of {edit.name} ended, and its saves no longer reach the server"))
+        conn.abort(
+            wire.error(
+                wire.E_BUSY,
+                f"the rtun daemon on your computer stopped: the edit "
+                f"of {edit.name} ended, and its saves no longer reach the server",
+            )
+        )
         raise
     except Rejected as exc:
         ended = f"refused: {exc.text}"
@@ -65,8 +70,10 @@ async def edit_session(services: Services, conn: Connection, upload: Upload) -> 
         still_open = edit.end()
         log.info("edit of %s ended: %s", edit.name, ended)
         if still_open:
-            services.tell(TITLE, f"The edit of {edit.name} ended ({ended}): saves in the editor no "
-                  "longer reach the server.")
+            services.tell(
+                TITLE,
+                f"The edit of {edit.name} ended ({ended}): saves in the editor no longer reach the server.",
+            )
 
 
 async def _exchange(services: Services, conn: Connection, edit: OpenEdit) -> str:
@@ -85,19 +92,22 @@ async def _exchange(services: Services, conn: Connection, edit: OpenEdit) -> str
             await conn.send(conn.receiver.reply(data={"event": "idle"}))
         elif isinstance(change, Save):
             due = change.seq
-            log.info("edit of %s: save %d (%d bytes) sent to the server", edit.name, change.seq,
-                     len(change.data))
+            log.info(
+                "edit of %s: save %d (%d bytes) sent to the server", edit.name, change.seq, len(change.data)
+            )
             for piece in conn.receiver.reply_payload({"event": "save", "seq": change.seq}, change.data):
                 await conn.send(piece)
         elif isinstance(change, Skipped):
             log.warning("edit of %s: change %d not sent: %s", edit.name, change.seq, change.reason)
             services.tell(TITLE, change.reason)
-            await conn.send(conn.receiver.reply(
-                data={"event": "skipped", "seq": change.seq, "message": change.reason}))
+            await conn.send(
+                conn.receiver.reply(data={"event": "skipped", "seq": change.seq, "message": change.reason})
+            )
         else:
             assert isinstance(change, Closed)
-            await conn.send(conn.receiver.reply(
-                data={"event": "closed", "status": change.status, "message": change.note}))
+            await conn.send(
+                conn.receiver.reply(data={"event": "closed", "status": change.status, "message": change.note})
+            )
             return f"the editor closed (status {change.status})"
 
 
@@ -113,10 +123,12 @@ def _result(services: Services, edit: OpenEdit, wait: wire.EditWait, due: Option
         log.info("edit of %s: save %d written on the server", edit.name, due)
     elif wait.result == "conflict":
         log.info("edit of %s: save %d refused on the server: the file changed there", edit.name, due)
-        services.tell(TITLE, f"{edit.name} was not saved on the server: the file changed there since "
-              "it was opened or last saved. Your text is still in the editor.")
+        services.tell(
+            TITLE,
+            f"{edit.name} was not saved on the server: the file changed there since "
+            "it was opened or last saved. Your text is still in the editor.",
+        )
     else:
         log.info("edit of %s: save %d could not be written on the server", edit.name, due)
         said = " ".join(wait.message.split())[:NOTE_CHARS]
         services.tell(TITLE, f"{edit.name} was not saved on the server" + (f": {said}" if said else "."))
-

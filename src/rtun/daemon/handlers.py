@@ -93,8 +93,11 @@ class Handlers:
         # Anyone who reaches the socket could stop the daemon or learn local paths: off unless
         # the local user turns them on.
         if not self.config.diagnostics:
-            raise Rejected(wire.E_UNKNOWN, f"{verb} is turned off on this daemon "
-                           "([server] diagnostics = true in its config file turns it on)")
+            raise Rejected(
+                wire.E_UNKNOWN,
+                f"{verb} is turned off on this daemon "
+                "([server] diagnostics = true in its config file turns it on)",
+            )
 
     async def pid(self, conn: Connection, request: wire.Pid) -> None:
         self._diagnostics("PID")
@@ -205,8 +208,13 @@ class Handlers:
         files = self.services.ranged
         files.detach(ranged)
         path = files.commit(ranged, request.digest)
-        log.info("received %s (%d bytes) in ranges over %d connections, %d bytes of them this time",
-                 path, ranged.size, ranged.connections, ranged.received)
+        log.info(
+            "received %s (%d bytes) in ranges over %d connections, %d bytes of them this time",
+            path,
+            ranged.size,
+            ranged.connections,
+            ranged.received,
+        )
         await conn.send(conn.receiver.reply(data={"saved": [path], "skipped": []}))
 
     # ---- URLs and the clipboard ----------------------------------------------------------------
@@ -228,8 +236,11 @@ class Handlers:
         services = self.services
         clipboard = services.clipboard()
         if request.size > clipboard.max_bytes:
-            raise Rejected(wire.E_TOO_LARGE, f"{request.size} bytes is more than the clipboard takes "
-                           f"here ([clipboard] max_bytes = {clipboard.max_bytes})")
+            raise Rejected(
+                wire.E_TOO_LARGE,
+                f"{request.size} bytes is more than the clipboard takes "
+                f"here ([clipboard] max_bytes = {clipboard.max_bytes})",
+            )
         services.may_upload(conn)
         services.limited(services.clipboard_limit, conn, "clipboard requests")
         async with services.slot():

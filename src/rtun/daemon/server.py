@@ -17,9 +17,9 @@ from rtun.daemon.services import Services
 from rtun.daemon.storage.leftovers import remove_leftovers
 from rtun.daemon.storage.tree import current_umask
 from rtun.protocol import wire
+from rtun.protocol.limits import MAX_EARLY_DATA, MAX_LINE
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
 from rtun.protocol.receiver import CLOSED
-from rtun.protocol.limits import MAX_EARLY_DATA, MAX_LINE
 from rtun.protocol.wire import Rejected
 
 log = logging.getLogger("rtun.daemon")
@@ -45,12 +45,16 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         server = await loop.create_unix_server(
-            lambda: Connection(self.config.idle_timeout, self._start_serving, self.config.min_rate, self._spare),
-            sock=self.listener.sock
+            lambda: Connection(
+                self.config.idle_timeout, self._start_serving, self.config.min_rate, self._spare
+            ),
+            sock=self.listener.sock,
         )
         log.info(
             "listening on %s (pid %d), saving to %s",
-            self.listener.path, os.getpid(), self.config.save_dir,
+            self.listener.path,
+            os.getpid(),
+            self.config.save_dir,
         )
         if on_ready:
             on_ready()

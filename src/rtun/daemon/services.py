@@ -66,12 +66,16 @@ class Services:
         if getattr(self.config, f"allow_{action}"):
             return
         if action == "paste":
-            why = ("paste is off unless you turn it on: anyone with root on a server you log in to "
-                   "could read your clipboard ([actions] paste = true in the config file of rtun on "
-                   "your computer turns it on)")
+            why = (
+                "paste is off unless you turn it on: anyone with root on a server you log in to "
+                "could read your clipboard ([actions] paste = true in the config file of rtun on "
+                "your computer turns it on)"
+            )
         else:
-            why = (f"{action} is turned off on your computer ([actions] {action} = true in the "
-                   "config file of rtun there turns it on)")
+            why = (
+                f"{action} is turned off on your computer ([actions] {action} = true in the "
+                "config file of rtun there turns it on)"
+            )
         raise Rejected(wire.E_DENIED, why)
 
     @staticmethod
@@ -82,7 +86,9 @@ class Services:
     @staticmethod
     def limited(limit: RateLimit, conn: object, what: str) -> None:
         if not limit.allow(conn):
-            raise Rejected(wire.E_BUSY, f"too many {what} in a short time: try again in {limit.wait(conn):.0f} s")
+            raise Rejected(
+                wire.E_BUSY, f"too many {what} in a short time: try again in {limit.wait(conn):.0f} s"
+            )
 
     def opens_program(self, conn: object) -> None:
         """A turn of the one rate that VIEW, OPEN and EDIT share, worded the same for each."""
@@ -116,8 +122,9 @@ class Services:
             from rtun.daemon.actions.view import Viewer
 
             c = self.config
-            self._viewer = Viewer(c.view_opener, c.view_allow_types, c.view_max_age, self.umask,
-                                  c.min_free_bytes)
+            self._viewer = Viewer(
+                c.view_opener, c.view_allow_types, c.view_max_age, self.umask, c.min_free_bytes
+            )
         return self._viewer
 
     def browser(self) -> "Browser":
@@ -140,8 +147,9 @@ class Services:
             from rtun.daemon.actions.edit import Editors
 
             c = self.config
-            self._editors = Editors(c.edit_editor, c.edit_max_bytes, c.edit_max_open, self.umask,
-                                    c.min_free_bytes)
+            self._editors = Editors(
+                c.edit_editor, c.edit_max_bytes, c.edit_max_open, self.umask, c.min_free_bytes
+            )
         return self._editors
 
     # ---- notifications ------------------------------------------------------------------------
@@ -180,4 +188,3 @@ class Services:
         task = asyncio.ensure_future(show())
         self._notes.add(task)
         task.add_done_callback(self._notes.discard)
-

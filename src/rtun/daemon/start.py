@@ -43,8 +43,9 @@ def _configure_logging(config: Config, log_path: Optional[str]) -> Optional[int]
     else:
         try:
             os.makedirs(os.path.dirname(log_path) or ".", mode=0o700, exist_ok=True)
-            rotating = _PrivateRotatingLog(log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS,
-                                           encoding="utf-8")
+            rotating = _PrivateRotatingLog(
+                log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+            )
         except OSError as exc:
             raise RtunError(f"cannot open the log file {log_path}: {exc.strerror or exc}") from None
         fd = rotating.stream.fileno() if rotating.stream is not None else None
@@ -73,7 +74,9 @@ def serve(config: Config, detach: bool) -> int:
     try:
         os.makedirs(config.save_dir, exist_ok=True)
     except OSError as exc:
-        raise RtunError(f"cannot create the save directory {config.save_dir}: {exc.strerror or exc}") from None
+        raise RtunError(
+            f"cannot create the save directory {config.save_dir}: {exc.strerror or exc}"
+        ) from None
     if not detach:
         _configure_logging(config, config.log)
         listener = bind(config.socket)
@@ -102,8 +105,9 @@ def serve(config: Config, detach: bool) -> int:
     return 0
 
 
-def _run_detached(config: Config, listener: Listener, ready_fd: int,
-                  log_fd: Optional[int]) -> None:  # pragma: no cover
+def _run_detached(
+    config: Config, listener: Listener, ready_fd: int, log_fd: Optional[int]
+) -> None:  # pragma: no cover
     import daemon  # python-daemon: the double fork, setsid, closed fds, chdir /
 
     context = daemon.DaemonContext(

@@ -92,15 +92,21 @@ def encode_entry(entry: Entry) -> bytes:
     if kind is FileEntry or kind is DirEntry:
         mode, mtime = entry.mode, entry.mtime  # type: ignore[union-attr]
         size = entry.size if kind is FileEntry else None  # type: ignore[union-attr]
-        if type(mode) is int and (type(mtime) is int or (type(mtime) is float and mtime - mtime == 0)) \
-                and (size is None or type(size) is int):
+        if (
+            type(mode) is int
+            and (type(mtime) is int or (type(mtime) is float and mtime - mtime == 0))
+            and (size is None or type(size) is int)
+        ):
             quoted = _quoted or _load_quoted()
+            path = quoted(entry.path)  # type: ignore[union-attr]
             if kind is DirEntry:
-                return ('{"type":"dir","path":%s,"mode":%d,"mtime":%r}\r\n'
-                        % (quoted(entry.path), mode, mtime)).encode("ascii")  # type: ignore[union-attr]
-            return ('{"type":"file","path":%s,"mode":%d,"mtime":%r%s}\r\n'
-                    % (quoted(entry.path), mode, mtime,  # type: ignore[union-attr]
-                       "" if size is None else ',"size":%d' % size)).encode("ascii")
+                return ('{"type":"dir","path":%s,"mode":%d,"mtime":%r}\r\n' % (path, mode, mtime)).encode(
+                    "ascii"
+                )
+            sized = "" if size is None else ',"size":%d' % size
+            return (
+                '{"type":"file","path":%s,"mode":%d,"mtime":%r%s}\r\n' % (path, mode, mtime, sized)
+            ).encode("ascii")
     return _encode_entry_json(entry)
 
 
@@ -149,7 +155,8 @@ def _plain_file_line() -> "Any":
         _file_line = re.compile(
             rb'\{"type":"file","path":"([\x20\x21\x23-\x5b\x5d-\x7e]*)","mode":(0|[1-9][0-9]{0,9}),'
             rb'"mtime":((?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,30})?(?:[eE][-+]?[0-9]{1,3})?),'
-            rb'"size":(0|[1-9][0-9]{0,19})\}\r?\n?\Z')
+            rb'"size":(0|[1-9][0-9]{0,19})\}\r?\n?\Z'
+        )
     return _file_line
 
 

@@ -93,7 +93,7 @@ class Message:
         if not 0 <= missing <= len(self._defaults):
             raise TypeError(f"{type(self).__name__} takes {len(self.__slots__)} arguments")
         if missing:
-            args += self._defaults[len(self._defaults) - missing:]
+            args += self._defaults[len(self._defaults) - missing :]
         for name, value in zip(self.__slots__, args):
             object.__setattr__(self, name, value)
 
@@ -274,8 +274,26 @@ class Commit(Message):
 PAYLOAD_REQUESTS = (Paste, EditWait)
 
 if TYPE_CHECKING:
-    Request = Union[Ping, Pid, Echo, Shutdown, Notify, Send, View, Hello, Notify2, Put,
-                    OpenUrl, Copy, Paste, Edit, EditWait, Ranges, Range, Commit]
+    Request = Union[
+        Ping,
+        Pid,
+        Echo,
+        Shutdown,
+        Notify,
+        Send,
+        View,
+        Hello,
+        Notify2,
+        Put,
+        OpenUrl,
+        Copy,
+        Paste,
+        Edit,
+        EditWait,
+        Ranges,
+        Range,
+        Commit,
+    ]
 
 
 # ---- the reply (daemon -> client) ----------------------------------------------------------

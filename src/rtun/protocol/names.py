@@ -29,7 +29,6 @@ def misleading(text: str) -> bool:
     return _MISLEADING.search(text) is not None
 
 
-
 def is_part_name(name: str) -> bool:
     return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)
 
@@ -42,7 +41,9 @@ def components(path: str) -> Tuple[str, ...]:
     if "\x00" in path:
         raise Rejected(wire.E_BAD_PATH, f"path contains a NUL byte: {peertext.quoted(path)}")
     if misleading(path):
-        raise Rejected(wire.E_BAD_PATH, f"path contains control or bidirectional characters: {peertext.quoted(path)}")
+        raise Rejected(
+            wire.E_BAD_PATH, f"path contains control or bidirectional characters: {peertext.quoted(path)}"
+        )
     if path.startswith("/"):
         raise Rejected(wire.E_BAD_PATH, f"absolute paths are not accepted: {peertext.quoted(path)}")
     try:
@@ -57,19 +58,28 @@ def components(path: str) -> Tuple[str, ...]:
     may_be_long = encoded_length > MAX_COMPONENT_BYTES  # else no component can be
     for part in parts:
         if part in ("", ".", ".."):
-            raise Rejected(wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {peertext.quoted(path)}")
+            raise Rejected(
+                wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {peertext.quoted(path)}"
+            )
         if may_be_long and len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            raise Rejected(wire.E_BAD_PATH,
-                           f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {peertext.quoted(path)}")
+            raise Rejected(
+                wire.E_BAD_PATH,
+                f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {peertext.quoted(path)}",
+            )
         if part.startswith(PART_PREFIX) and part.endswith(PART_SUFFIX):  # is_part_name
-            raise Rejected(wire.E_BAD_PATH, f"names like {peertext.quoted(part)} are the daemon's own temporary files")
+            raise Rejected(
+                wire.E_BAD_PATH, f"names like {peertext.quoted(part)} are the daemon's own temporary files"
+            )
     return parts
 
 
 def check_link_target(target: str) -> None:
     """A link target is text the desktop shows: no controls, no bidirectional tricks, bounded."""
     if misleading(target):
-        raise Rejected(wire.E_BAD_PATH, f"link target contains control or bidirectional characters: {peertext.quoted(target)}")
+        raise Rejected(
+            wire.E_BAD_PATH,
+            f"link target contains control or bidirectional characters: {peertext.quoted(target)}",
+        )
     try:
         encoded = target.encode("utf-8")
     except UnicodeEncodeError:

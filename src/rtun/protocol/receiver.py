@@ -49,8 +49,11 @@ class Upload(Event):
 
     __slots__ = ("request", "parts")
 
-    def __init__(self, request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range],
-                 parts: Tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range],
+        parts: Tuple[str, ...],
+    ) -> None:
         self.request = request
         self.parts = parts
 
@@ -75,8 +78,9 @@ class FileStart(Event):
 
     __slots__ = ("parts", "mode", "mtime", "size")
 
-    def __init__(self, parts: Tuple[str, ...], mode: Optional[int], mtime: Optional[float],
-                 size: Optional[int]) -> None:
+    def __init__(
+        self, parts: Tuple[str, ...], mode: Optional[int], mtime: Optional[float], size: Optional[int]
+    ) -> None:
         self.parts, self.mode, self.mtime, self.size = parts, mode, mtime, size
 
 
@@ -151,7 +155,7 @@ class Receiver:
 
     def get_buffer(self) -> memoryview:
         """Free space for the next bytes (never empty unless ``buffer_full``)."""
-        return self._view[self._end:]
+        return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
@@ -169,7 +173,7 @@ class Receiver:
         self._make_room()
         if len(data) > len(self._buffer) - self._end:
             raise ValueError("more data than the buffer holds: call next_event first")
-        self._buffer[self._end:self._end + len(data)] = data
+        self._buffer[self._end : self._end + len(data)] = data
         self._end += len(data)
 
     def receive_eof(self) -> None:
@@ -179,8 +183,12 @@ class Receiver:
     def wants_more(self) -> bool:
         """In the middle of a file's data with less buffered than is worth handing out: a pump
         may wait for more before asking for events, so storage gets fewer, larger writes."""
-        return (self.state == RAW_DATA and not self._eof and self._end < len(self._buffer)
-                and self._end - self._start < min(self._remaining, COALESCE))
+        return (
+            self.state == RAW_DATA
+            and not self._eof
+            and self._end < len(self._buffer)
+            and self._end - self._start < min(self._remaining, COALESCE)
+        )
 
     @property
     def in_upload(self) -> bool:
@@ -212,7 +220,9 @@ class Receiver:
             if self._eof:
                 if state == IDLE and self._start == self._end:
                     return CLOSED
-                raise Truncated(f"connection closed in the middle of a {'request' if state == IDLE else 'upload'}")
+                raise Truncated(
+                    f"connection closed in the middle of a {'request' if state == IDLE else 'upload'}"
+                )
             self._make_room()
             return NEED_DATA
         if state == IDLE:
@@ -228,7 +238,7 @@ class Receiver:
         if end < 0:
             self._scanned = self._end - self._start
             return None
-        line = bytes(self._view[self._start:end])
+        line = bytes(self._view[self._start : end])
         self._start = end
         self._scanned = 0
         return line
@@ -240,7 +250,7 @@ class Receiver:
         if size == len(self._buffer) or unread >= size:  # a full buffer would stall reading
             return
         buffer = bytearray(size)
-        buffer[:unread] = self._view[self._start:self._end]
+        buffer[:unread] = self._view[self._start : self._end]
         self._buffer, self._view = buffer, memoryview(buffer)
         self._start, self._end = 0, unread
 
@@ -261,7 +271,7 @@ class Receiver:
             self._start = self._end = 0
         elif self._end == len(self._buffer) and self._start > 0:
             length = self._end - self._start
-            self._buffer[:length] = self._view[self._start:self._end]
+            self._buffer[:length] = self._view[self._start : self._end]
             self._start, self._end = 0, length
 
     def _request(self, line: bytes) -> ReceivedEvent:
@@ -310,13 +320,17 @@ class Receiver:
         header = b"%d\r\n" % size if size else b""
         data_end = begin + len(header) + size
         end = data_end + len(_ZERO_CHUNK) + SHA256_HEX_LEN + 2
-        if end > self._end or not buffer.startswith(header, begin) \
-                or not buffer.startswith(_ZERO_CHUNK, data_end) or not buffer.startswith(wire.EOL, end - 2):
+        if (
+            end > self._end
+            or not buffer.startswith(header, begin)
+            or not buffer.startswith(_ZERO_CHUNK, data_end)
+            or not buffer.startswith(wire.EOL, end - 2)
+        ):
             return
-        expected = buffer[data_end + len(_ZERO_CHUNK):end - 2]
+        expected = buffer[data_end + len(_ZERO_CHUNK) : end - 2]
         if expected.strip(_HEX_DIGITS):
             return
-        data = self._view[begin + len(header):data_end]
+        data = self._view[begin + len(header) : data_end]
         self._hash.update(data)
         actual = self._hash.hexdigest()
         if actual != expected.decode("ascii"):
@@ -354,7 +368,7 @@ class Receiver:
             self._make_room()
             return NEED_DATA
         length = min(available, self._remaining)
-        data = self._view[self._start:self._start + length]
+        data = self._view[self._start : self._start + length]
         self._start += length
         self._remaining -= length
         self._received += length
@@ -411,7 +425,7 @@ class Receiver:
                 self._resize(self._idle_size)
             elif self._start:  # what came of the next range goes to the front: room behind it
                 unread = self._end - self._start
-                self._buffer[:unread] = self._view[self._start:self._end]
+                self._buffer[:unread] = self._view[self._start : self._end]
                 self._start, self._end, self._scanned = 0, unread, 0
         self.state = IDLE
         self._upload = None

@@ -41,6 +41,7 @@ class PayloadEnd:
 
     __slots__ = ()
 
+
 # States
 IDLE = "idle"  # a request may be sent
 AWAIT_REPLY = "awaiting the reply"
@@ -267,8 +268,8 @@ class Sender:
                 if self._eof:
                     raise Truncated("the daemon closed the connection in the middle of its data")
                 return NEED_DATA
-            piece = bytes(self._in[:self._payload_left])
-            del self._in[:len(piece)]
+            piece = bytes(self._in[: self._payload_left])
+            del self._in[: len(piece)]
             self._payload_left -= len(piece)
             self._hash.update(piece)
             return Payload(piece)

@@ -67,12 +67,48 @@ from rtun.protocol.messages import (
 
 # The values are reached as wire.X all over the daemon and the client.
 __all__ = [
-    "E_BAD_PATH", "E_BAD_REQUEST", "E_BAD_SIZE", "E_BUSY", "E_CHECKSUM", "E_CREATE", "E_DENIED",
-    "E_IS_DIR", "E_LINE_TOO_LONG", "E_NO_SPACE", "E_NOTIFY", "E_OPEN", "E_REFUSED_TYPE", "E_SHORT",
-    "E_STAT", "E_TOO_LARGE", "E_UNKNOWN", "E_WRITE", "EDIT_RESULTS", "PAYLOAD_REQUESTS", "Commit",
-    "Copy", "Echo", "Edit", "EditWait", "Hello", "Message", "Notify", "Notify2", "OpenUrl", "Paste",
-    "Pid", "Ping", "Put", "Range", "Ranges", "Rejected", "Reply", "Send", "Shutdown",
-    "Truncated", "View",
+    "E_BAD_PATH",
+    "E_BAD_REQUEST",
+    "E_BAD_SIZE",
+    "E_BUSY",
+    "E_CHECKSUM",
+    "E_CREATE",
+    "E_DENIED",
+    "E_IS_DIR",
+    "E_LINE_TOO_LONG",
+    "E_NO_SPACE",
+    "E_NOTIFY",
+    "E_OPEN",
+    "E_REFUSED_TYPE",
+    "E_SHORT",
+    "E_STAT",
+    "E_TOO_LARGE",
+    "E_UNKNOWN",
+    "E_WRITE",
+    "EDIT_RESULTS",
+    "PAYLOAD_REQUESTS",
+    "Commit",
+    "Copy",
+    "Echo",
+    "Edit",
+    "EditWait",
+    "Hello",
+    "Message",
+    "Notify",
+    "Notify2",
+    "OpenUrl",
+    "Paste",
+    "Pid",
+    "Ping",
+    "Put",
+    "Range",
+    "Ranges",
+    "Rejected",
+    "Reply",
+    "Send",
+    "Shutdown",
+    "Truncated",
+    "View",
 ]
 
 HELLO_TOKEN = "RTUN/2"
@@ -223,8 +259,9 @@ if TYPE_CHECKING:
     Field = Tuple[str, Callable[[Dict[str, Any], str], Any], str, bool]
 
 
-def _field(key: str, read: Callable[[Dict[str, Any], str], Any], attr: str = "",
-           omit_default: bool = False) -> Field:
+def _field(
+    key: str, read: Callable[[Dict[str, Any], str], Any], attr: str = "", omit_default: bool = False
+) -> Field:
     return (key, read, attr or key, omit_default)
 
 
@@ -271,8 +308,14 @@ class Verb:
 
     __slots__ = ("verb", "kind", "read", "write")
 
-    def __init__(self, verb: str, kind: type, read: Optional[Callable[[str], Request]] = None,
-                 write: Optional[Callable[[Any], str]] = None, fields: Tuple[Field, ...] = ()) -> None:
+    def __init__(
+        self,
+        verb: str,
+        kind: type,
+        read: Optional[Callable[[str], Request]] = None,
+        write: Optional[Callable[[Any], str]] = None,
+        fields: Tuple[Field, ...] = (),
+    ) -> None:
         self.verb, self.kind = verb, kind
         if fields:
             read, write = _json_reader(kind, fields), _json_writer(fields)
@@ -333,19 +376,38 @@ TABLE = (
     # rtun/2: HELLO is a SEND (read by SEND's row); the others carry a JSON header.
     Verb("SEND", Hello, write=lambda r: " ".join((HELLO_TOKEN,) + r.features)),
     Verb("NOTIFY2", Notify2, fields=(_field("title", _text_or_empty), _field("body", _text_or_empty))),
-    Verb("PUT", Put, fields=(
-        _field("dest", _text_or_empty), _field("overwrite", _false), _field("bytes", _total, "total_bytes"),
-        _field("files", _total, "total_files"), _field("mtimes", _text_or_empty, omit_default=True),
-        _field("track", _false, omit_default=True))),
+    Verb(
+        "PUT",
+        Put,
+        fields=(
+            _field("dest", _text_or_empty),
+            _field("overwrite", _false),
+            _field("bytes", _total, "total_bytes"),
+            _field("files", _total, "total_files"),
+            _field("mtimes", _text_or_empty, omit_default=True),
+            _field("track", _false, omit_default=True),
+        ),
+    ),
     Verb("OPEN", OpenUrl, fields=(_field("url", _text),)),
     Verb("COPY", Copy, fields=(_field("bytes", _size, "size"),)),
     Verb("PASTE", Paste),
     Verb("EDIT", Edit, fields=(_field("name", _name), _field("bytes", _size, "size"))),
     Verb("EDITWAIT", EditWait, fields=(_field("result", _edit_result), _field("message", _text_or_empty))),
-    Verb("RANGES", Ranges, fields=(
-        _field("dest", _text_or_empty), _field("name", _name), _field("bytes", _size, "size"),
-        _field("mode", _mode), _field("mtime", _mtime), _field("key", _hex), _field("overwrite", _false),
-        _field("resume", _true), _field("join", _false))),
+    Verb(
+        "RANGES",
+        Ranges,
+        fields=(
+            _field("dest", _text_or_empty),
+            _field("name", _name),
+            _field("bytes", _size, "size"),
+            _field("mode", _mode),
+            _field("mtime", _mtime),
+            _field("key", _hex),
+            _field("overwrite", _false),
+            _field("resume", _true),
+            _field("join", _false),
+        ),
+    ),
     Verb("RANGE", Range, fields=(_field("offset", _size), _field("bytes", _size, "size"))),
     Verb("COMMIT", Commit, fields=(_field("digest", _hex),)),
 )
@@ -430,7 +492,7 @@ def daemon_version(features: Tuple[str, ...]) -> Optional[str]:
     """The version a daemon's HELLO reply gave (daemons before rtun 0.2 give none)."""
     for word in features:
         if word.startswith(VERSION_PREFIX) and len(word) <= 64:
-            return word[len(VERSION_PREFIX):]
+            return word[len(VERSION_PREFIX) :]
     return None
 
 

@@ -112,4 +112,3 @@ def build(compiled: bool = True) -> bytes:
             if compiled and arcname.endswith(".py"):
                 archive.writestr(_entry(arcname + "c"), _pyc(source, arcname))
     return buffer.getvalue()
-

@@ -40,7 +40,7 @@ class Check:
 
 def _home(path: str) -> str:
     home = paths.home().rstrip("/")
-    return "~" + path[len(home):] if path == home or path.startswith(home + "/") else path
+    return "~" + path[len(home) :] if path == home or path.startswith(home + "/") else path
 
 
 def _size(count: float) -> str:
@@ -53,6 +53,7 @@ def _size(count: float) -> str:
 
 # ---- this computer ----------------------------------------------------------------------------
 
+
 def config_check(config_file: "Optional[str]") -> "Tuple[Check, Optional[Config]]":
     path = config_file or paths.config_file()
     try:
@@ -60,7 +61,9 @@ def config_check(config_file: "Optional[str]") -> "Tuple[Check, Optional[Config]
 
         settings = config.load(config_file)
     except ImportError as exc:  # tomli, on Python before 3.11
-        return Check("config", FAIL, f"cannot read it: {exc}", "pip install 'rtun[desktop]' on this computer"), None
+        return Check(
+            "config", FAIL, f"cannot read it: {exc}", "pip install 'rtun[desktop]' on this computer"
+        ), None
     except RtunError as exc:
         return Check("config", FAIL, exc.message, f"correct {_home(path)} (README.md, Configuration)"), None
     said = f"{_home(path)} is valid" if os.path.exists(path) else f"no {_home(path)}: the defaults apply"
@@ -73,8 +76,12 @@ def daemon_check(socket_path: str) -> Check:
     try:
         conn = handshake.negotiate(pump.ClientConnection.open(socket_path))
     except RtunError as exc:
-        return Check("daemon", FAIL, f"no daemon answers on {_home(socket_path)} ({exc.message})",
-                     "start it with `rtun server -d` (`rtun ssh HOST` starts it too)")
+        return Check(
+            "daemon",
+            FAIL,
+            f"no daemon answers on {_home(socket_path)} ({exc.message})",
+            "start it with `rtun server -d` (`rtun ssh HOST` starts it too)",
+        )
     from rtun.protocol import wire
 
     features = conn.features or ()
@@ -82,11 +89,14 @@ def daemon_check(socket_path: str) -> Check:
     conn.close()
     version = wire.daemon_version(features)
     listed = ", ".join(f for f in features if not f.startswith(wire.VERSION_PREFIX))
-    speaks = (f"rtun {version or 'before 0.2'}, rtun/2: {listed}" if features else
-              "RTUN v1 only: an old daemon")
+    speaks = (
+        f"rtun {version or 'before 0.2'}, rtun/2: {listed}" if features else "RTUN v1 only: an old daemon"
+    )
     detail = f"answers on {_home(socket_path)} ({speaks}{f'; PID {pid}' if pid else ''}); rtun here is {__version__}"
     if not features or (version is not None and version != __version__):
-        return Check("daemon", WARN, detail, "restart it with this rtun (`rtun shutdown`, then `rtun server -d`)")
+        return Check(
+            "daemon", WARN, detail, "restart it with this rtun (`rtun shutdown`, then `rtun server -d`)"
+        )
     return Check("daemon", OK, detail)
 
 
@@ -107,8 +117,11 @@ def _peer_pid(sock: "Any") -> "Optional[int]":
 def notifications_check() -> Check:
     if sys.platform == "darwin":
         found = shutil.which("osascript")
-        return (Check("notifications", OK, f"shown by the notification centre ({found})") if found else
-                Check("notifications", FAIL, "osascript not found", "rtun notify needs macOS's osascript"))
+        return (
+            Check("notifications", OK, f"shown by the notification centre ({found})")
+            if found
+            else Check("notifications", FAIL, "osascript not found", "rtun notify needs macOS's osascript")
+        )
     import asyncio
 
     from rtun.daemon.actions.notify import Notifier
@@ -124,10 +137,18 @@ def notifications_check() -> Check:
     try:
         capabilities = asyncio.run(ask())
     except Rejected as exc:
-        return Check("notifications", FAIL, exc.text + " (as seen from this shell's environment)",
-                     "run a notification daemon in your desktop session (or ignore: only `rtun notify` needs one)")
-    return Check("notifications", OK, "org.freedesktop.Notifications answers on the session bus "
-                 f"({', '.join(sorted(capabilities)) or 'no capabilities'})")
+        return Check(
+            "notifications",
+            FAIL,
+            exc.text + " (as seen from this shell's environment)",
+            "run a notification daemon in your desktop session (or ignore: only `rtun notify` needs one)",
+        )
+    return Check(
+        "notifications",
+        OK,
+        "org.freedesktop.Notifications answers on the session bus "
+        f"({', '.join(sorted(capabilities)) or 'no capabilities'})",
+    )
 
 
 def opener_check(settings: "Config") -> Check:
@@ -136,8 +157,12 @@ def opener_check(settings: "Config") -> Check:
     opener = tuple(settings.view_opener) or default_opener()
     found = shutil.which(opener[0])
     if found is None:
-        return Check("opener", FAIL, f"{opener[0]!r} not found: `rtun view` cannot open files",
-                     "install xdg-utils, or set [view] opener in the config file")
+        return Check(
+            "opener",
+            FAIL,
+            f"{opener[0]!r} not found: `rtun view` cannot open files",
+            "install xdg-utils, or set [view] opener in the config file",
+        )
     return Check("opener", OK, f"{' '.join(opener)} ({found})")
 
 
@@ -147,14 +172,22 @@ def save_dir_check(settings: "Config") -> Check:
     while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
-        return Check("save directory", FAIL, f"{_home(directory)} is not writable",
-                     "fix its permissions, or choose another with `rtun server -D DIR`")
+        return Check(
+            "save directory",
+            FAIL,
+            f"{_home(directory)} is not writable",
+            "fix its permissions, or choose another with `rtun server -D DIR`",
+        )
     st = os.statvfs(existing)
     free = st.f_bavail * st.f_frsize
     where = _home(directory) + ("" if existing == directory else " (created on first use)")
     if free <= settings.min_free_bytes:
-        return Check("save directory", FAIL, f"{where}: only {_size(free)} free, and "
-                     f"{_size(settings.min_free_bytes)} are kept free", "free some space there")
+        return Check(
+            "save directory",
+            FAIL,
+            f"{where}: only {_size(free)} free, and {_size(settings.min_free_bytes)} are kept free",
+            "free some space there",
+        )
     return Check("save directory", OK, f"{where}: writable, {_size(free)} free")
 
 
@@ -170,7 +203,7 @@ def local_checks(config_file: "Optional[str]") -> "Tuple[List[Check], Optional[s
 
 # ---- the server -------------------------------------------------------------------------------
 
-_PROBE = r'''
+_PROBE = r"""
 import os, socket, stat, subprocess, sys, time
 out = []
 def put(key, value):
@@ -264,7 +297,7 @@ if sock:
         except (OSError, subprocess.SubprocessError) as exc:
             put("client_ping", "failed: %s" % exc)
 print("RTUN-DOCTOR\t" + "\t".join(out))
-'''.replace("@PINGS@", str(PINGS))
+""".replace("@PINGS@", str(PINGS))
 
 
 def probe(conn: "Login", sock: "Optional[str]") -> "Dict[str, str]":
@@ -279,32 +312,64 @@ def probe(conn: "Login", sock: "Optional[str]") -> "Dict[str, str]":
     return {"error": said or f"exit {done.returncode}"}
 
 
-def remote_checks(conn: "Login", report: "Dict[str, str]", found: "Dict[str, str]",
-                  forwarded: "Optional[str]", forward_error: "Optional[str]", seconds: float) -> "List[Check]":
+def remote_checks(
+    conn: "Login",
+    report: "Dict[str, str]",
+    found: "Dict[str, str]",
+    forwarded: "Optional[str]",
+    forward_error: "Optional[str]",
+    seconds: float,
+) -> "List[Check]":
     host = conn.host
     checks = [Check("ssh", OK, f"logged in to {host} in {seconds:.2f} s (home {conn.home})")]
     if "error" in found and "python" not in found:
         missing = "not found" in found["error"] or "127" in found["error"]
-        checks.append(Check("python3", FAIL, f"on {host}: {'not found' if missing else found['error']}",
-                            "install Python 3.9 or newer there"))
+        checks.append(
+            Check(
+                "python3",
+                FAIL,
+                f"on {host}: {'not found' if missing else found['error']}",
+                "install Python 3.9 or newer there",
+            )
+        )
     else:
         version = found.get("python", "?")
         new_enough = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) >= (3, 9)
-        checks.append(Check("python3", OK, f"{version} on {host}") if new_enough else
-                      Check("python3", FAIL, f"{version} on {host}: the client needs 3.9 or newer",
-                            "install a newer python3 there"))
+        checks.append(
+            Check("python3", OK, f"{version} on {host}")
+            if new_enough
+            else Check(
+                "python3",
+                FAIL,
+                f"{version} on {host}: the client needs 3.9 or newer",
+                "install a newer python3 there",
+            )
+        )
     checks.append(_client_check(host, found.get("clients", "")))
     checks.append(_prompt_check(conn, report))
     fixed = " (it was not: rtun made it 0700)" if report.get("fixed") == "1" else ""
     if found.get("mode", "-") == "700" and found.get("mine") == "1":
         checks.append(Check("~/.rtun", OK, f"{conn.home}/.rtun is private (0700){fixed}"))
     else:
-        checks.append(Check("~/.rtun", FAIL, f"{conn.home}/.rtun: mode {found.get('mode', '-')}",
-                            f"run `chmod 700 ~/.rtun` on {host}, as its owner"))
+        checks.append(
+            Check(
+                "~/.rtun",
+                FAIL,
+                f"{conn.home}/.rtun: mode {found.get('mode', '-')}",
+                f"run `chmod 700 ~/.rtun` on {host}, as its owner",
+            )
+        )
     stale = int(found.get("stale", "0") or 0)
-    checks.append(Check("stale sockets", OK, f"none in ~/.rtun ({found.get('live', '0')} live)") if not stale else
-                  Check("stale sockets", WARN, f"{stale} in ~/.rtun refuse connections",
-                        "harmless; `rtun ssh` removes those of this host older than a day"))
+    checks.append(
+        Check("stale sockets", OK, f"none in ~/.rtun ({found.get('live', '0')} live)")
+        if not stale
+        else Check(
+            "stale sockets",
+            WARN,
+            f"{stale} in ~/.rtun refuse connections",
+            "harmless; `rtun ssh` removes those of this host older than a day",
+        )
+    )
     checks.append(_ping_check(host, found, forwarded, forward_error))
     return checks
 
@@ -312,12 +377,17 @@ def remote_checks(conn: "Login", report: "Dict[str, str]", found: "Dict[str, str
 def _client_check(host: str, listed: str) -> Check:
     clients = [item.rpartition("=") for item in listed.split(";") if item]
     if not clients:
-        return Check("client", FAIL, f"no rtun on {host}",
-                     f"`rtun install {host}` copies the single-file client there")
+        return Check(
+            "client", FAIL, f"no rtun on {host}", f"`rtun install {host}` copies the single-file client there"
+        )
     path, _, version = clients[0]
     if version != __version__:
-        return Check("client", WARN, f"{path} on {host} is {version if version != '-' else 'not runnable'}, "
-                     f"here {__version__}", f"`rtun install {host}` puts {__version__} in ~/.rtun/bin")
+        return Check(
+            "client",
+            WARN,
+            f"{path} on {host} is {version if version != '-' else 'not runnable'}, here {__version__}",
+            f"`rtun install {host}` puts {__version__} in ~/.rtun/bin",
+        )
     return Check("client", OK, f"rtun {version} at {path} on {host}")
 
 
@@ -332,25 +402,41 @@ def _prompt_check(conn: "Login", report: "Dict[str, str]") -> Check:
     name = shell.rsplit("/", 1)[-1]
     if found is None:
         said = peertext.last_line(done.stderr.decode("utf-8", "replace"))
-        return Check("prompt", WARN, f"could not start an interactive {name} login on {host}"
-                     + (f": {said}" if said else ""), "")
+        return Check(
+            "prompt",
+            WARN,
+            f"could not start an interactive {name} login on {host}" + (f": {said}" if said else ""),
+            "",
+        )
     if not found:
-        return Check("prompt", FAIL, f"`rtun` is not found at the prompt of an `rtun ssh` login ({name}) on {host}",
-                     f"`rtun install {host}` puts it in ~/.rtun/bin, which `rtun ssh` logins find")
+        return Check(
+            "prompt",
+            FAIL,
+            f"`rtun` is not found at the prompt of an `rtun ssh` login ({name}) on {host}",
+            f"`rtun install {host}` puts it in ~/.rtun/bin, which `rtun ssh` logins find",
+        )
     return Check("prompt", OK, f"`rtun` at the prompt of an `rtun ssh` login ({name}) on {host} is {found}")
 
 
-def _ping_check(host: str, found: "Dict[str, str]", forwarded: "Optional[str]",
-                forward_error: "Optional[str]") -> Check:
+def _ping_check(
+    host: str, found: "Dict[str, str]", forwarded: "Optional[str]", forward_error: "Optional[str]"
+) -> Check:
     if forwarded is None:
         return Check("forward", FAIL, f"not tried: {forward_error}", "see the daemon line above")
     if found.get("ping") != "OK PONG":
-        return Check("forward", FAIL, f"PING through {host} got: {found.get('ping', found.get('error', '?'))}",
-                     "is the daemon here still running?")
+        return Check(
+            "forward",
+            FAIL,
+            f"PING through {host} got: {found.get('ping', found.get('error', '?'))}",
+            "is the daemon here still running?",
+        )
     detail = f"OK PONG through {host}, round trip {found.get('rtt_ms', '?')} ms (median of {PINGS})"
     client = found.get("client_ping")
     if client is not None and client != "OK PONG":
-        return Check("forward", WARN, detail + f"; but `rtun ping` there said: {client}",
-                     f"`rtun install {host}` puts a current client in ~/.rtun/bin")
+        return Check(
+            "forward",
+            WARN,
+            detail + f"; but `rtun ping` there said: {client}",
+            f"`rtun install {host}` puts a current client in ~/.rtun/bin",
+        )
     return Check("forward", OK, detail + ("; `rtun ping` there too" if client == "OK PONG" else ""))
-

@@ -29,7 +29,9 @@ _LABELS = {checks.OK: "ok", checks.WARN: "warn", checks.FAIL: "FAIL"}
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     json_option(parser)
-    parser.add_argument("--config", metavar="FILE", help="the daemon's config file (default ~/.config/rtun/config.toml)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="the daemon's config file (default ~/.config/rtun/config.toml)"
+    )
     sshopts.declare(parser)
     parser.add_argument("host", metavar="HOST", nargs="?", help="also check this server, through ssh")
     parser.add_argument("remote_command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -43,15 +45,22 @@ def _remote(args: argparse.Namespace, socket_path: "Optional[str]") -> "List[che
             report = conn.prelude()
         except RtunError as exc:
             said = peertext.last_line(conn.stderr_text())
-            return [checks.Check("ssh", checks.FAIL, exc.message + (f" ({said})" if said and said not in exc.message else ""),
-                                 f"check that `ssh {inv.host}` logs in")]
+            return [
+                checks.Check(
+                    "ssh",
+                    checks.FAIL,
+                    exc.message + (f" ({said})" if said and said not in exc.message else ""),
+                    f"check that `ssh {inv.host}` logs in",
+                )
+            ]
         seconds = time.monotonic() - began
         forwarded: Optional[str] = None
         reason: Optional[str] = "no daemon answers here"
         if socket_path is not None:
             try:
-                sock = remote.session_socket(conn.home, identity.laptop_id(), report.get("host", ""),
-                                             os.urandom(4).hex())
+                sock = remote.session_socket(
+                    conn.home, identity.laptop_id(), report.get("host", ""), os.urandom(4).hex()
+                )
                 conn.remove_at_end(sock)
                 conn.forward(sock, socket_path)
                 forwarded, reason = sock, None
@@ -81,8 +90,15 @@ def _run(args: argparse.Namespace) -> int:
         results += _remote(args, socket_path)
     failed = any(c.status == checks.FAIL for c in results)
     if args.json:
-        print_json({"ok": not failed, "version": __version__, "laptop": _laptop(), "host": args.host,
-                    "checks": [c.as_dict() for c in results]})
+        print_json(
+            {
+                "ok": not failed,
+                "version": __version__,
+                "laptop": _laptop(),
+                "host": args.host,
+                "checks": [c.as_dict() for c in results],
+            }
+        )
     else:
         _print(results)
     return 1 if failed else 0
@@ -95,6 +111,10 @@ def _laptop() -> "Optional[str]":
         return None
 
 
-doctor = Command(_arguments, _run, usage="rtun doctor [--json] [--config FILE] [[ssh options] HOST]",
-                 description="Check what rtun needs on this computer and, with HOST, on that server "
-                 "(through ssh). Exit 1 if anything would stop rtun from working.")
+doctor = Command(
+    _arguments,
+    _run,
+    usage="rtun doctor [--json] [--config FILE] [[ssh options] HOST]",
+    description="Check what rtun needs on this computer and, with HOST, on that server "
+    "(through ssh). Exit 1 if anything would stop rtun from working.",
+)

@@ -32,6 +32,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-install = Command(_arguments, _run, usage="rtun install [ssh options] HOST",
-                  description="Copy the single-file rtun client (a zipapp of this version, stdlib "
-                  "only) to ~/.rtun/bin/rtun on HOST, or upgrade it; HOST needs only python3.")
+install = Command(
+    _arguments,
+    _run,
+    usage="rtun install [ssh options] HOST",
+    description="Copy the single-file rtun client (a zipapp of this version, stdlib "
+    "only) to ~/.rtun/bin/rtun on HOST, or upgrade it; HOST needs only python3.",
+)

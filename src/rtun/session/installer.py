@@ -34,7 +34,7 @@ OPEN_SHIM = """#!/bin/sh
 exec {rtun} open "$@"
 """
 
-_PROGRAM = r'''
+_PROGRAM = r"""
 import hashlib, os, subprocess, sys, zipfile
 def say(*fields):
     sys.stdout.write("\t".join(("RTUN-INSTALL",) + fields) + "\n")
@@ -109,7 +109,7 @@ if os.path.basename(shell) in ("sh", "bash", "zsh", "dash", "ksh", "mksh", "fish
 say("status=" + ("unchanged" if same else "written"), "before=" + before,
     "after=" + version_of(target), "python=" + python, "target=" + target, "found=" + found,
     "shell=" + shell)
-'''
+"""
 
 
 def open_shim(target: str) -> str:
@@ -136,7 +136,9 @@ def path_hint(shell: str) -> str:
         return "fish_add_path ~/.rtun/bin"
     if family == "csh":
         return "echo 'set path = ($path ~/.rtun/bin)' >> ~/.cshrc"
-    return "echo 'export PATH=\"$HOME/.rtun/bin:$PATH\"' >> ~/.profile  (bash: ~/.bash_profile if you have one)"
+    return (
+        "echo 'export PATH=\"$HOME/.rtun/bin:$PATH\"' >> ~/.profile  (bash: ~/.bash_profile if you have one)"
+    )
 
 
 def install(conn: "Login") -> "List[str]":
@@ -172,8 +174,10 @@ def install(conn: "Login") -> "List[str]":
         lines = [f"upgraded rtun on {host} from {before} to {after}: {where}"]
     found, target = result.get("found", "-"), result.get("target", "")
     if found == "-":
-        lines.append(f"`rtun ssh {host}` logins find it at the prompt; for plain ssh logins too, "
-                     f"run there: {path_hint(result.get('shell', ''))}")
+        lines.append(
+            f"`rtun ssh {host}` logins find it at the prompt; for plain ssh logins too, "
+            f"run there: {path_hint(result.get('shell', ''))}"
+        )
     elif found != target:
         lines.append(f"note: {found} comes first on PATH on {host}, before {TARGET}")
     return lines

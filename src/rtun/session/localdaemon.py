@@ -74,7 +74,9 @@ class Start:
         self.config_file = config_file
         self.process: "Optional[subprocess.Popen[bytes]]" = None
         os.makedirs(paths.rtun_dir(), mode=0o700, exist_ok=True)
-        self.lock: Optional[int] = os.open(os.path.join(paths.rtun_dir(), LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        self.lock: Optional[int] = os.open(
+            os.path.join(paths.rtun_dir(), LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600
+        )
         try:
             fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -91,8 +93,13 @@ class Start:
                 return
             argv = [sys.executable, "-m", "rtun", "server", "-d"]
             argv += ["--config", self.config_file] if self.config_file else []
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, pass_fds=(self.lock,))
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(self.lock,),
+            )
         finally:
             os.close(self.lock)  # `rtun server -d` holds its own copy until the daemon is ready
             self.lock = None

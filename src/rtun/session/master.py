@@ -25,7 +25,7 @@ from rtun.ssh import argv as sshargv
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-    from typing import Dict, List, Optional, Sequence
+    from typing import Dict, Sequence
 
 
 class LoginFailedError(RtunError):
@@ -57,8 +57,9 @@ class Login:
         self.inv = inv
         self.control = control_path()
         self.report: Dict[str, str] = {}
-        argv = sshargv.master_argv(self.base, self.control, inv.host, sshopts.master_options(inv),
-                                   remote.CONTROL_COMMAND)
+        argv = sshargv.master_argv(
+            self.base, self.control, inv.host, sshopts.master_options(inv), remote.CONTROL_COMMAND
+        )
         # SIGINT ignored, which ssh keeps: a Ctrl-C meant for the session must not cut the
         # connection before the control session has removed the socket. It stays in this
         # terminal's session, so that it can still ask for a passphrase or a host key.
@@ -94,8 +95,9 @@ class Login:
             code = self.process.wait() or 0
             if code == 255 or code < 0:
                 said = peertext.last_line(self.stderr_text())
-                raise LoginFailedError(f"cannot log in to {self.host}"
-                                       + (f": {said}" if said else f" (ssh exited {code})"))
+                raise LoginFailedError(
+                    f"cannot log in to {self.host}" + (f": {said}" if said else f" (ssh exited {code})")
+                )
             raise RtunError(
                 f"{self.host} did not run rtun's set-up (exit {code}): its login shell must "
                 "run commands (sh, bash, zsh, fish or csh; no ForceCommand or restricted shell)"
@@ -103,12 +105,16 @@ class Login:
         # Everything in the report is the server's choice: checked, and escaped when shown.
         problem = remote.home_problem(self.home)
         if problem is not None:
-            raise RtunError(f"{self.host} reports a home directory rtun cannot use "
-                            f"({problem}): {peertext.escaped(self.home)}")
+            raise RtunError(
+                f"{self.host} reports a home directory rtun cannot use "
+                f"({problem}): {peertext.escaped(self.home)}"
+            )
         if self.report.get("error"):
-            raise RtunError(f"cannot make ~/.rtun private on {self.host} "
-                            f"({peertext.escaped(self.report['error'], 20)} failed): "
-                            f"{peertext.escaped(self.home)}/.rtun must be a directory of yours")
+            raise RtunError(
+                f"cannot make ~/.rtun private on {self.host} "
+                f"({peertext.escaped(self.report['error'], 20)} failed): "
+                f"{peertext.escaped(self.home)}/.rtun must be a directory of yours"
+            )
         return self.report
 
     @property
@@ -134,19 +140,27 @@ class Login:
             import subprocess
 
             argv = sshargv.control_argv(self.base, self.control, self.host, "forward", spec)
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE)
-            refused = peertext.last_line(done.stderr.decode("utf-8", "replace")) or "no reason given" \
-                if done.returncode != 0 else None
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            refused = (
+                peertext.last_line(done.stderr.decode("utf-8", "replace")) or "no reason given"
+                if done.returncode != 0
+                else None
+            )
         if refused is not None:  # the server's words
-            raise RtunError(f"{self.host} refused to forward {remote_path}: {peertext.escaped(refused)} "
-                            "(is AllowStreamLocalForwarding off in its sshd_config?)")
+            raise RtunError(
+                f"{self.host} refused to forward {remote_path}: {peertext.escaped(refused)} "
+                "(is AllowStreamLocalForwarding off in its sshd_config?)"
+            )
 
     def session(self, extra: "Sequence[str]", command: str) -> int:
         """The user's session over the master, on this terminal; its exit code."""
         import subprocess
 
-        argv = sshargv.mux_argv(self.base, self.control, self.host, sshopts.session_options(self.inv, extra), command)
+        argv = sshargv.mux_argv(
+            self.base, self.control, self.host, sshopts.session_options(self.inv, extra), command
+        )
         try:
             process = subprocess.Popen(argv)
         except OSError:
@@ -159,7 +173,9 @@ class Login:
             signal.signal(signal.SIGINT, previous)
         return 128 - code if code < 0 else code
 
-    def run(self, command: str, data: bytes = b"", timeout: float = 120) -> "subprocess.CompletedProcess[bytes]":
+    def run(
+        self, command: str, data: bytes = b"", timeout: float = 120
+    ) -> "subprocess.CompletedProcess[bytes]":
         """A command over the master, its output captured (no configuration, no terminal)."""
         import subprocess
 

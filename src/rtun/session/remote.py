@@ -35,12 +35,14 @@ PRELUDE = (
     '[ -d "$d" ] || mkdir "$d" 2>/dev/null || e=mkdir; '
     '[ -n "$e" ] || case $(ls -ldL "$d" 2>/dev/null) in drwx------*) ;; '
     '*) chmod 700 "$d" 2>/dev/null && f=1 || e=chmod;; esac; '
-    '{ read -r h </proc/sys/kernel/hostname; } 2>/dev/null || h=$(uname -n 2>/dev/null); '
+    "{ read -r h </proc/sys/kernel/hostname; } 2>/dev/null || h=$(uname -n 2>/dev/null); "
     'command -v rtun >/dev/null 2>&1 || [ -x "$HOME/.local/bin/rtun" ] && c=1; '
     '[ -x "$d/bin/rtun" ] && b=1; '
-    "printf '" + MARKER + "\\t1\\thome=%s\\thost=%s\\tshell=%s\\tclient=%s\\tbin=%s\\tfixed=%s\\terror=%s\\n' "
+    "printf '"
+    + MARKER
+    + "\\t1\\thome=%s\\thost=%s\\tshell=%s\\tclient=%s\\tbin=%s\\tfixed=%s\\terror=%s\\n' "
     '"$HOME" "$h" "$SHELL" "$c" "$b" "$f" "$e"; '
-    'read -r p; read -r s; read -r x; case "$s" in /*) rm -f "$s";; esac; echo ' + DONE + '; '
+    'read -r p; read -r s; read -r x; case "$s" in /*) rm -f "$s";; esac; echo ' + DONE + "; "
     'set -- "$d"/rtun.sock.*.*.*; [ -e "$1" ] && '
     '{ command -v python3 && python3 -I -S -c "$p"; } </dev/null >/dev/null 2>&1 &'
 )
@@ -134,6 +136,7 @@ def python_command(program: bytes) -> str:
 
 # ---- the user's session -----------------------------------------------------------------------
 
+
 def shell_family(shell: str) -> str:
     name = shell.rsplit("/", 1)[-1]
     if name.startswith("fish"):
@@ -150,8 +153,14 @@ def quote(text: str, family: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def session_command(shell: str, socket: str, extra_path: "Optional[str]", command: "Optional[str]", *,
-                    login: str = 'exec "$SHELL" -l') -> str:
+def session_command(
+    shell: str,
+    socket: str,
+    extra_path: "Optional[str]",
+    command: "Optional[str]",
+    *,
+    login: str = 'exec "$SHELL" -l',
+) -> str:
     """The command line of the session: RTUN_SOCK (and ``extra_path`` at the end of PATH) set in
     the login shell, then the user's ``command`` as they typed it, or ``login``."""
     family = shell_family(shell)
@@ -198,8 +207,10 @@ def _prompt_hook(directory: str) -> str:
     alone, puts ``directory`` back before the first prompt (and keeps it there), with no edit of
     the server's rc files; a PROMPT_COMMAND of the session's own still runs after it."""
     hook = f'case ":$PATH:" in *:{directory}:*) ;; *) PATH="$PATH":{directory} ;; esac'
-    return (f"PROMPT_COMMAND={quote(hook, 'posix')}\"${{PROMPT_COMMAND:+; $PROMPT_COMMAND}}\"; "
-            "export PROMPT_COMMAND; ")
+    return (
+        f'PROMPT_COMMAND={quote(hook, "posix")}"${{PROMPT_COMMAND:+; $PROMPT_COMMAND}}"; '
+        "export PROMPT_COMMAND; "
+    )
 
 
 # ---- plain ssh ---------------------------------------------------------------------------------
@@ -226,16 +237,20 @@ def home_problem(home: str) -> "Optional[str]":
 def config_path(path: str, what: str) -> str:
     """``path`` as one ssh_config word (in double quotes); ValueError if it cannot be one."""
     if not path.startswith("/") or any(ch not in _CONFIG_PATH for ch in path):
-        raise ValueError(f"cannot write {what} {peertext.escaped(path)} into an ssh_config safely "
-                         "(letters, digits, spaces and / . _ + - @ only): use `rtun ssh` instead")
+        raise ValueError(
+            f"cannot write {what} {peertext.escaped(path)} into an ssh_config safely "
+            "(letters, digits, spaces and / . _ + - @ only): use `rtun ssh` instead"
+        )
     return f'"{path}"'
 
 
 def config_value(value: str, what: str) -> str:
     """A host name, port, user or jump list as one ssh_config word; ValueError if it cannot be."""
     if not value or any(ch not in _CONFIG_VALUE for ch in value):
-        raise ValueError(f"cannot write the {what} {peertext.escaped(value)} into an ssh_config "
-                         "safely: use `rtun ssh` instead")
+        raise ValueError(
+            f"cannot write the {what} {peertext.escaped(value)} into an ssh_config "
+            "safely: use `rtun ssh` instead"
+        )
     return value
 
 
@@ -251,9 +266,11 @@ def plain_block(alias: str, config: "Dict[str, str]", home: str, laptop: str, lo
     prefix = f"{paths.SOCKET_NAME}.{config_value(laptop, 'laptop id')}"
     incoming = config_path(f"{home.rstrip('/')}/.rtun/{prefix}.new", "the server's home")
     local = config_path(local_socket, "the daemon's socket")
-    command = (f'h=$(uname -n | cut -d. -f1); s="$HOME/.rtun/{prefix}.$h.$$"; '
-               f'mv -f "$HOME/.rtun/{prefix}.new" "$s" && RTUN_SOCK="$s" && export RTUN_SOCK; '
-               """trap 'rm -f "$s"' EXIT HUP TERM; "$SHELL" -l""")
+    command = (
+        f'h=$(uname -n | cut -d. -f1); s="$HOME/.rtun/{prefix}.$h.$$"; '
+        f'mv -f "$HOME/.rtun/{prefix}.new" "$s" && RTUN_SOCK="$s" && export RTUN_SOCK; '
+        """trap 'rm -f "$s"' EXIT HUP TERM; "$SHELL" -l"""
+    )
     lines = [
         f"# Plain `ssh {alias}-rtun`: {alias} with the forward to the rtun daemon of this computer",
         "# and RTUN_SOCK set. Generated by `rtun ssh --print-config`; limits in docs/sessions.md.",

@@ -21,18 +21,24 @@ class Child:
     ignored in it if ``ignore_sigint`` (a program that keeps an ignored SIGINT, as ssh does,
     then survives the user's Ctrl-C)."""
 
-    def __init__(self, argv: "Sequence[str]", capture_stderr: bool = False, ignore_sigint: bool = False) -> None:
+    def __init__(
+        self, argv: "Sequence[str]", capture_stderr: bool = False, ignore_sigint: bool = False
+    ) -> None:
         self.args = list(argv)
         self.returncode: Optional[int] = None
         pipes = [os.pipe() for _ in range(3 if capture_stderr else 2)]
-        actions: List[Tuple[int, int, int]] = [(os.POSIX_SPAWN_DUP2, pipes[0][0], 0), (os.POSIX_SPAWN_DUP2, pipes[1][1], 1)]
+        actions: List[Tuple[int, int, int]] = [
+            (os.POSIX_SPAWN_DUP2, pipes[0][0], 0),
+            (os.POSIX_SPAWN_DUP2, pipes[1][1], 1),
+        ]
         if capture_stderr:
             actions.append((os.POSIX_SPAWN_DUP2, pipes[2][1], 2))
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore_sigint else None
         try:
             # SIGPIPE as programs expect it (Python ignores it, and an ignored signal is inherited).
-            self.pid = os.posix_spawnp(self.args[0], self.args, dict(os.environ), file_actions=actions,
-                                       setsigdef=(signal.SIGPIPE,))
+            self.pid = os.posix_spawnp(
+                self.args[0], self.args, dict(os.environ), file_actions=actions, setsigdef=(signal.SIGPIPE,)
+            )
         except OSError:
             for read_end, write_end in pipes:
                 os.close(read_end)

@@ -24,14 +24,24 @@ if TYPE_CHECKING:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--install", action="store_true",
-                        help="first copy (or upgrade) the single-file rtun client to ~/.rtun/bin on HOST")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print an ssh_config block that does the same for plain ssh, and exit")
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="first copy (or upgrade) the single-file rtun client to ~/.rtun/bin on HOST",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print an ssh_config block that does the same for plain ssh, and exit",
+    )
     sshopts.declare(parser)
     parser.add_argument("host", metavar="HOST", help="what you would give ssh: an alias, [user@]host, ...")
-    parser.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND",
-                        help="run this instead of a login shell (ssh options may come first)")
+    parser.add_argument(
+        "remote_command",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="run this instead of a login shell (ssh options may come first)",
+    )
 
 
 def local_target() -> "Tuple[str, Optional[localdaemon.Start]]":
@@ -64,8 +74,12 @@ def _run(args: argparse.Namespace) -> int:
     probe = None
     try:
         if (not inv.command and not inv.forward_only) or "--print-config" in inv.rtun_flags:
-            probe = subprocess.Popen(sshargv.config_argv(base, inv.host, inv.words(sshopts.SESSION_ONLY)), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            probe = subprocess.Popen(
+                sshargv.config_argv(base, inv.host, inv.words(sshopts.SESSION_ONLY)),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
         laptop = identity.laptop_id()
         if "--print-config" in inv.rtun_flags:
             return _print_config(conn, probe, laptop)
@@ -128,12 +142,15 @@ def _print_config(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]"
 def _hint_missing_client(inv: sshopts.Invocation, report: "Dict[str, str]") -> None:
     if report.get("client") or report.get("bin") == "1" or "--install" in inv.rtun_flags:
         return
-    master.say(f"no rtun client found on {inv.host}: `rtun install {inv.host}` copies one there "
-               "(or `pip install rtun` there)")
+    master.say(
+        f"no rtun client found on {inv.host}: `rtun install {inv.host}` copies one there "
+        "(or `pip install rtun` there)"
+    )
 
 
 ssh = Command(
-    _arguments, _run,
+    _arguments,
+    _run,
     usage="rtun ssh [--install] [--print-config] HOST [ssh options] [COMMAND...]",
     description="Log in to HOST with the forward to your computer's daemon (started if needed); "
     "RTUN_SOCK is set in the session. Options and arguments are ssh's.",

@@ -46,8 +46,13 @@ RTUN_FLAGS = ("--install", "--print-config")
 class SshOption(argparse.Action):
     """Keeps each ssh option, in order, as (letter, value or None) in ``namespace.ssh_options``."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: "Optional[str]" = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: "Optional[str]" = None,
+    ) -> None:
         letter = (option_string or "-?")[1:]
         found = list(getattr(namespace, "ssh_options", None) or [])
         found.append((letter, values if isinstance(values, str) else None))
@@ -57,18 +62,25 @@ class SshOption(argparse.Action):
 def declare(parser: argparse.ArgumentParser) -> None:
     """ssh's options, before HOST (those after it are taken from the rest by :func:`split`)."""
     for letter in FLAGS:
-        parser.add_argument(f"-{letter}", nargs=0, action=SshOption, dest="ssh_options",
-                            default=[], help=argparse.SUPPRESS)
+        parser.add_argument(
+            f"-{letter}", nargs=0, action=SshOption, dest="ssh_options", default=[], help=argparse.SUPPRESS
+        )
     for letter in WITH_ARGUMENT:
-        parser.add_argument(f"-{letter}", action=SshOption, dest="ssh_options", default=[],
-                            help=argparse.SUPPRESS)
+        parser.add_argument(
+            f"-{letter}", action=SshOption, dest="ssh_options", default=[], help=argparse.SUPPRESS
+        )
 
 
 class Invocation:
     """What the user asked for: ssh options (letter, value), the host, the command words."""
 
-    def __init__(self, host: str, options: "List[Tuple[str, Optional[str]]]",
-                 command: "List[str]", rtun_flags: "Sequence[str]" = ()) -> None:
+    def __init__(
+        self,
+        host: str,
+        options: "List[Tuple[str, Optional[str]]]",
+        command: "List[str]",
+        rtun_flags: "Sequence[str]" = (),
+    ) -> None:
         self.host = host
         self.options = options
         self.command = command
@@ -119,7 +131,7 @@ def split(host: str, rest: "Sequence[str]", before: "List[Tuple[str, Optional[st
         while j < len(word):
             letter = word[j]
             if letter in WITH_ARGUMENT:
-                value = word[j + 1:]
+                value = word[j + 1 :]
                 if not value:
                     i += 1
                     if i >= len(words):

@@ -57,7 +57,9 @@ def ssh_base(environ: "Optional[Mapping[str, str]]" = None, check: bool = True) 
 
 
 def missing(program: str) -> SshNotFoundError:
-    return SshNotFoundError(f"ssh client {program!r} not found: install openssh-client or set RTUN_SSH_COMMAND")
+    return SshNotFoundError(
+        f"ssh client {program!r} not found: install openssh-client or set RTUN_SSH_COMMAND"
+    )
 
 
 def tunnel_options(
@@ -85,8 +87,13 @@ def escape_tokens(path: str) -> str:
     return path.replace("%", "%%")
 
 
-def master_argv(base: "Sequence[str]", control: str, destination: str, options: "Sequence[str]",
-                command: "Optional[str]" = None) -> "List[str]":
+def master_argv(
+    base: "Sequence[str]",
+    control: str,
+    destination: str,
+    options: "Sequence[str]",
+    command: "Optional[str]" = None,
+) -> "List[str]":
     """``ssh -M``: the one authenticated connection every later request rides on; its own session
     runs ``command`` (`rtun ssh`'s control session), or none (``-N``). rtun's options come
     before ``options``: for ssh the first value given wins."""
@@ -95,16 +102,22 @@ def master_argv(base: "Sequence[str]", control: str, destination: str, options: 
     return argv + list(options) + ["--", destination] + ([command] if command is not None else [])
 
 
-def mux_argv(base: "Sequence[str]", control: str, destination: str, options: "Sequence[str]" = (),
-             command: "Optional[str]" = None) -> "List[str]":
+def mux_argv(
+    base: "Sequence[str]",
+    control: str,
+    destination: str,
+    options: "Sequence[str]" = (),
+    command: "Optional[str]" = None,
+) -> "List[str]":
     """A client of the master. ``ProxyCommand=false`` makes it fail, rather than log in on its
     own, when the master is gone."""
     argv = list(base) + ["-S", escape_tokens(control), "-o", "ControlMaster=no", "-o", "ProxyCommand=false"]
     return argv + list(options) + ["--", destination] + ([command] if command is not None else [])
 
 
-def control_argv(base: "Sequence[str]", control: str, destination: str, operation: str,
-                 forward: "Optional[str]" = None) -> "List[str]":
+def control_argv(
+    base: "Sequence[str]", control: str, destination: str, operation: str, forward: "Optional[str]" = None
+) -> "List[str]":
     """``ssh -O forward|cancel|exit``. ``-F /dev/null``: forwards from ssh_config must not be
     asked a second time."""
     argv = list(base) + ["-F", "/dev/null", "-S", escape_tokens(control), "-O", operation]

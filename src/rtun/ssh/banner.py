@@ -20,8 +20,9 @@ def is_banner(data: bytes) -> bool:
     return bool(BANNER_RE.match(data))
 
 
-def read_banner(stream: Union[int, IO[bytes], socket.socket], deadline: float,
-                clock: Callable[[], float] = time.monotonic) -> bool:
+def read_banner(
+    stream: Union[int, IO[bytes], socket.socket], deadline: float, clock: Callable[[], float] = time.monotonic
+) -> bool:
     """Read from ``stream`` (a descriptor, a pipe or a socket) until a line ends, the stream
     ends or ``deadline`` (on ``clock``) passes; True if what came is an sshd banner."""
     fd = stream if isinstance(stream, int) else stream.fileno()
@@ -48,8 +49,9 @@ def read_banner(stream: Union[int, IO[bytes], socket.socket], deadline: float,
 Target = Union[str, Tuple[str, int]]  # a UNIX socket path, or (host, port)
 
 
-def banners(targets: Sequence[Target], timeout: float,
-            clock: Callable[[], float] = time.monotonic) -> List[bool]:
+def banners(
+    targets: Sequence[Target], timeout: float, clock: Callable[[], float] = time.monotonic
+) -> List[bool]:
     """Connect to every target at once; True for each that answers with an sshd banner within
     ``timeout`` (one deadline for all, so silent targets cost no more than one)."""
     results = [False] * len(targets)

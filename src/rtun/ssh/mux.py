@@ -56,13 +56,20 @@ def mux_forward(control: str, remote_path: str, local_path: str, timeout: float 
         if struct.unpack(">I", hello[:4])[0] != MUX_MSG_HELLO:
             raise ValueError("no hello from the master")
         request = struct.pack(">III", MUX_C_OPEN_FWD, 1, MUX_FWD_REMOTE)
-        sock.sendall(packet(request, string(remote_path), struct.pack(">I", PORT_STREAMLOCAL),
-                            string(local_path), struct.pack(">I", PORT_STREAMLOCAL)))
+        sock.sendall(
+            packet(
+                request,
+                string(remote_path),
+                struct.pack(">I", PORT_STREAMLOCAL),
+                string(local_path),
+                struct.pack(">I", PORT_STREAMLOCAL),
+            )
+        )
         reply = receive(sock)
     kind, _ = struct.unpack(">II", reply[:8])
     if kind in (MUX_S_OK, MUX_S_REMOTE_PORT):
         return None
     if kind in (MUX_S_FAILURE, MUX_S_PERMISSION_DENIED) and len(reply) >= 12:
         size = struct.unpack(">I", reply[8:12])[0]
-        return reply[12:12 + size].decode("utf-8", "replace") or "refused"
+        return reply[12 : 12 + size].decode("utf-8", "replace") or "refused"
     raise ValueError(f"unexpected reply {kind:#x} from the master")

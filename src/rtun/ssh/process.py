@@ -31,8 +31,13 @@ PROBE_BATCH = 100  # forwards per probe round: under ssh's listen backlog (128) 
 def effective_config(base: Sequence[str], destination: str, timeout: float = 10) -> Dict[str, str]:
     """``ssh -G``: the configuration ssh would use for ``destination`` (keys lower-case)."""
     try:
-        out = subprocess.run(sshargv.config_argv(base, destination), capture_output=True, text=True,
-                             timeout=timeout, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            sshargv.config_argv(base, destination),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return sshargv.parse_config(out.stdout)
@@ -52,8 +57,9 @@ def run_bounded(argv: Sequence[str], data: bytes, timeout: float, limit: Optiona
     """Run ``argv`` with ``data`` on its stdin. Its stdout is cut after ``limit`` bytes (and the
     process killed then), its stderr kept to the last 4000 bytes; a timeout is exit -1."""
     try:
-        process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     except OSError as exc:
         return Done(127, b"", str(exc).encode())
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
@@ -79,7 +85,7 @@ def run_bounded(argv: Sequence[str], data: bytes, timeout: float, limit: Optiona
                 fd = key.fd
                 if fd not in fds:  # stdin: feed it; a reader that stops early (head -c) is fine
                     try:
-                        view = view[os.write(fd, view[:65536]):]
+                        view = view[os.write(fd, view[:65536]) :]
                     except OSError:
                         view = view[:0]
                     if not view:
@@ -124,20 +130,25 @@ class Master:
     connection before rtun has marked itself offline) and, on Linux, dies with rtun.
     """
 
-    def __init__(self, base: Sequence[str], destination: str, options: Sequence[str],
-                 extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, base: Sequence[str], destination: str, options: Sequence[str], extra: Sequence[str] = ()
+    ) -> None:
         self.base = list(base)
         self.destination = destination
         self.directory = tempfile.mkdtemp(prefix="rtun-")
         self.control_path = os.path.join(self.directory, "ctl")
-        self.argv = sshargv.master_argv(self.base, self.control_path, destination,
-                                        list(options) + list(extra))
+        self.argv = sshargv.master_argv(
+            self.base, self.control_path, destination, list(options) + list(extra)
+        )
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.stderr_text = ""
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent,
         )
         assert self.process.stderr is not None
@@ -192,8 +203,9 @@ class Master:
         self.drain()
         return exit_reason(self.returncode, self.stderr_text)
 
-    def wait_ready(self, timeout: float, interrupted: Callable[[], bool] = lambda: False,
-                   wake_fd: Optional[int] = None) -> bool:
+    def wait_ready(
+        self, timeout: float, interrupted: Callable[[], bool] = lambda: False, wake_fd: Optional[int] = None
+    ) -> bool:
         """Wait until the control socket exists (ssh is connected and authenticated)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not interrupted():
@@ -208,13 +220,20 @@ class Master:
                 self.drain()
         return os.path.exists(self.control_path) and self.alive()
 
-    def mux(self, extra: Sequence[str], command: Optional[str] = None, data: bytes = b"",
-            timeout: float = 15, limit: Optional[int] = None) -> Done:
-        argv = sshargv.mux_argv(self.base, self.control_path, self.destination, MUX_OPTIONS + list(extra), command)
+    def mux(
+        self,
+        extra: Sequence[str],
+        command: Optional[str] = None,
+        data: bytes = b"",
+        timeout: float = 15,
+        limit: Optional[int] = None,
+    ) -> Done:
+        argv = sshargv.mux_argv(
+            self.base, self.control_path, self.destination, MUX_OPTIONS + list(extra), command
+        )
         return run_bounded(argv, data, timeout, limit)
 
-    def run(self, command: str, data: bytes = b"", timeout: float = 15,
-            limit: Optional[int] = None) -> Done:
+    def run(self, command: str, data: bytes = b"", timeout: float = 15, limit: Optional[int] = None) -> Done:
         """A command on the server, over the master (its stdout cut after ``limit`` bytes)."""
         return self.mux(["-T"], command, data, timeout, limit)
 
@@ -222,7 +241,9 @@ class Master:
         """Add ``-R spec``; returns the server's port (the allocated one for port 0)."""
         done = self.mux(["-O", "forward", "-R", spec], timeout=timeout)
         if done.returncode != 0:
-            raise SshFailedError(peertext.last_line(done.stderr.decode("utf-8", "replace")) or "forward refused")
+            raise SshFailedError(
+                peertext.last_line(done.stderr.decode("utf-8", "replace")) or "forward refused"
+            )
         return sshargv.forwarded_port(spec, done.stdout.decode("ascii", "replace"))
 
     def cancel(self, spec: str, timeout: float = 15) -> bool:
@@ -233,10 +254,13 @@ class Master:
         """Reach ``host:port`` from the server over the master (``ssh -W``); True if an sshd
         banner comes back within ``timeout``."""
         deadline = time.monotonic() + timeout
-        argv = sshargv.mux_argv(self.base, self.control_path, self.destination, MUX_OPTIONS + ["-W", f"{host}:{port}"])
+        argv = sshargv.mux_argv(
+            self.base, self.control_path, self.destination, MUX_OPTIONS + ["-W", f"{host}:{port}"]
+        )
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
         except OSError:
             return False
         assert process.stdin is not None and process.stdout is not None
@@ -256,10 +280,9 @@ class Master:
         found: Dict[int, bool] = {}
         unique = sorted(set(ports))
         for start in range(0, len(unique), PROBE_BATCH):
-            chunk = unique[start:start + PROBE_BATCH]
+            chunk = unique[start : start + PROBE_BATCH]
             paths = [os.path.join(self.directory, f"p{port}") for port in chunk]
-            specs = [word for path, port in zip(paths, chunk)
-                     for word in ("-L", f"{path}:127.0.0.1:{port}")]
+            specs = [word for path, port in zip(paths, chunk) for word in ("-L", f"{path}:127.0.0.1:{port}")]
             if self.mux(["-O", "forward"] + specs).returncode != 0:
                 found.update((port, self.probe("127.0.0.1", port, timeout)) for port in chunk)
                 continue

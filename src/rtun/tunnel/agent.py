@@ -31,8 +31,13 @@ SERVER_POLL = 0.5  # seconds between looks for the server's banner while it is d
 
 
 class Agent:
-    def __init__(self, settings: Settings, ssh: List[str], log: TextIO = sys.stderr,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ssh: List[str],
+        log: TextIO = sys.stderr,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.ssh = ssh
         self.out = log
@@ -157,8 +162,9 @@ class Agent:
     def _start(self) -> msg.Event:
         s = self.settings
         self._close()
-        self.master = sshproc.Master(self.ssh, s.server,
-                                     sshargv.tunnel_options(s.alive_interval, s.alive_count, s.connect_timeout))
+        self.master = sshproc.Master(
+            self.ssh, s.server, sshargv.tunnel_options(s.alive_interval, s.alive_count, s.connect_timeout)
+        )
         try:
             self.master.start()
         except OSError as exc:
@@ -191,17 +197,27 @@ class Agent:
             remaining = action.until - self.clock()
             if remaining <= 0:
                 return msg.TimePassed()
-            self._select(min(remaining, SERVER_POLL) if action.watch_server else remaining,
-                         master.stderr_fd if master is not None else None)
+            self._select(
+                min(remaining, SERVER_POLL) if action.watch_server else remaining,
+                master.stderr_fd if master is not None else None,
+            )
 
     def _write(self, master: sshproc.Master, action: msg.Action) -> msg.Event:
         stamp = registry.now_iso()
         if self.entry is None or isinstance(action, msg.Register):
             s = self.settings
             self.entry = registry.Entry(
-                name=s.name, hostname=identity.hostname(), machine_id=s.machine_id, user=s.login_user,
-                port=0, local_port=s.local_port, os=identity.os_description(), agent_version=__version__,
-                connected_at=stamp, last_seen=stamp, status="online",
+                name=s.name,
+                hostname=identity.hostname(),
+                machine_id=s.machine_id,
+                user=s.login_user,
+                port=0,
+                local_port=s.local_port,
+                os=identity.os_description(),
+                agent_version=__version__,
+                connected_at=stamp,
+                last_seen=stamp,
+                status="online",
             )
         entry = self.entry
         assert isinstance(action, (msg.Register, msg.Heartbeat, msg.MarkOffline))

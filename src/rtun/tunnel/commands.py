@@ -14,8 +14,8 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from rtun.command import Command, json_option, print_json
 from rtun.errors import UsageError
 from rtun.protocol import peertext
-from rtun.tunnel import connect as machines
 from rtun.ssh import argv as sshargv
+from rtun.tunnel import connect as machines
 from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service
 from rtun.tunnel.agent import Agent
 from rtun.tunnel.settings import add_agent_options, service_flags, settings_from
@@ -44,6 +44,7 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
 
 # -- rtun tunnel [run] SERVER --------------------------------------------------------------
 
+
 def _tunnel_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("server", nargs="?", metavar="SERVER", help=_SERVER_HELP)
     add_agent_options(parser)
@@ -59,16 +60,18 @@ def _run_tunnel(args: argparse.Namespace) -> int:
 
 
 tunnel = Command(
-    _tunnel_arguments, _run_tunnel,
+    _tunnel_arguments,
+    _run_tunnel,
     usage="rtun tunnel [options] SERVER\n"
-          "       rtun tunnel install [--system] [--dry-run] [options] SERVER\n"
-          "       rtun tunnel uninstall [--system] [--dry-run]",
+    "       rtun tunnel install [--system] [--dry-run] [options] SERVER\n"
+    "       rtun tunnel uninstall [--system] [--dry-run]",
     description="Run the reverse tunnel agent in the foreground (for systemd and launchd), "
     "or install it as a service started at boot. SERVER is any ssh destination.",
 )
 
 
 # -- rtun tunnel install / uninstall -------------------------------------------------------
+
 
 def _install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("server", nargs="?", metavar="SERVER", help=_SERVER_HELP)
@@ -93,30 +96,55 @@ def _run_uninstall(args: argparse.Namespace) -> int:
     return service.uninstall(plan, args.dry_run, not args.no_start, sys.stdout)
 
 
-install = Command(_install_arguments, _run_install,
-                  usage="rtun tunnel install [--system] [--dry-run] [options] SERVER",
-                  description="start the agent at boot (systemd unit or launchd agent)")
+install = Command(
+    _install_arguments,
+    _run_install,
+    usage="rtun tunnel install [--system] [--dry-run] [options] SERVER",
+    description="start the agent at boot (systemd unit or launchd agent)",
+)
 uninstall = Command(_service_options, _run_uninstall, description="stop and remove the boot service")
 
 
 # -- rtun tunnel authorize -------------------------------------------------------------------
 
+
 def _authorize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("key", nargs="?", metavar="KEY",
-                        help="the tunnel key: a public key file, '-' for stdin, or the key itself")
+    parser.add_argument(
+        "key",
+        nargs="?",
+        metavar="KEY",
+        help="the tunnel key: a public key file, '-' for stdin, or the key itself",
+    )
     parser.add_argument("--name", help="the machine's name (default: this host name)")
     ports = parser.add_mutually_exclusive_group()
-    ports.add_argument("--port", type=int, help="its port on the relay (default: this machine's "
-                       "stable port, as the agent derives it)")
-    ports.add_argument("--any-port", action="store_true",
-                       help="allow any port on the relay's loopback (lets the agent fall back to a "
-                       "relay-chosen port, and the key reach every loopback port)")
-    parser.add_argument("--registry", metavar="DIR", default=relay.DEFAULT_RELAY_DIR,
-                        help="registry directory on the relay, from the account's home (.rtun/hosts)")
-    parser.add_argument("--script", metavar="PATH", default=relay.DEFAULT_SCRIPT,
-                        help="where the relay script is on the relay (.rtun/rtun-relay)")
-    parser.add_argument("--print-script", action="store_true",
-                        help="print the relay script to install there, instead of the line")
+    ports.add_argument(
+        "--port",
+        type=int,
+        help="its port on the relay (default: this machine's stable port, as the agent derives it)",
+    )
+    ports.add_argument(
+        "--any-port",
+        action="store_true",
+        help="allow any port on the relay's loopback (lets the agent fall back to a "
+        "relay-chosen port, and the key reach every loopback port)",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="DIR",
+        default=relay.DEFAULT_RELAY_DIR,
+        help="registry directory on the relay, from the account's home (.rtun/hosts)",
+    )
+    parser.add_argument(
+        "--script",
+        metavar="PATH",
+        default=relay.DEFAULT_SCRIPT,
+        help="where the relay script is on the relay (.rtun/rtun-relay)",
+    )
+    parser.add_argument(
+        "--print-script",
+        action="store_true",
+        help="print the relay script to install there, instead of the line",
+    )
     parser.add_argument("--machine-id", help=argparse.SUPPRESS)  # tests: as `rtun tunnel`'s
 
 
@@ -152,17 +180,20 @@ def _run_authorize(args: argparse.Namespace) -> int:
     mid = identity.machine_id(args.machine_id)
     port = None if args.any_port else args.port or identity.preferred_port(mid)
     print(relay.authorized_line(kind, blob, mid, name, port, script, directory))
-    print(f"rtun tunnel authorize: for ~/.ssh/authorized_keys of the relay account; the relay "
-          f"script goes to {script} there: rtun tunnel authorize --print-script | ssh RELAY "
-          f"'umask 022; mkdir -p {os.path.dirname(script) or '.'} && cat > {script}' (docs/relay.md)",
-          file=sys.stderr)
+    print(
+        f"rtun tunnel authorize: for ~/.ssh/authorized_keys of the relay account; the relay "
+        f"script goes to {script} there: rtun tunnel authorize --print-script | ssh RELAY "
+        f"'umask 022; mkdir -p {os.path.dirname(script) or '.'} && cat > {script}' (docs/relay.md)",
+        file=sys.stderr,
+    )
     return 0
 
 
 authorize = Command(
-    _authorize_arguments, _run_authorize,
+    _authorize_arguments,
+    _run_authorize,
     usage="rtun tunnel authorize [--name NAME] [--port PORT | --any-port] [--registry DIR] "
-          "[--script PATH] KEY\n       rtun tunnel authorize --print-script",
+    "[--script PATH] KEY\n       rtun tunnel authorize --print-script",
     description="Print the authorized_keys line that confines a machine's tunnel key on the relay: "
     "its own forward, its own registry entry and the listing, nothing else (docs/relay.md).",
 )
@@ -177,14 +208,22 @@ def _report(command: str, problems: List[str]) -> None:
     for problem in problems[:MAX_PROBLEM_LINES]:
         print(f"rtun {command}: {problem}", file=sys.stderr)
     if len(problems) > MAX_PROBLEM_LINES:
-        print(f"rtun {command}: ... and {len(problems) - MAX_PROBLEM_LINES} more files skipped "
-              "(--json lists them all)", file=sys.stderr)
+        print(
+            f"rtun {command}: ... and {len(problems) - MAX_PROBLEM_LINES} more files skipped "
+            "(--json lists them all)",
+            file=sys.stderr,
+        )
 
 
 def _listing(args: argparse.Namespace, probe: bool) -> machines.Listing:
     ssh = sshargv.ssh_base() if args.via else None
-    listing = machines.load(ssh, args.via, args.registry or registry.DEFAULT_DIR, probe=probe,
-                            timeout=getattr(args, "timeout", 3.0))
+    listing = machines.load(
+        ssh,
+        args.via,
+        args.registry or registry.DEFAULT_DIR,
+        probe=probe,
+        timeout=getattr(args, "timeout", 3.0),
+    )
     _report(args.command, listing.problems)
     if listing.cut is not None:
         print(f"rtun {args.command}: {listing.cut}", file=sys.stderr)
@@ -192,8 +231,9 @@ def _listing(args: argparse.Namespace, probe: bool) -> machines.Listing:
 
 
 def _hosts_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--via", metavar="SERVER",
-                        help="read the registry on SERVER over ssh (default: this host)")
+    parser.add_argument(
+        "--via", metavar="SERVER", help="read the registry on SERVER over ssh (default: this host)"
+    )
     parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
     json_option(parser)
     parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="live probe timeout (3)")
@@ -201,8 +241,20 @@ def _hosts_arguments(parser: argparse.ArgumentParser) -> None:
 
 # The registry entry's fields that `rtun hosts --json` gives for each machine, always all of them
 # (null where the entry has none), whatever fields later entries gain.
-_ENTRY_KEYS = ("name", "hostname", "machine_id", "user", "port", "local_port", "os", "agent_version",
-               "status", "connected_at", "last_seen", "disconnected_at")
+_ENTRY_KEYS = (
+    "name",
+    "hostname",
+    "machine_id",
+    "user",
+    "port",
+    "local_port",
+    "os",
+    "agent_version",
+    "status",
+    "connected_at",
+    "last_seen",
+    "disconnected_at",
+)
 
 
 def hosts_document(listing: machines.Listing, now: Optional[float] = None) -> Dict[str, Any]:
@@ -213,8 +265,12 @@ def hosts_document(listing: machines.Listing, now: Optional[float] = None) -> Di
     for entry in listing.entries:
         live = listing.live.get(entry.machine_id, False)
         item: Dict[str, Any] = {key: getattr(entry, key) for key in _ENTRY_KEYS}
-        item.update(alias=names[entry.machine_id], live=live, state=machines.status(entry, live),
-                    age_seconds=int(entry.age(now)))
+        item.update(
+            alias=names[entry.machine_id],
+            live=live,
+            state=machines.status(entry, live),
+            age_seconds=int(entry.age(now)),
+        )
         found.append(item)
     return {"machines": found, "skipped": list(listing.problems), "cut": listing.cut}
 
@@ -235,15 +291,21 @@ hosts = Command(_hosts_arguments, _run_hosts)
 
 def _connect_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--via", metavar="SERVER", help="jump through SERVER (default: you are on it)")
-    parser.add_argument("-l", "--login", metavar="USER", help="user on the machine (default: from the registry)")
+    parser.add_argument(
+        "-l", "--login", metavar="USER", help="user on the machine (default: from the registry)"
+    )
     parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
 
 
 def _connect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="machine name (see `rtun hosts`)")
     _connect_options(parser)
-    parser.add_argument("remote_command", metavar="COMMAND", nargs=argparse.REMAINDER,
-                        help="command to run instead of a shell")
+    parser.add_argument(
+        "remote_command",
+        metavar="COMMAND",
+        nargs=argparse.REMAINDER,
+        help="command to run instead of a shell",
+    )
 
 
 class _LateParser(argparse.ArgumentParser):
@@ -268,7 +330,7 @@ def _late_connect_options(args: argparse.Namespace) -> None:
     for key in ("login", "via", "registry"):
         if getattr(parsed, key) is not None:
             setattr(args, key, getattr(parsed, key))
-    args.remote_command = parsed.rest + words[end + 1:]
+    args.remote_command = parsed.rest + words[end + 1 :]
 
 
 def _run_connect(args: argparse.Namespace) -> int:
@@ -282,8 +344,9 @@ def _run_connect(args: argparse.Namespace) -> int:
     return machines.exec_ssh(machines.connect_argv(ssh, entry, args.via, args.login, command))
 
 
-connect = Command(_connect_arguments, _run_connect,
-                  usage="rtun connect NAME [--via SERVER] [-l USER] [-- COMMAND...]")
+connect = Command(
+    _connect_arguments, _run_connect, usage="rtun connect NAME [--via SERVER] [-l USER] [-- COMMAND...]"
+)
 
 
 def _ssh_config_arguments(parser: argparse.ArgumentParser) -> None:

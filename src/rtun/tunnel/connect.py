@@ -40,8 +40,9 @@ PROBE_BATCH = 256  # direct probes at once, on the relay itself
 
 
 def _via_master(ssh: List[str], via: str) -> sshproc.Master:
-    master = sshproc.Master(ssh, via, ["-o", f"ConnectTimeout={sshargv.CONNECT_TIMEOUT}",
-                                       "-o", "ClearAllForwardings=yes"])
+    master = sshproc.Master(
+        ssh, via, ["-o", f"ConnectTimeout={sshargv.CONNECT_TIMEOUT}", "-o", "ClearAllForwardings=yes"]
+    )
     master.start()
     if not master.wait_ready(sshargv.CONNECT_TIMEOUT + 30):
         code = master.returncode
@@ -57,13 +58,14 @@ def _probe_direct(ports: Sequence[int], timeout: float) -> Dict[int, bool]:
     unique = sorted(set(ports))
     found: Dict[int, bool] = {}
     for start in range(0, len(unique), PROBE_BATCH):
-        chunk = unique[start:start + PROBE_BATCH]
+        chunk = unique[start : start + PROBE_BATCH]
         found.update(zip(chunk, banner.banners([("127.0.0.1", p) for p in chunk], timeout)))
     return found
 
 
-def load(ssh: Optional[List[str]], via: Optional[str], directory: str, probe: bool = True,
-         timeout: float = 3.0) -> Listing:
+def load(
+    ssh: Optional[List[str]], via: Optional[str], directory: str, probe: bool = True, timeout: float = 3.0
+) -> Listing:
     """The registry's valid entries, the files skipped, and which ports answer with a banner."""
     hostnames.check_via(via)
     if via is None:
@@ -77,16 +79,18 @@ def load(ssh: Optional[List[str]], via: Optional[str], directory: str, probe: bo
             try:
                 files = relay.Relay(master.run, directory).list()
             except relay.RelayError as exc:
-                raise RegistryUnreachableError(f"cannot list {peertext.quoted(directory)} on {via}: "
-                                               f"{exc.message}") from None
+                raise RegistryUnreachableError(
+                    f"cannot list {peertext.quoted(directory)} on {via}: {exc.message}"
+                ) from None
             entries, bad = registry.parse_files(files.files)
             # A port nothing listens on is down: no need to probe it (when the relay could say).
             ports = [e.port for e in entries if files.listening is None or e.port in files.listening]
             live = master.probe_many(ports, timeout) if probe else {}
         finally:
             master.close()
-    return Listing(entries, files.problems + bad, {e.machine_id: live.get(e.port, False) for e in entries},
-                   files.cut)
+    return Listing(
+        entries, files.problems + bad, {e.machine_id: live.get(e.port, False) for e in entries}, files.cut
+    )
 
 
 def format_age(seconds: float) -> str:
@@ -107,8 +111,14 @@ def table(listing: Listing, now: Optional[float] = None) -> str:
     names = aliases(listing.entries)
     rows: List[Tuple[str, ...]] = [("NAME", "PORT", "USER", "LAST SEEN", "STATUS", "OS")]
     for e in listing.entries:
-        row = (names[e.machine_id], str(e.port), e.user, format_age(e.age(now)),
-               status(e, listing.live.get(e.machine_id, False)), e.os)
+        row = (
+            names[e.machine_id],
+            str(e.port),
+            e.user,
+            format_age(e.age(now)),
+            status(e, listing.live.get(e.machine_id, False)),
+            e.os,
+        )
         rows.append(tuple(peertext.ascii_escaped(cell) for cell in row))  # validated; and never a split row
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
@@ -124,29 +134,35 @@ def find(entries: Sequence[registry.Entry], name: str) -> registry.Entry:
         return by_alias[0]
     if len(by_alias) > 1:
         ids = ", ".join(sorted(e.machine_id for e in by_alias))
-        raise UnknownMachineError(f"several machines are called {peertext.quoted(name)}: "
-                                  f"name one by its machine id ({ids})")
+        raise UnknownMachineError(
+            f"several machines are called {peertext.quoted(name)}: name one by its machine id ({ids})"
+        )
     by_name = [e for e in entries if e.name.lower() == wanted]
     if len(by_name) > 1:
         choices = ", ".join(sorted(names[e.machine_id] for e in by_name))
-        raise UnknownMachineError(f"several machines are named {peertext.quoted(name)}: "
-                                  f"use one of {choices}")
+        raise UnknownMachineError(f"several machines are named {peertext.quoted(name)}: use one of {choices}")
     by_id = [e for e in entries if len(wanted) >= 4 and e.machine_id.startswith(wanted)]
     if len(by_id) == 1:
         return by_id[0]
     known = ", ".join(sorted(names.values())[:50]) or "none"
-    raise UnknownMachineError(f"no machine named {peertext.quoted(name)} in the registry "
-                              f"(known: {known})")
+    raise UnknownMachineError(f"no machine named {peertext.quoted(name)} in the registry (known: {known})")
 
 
-def connect_argv(ssh: Sequence[str], entry: registry.Entry, via: Optional[str], user: Optional[str],
-                 command: Sequence[str]) -> List[str]:
+def connect_argv(
+    ssh: Sequence[str], entry: registry.Entry, via: Optional[str], user: Optional[str], command: Sequence[str]
+) -> List[str]:
     """ssh to the machine's port on the server's loopback, through the server when not on it.
 
     Every machine is 127.0.0.1:PORT on the server, so known_hosts names each by its own
     HostKeyAlias; a port moving to another machine never trips (or silently reuses) a key."""
-    argv = list(ssh) + ["-o", f"HostKeyAlias={entry.host_key_alias}", "-p", str(entry.port),
-                        "-l", user or entry.user]
+    argv = list(ssh) + [
+        "-o",
+        f"HostKeyAlias={entry.host_key_alias}",
+        "-p",
+        str(entry.port),
+        "-l",
+        user or entry.user,
+    ]
     if via is not None:
         argv += ["-J", hostnames.check_via(via) or via]
     argv += ["--", "127.0.0.1"]

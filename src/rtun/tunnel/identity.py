@@ -30,8 +30,9 @@ def _raw_machine_id() -> str:
             return value
     if platform.system() == "Darwin":
         try:
-            out = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"],
-                                 capture_output=True, text=True, timeout=5).stdout
+            out = subprocess.run(
+                ["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True, timeout=5
+            ).stdout
             found = re.search(r'"IOPlatformUUID" = "([^"]+)"', out)
             if found:
                 return found.group(1)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Union
 
-
 # -- events: what happened ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Started:
@@ -104,12 +104,30 @@ class ReconnectRequested:
     pass
 
 
-Event = Union[Started, Connected, ConnectFailed, CannotRunSsh, Forwarded, ForwardRefused,
-              EntryWritten, WriteFailed, ProbeOk, ProbeFailed, Reclaimed, ReclaimRefused,
-              SshExited, ServerAnswers, ServerSilent, TimePassed, StopRequested, ReconnectRequested]
+Event = Union[
+    Started,
+    Connected,
+    ConnectFailed,
+    CannotRunSsh,
+    Forwarded,
+    ForwardRefused,
+    EntryWritten,
+    WriteFailed,
+    ProbeOk,
+    ProbeFailed,
+    Reclaimed,
+    ReclaimRefused,
+    SshExited,
+    ServerAnswers,
+    ServerSilent,
+    TimePassed,
+    StopRequested,
+    ReconnectRequested,
+]
 
 
 # -- actions: what to do ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Log:
@@ -130,30 +148,35 @@ class StartSsh:
 @dataclass(frozen=True)
 class Forward:
     """-> Forwarded or ForwardRefused. Port 0 lets the server choose."""
+
     port: int
 
 
 @dataclass(frozen=True)
 class Register:
     """Write a fresh online entry for this connection -> EntryWritten or WriteFailed."""
+
     port: int
 
 
 @dataclass(frozen=True)
 class Heartbeat:
     """Refresh the entry's last_seen (and port) -> EntryWritten or WriteFailed."""
+
     port: int
 
 
 @dataclass(frozen=True)
 class MarkOffline:
     """-> EntryWritten or WriteFailed."""
+
     port: int
 
 
 @dataclass(frozen=True)
 class Probe:
     """Expect an sshd banner through the tunnel -> ProbeOk, ProbeFailed or SshExited."""
+
     port: int
     timeout: float
 
@@ -161,6 +184,7 @@ class Probe:
 @dataclass(frozen=True)
 class Reclaim:
     """Forward the preferred port again and cancel the current one -> Reclaimed or ReclaimRefused."""
+
     port: int
     current: int
 
@@ -174,6 +198,7 @@ class CheckServer:
 class Wait:
     """Until the clock reads ``until`` -> TimePassed; or SshExited while connected; or
     ServerAnswers when ``watch_server``."""
+
     until: float
     watch_server: bool = False
 
@@ -183,6 +208,18 @@ class Stop:
     code: int = 0
 
 
-Action = Union[Log, CloseSsh, StartSsh, Forward, Register, Heartbeat, MarkOffline, Probe, Reclaim,
-               CheckServer, Wait, Stop]
+Action = Union[
+    Log,
+    CloseSsh,
+    StartSsh,
+    Forward,
+    Register,
+    Heartbeat,
+    MarkOffline,
+    Probe,
+    Reclaim,
+    CheckServer,
+    Wait,
+    Stop,
+]
 Plan = List[Action]

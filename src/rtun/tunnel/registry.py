@@ -101,8 +101,9 @@ def _reject_constant(name: str) -> Any:
     raise RegistryError(f"{name} is not valid JSON")
 
 
-def _field(data: Dict[str, Any], key: str, kind: type, pattern: Optional[Pattern[str]] = None,
-           required: bool = True) -> Any:
+def _field(
+    data: Dict[str, Any], key: str, kind: type, pattern: Optional[Pattern[str]] = None, required: bool = True
+) -> Any:
     if key not in data:
         if required:
             raise RegistryError(f"missing field {key!r}")
@@ -186,8 +187,10 @@ class Files:
 def cut_note(seen: int, unread: int) -> Optional[str]:
     if unread <= 0:
         return None
-    return (f"listing cut: {unread} of {seen} entry files not read (at most {MAX_FILES} files "
-            f"and {MAX_LISTING_BYTES // (1024 * 1024)} MiB per listing, smallest first)")
+    return (
+        f"listing cut: {unread} of {seen} entry files not read (at most {MAX_FILES} files "
+        f"and {MAX_LISTING_BYTES // (1024 * 1024)} MiB per listing, smallest first)"
+    )
 
 
 def parse_files(files: List[Tuple[str, bytes]]) -> Tuple[List[Entry], List[str]]:

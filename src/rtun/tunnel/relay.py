@@ -33,9 +33,15 @@ DEFAULT_SCRIPT = ".rtun/rtun-relay"  # relative paths are from the relay account
 DEFAULT_RELAY_DIR = ".rtun/hosts"
 PATH_RE = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./-]{0,199}")
 BLOB_RE = re.compile(r"[A-Za-z0-9+/]{16,16384}={0,2}")
-KEY_TYPES = ("ssh-ed25519", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256",
-             "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ecdsa-sha2-nistp256@openssh.com",
-             "ssh-rsa")
+KEY_TYPES = (
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa",
+)
 
 
 class RelayError(RtunError):
@@ -76,7 +82,7 @@ def parse_reply(stdout: bytes) -> Optional[Reply]:
     if not stdout.startswith(STATUS):
         return None
     line, _, body = stdout.partition(b"\n")
-    status, _, detail = line[len(STATUS):].decode("ascii", "replace").partition(": ")
+    status, _, detail = line[len(STATUS) :].decode("ascii", "replace").partition(": ")
     if status not in ("ok", "refused", "failed"):
         return None
     return Reply(status, peertext.ascii_escaped(detail), body)
@@ -88,9 +94,12 @@ def _no_answer(done: Optional[Done]) -> str:
     said = peertext.last_line(done.stderr.decode("utf-8", "replace"))
     if done.returncode == 255:
         return exit_reason(255, done.stderr.decode("utf-8", "replace"))
-    return (f"the relay did not answer as rtun-relay (exit {done.returncode}"
-            + (f": {said}" if said else "") + "); if this key has a forced command, is the relay "
-            "script installed where it points? (`rtun tunnel authorize --print-script`, docs/relay.md)")
+    return (
+        f"the relay did not answer as rtun-relay (exit {done.returncode}"
+        + (f": {said}" if said else "")
+        + "); if this key has a forced command, is the relay "
+        "script installed where it points? (`rtun tunnel authorize --print-script`, docs/relay.md)"
+    )
 
 
 class Relay:
@@ -103,12 +112,16 @@ class Relay:
         self.directory = directory
         self.mode: Optional[str] = None
 
-    def request(self, verb: str, argument: str, data: bytes = b"", timeout: float = 15,
-                limit: Optional[int] = None) -> Tuple[Reply, Done]:
+    def request(
+        self, verb: str, argument: str, data: bytes = b"", timeout: float = 15, limit: Optional[int] = None
+    ) -> Tuple[Reply, Done]:
         last: Optional[Done] = None
         for mode in [self.mode] if self.mode else [self.FORCED, self.INLINE]:
-            command = (forced_request(verb, argument) if mode == self.FORCED
-                       else inline_request(self.directory, verb, argument))
+            command = (
+                forced_request(verb, argument)
+                if mode == self.FORCED
+                else inline_request(self.directory, verb, argument)
+            )
             done = self.run(command, data, timeout, limit)
             reply = parse_reply(done.stdout)
             if reply is not None:
@@ -176,8 +189,10 @@ def parse_listing(body: bytes, nonce: str, truncated: bool = False) -> registry.
     if len(complete) != len(listed) or tail != b"E\n":
         if truncated or len(complete) < len(listed):
             missing = len(listed) - min(len(complete), len(listed))
-            result.cut = (f"listing cut: the relay's answer stopped after {len(body)} bytes; "
-                          f"{missing} of {len(listed)} listed entries not read")
+            result.cut = (
+                f"listing cut: the relay's answer stopped after {len(body)} bytes; "
+                f"{missing} of {len(listed)} listed entries not read"
+            )
         else:
             result.problems.append("the relay's listing is garbled at its end")
     return result
@@ -198,13 +213,15 @@ def _listeners(text: bytes) -> Optional[FrozenSet[int]]:
 
 # -- authorized_keys -----------------------------------------------------------------------
 
+
 def parse_public_key(text: str) -> Tuple[str, str]:
     """(type, base64 blob) of an OpenSSH public key line ``TYPE BLOB [COMMENT]``; the blob must
     decode and name the same type. Raises ValueError."""
     words = text.strip().split()
     if len(words) < 2 or words[0] not in KEY_TYPES:
-        raise ValueError(f"not an OpenSSH public key (expected one of {', '.join(KEY_TYPES)} "
-                         "followed by the key)")
+        raise ValueError(
+            f"not an OpenSSH public key (expected one of {', '.join(KEY_TYPES)} followed by the key)"
+        )
     kind, blob = words[0], words[1]
     try:
         raw = base64.b64decode(blob, validate=True)
@@ -213,7 +230,7 @@ def parse_public_key(text: str) -> Tuple[str, str]:
     if len(raw) < 4:
         raise ValueError("the key is truncated")
     (length,) = struct.unpack(">I", raw[:4])
-    if raw[4:4 + length] != kind.encode("ascii"):
+    if raw[4 : 4 + length] != kind.encode("ascii"):
         raise ValueError(f"the key's data does not say {kind}")
     return kind, blob
 
@@ -224,22 +241,39 @@ def relay_path(flag: str, value: str) -> str:
     if value.startswith("~/"):
         value = value[2:]
     if not registry.valid(PATH_RE, value) or "/../" in f"/{value}/":
-        raise ValueError(f"{flag} {peertext.quoted(value)}: use letters, digits, '.', '_', '-' "
-                         "and '/', without '..'")
+        raise ValueError(
+            f"{flag} {peertext.quoted(value)}: use letters, digits, '.', '_', '-' and '/', without '..'"
+        )
     return value
 
 
-def authorized_line(key_type: str, blob: str, machine_id: str, name: str, port: Optional[int],
-                    script: str = DEFAULT_SCRIPT, directory: str = DEFAULT_RELAY_DIR) -> str:
+def authorized_line(
+    key_type: str,
+    blob: str,
+    machine_id: str,
+    name: str,
+    port: Optional[int],
+    script: str = DEFAULT_SCRIPT,
+    directory: str = DEFAULT_RELAY_DIR,
+) -> str:
     """The authorized_keys line of a machine's tunnel key: listen on and connect to only its
     own port on the relay's loopback (any port with ``port=None``), and run only the relay
     script, bound to this machine id. No pty, agent or X11 forwarding, no ~/.ssh/rc."""
-    if (key_type not in KEY_TYPES or not registry.valid(BLOB_RE, blob)
-            or not registry.valid(registry.MACHINE_ID_RE, machine_id) or not registry.valid(registry.NAME_RE, name)
-            or not all(registry.valid(PATH_RE, p) for p in (script, directory))
-            or (port is not None and not 1 <= port <= 65535)):
+    if (
+        key_type not in KEY_TYPES
+        or not registry.valid(BLOB_RE, blob)
+        or not registry.valid(registry.MACHINE_ID_RE, machine_id)
+        or not registry.valid(registry.NAME_RE, name)
+        or not all(registry.valid(PATH_RE, p) for p in (script, directory))
+        or (port is not None and not 1 <= port <= 65535)
+    ):
         raise ValueError("not a key, machine id, name, port or path that fits in the line")
     where = f"127.0.0.1:{port if port is not None else '*'}"
-    options = ["restrict", "port-forwarding", f'permitlisten="{where}"', f'permitopen="{where}"',
-               f'command="sh {script} serve {machine_id} {directory}"']
+    options = [
+        "restrict",
+        "port-forwarding",
+        f'permitlisten="{where}"',
+        f'permitopen="{where}"',
+        f'command="sh {script} serve {machine_id} {directory}"',
+    ]
     return f"{','.join(options)} {key_type} {blob} rtun-tunnel:{name}"

@@ -127,6 +127,9 @@ else
 fi
 """
 
-SCRIPT = (_TEMPLATE.replace("@MAX_PLUS_ONE@", str(MAX_ENTRY_BYTES + 1))
-          .replace("@MAX_ENTRY@", str(MAX_ENTRY_BYTES)).replace("@MAX_FILES@", str(MAX_FILES))
-          .replace("@MAX_LISTING@", str(MAX_LISTING_BYTES)))
+SCRIPT = (
+    _TEMPLATE.replace("@MAX_PLUS_ONE@", str(MAX_ENTRY_BYTES + 1))
+    .replace("@MAX_ENTRY@", str(MAX_ENTRY_BYTES))
+    .replace("@MAX_FILES@", str(MAX_FILES))
+    .replace("@MAX_LISTING@", str(MAX_LISTING_BYTES))
+)

@@ -74,8 +74,9 @@ def systemd_quote(word: str) -> str:
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_systemd(argv: Sequence[str], env: Dict[str, str], server: str, system: bool,
-                   run_as: Optional[str] = None) -> str:
+def render_systemd(
+    argv: Sequence[str], env: Dict[str, str], server: str, system: bool, run_as: Optional[str] = None
+) -> str:
     unit = [
         "[Unit]",
         f"Description=rtun reverse SSH tunnel to {server}",
@@ -83,8 +84,13 @@ def render_systemd(argv: Sequence[str], env: Dict[str, str], server: str, system
     ]
     if system:  # the user manager has no network-online.target; the agent retries anyway
         unit += ["After=network-online.target", "Wants=network-online.target"]
-    unit += ["# Never stop retrying: no start-limit lockout.", "StartLimitIntervalSec=0", "",
-             "[Service]", "Type=simple"]
+    unit += [
+        "# Never stop retrying: no start-limit lockout.",
+        "StartLimitIntervalSec=0",
+        "",
+        "[Service]",
+        "Type=simple",
+    ]
     if system and run_as:
         unit.append(f"User={run_as}")
     unit.append("Environment=PYTHONUNBUFFERED=1")
@@ -105,8 +111,9 @@ def render_systemd(argv: Sequence[str], env: Dict[str, str], server: str, system
     return "\n".join(unit)
 
 
-def render_launchd(argv: Sequence[str], env: Dict[str, str], log_path: str, system: bool,
-                   run_as: Optional[str] = None) -> str:
+def render_launchd(
+    argv: Sequence[str], env: Dict[str, str], log_path: str, system: bool, run_as: Optional[str] = None
+) -> str:
     job: Dict[str, object] = {
         "Label": LABEL,
         "ProgramArguments": list(argv),
@@ -122,8 +129,9 @@ def render_launchd(argv: Sequence[str], env: Dict[str, str], log_path: str, syst
     return plistlib.dumps(job).decode("utf-8")
 
 
-def plan(server: str, options: Sequence[str], kind: str, system: bool, run_as: Optional[str],
-         env: Dict[str, str]) -> Service:
+def plan(
+    server: str, options: Sequence[str], kind: str, system: bool, run_as: Optional[str], env: Dict[str, str]
+) -> Service:
     argv = agent_argv(server, options)
     env = dict(this_rtun()[1], **env)
     if kind == "systemd":
@@ -133,13 +141,19 @@ def plan(server: str, options: Sequence[str], kind: str, system: bool, run_as: O
         else:
             path = os.path.join(paths.config_home(), "systemd", "user", UNIT)
             ctl = ["systemctl", "--user"]
-        service = Service("systemd", system, path, render_systemd(argv, env, server, system, run_as),
-                          enable=[ctl + ["daemon-reload"], ctl + ["enable", "--now", UNIT]],
-                          disable=[ctl + ["disable", "--now", UNIT], ctl + ["daemon-reload"]])
+        service = Service(
+            "systemd",
+            system,
+            path,
+            render_systemd(argv, env, server, system, run_as),
+            enable=[ctl + ["daemon-reload"], ctl + ["enable", "--now", UNIT]],
+            disable=[ctl + ["disable", "--now", UNIT], ctl + ["daemon-reload"]],
+        )
         if not system:
             service.notes.append(
                 "a user unit runs only while you are logged in, unless lingering is on: "
-                "`sudo loginctl enable-linger $USER` starts it at boot")
+                "`sudo loginctl enable-linger $USER` starts it at boot"
+            )
         service.notes.append(f"logs: journalctl {'' if system else '--user '}-u {UNIT} -f")
         return service
     if kind == "launchd":
@@ -149,9 +163,14 @@ def plan(server: str, options: Sequence[str], kind: str, system: bool, run_as: O
         else:
             path = os.path.join(paths.home(), "Library", "LaunchAgents", f"{LABEL}.plist")
             log = os.path.join(paths.home(), "Library", "Logs", "rtun-tunnel.log")
-        service = Service("launchd", system, path, render_launchd(argv, env, log, system, run_as),
-                          enable=[["launchctl", "load", "-w", path]],
-                          disable=[["launchctl", "unload", "-w", path]])
+        service = Service(
+            "launchd",
+            system,
+            path,
+            render_launchd(argv, env, log, system, run_as),
+            enable=[["launchctl", "load", "-w", path]],
+            disable=[["launchctl", "unload", "-w", path]],
+        )
         service.notes.append(f"logs: {log}")
         return service
     raise ServiceError(f"unknown service manager {kind!r}")
@@ -187,8 +206,10 @@ def install(service: Service, dry_run: bool, start: bool, out: TextIO) -> int:
         os.chmod(temporary, 0o644)
         os.replace(temporary, service.path)
     except OSError as exc:
-        raise ServiceError(f"cannot write {service.path}: {exc.strerror}"
-                           + ("" if not service.system else " (--system needs root)")) from None
+        raise ServiceError(
+            f"cannot write {service.path}: {exc.strerror}"
+            + ("" if not service.system else " (--system needs root)")
+        ) from None
     out.write(f"wrote {service.path}\n")
     if start:
         failure = _run_all(service.enable, check=True)

@@ -62,8 +62,9 @@ def _tcp_port(flag: str, value: int) -> None:
 
 def _machine_name(flag: str, value: str) -> None:
     if not registry.valid(registry.NAME_RE, value):
-        raise UsageError(f"{flag} {peertext.quoted(value)}: use letters, digits, '.', '_' and '-' "
-                         "(at most 63)")
+        raise UsageError(
+            f"{flag} {peertext.quoted(value)}: use letters, digits, '.', '_' and '-' (at most 63)"
+        )
 
 
 def _user_name(flag: str, value: str) -> None:
@@ -79,8 +80,12 @@ def parse_local(text: str) -> Tuple[str, int]:
     """``--local HOST:PORT`` (``[v6addr]:PORT`` too)."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
-    if (not sep or not registry.valid(_LOCAL_HOST_RE, host) or not port_text.isdigit()
-            or not 1 <= int(port_text) <= 65535):
+    if (
+        not sep
+        or not registry.valid(_LOCAL_HOST_RE, host)
+        or not port_text.isdigit()
+        or not 1 <= int(port_text) <= 65535
+    ):
         raise UsageError(f"--local {peertext.quoted(text)} is not HOST:PORT")
     return host, int(port_text)
 
@@ -111,23 +116,35 @@ class Option:
 AGENT_OPTIONS = (
     Option("--name", "name in the registry (default: this host name)", check=_machine_name),
     Option("--local-port", "this machine's sshd port (default 22)", int, "PORT", _tcp_port, "local"),
-    Option("--local", "forward to HOST:PORT instead of localhost:22", str, "HOST:PORT", _host_port,
-           "local"),
-    Option("--port", "preferred server port (default: derived from the machine id)", int,
-           check=_tcp_port),
-    Option("--registry", "registry directory on the server (default ~/.rtun/hosts; a tunnel key's "
-           "forced command sets its own)", metavar="DIR", check=_directory),
-    Option("--login-user", "user to log in as, advertised in the registry "
-           "(default: the user running the agent)", metavar="USER", check=_user_name),
-    Option("--probe-interval", "seconds between end-to-end probes through the tunnel (60)", float, "N",
-           _positive),
+    Option("--local", "forward to HOST:PORT instead of localhost:22", str, "HOST:PORT", _host_port, "local"),
+    Option("--port", "preferred server port (default: derived from the machine id)", int, check=_tcp_port),
+    Option(
+        "--registry",
+        "registry directory on the server (default ~/.rtun/hosts; a tunnel key's "
+        "forced command sets its own)",
+        metavar="DIR",
+        check=_directory,
+    ),
+    Option(
+        "--login-user",
+        "user to log in as, advertised in the registry (default: the user running the agent)",
+        metavar="USER",
+        check=_user_name,
+    ),
+    Option(
+        "--probe-interval", "seconds between end-to-end probes through the tunnel (60)", float, "N", _positive
+    ),
     Option("--probe-timeout", "seconds a probe may take (10)", float, "N", _positive),
-    Option("--heartbeat", "seconds between last_seen refreshes in the registry (60)", float, "N",
-           _positive),
+    Option("--heartbeat", "seconds between last_seen refreshes in the registry (60)", float, "N", _positive),
     Option("--max-backoff", "longest wait between retries, in seconds (60)", float, "N", _positive),
     Option("--stable-after", "seconds up after which the backoff resets (60)", float, "N", _positive),
-    Option("--alive-interval", "ssh ServerAliveInterval (3; with --alive-count 2: ~9 s to notice)", int,
-           "N", _positive),
+    Option(
+        "--alive-interval",
+        "ssh ServerAliveInterval (3; with --alive-count 2: ~9 s to notice)",
+        int,
+        "N",
+        _positive,
+    ),
     Option("--alive-count", "ssh ServerAliveCountMax (2)", int, "N", _positive),
     Option("--connect-timeout", "ssh ConnectTimeout (10)", int, "N", _positive),
     Option("--machine-id", argparse.SUPPRESS),  # tests: several machines on one host
@@ -167,5 +184,9 @@ def settings_from(server: Optional[str], given: Mapping[str, Any]) -> Settings:
 
 def service_flags(given: Mapping[str, Any]) -> List[str]:
     """The agent options that were given, as command-line words for the boot service."""
-    return [word for option in AGENT_OPTIONS if given.get(option.dest) is not None
-            for word in (option.flag, str(given[option.dest]))]
+    return [
+        word
+        for option in AGENT_OPTIONS
+        if given.get(option.dest) is not None
+        for word in (option.flag, str(given[option.dest]))
+    ]

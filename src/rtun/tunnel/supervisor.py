@@ -17,10 +17,39 @@ from typing import Callable, Optional
 
 from rtun import __version__
 from rtun.tunnel.messages import (
-    Action, CannotRunSsh, CheckServer, CloseSsh, ConnectFailed, Connected, EntryWritten, Event, Forward,
-    Forwarded, ForwardRefused, Heartbeat, Log, MarkOffline, Plan, Probe, ProbeFailed, ProbeOk, Reclaim,
-    Reclaimed, ReclaimRefused, ReconnectRequested, Register, ServerAnswers, ServerSilent, SshExited,
-    Started, StartSsh, Stop, StopRequested, TimePassed, Wait, WriteFailed,
+    Action,
+    CannotRunSsh,
+    CheckServer,
+    CloseSsh,
+    Connected,
+    ConnectFailed,
+    EntryWritten,
+    Event,
+    Forward,
+    Forwarded,
+    ForwardRefused,
+    Heartbeat,
+    Log,
+    MarkOffline,
+    Plan,
+    Probe,
+    ProbeFailed,
+    ProbeOk,
+    Reclaim,
+    Reclaimed,
+    ReclaimRefused,
+    ReconnectRequested,
+    Register,
+    ServerAnswers,
+    ServerSilent,
+    SshExited,
+    Started,
+    StartSsh,
+    Stop,
+    StopRequested,
+    TimePassed,
+    Wait,
+    WriteFailed,
 )
 from rtun.tunnel.registry import entry_filename
 from rtun.tunnel.settings import Settings
@@ -29,8 +58,13 @@ from rtun.tunnel.settings import Settings
 class Backoff:
     """Capped exponential backoff with jitter, reset after a stable period."""
 
-    def __init__(self, base: float = 1.0, cap: float = 60.0, stable: float = 60.0,
-                 rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        base: float = 1.0,
+        cap: float = 60.0,
+        stable: float = 60.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.base, self.cap, self.stable, self.rng = base, cap, stable, rng
         self.attempt = 0
 
@@ -51,8 +85,9 @@ class UnexpectedEvent(Exception):
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, clock: Callable[[], float],
-                 rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float], rng: Callable[[], float] = random.random
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.backoff = Backoff(settings.backoff_base, settings.max_backoff, settings.stable_after, rng)
@@ -87,8 +122,13 @@ class Supervisor:
         if isinstance(event, Started):
             self.watch_server = event.watch_server
             s = self.settings
-            return [Log(self.state, f"agent {__version__} for {s.name} ({s.machine_id[:8]}): {s.server} "
-                        f"port {s.preferred_port} -> {s.local_host}:{s.local_port}")] + self._connect()
+            return [
+                Log(
+                    self.state,
+                    f"agent {__version__} for {s.name} ({s.machine_id[:8]}): {s.server} "
+                    f"port {s.preferred_port} -> {s.local_host}:{s.local_port}",
+                )
+            ] + self._connect()
         pending = self.pending
         plan: Optional[Plan] = None
         if isinstance(pending, StartSsh):
@@ -116,8 +156,9 @@ class Supervisor:
     def _after_start(self, event: Event) -> Optional[Plan]:
         if isinstance(event, Connected):
             preferred = self.settings.preferred_port
-            return ([self._enter("forwarding", f"127.0.0.1:{preferred} on the server")]
-                    + self._issue(Forward(preferred)))
+            return [self._enter("forwarding", f"127.0.0.1:{preferred} on the server")] + self._issue(
+                Forward(preferred)
+            )
         if isinstance(event, ConnectFailed):
             return self._lost(f"connection failed: {event.reason}")
         if isinstance(event, CannotRunSsh):
@@ -133,9 +174,14 @@ class Supervisor:
             return plan + [self._enter("registering", where)] + self._issue(Register(event.port))
         if isinstance(event, ForwardRefused):
             if asked.port != 0:
-                return ([self._say(f"port {preferred} unavailable ({event.reason}); "
-                                   "asking the server for a free port")] + self._issue(Forward(0)))
-            return [self._say(f"the server refused the forward: {event.reason} ({event.advice})")] + self._retry()
+                return [
+                    self._say(
+                        f"port {preferred} unavailable ({event.reason}); asking the server for a free port"
+                    )
+                ] + self._issue(Forward(0))
+            return [
+                self._say(f"the server refused the forward: {event.reason} ({event.advice})")
+            ] + self._retry()
         return None
 
     def _after_write(self, written: Action, event: Event) -> Optional[Plan]:
@@ -146,8 +192,12 @@ class Supervisor:
             if isinstance(written, MarkOffline):
                 plan.append(self._say(f"registry write failed ({event.reason}); the entry still says online"))
             else:
-                plan.append(self._say(f"registry write failed ({event.reason}); the tunnel stays up, "
-                                      "retrying at the next heartbeat"))
+                plan.append(
+                    self._say(
+                        f"registry write failed ({event.reason}); the tunnel stays up, "
+                        "retrying at the next heartbeat"
+                    )
+                )
         if isinstance(written, Register):
             return plan + self._probe()  # the first probe: up only once it passes
         if isinstance(written, Heartbeat):
@@ -168,16 +218,27 @@ class Supervisor:
                 s = self.settings
                 self._up_since = now
                 self._next_beat = now + s.heartbeat
-                return [self._enter("up", f"127.0.0.1:{self.port} on {s.server} -> {s.local_host}:"
-                                    f"{s.local_port}; registered as {s.name}")] + self._wait_up()
+                return [
+                    self._enter(
+                        "up",
+                        f"127.0.0.1:{self.port} on {s.server} -> {s.local_host}:"
+                        f"{s.local_port}; registered as {s.name}",
+                    )
+                ] + self._wait_up()
             return self._beat() if now >= self._next_beat else self._wait_up()
         if isinstance(event, ProbeFailed):
             s = self.settings
-            plan = [self._enter("lost", f"probe failed: no sshd banner through 127.0.0.1:{self.port} "
-                                "on the server")]
+            plan = [
+                self._enter(
+                    "lost", f"probe failed: no sshd banner through 127.0.0.1:{self.port} on the server"
+                )
+            ]
             if not event.local_sshd_answers:
-                plan.append(self._say(f"the local sshd at {s.local_host}:{s.local_port} does not answer: "
-                                      "is it running?"))
+                plan.append(
+                    self._say(
+                        f"the local sshd at {s.local_host}:{s.local_port} does not answer: is it running?"
+                    )
+                )
             return plan + self._retry()
         if isinstance(event, SshExited):
             return self._lost(f"connection lost: {event.reason}")
@@ -245,8 +306,9 @@ class Supervisor:
         message = f"retrying in {self._retry_delay:.1f}s"
         if watch_server:
             message += " or as soon as the server answers again"
-        return [self._enter("waiting", message)] + self._issue(Wait(self.clock() + self._retry_delay,
-                                                                     watch_server))
+        return [self._enter("waiting", message)] + self._issue(
+            Wait(self.clock() + self._retry_delay, watch_server)
+        )
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -255,8 +317,9 @@ class Supervisor:
             assert self.pending is not None
             return [self.pending]
         if self.port is not None:  # connected, with a forward: say so in the registry first
-            return ([self._enter("stopping", "marking the registry entry offline")]
-                    + self._issue(MarkOffline(self.port)))
+            return [self._enter("stopping", "marking the registry entry offline")] + self._issue(
+                MarkOffline(self.port)
+            )
         return self._finish()
 
     def _finish(self) -> Plan:

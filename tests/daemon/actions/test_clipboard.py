@@ -53,10 +53,20 @@ def test_wayland_without_wl_clipboard_uses_xwayland_through_xclip() -> None:
 
 def test_x11_prefers_xclip_then_xsel_and_ignores_wl_clipboard() -> None:
     env = {"DISPLAY": ":0", "WAYLAND_DISPLAY": ""}
-    assert choose((), "paste", "linux", env, which_of("xclip", "xsel", "wl-copy", "wl-paste")).argv == \
-        ("/usr/bin/xclip",) + XCLIP_PASTE[1:]
-    assert choose((), "copy", "linux", env, which_of("xsel")).argv == ("/usr/bin/xsel", "--clipboard", "--input")
-    assert choose((), "paste", "linux", env, which_of("xsel")).argv == ("/usr/bin/xsel", "--clipboard", "--output")
+    assert (
+        choose((), "paste", "linux", env, which_of("xclip", "xsel", "wl-copy", "wl-paste")).argv
+        == ("/usr/bin/xclip",) + XCLIP_PASTE[1:]
+    )
+    assert choose((), "copy", "linux", env, which_of("xsel")).argv == (
+        "/usr/bin/xsel",
+        "--clipboard",
+        "--input",
+    )
+    assert choose((), "paste", "linux", env, which_of("xsel")).argv == (
+        "/usr/bin/xsel",
+        "--clipboard",
+        "--output",
+    )
 
 
 @pytest.mark.parametrize("kind", ["copy", "paste"])
@@ -68,10 +78,13 @@ def test_no_display_is_refused_naming_the_setting(kind: str) -> None:
     assert f"[clipboard] {kind}" in refused.value.text
 
 
-@pytest.mark.parametrize("env, wanted", [
-    ({"DISPLAY": ":0"}, "install xclip or xsel"),
-    ({"WAYLAND_DISPLAY": "wayland-0"}, "install wl-clipboard"),
-])
+@pytest.mark.parametrize(
+    "env, wanted",
+    [
+        ({"DISPLAY": ":0"}, "install xclip or xsel"),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, "install wl-clipboard"),
+    ],
+)
 def test_a_display_without_a_tool_says_what_to_install(env: Dict[str, str], wanted: str) -> None:
     with pytest.raises(Rejected) as refused:
         choose((), "copy", "linux", env, which_of())
@@ -122,29 +135,41 @@ def gone(pid: int) -> bool:
 def test_copy_returns_at_once_though_the_tool_left_a_process_serving_the_selection(tmp_path: Path) -> None:
     # As xclip does: read standard input, fork a process that stays (with every descriptor it
     # was given), and exit. A pipe that process held would keep the copy waiting for it.
-    copier = tool(tmp_path, "copier", f"""
+    copier = tool(
+        tmp_path,
+        "copier",
+        f"""
 data = sys.stdin.buffer.read()
 if os.fork():
     sys.exit(0)
-open({str(tmp_path / 'server.pid')!r}, "w").write(str(os.getpid()))
-open({str(tmp_path / 'copied')!r}, "wb").write(data)
+open({str(tmp_path / "server.pid")!r}, "w").write(str(os.getpid()))
+open({str(tmp_path / "copied")!r}, "wb").write(data)
 time.sleep(30)
-""")
+""",
+    )
     data = b"\x00\xff binary \xe2\x9c\x93\r\n" * 1000
     started = time.monotonic()
     run(Clipboard([str(copier)], [], 1 << 20, timeout=10).copy(data))
     took = time.monotonic() - started
-    pid = int(wait_until(lambda: (tmp_path / "server.pid").exists() and (tmp_path / "server.pid").read_text()))
+    pid = int(
+        wait_until(lambda: (tmp_path / "server.pid").exists() and (tmp_path / "server.pid").read_text())
+    )
     try:
         assert took < 5
-        assert wait_until(lambda: (tmp_path / "copied").exists() and (tmp_path / "copied").read_bytes() == data)
+        assert wait_until(
+            lambda: (tmp_path / "copied").exists() and (tmp_path / "copied").read_bytes() == data
+        )
         assert not gone(pid)  # what serves the selection is left running
     finally:
         os.kill(pid, 9)
 
 
 def test_a_failing_tool_is_refused_with_its_status_and_first_error_line(tmp_path: Path) -> None:
-    failing = tool(tmp_path, "failing", "sys.stdin.read(); sys.stderr.write('cannot open display\\x1b[31m\\nmore\\n'); sys.exit(3)")
+    failing = tool(
+        tmp_path,
+        "failing",
+        "sys.stdin.read(); sys.stderr.write('cannot open display\\x1b[31m\\nmore\\n'); sys.exit(3)",
+    )
     clipboard = Clipboard([str(failing)], [str(failing)], 1000)
     for refused in (refusal(clipboard.copy(b"x")), refusal(clipboard.paste())):
         assert refused.code == wire.E_OPEN
@@ -167,11 +192,15 @@ def test_paste_returns_the_output_byte_for_byte_up_to_max_bytes(tmp_path: Path) 
 
 
 def test_paste_past_max_bytes_is_refused_and_the_tool_killed(tmp_path: Path) -> None:
-    endless = tool(tmp_path, "endless", f"""
-open({str(tmp_path / 'tool.pid')!r}, "w").write(str(os.getpid()))
+    endless = tool(
+        tmp_path,
+        "endless",
+        f"""
+open({str(tmp_path / "tool.pid")!r}, "w").write(str(os.getpid()))
 while True:
     sys.stdout.buffer.write(b"y" * 65536)
-""")
+""",
+    )
     started = time.monotonic()
     refused = refusal(Clipboard([], [str(endless)], 1000, timeout=30).paste())
     assert time.monotonic() - started < 10
@@ -181,14 +210,18 @@ while True:
 
 
 def test_a_hung_tool_is_killed_with_its_children_at_the_deadline(tmp_path: Path) -> None:
-    hung = tool(tmp_path, "hung", f"""
+    hung = tool(
+        tmp_path,
+        "hung",
+        f"""
 child = os.fork()
 if child == 0:
     time.sleep(60)
     sys.exit(0)
-open({str(tmp_path / 'pids')!r}, "w").write(f"{{os.getpid()}} {{child}}")
+open({str(tmp_path / "pids")!r}, "w").write(f"{{os.getpid()}} {{child}}")
 time.sleep(60)
-""")
+""",
+    )
     started = time.monotonic()
     refused = refusal(Clipboard([], [str(hung)], 1000, timeout=0.5).paste())
     assert time.monotonic() - started < 5
@@ -198,7 +231,9 @@ time.sleep(60)
     wait_until(lambda: gone(child), what="the tool's child to be killed with it")
 
 
-def test_an_empty_clipboard_reads_as_empty_only_for_the_error_a_builtin_tool_says_it_with(tmp_path: Path) -> None:
+def test_an_empty_clipboard_reads_as_empty_only_for_the_error_a_builtin_tool_says_it_with(
+    tmp_path: Path,
+) -> None:
     tool(tmp_path, "xclip", "sys.stderr.write('Error: target STRING not available\\n'); sys.exit(1)")
     tool(tmp_path, "mine", "sys.stderr.write('Error: target STRING not available\\n'); sys.exit(1)")
     env = {"DISPLAY": ":0"}
@@ -210,7 +245,7 @@ def test_an_empty_clipboard_reads_as_empty_only_for_the_error_a_builtin_tool_say
     refused = refusal(Clipboard([], ["mine"], 1000, environ=env, which=which).paste())
     assert "mine exited with status 1: Error: target STRING not available" in refused.text
     (tmp_path / "xclip").unlink()
-    tool(tmp_path, "xclip", "sys.stderr.write(\"Error: Can't open display: :0\\n\"); sys.exit(1)")
+    tool(tmp_path, "xclip", 'sys.stderr.write("Error: Can\'t open display: :0\\n"); sys.exit(1)')
     refused = refusal(Clipboard([], [], 1000, environ=env, which=which).paste())
     assert "Can't open display" in refused.text
 
@@ -218,8 +253,9 @@ def test_an_empty_clipboard_reads_as_empty_only_for_the_error_a_builtin_tool_say
 def test_a_tool_that_cannot_be_started_is_a_refusal(tmp_path: Path) -> None:
     not_executable = tmp_path / "plain"
     not_executable.write_text("no")
-    refused = refusal(Clipboard([], [], 10, environ={"DISPLAY": ":0"},
-                                which=lambda name: str(not_executable)).paste())
+    refused = refusal(
+        Clipboard([], [], 10, environ={"DISPLAY": ":0"}, which=lambda name: str(not_executable)).paste()
+    )
     assert refused.code == wire.E_OPEN and "cannot start 'xclip'" in refused.text
 
 
@@ -242,7 +278,9 @@ def without(*missing: str) -> Callable[[str], Optional[str]]:
 
 
 @pytest.mark.parametrize("missing", [(), ("xclip",)], ids=["xclip", "xsel"])
-def test_copy_and_paste_on_a_real_x_clipboard(xvfb: Xvfb, missing: tuple, caplog: pytest.LogCaptureFixture) -> None:
+def test_copy_and_paste_on_a_real_x_clipboard(
+    xvfb: Xvfb, missing: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
     # A NUL ends xsel's text; xclip keeps every byte.
     data = "clé ✓ 表 🎉\t\x1b[1m bold\r\n".encode() + (b"\x00\xff\xfe" if not missing else b"")
     clipboard = Clipboard([], [], 1 << 20, environ=on(xvfb), which=without(*missing))
@@ -280,15 +318,20 @@ def test_pbcopy_and_pbpaste_get_a_utf8_locale(tmp_path: Path) -> None:
         return str(tmp_path / name) if (tmp_path / name).exists() else None
 
     # PYTHONCOERCECLOCALE=0: the stand-ins, Python themselves, would otherwise rewrite LC_CTYPE.
-    clipboard = Clipboard([], [], 1000, platform="darwin",
-                          environ={"HOME": "/h", "PYTHONCOERCECLOCALE": "0"}, which=which)
+    clipboard = Clipboard(
+        [], [], 1000, platform="darwin", environ={"HOME": "/h", "PYTHONCOERCECLOCALE": "0"}, which=which
+    )
     run(clipboard.copy(b"x"))
     assert record.read_text() == "UTF-8"
     assert run(clipboard.paste()) == b"UTF-8"
 
 
 def test_a_copy_tool_that_never_reads_is_killed_at_the_deadline(tmp_path: Path) -> None:
-    stuck = tool(tmp_path, "stuck", f"open({str(tmp_path / 'tool.pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)")
+    stuck = tool(
+        tmp_path,
+        "stuck",
+        f"open({str(tmp_path / 'tool.pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+    )
     started = time.monotonic()
     refused = refusal(Clipboard([str(stuck)], [], 1 << 30, timeout=0.5).copy(b"z" * (4 << 20)))  # > a pipe
     assert time.monotonic() - started < 4

@@ -45,15 +45,18 @@ WAITING_EDITOR = (
 # ---- names and editors -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sent, local", [
-    ("notes.txt", "notes.txt"),
-    (".bashrc", ".bashrc"),  # the dot stays: the editor picks its syntax by the name
-    ("../../etc/.env", ".env"),
-    ("C:\\work\\main.py", "main.py"),
-    ("invoice\u202efdp.exe", "invoicefdp.exe"),
-    ("...", "rtun-edit"),
-    ("a\x1b[31mb", "a[31mb"),
-])
+@pytest.mark.parametrize(
+    "sent, local",
+    [
+        ("notes.txt", "notes.txt"),
+        (".bashrc", ".bashrc"),  # the dot stays: the editor picks its syntax by the name
+        ("../../etc/.env", ".env"),
+        ("C:\\work\\main.py", "main.py"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("...", "rtun-edit"),
+        ("a\x1b[31mb", "a[31mb"),
+    ],
+)
 def test_the_local_name_is_a_clean_base_name(sent: str, local: str) -> None:
     assert edit_name(sent) == local
 
@@ -61,19 +64,24 @@ def test_the_local_name_is_a_clean_base_name(sent: str, local: str) -> None:
 def test_the_configured_editor_comes_first_then_rtun_editor_then_one_found_on_path() -> None:
     everything = lambda name: f"/usr/bin/{name}"  # noqa: E731
     assert editor_command(("gvim", "-f"), {"RTUN_EDITOR": "subl -w"}, everything) == ("gvim", "-f")
-    assert editor_command((), {"RTUN_EDITOR": "'my editor' --wait", "VISUAL": "vim"}, everything) == \
-        ("my editor", "--wait")
+    assert editor_command((), {"RTUN_EDITOR": "'my editor' --wait", "VISUAL": "vim"}, everything) == (
+        "my editor",
+        "--wait",
+    )
     assert editor_command((), {"VISUAL": "vim", "EDITOR": "nano"}, everything) == ("code", "--wait")
     only_subl = lambda name: "/opt/subl" if name == "subl" else None  # noqa: E731
     assert editor_command((), {}, only_subl) == ("subl", "-w")
     assert [command[0] for command in DEFAULT_EDITORS][:3] == ["code", "codium", "subl"]
 
 
-@pytest.mark.parametrize("environ, says", [
-    ({}, "no editor found"),
-    ({"RTUN_EDITOR": "'unclosed"}, "$RTUN_EDITOR"),
-    ({"RTUN_EDITOR": "   "}, "no editor found"),  # blank is unset
-])
+@pytest.mark.parametrize(
+    "environ, says",
+    [
+        ({}, "no editor found"),
+        ({"RTUN_EDITOR": "'unclosed"}, "$RTUN_EDITOR"),
+        ({"RTUN_EDITOR": "   "}, "no editor found"),  # blank is unset
+    ],
+)
 def test_no_usable_editor_is_a_refusal_that_names_the_setting(environ, says) -> None:
     with pytest.raises(Rejected) as caught:
         editor_command((), environ, lambda name: None)
@@ -117,12 +125,15 @@ def _too_large(directory: Path, secret: Path) -> None:
     (directory / "f.txt").write_bytes(b"x" * 1001)
 
 
-@pytest.mark.parametrize("make, why", [
-    (_symlink, "replaced by a symbolic link"),
-    (_hardlink, "other hard links"),
-    (_fifo, "no longer a regular file"),
-    (_too_large, "larger than [edit] max_bytes (1000 bytes)"),
-])
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (_symlink, "replaced by a symbolic link"),
+        (_hardlink, "other hard links"),
+        (_fifo, "no longer a regular file"),
+        (_too_large, "larger than [edit] max_bytes (1000 bytes)"),
+    ],
+)
 def test_anything_but_a_lone_regular_file_is_never_read(tmp_path: Path, make, why) -> None:
     secret = tmp_path / "secret"
     secret.write_bytes(b"secret")
@@ -165,8 +176,9 @@ def private_tmp(daemon_tmp: Path, monkeypatch) -> Path:
     return daemon_tmp
 
 
-async def _started(tmp_path: Path, data: bytes = b"v0\n", name: str = "f.txt",
-                   editors: Optional[Editors] = None) -> Tuple[Editors, OpenEdit]:
+async def _started(
+    tmp_path: Path, data: bytes = b"v0\n", name: str = "f.txt", editors: Optional[Editors] = None
+) -> Tuple[Editors, OpenEdit]:
     editors = editors or make_editors(tmp_path)
     command = editors.check(wire.Edit(len(data), name))
     target = received(editors, name, data)

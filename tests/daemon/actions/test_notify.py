@@ -4,7 +4,6 @@ D-Bus session bus with a recording org.freedesktop.Notifications service on it."
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from typing import Dict
 
 import pytest
@@ -33,8 +32,10 @@ def daemon(start_daemon, daemon_env, daemon_config):  # overrides tests/conftest
 
 
 def shown(service: NotificationService, count: int = 1):
-    return wait_until(lambda: len(service.notifications()) >= count and service.notifications(),
-                      what="the notification to arrive")
+    return wait_until(
+        lambda: len(service.notifications()) >= count and service.notifications(),
+        what="the notification to arrive",
+    )
 
 
 def test_notify_shows_exact_title_and_body_and_logs_it(forward, remote_home, notifications, daemon):
@@ -42,9 +43,7 @@ def test_notify_shows_exact_title_and_body_and_logs_it(forward, remote_home, not
 
     assert result.returncode == 0, result.stderr
     [got] = shown(notifications)
-    assert (got["app_name"], got["summary"], got["body"]) == (
-        "rtun", "Build finished", "all 42 tests passed"
-    )
+    assert (got["app_name"], got["summary"], got["body"]) == ("rtun", "Build finished", "all 42 tests passed")
     assert "notification (title of 14 characters, body of 19)" in daemon.log_text()
     assert "42 tests" not in daemon.log_text()  # peer text never reaches the log
 
@@ -83,8 +82,7 @@ def test_notify_without_a_session_bus_fails_with_the_reason(forward, remote_home
     assert "DBUS_SESSION_BUS_ADDRESS" in result.stderr.decode()
 
 
-def test_notify_reaches_a_service_that_the_bus_starts_on_demand(forward, remote_home, session_bus,
-                                                                 short_tmp):
+def test_notify_reaches_a_service_that_the_bus_starts_on_demand(forward, remote_home, session_bus, short_tmp):
     record = short_tmp / "activated.jsonl"
     session_bus.make_activatable(record)
 
@@ -132,13 +130,14 @@ def test_notify_caps_the_length_at_max_chars(forward, remote_home, notifications
     assert "x" * 100 not in daemon.log_text()
 
 
-def test_notify_escapes_markup_when_the_server_interprets_it(forward, remote_home, session_bus,
-                                                           short_tmp):
-    service = NotificationService(session_bus, short_tmp / "markup.jsonl",
-                                  capabilities=("body", "body-markup")).start()
+def test_notify_escapes_markup_when_the_server_interprets_it(forward, remote_home, session_bus, short_tmp):
+    service = NotificationService(
+        session_bus, short_tmp / "markup.jsonl", capabilities=("body", "body-markup")
+    ).start()
     try:
-        result = run_rtun(["notify", "-t", "<b>T</b>", '<a href="http://evil">x</a> & <img src=/y>'],
-                          remote_home)
+        result = run_rtun(
+            ["notify", "-t", "<b>T</b>", '<a href="http://evil">x</a> & <img src=/y>'], remote_home
+        )
         assert result.returncode == 0, result.stderr
         [got] = shown(service)
     finally:
@@ -191,7 +190,9 @@ def test_a_burst_of_notifications_is_coalesced_into_one(forward, remote_home, no
         assert result.returncode == 0, result.stderr  # a coalesced notification is not a failure
     summaries = wait_until(
         lambda: [n for n in notifications.notifications() if "came too fast" in n["body"]],
-        timeout=20, what="the summary of the coalesced notifications")
+        timeout=20,
+        what="the summary of the coalesced notifications",
+    )
     shown_one_by_one = [n for n in notifications.notifications() if n["summary"] == "burst"]
     coalesced = int(summaries[0]["body"].split()[0])
     assert 3 <= len(shown_one_by_one) <= 4  # the burst, and at most one token refilled meanwhile

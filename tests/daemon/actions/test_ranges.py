@@ -15,12 +15,17 @@ from rtun.daemon.actions.ranges import RangedFiles
 from rtun.daemon.storage.space import Space
 from rtun.protocol import wire
 
-
 UNIT = ranges.MIN_RANGE
 
 
-def _request(key: str = "ab" * 16, size: int = 8, name: str = "f.bin", resume: bool = True,
-             join: bool = False, mode: int = 0o644) -> wire.Ranges:
+def _request(
+    key: str = "ab" * 16,
+    size: int = 8,
+    name: str = "f.bin",
+    resume: bool = True,
+    join: bool = False,
+    mode: int = 0o644,
+) -> wire.Ranges:
     return wire.Ranges("", name, size, mode, 1.0, key, False, resume, join)
 
 
@@ -265,10 +270,16 @@ def test_a_range_sent_again_unverifies_exactly_what_it_overlaps(tmp_path_factory
 
 
 # One step of a peer's ranged transfer: (file, offset in units, length in units or bytes, what)
-steps = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 23), st.integers(1, 6),
-                           st.sampled_from(["range", "range", "range", "short", "detach", "resume",
-                                            "commit", "join"])),
-                 min_size=1, max_size=40)
+steps = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.integers(0, 23),
+        st.integers(1, 6),
+        st.sampled_from(["range", "range", "range", "short", "detach", "resume", "commit", "join"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
 
 
 @settings(max_examples=40, deadline=None)

@@ -25,8 +25,9 @@ RESERVE = 16 * MIB
 def small_disk(save_dir: Path) -> Iterator[Path]:
     """The save directory on a 64 MiB tmpfs (skipped where mount is not allowed)."""
     save_dir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(save_dir)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(save_dir)], capture_output=True
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
     try:
@@ -51,19 +52,26 @@ class Sender:
         self.raw = RawClient(socket, timeout=30)
         self.size = size
         assert self.raw.command(" ".join(("SEND", wire.HELLO_TOKEN) + wire.FEATURES)).startswith(b"OK")
-        request = wire.Ranges("", name, size, 0o755, 1.7e9, hashlib.sha256(name.encode()).hexdigest(),
-                              False, True, join)
+        request = wire.Ranges(
+            "", name, size, 0o755, 1.7e9, hashlib.sha256(name.encode()).hexdigest(), False, True, join
+        )
         self.raw.send(wire.encode_request(request))
         self.reply = self.raw.line()
         self.digests: Dict[int, Tuple[int, bytes]] = {}
 
     def range(self, offset: int, size: int) -> bytes:
         data = _piece(offset, size)
-        self.raw.send(wire.encode_request(wire.Range(offset, size)) + data
-                      + hashlib.sha256(data).hexdigest().encode() + b"\r\n")
+        self.raw.send(
+            wire.encode_request(wire.Range(offset, size))
+            + data
+            + hashlib.sha256(data).hexdigest().encode()
+            + b"\r\n"
+        )
         reply = self.raw.line()
         if reply.startswith(b"OK"):
-            self.digests = {o: d for o, d in self.digests.items() if not (o < offset + size and offset < o + d[0])}
+            self.digests = {
+                o: d for o, d in self.digests.items() if not (o < offset + size and offset < o + d[0])
+            }
             self.digests[offset] = (size, hashlib.sha256(data).digest())
         return reply
 
@@ -73,7 +81,8 @@ class Sender:
 
 
 def test_sparse_out_of_order_ranges_of_several_files_never_cross_the_reserve(
-        start_daemon, small_disk: Path) -> None:
+    start_daemon, small_disk: Path
+) -> None:
     daemon = start_daemon(config=f"[send]\nmin_free_bytes = {RESERVE}\n")
     size = 30 * MIB
     senders: List[Sender] = [Sender(daemon.socket, f"f{i}.bin", size) for i in range(3)]
@@ -106,7 +115,7 @@ def test_sparse_out_of_order_ranges_of_several_files_never_cross_the_reserve(
     assert _free(small_disk) >= RESERVE
     saved = small_disk / "f0.bin"
     content = saved.read_bytes()
-    assert len(content) == size and content[size - MIB:] == _piece(size - MIB, MIB)
+    assert len(content) == size and content[size - MIB :] == _piece(size - MIB, MIB)
     assert saved.stat().st_mode & 0o777 == 0o755
     for s in senders + [third, resumed]:
         s.raw.close()

@@ -70,8 +70,11 @@ def test_v1_send_cannot_write_outside_the_save_directory(forward, save_dir, shor
 @pytest.mark.parametrize("path", ESCAPES)
 def test_put_entries_cannot_write_outside_the_save_directory(forward, save_dir, short_tmp, path):
     with RawClient(forward.remote) as client:
-        replies = put(client, {"dest": "", "bytes": 5, "files": 1},
-                      [entry(type="file", path=path, mode=0o644, mtime=1), file_data(b"pwned"), entry(type="end")])
+        replies = put(
+            client,
+            {"dest": "", "bytes": 5, "files": 1},
+            [entry(type="file", path=path, mode=0o644, mtime=1), file_data(b"pwned"), entry(type="end")],
+        )
     assert replies[-1].startswith(b"ERROR 108 ")
     assert not (save_dir.parent / "escape").exists() and not (short_tmp / "escape").exists()
     assert everything_under(save_dir) == []
@@ -90,13 +93,18 @@ def test_links_out_of_the_transfer_are_not_made_so_later_files_stay_inside(forwa
     outside = short_tmp / "outside"
     outside.mkdir()
     with RawClient(forward.remote) as client:
-        replies = put(client, {"dest": "", "bytes": 5, "files": 1}, [
-            entry(type="dir", path="top", mode=0o755, mtime=1),
-            entry(type="link", path="top/out", target=str(outside)),
-            entry(type="link", path="top/up", target="../.."),
-            entry(type="file", path="top/out/evil", mode=0o644, mtime=1), file_data(b"pwned"),
-            entry(type="end"),
-        ])
+        replies = put(
+            client,
+            {"dest": "", "bytes": 5, "files": 1},
+            [
+                entry(type="dir", path="top", mode=0o755, mtime=1),
+                entry(type="link", path="top/out", target=str(outside)),
+                entry(type="link", path="top/up", target="../.."),
+                entry(type="file", path="top/out/evil", mode=0o644, mtime=1),
+                file_data(b"pwned"),
+                entry(type="end"),
+            ],
+        )
     assert replies[-1].startswith(b"OK ")
     assert json.loads(replies[-1][3:])["skipped"] == [
         "top/out: symbolic link points outside the transfer",
@@ -109,12 +117,17 @@ def test_links_out_of_the_transfer_are_not_made_so_later_files_stay_inside(forwa
 
 def test_a_file_is_never_written_through_a_link_the_transfer_made(forward, save_dir):
     with RawClient(forward.remote) as client:
-        replies = put(client, {"dest": "", "bytes": 5, "files": 1}, [
-            entry(type="dir", path="top", mode=0o755, mtime=1),
-            entry(type="link", path="top/here", target="."),
-            entry(type="file", path="top/here/evil", mode=0o644, mtime=1), file_data(b"pwned"),
-            entry(type="end"),
-        ])
+        replies = put(
+            client,
+            {"dest": "", "bytes": 5, "files": 1},
+            [
+                entry(type="dir", path="top", mode=0o755, mtime=1),
+                entry(type="link", path="top/here", target="."),
+                entry(type="file", path="top/here/evil", mode=0o644, mtime=1),
+                file_data(b"pwned"),
+                entry(type="end"),
+            ],
+        )
     assert replies[-1].startswith(b"ERROR 108 ") and b"symbolic link" in replies[-1]
     assert everything_under(save_dir) == ["top", "top/here"]
     assert answers_ping(forward.remote)
@@ -122,26 +135,34 @@ def test_a_file_is_never_written_through_a_link_the_transfer_made(forward, save_
 
 def test_a_chain_of_links_cannot_point_out_of_the_transfer(forward, save_dir):
     with RawClient(forward.remote) as client:
-        replies = put(client, {"dest": "", "bytes": 0, "files": 0}, [
-            entry(type="dir", path="top", mode=0o755, mtime=1),
-            entry(type="dir", path="top/d1/d2/d3/d4", mode=0o755, mtime=1),
-            entry(type="link", path="top/d1/d2/d3/d4/a", target="../../../.."),
-            entry(type="link", path="top/d1/d2/d3/d4/b", target="a/../../../../../etc/passwd"),
-            entry(type="end"),
-        ])
+        replies = put(
+            client,
+            {"dest": "", "bytes": 0, "files": 0},
+            [
+                entry(type="dir", path="top", mode=0o755, mtime=1),
+                entry(type="dir", path="top/d1/d2/d3/d4", mode=0o755, mtime=1),
+                entry(type="link", path="top/d1/d2/d3/d4/a", target="../../../.."),
+                entry(type="link", path="top/d1/d2/d3/d4/b", target="a/../../../../../etc/passwd"),
+                entry(type="end"),
+            ],
+        )
     assert replies[-1].startswith(b"OK ")
     assert os.readlink(save_dir / "top/d1/d2/d3/d4/a") == "../../../.."
     assert not os.path.lexists(save_dir / "top/d1/d2/d3/d4/b")
     assert json.loads(replies[-1][3:])["skipped"] == [
-        "top/d1/d2/d3/d4/b: symbolic link points outside the transfer"]
+        "top/d1/d2/d3/d4/b: symbolic link points outside the transfer"
+    ]
 
 
 def test_directories_that_existed_keep_their_mode(forward, save_dir):
     (save_dir / "mine").mkdir(parents=True)
     (save_dir / "mine").chmod(0o700)
     with RawClient(forward.remote) as client:
-        replies = put(client, {"dest": "", "bytes": 0, "files": 0}, [
-            entry(type="dir", path="mine", mode=0o777, mtime=1), entry(type="end")])
+        replies = put(
+            client,
+            {"dest": "", "bytes": 0, "files": 0},
+            [entry(type="dir", path="mine", mode=0o777, mtime=1), entry(type="end")],
+        )
     assert replies[-1].startswith(b"OK ")
     assert (save_dir / "mine").stat().st_mode & 0o7777 == 0o700
 
@@ -175,8 +196,11 @@ def test_a_link_already_on_disk_is_never_written_through(forward, save_dir, shor
     assert reply.startswith(b"ERROR 108 ") and b"symbolic link" in reply
     assert list(outside.iterdir()) == []
     with RawClient(forward.remote) as client:
-        replies = put(client, {"dest": "trap", "bytes": 5, "files": 1},
-                      [entry(type="file", path="evil", mode=0o644, mtime=1), file_data(b"pwned"), entry(type="end")])
+        replies = put(
+            client,
+            {"dest": "trap", "bytes": 5, "files": 1},
+            [entry(type="file", path="evil", mode=0o644, mtime=1), file_data(b"pwned"), entry(type="end")],
+        )
     assert replies[-1].startswith(b"ERROR 108 ")
     assert list(outside.iterdir()) == []
 
@@ -203,10 +227,13 @@ def test_malformed_put_headers_get_an_error_line(forward, header):
 
 # The core rejects each malformed entry (tests/protocol/test_receiver.py); end to end, a file
 # already begun on disk must go too.
-@pytest.mark.parametrize("bad", [
-    entry(type="file", path="f", mode=0o644, mtime=1, size=3) + b"2\r\nab2\r\nab",  # more than declared
-    entry(type="file", path="f", mode=0o644, mtime=1) + b"3\r\nabc0\r\n" + b"0" * 64 + b"\r\n",  # bad sha
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        entry(type="file", path="f", mode=0o644, mtime=1, size=3) + b"2\r\nab2\r\nab",  # more than declared
+        entry(type="file", path="f", mode=0o644, mtime=1) + b"3\r\nabc0\r\n" + b"0" * 64 + b"\r\n",  # bad sha
+    ],
+)
 def test_malformed_entries_leave_no_file(forward, save_dir, bad):
     with RawClient(forward.remote) as client:
         replies = put(client, {"dest": "", "bytes": 3, "files": 1}, [bad, entry(type="end")])
@@ -217,8 +244,11 @@ def test_malformed_entries_leave_no_file(forward, save_dir, bad):
 
 def test_setuid_and_sticky_bits_are_dropped(forward, save_dir):
     with RawClient(forward.remote) as client:
-        replies = put(client, {"dest": "", "bytes": 1, "files": 1},
-                      [entry(type="file", path="suid", mode=0o6755, mtime=1), file_data(b"x"), entry(type="end")])
+        replies = put(
+            client,
+            {"dest": "", "bytes": 1, "files": 1},
+            [entry(type="file", path="suid", mode=0o6755, mtime=1), file_data(b"x"), entry(type="end")],
+        )
     assert replies[-1].startswith(b"OK ")
     assert (save_dir / "suid").stat().st_mode & 0o7777 == 0o755
 
@@ -242,11 +272,14 @@ def test_a_daemon_killed_in_a_small_file_of_a_tree_leaves_nothing_to_sweep(forwa
     first = os.urandom(1000)
     with RawClient(forward.remote) as client:
         assert client.command("PUT " + json.dumps({"dest": "", "bytes": 2000, "files": 2})) == b"READY\r\n"
-        client.send(entry(type="dir", path="tree", mode=0o755, mtime=1)
-                    + entry(type="file", path="tree/first.txt", mode=0o644, mtime=1, size=1000)
-                    + file_data(first)
-                    + entry(type="file", path="tree/second.txt", mode=0o644, mtime=1, size=1000)
-                    + b"1000\r\n" + b"x" * 500)
+        client.send(
+            entry(type="dir", path="tree", mode=0o755, mtime=1)
+            + entry(type="file", path="tree/first.txt", mode=0o644, mtime=1, size=1000)
+            + file_data(first)
+            + entry(type="file", path="tree/second.txt", mode=0o644, mtime=1, size=1000)
+            + b"1000\r\n"
+            + b"x" * 500
+        )
         wait_until(lambda: (save_dir / "tree" / "first.txt").exists(), what="the first file to be placed")
         daemon.process.kill()
         daemon.process.wait(timeout=10)
@@ -258,11 +291,15 @@ def test_the_small_files_verified_before_a_transfer_breaks_are_all_kept(forward,
     """Written in batches, but as if one by one: every file whose SHA-256 matched before the
     client vanished is there, under its name, and nothing else."""
     files = {f"tree/f{i:03d}.txt": os.urandom(100 + i) for i in range(150)}
-    stream = b"".join(entry(type="file", path=path, mode=0o644, mtime=1, size=len(data)) + file_data(data)
-                      for path, data in files.items())
+    stream = b"".join(
+        entry(type="file", path=path, mode=0o644, mtime=1, size=len(data)) + file_data(data)
+        for path, data in files.items()
+    )
     client = RawClient(forward.remote)
-    assert client.command("PUT " + json.dumps({"dest": "", "bytes": 10 ** 6, "files": 151})) == b"READY\r\n"
-    client.send(stream + entry(type="file", path="tree/last.txt", mode=0o644, mtime=1, size=100) + b"100\r\nab")
+    assert client.command("PUT " + json.dumps({"dest": "", "bytes": 10**6, "files": 151})) == b"READY\r\n"
+    client.send(
+        stream + entry(type="file", path="tree/last.txt", mode=0o644, mtime=1, size=100) + b"100\r\nab"
+    )
     client.close()  # as a killed client would: the transfer fails in its last file
     expected = ["tree"] + sorted(files)
     wait_until(lambda: everything_under(save_dir) == expected, what="every verified file, and only those")
@@ -284,15 +321,24 @@ def test_sending_client_process_killed_mid_transfer(forward, daemon, remote_home
     source = short_tmp / "big.bin"
     with open(source, "wb") as f:
         f.truncate(512 * 1024 * 1024)  # sparse: large enough to be still running when killed
-    proc = subprocess.Popen(RTUN + ["send", "-q", str(source)], env=clean_env(remote_home),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        RTUN + ["send", "-q", str(source)],
+        env=clean_env(remote_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_until(lambda: _part_files(save_dir), what="the upload to start")
     proc.kill()
     proc.wait()
     assert answers_ping(forward.remote)
     assert not (save_dir / "big.bin").exists() and len(_part_files(save_dir)) == 1
-    again = subprocess.run(RTUN + ["send", "-q", str(source)], env=clean_env(remote_home),
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    again = subprocess.run(
+        RTUN + ["send", "-q", str(source)],
+        env=clean_env(remote_home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert (save_dir / "big.bin").stat().st_size == 512 * 1024 * 1024 and not _part_files(save_dir)
     assert "resuming big.bin" in daemon.log_text()
@@ -320,7 +366,9 @@ def test_daemon_killed_mid_stream_leaves_no_litter_after_restart(sshd, local_hom
         assert not (save_dir / "big.bin").exists()
         restarted = RtunDaemon(local_home, save_dir).start()
         try:
-            wait_until(lambda: not _part_files(save_dir), what="the restarted daemon to sweep")  # ...its successor does
+            wait_until(
+                lambda: not _part_files(save_dir), what="the restarted daemon to sweep"
+            )  # ...its successor does
             wait_until(lambda: "removed partial file" in restarted.log_text(), what="the sweep to be logged")
         finally:
             restarted.stop()

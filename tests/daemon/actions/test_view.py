@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from support.raw import RawClient, v1_upload
 from support.rtun import run_rtun
 from support.wait import wait_until
 
-RECORDER = r'''
+RECORDER = r"""
 import hashlib, json, os, stat, sys
 record, args = sys.argv[1], sys.argv[2:]
 path = args[-1]
@@ -38,7 +37,7 @@ entry = {
 with open(record + ".tmp", "w") as f:
     f.write(json.dumps(entry))
 os.rename(record + ".tmp", record + "." + str(os.getpid()))
-'''
+"""
 
 
 class Opener:
@@ -56,12 +55,17 @@ class Opener:
         return [sys.executable, str(self.script), str(self.record)]
 
     def calls(self) -> List[Dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.directory.glob("opened.*"))
-                if not p.name.endswith(".tmp")]
+        return [
+            json.loads(p.read_text())
+            for p in sorted(self.directory.glob("opened.*"))
+            if not p.name.endswith(".tmp")
+        ]
 
     def wait_calls(self, count: int) -> List[Dict[str, Any]]:
-        return wait_until(lambda: len(self.calls()) >= count and self.calls(),
-                          what=f"the opener to be called {count} time(s)")
+        return wait_until(
+            lambda: len(self.calls()) >= count and self.calls(),
+            what=f"the opener to be called {count} time(s)",
+        )
 
 
 def toml_list(items: List[str]) -> str:
@@ -88,6 +92,7 @@ def view_config(opener: Opener, view_extra: str) -> str:
 def daemon(start_daemon, daemon_tmp, view_config):  # overrides tests/conftest.py's
     return start_daemon(env={"TMPDIR": str(daemon_tmp)}, config=view_config)
 
+
 def private_dirs(daemon_tmp: Path) -> List[Path]:
     return sorted(daemon_tmp.glob("rtun-view-*"))
 
@@ -103,8 +108,9 @@ def make_file(directory: Path, name: str, content: bytes, mode: int = 0o644) -> 
     return path
 
 
-def test_view_opens_a_private_non_executable_copy(forward, remote_home, short_tmp, opener, daemon_tmp,
-                                                  daemon):
+def test_view_opens_a_private_non_executable_copy(
+    forward, remote_home, short_tmp, opener, daemon_tmp, daemon
+):
     content = b"%PDF-1.4 not really\n" + bytes(range(256)) * 100
     name = "my report; $(touch pwned) 'q' ✓.pdf"
     source = make_file(short_tmp, name, content, mode=0o755)
@@ -136,10 +142,13 @@ def test_rtun_open_is_the_same_as_view(forward, remote_home, short_tmp, opener):
     assert Path(call["args"][0]).name == "notes.txt"
 
 
-@pytest.mark.parametrize("name", ["install.sh", "launcher.desktop", "SETUP.EXE", "tool.jar",
-                                  "App.AppImage", "run.command", "link.webloc"])
-def test_view_refuses_a_risky_type_before_it_reaches_the_opener(forward, remote_home, short_tmp,
-                                                                opener, daemon_tmp, name):
+@pytest.mark.parametrize(
+    "name",
+    ["install.sh", "launcher.desktop", "SETUP.EXE", "tool.jar", "App.AppImage", "run.command", "link.webloc"],
+)
+def test_view_refuses_a_risky_type_before_it_reaches_the_opener(
+    forward, remote_home, short_tmp, opener, daemon_tmp, name
+):
     source = make_file(short_tmp, name, b"#!/bin/sh\necho owned\n", mode=0o755)
 
     result = run_rtun(["view", str(source)], remote_home)
@@ -167,11 +176,13 @@ def test_view_opens_a_risky_type_the_user_allows(forward, remote_home, short_tmp
     assert call["mode"] == 0o600 and call["sha256"] == hashlib.sha256(content).hexdigest()
 
 
-def test_view_refuses_a_program_hidden_under_a_harmless_name(forward, remote_home, short_tmp, opener,
-                                                             daemon_tmp):
+def test_view_refuses_a_program_hidden_under_a_harmless_name(
+    forward, remote_home, short_tmp, opener, daemon_tmp
+):
     elf = make_file(short_tmp, "paper.pdf", b"\x7fELF\x02\x01\x01" + b"\0" * 100)
-    launcher = make_file(short_tmp, "readme.txt",
-                         b"#!/usr/bin/env xdg-open\n\n[Desktop Entry]\nType=Application\nExec=sh\n")
+    launcher = make_file(
+        short_tmp, "readme.txt", b"#!/usr/bin/env xdg-open\n\n[Desktop Entry]\nType=Application\nExec=sh\n"
+    )
 
     for source, what in ((elf, "ELF program"), (launcher, "desktop launcher")):
         result = run_rtun(["view", str(source)], remote_home)

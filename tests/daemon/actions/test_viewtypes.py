@@ -9,21 +9,29 @@ from typing import Dict
 import pytest
 
 from rtun.daemon.actions.viewtypes import (
-    LAUNCHER_TYPES, RISKY_TYPES, clean_name, executable_content, normalize_types, risky_type,
+    LAUNCHER_TYPES,
+    RISKY_TYPES,
+    clean_name,
+    executable_content,
+    normalize_types,
+    risky_type,
 )
 
 
-@pytest.mark.parametrize("raw, clean", [
-    ("../../etc/passwd", "passwd"),
-    ("C:\\Users\\me\\report.pdf", "report.pdf"),
-    (".bashrc", "bashrc"),
-    (". .sh", "sh"),
-    ("..", "rtun-view"),
-    ("", "rtun-view"),
-    ("a\x00b\x1b[31mc\n.txt", "ab[31mc.txt"),
-    ("invoice\u202efdp.exe", "invoicefdp.exe"),
-    ("report.pdf. . ", "report.pdf"),
-])
+@pytest.mark.parametrize(
+    "raw, clean",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\report.pdf", "report.pdf"),
+        (".bashrc", "bashrc"),
+        (". .sh", "sh"),
+        ("..", "rtun-view"),
+        ("", "rtun-view"),
+        ("a\x00b\x1b[31mc\n.txt", "ab[31mc.txt"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("report.pdf. . ", "report.pdf"),
+    ],
+)
 def test_clean_name_keeps_a_plain_base_name(raw, clean):
     assert clean_name(raw) == clean
 
@@ -60,8 +68,11 @@ def _mime_types(database: Path, root: str) -> Dict[str, ET.Element]:
     types = {t.get("type"): t for t in ET.parse(database).getroot().iter(f"{ns}mime-type")}
     family = {root}
     while True:
-        more = {name for name, t in types.items()
-                if any(s.get("type") in family for s in t.iter(f"{ns}sub-class-of"))} - family
+        more = {
+            name
+            for name, t in types.items()
+            if any(s.get("type") in family for s in t.iter(f"{ns}sub-class-of"))
+        } - family
         if not more:
             return {name: types[name] for name in family}
         family |= more

@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from rtun.daemon.storage.writing import Workers
 from rtun.daemon.storage import direct, tree
+from rtun.daemon.storage.writing import Workers
 from rtun.protocol import wire
 from rtun.protocol.wire import Rejected
 
@@ -26,7 +26,7 @@ def _receive(t: tree.Tree, name: str, data: bytes, piece: int) -> tree.PartFile:
     assert isinstance(part, tree.PartFile)
     view = memoryview(data)
     for start in range(0, len(data), piece):
-        part.write(view[start:start + piece])
+        part.write(view[start : start + piece])
     return part
 
 
@@ -38,8 +38,11 @@ def mounted(tmp_path: Path) -> Iterator:
     def mount(kind: str, options: str = "") -> Path:
         point = tmp_path / f"{kind}-{len(points)}"
         point.mkdir()
-        subprocess.run(["mount", "-t", kind] + (["-o", options] if options else []) + [kind, str(point)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-t", kind] + (["-o", options] if options else []) + [kind, str(point)],
+            check=True,
+            capture_output=True,
+        )
         points.append(point)
         return point
 
@@ -48,12 +51,15 @@ def mounted(tmp_path: Path) -> Iterator:
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-@pytest.mark.parametrize("size, piece", [
-    (2 * direct.BLOCK + 12_345, 200_000),  # whole blocks, then a tail through the page cache
-    (3 * direct.BLOCK, direct.BLOCK),  # nothing past the last block
-    (1_000, 300),  # less than a block
-    (direct.BLOCK + 1, 3 * direct.BLOCK),  # a piece larger than a block
-])
+@pytest.mark.parametrize(
+    "size, piece",
+    [
+        (2 * direct.BLOCK + 12_345, 200_000),  # whole blocks, then a tail through the page cache
+        (3 * direct.BLOCK, direct.BLOCK),  # nothing past the last block
+        (1_000, 300),  # less than a block
+        (direct.BLOCK + 1, 3 * direct.BLOCK),  # a piece larger than a block
+    ],
+)
 def test_a_file_written_directly_is_what_was_received(tmp_path: Path, size: int, piece: int) -> None:
     root = tmp_path / "save"
     root.mkdir()
@@ -106,7 +112,7 @@ def test_a_full_disk_is_a_refusal_and_discarding_leaves_nothing(mounted) -> None
     data = memoryview(os.urandom(4 * direct.BLOCK))
     with pytest.raises(Rejected) as info:
         for start in range(0, len(data), 1_000_000):  # the helper's error comes at a later write
-            part.write(data[start:start + 1_000_000])
+            part.write(data[start : start + 1_000_000])
         part.finish(None)
     assert info.value.code == wire.E_NO_SPACE
     part.discard()  # as Transfer.abort does: the write in flight is waited for, the file goes
@@ -131,9 +137,9 @@ def test_writes_may_start_at_an_aligned_offset_of_a_file(tmp_path: Path) -> None
         os.close(fd)
     if writes is not None:
         content = path.read_bytes()
-        assert content[:direct.ALIGN] == b"-" * direct.ALIGN
-        assert content[direct.ALIGN:direct.ALIGN + len(data)] == data
-        assert content[direct.ALIGN + len(data):] == b"-" * (3 * direct.BLOCK - direct.ALIGN - len(data))
+        assert content[: direct.ALIGN] == b"-" * direct.ALIGN
+        assert content[direct.ALIGN : direct.ALIGN + len(data)] == data
+        assert content[direct.ALIGN + len(data) :] == b"-" * (3 * direct.BLOCK - direct.ALIGN - len(data))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")

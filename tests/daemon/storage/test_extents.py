@@ -21,8 +21,10 @@ def _blocks(offset: int, size: int, block: int) -> Set[int]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, SIZE - 1), st.integers(0, 40000)), max_size=80),
-       st.sampled_from([512, 4096, 65536]))
+@given(
+    st.lists(st.tuples(st.integers(0, SIZE - 1), st.integers(0, 40000)), max_size=80),
+    st.sampled_from([512, 4096, 65536]),
+)
 def test_each_write_pays_exactly_for_the_blocks_it_newly_takes(writes, block) -> None:
     ext = Extents(SIZE, block)
     model: Set[int] = set()

@@ -64,8 +64,13 @@ def test_a_private_directory_is_0700_and_held_until_its_descriptor_closes(tmp_pa
     assert Path(path).parent == tmp_path and Path(path).name.startswith(f"rtun-view-{os.getpid()}-")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
     # Another daemon's sweep (another PID: this process skips its own names) leaves it alone ...
-    sweep = [sys.executable, "-c", "import sys; from rtun.daemon.storage.leftovers import remove_leftovers; "
-             "print(remove_leftovers(sys.argv[1], 'rtun-view-'))", str(tmp_path)]
+    sweep = [
+        sys.executable,
+        "-c",
+        "import sys; from rtun.daemon.storage.leftovers import remove_leftovers; "
+        "print(remove_leftovers(sys.argv[1], 'rtun-view-'))",
+        str(tmp_path),
+    ]
     assert subprocess.run(sweep, capture_output=True, text=True, check=True).stdout.strip() == "[]"
     os.close(fd)
     # ... until this daemon lets go of it.

@@ -11,8 +11,8 @@ from typing import List
 
 import pytest
 
-from rtun.daemon.storage.writing import Workers
 from rtun.daemon.storage import small, tree
+from rtun.daemon.storage.writing import Workers
 from rtun.protocol import wire
 from rtun.protocol.wire import Rejected
 
@@ -61,7 +61,9 @@ class SmallFilesRun:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
 @pytest.mark.parametrize("helpers", [False, True], ids=["on the loop", "by helpers"])
-def test_a_full_disk_is_refused_and_what_was_made_stays_whole(tmp_path: Path, monkeypatch, helpers: bool) -> None:
+def test_a_full_disk_is_refused_and_what_was_made_stays_whole(
+    tmp_path: Path, monkeypatch, helpers: bool
+) -> None:
     import subprocess
 
     monkeypatch.setattr(small, "SLOW_FILE", 0.0 if helpers else 3600.0)

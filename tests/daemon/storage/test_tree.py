@@ -54,7 +54,9 @@ def test_the_users_umask_narrows_every_mode(root: Path, umask: int) -> None:
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in root.iterdir()}
     # The local user's umask narrows what the sender asked for; setuid is dropped.
-    assert modes == {n: m & 0o777 & ~umask for n, m in (("a", 0o644), ("b", 0o755), ("c", 0o640), ("d", 0o755))}
+    assert modes == {
+        n: m & 0o777 & ~umask for n, m in (("a", 0o644), ("b", 0o755), ("c", 0o640), ("d", 0o755))
+    }
     assert (root / "a").stat().st_mtime == 1_600_000_000.0
 
 

@@ -33,8 +33,7 @@ MAILTO_FIELDS = ("to", "cc", "bcc", "subject", "body", "in-reply-to")
 # (browsers drop or trim them, so they would read another URL than the one checked), "\"
 # (a browser reads it as "/" in an http URL, Python does not), and " < > ^ ` { | } which no
 # URI holds unencoded (`rtun open` percent-encodes them, and non-ASCII, before sending).
-URI_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-                      "-._~:/?#[]@!$&'()*+,;=%")
+URI_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%")
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -46,13 +45,18 @@ def check_url(url: str) -> Tuple[str, str]:
     if len(url.encode("utf-8", "replace")) > MAX_URL:
         raise Rejected(wire.E_BAD_REQUEST, f"URL longer than {MAX_URL} bytes")
     if not url or any(ch not in URI_CHARS for ch in url):
-        raise Rejected(wire.E_BAD_REQUEST, "a URL must be ASCII without spaces, control characters, "
-                       "backslashes or \" < > ^ ` { | } (percent-encode them)")
+        raise Rejected(
+            wire.E_BAD_REQUEST,
+            "a URL must be ASCII without spaces, control characters, "
+            'backslashes or " < > ^ ` { | } (percent-encode them)',
+        )
     name, colon, rest = url.partition(":")
     scheme = name.lower()
     if not colon or scheme not in ALLOWED_SCHEMES:
         well_formed = colon and 0 < len(scheme) <= 32 and scheme[0].isalpha() and set(scheme) <= _SCHEME_CHARS
-        shown = f"a URL of scheme {scheme!r}" if well_formed else "a URL without an http, https or mailto scheme"
+        shown = (
+            f"a URL of scheme {scheme!r}" if well_formed else "a URL without an http, https or mailto scheme"
+        )
         raise Rejected(wire.E_REFUSED_TYPE, f"refusing to open {shown}: only http, https and mailto open")
     if scheme == "mailto":
         _check_mailto(rest)
@@ -71,8 +75,11 @@ def _check_host(scheme: str, rest: str) -> None:
         authority = authority.partition(end)[0]
     if "@" in authority:
         # https://accounts.example.com@evil.example/ goes to evil.example.
-        raise Rejected(wire.E_BAD_REQUEST, "refusing a URL with a user name or password before its host "
-                       "(USER@HOST): it can disguise where the URL goes")
+        raise Rejected(
+            wire.E_BAD_REQUEST,
+            "refusing a URL with a user name or password before its host "
+            "(USER@HOST): it can disguise where the URL goes",
+        )
     if authority.startswith("["):
         host, bracket, port = authority[1:].partition("]")
         if not bracket or not _ipv6(host):
@@ -81,8 +88,11 @@ def _check_host(scheme: str, rest: str) -> None:
         host, colon, number = authority.partition(":")
         port = colon + number
         if not _dns_name(host):
-            raise Rejected(wire.E_BAD_REQUEST, f"an {scheme} URL needs a host name of letters, digits, "
-                           "- and _ (a non-ASCII one in its xn-- form), or an IP address")
+            raise Rejected(
+                wire.E_BAD_REQUEST,
+                f"an {scheme} URL needs a host name of letters, digits, "
+                "- and _ (a non-ASCII one in its xn-- form), or an IP address",
+            )
     number = port[1:]
     if port and (port[0] != ":" or number and not (number.isdigit() and int(number) <= 65535)):
         raise Rejected(wire.E_BAD_REQUEST, f"an {scheme} URL with a port that is not a number up to 65535")
@@ -100,8 +110,9 @@ def _dns_name(host: str) -> bool:
     labels = host.lower().split(".")
     if labels[-1] == "" and len(labels) > 1:
         labels.pop()  # a fully qualified name's trailing dot
-    return (0 < len(host) <= 254
-            and all(0 < len(label) <= 63 and set(label) <= _LABEL_CHARS for label in labels))
+    return 0 < len(host) <= 254 and all(
+        0 < len(label) <= 63 and set(label) <= _LABEL_CHARS for label in labels
+    )
 
 
 def _check_mailto(rest: str) -> None:
@@ -138,13 +149,16 @@ def _pieces(query: str) -> List[str]:
 
 
 def _has_control(text: str) -> bool:
-    return any(ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0 for ch in text)
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text)
 
 
 def _field_refused(field: str) -> Rejected:
     shown = f" {field!r}" if 0 < len(field) <= 20 and set(field) <= _LABEL_CHARS else ""
-    return Rejected(wire.E_REFUSED_TYPE, f"refusing a mailto URL with the field{shown}: only "
-                    f"{', '.join(MAILTO_FIELDS)} (mail programs may attach a local file for others)")
+    return Rejected(
+        wire.E_REFUSED_TYPE,
+        f"refusing a mailto URL with the field{shown}: only "
+        f"{', '.join(MAILTO_FIELDS)} (mail programs may attach a local file for others)",
+    )
 
 
 class Browser:

@@ -95,8 +95,11 @@ BUILTIN = {
     # launchd has none, and turns every non-ASCII character into garbage.
     "pbcopy": Builtin(("pbcopy",), ("pbpaste",), None, (("LC_CTYPE", "UTF-8"),)),
     "wl-copy": Builtin(("wl-copy",), ("wl-paste", "--no-newline"), "Nothing is copied"),
-    "xclip": Builtin(("xclip", "-selection", "clipboard", "-in"), ("xclip", "-selection", "clipboard", "-out"),
-                     "not available"),
+    "xclip": Builtin(
+        ("xclip", "-selection", "clipboard", "-in"),
+        ("xclip", "-selection", "clipboard", "-out"),
+        "not available",
+    ),
     "xsel": Builtin(("xsel", "--clipboard", "--input"), ("xsel", "--clipboard", "--output")),
 }
 
@@ -115,34 +118,49 @@ def builtin_name(platform: str, environ: Mapping[str, str], which: Which, settin
             if which(name):
                 return name
     if not wayland and not x11:
-        raise Rejected(wire.E_OPEN, "no clipboard here: the rtun daemon has no display (neither "
-                       "WAYLAND_DISPLAY nor DISPLAY is set); start it from your desktop session, "
-                       f"or set {setting} in its config file")
+        raise Rejected(
+            wire.E_OPEN,
+            "no clipboard here: the rtun daemon has no display (neither "
+            "WAYLAND_DISPLAY nor DISPLAY is set); start it from your desktop session, "
+            f"or set {setting} in its config file",
+        )
     wanted = (["wl-clipboard (wl-copy, wl-paste)"] if wayland else []) + (["xclip or xsel"] if x11 else [])
-    raise Rejected(wire.E_OPEN, f"no clipboard tool found: install {' or '.join(wanted)}, or set "
-                   f"{setting} in the config file of rtun")
+    raise Rejected(
+        wire.E_OPEN,
+        f"no clipboard tool found: install {' or '.join(wanted)}, or set "
+        f"{setting} in the config file of rtun",
+    )
 
 
-def choose(configured: Sequence[str], kind: str, platform: str = sys.platform,
-           environ: Optional[Mapping[str, str]] = None, which: Which = shutil.which) -> Tool:
+def choose(
+    configured: Sequence[str],
+    kind: str,
+    platform: str = sys.platform,
+    environ: Optional[Mapping[str, str]] = None,
+    which: Which = shutil.which,
+) -> Tool:
     """The tool that copies (``kind`` "copy") or pastes ("paste"): the configured command if
     there is one, else the built-in one."""
     setting = f"[clipboard] {kind}"
     if configured:
         program = which(configured[0])
         if program is None:
-            raise Rejected(wire.E_OPEN, f"cannot use the clipboard on this computer: {configured[0]!r} "
-                           f"was not found (set {setting} in the config file of rtun)")
+            raise Rejected(
+                wire.E_OPEN,
+                f"cannot use the clipboard on this computer: {configured[0]!r} "
+                f"was not found (set {setting} in the config file of rtun)",
+            )
         return Tool((program,) + tuple(configured[1:]), os.path.basename(configured[0]))
     name = builtin_name(platform, os.environ if environ is None else environ, which, setting)
     builtin = BUILTIN[name]
     argv = builtin.copy if kind == "copy" else builtin.paste
     program = which(argv[0])
     if program is None:  # pbcopy and pbpaste come with macOS; found above for the others
-        raise Rejected(wire.E_OPEN, f"no clipboard tool found: {argv[0]!r} is missing (set {setting} "
-                       "in the config file of rtun)")
-    return Tool((program,) + argv[1:], argv[0], builtin.empty_error if kind == "paste" else None,
-                builtin.env)
+        raise Rejected(
+            wire.E_OPEN,
+            f"no clipboard tool found: {argv[0]!r} is missing (set {setting} in the config file of rtun)",
+        )
+    return Tool((program,) + argv[1:], argv[0], builtin.empty_error if kind == "paste" else None, builtin.env)
 
 
 # ---- running it ------------------------------------------------------------------------------
@@ -153,9 +171,16 @@ class _TooLarge(Exception):
 
 
 class Clipboard:
-    def __init__(self, copy_command: Sequence[str], paste_command: Sequence[str], max_bytes: int,
-                 timeout: float = TOOL_TIMEOUT, platform: str = sys.platform,
-                 environ: Optional[Mapping[str, str]] = None, which: Which = shutil.which) -> None:
+    def __init__(
+        self,
+        copy_command: Sequence[str],
+        paste_command: Sequence[str],
+        max_bytes: int,
+        timeout: float = TOOL_TIMEOUT,
+        platform: str = sys.platform,
+        environ: Optional[Mapping[str, str]] = None,
+        which: Which = shutil.which,
+    ) -> None:
         self.copy_command = tuple(copy_command)
         self.paste_command = tuple(paste_command)
         self.max_bytes = max_bytes
@@ -185,14 +210,19 @@ class Clipboard:
                     await asyncio.wait_for(proc.communicate(data), self.timeout)
                 except asyncio.TimeoutError:
                     await _kill(proc)
-                    raise Rejected(wire.E_OPEN, f"cannot copy to the clipboard: {tool.name} did not "
-                                   f"finish within {self.timeout:.0f} s") from None
+                    raise Rejected(
+                        wire.E_OPEN,
+                        f"cannot copy to the clipboard: {tool.name} did not "
+                        f"finish within {self.timeout:.0f} s",
+                    ) from None
                 except BaseException:
                     await _kill(proc)
                     raise
                 if proc.returncode != 0:
-                    raise Rejected(wire.E_OPEN, f"cannot copy to the clipboard: {tool.name} "
-                                   f"{_failure(proc.returncode, errors)}")
+                    raise Rejected(
+                        wire.E_OPEN,
+                        f"cannot copy to the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
+                    )
         log.info("copied %d bytes to the clipboard with %s", len(data), tool.name)
 
     async def paste(self) -> bytes:
@@ -204,21 +234,29 @@ class Clipboard:
                     data = await asyncio.wait_for(_read_all(proc, self.max_bytes), self.timeout)
                 except asyncio.TimeoutError:
                     await _kill(proc)
-                    raise Rejected(wire.E_OPEN, f"cannot read the clipboard: {tool.name} did not "
-                                   f"answer within {self.timeout:.0f} s (the program that holds "
-                                   "the clipboard may be hung)") from None
+                    raise Rejected(
+                        wire.E_OPEN,
+                        f"cannot read the clipboard: {tool.name} did not "
+                        f"answer within {self.timeout:.0f} s (the program that holds "
+                        "the clipboard may be hung)",
+                    ) from None
                 except _TooLarge:
                     await _kill(proc)
-                    raise Rejected(wire.E_TOO_LARGE, f"the clipboard holds more than {self.max_bytes} "
-                                   f"bytes, more than it may send ([clipboard] max_bytes = "
-                                   f"{self.max_bytes} on your computer)") from None
+                    raise Rejected(
+                        wire.E_TOO_LARGE,
+                        f"the clipboard holds more than {self.max_bytes} "
+                        f"bytes, more than it may send ([clipboard] max_bytes = "
+                        f"{self.max_bytes} on your computer)",
+                    ) from None
                 except BaseException:
                     await _kill(proc)
                     raise
                 if proc.returncode != 0:
                     if data or not tool.empty_error or tool.empty_error not in _first_line(errors):
-                        raise Rejected(wire.E_OPEN, f"cannot read the clipboard: {tool.name} "
-                                       f"{_failure(proc.returncode, errors)}")
+                        raise Rejected(
+                            wire.E_OPEN,
+                            f"cannot read the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
+                        )
                     data = b""  # xclip and wl-paste fail on an empty clipboard; xsel prints nothing
         log.info("pasted %d bytes from the clipboard with %s", len(data), tool.name)
         return data
@@ -231,11 +269,16 @@ class Clipboard:
             env.update(tool.env)
         return env
 
-    async def _start(self, tool: Tool, stdin: int, stdout: int,
-                     errors: IO[bytes]) -> "asyncio.subprocess.Process":
+    async def _start(
+        self, tool: Tool, stdin: int, stdout: int, errors: IO[bytes]
+    ) -> "asyncio.subprocess.Process":
         try:
             return await asyncio.create_subprocess_exec(
-                *tool.argv, stdin=stdin, stdout=stdout, stderr=errors, env=self._env(tool),
+                *tool.argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=errors,
+                env=self._env(tool),
                 start_new_session=True,  # its own group, killed as one; no signal from our terminal
             )
         except OSError as exc:

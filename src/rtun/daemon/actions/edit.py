@@ -48,8 +48,14 @@ QUICK_EXIT = 2.0  # an editor that exits this soon after starting did not wait f
 READ_CHUNK = 1024 * 1024
 # Editors that wait until the file is closed when started this way, in the order tried.
 DEFAULT_EDITORS: Tuple[Tuple[str, ...], ...] = (
-    ("code", "--wait"), ("codium", "--wait"), ("subl", "-w"), ("zed", "--wait"),
-    ("mate", "-w"), ("bbedit", "--wait"), ("gvim", "--nofork"), ("kate", "--block"),
+    ("code", "--wait"),
+    ("codium", "--wait"),
+    ("subl", "-w"),
+    ("zed", "--wait"),
+    ("mate", "-w"),
+    ("bbedit", "--wait"),
+    ("gvim", "--nofork"),
+    ("kate", "--block"),
     ("gedit", "--wait"),
 )
 # O_NONBLOCK: a FIFO put in the file's place must not hang the open (it is refused after fstat).
@@ -71,8 +77,11 @@ def edit_name(name: str) -> str:
     return cleaned
 
 
-def editor_command(configured: Sequence[str], environ: Mapping[str, str],
-                   which: Callable[[str], Optional[str]] = shutil.which) -> Tuple[str, ...]:
+def editor_command(
+    configured: Sequence[str],
+    environ: Mapping[str, str],
+    which: Callable[[str], Optional[str]] = shutil.which,
+) -> Tuple[str, ...]:
     """The editor's argv, without the file: see the module's docstring for the order."""
     if configured:
         return tuple(configured)
@@ -83,14 +92,19 @@ def editor_command(configured: Sequence[str], environ: Mapping[str, str],
         except ValueError:
             command = ()
         if not command:
-            raise Rejected(wire.E_OPEN, "cannot edit files on this computer: $RTUN_EDITOR of its "
-                           "rtun daemon is not a command")
+            raise Rejected(
+                wire.E_OPEN,
+                "cannot edit files on this computer: $RTUN_EDITOR of its rtun daemon is not a command",
+            )
         return command
     for candidate in DEFAULT_EDITORS:
         if which(candidate[0]) is not None:
             return candidate
-    raise Rejected(wire.E_OPEN, "cannot edit files on this computer: no editor found (set [edit] "
-                   "editor in the config file of rtun there, such as [\"code\", \"--wait\"])")
+    raise Rejected(
+        wire.E_OPEN,
+        "cannot edit files on this computer: no editor found (set [edit] "
+        'editor in the config file of rtun there, such as ["code", "--wait"])',
+    )
 
 
 def signature(st: os.stat_result) -> Signature:
@@ -196,8 +210,15 @@ class EditFile(ViewFile):
 class OpenEdit:
     """A file open in the editor: its changes, one at a time, until the editor exits."""
 
-    def __init__(self, target: EditFile, process: "asyncio.subprocess.Process", program: str,
-                 max_bytes: int, received: Tuple[str, Signature], editors: "Editors") -> None:
+    def __init__(
+        self,
+        target: EditFile,
+        process: "asyncio.subprocess.Process",
+        program: str,
+        max_bytes: int,
+        received: Tuple[str, Signature],
+        editors: "Editors",
+    ) -> None:
         assert target.path is not None and target.dir_fd is not None
         self.name = target.name
         self.path = target.path
@@ -284,11 +305,14 @@ class OpenEdit:
         elif status:
             note = f"the editor on your computer exited with status {status}"
         elif not self.saves and now - self._started < QUICK_EXIT:
-            note = ("the editor on your computer returned at once: if it does not wait until the "
-                    "file is closed, set [edit] editor in rtun's config there to one that does "
-                    "(such as code --wait)")
-            log.warning("edit of %s: %s exited at once; it may not wait for the file", self.name,
-                        self.program)
+            note = (
+                "the editor on your computer returned at once: if it does not wait until the "
+                "file is closed, set [edit] editor in rtun's config there to one that does "
+                "(such as code --wait)"
+            )
+            log.warning(
+                "edit of %s: %s exited at once; it may not wait for the file", self.name, self.program
+            )
         else:
             note = ""
         return Closed(status, note)
@@ -309,8 +333,15 @@ class OpenEdit:
 class Editors:
     """The EDIT action; one per daemon, made on the first EDIT."""
 
-    def __init__(self, command: Sequence[str], max_bytes: int, max_open: int, umask: int,
-                 min_free: int = 0, environ: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        max_bytes: int,
+        max_open: int,
+        umask: int,
+        min_free: int = 0,
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> None:
         self.configured = tuple(command)
         self.max_bytes = min(max_bytes, MAX_PAYLOAD)  # a save is one payload reply
         self.max_open = max(max_open, 1)
@@ -328,11 +359,17 @@ class Editors:
     def check(self, request: wire.Edit) -> Tuple[str, ...]:
         """Refusals that need no disk, before READY; the editor's argv."""
         if request.size > self.max_bytes:
-            raise Rejected(wire.E_TOO_LARGE, f"{request.size} bytes is more than this computer "
-                           f"edits ([edit] max_bytes = {self.max_bytes})")
+            raise Rejected(
+                wire.E_TOO_LARGE,
+                f"{request.size} bytes is more than this computer "
+                f"edits ([edit] max_bytes = {self.max_bytes})",
+            )
         if len(self._open) >= self.max_open:
-            raise Rejected(wire.E_BUSY, f"{len(self._open)} edits are open on this computer "
-                           f"([edit] max_open): close one in the editor first")
+            raise Rejected(
+                wire.E_BUSY,
+                f"{len(self._open)} edits are open on this computer "
+                f"([edit] max_open): close one in the editor first",
+            )
         command = editor_command(self.configured, self.environ)
         find(command, "[edit] editor", "files for editing")
         return command
@@ -360,8 +397,9 @@ class Editors:
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
             if isinstance(exc, OSError):
-                raise Rejected(wire.E_CREATE, f"cannot make a temporary directory: "
-                               f"{exc.strerror or exc}") from None
+                raise Rejected(
+                    wire.E_CREATE, f"cannot make a temporary directory: {exc.strerror or exc}"
+                ) from None
             raise
         self._open.add(target)
         return target
@@ -374,7 +412,8 @@ class Editors:
         assert target.dir_fd is not None
         try:
             found = await asyncio.get_running_loop().run_in_executor(
-                None, _read_closing, os.dup(target.dir_fd), target.name, self.max_bytes)
+                None, _read_closing, os.dup(target.dir_fd), target.name, self.max_bytes
+            )
         except Unsendable as exc:
             raise Rejected(wire.E_CREATE, f"cannot read the received file back: {exc}") from None
         if found is None:
@@ -390,8 +429,9 @@ class Editors:
                 start_new_session=True,  # a signal to the daemon's terminal leaves it alone
             )
         except OSError as exc:
-            raise Rejected(wire.E_OPEN, f"cannot start the editor {command[0]!r}: "
-                           f"{exc.strerror or exc}") from None
+            raise Rejected(
+                wire.E_OPEN, f"cannot start the editor {command[0]!r}: {exc.strerror or exc}"
+            ) from None
         return OpenEdit(target, process, command[0], self.max_bytes, (found[1], found[2]), self)
 
     def abandon(self, target: EditFile) -> None:

@@ -33,8 +33,14 @@ UNNAMED_MAX = 1024 * 1024  # a tree's files up to this size have no name until c
 class Transfer:
     """One upload into ``tree`` below ``base``: fed the receiver's events, in order."""
 
-    def __init__(self, tree: Tree, base: Tuple[str, ...], overwrite: bool, claim: Claim,
-                 default_mode: int = DEFAULT_MODE) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        base: Tuple[str, ...],
+        overwrite: bool,
+        claim: Claim,
+        default_mode: int = DEFAULT_MODE,
+    ) -> None:
         self.tree = tree
         self.base = base
         self.overwrite = overwrite
@@ -102,7 +108,9 @@ class Transfer:
     def link(self, event: Link) -> None:
         self._placed(self._small.flush())
         if not names.link_stays_inside(event.parts, event.target, len(self.base) + 1):
-            if not self._list(self.skipped, f"{'/'.join(event.parts)}: symbolic link points outside the transfer"):
+            if not self._list(
+                self.skipped, f"{'/'.join(event.parts)}: symbolic link points outside the transfer"
+            ):
                 self.unlisted_skipped += 1
             return
         self._saved(self.tree.link(event.parts, event.target, self.overwrite))
@@ -138,7 +146,7 @@ class Transfer:
         part.write(data)
         head = self._head
         if head is not None and len(head) < HEAD_LEN:
-            self._head = head + bytes(data[:HEAD_LEN - len(head)])
+            self._head = head + bytes(data[: HEAD_LEN - len(head)])
 
     def end_file(self) -> Optional[str]:
         """The file is complete and verified: give it its final name, which is returned (None
@@ -216,8 +224,9 @@ class Uploads:
         try:
             tree = Tree(self.save_dir, self.umask, self.workers)  # made again if it was removed
         except OSError as exc:
-            raise Rejected(wire.E_CREATE, f"cannot use the save directory {self.save_dir}: "
-                           f"{exc.strerror or exc}") from None
+            raise Rejected(
+                wire.E_CREATE, f"cannot use the save directory {self.save_dir}: {exc.strerror or exc}"
+            ) from None
         try:
             claim = Claim(self.space, needed)
         except BaseException:
@@ -242,8 +251,10 @@ class Uploads:
     @staticmethod
     def summary(transfer: Transfer) -> str:
         skipped = len(transfer.skipped) + transfer.unlisted_skipped
-        return f"received {transfer.files} files ({transfer.bytes} bytes) into " \
-               f"{transfer.tree.path(transfer.base)}" + (f", skipped {skipped}" if skipped else "")
+        return (
+            f"received {transfer.files} files ({transfer.bytes} bytes) into "
+            f"{transfer.tree.path(transfer.base)}" + (f", skipped {skipped}" if skipped else "")
+        )
 
     @staticmethod
     def reply(transfer: Transfer) -> Dict[str, object]:
@@ -252,4 +263,3 @@ class Uploads:
         if transfer.unlisted_saved or transfer.unlisted_skipped:
             data["unlisted"] = {"saved": transfer.unlisted_saved, "skipped": transfer.unlisted_skipped}
         return data
-

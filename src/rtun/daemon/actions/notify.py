@@ -113,14 +113,16 @@ class Notifier:
             from dbus_fast import Message, MessageType
             from dbus_fast.aio import MessageBus
         except ImportError as exc:
-            raise Rejected(wire.E_NOTIFY, NO_SERVICE + f"the D-Bus library is missing ({exc})")
+            raise Rejected(wire.E_NOTIFY, NO_SERVICE + f"the D-Bus library is missing ({exc})") from None
         try:
             if self._bus is None or not self._bus.connected:
                 self._bus = await asyncio.wait_for(MessageBus().connect(), BUS_TIMEOUT)
             reply = await asyncio.wait_for(
                 self._bus.call(
                     Message(
-                        destination=_BUS_NAME, path=_OBJECT_PATH, interface=_BUS_NAME,
+                        destination=_BUS_NAME,
+                        path=_OBJECT_PATH,
+                        interface=_BUS_NAME,
                         member="GetCapabilities",
                     )
                 ),
@@ -218,14 +220,21 @@ class Notifier:
 async def _run_osascript(title: str, body: str) -> None:
     argv = [
         "/usr/bin/osascript",
-        "-e", "on run argv",
-        "-e", "display notification (item 3 of argv) with title (item 2 of argv)",
-        "-e", "end run",
-        "rtun", title, body,  # a fixed first argument: nothing after it is read as an option
+        "-e",
+        "on run argv",
+        "-e",
+        "display notification (item 3 of argv) with title (item 2 of argv)",
+        "-e",
+        "end run",
+        "rtun",
+        title,
+        body,  # a fixed first argument: nothing after it is read as an option
     ]
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), BUS_TIMEOUT)

@@ -145,7 +145,7 @@ class RangedFile:
         assert part is not None and part.fd is not None
         self.received += len(data)
         if offset < len(self._head):  # the part file is write-only: keep the head as it passes
-            self._head[offset:min(offset + len(data), len(self._head))] = data[:len(self._head) - offset]
+            self._head[offset : min(offset + len(data), len(self._head))] = data[: len(self._head) - offset]
         self.extents.add(offset, len(data), self._pay)
         try:
             write_all(part.fd, data, offset)
@@ -196,6 +196,7 @@ class RangedFile:
         self.part = None
         return tree.path(self.parts[:-1] + (final,))
 
+
 class RangedFiles:
     """The ranged files being received or kept for resumption, by key."""
 
@@ -224,8 +225,11 @@ class RangedFiles:
             self._drop(kept)
         if len(self._files) >= MAX_FILES:
             now = time.monotonic()
-            unused = [f for f in self._files.values()
-                      if not f.users or (not f.in_flight and now - f.last_activity > STALE_SECONDS)]
+            unused = [
+                f
+                for f in self._files.values()
+                if not f.users or (not f.in_flight and now - f.last_activity > STALE_SECONDS)
+            ]
             if not unused:
                 raise Rejected(wire.E_BUSY, "too many large files being received: try again later")
             self._drop(min(unused, key=lambda f: (f.users, f.last_activity)))
@@ -308,8 +312,9 @@ class RangedFiles:
         tree = self._find(ranged)
         if tree is None:
             self._drop(ranged)
-            raise Rejected(wire.E_CREATE, f"{ranged.what}: its directory was moved or replaced "
-                           "while it was received")
+            raise Rejected(
+                wire.E_CREATE, f"{ranged.what}: its directory was moved or replaced while it was received"
+            )
         try:
             path = ranged.commit(digest, tree)
         except BaseException:

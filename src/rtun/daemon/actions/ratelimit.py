@@ -52,7 +52,9 @@ class RateLimit:
     def _bucket(self, source: object) -> TokenBucket:
         bucket = self._sources.get(source)
         if bucket is None:
-            bucket = self._sources[source] = TokenBucket(self._rate / 2, max(self._burst // 2, 1), self._clock)
+            bucket = self._sources[source] = TokenBucket(
+                self._rate / 2, max(self._burst // 2, 1), self._clock
+            )
         return bucket
 
     def allow(self, source: object) -> bool:

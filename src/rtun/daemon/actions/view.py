@@ -20,7 +20,7 @@ import shutil
 import stat
 import tempfile
 import time
-from typing import Optional, Sequence, Set, Tuple
+from typing import Optional, Sequence, Tuple
 
 from rtun.daemon.actions.files import Transfer
 from rtun.daemon.actions.launch import find, launch
@@ -71,8 +71,9 @@ class ViewFile(Transfer):
 class Viewer:
     """The VIEW action; one instance per daemon, created on the first VIEW."""
 
-    def __init__(self, opener: Sequence[str], allow_types: Sequence[str], max_age: float,
-                 umask: int, min_free: int = 0) -> None:
+    def __init__(
+        self, opener: Sequence[str], allow_types: Sequence[str], max_age: float, umask: int, min_free: int = 0
+    ) -> None:
         self.opener: Tuple[str, ...] = tuple(opener) or default_opener()
         self.allowed = normalize_types(allow_types)
         self.max_age = max(float(max_age), MIN_AGE)
@@ -92,7 +93,7 @@ class Viewer:
             raise Rejected(
                 wire.E_REFUSED_TYPE,
                 f"refusing to open {name}: {ext} files are run or installed by the desktop, "
-                f"not shown (to accept them anyway, add \"{ext}\" to [view] allow_types "
+                f'not shown (to accept them anyway, add "{ext}" to [view] allow_types '
                 f"in the config file of rtun on this computer)",
             )
         self._opener_program()
@@ -130,13 +131,15 @@ class Viewer:
         if self.private_dir is not None:
             try:
                 st = os.lstat(self.private_dir)
-                if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() \
-                        and stat.S_IMODE(st.st_mode) == 0o700:
+                if (
+                    stat.S_ISDIR(st.st_mode)
+                    and st.st_uid == os.getuid()
+                    and stat.S_IMODE(st.st_mode) == 0o700
+                ):
                     return self.private_dir
             except FileNotFoundError:
                 pass
-            log.warning("private view directory %s vanished or changed; making a new one",
-                        self.private_dir)
+            log.warning("private view directory %s vanished or changed; making a new one", self.private_dir)
         else:
             for path in remove_leftovers(tempfile.gettempdir(), DIR_PREFIX):
                 log.info("removed viewed files left by an earlier daemon: %s", path)
@@ -209,8 +212,7 @@ class Viewer:
     def _timed_sweep(self) -> None:
         self._sweep_timer = None
         self.sweep()
-        if self.private_dir is not None and os.path.isdir(self.private_dir) \
-                and os.listdir(self.private_dir):
+        if self.private_dir is not None and os.path.isdir(self.private_dir) and os.listdir(self.private_dir):
             self._schedule_sweep()
 
     def close(self) -> None:

@@ -23,24 +23,102 @@ from typing import FrozenSet, Iterable, Optional, Set, Tuple
 RISKY_TYPES: FrozenSet[str] = frozenset(
     {
         # Linux desktop launchers, self-contained programs and packages
-        ".desktop", ".kdelnk", ".theme", ".directory", ".appimage", ".run", ".bin", ".elf", ".so", ".ko",
-        ".flatpak", ".flatpakref", ".flatpakrepo", ".snap", ".deb", ".rpm", ".ymp",
+        ".desktop",
+        ".kdelnk",
+        ".theme",
+        ".directory",
+        ".appimage",
+        ".run",
+        ".bin",
+        ".elf",
+        ".so",
+        ".ko",
+        ".flatpak",
+        ".flatpakref",
+        ".flatpakrepo",
+        ".snap",
+        ".deb",
+        ".rpm",
+        ".ymp",
         # shell and interpreter scripts that a handler may execute
-        ".sh", ".bash", ".zsh", ".csh", ".tcsh", ".ksh", ".fish", ".command", ".tool",
-        ".py", ".pyw", ".pyc", ".pyo", ".pyz", ".pyzw",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".csh",
+        ".tcsh",
+        ".ksh",
+        ".fish",
+        ".command",
+        ".tool",
+        ".py",
+        ".pyw",
+        ".pyc",
+        ".pyo",
+        ".pyz",
+        ".pyzw",
         # Java
-        ".jar", ".jnlp", ".class",
+        ".jar",
+        ".jnlp",
+        ".class",
         # macOS applications, installers, scripts and location files
-        ".app", ".pkg", ".mpkg", ".dmg", ".scpt", ".scptd", ".applescript", ".workflow",
-        ".action", ".terminal", ".prefpane", ".saver", ".qlgenerator", ".mdimporter",
-        ".kext", ".plugin", ".bundle", ".dylib", ".webloc", ".inetloc", ".fileloc",
-        ".afploc", ".ftploc", ".mailloc", ".newsloc",
+        ".app",
+        ".pkg",
+        ".mpkg",
+        ".dmg",
+        ".scpt",
+        ".scptd",
+        ".applescript",
+        ".workflow",
+        ".action",
+        ".terminal",
+        ".prefpane",
+        ".saver",
+        ".qlgenerator",
+        ".mdimporter",
+        ".kext",
+        ".plugin",
+        ".bundle",
+        ".dylib",
+        ".webloc",
+        ".inetloc",
+        ".fileloc",
+        ".afploc",
+        ".ftploc",
+        ".mailloc",
+        ".newsloc",
         # Windows programs, scripts and shortcuts (run by Wine where it is installed)
-        ".exe", ".com", ".bat", ".cmd", ".msi", ".msp", ".msc", ".scr", ".pif", ".cpl",
-        ".lnk", ".url", ".hta", ".vbs", ".vbe", ".jse", ".wsf", ".wsh", ".ps1", ".psm1",
-        ".reg", ".inf", ".application", ".appref-ms", ".gadget",
+        ".exe",
+        ".com",
+        ".bat",
+        ".cmd",
+        ".msi",
+        ".msp",
+        ".msc",
+        ".scr",
+        ".pif",
+        ".cpl",
+        ".lnk",
+        ".url",
+        ".hta",
+        ".vbs",
+        ".vbe",
+        ".jse",
+        ".wsf",
+        ".wsh",
+        ".ps1",
+        ".psm1",
+        ".reg",
+        ".inf",
+        ".application",
+        ".appref-ms",
+        ".gadget",
         # disk images, which desktops mount (GNOME's and KDE's disk image mounters)
-        ".iso", ".img", ".vhd", ".vhdx", ".vmdk", ".qcow2",
+        ".iso",
+        ".img",
+        ".vhd",
+        ".vhdx",
+        ".vmdk",
+        ".qcow2",
     }
 )
 
@@ -64,7 +142,9 @@ _DESKTOP_GROUPS = (_DESKTOP_ENTRY, b"[KDE Desktop Entry]", b"[Desktop Action")
 _BOM = b"\xef\xbb\xbf"
 
 # Sent files of these types never arrive executable: a desktop would run them on a double click.
-LAUNCHER_TYPES: FrozenSet[str] = frozenset({".desktop", ".kdelnk", ".theme", ".directory", ".command", ".tool"})
+LAUNCHER_TYPES: FrozenSet[str] = frozenset(
+    {".desktop", ".kdelnk", ".theme", ".directory", ".command", ".tool"}
+)
 
 MAX_NAME_BYTES = 255
 FALLBACK_NAME = "rtun-view"
@@ -137,16 +217,16 @@ def executable_content(head: bytes) -> Optional[str]:
             return kind
     if head.startswith(b"MZ") and len(head) >= 0x40:
         offset = int.from_bytes(head[0x3C:0x40], "little")
-        if head[offset:offset + 4] == b"PE\0\0":  # text that happens to start with MZ is not
+        if head[offset : offset + 4] == b"PE\0\0":  # text that happens to start with MZ is not
             return "a Windows program"
     return "a desktop launcher" if is_launcher(head) else None
 
 
 def is_launcher(head: bytes) -> bool:
     """Whether a desktop would take ``head`` (a file's first bytes) for a launcher."""
-    if _DESKTOP_ENTRY in head[:32 + len(_DESKTOP_ENTRY)] or head.startswith(_DESKTOP_AT_START):
+    if _DESKTOP_ENTRY in head[: 32 + len(_DESKTOP_ENTRY)] or head.startswith(_DESKTOP_AT_START):
         return True
-    body = head[len(_BOM):] if head.startswith(_BOM) else head
+    body = head[len(_BOM) :] if head.startswith(_BOM) else head
     if body.startswith(_DESKTOP_AT_START):
         return True
     # Its first group, after blank and comment lines (a "#!" line too).

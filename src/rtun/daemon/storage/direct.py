@@ -92,7 +92,7 @@ class DirectWrites:
         while data:
             view = self._views[self._current]
             n = min(len(data), BLOCK - self._fill)
-            view[self._fill:self._fill + n] = data[:n]
+            view[self._fill : self._fill + n] = data[:n]
             self._fill += n
             data = data[n:]
             if self._fill == BLOCK:
@@ -133,7 +133,7 @@ class DirectWrites:
             if self._fill:
                 if self.direct:
                     self._plain()
-                write_all(self.fd, self._views[self._current][:self._fill], self._offset)
+                write_all(self.fd, self._views[self._current][: self._fill], self._offset)
                 self._offset += self._fill
                 self._fill = 0
         finally:

@@ -60,8 +60,11 @@ class Extents:
         starts, ends = self._starts, self._ends
         if first == last:  # touches nothing: a piece of its own
             if len(starts) >= MAX_EXTENTS:
-                raise Rejected(wire.E_BAD_REQUEST, f"the file is written in more than {MAX_EXTENTS} "
-                               "separate pieces: send its ranges in order")
+                raise Rejected(
+                    wire.E_BAD_REQUEST,
+                    f"the file is written in more than {MAX_EXTENTS} "
+                    "separate pieces: send its ranges in order",
+                )
             pay(new * self.block, len(starts) + 1)
             starts.insert(first, start)
             ends.insert(first, end)
@@ -70,8 +73,8 @@ class Extents:
             starts[first] = min(start, starts[first])
             ends[first] = max(end, ends[last - 1])
             if last - first > 1:
-                del starts[first + 1:last]
-                del ends[first + 1:last]
+                del starts[first + 1 : last]
+                del ends[first + 1 : last]
         self.covered += new
 
     def _measure(self, offset: int, size: int) -> Tuple[int, int, int, int, int]:

@@ -34,8 +34,10 @@ Job = Tuple[str, int, Optional[float], bytearray, bool]
 # What helpers placed, in order: (the file's parts with the name it got, its size)
 Placed = List[Tuple[Tuple[str, ...], int]]
 
-def _write_batch(dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int,
-                 unnamed: bool, overwrite: bool) -> Tuple[List[str], Optional[Rejected]]:
+
+def _write_batch(
+    dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int, unnamed: bool, overwrite: bool
+) -> Tuple[List[str], Optional[Rejected]]:
     """In a helper thread: each file created, written, given its mtime and placed; the names
     they got, up to the first refusal (returned, with it). Unnamed files (Linux) take five
     system calls a file (open, write, utime, link, close): a launcher's execute bits are taken
@@ -78,7 +80,9 @@ class SmallFiles:
         self._parent: Optional[Tuple[str, ...]] = None  # the directory of the files queued
         self._batch: List[Job] = []
         self._batch_bytes = 0
-        self._pending: Deque[Tuple[Tuple[str, ...], List[Job], "Future[Tuple[List[str], Optional[Rejected]]]"]] = deque()
+        self._pending: Deque[
+            Tuple[Tuple[str, ...], List[Job], "Future[Tuple[List[str], Optional[Rejected]]]"]
+        ] = deque()
         # Helpers pay where making a file is slow (a disk, a busy file system); where it is fast
         # (tmpfs, a quiet disk) the hand-over and the lock they share with the loop cost more
         # than they save. So files are made on the loop, timed, until they turn slow; then by
@@ -91,8 +95,9 @@ class SmallFiles:
     def busy(self) -> bool:
         return bool(self._batch or self._pending)
 
-    def add(self, parts: Tuple[str, ...], mode: int, mtime: Optional[float], data: bytearray,
-            drop_execute: bool) -> Placed:
+    def add(
+        self, parts: Tuple[str, ...], mode: int, mtime: Optional[float], data: bytearray, drop_execute: bool
+    ) -> Placed:
         """Queue a verified file (its directory made already)."""
         placed: Placed = []
         if parts[:-1] != self._parent:
@@ -115,8 +120,11 @@ class SmallFiles:
             placed += self._collect()
         # A helper free: the file goes now (a slow stream's files land at once); all busy: the
         # batch grows until it is worth a job.
-        if len(self._pending) < self._in_flight or len(self._batch) >= BATCH_FILES \
-                or self._batch_bytes >= BATCH_BYTES:
+        if (
+            len(self._pending) < self._in_flight
+            or len(self._batch) >= BATCH_FILES
+            or self._batch_bytes >= BATCH_BYTES
+        ):
             placed += self._submit()
         return placed
 
@@ -126,8 +134,9 @@ class SmallFiles:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         workers = self.tree.workers
         assert workers is not None  # _helping only with workers
-        future = workers.submit(_write_batch, dir_fd, self._parent, batch, self.tree.umask,
-                                   self.tree.unnamed, self.overwrite)
+        future = workers.submit(
+            _write_batch, dir_fd, self._parent, batch, self.tree.umask, self.tree.unnamed, self.overwrite
+        )
         self._pending.append((self._parent, batch, future))
         placed: Placed = []
         while len(self._pending) > self._in_flight or (self._pending and self._pending[0][2].done()):
@@ -136,8 +145,14 @@ class SmallFiles:
 
     def _write_here(self, job: Job) -> Placed:
         assert self._parent is not None
-        names, refusal = _write_batch(self.tree.directory(self._parent), self._parent, [job],
-                                      self.tree.umask, self.tree.unnamed, self.overwrite)
+        names, refusal = _write_batch(
+            self.tree.directory(self._parent),
+            self._parent,
+            [job],
+            self.tree.umask,
+            self.tree.unnamed,
+            self.overwrite,
+        )
         if refusal is not None:
             raise refusal
         return [(self._parent + (names[0],), len(job[3]))]

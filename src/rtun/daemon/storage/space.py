@@ -19,8 +19,9 @@ CLAIM_STEP = 16 * 1024 * 1024  # data past a claim is claimed in steps this larg
 
 
 class Space:
-    def __init__(self, directory: str, reserve: int,
-                 free: Callable[[str], int] = lambda d: shutil.disk_usage(d).free) -> None:
+    def __init__(
+        self, directory: str, reserve: int, free: Callable[[str], int] = lambda d: shutil.disk_usage(d).free
+    ) -> None:
         self.directory = directory
         self.reserve = reserve
         self._free = free
@@ -36,8 +37,7 @@ class Space:
         if needed > available:
             raise Rejected(
                 wire.E_NO_SPACE,
-                f"not enough space in {self.directory}: {needed} bytes needed, "
-                f"{max(available, 0)} available",
+                f"not enough space in {self.directory}: {needed} bytes needed, {max(available, 0)} available",
             )
         self.outstanding += needed
 

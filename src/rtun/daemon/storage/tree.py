@@ -195,7 +195,7 @@ class Tree:
         fd = self._fds.get(parts)
         if fd is not None:
             return fd
-        for cached in [key for key in self._fds if key and key != parts[:len(key)]]:
+        for cached in [key for key in self._fds if key and key != parts[: len(key)]]:
             os.close(self._fds.pop(cached))
         return self._open(parts, create)
 
@@ -228,8 +228,9 @@ class Tree:
             return self.root
         return f"{self.root}{'' if self.root.endswith('/') else '/'}{'/'.join(parts)}"
 
-    def new_file(self, parts: Tuple[str, ...], mode: int, unnamed: bool = False,
-                 direct: bool = False) -> "Union[PartFile, UnnamedFile]":
+    def new_file(
+        self, parts: Tuple[str, ...], mode: int, unnamed: bool = False, direct: bool = False
+    ) -> "Union[PartFile, UnnamedFile]":
         """A file to receive: under a temporary name, or with no name at all until it is placed
         if ``unnamed`` is asked for and the system allows it (Linux); ``direct`` (for large
         files) writes it past the page cache where the system allows."""
@@ -239,8 +240,9 @@ class Tree:
                 return UnnamedFile(dir_fd, "/".join(parts), mode, self.umask)
             except NoUnnamed:
                 self.unnamed = False
-        return PartFile(dir_fd, "/".join(parts), mode, self.umask,
-                        self.workers if direct and self.on_disk else None)
+        return PartFile(
+            dir_fd, "/".join(parts), mode, self.umask, self.workers if direct and self.on_disk else None
+        )
 
     def link(self, parts: Tuple[str, ...], target: str, overwrite: bool) -> str:
         """A symbolic link, placed like a file; returns its final path."""
@@ -325,8 +327,9 @@ class PartFile(_Received):
     with ``direct`` (helper threads), written past the page cache where the system allows
     (storage/direct.py)."""
 
-    def __init__(self, dir_fd: int, what: str, mode: int, umask: int,
-                 direct: Optional[Workers] = None) -> None:
+    def __init__(
+        self, dir_fd: int, what: str, mode: int, umask: int, direct: Optional[Workers] = None
+    ) -> None:
         super().__init__(dir_fd, what, mode, umask)
         self.name = part_name()
         try:
