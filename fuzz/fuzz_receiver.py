@@ -32,39 +32,17 @@ if __name__ == "__main__":  # instrument rtun for coverage before anything impor
     with atheris.instrument_imports(include=["rtun"]):
         from rtun.daemon.actions.ranges import RangedFile, RangedFiles
         from rtun.daemon.storage.space import Space
-        from rtun.protocol import limits, names, wire
-        from rtun.protocol.receiver import (
-            CLOSED,
-            NEED_DATA,
-            Data,
-            Directory,
-            FileEnd,
-            FileStart,
-            Link,
-            Receiver,
-            Truncated,
-            Upload,
-            UploadEnd,
-        )
+        from rtun.protocol import limits, messages, names, wire
+        from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
+        from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 else:
     from rtun.daemon.actions.ranges import RangedFile, RangedFiles
     from rtun.daemon.storage.space import Space
     from rtun.protocol import limits, names, wire
-    from rtun.protocol.receiver import (
-        CLOSED,
-        NEED_DATA,
-        Data,
-        Directory,
-        FileEnd,
-        FileStart,
-        Link,
-        Receiver,
-        Truncated,
-        Upload,
-        UploadEnd,
-    )
+    from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
+    from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 
-Rejected = wire.Rejected
+Rejected = messages.Rejected
 MAX_STEPS = 200_000  # events per input: more means the receiver loops without consuming
 SMALL_BUFFER = limits.MAX_LINE + 1 + 512  # the smallest buffer allowed, so inputs can fill it
 
@@ -109,7 +87,7 @@ class _Disk:
         self.space = Space(self.root, self.RESERVE, free=lambda d: self.CAPACITY - self.used())
         self.files = RangedFiles(self.root, self.space, 0o022)
         self.file: Optional[RangedFile] = None  # the one this connection opened or joined
-        self.range: Optional[wire.Range] = None
+        self.range: Optional[messages.Range] = None
         self.position = 0
 
     def used(self) -> int:
@@ -133,7 +111,7 @@ class _Disk:
 
     def attached(self) -> RangedFile:
         if self.file is None or self.file.part is None:
-            raise Rejected(wire.E_BAD_REQUEST, "RANGE or COMMIT before RANGES")
+            raise Rejected(messages.E_BAD_REQUEST, "RANGE or COMMIT before RANGES")
         return self.file
 
     def close(self) -> None:
@@ -165,7 +143,7 @@ class _Driver:
     def ranged(self, event: Any) -> bool:
         """RANGES, RANGE (its events) and COMMIT as the daemon handles them; False for others."""
         disk = self.disk
-        if isinstance(event, wire.Ranges):
+        if isinstance(event, messages.Ranges):
             if disk is None:
                 disk = self.disk = _Disk()
             if disk.file is not None:
@@ -173,17 +151,17 @@ class _Driver:
                 disk.file = None
             disk.file = disk.files.open(event)
             self.receiver.reply(data={"have": disk.file.have()})
-        elif isinstance(event, wire.Commit):
+        elif isinstance(event, messages.Commit):
             ranged = disk.attached() if disk is not None else None
             if disk is None or ranged is None:
-                raise Rejected(wire.E_BAD_REQUEST, "COMMIT before RANGES")
+                raise Rejected(messages.E_BAD_REQUEST, "COMMIT before RANGES")
             disk.file = None
             disk.files.detach(ranged)
             disk.files.commit(ranged, event.digest)
             self.receiver.reply(data={"saved": [], "skipped": []})
-        elif isinstance(event, Upload) and isinstance(event.request, wire.Range):
+        elif isinstance(event, Upload) and isinstance(event.request, messages.Range):
             if disk is None:
-                raise Rejected(wire.E_BAD_REQUEST, "RANGE before RANGES")
+                raise Rejected(messages.E_BAD_REQUEST, "RANGE before RANGES")
             ranged = disk.attached()
             ranged.begin_range(event.request.offset, event.request.size)
             disk.range, disk.position = event.request, event.request.offset
@@ -259,7 +237,7 @@ class _Driver:
         elif isinstance(event, Upload):
             _check_parts(event.parts, "upload")
             if self.reject_uploads:
-                self.refuse(wire.E_NO_SPACE, "not enough space")
+                self.refuse(messages.E_NO_SPACE, "not enough space")
                 return
             self.upload = event
             ready, first = r.accept()
@@ -296,10 +274,12 @@ class _Driver:
                 raise Broken("the upload ended inside a file")
             request = self.upload.request if self.upload is not None else None
             self.upload = None
-            reply = r.reply(data={"saved": [], "skipped": []}) if isinstance(request, wire.Put) else r.reply()
+            reply = (
+                r.reply(data={"saved": [], "skipped": []}) if isinstance(request, messages.Put) else r.reply()
+            )
             if not reply.startswith(b"OK"):
                 raise Broken(f"reply() gave {reply!r}")
-        elif isinstance(event, wire.Message):  # a plain request: the daemon answers it
+        elif isinstance(event, messages.Message):  # a plain request: the daemon answers it
             r.reply("fine")
         else:
             raise Broken(f"unexpected event {event!r}")
@@ -311,7 +291,7 @@ class _Driver:
             raise Broken("a file outside an upload")
         _check_parts(event.parts, "file")
         if not event.parts and not isinstance(
-            self.upload.request, (wire.View, wire.Copy, wire.Edit, wire.Range)
+            self.upload.request, (messages.View, messages.Copy, messages.Edit, messages.Range)
         ):
             raise Broken("a file with no name")
         self.file, self.file_bytes, self.file_hash = event, 0, hashlib.sha256()
@@ -350,7 +330,7 @@ def check_components(text: str) -> None:
     try:
         parts = names.components(text)
     except Rejected as exc:
-        if exc.code != wire.E_BAD_PATH:
+        if exc.code != messages.E_BAD_PATH:
             raise Broken(f"components refused {text!r} with code {exc.code}") from exc
         return
     if not parts:
@@ -406,19 +386,23 @@ def ranged_stream(
     """RANGES of a file of ``size`` bytes, its ranges (offset, length, fill byte, digest
     right), in the order given, and with ``commit`` a COMMIT of the ranges as the client
     believes it sent them. ``compact``: data in whole KiB written in ``_expand``'s language."""
-    out = bytearray(wire.encode_request(wire.Ranges("d", "f.bin", size, 0o755, 1.0, key, False, True, join)))
+    out = bytearray(
+        wire.encode_request(messages.Ranges("d", "f.bin", size, 0o755, 1.0, key, False, True, join))
+    )
     digests: Dict[int, Tuple[int, bytes]] = {}
     for offset, length, fill, right in ranges:
         data = bytes([fill]) * length
         digest = hashlib.sha256(data if right else data + b"!")
         if compact and length % 1024 == 0 and length <= 255 * 1024 and fill != 0xFE:
             data = bytes([0xFE, length // 1024, fill])  # _expand gives back the data
-        out += wire.encode_request(wire.Range(offset, length)) + data + digest.hexdigest().encode() + b"\r\n"
+        out += (
+            wire.encode_request(messages.Range(offset, length)) + data + digest.hexdigest().encode() + b"\r\n"
+        )
         digests = {o: d for o, d in digests.items() if not (o < offset + length and offset < o + d[0])}
         digests[offset] = (length, digest.digest())
     if commit:
         combined = hashlib.sha256(b"".join(d for _, (_, d) in sorted(digests.items())))
-        out += wire.encode_request(wire.Commit(combined.hexdigest()))
+        out += wire.encode_request(messages.Commit(combined.hexdigest()))
     return bytes(out)
 
 

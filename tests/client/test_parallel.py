@@ -14,7 +14,7 @@ import pytest
 
 from rtun.client import parallel, upload
 from rtun.client.options import SendOptions
-from rtun.protocol import limits, wire
+from rtun.protocol import limits, messages, wire
 from support.raw import RawClient
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
 from support.turns import TurnCounter
@@ -67,13 +67,13 @@ def test_a_tree_with_large_files_arrives_whole_through_ssh(
 
 
 def _open_ranges(raw: RawClient, size: int, key: str = "ab" * 16, name: str = "r.bin") -> None:
-    request = wire.Ranges("", name, size, 0o644, 1.0, key, False, True, False)
+    request = messages.Ranges("", name, size, 0o644, 1.0, key, False, True, False)
     assert raw.command(wire.encode_request(request).decode().strip()) == b'OK {"have":[]}\r\n'
 
 
 def _range(raw: RawClient, offset: int, data: bytes, digest: bytes = b"") -> bytes:
     raw.send(
-        wire.encode_request(wire.Range(offset, len(data)))
+        wire.encode_request(messages.Range(offset, len(data)))
         + data
         + (digest or hashlib.sha256(data).hexdigest().encode())
         + b"\r\n"
@@ -259,7 +259,7 @@ def test_an_mtimes_token_touches_only_what_its_put_made(daemon: RtunDaemon, save
     from rtun.protocol import framing
 
     for token in ("ab" * 16, ""):
-        request = wire.Put("", False, 0, 0, token)
+        request = messages.Put("", False, 0, 0, token)
         with RawClient(daemon.socket) as raw:
             raw.send(wire.encode_request(request))
             assert raw.line() == b"READY\r\n"

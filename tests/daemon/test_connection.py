@@ -9,8 +9,8 @@ import time
 from typing import List, Tuple
 
 from rtun.daemon.connection import Connection, PeerGone
-from rtun.protocol import limits, wire
-from rtun.protocol.receiver import Data, Upload
+from rtun.protocol import limits, messages
+from rtun.protocol.events import Data, Upload
 
 
 async def _pair(timeout: float = 60.0, min_rate: float = 0.0) -> Tuple[Connection, socket.socket]:
@@ -28,7 +28,7 @@ def test_requests_and_replies_pass_through_the_core() -> None:
         conn, peer = await _pair()
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(peer, b"PING\r\n")
-        assert await conn.next_event() == wire.Ping()
+        assert await conn.next_event() == messages.Ping()
         await conn.send(conn.receiver.reply("PONG"))
         assert await loop.sock_recv(peer, 100) == b"OK PONG\r\n"
         peer.close()

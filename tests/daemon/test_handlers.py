@@ -11,8 +11,8 @@ import pytest
 from rtun.daemon.config import Config
 from rtun.daemon.handlers import Handlers
 from rtun.daemon.services import Services
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages, wire
+from rtun.protocol.messages import Rejected
 
 
 def _handlers(tmp_path, **settings: object) -> Handlers:
@@ -29,18 +29,18 @@ def test_each_setting_of_actions_guards_the_requests_of_its_action(tmp_path) -> 
     handlers = _handlers(tmp_path)
     guarded = {key: route.action for key, route in handlers.table.items() if route.action}
     assert guarded == {
-        wire.Notify: "notify",
-        wire.Notify2: "notify",
-        wire.Send: "send",
-        wire.Put: "send",
-        wire.View: "view",
-        wire.OpenUrl: "open",
-        wire.Copy: "copy",
-        wire.Paste: "paste",
-        wire.Edit: "edit",
-        wire.Ranges: "send",
-        wire.Range: "send",
-        wire.Commit: "send",
+        messages.Notify: "notify",
+        messages.Notify2: "notify",
+        messages.Send: "send",
+        messages.Put: "send",
+        messages.View: "view",
+        messages.OpenUrl: "open",
+        messages.Copy: "copy",
+        messages.Paste: "paste",
+        messages.Edit: "edit",
+        messages.Ranges: "send",
+        messages.Range: "send",
+        messages.Commit: "send",
     }
     for action in set(guarded.values()):
         assert hasattr(handlers.config, f"allow_{action}")
@@ -51,7 +51,7 @@ def test_an_action_turned_off_is_refused_naming_its_setting(tmp_path, action: st
     services = Services(Config(save_dir=str(tmp_path), **{f"allow_{action}": False}), 0o022)
     with pytest.raises(Rejected) as refused:
         services.check_allowed(action)
-    assert refused.value.code == wire.E_DENIED and f"[actions] {action} = true" in refused.value.text
+    assert refused.value.code == messages.E_DENIED and f"[actions] {action} = true" in refused.value.text
 
 
 class Peer:
@@ -77,7 +77,7 @@ def test_the_upload_slots_bound_transfers_and_time_out_when_all_are_held(tmp_pat
             with pytest.raises(Rejected) as busy:
                 async with services.slot():
                     pass
-            assert busy.value.code == wire.E_BUSY
+            assert busy.value.code == messages.E_BUSY
         async with services.slot():  # released: free again
             pass
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rtun.protocol import framing, limits, wire
+from rtun.protocol import framing, limits, messages
 
 # ---- checksums -------------------------------------------------------------------------------
 
@@ -34,9 +34,9 @@ def test_checksum_line_round_trip():
     ],
 )
 def test_malformed_checksum_is_a_checksum_error(raw):
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         framing.parse_checksum(raw)
-    assert info.value.code == wire.E_CHECKSUM
+    assert info.value.code == messages.E_CHECKSUM
 
 
 # ---- PUT entries and chunk headers -----------------------------------------------------------
@@ -83,28 +83,28 @@ def test_entry_defaults():
 @pytest.mark.parametrize(
     "raw, code",
     [
-        (b"not json\r\n", wire.E_BAD_REQUEST),
-        (b"[]\r\n", wire.E_BAD_REQUEST),
-        (b'{"type":"fifo","path":"p"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"path":"p"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file","path":7}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file","path":"p","size":-1}\r\n', wire.E_BAD_SIZE),
-        (b'{"type":"file","path":"p","size":"1"}\r\n', wire.E_BAD_SIZE),
-        (b'{"type":"file","path":"p","size":true}\r\n', wire.E_BAD_SIZE),
-        (b'{"type":"file","path":"p","mode":65536}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"file","path":"p","mode":-1}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mode":"755"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mtime":-1}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mtime":1e300}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"dir","path":"p","mtime":true}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"link","path":"p"}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"link","path":"p","target":null}\r\n', wire.E_BAD_REQUEST),
-        (b'{"type":"end"\xff}\r\n', wire.E_BAD_REQUEST),
+        (b"not json\r\n", messages.E_BAD_REQUEST),
+        (b"[]\r\n", messages.E_BAD_REQUEST),
+        (b'{"type":"fifo","path":"p"}\r\n', messages.E_BAD_REQUEST),
+        (b'{"path":"p"}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"file"}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"file","path":7}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"file","path":"p","size":-1}\r\n', messages.E_BAD_SIZE),
+        (b'{"type":"file","path":"p","size":"1"}\r\n', messages.E_BAD_SIZE),
+        (b'{"type":"file","path":"p","size":true}\r\n', messages.E_BAD_SIZE),
+        (b'{"type":"file","path":"p","mode":65536}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"file","path":"p","mode":-1}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mode":"755"}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mtime":-1}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mtime":1e300}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"dir","path":"p","mtime":true}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"link","path":"p"}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"link","path":"p","target":null}\r\n', messages.E_BAD_REQUEST),
+        (b'{"type":"end"\xff}\r\n', messages.E_BAD_REQUEST),
     ],
 )
 def test_malformed_entry_raises_protocol_error(raw, code):
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         framing.parse_entry(raw)
     assert info.value.code == code
 
@@ -131,6 +131,6 @@ def test_chunk_header_bytes_and_parse():
     ],
 )
 def test_malformed_chunk_header_is_bad_size(raw):
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         framing.parse_chunk_header(raw)
-    assert info.value.code == wire.E_BAD_SIZE
+    assert info.value.code == messages.E_BAD_SIZE

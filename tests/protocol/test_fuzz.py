@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rtun.protocol import limits, names, wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import limits, messages, names, wire
+from rtun.protocol.messages import Rejected
 
 try:
     from rtun.protocol import framing
@@ -59,16 +59,16 @@ modes = st.integers(min_value=0, max_value=0o7777)
 mtimes = st.floats(min_value=0, max_value=limits.MAX_MTIME, exclude_max=True, allow_nan=False)
 
 requests = st.one_of(
-    st.just(wire.Ping()),
-    st.just(wire.Pid()),
-    st.just(wire.Shutdown()),
-    st.builds(wire.Echo, line_text),
-    st.builds(wire.Notify, line_text.filter(lambda t: " " not in t), line_text),
-    st.builds(wire.Send, sizes, line_text.filter(bool)),
-    st.builds(wire.View, sizes, line_text.filter(bool)),
-    st.builds(wire.Hello, st.lists(word, max_size=4).map(tuple)),
-    st.builds(wire.Notify2, any_text, any_text),
-    st.builds(wire.Put, any_text, st.booleans(), counts, counts),
+    st.just(messages.Ping()),
+    st.just(messages.Pid()),
+    st.just(messages.Shutdown()),
+    st.builds(messages.Echo, line_text),
+    st.builds(messages.Notify, line_text.filter(lambda t: " " not in t), line_text),
+    st.builds(messages.Send, sizes, line_text.filter(bool)),
+    st.builds(messages.View, sizes, line_text.filter(bool)),
+    st.builds(messages.Hello, st.lists(word, max_size=4).map(tuple)),
+    st.builds(messages.Notify2, any_text, any_text),
+    st.builds(messages.Put, any_text, st.booleans(), counts, counts),
 )
 entries = st.one_of(
     st.builds(framing.DirEntry, any_text, modes, mtimes),
@@ -271,8 +271,8 @@ def test_chunk_headers_and_checksums_parse_back(length: int, digest: bytes) -> N
 @FAST
 @given(line_text, st.integers(min_value=100, max_value=999), line_text)
 def test_replies_parse_back(text: str, code: int, message: str) -> None:
-    assert wire.parse_reply(wire.ok(text)) == wire.Reply(True, text, None)
-    assert wire.parse_reply(wire.READY) == wire.Reply(True, "READY", None)
+    assert wire.parse_reply(wire.ok(text)) == messages.Reply(True, text, None)
+    assert wire.parse_reply(wire.READY) == messages.Reply(True, "READY", None)
     line = wire.error(code, message)
     assert line.endswith(b"\r\n") and line.count(b"\n") == 1
     reply = wire.parse_reply(line)
@@ -322,7 +322,7 @@ def test_components_refuse_or_stay_inside_the_root(path: str) -> None:
     try:
         parts = names.components(path)
     except Rejected as exc:
-        assert exc.code == wire.E_BAD_PATH
+        assert exc.code == messages.E_BAD_PATH
         return
     assert parts and len(parts) <= limits.MAX_DEPTH
     for part in parts:
@@ -339,7 +339,7 @@ def test_join_refuses_or_stays_inside_the_root(base: Tuple[str, ...], path: str)
     try:
         parts = names.join(base, path)
     except Rejected as exc:
-        assert exc.code == wire.E_BAD_PATH
+        assert exc.code == messages.E_BAD_PATH
         return
     assert parts[: len(base)] == base and len(parts) <= limits.MAX_DEPTH
     assert all(p not in ("", ".", "..") and "/" not in p and "\x00" not in p for p in parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 
-from rtun.protocol import messages, receiver, sender, wire
+from rtun.protocol import messages, receiver, sender
 from rtun.protocol.receiver import Receiver
 from rtun.protocol.sender import Sender
 
@@ -15,7 +15,7 @@ def test_sender_and_receiver_share_one_need_data_and_closed() -> None:
     assert receiver.CLOSED is messages.CLOSED
     # ... and return them: a pump written against either module waits on the same object.
     client = Sender()
-    client.send(wire.Ping())
+    client.send(messages.Ping())
     assert client.next_event() is messages.NEED_DATA
     daemon = Receiver()
     assert daemon.next_event() is messages.NEED_DATA

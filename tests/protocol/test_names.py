@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtun.protocol import names, wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages, names
+from rtun.protocol.messages import Rejected
 
 
 @pytest.mark.parametrize("path", ["a", "a/b/c.txt", "with space/ünïcødé ✓.txt", ".hidden", "a/..b", "...."])
@@ -40,7 +40,7 @@ def test_components_accepts_ordinary_relative_paths(path: str) -> None:
 def test_components_refuses_paths_that_could_escape_or_mislead(path: str) -> None:
     with pytest.raises(Rejected) as caught:
         names.components(path)
-    assert caught.value.code == wire.E_BAD_PATH
+    assert caught.value.code == messages.E_BAD_PATH
 
 
 def test_join_refuses_escape_from_a_base() -> None:

@@ -15,21 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtun.protocol import limits, wire
-from rtun.protocol.receiver import (
-    CLOSED,
-    NEED_DATA,
-    Data,
-    Directory,
-    FileEnd,
-    FileStart,
-    Link,
-    Receiver,
-    Truncated,
-    Upload,
-    UploadEnd,
-)
-from rtun.protocol.wire import Rejected
+from rtun.protocol import limits, messages, wire
+from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
+from rtun.protocol.messages import Rejected
+from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 
 
 def sha(data: bytes) -> bytes:
@@ -224,7 +213,7 @@ def test_a_wrong_digest_of_a_whole_small_file_is_rejected_before_its_file_starts
     )
     with pytest.raises(Rejected) as info:
         _put_events([stream])
-    assert info.value.code == wire.E_CHECKSUM
+    assert info.value.code == messages.E_CHECKSUM
 
 
 def test_a_v1_send_is_ready_data_digest_then_reply() -> None:
@@ -239,7 +228,7 @@ def test_a_v1_send_is_ready_data_digest_then_reply() -> None:
     assert isinstance(receiver.next_event(), UploadEnd)
     assert receiver.reply() == b"OK\r\n"
     receiver.receive_data(b"PING\r\n")
-    assert receiver.next_event() == wire.Ping()
+    assert receiver.next_event() == messages.Ping()
 
 
 def test_a_wrong_digest_is_rejected_with_107() -> None:
@@ -251,32 +240,32 @@ def test_a_wrong_digest_is_rejected_with_107() -> None:
     receiver.next_event()
     with pytest.raises(Rejected) as info:
         receiver.next_event()
-    assert info.value.code == wire.E_CHECKSUM
+    assert info.value.code == messages.E_CHECKSUM
 
 
 @pytest.mark.parametrize(
     "entry, code, text",
     [
-        (line({"type": "file", "path": "f", "size": 2}) + b"3\r\nabc", wire.E_BAD_SIZE, "more data than"),
+        (line({"type": "file", "path": "f", "size": 2}) + b"3\r\nabc", messages.E_BAD_SIZE, "more data than"),
         (
             line({"type": "file", "path": "f", "size": 5}) + b"3\r\nabc0\r\n" + sha(b"abc"),
-            wire.E_SHORT,
+            messages.E_SHORT,
             "expected 5",
         ),
         (
             line({"type": "file", "path": "f"}) + b"%d\r\n" % (limits.MAX_CHUNK + 1),
-            wire.E_BAD_SIZE,
+            messages.E_BAD_SIZE,
             "too large",
         ),
-        (line({"type": "file", "path": "f"}) + b"-1\r\n", wire.E_BAD_SIZE, "chunk length"),
-        (line({"type": "file", "path": "../f"}), wire.E_BAD_PATH, "'..'"),
-        (line({"type": "file", "path": ".rtun-1-ab.part"}), wire.E_BAD_PATH, "temporary"),
-        (line({"type": "dir", "path": "/".join(["d"] * 64)}), wire.E_BAD_PATH, "nested too deeply"),
-        (line({"type": "socket", "path": "s"}), wire.E_BAD_REQUEST, "unknown entry type"),
-        (line({"type": "file", "path": "f", "mode": 99999}), wire.E_BAD_REQUEST, "mode"),
-        (b"[" * 100_000 + b"\r\n", wire.E_LINE_TOO_LONG, "line longer"),
-        (b"\xff\xfe garbage\r\n", wire.E_BAD_REQUEST, "UTF-8"),
-        (line({"type": "device", "path": "f"}), wire.E_BAD_REQUEST, "unknown entry type"),
+        (line({"type": "file", "path": "f"}) + b"-1\r\n", messages.E_BAD_SIZE, "chunk length"),
+        (line({"type": "file", "path": "../f"}), messages.E_BAD_PATH, "'..'"),
+        (line({"type": "file", "path": ".rtun-1-ab.part"}), messages.E_BAD_PATH, "temporary"),
+        (line({"type": "dir", "path": "/".join(["d"] * 64)}), messages.E_BAD_PATH, "nested too deeply"),
+        (line({"type": "socket", "path": "s"}), messages.E_BAD_REQUEST, "unknown entry type"),
+        (line({"type": "file", "path": "f", "mode": 99999}), messages.E_BAD_REQUEST, "mode"),
+        (b"[" * 100_000 + b"\r\n", messages.E_LINE_TOO_LONG, "line longer"),
+        (b"\xff\xfe garbage\r\n", messages.E_BAD_REQUEST, "UTF-8"),
+        (line({"type": "device", "path": "f"}), messages.E_BAD_REQUEST, "unknown entry type"),
     ],
 )
 def test_bad_put_streams_are_rejected_with_their_code(entry: bytes, code: int, text: str) -> None:
@@ -288,13 +277,13 @@ def test_bad_put_streams_are_rejected_with_their_code(entry: bytes, code: int, t
 @pytest.mark.parametrize(
     "header, code",
     [
-        (b"PUT {not json}", wire.E_BAD_REQUEST),
-        (b"PUT []", wire.E_BAD_REQUEST),
-        (b'PUT {"bytes": -1}', wire.E_BAD_SIZE),
-        (b'PUT {"bytes": "1"}', wire.E_BAD_REQUEST),
-        (b'PUT {"overwrite": 1}', wire.E_BAD_REQUEST),
-        (b'PUT {"dest": "/tmp"}', wire.E_BAD_PATH),
-        (b'PUT {"dest": "a/../.."}', wire.E_BAD_PATH),
+        (b"PUT {not json}", messages.E_BAD_REQUEST),
+        (b"PUT []", messages.E_BAD_REQUEST),
+        (b'PUT {"bytes": -1}', messages.E_BAD_SIZE),
+        (b'PUT {"bytes": "1"}', messages.E_BAD_REQUEST),
+        (b'PUT {"overwrite": 1}', messages.E_BAD_REQUEST),
+        (b'PUT {"dest": "/tmp"}', messages.E_BAD_PATH),
+        (b'PUT {"dest": "a/../.."}', messages.E_BAD_PATH),
     ],
 )
 def test_bad_put_headers_are_rejected_before_ready(header: bytes, code: int) -> None:
@@ -364,7 +353,7 @@ def test_a_partial_line_is_moved_to_the_front_when_the_buffer_fills() -> None:
     receiver.receive_data(b"ECHO " + b"e" * 60)  # crosses the end of the buffer
     assert receiver.next_event() is NEED_DATA
     receiver.receive_data(b"\r\n")
-    assert receiver.next_event() == wire.Echo("e" * 60)
+    assert receiver.next_event() == messages.Echo("e" * 60)
 
 
 @pytest.mark.parametrize(
@@ -381,7 +370,7 @@ def test_the_end_of_the_stream_midway_is_truncated(stream: bytes) -> None:
 def test_a_clean_end_between_requests_is_closed() -> None:
     receiver = Receiver()
     receiver.receive_data(b"PING\r\n")
-    assert receiver.next_event() == wire.Ping()
+    assert receiver.next_event() == messages.Ping()
     assert receiver.in_request
     receiver.reply("PONG")
     assert not receiver.in_request
@@ -397,7 +386,7 @@ def test_the_daemon_must_answer_before_the_next_request_is_read() -> None:
         receiver.next_event()
     receiver.receive_data(b"SEND 1 x\r\n")
     receiver.reply("PONG")
-    assert receiver.next_event() == wire.Ping()
+    assert receiver.next_event() == messages.Ping()
     receiver.reply("PONG")
     assert isinstance(receiver.next_event(), Upload)
     with pytest.raises(RuntimeError):
@@ -431,7 +420,7 @@ def test_the_buffer_is_small_between_uploads_and_large_during_one() -> None:
     receiver.next_event()
     receiver.reply()
     assert len(receiver.get_buffer()) == limits.IDLE_BUFFER - len(b"PING\r\n")
-    assert receiver.next_event() == wire.Ping()
+    assert receiver.next_event() == messages.Ping()
 
 
 def test_lone_surrogates_from_json_escapes_are_rejected_not_crashed_on() -> None:
@@ -449,7 +438,7 @@ def test_back_to_back_ranges_keep_one_receive_buffer() -> None:
     receiver = Receiver()
     buffers = []
     for offset in (0, 5, 10):
-        receiver.receive_data(wire.encode_request(wire.Range(offset, 5)))
+        receiver.receive_data(wire.encode_request(messages.Range(offset, 5)))
         assert isinstance(receiver.next_event(), Upload)
         receiver.accept()
         buffers.append(receiver._buffer)

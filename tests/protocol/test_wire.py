@@ -16,14 +16,14 @@ from rtun.protocol.sender import Sender
 # ---- v1 requests -----------------------------------------------------------------------------
 
 V1_REQUESTS = [
-    (wire.Ping(), b"PING\r\n"),
-    (wire.Pid(), b"PID\r\n"),
-    (wire.Echo("hello world"), b"ECHO hello world\r\n"),
-    (wire.Shutdown(), b"SHUTDOWN\r\n"),
-    (wire.Notify("host1", "build finished ok"), b"NOTIFY host1 build finished ok\r\n"),
-    (wire.Send(12, "dir/sub/file.txt"), b"SEND 12 dir/sub/file.txt\r\n"),
-    (wire.Send(0, "name with spaces.txt"), b"SEND 0 name with spaces.txt\r\n"),
-    (wire.View(2048, "report.pdf"), b"VIEW 2048 report.pdf\r\n"),
+    (messages.Ping(), b"PING\r\n"),
+    (messages.Pid(), b"PID\r\n"),
+    (messages.Echo("hello world"), b"ECHO hello world\r\n"),
+    (messages.Shutdown(), b"SHUTDOWN\r\n"),
+    (messages.Notify("host1", "build finished ok"), b"NOTIFY host1 build finished ok\r\n"),
+    (messages.Send(12, "dir/sub/file.txt"), b"SEND 12 dir/sub/file.txt\r\n"),
+    (messages.Send(0, "name with spaces.txt"), b"SEND 0 name with spaces.txt\r\n"),
+    (messages.View(2048, "report.pdf"), b"VIEW 2048 report.pdf\r\n"),
 ]
 
 
@@ -40,17 +40,17 @@ def test_v1_request_parses_with_crlf_bare_lf_and_no_line_ending(request_, raw):
 
 
 def test_send_path_is_everything_after_the_second_space():
-    assert wire.parse_request(b"SEND 5 a b  c\r\n") == wire.Send(5, "a b  c")
+    assert wire.parse_request(b"SEND 5 a b  c\r\n") == messages.Send(5, "a b  c")
 
 
 def test_notify_first_word_is_title_rest_is_body():
-    assert wire.parse_request(b"NOTIFY myhost\r\n") == wire.Notify("myhost", "")
-    assert wire.parse_request(b"NOTIFY h one  two\r\n") == wire.Notify("h", "one  two")
+    assert wire.parse_request(b"NOTIFY myhost\r\n") == messages.Notify("myhost", "")
+    assert wire.parse_request(b"NOTIFY h one  two\r\n") == messages.Notify("h", "one  two")
 
 
 def test_echo_without_text_is_empty_echo():
-    assert wire.parse_request(b"ECHO\r\n") == wire.Echo("")
-    assert wire.parse_request(b"ECHO \r\n") == wire.Echo("")
+    assert wire.parse_request(b"ECHO\r\n") == messages.Echo("")
+    assert wire.parse_request(b"ECHO \r\n") == messages.Echo("")
 
 
 def test_strip_eol_removes_one_line_ending_only():
@@ -62,9 +62,9 @@ def test_strip_eol_removes_one_line_ending_only():
 
 def test_request_line_with_a_line_break_cannot_be_encoded():
     with pytest.raises(ValueError):
-        wire.encode_request(wire.Echo("two\nlines"))
+        wire.encode_request(messages.Echo("two\nlines"))
     with pytest.raises(ValueError):
-        wire.encode_request(wire.Notify("h", "a\rb"))
+        wire.encode_request(messages.Notify("h", "a\rb"))
 
 
 def test_encode_request_rejects_non_requests():
@@ -75,44 +75,44 @@ def test_encode_request_rejects_non_requests():
 # ---- malformed requests ----------------------------------------------------------------------
 
 MALFORMED = [
-    (b"FOO\r\n", wire.E_UNKNOWN),
-    (b"ping\r\n", wire.E_UNKNOWN),
-    (b"PING extra\r\n", wire.E_UNKNOWN),
-    (b"PID 1\r\n", wire.E_UNKNOWN),
-    (b"SHUTDOWN now\r\n", wire.E_UNKNOWN),
-    (b"\r\n", wire.E_UNKNOWN),
-    (b"\x00\x01\x02\r\n", wire.E_UNKNOWN),
-    (b"\xff\xfe garbage\r\n", wire.E_BAD_REQUEST),
-    (b"ECHO \xc3\x28\r\n", wire.E_BAD_REQUEST),
-    (b"SEND abc file\r\n", wire.E_BAD_SIZE),
-    (b"SEND -5 file\r\n", wire.E_BAD_SIZE),
-    (b"SEND +5 file\r\n", wire.E_BAD_SIZE),
-    (b"SEND 1e3 file\r\n", wire.E_BAD_SIZE),
-    (b"SEND \xd9\xa3 file\r\n", wire.E_BAD_SIZE),  # an Arabic-Indic digit is not a size
-    (b"SEND  file\r\n", wire.E_BAD_SIZE),
-    (b"SEND\r\n", wire.E_BAD_SIZE),
-    (b"VIEW x name\r\n", wire.E_BAD_SIZE),
-    (b"SEND 10\r\n", wire.E_BAD_PATH),
-    (b"SEND 10 \r\n", wire.E_BAD_PATH),
-    (b"VIEW 10\r\n", wire.E_BAD_PATH),
-    (b"SEND " + b"9" * 5000 + b" f\r\n", wire.E_BAD_SIZE),  # longer than int() accepts
-    (b"NOTIFY2 not json\r\n", wire.E_BAD_REQUEST),
-    (b"NOTIFY2 [1,2]\r\n", wire.E_BAD_REQUEST),
-    (b'NOTIFY2 {"title":5}\r\n', wire.E_BAD_REQUEST),
-    (b"PUT\r\n", wire.E_BAD_REQUEST),
-    (b'PUT {"bytes":-1}\r\n', wire.E_BAD_SIZE),
-    (b'PUT {"bytes":true}\r\n', wire.E_BAD_REQUEST),
-    (b'PUT {"files":"3"}\r\n', wire.E_BAD_REQUEST),
-    (b'PUT {"overwrite":1}\r\n', wire.E_BAD_REQUEST),
-    (b'PUT {"dest":null}\r\n', wire.E_BAD_REQUEST),
-    (b'PUT {"bytes":' + b"9" * 5000 + b"}\r\n", wire.E_BAD_REQUEST),
-    (b'PUT {"bytes":1e400}\r\n', wire.E_BAD_REQUEST),
+    (b"FOO\r\n", messages.E_UNKNOWN),
+    (b"ping\r\n", messages.E_UNKNOWN),
+    (b"PING extra\r\n", messages.E_UNKNOWN),
+    (b"PID 1\r\n", messages.E_UNKNOWN),
+    (b"SHUTDOWN now\r\n", messages.E_UNKNOWN),
+    (b"\r\n", messages.E_UNKNOWN),
+    (b"\x00\x01\x02\r\n", messages.E_UNKNOWN),
+    (b"\xff\xfe garbage\r\n", messages.E_BAD_REQUEST),
+    (b"ECHO \xc3\x28\r\n", messages.E_BAD_REQUEST),
+    (b"SEND abc file\r\n", messages.E_BAD_SIZE),
+    (b"SEND -5 file\r\n", messages.E_BAD_SIZE),
+    (b"SEND +5 file\r\n", messages.E_BAD_SIZE),
+    (b"SEND 1e3 file\r\n", messages.E_BAD_SIZE),
+    (b"SEND \xd9\xa3 file\r\n", messages.E_BAD_SIZE),  # an Arabic-Indic digit is not a size
+    (b"SEND  file\r\n", messages.E_BAD_SIZE),
+    (b"SEND\r\n", messages.E_BAD_SIZE),
+    (b"VIEW x name\r\n", messages.E_BAD_SIZE),
+    (b"SEND 10\r\n", messages.E_BAD_PATH),
+    (b"SEND 10 \r\n", messages.E_BAD_PATH),
+    (b"VIEW 10\r\n", messages.E_BAD_PATH),
+    (b"SEND " + b"9" * 5000 + b" f\r\n", messages.E_BAD_SIZE),  # longer than int() accepts
+    (b"NOTIFY2 not json\r\n", messages.E_BAD_REQUEST),
+    (b"NOTIFY2 [1,2]\r\n", messages.E_BAD_REQUEST),
+    (b'NOTIFY2 {"title":5}\r\n', messages.E_BAD_REQUEST),
+    (b"PUT\r\n", messages.E_BAD_REQUEST),
+    (b'PUT {"bytes":-1}\r\n', messages.E_BAD_SIZE),
+    (b'PUT {"bytes":true}\r\n', messages.E_BAD_REQUEST),
+    (b'PUT {"files":"3"}\r\n', messages.E_BAD_REQUEST),
+    (b'PUT {"overwrite":1}\r\n', messages.E_BAD_REQUEST),
+    (b'PUT {"dest":null}\r\n', messages.E_BAD_REQUEST),
+    (b'PUT {"bytes":' + b"9" * 5000 + b"}\r\n", messages.E_BAD_REQUEST),
+    (b'PUT {"bytes":1e400}\r\n', messages.E_BAD_REQUEST),
 ]
 
 
 @pytest.mark.parametrize("raw, code", MALFORMED)
 def test_malformed_request_raises_protocol_error_with_code(raw, code):
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         wire.parse_request(raw)
     assert info.value.code == code
     assert info.value.text
@@ -126,23 +126,23 @@ def test_malformed_request_raises_protocol_error_with_code(raw, code):
 
 
 def test_hello_is_a_send_whose_size_is_not_a_number():
-    raw = wire.encode_request(wire.Hello(("notify2", "put")))
+    raw = wire.encode_request(messages.Hello(("notify2", "put")))
     assert raw == b"SEND RTUN/2 notify2 put\r\n"
-    assert wire.parse_request(raw) == wire.Hello(("notify2", "put"))
+    assert wire.parse_request(raw) == messages.Hello(("notify2", "put"))
     # What a v1 daemon does with it: the size field is not a number, so a bad-size error.
     size_token = raw.split(b" ")[1]
     assert not size_token.isdigit()
 
 
 def test_hello_without_features():
-    assert wire.encode_request(wire.Hello(())) == b"SEND RTUN/2\r\n"
-    assert wire.parse_request(b"SEND RTUN/2\r\n") == wire.Hello(())
+    assert wire.encode_request(messages.Hello(())) == b"SEND RTUN/2\r\n"
+    assert wire.parse_request(b"SEND RTUN/2\r\n") == messages.Hello(())
 
 
 def test_view_rtun2_token_is_not_a_hello():
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         wire.parse_request(b"VIEW RTUN/2 put\r\n")
-    assert info.value.code == wire.E_BAD_SIZE
+    assert info.value.code == messages.E_BAD_SIZE
 
 
 def test_hello_reply_and_its_parse():
@@ -161,12 +161,12 @@ def test_a_hello_reply_without_a_version_word_is_an_older_daemon():
 @pytest.mark.parametrize(
     "request_",
     [
-        wire.OpenUrl("https://example.org/a?b=c"),
-        wire.Copy(12),
-        wire.Paste(),
-        wire.Edit(0, "notes.txt"),
-        wire.EditWait("", ""),
-        wire.EditWait("conflict", "changed on the server"),
+        messages.OpenUrl("https://example.org/a?b=c"),
+        messages.Copy(12),
+        messages.Paste(),
+        messages.Edit(0, "notes.txt"),
+        messages.EditWait("", ""),
+        messages.EditWait("conflict", "changed on the server"),
     ],
 )
 def test_action_requests_round_trip(request_):
@@ -190,7 +190,7 @@ def test_action_requests_round_trip(request_):
     ],
 )
 def test_malformed_action_requests_are_rejected(line):
-    with pytest.raises(wire.Rejected):
+    with pytest.raises(messages.Rejected):
         wire.parse_request(line + b"\r\n")
 
 
@@ -205,7 +205,7 @@ def test_v1_answers_to_hello_mean_v1():
 
 
 def test_notify2_exact_bytes_and_round_trip():
-    request = wire.Notify2("Build done", "line one\nline two \u00e9")
+    request = messages.Notify2("Build done", "line one\nline two \u00e9")
     raw = wire.encode_request(request)
     assert raw == b'NOTIFY2 {"title":"Build done","body":"line one\\nline two \\u00e9"}\r\n'
     assert raw.count(b"\n") == 1
@@ -214,18 +214,18 @@ def test_notify2_exact_bytes_and_round_trip():
 
 
 def test_notify2_missing_fields_default_to_empty():
-    assert wire.parse_request(b"NOTIFY2 {}\r\n") == wire.Notify2("", "")
+    assert wire.parse_request(b"NOTIFY2 {}\r\n") == messages.Notify2("", "")
 
 
 def test_put_exact_bytes_and_round_trip():
-    request = wire.Put("photos/2024", True, 1234, 3)
+    request = messages.Put("photos/2024", True, 1234, 3)
     raw = wire.encode_request(request)
     assert raw == b'PUT {"dest":"photos/2024","overwrite":true,"bytes":1234,"files":3}\r\n'
     assert wire.parse_request(raw) == request
 
 
 def test_put_defaults():
-    assert wire.parse_request(b"PUT {}\n") == wire.Put("", False, 0, 0)
+    assert wire.parse_request(b"PUT {}\n") == messages.Put("", False, 0, 0)
 
 
 # ---- replies ---------------------------------------------------------------------------------
@@ -246,11 +246,11 @@ def test_error_reply_is_one_line_whatever_the_text():
 
 @pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
 def test_parse_replies(eol):
-    assert wire.parse_reply(b"OK PONG" + eol) == wire.Reply(True, "PONG", None)
-    assert wire.parse_reply(b"OK" + eol) == wire.Reply(True, "", None)
-    assert wire.parse_reply(b"READY" + eol) == wire.Reply(True, "READY", None)
-    assert wire.parse_reply(b"OK PID 7, saveDir /x" + eol) == wire.Reply(True, "PID 7, saveDir /x", None)
-    assert wire.parse_reply(b"ERROR 106 expected 5 bytes, got 3 bytes" + eol) == wire.Reply(
+    assert wire.parse_reply(b"OK PONG" + eol) == messages.Reply(True, "PONG", None)
+    assert wire.parse_reply(b"OK" + eol) == messages.Reply(True, "", None)
+    assert wire.parse_reply(b"READY" + eol) == messages.Reply(True, "READY", None)
+    assert wire.parse_reply(b"OK PID 7, saveDir /x" + eol) == messages.Reply(True, "PID 7, saveDir /x", None)
+    assert wire.parse_reply(b"ERROR 106 expected 5 bytes, got 3 bytes" + eol) == messages.Reply(
         False, "expected 5 bytes, got 3 bytes", 106
     )
 
@@ -258,14 +258,14 @@ def test_parse_replies(eol):
 def test_parse_error_reply_without_code_or_line_ending():
     # The v1 daemon's unknown-command reply has no line ending; its text is still usable.
     reply = wire.parse_reply(b"ERROR 100 unknown command")
-    assert reply == wire.Reply(False, "unknown command", 100)
+    assert reply == messages.Reply(False, "unknown command", 100)
     reply = wire.parse_reply(b"ERROR something odd\r\n")
     assert not reply.ok and reply.code is None and reply.text == "something odd"
 
 
 def test_parse_reply_rejects_anything_else():
     for raw in (b"PONG\r\n", b"\r\n", b"ok\r\n", b"\xff\xfe\r\n"):
-        with pytest.raises(wire.Rejected):
+        with pytest.raises(messages.Rejected):
             wire.parse_reply(raw)
 
 
@@ -295,23 +295,23 @@ _name = st.text(min_size=1)
 
 # One strategy per request class; the test below fails for a row that has none.
 STRATEGIES = {
-    wire.Ping: st.just(wire.Ping()),
-    wire.Pid: st.just(wire.Pid()),
-    wire.Echo: st.builds(wire.Echo, _one_line),
-    wire.Shutdown: st.just(wire.Shutdown()),
-    wire.Notify: st.builds(wire.Notify, _one_line.filter(lambda s: " " not in s), _one_line),
-    wire.Send: st.builds(wire.Send, _size, _one_line.filter(bool)),
-    wire.View: st.builds(wire.View, _size, _one_line.filter(bool)),
-    wire.Hello: st.builds(wire.Hello, st.tuples(_word, _word).map(tuple) | st.just(())),
-    wire.Notify2: st.builds(wire.Notify2, st.text(), st.text()),
-    wire.Put: st.builds(wire.Put, st.text(), st.booleans(), _size, _size, st.text(), st.booleans()),
-    wire.OpenUrl: st.builds(wire.OpenUrl, st.text()),
-    wire.Copy: st.builds(wire.Copy, _size),
-    wire.Paste: st.just(wire.Paste()),
-    wire.Edit: st.builds(wire.Edit, _size, _name),
-    wire.EditWait: st.builds(wire.EditWait, st.sampled_from(wire.EDIT_RESULTS), st.text()),
-    wire.Ranges: st.builds(
-        wire.Ranges,
+    messages.Ping: st.just(messages.Ping()),
+    messages.Pid: st.just(messages.Pid()),
+    messages.Echo: st.builds(messages.Echo, _one_line),
+    messages.Shutdown: st.just(messages.Shutdown()),
+    messages.Notify: st.builds(messages.Notify, _one_line.filter(lambda s: " " not in s), _one_line),
+    messages.Send: st.builds(messages.Send, _size, _one_line.filter(bool)),
+    messages.View: st.builds(messages.View, _size, _one_line.filter(bool)),
+    messages.Hello: st.builds(messages.Hello, st.tuples(_word, _word).map(tuple) | st.just(())),
+    messages.Notify2: st.builds(messages.Notify2, st.text(), st.text()),
+    messages.Put: st.builds(messages.Put, st.text(), st.booleans(), _size, _size, st.text(), st.booleans()),
+    messages.OpenUrl: st.builds(messages.OpenUrl, st.text()),
+    messages.Copy: st.builds(messages.Copy, _size),
+    messages.Paste: st.just(messages.Paste()),
+    messages.Edit: st.builds(messages.Edit, _size, _name),
+    messages.EditWait: st.builds(messages.EditWait, st.sampled_from(messages.EDIT_RESULTS), st.text()),
+    messages.Ranges: st.builds(
+        messages.Ranges,
         st.text(),
         _name,
         _size,
@@ -322,8 +322,8 @@ STRATEGIES = {
         st.booleans(),
         st.booleans(),
     ),
-    wire.Range: st.builds(wire.Range, _size, _size),
-    wire.Commit: st.builds(wire.Commit, _hex),
+    messages.Range: st.builds(messages.Range, _size, _size),
+    messages.Commit: st.builds(messages.Commit, _hex),
 }
 
 
@@ -352,39 +352,39 @@ def test_every_verb_in_the_table_round_trips(data):
 
 
 def test_a_header_field_left_out_at_its_default_reads_back_as_that_default():
-    plain = wire.Put("d", False, 1, 1)
+    plain = messages.Put("d", False, 1, 1)
     assert b"mtimes" not in wire.encode_request(plain) and b"track" not in wire.encode_request(plain)
     assert wire.parse_request(wire.encode_request(plain)) == plain
-    tracked = wire.Put("d", False, 1, 1, "ab" * 8, True)
+    tracked = messages.Put("d", False, 1, 1, "ab" * 8, True)
     assert b'"mtimes":"abababababababab","track":true}' in wire.encode_request(tracked)
 
 
 def test_header_fields_left_out_take_their_defaults():
     key = "0123456789abcdef"
-    assert wire.parse_request(b'RANGES {"name":"f","bytes":7,"key":"%s"}\r\n' % key.encode()) == wire.Ranges(
-        "", "f", 7, 0o644, 0.0, key, False, True, False
-    )
-    assert wire.parse_request(b"EDITWAIT {}\r\n") == wire.EditWait("", "")
+    assert wire.parse_request(
+        b'RANGES {"name":"f","bytes":7,"key":"%s"}\r\n' % key.encode()
+    ) == messages.Ranges("", "f", 7, 0o644, 0.0, key, False, True, False)
+    assert wire.parse_request(b"EDITWAIT {}\r\n") == messages.EditWait("", "")
 
 
 def test_json_headers_keep_their_field_order_on_the_wire():
-    assert wire.encode_request(wire.Edit(3, "n")) == b'EDIT {"name":"n","bytes":3}\r\n'
-    assert wire.encode_request(wire.Range(5, 6)) == b'RANGE {"offset":5,"bytes":6}\r\n'
+    assert wire.encode_request(messages.Edit(3, "n")) == b'EDIT {"name":"n","bytes":3}\r\n'
+    assert wire.encode_request(messages.Range(5, 6)) == b'RANGE {"offset":5,"bytes":6}\r\n'
 
 
 @pytest.mark.parametrize(
     "line, code",
     [
-        (b'RANGE {"offset":-1,"bytes":1}', wire.E_BAD_SIZE),
-        (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mode":4096}', wire.E_BAD_REQUEST),
-        (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mtime":1e12}', wire.E_BAD_REQUEST),
-        (b'RANGES {"name":"","bytes":1,"key":"' + b"a" * 16 + b'"}', wire.E_BAD_PATH),
-        (b'RANGES {"name":"f","bytes":1,"key":"ABCDEF0123456789"}', wire.E_BAD_REQUEST),
-        (b'COMMIT {"digest":"abc"}', wire.E_BAD_REQUEST),
+        (b'RANGE {"offset":-1,"bytes":1}', messages.E_BAD_SIZE),
+        (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mode":4096}', messages.E_BAD_REQUEST),
+        (b'RANGES {"name":"f","bytes":1,"key":"' + b"a" * 16 + b'","mtime":1e12}', messages.E_BAD_REQUEST),
+        (b'RANGES {"name":"","bytes":1,"key":"' + b"a" * 16 + b'"}', messages.E_BAD_PATH),
+        (b'RANGES {"name":"f","bytes":1,"key":"ABCDEF0123456789"}', messages.E_BAD_REQUEST),
+        (b'COMMIT {"digest":"abc"}', messages.E_BAD_REQUEST),
     ],
 )
 def test_header_fields_are_checked(line, code):
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         wire.parse_request(line + b"\r\n")
     assert info.value.code == code
 
@@ -397,12 +397,12 @@ def test_a_line_may_be_the_limit_long_and_not_a_byte_longer():
     assert wire.line_end(longest, 0, len(longest)) == MAX_LINE
     assert wire.line_end(bytearray(b"ab\ncd"), 0, 5) == 3
     assert wire.line_end(bytearray(b"ab\ncd"), 3, 5) == -1  # no LF yet
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         wire.line_end(bytearray(b"y") + longest, 0, MAX_LINE + 1)
-    assert info.value.code == wire.E_LINE_TOO_LONG
+    assert info.value.code == messages.E_LINE_TOO_LONG
     unended = bytearray(b"x" * (MAX_LINE + 1))
     assert wire.line_end(unended, 0, MAX_LINE) == -1  # may still end in time
-    with pytest.raises(wire.Rejected):
+    with pytest.raises(messages.Rejected):
         wire.line_end(unended, 0, MAX_LINE + 1, scanned=MAX_LINE)
 
 
@@ -415,12 +415,12 @@ def test_both_sides_bound_a_line_alike(length: int, refused: bool) -> None:
     assert len(request) == len(reply) == length
     daemon, client = Receiver(), Sender()
     daemon.receive_data(request)
-    client.send(wire.Ping())
+    client.send(messages.Ping())
     client.receive_data(reply)
     for read in (daemon.next_event, client.next_event):
         if refused:
-            with pytest.raises(wire.Rejected) as info:
+            with pytest.raises(messages.Rejected) as info:
                 read()
-            assert info.value.code == wire.E_LINE_TOO_LONG
+            assert info.value.code == messages.E_LINE_TOO_LONG
         else:
             assert read() not in (NEED_DATA, CLOSED)

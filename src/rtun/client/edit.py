@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: it slows every command'
     from rtun.client.pump import ClientConnection
 
 from rtun.errors import RtunError
-from rtun.protocol import peertext, wire
+from rtun.protocol import messages, peertext
 
 CHUNK = 1024 * 1024
 RACY_NS = 2_000_000_000  # a write this soon after a recorded mtime may keep it (2 s: FAT, SMB)
@@ -133,7 +133,7 @@ class ServerFile:
         """EDIT, READY, the file's bytes and SHA-256, then the daemon's OK (the editor is open)."""
         import hashlib
 
-        conn.request(wire.Edit(size, self.name))  # READY, or the daemon's refusal
+        conn.request(messages.Edit(size, self.name))  # READY, or the daemon's refusal
         digest = hashlib.sha256()
         before = os.fstat(fd) if fd is not None else None
         sent = 0
@@ -278,7 +278,7 @@ def _follow(conn: "ClientConnection", target: ServerFile, *, quiet: bool) -> int
     result, message = "", ""
     refused = changes = 0
     while True:
-        reply = conn.request(wire.EditWait(result, message))
+        reply = conn.request(messages.EditWait(result, message))
         result, message = "", ""
         data = reply.data
         event = data.get("event")

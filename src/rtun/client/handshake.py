@@ -14,12 +14,12 @@ if TYPE_CHECKING:  # typing is not imported at run time: it slows every command'
 from rtun.client.discovery import connect
 from rtun.client.pump import ClientConnection
 from rtun.errors import RemoteError, RtunError
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
 
 
 def negotiate(conn: ClientConnection) -> ClientConnection:
     """Learn the daemon's rtun/2 features; a v1 daemon refuses HELLO and closes, so reconnect."""
-    conn.write(conn.sender.send(wire.Hello(wire.FEATURES)))
+    conn.write(conn.sender.send(messages.Hello(wire.FEATURES)))
     features = wire.parse_hello_reply(conn.read_reply())
     if features is not None:
         conn.features = features
@@ -64,7 +64,7 @@ def pipelined(explicit: Optional[str], write: "Callable[[ClientConnection], None
 
 def too_old(conn: ClientConnection, exc: RemoteError, *, feature: str, what: str) -> RtunError:
     """An ERROR for a request the daemon does not know (it predates ``feature``) is said plainly."""
-    if exc.code == wire.E_UNKNOWN and feature not in (conn.features or ()):
+    if exc.code == messages.E_UNKNOWN and feature not in (conn.features or ()):
         return RtunError(f"the rtun daemon on your computer is too old for {what}: update rtun there")
     return exc
 

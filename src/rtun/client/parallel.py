@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from rtun.client.handshake import pipelined
 from rtun.errors import RtunError
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
 
 RANGE_SIZE = 1024 * 1024  # a unit of work, of verification and of resumption: an interruption
 # loses at most one range in flight per connection
@@ -163,7 +163,7 @@ def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Ca
             if job is None:
                 break
             offset, size = job
-            conn.write(sender.send(wire.Range(offset, size)))
+            conn.write(sender.send(messages.Range(offset, size)))
             position = offset
             while position < offset + size:
                 length = os.preadv(fd, [buffer[: min(READ_SIZE, offset + size - position)]], position)
@@ -186,8 +186,8 @@ def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Ca
 
 
 def _open_channel(
-    socket_path: "Optional[str]", request: wire.Ranges
-) -> "Tuple[ClientConnection, wire.Reply]":
+    socket_path: "Optional[str]", request: messages.Ranges
+) -> "Tuple[ClientConnection, messages.Reply]":
     conn = pipelined(socket_path, lambda c: c.write(c.sender.send(request)))
     if not conn.features or "ranges" not in conn.features:
         conn.close()
@@ -292,8 +292,10 @@ def send_file(
     key = transfer_key(source, st, dest=dest, name=name)
     mode = st.st_mode & 0o7777
 
-    def ranges(*, resume: bool, join: bool) -> wire.Ranges:
-        return wire.Ranges(dest, name, st.st_size, mode, st.st_mtime, key, options.overwrite, resume, join)
+    def ranges(*, resume: bool, join: bool) -> messages.Ranges:
+        return messages.Ranges(
+            dest, name, st.st_size, mode, st.st_mtime, key, options.overwrite, resume, join
+        )
 
     first = ranges(resume=options.resume, join=False)
     try:
@@ -334,7 +336,7 @@ def send_file(
                 start=initial_channels(st.st_size - kept),
             )
             pool.join()
-            final = conn.request(wire.Commit(plan.commit_digest()))
+            final = conn.request(messages.Commit(plan.commit_digest()))
             return wire.saved_paths(final)
         finally:
             if conn is not main:

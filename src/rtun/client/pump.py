@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: it slows every command'
 
 from rtun import paths
 from rtun.errors import ConnectionLostError, NoDaemonError, RemoteError, RtunError
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
 from rtun.protocol.sender import NEED_DATA, Payload, PayloadEnd, Sender, Truncated
 
 # A live daemon answers PING in milliseconds, but a forward on a loaded server took 2.5 s in the
@@ -64,7 +64,7 @@ class ClientConnection:
             if probe is not None:
                 probe(conn)
             else:
-                reply = conn.request(wire.Ping())
+                reply = conn.request(messages.Ping())
                 if reply.text != "PONG":
                     raise NoDaemonError(f"answered {reply.text!r} instead of PONG")
         except (OSError, ConnectionLostError, NoDaemonError) as exc:
@@ -109,7 +109,7 @@ class ClientConnection:
                 ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}")
             ) from None
 
-    def read_reply(self) -> wire.Reply:
+    def read_reply(self) -> messages.Reply:
         """The daemon's next reply (READY, OK or ERROR), after sending what is queued."""
         self.flush()
         try:
@@ -117,14 +117,14 @@ class ClientConnection:
         except OSError as exc:
             raise ConnectionLostError(f"no reply from the daemon: {_reason(exc)}") from None
 
-    def _next_reply(self) -> wire.Reply:
+    def _next_reply(self) -> messages.Reply:
         try:
             while True:
                 event = self.sender.next_event()
                 if event is not NEED_DATA:
                     return event  # type: ignore[return-value]
                 self.sender.receive_data(self.sock.recv(RECEIVE_SIZE))
-        except (wire.Rejected, Truncated) as exc:
+        except (messages.Rejected, Truncated) as exc:
             raise ConnectionLostError(str(exc)) from None
 
     def read_payload(self, write: "Callable[[bytes], object]") -> int:
@@ -141,12 +141,12 @@ class ClientConnection:
                     return total
                 else:
                     self.sender.receive_data(self.sock.recv(RECEIVE_SIZE))
-        except (wire.Rejected, Truncated) as exc:
+        except (messages.Rejected, Truncated) as exc:
             raise ConnectionLostError(str(exc)) from None
         except OSError as exc:
             raise ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}") from None
 
-    def request(self, request: wire.Request) -> wire.Reply:
+    def request(self, request: wire.Request) -> messages.Reply:
         """Send one request; return its reply (READY for an upload), raising RemoteError for an
         ERROR reply."""
         try:
@@ -155,7 +155,7 @@ class ClientConnection:
             raise RtunError("a name or text with a line break or invalid UTF-8 cannot be sent") from None
         return self.expect_ok()
 
-    def expect_ok(self) -> wire.Reply:
+    def expect_ok(self) -> messages.Reply:
         reply = self.read_reply()
         if not reply.ok:
             raise RemoteError(reply.text, reply.code)

@@ -15,7 +15,7 @@ from rtun.client.discovery import connect
 from rtun.client.handshake import negotiate, pipelined, require, too_old
 from rtun.client.pump import ClientConnection
 from rtun.errors import RemoteError, RtunError
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
 
 
 def simple_request(explicit: Optional[str], request: wire.Request) -> str:
@@ -25,7 +25,7 @@ def simple_request(explicit: Optional[str], request: wire.Request) -> str:
 
 
 def notify(explicit: Optional[str], title: str, body: str) -> None:
-    request = wire.Notify2(title, body)
+    request = messages.Notify2(title, body)
     try:
         wire.encode_request(request)
     except (ValueError, UnicodeEncodeError):
@@ -36,13 +36,13 @@ def notify(explicit: Optional[str], title: str, body: str) -> None:
             conn.expect_ok()
         else:
             # v1 carries the title as one word and the body on the request line.
-            conn.request(wire.Notify("_".join(title.split()) or "rtun", " ".join(body.split())))
+            conn.request(messages.Notify("_".join(title.split()) or "rtun", " ".join(body.split())))
     finally:
         conn.close()
 
 
 def open_url(explicit: Optional[str], url: str) -> None:
-    request = wire.OpenUrl(url)
+    request = messages.OpenUrl(url)
     wire.encode_request(request)  # a URL with a line break fails here, before connecting
     with pipelined(explicit, lambda c: c.write(c.sender.send(request))) as conn:
         require(conn, "open", "opening URLs")
@@ -60,7 +60,7 @@ def copy(explicit: Optional[str], data: bytes) -> None:
     early = len(data) <= MAX_EARLY_DATA
 
     def write(conn: ClientConnection) -> None:
-        conn.write(conn.sender.send(wire.Copy(len(data)), early=early))
+        conn.write(conn.sender.send(messages.Copy(len(data)), early=early))
         if early:
             _write_file_data(conn, data)
 
@@ -85,7 +85,7 @@ def paste(explicit: Optional[str], write: "Callable[[bytes], object]") -> int:
     """The local clipboard, piece by piece to ``write``; the byte count."""
     with negotiate(connect(explicit)) as conn:
         require(conn, "paste", "the clipboard")
-        conn.request(wire.Paste())
+        conn.request(messages.Paste())
         return conn.read_payload(write)
 
 

@@ -13,7 +13,7 @@ import time
 from rtun.client.handshake import pipelined
 from rtun.client.sources import Item, Progress, Reader, SendPlan, plan
 from rtun.errors import RemoteError, RtunError
-from rtun.protocol import framing, wire
+from rtun.protocol import framing, messages, wire
 from rtun.protocol.sender import SizeChanged
 
 TYPE_CHECKING = False
@@ -50,7 +50,7 @@ def _write_put(
     track: bool = False,
 ) -> None:
     """The PUT request; when ``early``, its whole stream too, without waiting for READY."""
-    request = wire.Put(options.dest, options.overwrite, work.total_bytes, work.total_files, "", track)
+    request = messages.Put(options.dest, options.overwrite, work.total_bytes, work.total_files, "", track)
     conn.write(conn.sender.send(request, early=early))
     if early:
         _write_entries(conn, work, progress=progress, reader=reader)
@@ -58,7 +58,7 @@ def _write_put(
 
 def _stream_put(
     conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader, early: bool
-) -> wire.Reply:
+) -> messages.Reply:
     """After the PUT request: READY, every entry with its files' data (unless they went early),
     then the reply listing each path."""
     conn.expect_ok()  # READY
@@ -122,7 +122,7 @@ def _stream_file(
 
 def upload_v1(
     conn: ClientConnection,
-    request: Union[wire.Send, wire.View],
+    request: Union[messages.Send, messages.View],
     source: str,
     *,
     report: Callable[[int], None],
@@ -157,7 +157,7 @@ def _send_v1(
         try:
             size = os.stat(source).st_size
             path = f"{dest}/{item.entry.path}" if dest else item.entry.path
-            upload_v1(conn, wire.Send(size, path), source, report=progress.update, reader=reader)
+            upload_v1(conn, messages.Send(size, path), source, report=progress.update, reader=reader)
             sent.append(path)
         finally:
             if spooled is not None:
@@ -175,7 +175,7 @@ def send(sources: List[str], to: Optional[str], *, options: SendOptions, quiet: 
     options = options.below(dest_dir)
     for item in work.items:  # a name that cannot be framed fails here, before connecting
         framing.encode_entry(item.entry)
-    wire.encode_request(wire.Put(options.dest, options.overwrite, 0, 0))
+    wire.encode_request(messages.Put(options.dest, options.overwrite, 0, 0))
     large = [item for item in work.items if item.source is not None and _size(item) >= parallel.RANGED_MIN]
     stream = SendPlan(
         [item for item in work.items if item not in large],
@@ -289,7 +289,7 @@ def _share_files(
                 return None
             return queue.pop()
 
-    request = wire.Put(options.dest, options.overwrite, 0, 0)
+    request = messages.Put(options.dest, options.overwrite, 0, 0)
 
     def put(conn: ClientConnection) -> None:
         conn.expect_ok()  # READY
@@ -334,7 +334,7 @@ def _restore_mtimes(
         return
 
     def write(conn: ClientConnection) -> None:
-        conn.write(conn.sender.send(wire.Put(options.dest, options.overwrite, 0, 0, token), early=True))
+        conn.write(conn.sender.send(messages.Put(options.dest, options.overwrite, 0, 0, token), early=True))
         for item in dirs:
             conn.write(conn.sender.entry(item.entry))
         conn.write(conn.sender.end())
@@ -353,7 +353,7 @@ def _size(item: Item) -> int:
     return (item.entry.size or 0) if isinstance(item.entry, framing.FileEntry) else 0
 
 
-def _put_reply(reply: wire.Reply, warnings: List[str]) -> List[str]:
+def _put_reply(reply: messages.Reply, warnings: List[str]) -> List[str]:
     skipped = reply.data.get("skipped", [])
     warnings.extend(s for s in skipped if isinstance(s, str))
     warnings.extend(_unlisted(reply.data.get("unlisted")))
@@ -380,7 +380,7 @@ def _send_ranged(
             options.below(directory), item.source, st, name=name, report=progress.update, main=main
         ), main
     except RemoteError as exc:
-        if exc.code != wire.E_BUSY:
+        if exc.code != messages.E_BUSY:
             raise
     # Every ranged slot of the daemon is taken (or this file is being sent by someone else):
     # the file goes whole in a PUT, without resumption.
@@ -413,7 +413,7 @@ def view(socket_path: Optional[str], path: str) -> None:
         raise RtunError(f"{path} is not a regular file")
     from rtun.protocol.limits import MAX_EARLY_DATA
 
-    request = wire.View(st.st_size, os.path.basename(path))
+    request = messages.View(st.st_size, os.path.basename(path))
     wire.encode_request(request)
     reader = Reader()
     early = st.st_size <= MAX_EARLY_DATA

@@ -8,7 +8,7 @@ if TYPE_CHECKING:
 
 from rtun.client import discovery, requests
 from rtun.command import Command, json_option, print_json, socket_option
-from rtun.protocol import wire
+from rtun.protocol import messages
 
 
 def _ping_arguments(parser: "argparse.ArgumentParser") -> None:
@@ -25,14 +25,14 @@ def _ping(args: "argparse.Namespace") -> int:
 
         # One more PING on the open connection: the round trip alone, without the connect.
         began = time.perf_counter()
-        reply = conn.request(wire.Ping())
+        reply = conn.request(messages.Ping())
         seconds = time.perf_counter() - began
     print_json({"reply": reply.text, "socket": conn.path, "rtt_ms": round(seconds * 1000, 3)})
     return 0
 
 
 def _pid(args: "argparse.Namespace") -> int:
-    print("OK " + requests.simple_request(args.socket, wire.Pid()))
+    print("OK " + requests.simple_request(args.socket, messages.Pid()))
     return 0
 
 
@@ -42,12 +42,12 @@ def _echo_arguments(parser: "argparse.ArgumentParser") -> None:
 
 
 def _echo(args: "argparse.Namespace") -> int:
-    print("OK " + requests.simple_request(args.socket, wire.Echo(" ".join(args.text))))
+    print("OK " + requests.simple_request(args.socket, messages.Echo(" ".join(args.text))))
     return 0
 
 
 def _shutdown(args: "argparse.Namespace") -> int:
-    print("OK " + requests.simple_request(args.socket, wire.Shutdown()))
+    print("OK " + requests.simple_request(args.socket, messages.Shutdown()))
     return 0
 
 

@@ -14,11 +14,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
 from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 
 if TYPE_CHECKING:
-    from rtun.protocol.receiver import FileStart, ReceivedEvent
+    from rtun.protocol.events import FileStart, ReceivedEvent
 
 
 class PeerGone(Exception):
@@ -285,7 +285,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timed_out = why
         self.receiver.receive_eof()
         if say and self._transport is not None and not self._transport.is_closing():
-            self._write(self._transport, wire.error(wire.E_BUSY, why))  # sent now if the socket has room
+            self._write(self._transport, wire.error(messages.E_BUSY, why))  # sent now if the socket has room
         self.kill()
 
     def abort(self, data: bytes) -> None:

@@ -22,9 +22,10 @@ from rtun.daemon.actions.edit import Closed, OpenEdit, Save, Skipped
 from rtun.daemon.connection import Connection, PeerGone
 from rtun.daemon.receiving import receive
 from rtun.daemon.services import Services
-from rtun.protocol import wire
-from rtun.protocol.receiver import CLOSED, Upload
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages, wire
+from rtun.protocol.events import Upload
+from rtun.protocol.messages import Rejected
+from rtun.protocol.receiver import CLOSED
 
 log = logging.getLogger("rtun.daemon")
 
@@ -35,7 +36,7 @@ TITLE = "rtun edit"
 
 async def edit_session(services: Services, conn: Connection, upload: Upload) -> None:
     request = upload.request
-    assert isinstance(request, wire.Edit)
+    assert isinstance(request, messages.Edit)
     editors = services.editors()
     command = editors.check(request)
     services.may_upload(conn)
@@ -57,7 +58,7 @@ async def edit_session(services: Services, conn: Connection, upload: Upload) -> 
         ended = "the daemon stopped"
         conn.abort(
             wire.error(
-                wire.E_BUSY,
+                messages.E_BUSY,
                 f"the rtun daemon on your computer stopped: the edit "
                 f"of {edit.name} ended, and its saves no longer reach the server",
             )
@@ -83,8 +84,8 @@ async def _exchange(services: Services, conn: Connection, edit: OpenEdit) -> str
         event = await conn.next_event()
         if event is CLOSED:
             raise PeerGone("the client closed the connection during an edit")
-        if not isinstance(event, wire.EditWait):
-            raise Rejected(wire.E_BAD_REQUEST, "an edit takes only EDITWAIT until its editor closes")
+        if not isinstance(event, messages.EditWait):
+            raise Rejected(messages.E_BAD_REQUEST, "an edit takes only EDITWAIT until its editor closes")
         _result(services, edit, event, due)
         change = await edit.next_change(IDLE_SECONDS)
         due = None
@@ -111,14 +112,14 @@ async def _exchange(services: Services, conn: Connection, edit: OpenEdit) -> str
             return f"the editor closed (status {change.status})"
 
 
-def _result(services: Services, edit: OpenEdit, wait: wire.EditWait, due: Optional[int]) -> None:
+def _result(services: Services, edit: OpenEdit, wait: messages.EditWait, due: Optional[int]) -> None:
     """What became of the last save on the server; the one order the client may keep."""
     if due is None:
         if wait.result:
-            raise Rejected(wire.E_BAD_REQUEST, "EDITWAIT reports a result, but no save was sent")
+            raise Rejected(messages.E_BAD_REQUEST, "EDITWAIT reports a result, but no save was sent")
         return
     if not wait.result:
-        raise Rejected(wire.E_BAD_REQUEST, f"EDITWAIT must say what became of save {due}")
+        raise Rejected(messages.E_BAD_REQUEST, f"EDITWAIT must say what became of save {due}")
     if wait.result == "saved":
         log.info("edit of %s: save %d written on the server", edit.name, due)
     elif wait.result == "conflict":

@@ -4,7 +4,7 @@ pump and the actions) and the ``[actions]`` setting it needs.
 A handler gets the request (or upload) event from the protocol core, asks an action to do the
 work, and sends the reply the core encodes. What handlers share (actions made on first use, rate
 limits, upload slots, the policy, notifications) is the Services object they are handed; a
-rejection anywhere is raised as ``wire.Rejected`` and answered by the server.
+rejection anywhere is raised as ``messages.Rejected`` and answered by the server.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from rtun.daemon.connection import Connection
 from rtun.daemon.receiving import receive
 from rtun.daemon.services import Services
 from rtun.daemon.storage.tree import refusal_for
-from rtun.protocol import wire
-from rtun.protocol.receiver import Data, FileEnd, Upload, UploadEnd
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages, wire
+from rtun.protocol.events import Data, FileEnd, Upload, UploadEnd
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -40,24 +40,24 @@ class Handlers:
         self._stop = stop
         send, view, open_, copy, paste, edit = "send", "view", "open", "copy", "paste", "edit"
         self.table: Dict[type, Route] = {
-            wire.Ping: Route(self.ping, None),
-            wire.Pid: Route(self.pid, None),
-            wire.Echo: Route(self.echo, None),
-            wire.Hello: Route(self.hello, None),
-            wire.Shutdown: Route(self.shutdown, None),
-            wire.Notify: Route(self.notify, "notify"),
-            wire.Notify2: Route(self.notify, "notify"),
-            wire.Send: Route(self.upload, send),
-            wire.Put: Route(self.upload, send),
-            wire.View: Route(self.view, view),
-            wire.OpenUrl: Route(self.open_url, open_),
-            wire.Copy: Route(self.copy, copy),
-            wire.Paste: Route(self.paste, paste),
-            wire.Edit: Route(self.edit, edit),
-            wire.EditWait: Route(self.stray_edit_wait, None),
-            wire.Ranges: Route(self.ranges, send),
-            wire.Range: Route(self.range, send),
-            wire.Commit: Route(self.commit, send),
+            messages.Ping: Route(self.ping, None),
+            messages.Pid: Route(self.pid, None),
+            messages.Echo: Route(self.echo, None),
+            messages.Hello: Route(self.hello, None),
+            messages.Shutdown: Route(self.shutdown, None),
+            messages.Notify: Route(self.notify, "notify"),
+            messages.Notify2: Route(self.notify, "notify"),
+            messages.Send: Route(self.upload, send),
+            messages.Put: Route(self.upload, send),
+            messages.View: Route(self.view, view),
+            messages.OpenUrl: Route(self.open_url, open_),
+            messages.Copy: Route(self.copy, copy),
+            messages.Paste: Route(self.paste, paste),
+            messages.Edit: Route(self.edit, edit),
+            messages.EditWait: Route(self.stray_edit_wait, None),
+            messages.Ranges: Route(self.ranges, send),
+            messages.Range: Route(self.range, send),
+            messages.Commit: Route(self.commit, send),
         }
 
     async def handle(self, conn: Connection, event: object) -> None:
@@ -65,7 +65,7 @@ class Handlers:
         key = type(event.request) if isinstance(event, Upload) else type(event)
         route = self.table.get(key)
         if route is None:
-            raise Rejected(wire.E_UNKNOWN, f"unsupported request {key.__name__}")
+            raise Rejected(messages.E_UNKNOWN, f"unsupported request {key.__name__}")
         if route.action is not None:
             self.services.check_allowed(route.action)
         try:
@@ -86,7 +86,7 @@ class Handlers:
 
     # ---- the simple requests -----------------------------------------------------------------
 
-    async def ping(self, conn: Connection, request: wire.Ping) -> None:
+    async def ping(self, conn: Connection, request: messages.Ping) -> None:
         await conn.send(conn.receiver.reply("PONG"))
 
     def _diagnostics(self, verb: str) -> None:
@@ -94,30 +94,30 @@ class Handlers:
         # the local user turns them on.
         if not self.config.diagnostics:
             raise Rejected(
-                wire.E_UNKNOWN,
+                messages.E_UNKNOWN,
                 f"{verb} is turned off on this daemon "
                 "([server] diagnostics = true in its config file turns it on)",
             )
 
-    async def pid(self, conn: Connection, request: wire.Pid) -> None:
+    async def pid(self, conn: Connection, request: messages.Pid) -> None:
         self._diagnostics("PID")
         await conn.send(conn.receiver.reply(f"PID {os.getpid()}, saveDir {self.config.save_dir}"))
 
-    async def echo(self, conn: Connection, request: wire.Echo) -> None:
+    async def echo(self, conn: Connection, request: messages.Echo) -> None:
         await conn.send(conn.receiver.reply(request.text))
 
-    async def hello(self, conn: Connection, request: wire.Hello) -> None:
+    async def hello(self, conn: Connection, request: messages.Hello) -> None:
         from rtun import __version__
 
         await conn.send(conn.receiver.reply(wire.hello_reply(wire.FEATURES, __version__)))
 
-    async def shutdown(self, conn: Connection, request: wire.Shutdown) -> None:
+    async def shutdown(self, conn: Connection, request: messages.Shutdown) -> None:
         self._diagnostics("SHUTDOWN")
         log.info("shutdown requested by a client")
         await conn.send(conn.receiver.reply("Shutting down server..."))
         self._stop()
 
-    async def notify(self, conn: Connection, request: Union[wire.Notify, wire.Notify2]) -> None:
+    async def notify(self, conn: Connection, request: Union[messages.Notify, messages.Notify2]) -> None:
         await self.services.notify(conn, request.title, request.body)
         await conn.send(conn.receiver.reply())
 
@@ -125,7 +125,7 @@ class Handlers:
 
     async def upload(self, conn: Connection, upload: Upload) -> None:
         request = upload.request
-        assert isinstance(request, (wire.Send, wire.Put))
+        assert isinstance(request, (messages.Send, messages.Put))
         services = self.services
         services.may_upload(conn)
         async with services.slot():
@@ -136,7 +136,7 @@ class Handlers:
                 transfer.close()
             log.info("%s", Uploads.summary(transfer))
             data = None
-            if isinstance(request, wire.Put):
+            if isinstance(request, messages.Put):
                 data = Uploads.reply(transfer)
                 if request.track:
                     data["made"] = services.uploads.made(transfer)
@@ -144,7 +144,7 @@ class Handlers:
 
     async def view(self, conn: Connection, upload: Upload) -> None:
         request = upload.request
-        assert isinstance(request, wire.View)
+        assert isinstance(request, messages.View)
         services = self.services
         viewer = services.viewer()
         services.may_upload(conn)
@@ -161,7 +161,7 @@ class Handlers:
 
     # ---- large files in ranges, over several connections ---------------------------------------
 
-    async def ranges(self, conn: Connection, request: wire.Ranges) -> None:
+    async def ranges(self, conn: Connection, request: messages.Ranges) -> None:
         self.services.may_upload(conn)
         self.forget(conn)
         ranged = self.services.ranged.open(request)
@@ -172,17 +172,17 @@ class Handlers:
     def _ranged_file(self, conn: Connection) -> RangedFile:
         ranged = conn.ranged_file
         if not isinstance(ranged, RangedFile) or ranged.part is None:
-            raise Rejected(wire.E_BAD_REQUEST, "RANGE or COMMIT before RANGES")
+            raise Rejected(messages.E_BAD_REQUEST, "RANGE or COMMIT before RANGES")
         return ranged
 
     async def range(self, conn: Connection, upload: Upload) -> None:
         request = upload.request
-        assert isinstance(request, wire.Range)
+        assert isinstance(request, messages.Range)
         ranged = self._ranged_file(conn)
         ranged.check_range(request.offset, request.size)
         async with self.services.slot():
             if ranged.part is None:  # committed or dropped while this waited for a slot
-                raise Rejected(wire.E_BAD_REQUEST, "the ranged file is gone")
+                raise Rejected(messages.E_BAD_REQUEST, "the ranged file is gone")
             ranged.begin_range(request.offset, request.size)
             try:
                 conn.accept()  # no READY: the range's data follows its request
@@ -202,7 +202,7 @@ class Handlers:
                 ranged.end_range(request.offset)
         await conn.send(conn.receiver.reply())
 
-    async def commit(self, conn: Connection, request: wire.Commit) -> None:
+    async def commit(self, conn: Connection, request: messages.Commit) -> None:
         ranged = self._ranged_file(conn)
         conn.ranged_file = None
         files = self.services.ranged
@@ -219,7 +219,7 @@ class Handlers:
 
     # ---- URLs and the clipboard ----------------------------------------------------------------
 
-    async def open_url(self, conn: Connection, request: wire.OpenUrl) -> None:
+    async def open_url(self, conn: Connection, request: messages.OpenUrl) -> None:
         browser = self.services.browser()
         from rtun.daemon.actions.browser import check_url
 
@@ -232,12 +232,12 @@ class Handlers:
         from rtun.daemon.actions.clipboard import Sink
 
         request = upload.request
-        assert isinstance(request, wire.Copy)
+        assert isinstance(request, messages.Copy)
         services = self.services
         clipboard = services.clipboard()
         if request.size > clipboard.max_bytes:
             raise Rejected(
-                wire.E_TOO_LARGE,
+                messages.E_TOO_LARGE,
                 f"{request.size} bytes is more than the clipboard takes "
                 f"here ([clipboard] max_bytes = {clipboard.max_bytes})",
             )
@@ -250,7 +250,7 @@ class Handlers:
             await clipboard.copy(sink.data)
         await conn.send(conn.receiver.reply())
 
-    async def paste(self, conn: Connection, request: wire.Paste) -> None:
+    async def paste(self, conn: Connection, request: messages.Paste) -> None:
         services = self.services
         services.limited(services.clipboard_limit, conn, "clipboard requests")
         async with services.slot():  # reading the clipboard holds its text in memory
@@ -265,6 +265,6 @@ class Handlers:
 
         await edit_session(self.services, conn, upload)
 
-    async def stray_edit_wait(self, conn: Connection, request: wire.EditWait) -> None:
+    async def stray_edit_wait(self, conn: Connection, request: messages.EditWait) -> None:
         # The edit handler reads its own EDITWAITs; one here follows no EDIT.
-        raise Rejected(wire.E_BAD_REQUEST, "EDITWAIT outside an edit")
+        raise Rejected(messages.E_BAD_REQUEST, "EDITWAIT outside an edit")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rtun.daemon.actions.files import Transfer
 from rtun.daemon.connection import Connection
-from rtun.protocol.receiver import Data, Directory, FileEnd, FileStart, Link, UploadEnd
+from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, UploadEnd
 
 
 async def receive(conn: Connection, transfer: Transfer) -> None:

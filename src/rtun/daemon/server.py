@@ -16,11 +16,11 @@ from rtun.daemon.listener import Listener
 from rtun.daemon.services import Services
 from rtun.daemon.storage.leftovers import remove_leftovers
 from rtun.daemon.storage.tree import current_umask
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
 from rtun.protocol.limits import MAX_EARLY_DATA, MAX_LINE
+from rtun.protocol.messages import Rejected
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
 from rtun.protocol.receiver import CLOSED
-from rtun.protocol.wire import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -123,7 +123,7 @@ class Daemon:
         if len(self._connections) >= self.config.max_connections and not self._evict_idle():
             if len(self._connections) >= self.config.max_connections + CONTROL_ROOM:
                 log.warning("refusing a connection: %d already open", len(self._connections))
-                await conn.send_quietly(wire.error(wire.E_BUSY, "too many connections"))
+                await conn.send_quietly(wire.error(messages.E_BUSY, "too many connections"))
                 conn.close()
                 return
             # Every slot is inside a request: room is kept for pings and notifications.
@@ -135,7 +135,7 @@ class Daemon:
             pass
         except Exception:  # one connection's failure must never take the daemon down
             log.exception("internal error while serving a connection")
-            await conn.send_quietly(wire.error(wire.E_WRITE, "internal error in the daemon"))
+            await conn.send_quietly(wire.error(messages.E_WRITE, "internal error in the daemon"))
         finally:
             self._connections.pop(task, None)
             self._handlers.forget(conn)
@@ -150,7 +150,7 @@ class Daemon:
             if not conn.busy:
                 log.warning("too many connections: closing the longest-open idle one")
                 del self._connections[task]
-                conn.abort(wire.error(wire.E_BUSY, "too many connections: closing an idle one"))
+                conn.abort(wire.error(messages.E_BUSY, "too many connections: closing an idle one"))
                 task.cancel()
                 return True
         return False

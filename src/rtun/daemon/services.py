@@ -18,8 +18,8 @@ from rtun.daemon.actions.ranges import RangedFiles
 from rtun.daemon.actions.ratelimit import RateLimit
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 if TYPE_CHECKING:
     from rtun.daemon.actions.browser import Browser
@@ -76,18 +76,20 @@ class Services:
                 f"{action} is turned off on your computer ([actions] {action} = true in the "
                 "config file of rtun there turns it on)"
             )
-        raise Rejected(wire.E_DENIED, why)
+        raise Rejected(messages.E_DENIED, why)
 
     @staticmethod
     def may_upload(conn: Connection) -> None:
         if conn.control_only:
-            raise Rejected(wire.E_BUSY, "too many connections busy with transfers: only ping and notify now")
+            raise Rejected(
+                messages.E_BUSY, "too many connections busy with transfers: only ping and notify now"
+            )
 
     @staticmethod
     def limited(limit: RateLimit, conn: object, what: str) -> None:
         if not limit.allow(conn):
             raise Rejected(
-                wire.E_BUSY, f"too many {what} in a short time: try again in {limit.wait(conn):.0f} s"
+                messages.E_BUSY, f"too many {what} in a short time: try again in {limit.wait(conn):.0f} s"
             )
 
     def opens_program(self, conn: object) -> None:
@@ -102,7 +104,7 @@ class Services:
         try:
             await asyncio.wait_for(self._upload_slots.acquire(), self.config.idle_timeout)
         except asyncio.TimeoutError:
-            raise Rejected(wire.E_BUSY, "every transfer slot stayed busy: try again later") from None
+            raise Rejected(messages.E_BUSY, "every transfer slot stayed busy: try again later") from None
         try:
             yield
         finally:

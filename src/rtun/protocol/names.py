@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import List, Tuple
 
-from rtun.protocol import peertext, wire
+from rtun.protocol import messages, peertext
 from rtun.protocol.limits import MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_PATH_BYTES
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 
 # The daemon's temporary names for files being received: peers may not use them.
 PART_PREFIX = ".rtun-"
@@ -37,38 +37,39 @@ def components(path: str) -> Tuple[str, ...]:
     """Split a relative path into safe components, or refuse it with a reason."""
     # Called once per entry of a transfer: the message text is only made for a refusal.
     if not path:
-        raise Rejected(wire.E_BAD_PATH, "empty path")
+        raise Rejected(messages.E_BAD_PATH, "empty path")
     if "\x00" in path:
-        raise Rejected(wire.E_BAD_PATH, f"path contains a NUL byte: {peertext.quoted(path)}")
+        raise Rejected(messages.E_BAD_PATH, f"path contains a NUL byte: {peertext.quoted(path)}")
     if misleading(path):
         raise Rejected(
-            wire.E_BAD_PATH, f"path contains control or bidirectional characters: {peertext.quoted(path)}"
+            messages.E_BAD_PATH, f"path contains control or bidirectional characters: {peertext.quoted(path)}"
         )
     if path.startswith("/"):
-        raise Rejected(wire.E_BAD_PATH, f"absolute paths are not accepted: {peertext.quoted(path)}")
+        raise Rejected(messages.E_BAD_PATH, f"absolute paths are not accepted: {peertext.quoted(path)}")
     try:
         encoded_length = len(path.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates from a JSON "\ud800" escape
-        raise Rejected(wire.E_BAD_PATH, f"path is not valid Unicode: {peertext.quoted(path)}") from None
+        raise Rejected(messages.E_BAD_PATH, f"path is not valid Unicode: {peertext.quoted(path)}") from None
     if encoded_length > MAX_PATH_BYTES:
-        raise Rejected(wire.E_BAD_PATH, "path is too long")
+        raise Rejected(messages.E_BAD_PATH, "path is too long")
     parts = tuple(path.split("/"))
     if len(parts) > MAX_DEPTH:
-        raise Rejected(wire.E_BAD_PATH, "path is nested too deeply")
+        raise Rejected(messages.E_BAD_PATH, "path is nested too deeply")
     may_be_long = encoded_length > MAX_COMPONENT_BYTES  # else no component can be
     for part in parts:
         if part in ("", ".", ".."):
             raise Rejected(
-                wire.E_BAD_PATH, f"path has an empty, '.' or '..' component: {peertext.quoted(path)}"
+                messages.E_BAD_PATH, f"path has an empty, '.' or '..' component: {peertext.quoted(path)}"
             )
         if may_be_long and len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
             raise Rejected(
-                wire.E_BAD_PATH,
+                messages.E_BAD_PATH,
                 f"a path component is longer than {MAX_COMPONENT_BYTES} bytes: {peertext.quoted(path)}",
             )
         if part.startswith(PART_PREFIX) and part.endswith(PART_SUFFIX):  # is_part_name
             raise Rejected(
-                wire.E_BAD_PATH, f"names like {peertext.quoted(part)} are the daemon's own temporary files"
+                messages.E_BAD_PATH,
+                f"names like {peertext.quoted(part)} are the daemon's own temporary files",
             )
     return parts
 
@@ -77,21 +78,21 @@ def check_link_target(target: str) -> None:
     """A link target is text the desktop shows: no controls, no bidirectional tricks, bounded."""
     if misleading(target):
         raise Rejected(
-            wire.E_BAD_PATH,
+            messages.E_BAD_PATH,
             f"link target contains control or bidirectional characters: {peertext.quoted(target)}",
         )
     try:
         encoded = target.encode("utf-8")
     except UnicodeEncodeError:
-        raise Rejected(wire.E_BAD_PATH, "link target is not valid Unicode") from None
+        raise Rejected(messages.E_BAD_PATH, "link target is not valid Unicode") from None
     if len(encoded) > MAX_PATH_BYTES:
-        raise Rejected(wire.E_BAD_PATH, "link target is too long")
+        raise Rejected(messages.E_BAD_PATH, "link target is too long")
 
 
 def join(base: Tuple[str, ...], path: str) -> Tuple[str, ...]:
     parts = base + components(path)
     if len(parts) > MAX_DEPTH:
-        raise Rejected(wire.E_BAD_PATH, "path is nested too deeply")
+        raise Rejected(messages.E_BAD_PATH, "path is nested too deeply")
     return parts
 
 

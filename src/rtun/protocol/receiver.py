@@ -16,12 +16,16 @@ every limit, every path and every file's size and SHA-256, so what it emits is a
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from rtun.protocol import framing, names, wire
+from rtun.protocol import framing, messages, names, wire
+from rtun.protocol.events import Data, Directory, Event, FileEnd, FileStart, Link, Upload, UploadEnd
 from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER, SHA256_HEX_LEN
-from rtun.protocol.messages import CLOSED, NEED_DATA, Sentinel
-from rtun.protocol.wire import Rejected, Truncated, line_end
+from rtun.protocol.messages import CLOSED, NEED_DATA, Rejected, Truncated
+from rtun.protocol.wire import line_end
+
+if TYPE_CHECKING:
+    from rtun.protocol.events import ReceivedEvent
 
 COALESCE = 512 * 1024  # file data worth one write: a socket read brings about 200 KiB
 WHOLE_MAX = 64 * 1024  # files up to this size are taken whole when all their bytes are in
@@ -31,87 +35,7 @@ _HEX_DIGITS = b"0123456789abcdef"
 __all__ = ["Receiver", "Truncated", "NEED_DATA", "CLOSED"]
 
 
-class Event:
-    __slots__: Tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class Upload(Event):
-    """A SEND, VIEW, PUT, COPY or EDIT request: the daemon answers with ``accept()`` or
-    ``reject()``.
-
-    ``parts`` is the SEND path or the PUT destination as safe components (() for VIEW and EDIT,
-    whose name is only a name, for COPY, and for a PUT to the save directory itself).
-    """
-
-    __slots__ = ("request", "parts")
-
-    def __init__(
-        self,
-        request: Union[wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range],
-        parts: Tuple[str, ...],
-    ) -> None:
-        self.request = request
-        self.parts = parts
-
-
-class Directory(Event):
-    __slots__ = ("parts", "mode", "mtime")
-
-    def __init__(self, parts: Tuple[str, ...], mode: int, mtime: float) -> None:
-        self.parts, self.mode, self.mtime = parts, mode, mtime
-
-
-class Link(Event):
-    __slots__ = ("parts", "target")
-
-    def __init__(self, parts: Tuple[str, ...], target: str) -> None:
-        self.parts, self.target = parts, target
-
-
-class FileStart(Event):
-    """A file's data follows as Data events; mode and mtime are None for v1 uploads, size is
-    None when the sender did not know it (standard input)."""
-
-    __slots__ = ("parts", "mode", "mtime", "size")
-
-    def __init__(
-        self, parts: Tuple[str, ...], mode: Optional[int], mtime: Optional[float], size: Optional[int]
-    ) -> None:
-        self.parts, self.mode, self.mtime, self.size = parts, mode, mtime, size
-
-
-class Data(Event):
-    __slots__ = ("data",)
-
-    def __init__(self, data: memoryview) -> None:
-        self.data = data
-
-
-class FileEnd(Event):
-    """Every byte of the file has arrived, and its size and SHA-256 (``digest``, hex) are
-    verified."""
-
-    __slots__ = ("size", "digest")
-
-    def __init__(self, size: int, digest: str = "") -> None:
-        self.size = size
-        self.digest = digest
-
-
-class UploadEnd(Event):
-    """The upload is complete; the daemon now owes its final ``reply``."""
-
-    __slots__ = ()
-
-
-if TYPE_CHECKING:
-    ReceivedEvent = Union[wire.Request, Event, Sentinel]  # Sentinel: NEED_DATA or CLOSED
-
-_UPLOADS = (wire.Send, wire.View, wire.Put, wire.Copy, wire.Edit, wire.Range)
+_UPLOADS = (messages.Send, messages.View, messages.Put, messages.Copy, messages.Edit, messages.Range)
 
 # States: whose turn it is, and what the next bytes must be.
 IDLE = "idle"  # between requests: a request line
@@ -279,13 +203,13 @@ class Receiver:
         self.state = DECIDING
         # Its data may be on its way already (pipelining), even if its path is refused next.
         self._data_follows = isinstance(request, _UPLOADS)
-        if isinstance(request, wire.Send):
+        if isinstance(request, messages.Send):
             self._upload = Upload(request, names.components(request.path))
             return self._upload
-        if isinstance(request, (wire.View, wire.Copy, wire.Edit, wire.Range)):
+        if isinstance(request, (messages.View, messages.Copy, messages.Edit, messages.Range)):
             self._upload = Upload(request, ())
             return self._upload
-        if isinstance(request, wire.Put):
+        if isinstance(request, messages.Put):
             self._upload = Upload(request, names.components(request.dest) if request.dest else ())
             return self._upload
         return request
@@ -297,7 +221,7 @@ class Receiver:
             return UploadEnd()
         self._entries += 1
         if self._entries > MAX_ENTRIES:
-            raise Rejected(wire.E_BAD_REQUEST, "too many entries in one transfer")
+            raise Rejected(messages.E_BAD_REQUEST, "too many entries in one transfer")
         assert self._upload is not None
         parts = names.join(self._upload.parts, entry.path)
         if isinstance(entry, framing.DirEntry):
@@ -334,7 +258,7 @@ class Receiver:
         self._hash.update(data)
         actual = self._hash.hexdigest()
         if actual != expected.decode("ascii"):
-            raise Rejected(wire.E_CHECKSUM, f"expected {expected.decode('ascii')}, got {actual}")
+            raise Rejected(messages.E_CHECKSUM, f"expected {expected.decode('ascii')}, got {actual}")
         self._start, self._scanned = end, 0
         self._received = size
         self._file = None
@@ -355,7 +279,9 @@ class Receiver:
             return self.next_event()
         assert self._file is not None
         if self._file.size is not None and self._received + length > self._file.size:
-            raise Rejected(wire.E_BAD_SIZE, f"{'/'.join(self._file.parts)}: more data than the declared size")
+            raise Rejected(
+                messages.E_BAD_SIZE, f"{'/'.join(self._file.parts)}: more data than the declared size"
+            )
         self._remaining = length
         self.state = RAW_DATA
         return self._data()
@@ -382,10 +308,10 @@ class Receiver:
         assert self._file is not None
         size = self._file.size
         if size is not None and self._received != size:
-            raise Rejected(wire.E_SHORT, f"expected {size} bytes, got {self._received} bytes")
+            raise Rejected(messages.E_SHORT, f"expected {size} bytes, got {self._received} bytes")
         actual = self._hash.hexdigest()
         if actual != expected:
-            raise Rejected(wire.E_CHECKSUM, f"expected {expected}, got {actual}")
+            raise Rejected(messages.E_CHECKSUM, f"expected {expected}, got {actual}")
         self._file = None
         self.state = LAST if self._v1 else ENTRY
         return FileEnd(self._received, actual)
@@ -400,7 +326,7 @@ class Receiver:
             raise RuntimeError("accept() answers an upload request")
         request = self._upload.request
         self._resize(self._upload_size)
-        if isinstance(request, wire.Put):
+        if isinstance(request, messages.Put):
             self._v1 = False
             self._entries = 0
             self.state = ENTRY
@@ -421,7 +347,7 @@ class Receiver:
             finished = self._upload.request if self._upload is not None else None
             # A RANGE is followed by the next on the same connection: shrinking and growing the
             # buffer around each (1 MiB) range cost two allocations and their zero-fill.
-            if not isinstance(finished, wire.Range):
+            if not isinstance(finished, messages.Range):
                 self._resize(self._idle_size)
             elif self._start:  # what came of the next range goes to the front: room behind it
                 unread = self._end - self._start

@@ -11,10 +11,10 @@ every `rtun` command a user types.
 
 from __future__ import annotations
 
-from rtun.protocol import framing, wire
+from rtun.protocol import framing, messages, wire
 from rtun.protocol.limits import MAX_LINE, MAX_PAYLOAD, MAX_PUT_REPLY, MAX_RANGES_REPLY
-from rtun.protocol.messages import NEED_DATA, Sentinel
-from rtun.protocol.wire import Rejected, Truncated, line_end
+from rtun.protocol.messages import NEED_DATA, Rejected, Sentinel, Truncated
+from rtun.protocol.wire import line_end
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
@@ -80,7 +80,7 @@ class Sender:
         if self.state != IDLE:
             raise RuntimeError(f"cannot send a request while {self.state}")
         self._hellos_due += 1
-        return wire.encode_request(wire.Hello(features))
+        return wire.encode_request(messages.Hello(features))
 
     def send(self, request: wire.Request, early: bool = False) -> bytes:
         """The request line. Raises ValueError for text that cannot be one line of UTF-8.
@@ -93,18 +93,18 @@ class Sender:
             line = wire.encode_request(request)
         except UnicodeEncodeError:
             raise ValueError("invalid UTF-8") from None
-        if isinstance(request, (wire.Send, wire.View)):
+        if isinstance(request, (messages.Send, messages.View)):
             self.state = AWAIT_READY
             self._v1 = True
             self._declared = request.size
-        elif isinstance(request, wire.Put):
+        elif isinstance(request, messages.Put):
             self.state = AWAIT_READY
             self._v1 = False
-        elif isinstance(request, (wire.Copy, wire.Edit)):
+        elif isinstance(request, (messages.Copy, messages.Edit)):
             self.state = AWAIT_READY
             self._v1 = True  # the data goes as a v1 file's does
             self._declared = request.size
-        elif isinstance(request, wire.Range):
+        elif isinstance(request, messages.Range):
             self.state = STREAMING  # no READY: the data follows the request line
             self._v1 = True
             self._declared = request.size
@@ -113,9 +113,9 @@ class Sender:
             return line
         else:
             self.state = AWAIT_REPLY
-        self._payload_due = isinstance(request, wire.PAYLOAD_REQUESTS)
+        self._payload_due = isinstance(request, messages.PAYLOAD_REQUESTS)
         # RANGES lists the ranges a daemon kept: a file's worth of them.
-        self._limit = MAX_RANGES_REPLY if isinstance(request, wire.Ranges) else MAX_LINE
+        self._limit = MAX_RANGES_REPLY if isinstance(request, messages.Ranges) else MAX_LINE
         if early:
             if self.state != AWAIT_READY:
                 raise RuntimeError("only an upload's data can go early")
@@ -215,7 +215,7 @@ class Sender:
         else:
             self._eof = True
 
-    def next_event(self) -> Union[wire.Reply, Payload, PayloadEnd, Sentinel]:
+    def next_event(self) -> Union[messages.Reply, Payload, PayloadEnd, Sentinel]:
         """The daemon's next reply, or NEED_DATA. An ERROR may come at any time (a daemon that
         refuses mid-upload says why and closes); anything else only when one is due. After a
         payload reply come its Payload pieces and a PayloadEnd."""
@@ -237,13 +237,13 @@ class Sender:
             self._hellos_due -= 1  # the caller reads the features in it
         elif self._ready_due:
             if reply.text != "READY" or reply.code is not None:
-                raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
+                raise Rejected(messages.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
             self._ready_due = False  # the data is already on its way
         elif self.oks_due:
             self.oks_due -= 1  # a RANGE's verified arrival
         elif self.state == AWAIT_READY:
             if reply.text != "READY" or reply.code is not None:
-                raise Rejected(wire.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
+                raise Rejected(messages.E_BAD_REQUEST, f"expected READY, got {reply.text[:80]!r}")
             self.state = STREAMING
             if self._v1:
                 self._start_file(self._declared)
@@ -252,14 +252,14 @@ class Sender:
             size = reply.data.get("bytes") if self._payload_due else None
             if isinstance(size, int) and not isinstance(size, bool):
                 if not 0 <= size <= MAX_PAYLOAD:
-                    raise Rejected(wire.E_BAD_SIZE, f"the daemon announced a payload of {size} bytes")
+                    raise Rejected(messages.E_BAD_SIZE, f"the daemon announced a payload of {size} bytes")
                 import hashlib
 
                 self.state = PAYLOAD
                 self._payload_left = size
                 self._hash = hashlib.sha256()
         else:
-            raise Rejected(wire.E_BAD_REQUEST, f"unexpected reply {reply.text[:80]!r} while {self.state}")
+            raise Rejected(messages.E_BAD_REQUEST, f"unexpected reply {reply.text[:80]!r} while {self.state}")
         return reply
 
     def _payload(self) -> Union[Payload, PayloadEnd, Sentinel]:
@@ -281,7 +281,7 @@ class Sender:
         line = bytes(self._in[:end])
         del self._in[:end]
         if framing.parse_checksum(line) != self._hash.hexdigest():
-            raise Rejected(wire.E_CHECKSUM, "the daemon's data does not match its SHA-256")
+            raise Rejected(messages.E_CHECKSUM, "the daemon's data does not match its SHA-256")
         self._hash = None
         self.state = IDLE
         return PayloadEnd()

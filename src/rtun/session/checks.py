@@ -125,7 +125,7 @@ def notifications_check() -> Check:
     import asyncio
 
     from rtun.daemon.actions.notify import Notifier
-    from rtun.protocol.wire import Rejected
+    from rtun.protocol.messages import Rejected
 
     async def ask() -> "Any":
         notifier = Notifier(4000)

@@ -14,9 +14,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rtun.daemon.actions.browser import ALLOWED_SCHEMES, MAILTO_FIELDS, URI_CHARS, Browser, check_url
-from rtun.protocol import wire
+from rtun.protocol import messages
 from rtun.protocol.limits import MAX_URL
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 from support.wait import wait_until
 
 
@@ -66,80 +66,84 @@ SCHEME_REFUSED = "only http, https and mailto open"
     "url, code, reason",
     [
         # Schemes that reach local files, run code, or start local programs.
-        ("file:///etc/passwd", wire.E_REFUSED_TYPE, "of scheme 'file'"),
-        ("FILE:///home/me/Downloads/x.desktop", wire.E_REFUSED_TYPE, "of scheme 'file'"),
-        ("javascript:alert(document.cookie)", wire.E_REFUSED_TYPE, "of scheme 'javascript'"),
-        ("JaVaScRiPt:alert(1)//https://example.org/", wire.E_REFUSED_TYPE, "of scheme 'javascript'"),
-        ("data:text/html;base64,PHNjcmlwdD4=", wire.E_REFUSED_TYPE, "of scheme 'data'"),
-        ("vscode://file/etc/passwd", wire.E_REFUSED_TYPE, "of scheme 'vscode'"),
-        ("ms-officecmd:%7B%7D", wire.E_REFUSED_TYPE, "of scheme 'ms-officecmd'"),
-        ("ftp://example.org/x", wire.E_REFUSED_TYPE, "of scheme 'ftp'"),
-        ("smb://host/share", wire.E_REFUSED_TYPE, "of scheme 'smb'"),
-        ("view-source:https://example.org/", wire.E_REFUSED_TYPE, "of scheme 'view-source'"),
-        ("https", wire.E_REFUSED_TYPE, "without an http, https or mailto scheme"),
-        ("-https://example.org/", wire.E_REFUSED_TYPE, "without an http, https or mailto scheme"),
-        ("//example.org/", wire.E_REFUSED_TYPE, "without an http, https or mailto scheme"),
+        ("file:///etc/passwd", messages.E_REFUSED_TYPE, "of scheme 'file'"),
+        ("FILE:///home/me/Downloads/x.desktop", messages.E_REFUSED_TYPE, "of scheme 'file'"),
+        ("javascript:alert(document.cookie)", messages.E_REFUSED_TYPE, "of scheme 'javascript'"),
+        ("JaVaScRiPt:alert(1)//https://example.org/", messages.E_REFUSED_TYPE, "of scheme 'javascript'"),
+        ("data:text/html;base64,PHNjcmlwdD4=", messages.E_REFUSED_TYPE, "of scheme 'data'"),
+        ("vscode://file/etc/passwd", messages.E_REFUSED_TYPE, "of scheme 'vscode'"),
+        ("ms-officecmd:%7B%7D", messages.E_REFUSED_TYPE, "of scheme 'ms-officecmd'"),
+        ("ftp://example.org/x", messages.E_REFUSED_TYPE, "of scheme 'ftp'"),
+        ("smb://host/share", messages.E_REFUSED_TYPE, "of scheme 'smb'"),
+        ("view-source:https://example.org/", messages.E_REFUSED_TYPE, "of scheme 'view-source'"),
+        ("https", messages.E_REFUSED_TYPE, "without an http, https or mailto scheme"),
+        ("-https://example.org/", messages.E_REFUSED_TYPE, "without an http, https or mailto scheme"),
+        ("//example.org/", messages.E_REFUSED_TYPE, "without an http, https or mailto scheme"),
         # The host is not what it seems, or readers disagree about it.
-        ("https://accounts.example.com@evil.example/", wire.E_BAD_REQUEST, "user name or password"),
-        ("https://user:secret@example.org/", wire.E_BAD_REQUEST, "user name or password"),
-        ("https://example.org%2F@evil.example/", wire.E_BAD_REQUEST, "user name or password"),
-        ("https://good.example\\@evil.example/", wire.E_BAD_REQUEST, "backslashes"),
-        ("https:\\\\evil.example/", wire.E_BAD_REQUEST, "backslashes"),
-        ("http:/evil.example/", wire.E_BAD_REQUEST, "needs a host"),
-        ("http:evil.example", wire.E_BAD_REQUEST, "needs a host"),
-        ("https:///evil.example/", wire.E_BAD_REQUEST, "needs a host"),
-        ("https://", wire.E_BAD_REQUEST, "host name of letters"),
-        ("https://exa%6Dple.org/", wire.E_BAD_REQUEST, "host name of letters"),
-        ("https://exa..mple.org/", wire.E_BAD_REQUEST, "host name of letters"),
-        ("https://" + "a" * 64 + ".org/", wire.E_BAD_REQUEST, "host name of letters"),
-        ("https://example.org:99999/", wire.E_BAD_REQUEST, "port"),
-        ("https://example.org:8x/", wire.E_BAD_REQUEST, "port"),
-        ("https://example.org:80:80/", wire.E_BAD_REQUEST, "port"),
-        ("https://[::1%25eth0]/", wire.E_BAD_REQUEST, "IPv6"),
-        ("https://[evil.example]/", wire.E_BAD_REQUEST, "IPv6"),
-        ("https://[::1]evil/", wire.E_BAD_REQUEST, "port"),
+        ("https://accounts.example.com@evil.example/", messages.E_BAD_REQUEST, "user name or password"),
+        ("https://user:secret@example.org/", messages.E_BAD_REQUEST, "user name or password"),
+        ("https://example.org%2F@evil.example/", messages.E_BAD_REQUEST, "user name or password"),
+        ("https://good.example\\@evil.example/", messages.E_BAD_REQUEST, "backslashes"),
+        ("https:\\\\evil.example/", messages.E_BAD_REQUEST, "backslashes"),
+        ("http:/evil.example/", messages.E_BAD_REQUEST, "needs a host"),
+        ("http:evil.example", messages.E_BAD_REQUEST, "needs a host"),
+        ("https:///evil.example/", messages.E_BAD_REQUEST, "needs a host"),
+        ("https://", messages.E_BAD_REQUEST, "host name of letters"),
+        ("https://exa%6Dple.org/", messages.E_BAD_REQUEST, "host name of letters"),
+        ("https://exa..mple.org/", messages.E_BAD_REQUEST, "host name of letters"),
+        ("https://" + "a" * 64 + ".org/", messages.E_BAD_REQUEST, "host name of letters"),
+        ("https://example.org:99999/", messages.E_BAD_REQUEST, "port"),
+        ("https://example.org:8x/", messages.E_BAD_REQUEST, "port"),
+        ("https://example.org:80:80/", messages.E_BAD_REQUEST, "port"),
+        ("https://[::1%25eth0]/", messages.E_BAD_REQUEST, "IPv6"),
+        ("https://[evil.example]/", messages.E_BAD_REQUEST, "IPv6"),
+        ("https://[::1]evil/", messages.E_BAD_REQUEST, "port"),
         # What a browser would read another way than this check (or a log reader would misread).
-        ("", wire.E_BAD_REQUEST, "must be ASCII"),
-        (" https://example.org/", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/a b", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://exa\tmple.org/", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/\x00", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/\x7f", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/\x85", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/\u202egpj.exe", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://\u0435xample.org/", wire.E_BAD_REQUEST, "must be ASCII"),  # a Cyrillic е
-        ("https://例え.jp/", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/`id`", wire.E_BAD_REQUEST, "must be ASCII"),
-        ('https://example.org/"><script>', wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/{a}|b^", wire.E_BAD_REQUEST, "must be ASCII"),
-        ("https://example.org/\ud800", wire.E_BAD_REQUEST, "must be ASCII"),
+        ("", messages.E_BAD_REQUEST, "must be ASCII"),
+        (" https://example.org/", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/a b", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://exa\tmple.org/", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/\x00", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/\x7f", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/\x85", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/\u202egpj.exe", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://\u0435xample.org/", messages.E_BAD_REQUEST, "must be ASCII"),  # a Cyrillic е
+        ("https://例え.jp/", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/`id`", messages.E_BAD_REQUEST, "must be ASCII"),
+        ('https://example.org/"><script>', messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/{a}|b^", messages.E_BAD_REQUEST, "must be ASCII"),
+        ("https://example.org/\ud800", messages.E_BAD_REQUEST, "must be ASCII"),
         # mailto fields that mail programs have taken as files to attach, and header injection.
-        ("mailto:me@example.org?attach=/home/me/.ssh/id_ed25519", wire.E_REFUSED_TYPE, "field 'attach'"),
-        ("mailto:me@example.org?ATTACHMENT=~/.ssh/id_rsa", wire.E_REFUSED_TYPE, "field 'attachment'"),
-        ("mailto:me@example.org?%61ttach=/etc/passwd", wire.E_REFUSED_TYPE, "field 'attach'"),
-        ("mailto:me@example.org?subject=x&x-attach=/etc/passwd", wire.E_REFUSED_TYPE, "field 'x-attach'"),
-        ("mailto:me@example.org?subject=x?attach=/etc/passwd", wire.E_REFUSED_TYPE, "field 'attach'"),
-        ("mailto:me@example.org?subject=x%26attach%3D/etc/passwd", wire.E_REFUSED_TYPE, "field 'attach'"),
-        ("mailto:me%3Fattach%3D/etc/passwd", wire.E_REFUSED_TYPE, "field 'attach'"),
-        ("mailto:me@example.org?%00=x", wire.E_REFUSED_TYPE, "mailto URL with the field:"),
+        ("mailto:me@example.org?attach=/home/me/.ssh/id_ed25519", messages.E_REFUSED_TYPE, "field 'attach'"),
+        ("mailto:me@example.org?ATTACHMENT=~/.ssh/id_rsa", messages.E_REFUSED_TYPE, "field 'attachment'"),
+        ("mailto:me@example.org?%61ttach=/etc/passwd", messages.E_REFUSED_TYPE, "field 'attach'"),
+        ("mailto:me@example.org?subject=x&x-attach=/etc/passwd", messages.E_REFUSED_TYPE, "field 'x-attach'"),
+        ("mailto:me@example.org?subject=x?attach=/etc/passwd", messages.E_REFUSED_TYPE, "field 'attach'"),
+        ("mailto:me@example.org?subject=x%26attach%3D/etc/passwd", messages.E_REFUSED_TYPE, "field 'attach'"),
+        ("mailto:me%3Fattach%3D/etc/passwd", messages.E_REFUSED_TYPE, "field 'attach'"),
+        ("mailto:me@example.org?%00=x", messages.E_REFUSED_TYPE, "mailto URL with the field:"),
         # Fields in the address part (no "?" before them), and names padded with spaces.
-        ("mailto:a@b&attach=/etc/passwd", wire.E_BAD_REQUEST, "address with & or ="),
-        ("mailto:a@b%26attach%3D/etc/passwd", wire.E_BAD_REQUEST, "address with & or ="),
-        ("mailto:a@b=x", wire.E_BAD_REQUEST, "address with & or ="),
-        ("mailto:me@example.org?subject=x%26%20attach%3D/etc/passwd", wire.E_REFUSED_TYPE, "field 'attach'"),
+        ("mailto:a@b&attach=/etc/passwd", messages.E_BAD_REQUEST, "address with & or ="),
+        ("mailto:a@b%26attach%3D/etc/passwd", messages.E_BAD_REQUEST, "address with & or ="),
+        ("mailto:a@b=x", messages.E_BAD_REQUEST, "address with & or ="),
         (
-            "mailto:me@example.org?subject=x%3F%20%20ATTACH%20%3D/etc/passwd",
-            wire.E_REFUSED_TYPE,
+            "mailto:me@example.org?subject=x%26%20attach%3D/etc/passwd",
+            messages.E_REFUSED_TYPE,
             "field 'attach'",
         ),
-        ("mailto:me@example.org?%20attach=/etc/passwd", wire.E_REFUSED_TYPE, "mailto URL with the field"),
+        (
+            "mailto:me@example.org?subject=x%3F%20%20ATTACH%20%3D/etc/passwd",
+            messages.E_REFUSED_TYPE,
+            "field 'attach'",
+        ),
+        ("mailto:me@example.org?%20attach=/etc/passwd", messages.E_REFUSED_TYPE, "mailto URL with the field"),
         (
             "mailto:me@example.org?subject=hi%0D%0ABcc:evil@example.org",
-            wire.E_BAD_REQUEST,
+            messages.E_BAD_REQUEST,
             "subject with a line break",
         ),
-        ("mailto:me@example.org%0ABcc:evil@example.org", wire.E_BAD_REQUEST, "address with a line break"),
-        ("mailto://[evil.example/", wire.E_BAD_REQUEST, "starts with its addresses"),
+        ("mailto:me@example.org%0ABcc:evil@example.org", messages.E_BAD_REQUEST, "address with a line break"),
+        ("mailto://[evil.example/", messages.E_BAD_REQUEST, "starts with its addresses"),
     ],
 )
 def test_hostile_urls_are_refused_with_a_reason(url, code, reason):
@@ -147,7 +151,7 @@ def test_hostile_urls_are_refused_with_a_reason(url, code, reason):
         check_url(url)
     assert refused.value.code == code
     assert reason in refused.value.text
-    if code == wire.E_REFUSED_TYPE and "mailto" not in reason and "field" not in reason:
+    if code == messages.E_REFUSED_TYPE and "mailto" not in reason and "field" not in reason:
         assert SCHEME_REFUSED in refused.value.text
 
 
@@ -219,7 +223,7 @@ def test_whatever_passes_is_an_allowed_url_that_every_reader_reads_alike(scheme,
     try:
         lowered, checked = check_url(url)
     except Rejected as refused:
-        assert refused.code in (wire.E_BAD_REQUEST, wire.E_REFUSED_TYPE)
+        assert refused.code in (messages.E_BAD_REQUEST, messages.E_REFUSED_TYPE)
         return
     assert lowered in ALLOWED_SCHEMES and lowered == scheme.lower() and colon == ":"
     assert checked == lowered + ":" + rest  # only the scheme's case changes
@@ -314,7 +318,7 @@ def test_a_missing_browser_command_is_a_refusal_naming_the_setting():
     browser = Browser(["rtun-no-such-browser"])
     with pytest.raises(Rejected) as refused:
         asyncio.run(browser.open("https://example.org/"))
-    assert refused.value.code == wire.E_OPEN
+    assert refused.value.code == messages.E_OPEN
     assert (
         "'rtun-no-such-browser' was not found" in refused.value.text
         and "[open] browser" in refused.value.text

@@ -16,8 +16,8 @@ from typing import Callable, Dict, Iterator, Optional
 import pytest
 
 from rtun.daemon.actions.clipboard import Clipboard, choose
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 from support.wait import wait_until
 from support.xvfb import Xvfb, running_xvfb
 
@@ -73,7 +73,7 @@ def test_x11_prefers_xclip_then_xsel_and_ignores_wl_clipboard() -> None:
 def test_no_display_is_refused_naming_the_setting(kind: str) -> None:
     with pytest.raises(Rejected) as refused:
         choose((), kind, "linux", {"DISPLAY": "", "HOME": "/h"}, which_of("xclip", "xsel"))
-    assert refused.value.code == wire.E_OPEN
+    assert refused.value.code == messages.E_OPEN
     assert "no display" in refused.value.text and "DISPLAY" in refused.value.text
     assert f"[clipboard] {kind}" in refused.value.text
 
@@ -172,7 +172,7 @@ def test_a_failing_tool_is_refused_with_its_status_and_first_error_line(tmp_path
     )
     clipboard = Clipboard([str(failing)], [str(failing)], 1000)
     for refused in (refusal(clipboard.copy(b"x")), refusal(clipboard.paste())):
-        assert refused.code == wire.E_OPEN
+        assert refused.code == messages.E_OPEN
         assert "failing exited with status 3: cannot open display?[31m" in refused.text
         assert "more" not in refused.text
 
@@ -204,7 +204,7 @@ while True:
     started = time.monotonic()
     refused = refusal(Clipboard([], [str(endless)], 1000, timeout=30).paste())
     assert time.monotonic() - started < 10
-    assert refused.code == wire.E_TOO_LARGE
+    assert refused.code == messages.E_TOO_LARGE
     assert "more than 1000 bytes" in refused.text and "[clipboard] max_bytes = 1000" in refused.text
     assert gone(int((tmp_path / "tool.pid").read_text()))
 
@@ -225,7 +225,7 @@ time.sleep(60)
     started = time.monotonic()
     refused = refusal(Clipboard([], [str(hung)], 1000, timeout=0.5).paste())
     assert time.monotonic() - started < 5
-    assert refused.code == wire.E_OPEN and "hung did not answer within" in refused.text
+    assert refused.code == messages.E_OPEN and "hung did not answer within" in refused.text
     parent, child = (int(p) for p in (tmp_path / "pids").read_text().split())
     assert gone(parent)
     wait_until(lambda: gone(child), what="the tool's child to be killed with it")
@@ -256,7 +256,7 @@ def test_a_tool_that_cannot_be_started_is_a_refusal(tmp_path: Path) -> None:
     refused = refusal(
         Clipboard([], [], 10, environ={"DISPLAY": ":0"}, which=lambda name: str(not_executable)).paste()
     )
-    assert refused.code == wire.E_OPEN and "cannot start 'xclip'" in refused.text
+    assert refused.code == messages.E_OPEN and "cannot start 'xclip'" in refused.text
 
 
 # ---- on a real X server --------------------------------------------------------------------
@@ -335,5 +335,5 @@ def test_a_copy_tool_that_never_reads_is_killed_at_the_deadline(tmp_path: Path) 
     started = time.monotonic()
     refused = refusal(Clipboard([str(stuck)], [], 1 << 30, timeout=0.5).copy(b"z" * (4 << 20)))  # > a pipe
     assert time.monotonic() - started < 4
-    assert refused.code == wire.E_OPEN and "stuck did not finish within" in refused.text
+    assert refused.code == messages.E_OPEN and "stuck did not finish within" in refused.text
     assert gone(int((tmp_path / "tool.pid").read_text()))

@@ -27,9 +27,9 @@ from rtun.daemon.actions.edit import (
     editor_command,
     read_save,
 )
-from rtun.protocol import wire
-from rtun.protocol.receiver import FileStart
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.events import FileStart
+from rtun.protocol.messages import Rejected
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def test_the_configured_editor_comes_first_then_rtun_editor_then_one_found_on_pa
 def test_no_usable_editor_is_a_refusal_that_names_the_setting(environ, says) -> None:
     with pytest.raises(Rejected) as caught:
         editor_command((), environ, lambda name: None)
-    assert caught.value.code == wire.E_OPEN and says in caught.value.text
+    assert caught.value.code == messages.E_OPEN and says in caught.value.text
     if "found" in says:
         assert "[edit] editor" in caught.value.text
 
@@ -159,7 +159,7 @@ def make_editors(tmp_path: Path, max_bytes: int = 1 << 20, max_open: int = 4) ->
 
 def received(editors: Editors, name: str, data: bytes):
     """A file as the exchange receives it: begin, its events, end."""
-    target = editors.begin(wire.Edit(len(data), name))
+    target = editors.begin(messages.Edit(len(data), name))
     target.start_file(FileStart((), None, None, len(data)))
     target.write(memoryview(data))
     target.end_file()
@@ -180,7 +180,7 @@ async def _started(
     tmp_path: Path, data: bytes = b"v0\n", name: str = "f.txt", editors: Optional[Editors] = None
 ) -> Tuple[Editors, OpenEdit]:
     editors = editors or make_editors(tmp_path)
-    command = editors.check(wire.Edit(len(data), name))
+    command = editors.check(messages.Edit(len(data), name))
     target = received(editors, name, data)
     return editors, await editors.start(target, command)
 
@@ -303,16 +303,16 @@ def test_sizes_and_the_number_of_open_edits_are_refused_before_ready(tmp_path: P
     async def scenario() -> None:
         editors = make_editors(tmp_path, max_bytes=100, max_open=2)
         with pytest.raises(Rejected) as caught:
-            editors.check(wire.Edit(101, "big"))
-        assert caught.value.code == wire.E_TOO_LARGE and "[edit] max_bytes = 100" in caught.value.text
+            editors.check(messages.Edit(101, "big"))
+        assert caught.value.code == messages.E_TOO_LARGE and "[edit] max_bytes = 100" in caught.value.text
         _, first = await _started(tmp_path, editors=editors)
         waiting = received(editors, "g.txt", b"g")  # received, its editor not yet started
         with pytest.raises(Rejected) as caught:
-            editors.check(wire.Edit(1, "h.txt"))
-        assert caught.value.code == wire.E_BUSY and "2 edits are open" in caught.value.text
+            editors.check(messages.Edit(1, "h.txt"))
+        assert caught.value.code == messages.E_BUSY and "2 edits are open" in caught.value.text
         editors.abandon(waiting)
         assert not Path(waiting.tree.root).exists()
-        editors.check(wire.Edit(1, "h.txt"))  # room again
+        editors.check(messages.Edit(1, "h.txt"))  # room again
         # An edit that ends while its editor still runs keeps counting until the editor exits.
         assert first.end() is True
         assert not Path(first.path).exists() and editors.open_count == 1
@@ -327,8 +327,8 @@ def test_sizes_and_the_number_of_open_edits_are_refused_before_ready(tmp_path: P
 def test_an_editor_that_is_not_there_is_refused_before_ready(tmp_path: Path) -> None:
     editors = Editors(("/nonexistent/editor",), 100, 2, 0o022, environ={})
     with pytest.raises(Rejected) as caught:
-        editors.check(wire.Edit(1, "f.txt"))
-    assert caught.value.code == wire.E_OPEN and "/nonexistent/editor" in caught.value.text
+        editors.check(messages.Edit(1, "f.txt"))
+    assert caught.value.code == messages.E_OPEN and "/nonexistent/editor" in caught.value.text
 
 
 def test_a_dead_daemons_copies_are_swept_and_a_live_ones_kept(tmp_path: Path, private_tmp: Path) -> None:

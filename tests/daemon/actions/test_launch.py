@@ -14,8 +14,8 @@ from typing import List
 import pytest
 
 from rtun.daemon.actions.launch import find, launch
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 HOSTILE = "$(touch pwned); `touch pwned2` | rm -rf ~ && 'quoted' \"double\" \\ \n\t* ?"
 
@@ -107,7 +107,7 @@ def test_a_program_not_on_path_is_refused_naming_the_setting(
     monkeypatch.setenv("PATH", str(short_tmp))
     with pytest.raises(Rejected) as caught:
         find(["xdg-open", "--x"], "opener", "files")
-    assert caught.value.code == wire.E_OPEN
+    assert caught.value.code == messages.E_OPEN
     assert "'xdg-open' was not found" in caught.value.text and "set opener" in caught.value.text
     _program(short_tmp, "")
     assert find(["opener"], "opener", "files") == str(short_tmp / "opener")
@@ -119,4 +119,4 @@ def test_a_program_that_cannot_start_is_refused(short_tmp: Path) -> None:
     broken.chmod(stat.S_IRWXU)
     with pytest.raises(Rejected) as caught:
         asyncio.run(launch([str(broken)], "x", "opener", "files", "a file"))
-    assert caught.value.code == wire.E_OPEN and "cannot start" in caught.value.text
+    assert caught.value.code == messages.E_OPEN and "cannot start" in caught.value.text

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rtun.daemon.actions import ranges
 from rtun.daemon.actions.ranges import RangedFiles
 from rtun.daemon.storage.space import Space
-from rtun.protocol import wire
+from rtun.protocol import messages
 
 UNIT = ranges.MIN_RANGE
 
@@ -25,8 +25,8 @@ def _request(
     resume: bool = True,
     join: bool = False,
     mode: int = 0o644,
-) -> wire.Ranges:
-    return wire.Ranges("", name, size, mode, 1.0, key, False, resume, join)
+) -> messages.Ranges:
+    return messages.Ranges("", name, size, mode, 1.0, key, False, resume, join)
 
 
 def _parts(directory: Path) -> list:
@@ -78,15 +78,15 @@ def test_an_interrupted_file_is_resumed_by_key_then_dropped_after_its_time(tmp_p
 
 def test_joining_needs_the_same_open_file(tmp_path: Path) -> None:
     files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
-    with pytest.raises(wire.Rejected):
+    with pytest.raises(messages.Rejected):
         files.open(_request(join=True))
     files.open(_request())
-    with pytest.raises(wire.Rejected):
+    with pytest.raises(messages.Rejected):
         files.open(_request(join=True, size=9))
     assert files.open(_request(join=True)).users == 2
-    with pytest.raises(wire.Rejected) as info:  # another first connection: busy
+    with pytest.raises(messages.Rejected) as info:  # another first connection: busy
         files.open(_request())
-    assert info.value.code == wire.E_BUSY
+    assert info.value.code == messages.E_BUSY
 
 
 def test_at_most_max_files_are_kept_the_oldest_unused_goes(tmp_path: Path, monkeypatch) -> None:
@@ -97,9 +97,9 @@ def test_at_most_max_files_are_kept_the_oldest_unused_goes(tmp_path: Path, monke
     files.open(_request(key="02" * 8, name="g"))
     files.open(_request(key="03" * 8, name="h"))  # evicts the unused first
     assert len(_parts(tmp_path)) == 2
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         files.open(_request(key="04" * 8, name="i"))  # both in use
-    assert info.value.code == wire.E_BUSY
+    assert info.value.code == messages.E_BUSY
 
 
 class CountedDisk:
@@ -124,19 +124,19 @@ def test_a_file_must_fit_and_holds_what_is_to_come_while_attached(tmp_path: Path
     disk = CountedDisk(tmp_path, 4 * MIB)
     space = Space(str(tmp_path), MIB, free=disk.free)
     files = RangedFiles(str(tmp_path), space, 0o022)
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         files.open(_request(size=3 * MIB + 1))
-    assert info.value.code == wire.E_NO_SPACE
+    assert info.value.code == messages.E_NO_SPACE
     first = files.open(_request(size=2 * MIB))
-    with pytest.raises(wire.Rejected) as info:  # the first one's claim is held: no room for both
+    with pytest.raises(messages.Rejected) as info:  # the first one's claim is held: no room for both
         files.open(_request(key="cd" * 16, size=2 * MIB, name="g"))
-    assert info.value.code == wire.E_NO_SPACE
+    assert info.value.code == messages.E_NO_SPACE
     files.detach(first)  # nothing written, then gone: it blocks no one
     assert space.outstanding == 0
     second = files.open(_request(key="cd" * 16, size=2 * MIB, name="g"))
-    with pytest.raises(wire.Rejected) as info:  # ... but its resumption waits for room again
+    with pytest.raises(messages.Rejected) as info:  # ... but its resumption waits for room again
         files.open(_request(size=2 * MIB))
-    assert info.value.code == wire.E_NO_SPACE
+    assert info.value.code == messages.E_NO_SPACE
     files.detach(second)
     assert files.open(_request(size=2 * MIB)) is first
 
@@ -152,8 +152,8 @@ def test_sparse_end_first_writes_of_several_files_never_cross_the_reserve(tmp_pa
     for i in range(3):
         try:
             opened.append(files.open(_request(key=f"{i:02d}" * 8, size=size, name=f"f{i}")))
-        except wire.Rejected as exc:
-            assert exc.code == wire.E_NO_SPACE
+        except messages.Rejected as exc:
+            assert exc.code == messages.E_NO_SPACE
     assert len(opened) == 2  # 4 MiB above the reserve: room for two files of 1.5 MiB
     piece = memoryview(b"x" * UNIT)
     for offset in reversed(range(0, size, UNIT)):  # end first, every file in turn
@@ -188,11 +188,11 @@ def test_a_ranged_file_holds_one_descriptor_and_is_found_again(tmp_path: Path) -
     before = _open_fds()
     kept = []
     for i in range(8):
-        ranged = files.open(wire.Ranges(deep, f"f{i}", 8, 0o644, 1.0, f"{i:02d}" * 8, False, True, False))
+        ranged = files.open(messages.Ranges(deep, f"f{i}", 8, 0o644, 1.0, f"{i:02d}" * 8, False, True, False))
         files.detach(ranged)
         kept.append(ranged)
     assert _open_fds() - before == 8  # the part files; no directories
-    again = files.open(wire.Ranges(deep, "f0", 8, 0o644, 1.0, "00" * 8, False, True, False))
+    again = files.open(messages.Ranges(deep, "f0", 8, 0o644, 1.0, "00" * 8, False, True, False))
     assert again is kept[0]
     for offset, piece in ((0, b"abcd"), (4, b"efgh")):
         again.write(offset, memoryview(piece))
@@ -206,7 +206,7 @@ def test_a_ranged_file_holds_one_descriptor_and_is_found_again(tmp_path: Path) -
 
 def test_a_kept_file_whose_directory_was_replaced_starts_over(tmp_path: Path) -> None:
     files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
-    request = wire.Ranges("d", "f", 8, 0o644, 1.0, "ab" * 8, False, True, False)
+    request = messages.Ranges("d", "f", 8, 0o644, 1.0, "ab" * 8, False, True, False)
     ranged = files.open(request)
     ranged.write(0, memoryview(b"abcd"))
     ranged.verified_range(0, 4, hashlib.sha256(b"abcd").digest())
@@ -214,7 +214,7 @@ def test_a_kept_file_whose_directory_was_replaced_starts_over(tmp_path: Path) ->
     (tmp_path / "d").rename(tmp_path / "elsewhere")
     (tmp_path / "outside").mkdir()
     (tmp_path / "d").symlink_to("outside")  # a link where the directory was: never followed
-    with pytest.raises(wire.Rejected):
+    with pytest.raises(messages.Rejected):
         files.open(request)
     assert list((tmp_path / "outside").iterdir()) == []
     files.close()
@@ -232,21 +232,21 @@ def test_a_failed_range_over_a_verified_one_unverifies_it(tmp_path: Path) -> Non
     ranged.begin_range(0, 8)  # another connection's range over it ...
     ranged.write(0, memoryview(b"EVIL"))
     ranged.end_range(0)  # ... that never verified
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         files.commit(ranged, _commit_digest(b"abcdefgh"))
-    assert info.value.code == wire.E_SHORT
+    assert info.value.code == messages.E_SHORT
 
 
 def test_ranges_in_flight_exclude_each_other_and_the_commit(tmp_path: Path) -> None:
     files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
     ranged = files.open(_request())
     ranged.begin_range(0, 8)
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         ranged.begin_range(0, 8)
-    assert info.value.code == wire.E_BUSY
-    with pytest.raises(wire.Rejected) as info:
+    assert info.value.code == messages.E_BUSY
+    with pytest.raises(messages.Rejected) as info:
         files.commit(ranged, "00" * 32)
-    assert info.value.code == wire.E_BUSY
+    assert info.value.code == messages.E_BUSY
 
 
 @settings(max_examples=60, deadline=None)
@@ -313,7 +313,7 @@ def test_any_sequence_of_ranges_keeps_the_disk_account(tmp_path_factory, sequenc
                     ranged.write(offset, memoryview(b"y" * n))
                 finally:
                     ranged.end_range(offset)
-        except wire.Rejected:
+        except messages.Rejected:
             pass
         except IndexError:  # a detach with nothing attached
             pass

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from rtun.protocol import wire
+from rtun.protocol import messages, wire
 from support.raw import RawClient
 
 MIB = 1024 * 1024
@@ -52,7 +52,7 @@ class Sender:
         self.raw = RawClient(socket, timeout=30)
         self.size = size
         assert self.raw.command(" ".join(("SEND", wire.HELLO_TOKEN) + wire.FEATURES)).startswith(b"OK")
-        request = wire.Ranges(
+        request = messages.Ranges(
             "", name, size, 0o755, 1.7e9, hashlib.sha256(name.encode()).hexdigest(), False, True, join
         )
         self.raw.send(wire.encode_request(request))
@@ -62,7 +62,7 @@ class Sender:
     def range(self, offset: int, size: int) -> bytes:
         data = _piece(offset, size)
         self.raw.send(
-            wire.encode_request(wire.Range(offset, size))
+            wire.encode_request(messages.Range(offset, size))
             + data
             + hashlib.sha256(data).hexdigest().encode()
             + b"\r\n"

@@ -14,8 +14,8 @@ import pytest
 
 from rtun.daemon.storage import direct, tree
 from rtun.daemon.storage.writing import Workers
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -114,7 +114,7 @@ def test_a_full_disk_is_a_refusal_and_discarding_leaves_nothing(mounted) -> None
         for start in range(0, len(data), 1_000_000):  # the helper's error comes at a later write
             part.write(data[start : start + 1_000_000])
         part.finish(None)
-    assert info.value.code == wire.E_NO_SPACE
+    assert info.value.code == messages.E_NO_SPACE
     part.discard()  # as Transfer.abort does: the write in flight is waited for, the file goes
     t.close()
     assert list(root.iterdir()) == []

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rtun.daemon.storage import extents
 from rtun.daemon.storage.extents import Extents, block_size
-from rtun.protocol import wire
+from rtun.protocol import messages
 
 SIZE = 64 * 4096 + 100
 
@@ -53,9 +53,9 @@ def test_a_refusing_payment_changes_nothing() -> None:
     ext = Extents(SIZE)
 
     def refuse(new: int, pieces: int) -> None:
-        raise wire.Rejected(wire.E_NO_SPACE, "no")
+        raise messages.Rejected(messages.E_NO_SPACE, "no")
 
-    with pytest.raises(wire.Rejected):
+    with pytest.raises(messages.Rejected):
         ext.add(8192, 10, refuse)
     assert ext.covered == 0 and len(ext) == 0
 
@@ -65,9 +65,9 @@ def test_pieces_past_the_bound_are_refused(monkeypatch) -> None:
     ext = Extents(SIZE)
     for i in range(3):
         ext.add(i * 2 * 4096, 1, lambda new, pieces: None)
-    with pytest.raises(wire.Rejected) as info:
+    with pytest.raises(messages.Rejected) as info:
         ext.add(100 * 4096 // 2, 1, lambda new, pieces: None)
-    assert info.value.code == wire.E_BAD_REQUEST
+    assert info.value.code == messages.E_BAD_REQUEST
     ext.add(4096, 1, lambda new, pieces: None)  # joining two pieces is always allowed
     assert len(ext) == 2
 

@@ -13,8 +13,8 @@ import pytest
 
 from rtun.daemon.storage import small, tree
 from rtun.daemon.storage.writing import Workers
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 
 def _files(n: int) -> List[bytes]:
@@ -78,7 +78,7 @@ def test_a_full_disk_is_refused_and_what_was_made_stays_whole(
             for i in range(400):  # 400 x 60 KiB: far more than 1 MiB
                 run.add((f"f{i:03d}",), 0o644, 1.0, b"x" * 60_000)
             run.done()
-        assert info.value.code == wire.E_NO_SPACE
+        assert info.value.code == messages.E_NO_SPACE
         run.small.abandon()
         t.close()
         for path in root.iterdir():  # what was made is whole, under its own name

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from rtun.daemon.storage.space import CLAIM_STEP, Claim, Space
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 MIB = 1024 * 1024
 
@@ -29,7 +29,7 @@ def test_two_transfers_that_each_fit_cannot_both_pass_the_reserve() -> None:
     first = Claim(space, 50 * MIB)
     with pytest.raises(Rejected) as info:
         Claim(space, 50 * MIB)  # 100 free - 50 claimed - 20 reserve = 30 available
-    assert info.value.code == wire.E_NO_SPACE and f"{30 * MIB} available" in info.value.text
+    assert info.value.code == messages.E_NO_SPACE and f"{30 * MIB} available" in info.value.text
     first.close()
     Claim(space, 50 * MIB).close()
 

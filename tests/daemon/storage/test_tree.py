@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from rtun.daemon.storage import tree
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_nothing_is_written_through_a_link_on_disk(root: Path, tmp_path: Path) -
     t = tree.Tree(str(root), 0o022)
     with pytest.raises(Rejected) as info:
         t.new_file(("link", "f"), 0o644)
-    assert info.value.code == wire.E_BAD_PATH and "symbolic link" in info.value.text
+    assert info.value.code == messages.E_BAD_PATH and "symbolic link" in info.value.text
     assert list(outside.iterdir()) == []
     t.close()
 

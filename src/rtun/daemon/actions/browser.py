@@ -18,9 +18,9 @@ from urllib.parse import unquote
 
 from rtun.daemon.actions.launch import launch
 from rtun.daemon.actions.viewtypes import default_opener
-from rtun.protocol import wire
+from rtun.protocol import messages
 from rtun.protocol.limits import MAX_URL
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -43,10 +43,10 @@ def check_url(url: str) -> Tuple[str, str]:
     sent) if it may be opened; else a refusal saying why. Refusals quote nothing of the URL but a
     well-formed scheme or field name: the daemon logs them."""
     if len(url.encode("utf-8", "replace")) > MAX_URL:
-        raise Rejected(wire.E_BAD_REQUEST, f"URL longer than {MAX_URL} bytes")
+        raise Rejected(messages.E_BAD_REQUEST, f"URL longer than {MAX_URL} bytes")
     if not url or any(ch not in URI_CHARS for ch in url):
         raise Rejected(
-            wire.E_BAD_REQUEST,
+            messages.E_BAD_REQUEST,
             "a URL must be ASCII without spaces, control characters, "
             'backslashes or " < > ^ ` { | } (percent-encode them)',
         )
@@ -57,7 +57,7 @@ def check_url(url: str) -> Tuple[str, str]:
         shown = (
             f"a URL of scheme {scheme!r}" if well_formed else "a URL without an http, https or mailto scheme"
         )
-        raise Rejected(wire.E_REFUSED_TYPE, f"refusing to open {shown}: only http, https and mailto open")
+        raise Rejected(messages.E_REFUSED_TYPE, f"refusing to open {shown}: only http, https and mailto open")
     if scheme == "mailto":
         _check_mailto(rest)
     else:
@@ -69,33 +69,37 @@ def _check_host(scheme: str, rest: str) -> None:
     """``//HOST[:PORT]`` then anything: a host of DNS labels or an IP address, no user name."""
     if not rest.startswith("//") or rest.startswith("///"):
         # A browser reads "http:/x" and "http:///x" as http://x/; Python finds no host in them.
-        raise Rejected(wire.E_BAD_REQUEST, f"an {scheme} URL needs a host: {scheme}://HOST/...")
+        raise Rejected(messages.E_BAD_REQUEST, f"an {scheme} URL needs a host: {scheme}://HOST/...")
     authority = rest[2:]
     for end in "/?#":
         authority = authority.partition(end)[0]
     if "@" in authority:
         # https://accounts.example.com@evil.example/ goes to evil.example.
         raise Rejected(
-            wire.E_BAD_REQUEST,
+            messages.E_BAD_REQUEST,
             "refusing a URL with a user name or password before its host "
             "(USER@HOST): it can disguise where the URL goes",
         )
     if authority.startswith("["):
         host, bracket, port = authority[1:].partition("]")
         if not bracket or not _ipv6(host):
-            raise Rejected(wire.E_BAD_REQUEST, f"an {scheme} URL whose host is not a valid [IPv6] address")
+            raise Rejected(
+                messages.E_BAD_REQUEST, f"an {scheme} URL whose host is not a valid [IPv6] address"
+            )
     else:
         host, colon, number = authority.partition(":")
         port = colon + number
         if not _dns_name(host):
             raise Rejected(
-                wire.E_BAD_REQUEST,
+                messages.E_BAD_REQUEST,
                 f"an {scheme} URL needs a host name of letters, digits, "
                 "- and _ (a non-ASCII one in its xn-- form), or an IP address",
             )
     number = port[1:]
     if port and (port[0] != ":" or number and not (number.isdigit() and int(number) <= 65535)):
-        raise Rejected(wire.E_BAD_REQUEST, f"an {scheme} URL with a port that is not a number up to 65535")
+        raise Rejected(
+            messages.E_BAD_REQUEST, f"an {scheme} URL with a port that is not a number up to 65535"
+        )
 
 
 def _ipv6(text: str) -> bool:
@@ -118,17 +122,17 @@ def _dns_name(host: str) -> bool:
 def _check_mailto(rest: str) -> None:
     """Addresses, then ``?field=value&...`` of the fields in MAILTO_FIELDS only."""
     if rest.startswith("/"):
-        raise Rejected(wire.E_BAD_REQUEST, "a mailto URL starts with its addresses: mailto:NAME@HOST")
+        raise Rejected(messages.E_BAD_REQUEST, "a mailto URL starts with its addresses: mailto:NAME@HOST")
     addresses, _, query = rest.partition("?")
     if _has_control(unquote(addresses)):
-        raise Rejected(wire.E_BAD_REQUEST, "a mailto address with a line break or control character")
+        raise Rejected(messages.E_BAD_REQUEST, "a mailto address with a line break or control character")
     for piece in _pieces(query):
         field, equals, value = piece.partition("=")
         field = unquote(field).lower()
         if equals and field not in MAILTO_FIELDS:
             raise _field_refused(field)
         if field != "body" and _has_control(unquote(value)):
-            raise Rejected(wire.E_BAD_REQUEST, f"a mailto {field} with a line break or control character")
+            raise Rejected(messages.E_BAD_REQUEST, f"a mailto {field} with a line break or control character")
     # Once decoded, too: a mail program that decodes before it splits must find no other field
     # either. (Text like "a = b" in a decoded body has no field name before its "=".)
     # A name padded with spaces (" attach=") counts as the name: mail programs trim it.
@@ -140,7 +144,7 @@ def _check_mailto(rest: str) -> None:
     if any(ch in part for ch in "&=" for part in (addresses, unquote(addresses))):
         # mailto:a@b&attach=/etc/passwd: a mail program that splits fields on "&" before or
         # without a "?" would find a field here that the checks above do not see.
-        raise Rejected(wire.E_BAD_REQUEST, "a mailto address with & or = in it: fields go after a ?")
+        raise Rejected(messages.E_BAD_REQUEST, "a mailto address with & or = in it: fields go after a ?")
 
 
 def _pieces(query: str) -> List[str]:
@@ -155,7 +159,7 @@ def _has_control(text: str) -> bool:
 def _field_refused(field: str) -> Rejected:
     shown = f" {field!r}" if 0 < len(field) <= 20 and set(field) <= _LABEL_CHARS else ""
     return Rejected(
-        wire.E_REFUSED_TYPE,
+        messages.E_REFUSED_TYPE,
         f"refusing a mailto URL with the field{shown}: only "
         f"{', '.join(MAILTO_FIELDS)} (mail programs may attach a local file for others)",
     )

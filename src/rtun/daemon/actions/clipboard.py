@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rtun.daemon.actions.files import Transfer
-from rtun.protocol import wire
-from rtun.protocol.receiver import FileStart
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.events import FileStart
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -119,14 +119,14 @@ def builtin_name(platform: str, environ: Mapping[str, str], which: Which, settin
                 return name
     if not wayland and not x11:
         raise Rejected(
-            wire.E_OPEN,
+            messages.E_OPEN,
             "no clipboard here: the rtun daemon has no display (neither "
             "WAYLAND_DISPLAY nor DISPLAY is set); start it from your desktop session, "
             f"or set {setting} in its config file",
         )
     wanted = (["wl-clipboard (wl-copy, wl-paste)"] if wayland else []) + (["xclip or xsel"] if x11 else [])
     raise Rejected(
-        wire.E_OPEN,
+        messages.E_OPEN,
         f"no clipboard tool found: install {' or '.join(wanted)}, or set "
         f"{setting} in the config file of rtun",
     )
@@ -146,7 +146,7 @@ def choose(
         program = which(configured[0])
         if program is None:
             raise Rejected(
-                wire.E_OPEN,
+                messages.E_OPEN,
                 f"cannot use the clipboard on this computer: {configured[0]!r} "
                 f"was not found (set {setting} in the config file of rtun)",
             )
@@ -157,7 +157,7 @@ def choose(
     program = which(argv[0])
     if program is None:  # pbcopy and pbpaste come with macOS; found above for the others
         raise Rejected(
-            wire.E_OPEN,
+            messages.E_OPEN,
             f"no clipboard tool found: {argv[0]!r} is missing (set {setting} in the config file of rtun)",
         )
     return Tool((program,) + argv[1:], argv[0], builtin.empty_error if kind == "paste" else None, builtin.env)
@@ -211,7 +211,7 @@ class Clipboard:
                 except asyncio.TimeoutError:
                     await _kill(proc)
                     raise Rejected(
-                        wire.E_OPEN,
+                        messages.E_OPEN,
                         f"cannot copy to the clipboard: {tool.name} did not "
                         f"finish within {self.timeout:.0f} s",
                     ) from None
@@ -220,7 +220,7 @@ class Clipboard:
                     raise
                 if proc.returncode != 0:
                     raise Rejected(
-                        wire.E_OPEN,
+                        messages.E_OPEN,
                         f"cannot copy to the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
                     )
         log.info("copied %d bytes to the clipboard with %s", len(data), tool.name)
@@ -235,7 +235,7 @@ class Clipboard:
                 except asyncio.TimeoutError:
                     await _kill(proc)
                     raise Rejected(
-                        wire.E_OPEN,
+                        messages.E_OPEN,
                         f"cannot read the clipboard: {tool.name} did not "
                         f"answer within {self.timeout:.0f} s (the program that holds "
                         "the clipboard may be hung)",
@@ -243,7 +243,7 @@ class Clipboard:
                 except _TooLarge:
                     await _kill(proc)
                     raise Rejected(
-                        wire.E_TOO_LARGE,
+                        messages.E_TOO_LARGE,
                         f"the clipboard holds more than {self.max_bytes} "
                         f"bytes, more than it may send ([clipboard] max_bytes = "
                         f"{self.max_bytes} on your computer)",
@@ -254,7 +254,7 @@ class Clipboard:
                 if proc.returncode != 0:
                     if data or not tool.empty_error or tool.empty_error not in _first_line(errors):
                         raise Rejected(
-                            wire.E_OPEN,
+                            messages.E_OPEN,
                             f"cannot read the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
                         )
                     data = b""  # xclip and wl-paste fail on an empty clipboard; xsel prints nothing
@@ -282,7 +282,7 @@ class Clipboard:
                 start_new_session=True,  # its own group, killed as one; no signal from our terminal
             )
         except OSError as exc:
-            raise Rejected(wire.E_OPEN, f"cannot start {tool.name!r}: {exc.strerror or exc}") from None
+            raise Rejected(messages.E_OPEN, f"cannot start {tool.name!r}: {exc.strerror or exc}") from None
 
 
 async def _read_all(proc: "asyncio.subprocess.Process", limit: int) -> bytes:

@@ -35,9 +35,9 @@ from rtun.daemon.actions.viewtypes import FALLBACK_NAME, clean_name
 from rtun.daemon.storage.leftovers import private_directory, remove_leftovers
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import Tree
-from rtun.protocol import wire
+from rtun.protocol import messages
 from rtun.protocol.limits import MAX_PAYLOAD
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -93,7 +93,7 @@ def editor_command(
             command = ()
         if not command:
             raise Rejected(
-                wire.E_OPEN,
+                messages.E_OPEN,
                 "cannot edit files on this computer: $RTUN_EDITOR of its rtun daemon is not a command",
             )
         return command
@@ -101,7 +101,7 @@ def editor_command(
         if which(candidate[0]) is not None:
             return candidate
     raise Rejected(
-        wire.E_OPEN,
+        messages.E_OPEN,
         "cannot edit files on this computer: no editor found (set [edit] "
         'editor in the config file of rtun there, such as ["code", "--wait"])',
     )
@@ -356,17 +356,17 @@ class Editors:
     def open_count(self) -> int:
         return len(self._open)
 
-    def check(self, request: wire.Edit) -> Tuple[str, ...]:
+    def check(self, request: messages.Edit) -> Tuple[str, ...]:
         """Refusals that need no disk, before READY; the editor's argv."""
         if request.size > self.max_bytes:
             raise Rejected(
-                wire.E_TOO_LARGE,
+                messages.E_TOO_LARGE,
                 f"{request.size} bytes is more than this computer "
                 f"edits ([edit] max_bytes = {self.max_bytes})",
             )
         if len(self._open) >= self.max_open:
             raise Rejected(
-                wire.E_BUSY,
+                messages.E_BUSY,
                 f"{len(self._open)} edits are open on this computer "
                 f"([edit] max_open): close one in the editor first",
             )
@@ -374,7 +374,7 @@ class Editors:
         find(command, "[edit] editor", "files for editing")
         return command
 
-    def begin(self, request: wire.Edit) -> EditFile:
+    def begin(self, request: messages.Edit) -> EditFile:
         """A private directory and a place in it for the file being received."""
         name = edit_name(request.name)
         tmp = tempfile.gettempdir()
@@ -398,7 +398,7 @@ class Editors:
                 shutil.rmtree(directory, ignore_errors=True)
             if isinstance(exc, OSError):
                 raise Rejected(
-                    wire.E_CREATE, f"cannot make a temporary directory: {exc.strerror or exc}"
+                    messages.E_CREATE, f"cannot make a temporary directory: {exc.strerror or exc}"
                 ) from None
             raise
         self._open.add(target)
@@ -415,9 +415,9 @@ class Editors:
                 None, _read_closing, os.dup(target.dir_fd), target.name, self.max_bytes
             )
         except Unsendable as exc:
-            raise Rejected(wire.E_CREATE, f"cannot read the received file back: {exc}") from None
+            raise Rejected(messages.E_CREATE, f"cannot read the received file back: {exc}") from None
         if found is None:
-            raise Rejected(wire.E_CREATE, "the received file vanished before the editor started")
+            raise Rejected(messages.E_CREATE, "the received file vanished before the editor started")
         program = find(command, "[edit] editor", "files for editing")
         argv = (program,) + tuple(command[1:]) + (target.path,)
         try:
@@ -430,7 +430,7 @@ class Editors:
             )
         except OSError as exc:
             raise Rejected(
-                wire.E_OPEN, f"cannot start the editor {command[0]!r}: {exc.strerror or exc}"
+                messages.E_OPEN, f"cannot start the editor {command[0]!r}: {exc.strerror or exc}"
             ) from None
         return OpenEdit(target, process, command[0], self.max_bytes, (found[1], found[2]), self)
 

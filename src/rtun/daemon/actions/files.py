@@ -18,10 +18,10 @@ from rtun.daemon.storage.small import SMALL_MAX, Placed, SmallFiles
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile, refusal_for
 from rtun.daemon.storage.writing import Workers
-from rtun.protocol import names, wire
+from rtun.protocol import messages, names
+from rtun.protocol.events import Directory, FileStart, Link
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
-from rtun.protocol.receiver import Directory, FileStart, Link
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 
 DEFAULT_MODE = 0o644  # v1 uploads carry no mode
 OBJECT_COST = 64  # bytes a small Python object costs beyond its text: budgets count memory
@@ -215,9 +215,9 @@ class Uploads:
         """The daemon stops: what the helper threads are writing is written, then they end."""
         self.workers.shutdown()
 
-    def begin(self, request: Union[wire.Send, wire.Put], base: Tuple[str, ...]) -> Transfer:
+    def begin(self, request: Union[messages.Send, messages.Put], base: Tuple[str, ...]) -> Transfer:
         """Checks that need no data, before READY: the declared size must fit."""
-        if isinstance(request, wire.Send):
+        if isinstance(request, messages.Send):
             needed, overwrite, base = request.size, False, base[:-1]
         else:
             needed, overwrite = request.total_bytes, request.overwrite
@@ -225,7 +225,7 @@ class Uploads:
             tree = Tree(self.save_dir, self.umask, self.workers)  # made again if it was removed
         except OSError as exc:
             raise Rejected(
-                wire.E_CREATE, f"cannot use the save directory {self.save_dir}: {exc.strerror or exc}"
+                messages.E_CREATE, f"cannot use the save directory {self.save_dir}: {exc.strerror or exc}"
             ) from None
         try:
             claim = Claim(self.space, needed)
@@ -233,7 +233,7 @@ class Uploads:
             tree.close()
             raise
         transfer = Transfer(tree, base, overwrite, claim)
-        if isinstance(request, wire.Put) and request.mtimes:
+        if isinstance(request, messages.Put) and request.mtimes:
             transfer.restore = self._made.pop(request.mtimes, (0.0, set()))[1]
         return transfer
 

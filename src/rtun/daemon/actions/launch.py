@@ -12,8 +12,8 @@ import logging
 import shutil
 from typing import Sequence, Set
 
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -25,7 +25,7 @@ def find(command: Sequence[str], setting: str, what: str) -> str:
     program = shutil.which(command[0])
     if program is None:
         raise Rejected(
-            wire.E_OPEN,
+            messages.E_OPEN,
             f"cannot open {what} on this computer: {command[0]!r} was not found "
             f"(set {setting} in the config file of rtun)",
         )
@@ -44,7 +44,7 @@ async def launch(command: Sequence[str], argument: str, setting: str, what: str,
             start_new_session=True,
         )
     except OSError as exc:
-        raise Rejected(wire.E_OPEN, f"cannot start {command[0]!r}: {exc.strerror or exc}") from None
+        raise Rejected(messages.E_OPEN, f"cannot start {command[0]!r}: {exc.strerror or exc}") from None
     task = asyncio.ensure_future(_reap(proc, command[0], shown))
     _reapers.add(task)
     task.add_done_callback(_reapers.discard)

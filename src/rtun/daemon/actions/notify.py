@@ -20,8 +20,8 @@ import re
 import sys
 from typing import Any, FrozenSet, List, Optional
 
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -113,7 +113,7 @@ class Notifier:
             from dbus_fast import Message, MessageType
             from dbus_fast.aio import MessageBus
         except ImportError as exc:
-            raise Rejected(wire.E_NOTIFY, NO_SERVICE + f"the D-Bus library is missing ({exc})") from None
+            raise Rejected(messages.E_NOTIFY, NO_SERVICE + f"the D-Bus library is missing ({exc})") from None
         try:
             if self._bus is None or not self._bus.connected:
                 self._bus = await asyncio.wait_for(MessageBus().connect(), BUS_TIMEOUT)
@@ -131,15 +131,15 @@ class Notifier:
         except asyncio.TimeoutError:
             self._drop_bus()
             raise Rejected(
-                wire.E_NOTIFY, NO_SERVICE + f"the session bus or {_BUS_NAME} did not answer"
+                messages.E_NOTIFY, NO_SERVICE + f"the session bus or {_BUS_NAME} did not answer"
             ) from None
         except Exception as exc:  # no bus address, connection refused, authentication...
             self._drop_bus()
-            raise Rejected(wire.E_NOTIFY, NO_SERVICE + _bus_failure(exc)) from None
+            raise Rejected(messages.E_NOTIFY, NO_SERVICE + _bus_failure(exc)) from None
         if reply.message_type == MessageType.ERROR:
             detail = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
             raise Rejected(
-                wire.E_NOTIFY,
+                messages.E_NOTIFY,
                 NO_SERVICE + f"nothing provides {_BUS_NAME} on the session bus "
                 f"({reply.error_name}{': ' + detail if detail else ''})",
             )
@@ -196,7 +196,7 @@ class Notifier:
         if problems or not dispatched:
             self._forget_notifier()
             reason = "; ".join(problems) or "the notification was not delivered"
-            raise Rejected(wire.E_NOTIFY, NO_SERVICE + reason)
+            raise Rejected(messages.E_NOTIFY, NO_SERVICE + reason)
 
     async def _notify_macos(self, title: str, body: str) -> None:
         from desktop_notifier.main import get_backend_class
@@ -205,7 +205,7 @@ class Notifier:
             notifier = self._notifier()
             if not await notifier.request_authorisation():
                 raise Rejected(
-                    wire.E_NOTIFY,
+                    messages.E_NOTIFY,
                     NO_SERVICE + "notifications are not allowed for this program "
                     "(System Settings > Notifications)",
                 )
@@ -239,14 +239,14 @@ async def _run_osascript(title: str, body: str) -> None:
         )
         _, err = await asyncio.wait_for(proc.communicate(), BUS_TIMEOUT)
     except OSError as exc:
-        raise Rejected(wire.E_NOTIFY, NO_SERVICE + f"cannot run osascript: {exc.strerror}") from None
+        raise Rejected(messages.E_NOTIFY, NO_SERVICE + f"cannot run osascript: {exc.strerror}") from None
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
-        raise Rejected(wire.E_NOTIFY, NO_SERVICE + "osascript did not finish") from None
+        raise Rejected(messages.E_NOTIFY, NO_SERVICE + "osascript did not finish") from None
     if proc.returncode != 0:
         detail = " ".join(err.decode("utf-8", "replace").split())[:200]
-        raise Rejected(wire.E_NOTIFY, NO_SERVICE + f"osascript failed: {detail}")
+        raise Rejected(messages.E_NOTIFY, NO_SERVICE + f"osascript failed: {detail}")
 
 
 def _bus_failure(exc: BaseException) -> str:

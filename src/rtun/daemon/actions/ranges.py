@@ -34,9 +34,9 @@ from rtun.daemon.storage.extents import Extents, block_size
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import PartFile, Tree, refusal_for
 from rtun.daemon.storage.writing import write_all
-from rtun.protocol import names, wire
+from rtun.protocol import messages, names
 from rtun.protocol.limits import MAX_RANGES, MIN_RANGE
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -48,7 +48,7 @@ META_SPAN = 1 << 21  # blocks of a file per block of extent map (ext4: 128 MiB a
 
 
 class RangedFile:
-    def __init__(self, request: wire.Ranges, tree: Tree, umask: int) -> None:
+    def __init__(self, request: messages.Ranges, tree: Tree, umask: int) -> None:
         self.key = request.key
         self.parts = names.join(names.components(request.dest) if request.dest else (), request.name)
         self.size = request.size
@@ -92,7 +92,7 @@ class RangedFile:
         """What the file has paid for (and may take on the disk) so far."""
         return self.extents.covered_bytes + self._meta_paid + self.allowance
 
-    def same_file(self, request: wire.Ranges) -> bool:
+    def same_file(self, request: messages.Ranges) -> bool:
         parts = names.join(names.components(request.dest) if request.dest else (), request.name)
         return (parts, request.size) == (self.parts, self.size)
 
@@ -106,7 +106,7 @@ class RangedFile:
         self.check_range(offset, size)
         end = offset + size
         if any(o < end and offset < o + n for o, n in self.in_flight.items()):
-            raise Rejected(wire.E_BUSY, f"{self.what}: another connection is sending that range")
+            raise Rejected(messages.E_BUSY, f"{self.what}: another connection is sending that range")
         for other in self._overlapping(offset, end):
             del self.verified[other]
         self.in_flight[offset] = size
@@ -132,11 +132,15 @@ class RangedFile:
 
     def check_range(self, offset: int, size: int) -> None:
         if offset + size > self.size or (size == 0 and self.size):
-            raise Rejected(wire.E_BAD_SIZE, f"range {offset}+{size} is outside the file's {self.size} bytes")
+            raise Rejected(
+                messages.E_BAD_SIZE, f"range {offset}+{size} is outside the file's {self.size} bytes"
+            )
         if size < MIN_RANGE and offset + size != self.size:
-            raise Rejected(wire.E_BAD_SIZE, f"ranges are at least {MIN_RANGE} bytes, but for a file's last")
+            raise Rejected(
+                messages.E_BAD_SIZE, f"ranges are at least {MIN_RANGE} bytes, but for a file's last"
+            )
         if len(self.verified) >= MAX_RANGES:
-            raise Rejected(wire.E_BAD_REQUEST, "too many ranges for one file")
+            raise Rejected(messages.E_BAD_REQUEST, "too many ranges for one file")
 
     def write(self, offset: int, data: memoryview) -> None:
         """Write ``data`` at ``offset`` (inside the file: check_range), after paying for the
@@ -155,7 +159,7 @@ class RangedFile:
     def _pay(self, new: int, pieces: int) -> None:
         meta = self.extents.block if pieces // META_PIECES * self.extents.block > self._meta_paid else 0
         if self.claim is None:  # only attached files are written; this is a bug, not a peer
-            raise Rejected(wire.E_BAD_REQUEST, f"{self.what}: no connection holds this file")
+            raise Rejected(messages.E_BAD_REQUEST, f"{self.what}: no connection holds this file")
         self.claim.written(new + meta, step=0)  # from the claim of what is to come: enough
         self._meta_paid += meta
 
@@ -170,7 +174,7 @@ class RangedFile:
         """Check coverage and the digest of digests, then give the file its final mode and name
         (in ``tree``, the part's directory found again)."""
         if self.in_flight:
-            raise Rejected(wire.E_BUSY, f"{self.what}: ranges are still arriving")
+            raise Rejected(messages.E_BUSY, f"{self.what}: ranges are still arriving")
         position, combined = 0, hashlib.sha256()
         for offset, (length, range_digest) in sorted(self.verified.items()):
             if offset != position:
@@ -178,9 +182,9 @@ class RangedFile:
             position += length
             combined.update(range_digest)
         if position != self.size:
-            raise Rejected(wire.E_SHORT, f"{self.what}: ranges cover {position} of {self.size} bytes")
+            raise Rejected(messages.E_SHORT, f"{self.what}: ranges cover {position} of {self.size} bytes")
         if combined.hexdigest() != digest:
-            raise Rejected(wire.E_CHECKSUM, f"{self.what}: the ranges are not the file the client sent")
+            raise Rejected(messages.E_CHECKSUM, f"{self.what}: the ranges are not the file the client sent")
         part = self.part
         assert part is not None and part.fd is not None
         part.size = self.size
@@ -206,18 +210,18 @@ class RangedFiles:
         self.umask = umask
         self._files: Dict[str, RangedFile] = {}
 
-    def open(self, request: wire.Ranges) -> RangedFile:
+    def open(self, request: messages.Ranges) -> RangedFile:
         """Start a ranged file, or with ``resume`` find the one kept under the same key."""
         self.expire()
         if request.join:
             found = self._files.get(request.key)
             if found is None or not found.same_file(request):
-                raise Rejected(wire.E_BAD_REQUEST, "no such ranged transfer to join")
+                raise Rejected(messages.E_BAD_REQUEST, "no such ranged transfer to join")
             return self._attach(found)
         kept = self._files.get(request.key)
         if kept is not None:
             if kept.users:
-                raise Rejected(wire.E_BUSY, "this file is being received on other connections")
+                raise Rejected(messages.E_BUSY, "this file is being received on other connections")
             if request.resume and kept.same_file(request) and self._still_there(kept):
                 log.info("resuming %s: %d ranges kept", ascii(kept.what)[1:-1], len(kept.verified))
                 kept.connections = kept.received = 0
@@ -231,7 +235,7 @@ class RangedFiles:
                 if not f.users or (not f.in_flight and now - f.last_activity > STALE_SECONDS)
             ]
             if not unused:
-                raise Rejected(wire.E_BUSY, "too many large files being received: try again later")
+                raise Rejected(messages.E_BUSY, "too many large files being received: try again later")
             self._drop(min(unused, key=lambda f: (f.users, f.last_activity)))
         # The whole file must fit before anything is made (the exact claim follows).
         self.space.claim(request.size)
@@ -313,7 +317,7 @@ class RangedFiles:
         if tree is None:
             self._drop(ranged)
             raise Rejected(
-                wire.E_CREATE, f"{ranged.what}: its directory was moved or replaced while it was received"
+                messages.E_CREATE, f"{ranged.what}: its directory was moved or replaced while it was received"
             )
         try:
             path = ranged.commit(digest, tree)

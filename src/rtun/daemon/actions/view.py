@@ -36,9 +36,9 @@ from rtun.daemon.actions.viewtypes import (
 from rtun.daemon.storage.leftovers import private_directory, remove_leftovers
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import Tree
-from rtun.protocol import wire
-from rtun.protocol.receiver import FileStart
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.events import FileStart
+from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
 
@@ -84,14 +84,14 @@ class Viewer:
         self._private_fd: Optional[int] = None
         self._sweep_timer: Optional[asyncio.TimerHandle] = None
 
-    def begin(self, request: wire.View) -> ViewFile:
+    def begin(self, request: messages.View) -> ViewFile:
         """Every check that does not need the data, before READY; then a place for the file."""
         name = clean_name(request.name)
         self.sweep()
         ext = risky_type(name, self.allowed)
         if ext is not None:
             raise Rejected(
-                wire.E_REFUSED_TYPE,
+                messages.E_REFUSED_TYPE,
                 f"refusing to open {name}: {ext} files are run or installed by the desktop, "
                 f'not shown (to accept them anyway, add "{ext}" to [view] allow_types '
                 f"in the config file of rtun on this computer)",
@@ -147,7 +147,7 @@ class Viewer:
         try:
             self.private_dir, self._private_fd = private_directory(DIR_PREFIX)
         except OSError as exc:
-            raise Rejected(wire.E_CREATE, f"cannot make a temporary directory: {exc.strerror}") from None
+            raise Rejected(messages.E_CREATE, f"cannot make a temporary directory: {exc.strerror}") from None
         return self.private_dir
 
     def _release_private_dir(self) -> None:
@@ -168,7 +168,7 @@ class Viewer:
         kind = executable_content(head)
         if kind is not None:
             raise Rejected(
-                wire.E_REFUSED_TYPE,
+                messages.E_REFUSED_TYPE,
                 f"refusing to open {name}: its content is {kind}, which the desktop might run",
             )
 

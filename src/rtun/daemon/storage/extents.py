@@ -15,9 +15,9 @@ import bisect
 from array import array
 from typing import Callable, Tuple
 
-from rtun.protocol import wire
+from rtun.protocol import messages
 from rtun.protocol.limits import MAX_EXTENTS
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 
 MIN_BLOCK = 4096  # the block of any common file system; a larger one is taken as it is reported
 MAX_BLOCK = 1024 * 1024  # past this a reported block size is not an allocation unit
@@ -61,7 +61,7 @@ class Extents:
         if first == last:  # touches nothing: a piece of its own
             if len(starts) >= MAX_EXTENTS:
                 raise Rejected(
-                    wire.E_BAD_REQUEST,
+                    messages.E_BAD_REQUEST,
                     f"the file is written in more than {MAX_EXTENTS} "
                     "separate pieces: send its ranges in order",
                 )

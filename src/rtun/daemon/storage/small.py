@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import Deque, List, Optional, Tuple, Union
 
 from rtun.daemon.storage.tree import NoUnnamed, PartFile, Tree, UnnamedFile
-from rtun.protocol.wire import Rejected
+from rtun.protocol.messages import Rejected
 
 SMALL_MAX = 64 * 1024  # files up to this size are held until verified, then written by a helper
 BATCH_FILES = 32  # one helper's job: this many files ...

@@ -12,8 +12,8 @@ from __future__ import annotations
 import shutil
 from typing import Callable
 
-from rtun.protocol import wire
-from rtun.protocol.wire import Rejected
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 
 CLAIM_STEP = 16 * 1024 * 1024  # data past a claim is claimed in steps this large (one statvfs each)
 
@@ -32,11 +32,11 @@ class Space:
         try:
             free = self._free(self.directory)
         except OSError as exc:
-            raise Rejected(wire.E_STAT, f"cannot check free space: {exc.strerror}") from None
+            raise Rejected(messages.E_STAT, f"cannot check free space: {exc.strerror}") from None
         available = free - self.outstanding - self.reserve
         if needed > available:
             raise Rejected(
-                wire.E_NO_SPACE,
+                messages.E_NO_SPACE,
                 f"not enough space in {self.directory}: {needed} bytes needed, {max(available, 0)} available",
             )
         self.outstanding += needed

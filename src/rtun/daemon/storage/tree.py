@@ -17,9 +17,9 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 from rtun.daemon.storage.direct import DirectWrites, on_disk
 from rtun.daemon.storage.leftovers import hold
 from rtun.daemon.storage.writing import Workers, write_all
-from rtun.protocol import wire
+from rtun.protocol import messages
+from rtun.protocol.messages import Rejected
 from rtun.protocol.names import PART_PREFIX, PART_SUFFIX
-from rtun.protocol.wire import Rejected
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -40,12 +40,12 @@ def current_umask() -> int:
 
 def refusal_for(exc: OSError, what: str) -> Rejected:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return Rejected(wire.E_NO_SPACE, f"no space left for {what}")
+        return Rejected(messages.E_NO_SPACE, f"no space left for {what}")
     if exc.errno == errno.ELOOP:
-        return Rejected(wire.E_BAD_PATH, f"{what}: refusing to write through a symbolic link")
+        return Rejected(messages.E_BAD_PATH, f"{what}: refusing to write through a symbolic link")
     if exc.errno == errno.ENOTDIR:
-        return Rejected(wire.E_BAD_PATH, f"{what}: a parent is not a directory")
-    return Rejected(wire.E_CREATE, f"{what}: {exc.strerror or exc}")
+        return Rejected(messages.E_BAD_PATH, f"{what}: a parent is not a directory")
+    return Rejected(messages.E_CREATE, f"{what}: {exc.strerror or exc}")
 
 
 def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
