@@ -38,7 +38,7 @@ if __name__ == "__main__":  # instrument rtun for coverage before anything impor
 else:
     from rtun.daemon.actions.ranges import RangedFile, RangedFiles
     from rtun.daemon.storage.space import Space
-    from rtun.protocol import limits, names, wire
+    from rtun.protocol import limits, messages, names, wire
     from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
     from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 
