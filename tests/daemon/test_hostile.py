@@ -416,6 +416,14 @@ def _send_through_forward(remote_home: Path, daemon: RtunDaemon, name: str) -> N
 IDLE = 3  # seconds: the idle_timeout of the slow-reader tests
 
 
+def _cut_for_not_reading(daemon: RtunDaemon) -> int:
+    """Connections ended for a reply nobody read: past the grace, by its rate (0 bytes/s is
+    below min_rate), or by the timeout, whichever the watchdog saw first; never by a trickle
+    of bytes from the client, which does not count as reading."""
+    text = daemon.log_text()
+    return text.count(f"no byte of the reply was read for {IDLE} s") + text.count("reply read slower than")
+
+
 def test_uploads_that_never_read_their_replies_hold_no_slot_and_are_cut(
     local_home, save_dir, sshd, remote_home
 ):
@@ -431,9 +439,8 @@ def test_uploads_that_never_read_their_replies_hold_no_slot_and_are_cut(
         started = time.monotonic()
         # Meanwhile every slot is free: a real send through ssh goes at once.
         _send_through_forward(remote_home, daemon, "during.bin")
-        cut = _trickle_until_cut(stuck, started + 4 * IDLE)
-        assert cut - started >= IDLE - 1  # not before the timeout: the write made no progress
-        assert daemon.log_text().count(f"no byte of the reply was read for {IDLE} s") == 8
+        _trickle_until_cut(stuck, started + 4 * IDLE)
+        assert _cut_for_not_reading(daemon) == 8
         _send_through_forward(remote_home, daemon, "after.bin")
         assert answers_ping(daemon.socket)
     finally:
@@ -458,12 +465,45 @@ def test_pastes_that_never_read_their_replies_hold_no_slot_and_are_cut(
             raw.send(b"PASTE\r\n")
         started = time.monotonic()
         _send_through_forward(remote_home, daemon, "during.bin")
-        cut = _trickle_until_cut(stuck, started + 4 * IDLE)
-        assert cut - started >= IDLE - 1
-        assert daemon.log_text().count(f"no byte of the reply was read for {IDLE} s") == 8
+        _trickle_until_cut(stuck, started + 4 * IDLE)
+        assert _cut_for_not_reading(daemon) == 8
         _send_through_forward(remote_home, daemon, "after.bin")
     finally:
         forward.close()
         for raw in stuck:
             raw.close()
+        daemon.stop()
+
+
+def test_a_reply_read_a_byte_at_a_time_is_cut_and_one_read_at_once_is_not(local_home, save_dir):
+    """Reading a large reply a little now and then (each read restarting the no-progress
+    timer) would hold it in the daemon's memory for ever, on each of hundreds of connections:
+    past the grace, a reply must be read at ``min_rate``."""
+    config = (
+        f"[server]\nidle_timeout = {IDLE}\nmin_rate = 1024\n[actions]\npaste = true\n"
+        "[clipboard]\npaste = ['sh', '-c', 'yes a | head -c 3000000']\n"
+    )
+    daemon = _daemon_with(local_home, save_dir, config)
+    try:
+        with RawClient(daemon.socket, timeout=30) as slow, RawClient(daemon.socket, timeout=30) as fast:
+            slow.send(b"PASTE\r\n")
+            fast.send(b"PASTE\r\n")
+            header = fast.line()
+            assert header.startswith(b"OK "), header
+            size = int(header.split(b'"bytes":')[1].split(b"}")[0])
+            got = len(fast._buffer)  # what came with the header line
+            while got < size:
+                chunk = fast.sock.recv(65536)
+                assert chunk, "the daemon cut a client that read its reply at once"
+                got += len(chunk)
+            started = time.monotonic()
+            # The socket's buffers keep what the daemon wrote before it cut the connection, so
+            # the cut is seen in the daemon's log, while the client goes on trickling.
+            while "reply read slower than 1024 bytes/s" not in daemon.log_text():
+                assert time.monotonic() - started < IDLE + 2, "a reply read at 320 bytes/s was still served"
+                slow.sock.recv(16)  # 16 bytes each 50 ms: 320 bytes/s
+                time.sleep(0.05)
+        assert "connection ended: reply read slower than 1024 bytes/s" in daemon.log_text()
+        assert daemon.log_text().count("reply read slower") == 1  # the fast reader was not cut
+    finally:
         daemon.stop()

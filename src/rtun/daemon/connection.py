@@ -73,6 +73,8 @@ class Connection(asyncio.BufferedProtocol):
         self._written = 0  # bytes handed to the transport
         self._sent_seen = 0  # ... of which had left its buffer when progress was last seen
         self._sent_at = 0.0  # ... at this time
+        self._reply_since = 0.0  # a reply's rate is measured from here (a window at a time) ...
+        self._reply_sent = 0  # ... against the bytes that had left the buffer then: min_rate
         self._linger: Optional[asyncio.TimerHandle] = None  # after close(): replies still unread
         self._spare = spare
         self._large = False  # the receiver may hold its upload buffer
@@ -228,19 +230,35 @@ class Connection(asyncio.BufferedProtocol):
 
     def _write(self, transport: asyncio.Transport, data: bytes) -> None:
         if not transport.get_write_buffer_size():  # a wait for the client to read starts now
-            self._sent_seen, self._sent_at = self._written, time.monotonic()
+            now = time.monotonic()
+            self._sent_seen, self._sent_at = self._written, now
+            self._reply_since, self._reply_sent = now, self._written
         transport.write(data)
         self._written += len(data)
 
-    def _write_stalled(self, now: float) -> bool:
-        """Bytes wait in the transport's buffer, and none has left it for ``timeout``."""
+    def _write_stalled(self, now: float) -> str:
+        """Why the reply waiting in the transport's buffer ends the connection ("" if it does
+        not): none of it left for ``timeout``, or, past the grace, it is read slower than
+        ``min_rate`` (a byte now and then would otherwise hold a 4 MiB reply for ever, on each
+        of hundreds of connections)."""
         transport = self._transport
         pending = transport.get_write_buffer_size() if transport is not None else 0
         sent = self._written - pending
-        if not pending or sent != self._sent_seen:
+        if not pending:
             self._sent_seen, self._sent_at = sent, now
-            return False
-        return now - self._sent_at > self.timeout
+            return ""
+        if sent != self._sent_seen:
+            self._sent_seen, self._sent_at = sent, now
+        elif now - self._sent_at > self.timeout:
+            return f"no byte of the reply was read for {self.timeout:.0f} s"
+        # Measured window by window: the socket's own buffers take the first few hundred KiB at
+        # once, which must not pay for a trickle after them.
+        window = now - self._reply_since
+        if self.min_rate > 0 and window > min(RATE_GRACE, self.timeout / 4):
+            if sent - self._reply_sent < self.min_rate * window:
+                return f"reply read slower than {self.min_rate:.0f} bytes/s"
+            self._reply_since, self._reply_sent = now, sent
+        return ""
 
     async def send(self, data: bytes) -> None:
         transport = self._transport
@@ -267,8 +285,9 @@ class Connection(asyncio.BufferedProtocol):
         """Abort the connection if a reply has made no progress, or its current read has waited,
         for longer than the timeout, or if its upload trickles: a few hundred of those would
         otherwise hold every slot. A quiet connection gives back its large receive buffer."""
-        if self._write_stalled(now):
-            self._expire(f"no byte of the reply was read for {self.timeout:.0f} s", say=False)
+        stalled = self._write_stalled(now)
+        if stalled:
+            self._expire(stalled, say=False)
             return
         if self._large and self._give_back is None:  # quiet, or waiting for a transfer slot
             self._shrink()
