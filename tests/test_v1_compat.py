@@ -13,9 +13,10 @@ from typing import Iterator
 
 import pytest
 
+from support.raw import RawClient
 from support.rtun import RtunDaemon, run_rtun
 from support.sshd import Forward
-from support.v1peer import RawClient, V1Peer
+from support.v1peer import V1Peer
 from support.wait import wait_until
 
 

@@ -139,7 +139,7 @@ def wait(client: RawClient, result: str = "", message: str = "") -> Tuple[bytes,
 
 
 def payload(client: RawClient, size: int) -> bytes:
-    data = client.reader.read(size)
+    data = client.read(size)
     assert client.line() == hashlib.sha256(data).hexdigest().encode() + b"\r\n"
     return data
 

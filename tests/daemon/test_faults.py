@@ -28,9 +28,9 @@ from support.load import (
     part_with_data,
     parts_below,
 )
+from support.raw import RawClient
 from support.rtun import RtunDaemon, answers_ping, run_rtun
 from support.sshd import Forward, SshServer
-from support.v1peer import RawClient
 from support.wait import wait_until
 
 HELD = 1 * MIB  # bytes a held transfer has written to its .part file before the fault

@@ -11,9 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from support.raw import RawClient
 from support.rtun import RTUN, RtunDaemon, answers_ping, clean_env, run_rtun, write_config
 from support.sshd import Forward
-from support.v1peer import RawClient
 from support.wait import wait_until
 
 

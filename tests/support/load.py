@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from support.raw import RawClient
 from support.rtun import RTUN, clean_env, run_rtun
-from support.v1peer import RawClient
 
 KIB = 1024
 MIB = 1024 * 1024

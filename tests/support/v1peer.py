@@ -9,57 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import socketserver
 import threading
 from pathlib import Path
 from typing import List, Optional, Tuple
-
-
-class RawClient:
-    """A raw UNIX-socket connection: bytes out, reply lines in (line ending kept)."""
-
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self._buffer = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        """The next reply line with its line ending; what is left (maybe b"") at end of stream."""
-        while b"\n" not in self._buffer:
-            data = self.sock.recv(65536)
-            if not data:
-                rest, self._buffer = self._buffer, b""
-                return rest
-            self._buffer += data
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line + b"\n"
-
-    def request(self, line: bytes) -> bytes:
-        self.send(line)
-        return self.line()
-
-    def at_eof(self) -> bool:
-        """Whether the other end has closed (nothing more to read)."""
-        if self._buffer:
-            return False
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "RawClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _Closed(Exception):
