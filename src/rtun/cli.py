@@ -24,6 +24,12 @@ from rtun.errors import RtunError, UsageError
 # diagnostics). A two-word name is a form of its first word (`rtun tunnel install`).
 COMMANDS = {
     "server": ("run the local daemon that remote commands reach", "rtun.commands.server:server"),
+    "server status": (None, "rtun.commands.server:status_command"),
+    "server stop": (None, "rtun.commands.server:stop"),
+    "server restart": (None, "rtun.commands.server:restart"),
+    "server reload": (None, "rtun.commands.server:reload"),
+    "server install": (None, "rtun.commands.server:install"),
+    "server uninstall": (None, "rtun.commands.server:uninstall"),
     "ping": ("check that the daemon answers (prints OK PONG)", "rtun.commands.basic:ping"),
     "notify": ("show a desktop notification on your computer", "rtun.commands.notify:notify"),
     "send": ("save files or directories on your computer", "rtun.commands.send:send"),

@@ -120,8 +120,10 @@ def test_rtun_dir_is_created_0700_and_socket_is_0600(local_home, save_dir):
         st = os.lstat(running.socket)
         assert stat.S_ISSOCK(st.st_mode)
         assert stat.S_IMODE(st.st_mode) == 0o600
-        # No temporary socket left beside it.
-        assert sorted(p.name for p in rtun_dir.iterdir()) == ["rtun.sock"]
+        # No temporary socket left beside it; the status file (0600) is the only other.
+        names = sorted(p.name for p in rtun_dir.iterdir())
+        assert names[0] == "rtun.sock" and len(names) == 2 and names[1].startswith("server.")
+        assert stat.S_IMODE((rtun_dir / names[1]).stat().st_mode) == 0o600
     finally:
         running.stop()
 

@@ -7,7 +7,7 @@ import json
 import socketserver
 import threading
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Callable, Iterator, Tuple
 
 import pytest
 
@@ -44,9 +44,10 @@ def bus(short_tmp: Path) -> Iterator[SessionBus]:
 
 
 def test_a_healthy_computer_is_ok_in_the_document(
-    local_home: Path, daemon: RtunDaemon, bus: SessionBus
+    local_home: Path, start_daemon: Callable[..., RtunDaemon], bus: SessionBus
 ) -> None:
     _config(local_home, "/bin/true")
+    start_daemon()  # after the config is written: a daemon started before would not use it
 
     code, document = _doctor(local_home, DBUS_SESSION_BUS_ADDRESS=bus.address)
 

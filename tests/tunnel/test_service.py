@@ -14,14 +14,14 @@ import pytest
 
 from rtun.session import bundle
 from rtun.tunnel import service
-from support.rtun import RTUN
+from support.rtun import RTUN, answers_ping, run_rtun
 from support.tunnel import World
 from support.wait import wait_until
 
 
 def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
-    argv = service.agent_argv("pub", ["--name", "pi"])
-    text = service.render_systemd(argv, {"RTUN_SSH_COMMAND": "ssh -i '/k ey'"}, "pub", system=False)
+    job = service.tunnel_job("pub", ["--name", "pi"])
+    text = service.render_systemd(job, {"RTUN_SSH_COMMAND": "ssh -i '/k ey'"}, system=False)
     assert "Restart=always" in text and "StartLimitIntervalSec=0" in text and "KillMode=mixed" in text
     assert "WantedBy=default.target" in text and "User=" not in text
     assert f"ExecStart={sys.executable} -m rtun tunnel --name pi pub" in text
@@ -29,7 +29,7 @@ def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
 
 
 def test_systemd_system_unit_waits_for_network_and_runs_as_the_user() -> None:
-    text = service.render_systemd(["rtun"], {}, "pub", system=True, run_as="pi")
+    text = service.render_systemd(service.tunnel_job("pub", []), {}, system=True, run_as="pi")
     assert "After=network-online.target" in text and "User=pi" in text
     assert "WantedBy=multi-user.target" in text
 
@@ -41,10 +41,10 @@ def test_systemd_quoting_escapes_specifiers_and_variables() -> None:
 
 
 def test_launchd_plist_keeps_the_agent_alive() -> None:
-    text = service.render_launchd(["/usr/bin/python3", "-m", "rtun"], {}, "/tmp/log", system=False)
+    text = service.render_launchd(service.tunnel_job("pub", []), {}, "/tmp/log", system=False)
     job = plistlib.loads(text.encode())
     assert job["KeepAlive"] is True and job["RunAtLoad"] is True and job["Label"] == service.LABEL
-    assert job["ProgramArguments"] == ["/usr/bin/python3", "-m", "rtun"]
+    assert job["ProgramArguments"] == service.this_rtun()[0] + ["tunnel", "pub"]
 
 
 def test_install_dry_run_prints_the_unit_and_writes_nothing(world: World) -> None:
@@ -148,5 +148,76 @@ def test_the_units_exec_start_runs_the_rtun_that_wrote_it(how: str, world: World
         assert entry["port"] > 0
     finally:
         started.terminate()
+        output = started.communicate(timeout=30)[0].decode(errors="replace")
+    assert "No module named" not in output, output
+
+
+# ---- the daemon's login service: `rtun server install` ------------------------------------------
+
+
+def test_daemon_unit_starts_with_the_desktop_session_where_there_is_one(tmp_path: Path) -> None:
+    (tmp_path / service.SESSION_TARGET).write_text("")
+    assert service.desktop_target([str(tmp_path)]) == service.SESSION_TARGET
+    assert service.desktop_target([str(tmp_path / "none")]) == "default.target"
+    job = service.daemon_job(["--log", "/l"])
+    text = service.render_systemd(
+        job, {"RTUN_SERVICE": "systemd"}, system=False, target=service.SESSION_TARGET
+    )
+    assert "PartOf=graphical-session.target" in text and "WantedBy=graphical-session.target" in text
+    assert "Restart=on-failure" in text and "ExecReload=kill -HUP $MAINPID" in text
+    assert "StartLimitIntervalSec=0" not in text and "Environment=RTUN_SERVICE=systemd" in text
+    bare = service.render_systemd(job, {}, system=False, target="default.target")
+    assert "PartOf=" not in bare and "WantedBy=default.target" in bare
+
+
+def test_daemon_launchd_agent_runs_in_the_gui_session_and_stays_stopped_when_stopped() -> None:
+    text = service.render_launchd(service.daemon_job([]), {}, "/tmp/log", system=False)
+    job = plistlib.loads(text.encode())
+    assert job["Label"] == service.DAEMON_LABEL and job["LimitLoadToSessionType"] == "Aqua"
+    assert job["KeepAlive"] == {"SuccessfulExit": False} and job["RunAtLoad"] is True
+    assert job["ProgramArguments"][-1] == "server"
+
+
+def test_server_install_dry_run_writes_nothing_and_no_start_writes_the_unit(local_home: Path) -> None:
+    unit = local_home / ".config" / "systemd" / "user" / service.DAEMON_UNIT
+    dry = run_rtun(["server", "install", "--dry-run", "--init", "systemd"], local_home)
+    assert dry.returncode == 0, dry.stderr
+    assert b"# would write " in dry.stdout and b"enable --now rtun-server.service" in dry.stdout
+    assert not unit.exists()
+    done = run_rtun(["server", "install", "--no-start", "--init", "systemd", "-D", "~/in"], local_home)
+    assert done.returncode == 0, done.stderr
+    text = unit.read_text()
+    assert f"--dir {local_home}/in" in text and f"--log {local_home}/.rtun/rtun.log" in text
+    assert run_rtun(["server", "uninstall", "--no-start", "--init", "systemd"], local_home).returncode == 0
+    assert not unit.exists()
+    again = run_rtun(["server", "uninstall", "--no-start", "--init", "systemd"], local_home)
+    assert again.returncode == 1 and b"no rtun daemon service at" in again.stderr
+
+
+def test_the_daemon_units_exec_start_runs_and_the_daemon_answers(local_home: Path) -> None:
+    """The ExecStart `rtun server install --dry-run` prints, run as systemd would (a clean
+    environment, from /): the daemon answers PING, and `rtun server status` and `stop` know it."""
+    printed = run_rtun(["server", "install", "--dry-run", "--init", "systemd"], local_home)
+    assert printed.returncode == 0, printed.stderr
+    argv, env = _exec_start(printed.stdout.decode())
+    assert env["RTUN_SERVICE"] == "systemd"
+    started = subprocess.Popen(
+        argv,
+        env={"HOME": str(local_home), "PATH": "/usr/bin:/bin", **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd="/",
+    )
+    try:
+        socket_path = local_home / ".rtun" / "rtun.sock"
+        wait_until(lambda: started.poll() is None and answers_ping(socket_path), timeout=30, what="PING")
+        shown = run_rtun(["server", "status"], local_home)
+        assert shown.returncode == 0 and b"started by systemd" in shown.stdout
+        assert run_rtun(["server", "stop"], local_home).returncode == 0
+        assert started.wait(timeout=30) == 0
+    finally:
+        if started.poll() is None:
+            started.terminate()
         output = started.communicate(timeout=30)[0].decode(errors="replace")
     assert "No module named" not in output, output

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Dict, NamedTuple, Optional, Union
 
 from rtun.daemon.actions.files import Uploads
 from rtun.daemon.actions.ranges import RangedFile
+from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
 from rtun.daemon.receiving import receive
 from rtun.daemon.services import Services
@@ -36,7 +37,6 @@ class Route(NamedTuple):
 class Handlers:
     def __init__(self, services: Services, stop: Callable[[], None]) -> None:
         self.services = services
-        self.config = services.config
         self._stop = stop
         send, view, open_, copy, paste, edit = "send", "view", "open", "copy", "paste", "edit"
         self.table: Dict[type, Route] = {
@@ -59,6 +59,10 @@ class Handlers:
             messages.Range: Route(self.range, send),
             messages.Commit: Route(self.commit, send),
         }
+
+    @property
+    def config(self) -> Config:
+        return self.services.config  # replaced on reload
 
     async def handle(self, conn: Connection, event: object) -> None:
         """Run the handler for a request (or upload) event of the receiver."""

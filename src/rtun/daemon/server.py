@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import Callable, Dict, Optional
 
 from rtun.daemon.config import Config
@@ -14,8 +15,10 @@ from rtun.daemon.connection import Connection, PeerGone, SpareBuffers
 from rtun.daemon.handlers import Handlers
 from rtun.daemon.listener import Listener
 from rtun.daemon.services import Services
+from rtun.daemon.status import RESTART_ONLY, Launch, StatusFile, changed, effective
 from rtun.daemon.storage.leftovers import remove_leftovers
 from rtun.daemon.storage.tree import current_umask
+from rtun.errors import RtunError
 from rtun.protocol import messages, wire
 from rtun.protocol.limits import MAX_EARLY_DATA, MAX_LINE
 from rtun.protocol.messages import Rejected
@@ -29,9 +32,12 @@ DRAIN_SECONDS = 2.0  # a refused pipelining peer gets this long to finish sendin
 
 
 class Daemon:
-    def __init__(self, config: Config, listener: Listener) -> None:
+    def __init__(self, config: Config, listener: Listener, launch: Optional[Launch] = None) -> None:
+        """``launch``: how `rtun server` was started, to reload from and to keep a status file
+        for; without it (tests in-process), neither."""
         self.config = config
         self.listener = listener
+        self._status = StatusFile(launch, config) if launch is not None else None
         self._stop = asyncio.Event()
         self._connections: Dict["asyncio.Task[None]", Connection] = {}
         self._spare = SpareBuffers(max(config.max_uploads, 1))  # large buffers kept between uploads
@@ -40,10 +46,11 @@ class Daemon:
         self._handlers = Handlers(self.services, self.stop)
 
     async def run(self, on_ready: Optional[Callable[[], None]] = None) -> None:
-        """Serve until SIGTERM, SIGINT or a SHUTDOWN request, then stop gracefully."""
+        """Serve until SIGTERM, SIGINT or a SHUTDOWN request, then stop gracefully; SIGHUP reloads."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         server = await loop.create_unix_server(
             lambda: Connection(
                 self.config.idle_timeout, self._start_serving, self.config.min_rate, self._spare
@@ -56,6 +63,7 @@ class Daemon:
             os.getpid(),
             self.config.save_dir,
         )
+        self._write_status()
         if on_ready:
             on_ready()
         loop.run_in_executor(None, self._sweep_partial_files)
@@ -72,6 +80,8 @@ class Daemon:
                 log.warning("some connections did not close in time")
             self.services.close()
             self.listener.remove()
+            if self._status is not None:
+                self._status.remove()
             log.info("stopped")
 
     def _sweep_partial_files(self) -> None:
@@ -89,6 +99,52 @@ class Daemon:
             for conn in list(self._connections.values()):
                 conn.expire_if_silent(now)
             self._handlers.tick()
+            self._write_status()
+
+    def _write_status(self) -> None:
+        if self._status is None:
+            return
+        conns = list(self._connections.values())
+        try:
+            self._status.write(self.config, len(conns), sum(c.busy for c in conns), self.services.transfers)
+        except OSError as exc:  # status is a convenience: serving goes on without it
+            log.warning("could not write the status file %s: %s", self._status.path, exc)
+
+    def reload(self) -> None:
+        """SIGHUP or `rtun server reload`: read the config file again. New connections and
+        requests get the new settings; those in flight finish under the ones they started with.
+        The socket and the log stay as they are until a restart."""
+        if self._status is None:
+            log.info("received SIGHUP: nothing to reload from")
+            return
+        status = self._status
+        status.reloads += 1
+        try:
+            new = status.launch.load()
+        except RtunError as exc:
+            log.error("reload failed, the settings stay as they were: %s", exc.message)
+            status.last_reload = {"at": time.time(), "error": exc.message}
+            self._write_status()
+            return
+        before, after = effective(self.config), effective(new)
+        keys = changed(before, after)
+        later = [key for key in keys if key in RESTART_ONLY]
+        # Those stay as they are: the daemon keeps listening and logging where it does.
+        new = replace(new, socket=self.config.socket, log=self.config.log)
+        if new.verbose != self.config.verbose:
+            logging.getLogger("rtun").setLevel(logging.DEBUG if new.verbose else logging.INFO)
+        self.config = new
+        self.services.reconfigure(new)
+        applied = [key for key in keys if key not in later]
+        log.info(
+            "reloaded %s: %s",
+            status.launch.path(),
+            ", ".join(applied) + " changed" if applied else "no change",
+        )
+        if later:
+            log.warning("not applied until a restart (`rtun server restart`): %s", ", ".join(later))
+        status.last_reload = {"at": time.time(), "changed": applied, "needs_restart": later}
+        self._write_status()
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,8 +231,13 @@ class Daemon:
                 return
 
 
-def run(config: Config, listener: Listener, on_ready: Optional[Callable[[], None]] = None) -> None:
+def run(
+    config: Config,
+    listener: Listener,
+    on_ready: Optional[Callable[[], None]] = None,
+    launch: Optional[Launch] = None,
+) -> None:
     async def main() -> None:  # made inside the loop: Python 3.9 binds asyncio objects at creation
-        await Daemon(config, listener).run(on_ready)
+        await Daemon(config, listener, launch).run(on_ready)
 
     asyncio.run(main())

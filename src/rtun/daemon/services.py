@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, AsyncIterator, Optional, Set
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Dict, List, Optional, Set, Tuple
 
 from rtun.daemon.actions.files import Uploads
 from rtun.daemon.actions.ranges import RangedFiles
@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtun.daemon")
 
+# Each action made on first use, and the settings it is made with: a reload that changes one of
+# them drops the action, so that the next request makes it anew.
+_ACTION_SETTINGS: Dict[str, Tuple[str, ...]] = {
+    "_notifier": ("notify_max_chars",),
+    "_viewer": ("view_opener", "view_allow_types", "view_max_age", "min_free_bytes"),
+    "_browser": ("open_browser",),
+    "_clipboard": ("clipboard_copy", "clipboard_paste", "clipboard_max_bytes"),
+    "_editors": ("edit_editor", "edit_max_bytes", "edit_max_open", "min_free_bytes"),
+}
+
 
 class Services:
     def __init__(self, config: Config, umask: int) -> None:
@@ -38,10 +48,9 @@ class Services:
         self.uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
         self.ranged = RangedFiles(self.uploads.save_dir, self.uploads.space, umask)
         self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
-        self.notify_limit = RateLimit(config.notify_rate, config.notify_burst)
-        # Files viewed, pages opened and edits started share one rate: each starts a program.
-        self.view_limit = RateLimit(config.view_rate, config.view_burst)
-        self.clipboard_limit = RateLimit(config.view_rate * 5, config.view_burst * 2)
+        self.transfers = 0  # upload slots held now, for the status file
+        self._limits(config)
+        self._retired: List[Callable[[], None]] = []  # what a reload replaced, closed at stop
         self._notifier: Optional[Notifier] = None
         self._viewer: Optional[Viewer] = None
         self._browser: Optional[Browser] = None
@@ -51,7 +60,37 @@ class Services:
         self._summary: Optional[asyncio.TimerHandle] = None
         self._notes: "Set[asyncio.Future[None]]" = set()  # notifications in flight, kept from collection
 
+    def _limits(self, config: Config) -> None:
+        self.notify_limit = RateLimit(config.notify_rate, config.notify_burst)
+        # Files viewed, pages opened and edits started share one rate: each starts a program.
+        self.view_limit = RateLimit(config.view_rate, config.view_burst)
+        self.clipboard_limit = RateLimit(config.view_rate * 5, config.view_burst * 2)
+
+    def reconfigure(self, config: Config) -> None:
+        """New settings, for new requests. A request in flight keeps what it holds (its storage,
+        its slot, its action) under the settings it started with; what is replaced here is
+        closed when the daemon stops."""
+        old, self.config = self.config, config
+        if (old.save_dir, old.min_free_bytes) != (config.save_dir, config.min_free_bytes):
+            self._retired += [self.ranged.close, self.uploads.close]
+            self.uploads = Uploads(config.save_dir, config.min_free_bytes, self.umask)
+            self.ranged = RangedFiles(self.uploads.save_dir, self.uploads.space, self.umask)
+        if old.max_uploads != config.max_uploads:
+            self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
+        rates = ("notify_rate", "notify_burst", "view_rate", "view_burst")
+        if any(getattr(old, name) != getattr(config, name) for name in rates):
+            self._limits(config)
+        for attribute, names in _ACTION_SETTINGS.items():
+            action = getattr(self, attribute)
+            if action is not None and any(getattr(old, n) != getattr(config, n) for n in names):
+                closing = getattr(action, "close", None)
+                if closing is not None:
+                    self._retired.append(closing)
+                setattr(self, attribute, None)
+
     def close(self) -> None:
+        for retired in reversed(self._retired):
+            retired()
         self.ranged.close()
         self.uploads.close()  # the storage helper threads finish what they write, then end
         if self._summary is not None:
@@ -101,14 +140,17 @@ class Services:
         """One of max_uploads transfer slots (the rest wait their turn: memory stays bounded),
         waited for no longer than a silent connection may last. Replies go after it is
         released: a client that does not read them must not hold it."""
+        slots = self._upload_slots  # released to the one it came from, if a reload replaces it
         try:
-            await asyncio.wait_for(self._upload_slots.acquire(), self.config.idle_timeout)
+            await asyncio.wait_for(slots.acquire(), self.config.idle_timeout)
         except asyncio.TimeoutError:
             raise Rejected(messages.E_BUSY, "every transfer slot stayed busy: try again later") from None
+        self.transfers += 1
         try:
             yield
         finally:
-            self._upload_slots.release()
+            self.transfers -= 1
+            slots.release()
 
     # ---- actions, made on first use -------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from rtun import paths
 from rtun.daemon import server
 from rtun.daemon.config import Config
 from rtun.daemon.listener import Listener, bind
+from rtun.daemon.status import Launch
 from rtun.daemon.storage.tree import current_umask
 from rtun.errors import RtunError
 
@@ -68,8 +69,9 @@ def _raise_descriptor_limit() -> None:
             pass  # keep the limit we have
 
 
-def serve(config: Config, detach: bool) -> int:
-    """Run the daemon; with ``detach``, print its PID once the socket accepts connections."""
+def serve(config: Config, detach: bool, launch: Optional[Launch] = None) -> int:
+    """Run the daemon; with ``detach``, print its PID once the socket accepts connections.
+    ``launch`` (how it was started) lets it reload its config file and keep a status file."""
     _raise_descriptor_limit()
     try:
         os.makedirs(config.save_dir, exist_ok=True)
@@ -80,7 +82,7 @@ def serve(config: Config, detach: bool) -> int:
     if not detach:
         _configure_logging(config, config.log)
         listener = bind(config.socket)
-        server.run(config, listener)
+        server.run(config, listener, launch=launch)
         return 0
 
     # Open the log, then bind, before detaching: errors reach the user's terminal as one line
@@ -92,7 +94,7 @@ def serve(config: Config, detach: bool) -> int:
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the detached process, checked end to end
         os.close(read_end)
-        _run_detached(config, listener, write_end, log_fd)
+        _run_detached(config, listener, write_end, log_fd, launch)
         os._exit(0)
     os.close(write_end)
     listener.sock.close()
@@ -106,7 +108,7 @@ def serve(config: Config, detach: bool) -> int:
 
 
 def _run_detached(
-    config: Config, listener: Listener, ready_fd: int, log_fd: Optional[int]
+    config: Config, listener: Listener, ready_fd: int, log_fd: Optional[int], launch: Optional[Launch]
 ) -> None:  # pragma: no cover
     import daemon  # python-daemon: the double fork, setsid, closed fds, chdir /
 
@@ -122,7 +124,7 @@ def _run_detached(
 
     try:
         with context:
-            server.run(config, listener, on_ready=ready)
+            server.run(config, listener, on_ready=ready, launch=launch)
     except Exception as exc:  # report to the waiting parent instead of dying silently
         logging.getLogger("rtun.daemon").exception("daemon failed")
         try:

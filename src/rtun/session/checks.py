@@ -198,7 +198,15 @@ def local_checks(config_file: "Optional[str]") -> "Tuple[List[Check], Optional[s
         return [config], None
     daemon = daemon_check(settings.socket)
     checks = [config, daemon, notifications_check(), opener_check(settings), save_dir_check(settings)]
+    checks += running_config_check(settings.socket)
     return checks, settings.socket if daemon.status != FAIL else None
+
+
+def running_config_check(socket_path: str) -> "List[Check]":
+    from rtun.daemon.status import config_drift  # the running daemon's settings against the file
+
+    drift = config_drift(socket_path)
+    return [Check("running config", WARN, *drift)] if drift else []
 
 
 # ---- the server -------------------------------------------------------------------------------

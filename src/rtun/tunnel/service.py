@@ -1,4 +1,5 @@
-"""Start at boot: a systemd unit (user or system) or a launchd job that runs `rtun tunnel`.
+"""Start at boot or login: a systemd unit or a launchd job that runs `rtun tunnel` (at boot, user
+or system) or `rtun server` (at login, in the desktop session).
 
 Rendering is pure (unit text from an argv); install writes the file and enables it with
 systemctl or launchctl; ``--dry-run`` prints what would be written and run.
@@ -19,6 +20,9 @@ from rtun.errors import RtunError
 
 UNIT = "rtun-tunnel.service"
 LABEL = "org.rtun.tunnel"
+DAEMON_UNIT = "rtun-server.service"
+DAEMON_LABEL = "org.rtun.server"
+DAEMON_DESCRIPTION = "rtun daemon: what your SSH sessions reach on this computer"
 
 
 class ServiceError(RtunError):
@@ -34,6 +38,7 @@ class Service:
     enable: List[List[str]] = field(default_factory=list)
     disable: List[List[str]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    what: str = "tunnel"
 
 
 def default_kind() -> str:
@@ -63,6 +68,30 @@ def agent_argv(server: str, options: Sequence[str]) -> List[str]:
     return this_rtun()[0] + ["tunnel"] + list(options) + [server]
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a service runs and how it is known: the tunnel agent (at boot, kept alive whatever
+    happens) or the daemon (at login, in the desktop session, stopped when asked)."""
+
+    what: str  # "tunnel" or "daemon", in messages
+    unit: str
+    label: str
+    description: str
+    argv: List[str]
+    desktop: bool  # the daemon: the desktop session's display and notification service
+
+
+def tunnel_job(server: str, options: Sequence[str]) -> Job:
+    return Job(
+        "tunnel", UNIT, LABEL, f"rtun reverse SSH tunnel to {server}", agent_argv(server, options), False
+    )
+
+
+def daemon_job(options: Sequence[str]) -> Job:
+    argv = this_rtun()[0] + ["server"] + list(options)
+    return Job("daemon", DAEMON_UNIT, DAEMON_LABEL, DAEMON_DESCRIPTION, argv, True)
+
+
 _PLAIN = re.compile(r"[A-Za-z0-9_./:@=,+-]+")
 
 
@@ -74,102 +103,144 @@ def systemd_quote(word: str) -> str:
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+SESSION_TARGET = "graphical-session.target"
+_USER_UNIT_DIRS = ("/etc/systemd/user", "/usr/lib/systemd/user", "/lib/systemd/user")
+
+
+def desktop_target(unit_dirs: Sequence[str] = _USER_UNIT_DIRS) -> str:
+    """The user manager's target for the desktop session where it has one (systemd 234 and
+    later; GNOME, KDE and sessions that follow systemd's session protocol start it), else
+    default.target, which every login starts."""
+    found = any(os.path.exists(os.path.join(d, SESSION_TARGET)) for d in unit_dirs)
+    return SESSION_TARGET if found else "default.target"
+
+
 def render_systemd(
-    argv: Sequence[str], env: Dict[str, str], server: str, system: bool, run_as: Optional[str] = None
+    job: Job, env: Dict[str, str], system: bool, run_as: Optional[str] = None, target: Optional[str] = None
 ) -> str:
-    unit = [
-        "[Unit]",
-        f"Description=rtun reverse SSH tunnel to {server}",
-        "Documentation=man:ssh(1)",
-    ]
-    if system:  # the user manager has no network-online.target; the agent retries anyway
-        unit += ["After=network-online.target", "Wants=network-online.target"]
-    unit += [
-        "# Never stop retrying: no start-limit lockout.",
-        "StartLimitIntervalSec=0",
-        "",
-        "[Service]",
-        "Type=simple",
-    ]
+    unit = ["[Unit]", f"Description={job.description}", "Documentation=man:rtun(1)"]
+    if job.desktop:
+        target = target or desktop_target()
+        if target == SESSION_TARGET:  # started with the desktop session, stopped with it
+            unit += [f"PartOf={target}", f"After={target}"]
+    else:
+        if system:  # the user manager has no network-online.target; the agent retries anyway
+            unit += ["After=network-online.target", "Wants=network-online.target"]
+        unit += ["# Never stop retrying: no start-limit lockout.", "StartLimitIntervalSec=0"]
+    unit += ["", "[Service]", "Type=simple"]
     if system and run_as:
         unit.append(f"User={run_as}")
     unit.append("Environment=PYTHONUNBUFFERED=1")
     for key, value in sorted(env.items()):
         unit.append("Environment=" + systemd_quote(f"{key}={value}"))
-    unit += [
-        "ExecStart=" + " ".join(systemd_quote(w) for w in argv),
-        "Restart=always",
-        "RestartSec=5",
-        "# SIGTERM to rtun alone, so it can mark itself offline over its ssh before ssh ends.",
-        "KillMode=mixed",
-        "TimeoutStopSec=20",
-        "",
-        "[Install]",
-        f"WantedBy={'multi-user.target' if system else 'default.target'}",
-        "",
-    ]
+    unit.append("ExecStart=" + " ".join(systemd_quote(w) for w in job.argv))
+    if job.desktop:
+        unit += [
+            "ExecReload=kill -HUP $MAINPID",
+            "# `rtun server stop` (SIGTERM, a clean exit) stops it; a crash restarts it.",
+            "Restart=on-failure",
+            "RestartSec=5",
+            "TimeoutStopSec=20",
+        ]
+        wanted = target or "default.target"
+    else:
+        unit += [
+            "Restart=always",
+            "RestartSec=5",
+            "# SIGTERM to rtun alone, so it can mark itself offline over its ssh before ssh ends.",
+            "KillMode=mixed",
+            "TimeoutStopSec=20",
+        ]
+        wanted = "multi-user.target" if system else "default.target"
+    unit += ["", "[Install]", f"WantedBy={wanted}", ""]
     return "\n".join(unit)
 
 
 def render_launchd(
-    argv: Sequence[str], env: Dict[str, str], log_path: str, system: bool, run_as: Optional[str] = None
+    job: Job, env: Dict[str, str], log_path: str, system: bool, run_as: Optional[str] = None
 ) -> str:
-    job: Dict[str, object] = {
-        "Label": LABEL,
-        "ProgramArguments": list(argv),
+    job_plist: Dict[str, object] = {
+        "Label": job.label,
+        "ProgramArguments": list(job.argv),
         "RunAtLoad": True,
-        "KeepAlive": True,
-        "ThrottleInterval": 10,
-        "ProcessType": "Background",
         "StandardErrorPath": log_path,
         "EnvironmentVariables": dict(env, PYTHONUNBUFFERED="1"),
     }
+    if job.desktop:  # in the user's GUI (Aqua) session: notifications, `open`, the clipboard
+        job_plist.update(
+            KeepAlive={"SuccessfulExit": False},
+            LimitLoadToSessionType="Aqua",
+            ProcessType="Interactive",
+        )
+    else:
+        job_plist.update(KeepAlive=True, ThrottleInterval=10, ProcessType="Background")
     if system and run_as:
-        job["UserName"] = run_as
-    return plistlib.dumps(job).decode("utf-8")
+        job_plist["UserName"] = run_as
+    return plistlib.dumps(job_plist).decode("utf-8")
 
 
 def plan(
     server: str, options: Sequence[str], kind: str, system: bool, run_as: Optional[str], env: Dict[str, str]
 ) -> Service:
-    argv = agent_argv(server, options)
+    """The tunnel agent's service."""
+    return _plan(tunnel_job(server, options), kind, system, run_as, env)
+
+
+def daemon_plan(options: Sequence[str], kind: str, env: Dict[str, str]) -> Service:
+    """The daemon's: a user service, started in the desktop session at login."""
+    env = dict(env, RTUN_SERVICE=kind)  # the daemon's status says so, and restart goes through it
+    service = _plan(daemon_job(options), kind, False, None, env)
+    if kind == "systemd":
+        # What the desktop session gave this shell and the user manager may lack (sessions that
+        # do not import their environment into it): it is imported before the first start.
+        names = [n for n in ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY") if os.environ.get(n)]
+        if names:
+            service.enable.insert(1, ["systemctl", "--user", "import-environment"] + names)
+        service.notes = [n for n in service.notes if "linger" not in n]
+    return service
+
+
+def _plan(job: Job, kind: str, system: bool, run_as: Optional[str], env: Dict[str, str]) -> Service:
     env = dict(this_rtun()[1], **env)
     if kind == "systemd":
         if system:
-            path = os.path.join("/etc/systemd/system", UNIT)
+            path = os.path.join("/etc/systemd/system", job.unit)
             ctl = ["systemctl"]
         else:
-            path = os.path.join(paths.config_home(), "systemd", "user", UNIT)
+            path = os.path.join(paths.config_home(), "systemd", "user", job.unit)
             ctl = ["systemctl", "--user"]
         service = Service(
             "systemd",
             system,
             path,
-            render_systemd(argv, env, server, system, run_as),
-            enable=[ctl + ["daemon-reload"], ctl + ["enable", "--now", UNIT]],
-            disable=[ctl + ["disable", "--now", UNIT], ctl + ["daemon-reload"]],
+            render_systemd(job, env, system, run_as),
+            enable=[ctl + ["daemon-reload"], ctl + ["enable", "--now", job.unit]],
+            disable=[ctl + ["disable", "--now", job.unit], ctl + ["daemon-reload"]],
+            what=job.what,
         )
         if not system:
             service.notes.append(
                 "a user unit runs only while you are logged in, unless lingering is on: "
                 "`sudo loginctl enable-linger $USER` starts it at boot"
             )
-        service.notes.append(f"logs: journalctl {'' if system else '--user '}-u {UNIT} -f")
+        service.notes.append(f"logs: journalctl {'' if system else '--user '}-u {job.unit} -f")
         return service
     if kind == "launchd":
+        name = job.unit.rsplit(".", 1)[0]
         if system:
-            path = f"/Library/LaunchDaemons/{LABEL}.plist"
-            log = "/Library/Logs/rtun-tunnel.log"
+            path = f"/Library/LaunchDaemons/{job.label}.plist"
+            log = f"/Library/Logs/{name}.log"
         else:
-            path = os.path.join(paths.home(), "Library", "LaunchAgents", f"{LABEL}.plist")
-            log = os.path.join(paths.home(), "Library", "Logs", "rtun-tunnel.log")
+            path = os.path.join(paths.home(), "Library", "LaunchAgents", f"{job.label}.plist")
+            log = os.path.join(paths.home(), "Library", "Logs", f"{name}.log")
         service = Service(
             "launchd",
             system,
             path,
-            render_launchd(argv, env, log, system, run_as),
+            render_launchd(job, env, log, system, run_as),
             enable=[["launchctl", "load", "-w", path]],
             disable=[["launchctl", "unload", "-w", path]],
+            what=job.what,
         )
         service.notes.append(f"logs: {log}")
         return service
@@ -225,7 +296,7 @@ def install(service: Service, dry_run: bool, start: bool, out: TextIO) -> int:
 
 def uninstall(service: Service, dry_run: bool, stop: bool, out: TextIO) -> int:
     if not os.path.exists(service.path):
-        raise ServiceError(f"no rtun tunnel service at {service.path}")
+        raise ServiceError(f"no rtun {service.what} service at {service.path}")
     if dry_run:
         for command in service.disable[:1]:
             out.write(f"# would run: {' '.join(command)}\n")
