@@ -15,8 +15,8 @@ from typing import Callable, Dict, Iterator, List
 import pytest
 
 from rtun.daemon import status
+from support.raw import RawClient
 from support.rtun import RtunDaemon, run_rtun, write_config
-from support.v1peer import RawClient
 from support.wait import wait_until
 
 # A clipboard that needs no display: paste prints this.
