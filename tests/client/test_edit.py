@@ -232,15 +232,20 @@ def test_a_save_after_the_server_file_changed_is_refused(
     assert result.returncode == 1
     assert path.read_text() == "theirs\n"
     assert leftovers(server_dir) == []
+    # The refused text outlives the editor: beside the file, with its mode, named in the message.
+    [kept] = server_dir.glob("config.ini.rtun-conflict-*")
+    assert kept.read_text() == "two\n"
+    assert stat.S_IMODE(kept.stat().st_mode) == stat.S_IMODE(path.stat().st_mode)
     said = lines(result.stderr)
     assert (
         f"rtun edit: not saved: {path} changed on the server since the last save from the "
-        "editor; your text is still in the editor" in said
+        f"editor; your text is kept in {kept}" in said
     )
     assert said[-1] == f"rtun edit: 1 change from the editor was not written to {path}"
     [note] = wait_until(lambda: notifications.notifications(), what="the conflict notification")
     assert note["summary"] == "rtun edit"
-    assert note["body"].startswith("config.ini was not saved on the server: the file changed there")
+    assert note["body"].startswith(f"config.ini was not saved on the server: {path} changed on the server")
+    assert note["body"].endswith(f"your text is kept in {kept}")
     assert "save 2 refused on the server" in daemon.log_text()
 
 
@@ -434,6 +439,24 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_still_a_conflict(tmp_path: Path)
     path.write_text("bbbb")  # a clock too coarse to see it: the same size, the same mtime
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert target.conflict() == f"{path} changed on the server since rtun edit opened it"
+
+
+def test_a_refused_text_is_kept_under_a_new_name_each_time(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("theirs\n")
+    target = ServerFile(str(path))
+    said = []
+    for text in ("first\n", "second\n"):
+        temporary = tmp_path / ".rtun-1-x.part"
+        temporary.write_text(text)
+        said.append(target._keep(str(temporary)))
+        temporary.unlink()
+    prefix = "; your text is kept in "
+    assert all(message.startswith(prefix) for message in said)
+    named = [Path(message[len(prefix) :]) for message in said]
+    assert [p.read_text() for p in named] == ["first\n", "second\n"]  # the second replaced nothing
+    assert sorted(tmp_path.glob("notes.txt.rtun-conflict-*")) == sorted(named)
+    assert path.read_text() == "theirs\n"
 
 
 def test_the_same_content_written_again_is_no_conflict(tmp_path: Path) -> None:

@@ -204,24 +204,29 @@ def test_any_other_request_during_an_edit_ends_it_and_the_user_is_told(serve) ->
     serve(scenario)
 
 
+KEPT = "/srv/conf.ini changed on the server\x1b[2J since it was opened; your text is kept in /srv/conf.ini.rtun-conflict-1"
+
+
 def test_a_refused_or_failed_save_is_told_to_the_user_here(serve) -> None:
     def scenario(s: Served) -> None:
         with s.client() as client:
             open_edit(client, b"x", "conf.ini")
-            for n in (1, 2):
+            for n in (1, 2, 3):
                 s.save(n, b"v%d" % n)
-                _, event = wait(client, "conflict" if n == 2 else "")
+                _, event = wait(client, {1: "", 2: "conflict", 3: "conflict"}[n], KEPT if n == 3 else "")
                 assert event["seq"] == n and payload(client, event["bytes"]) == b"v%d" % n
             s.quit()
             assert (
                 wait(client, "failed", "cannot write conf.ini:\n permission denied")[1]["event"] == "closed"
             )
-        wait_until(lambda: len(s.notes.shown) == 2, what="two notifications")
+        wait_until(lambda: len(s.notes.shown) == 3, what="three notifications")
         assert s.notes.shown == [
+            ("rtun edit", "conf.ini was not saved on the server: the file changed there."),
+            # The client's words, one escaped line: where the refused text is kept.
             (
                 "rtun edit",
-                "conf.ini was not saved on the server: the file changed there since it "
-                "was opened or last saved. Your text is still in the editor.",
+                "conf.ini was not saved on the server: /srv/conf.ini changed on the server [2J since it "
+                "was opened; your text is kept in /srv/conf.ini.rtun-conflict-1",
             ),
             ("rtun edit", "conf.ini was not saved on the server: cannot write conf.ini: permission denied"),
         ]

@@ -30,6 +30,41 @@ def test_double_dash_ends_the_options_and_rtun_flags_may_come_after_the_host():
     assert _inv("--install", "srv").rtun_flags == ("--install",)
 
 
+def _parsed(*argv: str):
+    _, args = parse(list(argv))
+    return sshopts.from_args(args), args
+
+
+def test_a_commands_own_options_after_the_host_are_parsed_as_before_it():
+    inv, args = _parsed("doctor", "srv", "-p", "2222", "--json", "--config", "/c.toml")
+    assert (args.json, args.config, inv.options, inv.command) == (True, "/c.toml", [("p", "2222")], [])
+    inv, args = _parsed("doctor", "srv", "--config=/d.toml")
+    assert (args.json, args.config) == (False, "/d.toml")
+    inv, args = _parsed("ssh", "srv", "--print-config", "-A")
+    assert inv.rtun_flags == ("--print-config",) and args.print_config and inv.has("A")
+
+
+def test_options_after_the_first_command_word_are_the_commands():
+    inv, args = _parsed("ssh", "srv", "--install", "ls", "--json", "--print-config", "-p", "1")
+    assert inv.command == ["ls", "--json", "--print-config", "-p", "1"]
+    assert inv.rtun_flags == ("--install",) and not args.print_config and inv.options == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["doctor", "srv", "--jsn"], "unknown option --jsn"),
+        (["doctor", "srv", "--config"], "option --config needs an argument"),
+        (["install", "srv", "--json"], "unknown option --json"),  # install has no --json
+        (["ssh", "srv", "--ins"], "unknown option --ins"),  # no abbreviations after the host
+    ],
+)
+def test_an_unknown_or_incomplete_own_option_after_the_host_is_named(argv, message):
+    with pytest.raises(UsageError) as caught:
+        _parsed(*argv)
+    assert caught.value.message == message
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -7,7 +7,9 @@ flushed to disk and renamed over the original, so a reader sees the old file or 
 never a mix. Just before the rename the original is compared with what rtun edit last read or
 wrote: the same inode, size and mtime, and the same SHA-256 when the mtime is too recent to
 prove anything (coarse clocks). If it differs the save is refused as a conflict: the other
-change stays, and the text stays in the editor.
+change stays, and the refused text is kept beside it as ``FILE.rtun-conflict-<time>`` (the same
+mode; never replacing a file), named in the message, so that closing the editor (whose copy
+goes with it) loses nothing.
 
 Stdlib only, and imported only by `rtun edit`: it runs on the server.
 """
@@ -221,7 +223,7 @@ class ServerFile:
             written = os.fstat(fd)  # before the rename: a write after it must not look like ours
             why = self.conflict()
             if why is not None:
-                return "conflict", why
+                return "conflict", why + self._keep(temporary)
             os.replace(temporary, self.path)
             placed = True
             _sync_directory(self.directory)
@@ -236,6 +238,25 @@ class ServerFile:
                     os.unlink(temporary)
                 except OSError:
                     pass
+
+    def _keep(self, temporary: str) -> str:
+        """Keep a refused save's text (the temporary, complete and with the file's mode) under a
+        new name beside the file; what to add to the conflict message."""
+        import time
+
+        base = os.fsencode(os.path.basename(self.path))[:200]  # room for the suffix in NAME_MAX
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 100):
+            name = os.fsdecode(base + f".rtun-conflict-{stamp}{'' if n == 1 else f'-{n}'}".encode())
+            kept = os.path.join(self.directory, name)
+            try:
+                os.link(temporary, kept)  # never replaces: an existing name is EEXIST
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                return f"; your text is only in the editor (cannot keep it in {kept}: {_reason(exc)})"
+            return f"; your text is kept in {kept}"
+        return "; your text is only in the editor"
 
     def _give_metadata(self, fd: int) -> None:
         """The original's mode and owner (a new file gets what the umask leaves of 0666)."""
@@ -292,10 +313,7 @@ def _follow(conn: "ClientConnection", target: ServerFile, *, quiet: bool) -> int
                     _say(f"saved {target.shown} ({message})")
             else:
                 refused += 1
-                _say(
-                    f"not saved: {message}"
-                    + ("; your text is still in the editor" if result == "conflict" else "")
-                )
+                _say(f"not saved: {message}")
         elif event == "skipped":
             changes += 1
             refused += 1

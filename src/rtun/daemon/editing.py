@@ -6,7 +6,8 @@ and again, and each answer is the next event: ``save`` (a payload reply with the
 ``skipped`` (a change that cannot go back, with the reason), ``closed`` (the editor exited: the
 edit is over) or ``idle`` (nothing new for IDLE_SECONDS, well inside the client's 120 s read
 timeout). Each EDITWAIT after a save says what became of it on the server; a save refused there
-(the server's file changed since) or failed is also shown to the user here, as a notification.
+(the server's file changed since: the client keeps the text beside it and names the file) or
+failed is also shown to the user here, as a notification.
 
 The copy is removed when the edit ends for any reason; an editor still open then is left
 alone (it may hold unsaved work) and the user is told that its saves no longer reach the server.
@@ -22,7 +23,7 @@ from rtun.daemon.actions.edit import Closed, OpenEdit, Save, Skipped
 from rtun.daemon.connection import Connection, PeerGone
 from rtun.daemon.receiving import receive
 from rtun.daemon.services import Services
-from rtun.protocol import messages, wire
+from rtun.protocol import messages, peertext, wire
 from rtun.protocol.events import Upload
 from rtun.protocol.messages import Rejected
 from rtun.protocol.receiver import CLOSED
@@ -124,12 +125,12 @@ def _result(services: Services, edit: OpenEdit, wait: messages.EditWait, due: Op
         log.info("edit of %s: save %d written on the server", edit.name, due)
     elif wait.result == "conflict":
         log.info("edit of %s: save %d refused on the server: the file changed there", edit.name, due)
+        # The client's words name the file that keeps the refused text (or say why none does).
+        said = peertext.one_line(wait.message, 2 * NOTE_CHARS)  # two paths
         services.tell(
-            TITLE,
-            f"{edit.name} was not saved on the server: the file changed there since "
-            "it was opened or last saved. Your text is still in the editor.",
+            TITLE, f"{edit.name} was not saved on the server: " + (said or "the file changed there.")
         )
     else:
         log.info("edit of %s: save %d could not be written on the server", edit.name, due)
-        said = " ".join(wait.message.split())[:NOTE_CHARS]
+        said = peertext.one_line(wait.message, NOTE_CHARS)
         services.tell(TITLE, f"{edit.name} was not saved on the server" + (f": {said}" if said else "."))

@@ -37,8 +37,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("remote_command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
-def _remote(args: argparse.Namespace, socket_path: "Optional[str]") -> "List[checks.Check]":
-    inv = sshopts.from_args(args)
+def _remote(inv: sshopts.Invocation, socket_path: "Optional[str]") -> "List[checks.Check]":
     began = time.monotonic()
     with master.Login(sshargv.ssh_base(check=False), inv, quiet=True) as conn:
         try:
@@ -85,9 +84,11 @@ def _print(results: "List[checks.Check]") -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.host is None and (args.ssh_options or args.remote_command):
         raise UsageError("ssh options need a HOST")
+    # Before anything reads args: --json and --config may follow the host.
+    inv = sshopts.from_args(args) if args.host is not None else None
     results, socket_path = checks.local_checks(args.config)
-    if args.host is not None:
-        results += _remote(args, socket_path)
+    if inv is not None:
+        results += _remote(inv, socket_path)
     failed = any(c.status == checks.FAIL for c in results)
     if args.json:
         print_json(

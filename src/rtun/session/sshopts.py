@@ -14,7 +14,7 @@ from rtun.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Sequence, Tuple
+    from typing import Callable, List, Optional, Sequence, Tuple
 
 # OpenSSH 9's getopt string: 1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:PQ:R:S:TVw:W:XYy
 WITH_ARGUMENT = "bceilmopBDEFIJLOQRSwW"
@@ -39,7 +39,8 @@ MASTER_ONLY = FORWARDS + "NJ"  # -J: a session never connects on its own (ProxyC
 # forwards a second time.
 SESSION_MUX = ["-o", "RemoteCommand=none", "-o", "ClearAllForwardings=yes"]
 
-# Options rtun itself takes anywhere before the command (ssh has no long options).
+# rtun ssh's own flags, kept on the invocation (ssh has no long options: every ``--name``
+# before the command is the rtun command's own, wherever it stands).
 RTUN_FLAGS = ("--install", "--print-config")
 
 
@@ -60,7 +61,9 @@ class SshOption(argparse.Action):
 
 
 def declare(parser: argparse.ArgumentParser) -> None:
-    """ssh's options, before HOST (those after it are taken from the rest by :func:`split`)."""
+    """ssh's options, before HOST (those after it are taken from the rest by :func:`split`, with
+    the command's own long options, which :func:`from_args` parses with this parser)."""
+    parser.set_defaults(own_parser=parser)
     for letter in FLAGS:
         parser.add_argument(
             f"-{letter}", nargs=0, action=SshOption, dest="ssh_options", default=[], help=argparse.SUPPRESS
@@ -79,12 +82,13 @@ class Invocation:
         host: str,
         options: "List[Tuple[str, Optional[str]]]",
         command: "List[str]",
-        rtun_flags: "Sequence[str]" = (),
+        own: "Sequence[str]" = (),
     ) -> None:
         self.host = host
         self.options = options
         self.command = command
-        self.rtun_flags = tuple(rtun_flags)
+        self.own = list(own)  # the rtun command's own options found after the host, as words
+        self.rtun_flags: Tuple[str, ...] = ()
 
     def has(self, letter: str) -> bool:
         return any(opt == letter for opt, _ in self.options)
@@ -109,11 +113,18 @@ class Invocation:
         return out
 
 
-def split(host: str, rest: "Sequence[str]", before: "List[Tuple[str, Optional[str]]]") -> Invocation:
+def split(
+    host: str,
+    rest: "Sequence[str]",
+    before: "List[Tuple[str, Optional[str]]]",
+    takes_value: "Callable[[str], Optional[bool]]" = lambda name: None,
+) -> Invocation:
     """ssh (like OpenSSH's own parser) takes options after the host too, up to the first word of
-    the command or ``--``; take those out of ``rest``. Raises ValueError on a bad option."""
+    the command or ``--``; take those out of ``rest``, and with them the command's own long
+    options (``takes_value(name)``: True or False for one of them, None for no such option).
+    Raises ValueError on a bad option."""
     options = list(before)
-    flags: List[str] = []
+    own: List[str] = []
     words = list(rest)
     i = 0
     while i < len(words):
@@ -121,8 +132,17 @@ def split(host: str, rest: "Sequence[str]", before: "List[Tuple[str, Optional[st
         if word == "--":
             i += 1
             break
-        if word in RTUN_FLAGS:
-            flags.append(word)
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            value = takes_value(name)
+            if value is None:
+                raise ValueError(f"unknown option {name}")
+            own.append(word)
+            if value and "=" not in word:
+                i += 1
+                if i >= len(words):
+                    raise ValueError(f"option {name} needs an argument")
+                own.append(words[i])
             i += 1
             continue
         if not word.startswith("-") or word == "-":
@@ -131,36 +151,61 @@ def split(host: str, rest: "Sequence[str]", before: "List[Tuple[str, Optional[st
         while j < len(word):
             letter = word[j]
             if letter in WITH_ARGUMENT:
-                value = word[j + 1 :]
-                if not value:
+                value_word = word[j + 1 :]
+                if not value_word:
                     i += 1
                     if i >= len(words):
                         raise ValueError(f"option -{letter} needs an argument")
-                    value = words[i]
-                options.append((letter, value))
+                    value_word = words[i]
+                options.append((letter, value_word))
                 break
             if letter not in FLAGS:
                 raise ValueError(f"unknown ssh option -{letter}")
             options.append((letter, None))
             j += 1
         i += 1
-    return Invocation(host, options, words[i:], flags)
+    return Invocation(host, options, words[i:], own)
+
+
+def _arity(parser: "Optional[argparse.ArgumentParser]") -> "Callable[[str], Optional[bool]]":
+    """Whether each of the parser's long options takes a value (None: no such option). Only exact
+    names: after the host, an abbreviation would be a guess."""
+
+    def takes_value(name: str) -> "Optional[bool]":
+        # argparse keeps its table private; typeshed declares it and it has not moved since 2.7.
+        action = parser._option_string_actions.get(name) if parser is not None else None
+        if action is None or not name.startswith("--"):
+            return None
+        return action.nargs != 0
+
+    return takes_value
 
 
 def from_args(args: argparse.Namespace) -> Invocation:
     """The invocation from a parser set up by :func:`declare` plus ``host`` and ``remote_command``
-    (its REMAINDER); raises UsageError for a bad or a refused option."""
+    (its REMAINDER); the command's own options found after the host are parsed into ``args`` as
+    if given before it. Raises UsageError for a bad or a refused option."""
+    parser: Optional[argparse.ArgumentParser] = getattr(args, "own_parser", None)
     try:
-        inv = split(args.host, args.remote_command, list(args.ssh_options or []))
+        inv = split(args.host, args.remote_command, list(args.ssh_options or []), _arity(parser))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     refused = inv.refused()
     if refused:
         raise UsageError(refused)
-    for flag in RTUN_FLAGS:
-        if getattr(args, flag[2:].replace("-", "_"), False) and flag not in inv.rtun_flags:
-            inv.rtun_flags += (flag,)
+    if inv.own and parser is not None:
+        _apply_own(parser, args, inv.own)
+    inv.rtun_flags = tuple(flag for flag in RTUN_FLAGS if getattr(args, flag[2:].replace("-", "_"), False))
     return inv
+
+
+def _apply_own(parser: argparse.ArgumentParser, args: argparse.Namespace, own: "List[str]") -> None:
+    """Parse the own options (with the host, which the parser requires) and keep each one they
+    set: the same checks and conversions as before the host."""
+    again = parser.parse_args([*own, "--", args.host])
+    for name, value in vars(again).items():
+        if name not in ("host", "remote_command", "ssh_options") and value != parser.get_default(name):
+            setattr(args, name, value)
 
 
 def master_options(inv: Invocation) -> "List[str]":

@@ -43,17 +43,28 @@ def split_command(line: str) -> "List[str]":
     return argv or ["ssh"]
 
 
-def ssh_base(environ: "Optional[Mapping[str, str]]" = None, check: bool = True) -> "List[str]":
-    """The user's ssh command line (``RTUN_SSH_COMMAND``, default ``ssh``) as an argv prefix;
-    with ``check``, SshNotFoundError at once if it is not there (`rtun ssh` does not check: it
-    learns that when it starts ssh, and says it with :func:`missing`)."""
+def ssh_base(
+    environ: "Optional[Mapping[str, str]]" = None, check: bool = True, identity: "Optional[str]" = None
+) -> "List[str]":
+    """The user's ssh command line (``RTUN_SSH_COMMAND``, default ``ssh``) as an argv prefix,
+    with ``identity``'s options (`--identity KEY`); with ``check``, SshNotFoundError at once if
+    it is not there (`rtun ssh` does not check: it learns that when it starts ssh, and says it
+    with :func:`missing`)."""
     argv = split_command((os.environ if environ is None else environ).get("RTUN_SSH_COMMAND", ""))
     if check:
         import shutil
 
         if shutil.which(argv[0]) is None:
             raise missing(argv[0])
-    return argv
+    return argv + identity_options(identity)
+
+
+def identity_options(key: "Optional[str]") -> "List[str]":
+    """``-i KEY`` offered alone (IdentitiesOnly: not after every key of the agent, which could
+    use up the server's MaxAuthTries or log in with another key than the one meant)."""
+    if key is None:
+        return []
+    return ["-i", escape_tokens(key), "-o", "IdentitiesOnly=yes"]
 
 
 def missing(program: str) -> SshNotFoundError:

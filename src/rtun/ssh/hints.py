@@ -23,8 +23,9 @@ _HINTS = [
     ),
     (
         "Permission denied",
-        "the server refused the key: either it is not in ~/.ssh/authorized_keys of the server "
-        "account, or sshd skipped its line because of an option it rejects (OpenSSH drops the whole "
+        "the server refused the key: either ssh offered another key than the one authorized "
+        "(name it: `rtun tunnel --identity KEY`, also for hosts, connect and install), or it is "
+        "not in ~/.ssh/authorized_keys of the server account, or sshd skipped its line because of an option it rejects (OpenSSH drops the whole "
         "line, e.g. for permitlisten with port 0, and logs why only at LogLevel DEBUG); "
         "`rtun tunnel authorize` prints a line that works (docs/relay.md). BatchMode is on, so no "
         "password or passphrase prompt can appear",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple, Union
 
 from rtun.command import Command, json_option, print_json
 from rtun.errors import UsageError
@@ -18,7 +18,7 @@ from rtun.ssh import argv as sshargv
 from rtun.tunnel import connect as machines
 from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service
 from rtun.tunnel.agent import Agent
-from rtun.tunnel.settings import add_agent_options, service_flags, settings_from
+from rtun.tunnel.settings import add_agent_options, identity_file, service_flags, settings_from
 
 # (flag, argparse keywords): the options of `install` and `uninstall` alone.
 SERVICE_OPTIONS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
@@ -30,6 +30,7 @@ SERVICE_OPTIONS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
 )
 
 _SERVER_HELP = "ssh destination (ssh_config aliases work)"
+_IDENTITY_HELP = "the private key ssh offers, alone (ssh -i KEY; default: your ssh_config's)"
 _REGISTRY_HELP = "registry directory (default ~/.rtun/hosts)"
 
 
@@ -56,7 +57,7 @@ def _run_tunnel(args: argparse.Namespace) -> int:
         if getattr(args, _dest(flag)):
             raise UsageError(f"{flag} goes with `rtun tunnel install` or `uninstall`")
     settings = settings_from(args.server, vars(args))
-    return Agent(settings, sshargv.ssh_base()).run()
+    return Agent(settings, sshargv.ssh_base(identity=settings.identity)).run()
 
 
 tunnel = Command(
@@ -160,14 +161,33 @@ def _read_key(key: str) -> str:
         raise UsageError(f"cannot read {key}: {exc.strerror}") from None
 
 
+def _private_key_advice(key: str) -> str:
+    """What to give instead of a private key (which stays on the machine, never on the relay)."""
+    if key == "-":
+        return "that is a private key: give its public half (the .pub file beside it)"
+    public = f"{key}.pub"
+    shown = peertext.quoted(key)
+    if os.path.isfile(os.path.expanduser(public)):
+        return (
+            f"{shown} is a private key: give its public half, rtun tunnel authorize {peertext.quoted(public)}"
+        )
+    return (
+        f"{shown} is a private key: give its public half (make it with ssh-keygen -y -f {shown} > "
+        f"{peertext.quoted(public)})"
+    )
+
+
 def _run_authorize(args: argparse.Namespace) -> int:
     if args.print_script:
         sys.stdout.write(relayscript.SCRIPT)
         return 0
     if not args.key:
         raise UsageError("name the tunnel key: rtun tunnel authorize KEY.pub (or --print-script)")
+    text = _read_key(args.key)
+    if "PRIVATE KEY-----" in text:
+        raise UsageError(_private_key_advice(args.key))
     try:
-        kind, blob = relay.parse_public_key(_read_key(args.key))
+        kind, blob = relay.parse_public_key(text)
         script = relay.relay_path("--script", args.script)
         directory = relay.relay_path("--registry", args.registry)
     except ValueError as exc:
@@ -215,8 +235,8 @@ def _report(command: str, problems: List[str]) -> None:
         )
 
 
-def _listing(args: argparse.Namespace, probe: bool) -> machines.Listing:
-    ssh = sshargv.ssh_base() if args.via else None
+def _listing(args: argparse.Namespace, probe: Union[bool, str]) -> machines.Listing:
+    ssh = sshargv.ssh_base(identity=args.identity) if args.via else None
     listing = machines.load(
         ssh,
         args.via,
@@ -235,6 +255,7 @@ def _hosts_arguments(parser: argparse.ArgumentParser) -> None:
         "--via", metavar="SERVER", help="read the registry on SERVER over ssh (default: this host)"
     )
     parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
+    parser.add_argument("--identity", metavar="KEY", type=identity_file, help=_IDENTITY_HELP)
     json_option(parser)
     parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="live probe timeout (3)")
 
@@ -295,6 +316,12 @@ def _connect_options(parser: argparse.ArgumentParser) -> None:
         "-l", "--login", metavar="USER", help="user on the machine (default: from the registry)"
     )
     parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
+    parser.add_argument("--identity", metavar="KEY", type=identity_file, help=_IDENTITY_HELP)
+    parser.add_argument(
+        "--anyway",
+        action="store_true",
+        help="try even when the registry says the machine is offline or it does not answer",
+    )
 
 
 def _connect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,36 +354,50 @@ def _late_connect_options(args: argparse.Namespace) -> None:
         parsed = late.parse_args(words[:end])
     except UsageError:
         raise UsageError(f"cannot parse {' '.join(words[:end])!r}: put the command after --") from None
-    for key in ("login", "via", "registry"):
-        if getattr(parsed, key) is not None:
+    for key in ("login", "via", "registry", "identity", "anyway"):
+        if getattr(parsed, key) not in (None, False):
             setattr(args, key, getattr(parsed, key))
     args.remote_command = parsed.rest + words[end + 1 :]
 
 
 def _run_connect(args: argparse.Namespace) -> int:
     _late_connect_options(args)
-    ssh = sshargv.ssh_base()
-    listing = _listing(args, probe=False)
-    entry = machines.find(listing.entries, args.name)
+    ssh = sshargv.ssh_base(identity=args.identity)
     if args.login is not None and not registry.valid(registry.USER_RE, args.login):
         raise UsageError(f"-l {args.login!r} is not a valid user name")
+    listing = _listing(args, probe=args.name)  # whether that machine answers, before ssh
+    entry = machines.find(listing.entries, args.name)
+    if not args.anyway:
+        machines.check_reachable(entry, listing.live.get(entry.machine_id, False), args.via)
     command = machines.split_command(args.remote_command)
-    return machines.exec_ssh(machines.connect_argv(ssh, entry, args.via, args.login, command))
+    argv = machines.connect_argv(ssh, entry, args.via, args.login, command)
+    note = machines.host_key_note(ssh, entry, args.via, args.name)
+    if note:
+        print(f"rtun connect: {note}", file=sys.stderr)
+    return machines.exec_ssh(argv)
 
 
 connect = Command(
-    _connect_arguments, _run_connect, usage="rtun connect NAME [--via SERVER] [-l USER] [-- COMMAND...]"
+    _connect_arguments,
+    _run_connect,
+    usage="rtun connect NAME [--via SERVER] [-l USER] [--identity KEY] [--anyway] [-- COMMAND...]",
 )
 
 
 def _ssh_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--via", metavar="SERVER", help="add ProxyJump SERVER (default: you are on it)")
     parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
+    parser.add_argument(
+        "--identity",
+        metavar="KEY",
+        type=identity_file,
+        help="the private key for SERVER and the machines (IdentityFile of each, offered alone)",
+    )
 
 
 def _run_ssh_config(args: argparse.Namespace) -> int:
     listing = _listing(args, probe=False)
-    text, problems = hostnames.ssh_config(listing.entries, args.via)
+    text, problems = hostnames.ssh_config(listing.entries, args.via, args.identity)
     _report(args.command, problems)
     sys.stdout.write(text)
     return 0

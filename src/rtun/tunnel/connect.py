@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from rtun.errors import RtunError
 from rtun.protocol import peertext
@@ -22,6 +22,11 @@ from rtun.tunnel.hostnames import aliases
 
 class UnknownMachineError(RtunError):
     """No registered machine has that name: `rtun hosts` lists the names there are."""
+
+
+class MachineUnreachableError(RtunError):
+    """The registry says the machine is offline, or it does not answer: `rtun hosts` shows when
+    it is back, and `rtun connect --anyway` tries all the same."""
 
 
 class RegistryUnreachableError(RtunError):
@@ -63,15 +68,30 @@ def _probe_direct(ports: Sequence[int], timeout: float) -> Dict[int, bool]:
     return found
 
 
+def _probed(entries: Sequence[registry.Entry], probe: Union[bool, str]) -> List[registry.Entry]:
+    """The entries to probe: all, none, or the one machine ``probe`` names (`rtun connect`)."""
+    if isinstance(probe, bool):
+        return list(entries) if probe else []
+    try:
+        return [find(entries, probe)]
+    except UnknownMachineError:
+        return []
+
+
 def load(
-    ssh: Optional[List[str]], via: Optional[str], directory: str, probe: bool = True, timeout: float = 3.0
+    ssh: Optional[List[str]],
+    via: Optional[str],
+    directory: str,
+    probe: Union[bool, str] = True,
+    timeout: float = 3.0,
 ) -> Listing:
-    """The registry's valid entries, the files skipped, and which ports answer with a banner."""
+    """The registry's valid entries, the files skipped, and which ports answer with a banner
+    (``probe``: all, none, or those of the machine of that name)."""
     hostnames.check_via(via)
     if via is None:
         files = registry.read_local(directory)
         entries, bad = registry.parse_files(files.files)
-        live = _probe_direct([e.port for e in entries], timeout) if probe else {}
+        live = _probe_direct([e.port for e in _probed(entries, probe)], timeout)
     else:
         assert ssh is not None
         master = _via_master(ssh, via)
@@ -84,8 +104,9 @@ def load(
                 ) from None
             entries, bad = registry.parse_files(files.files)
             # A port nothing listens on is down: no need to probe it (when the relay could say).
-            ports = [e.port for e in entries if files.listening is None or e.port in files.listening]
-            live = master.probe_many(ports, timeout) if probe else {}
+            targets = _probed(entries, probe)
+            ports = [e.port for e in targets if files.listening is None or e.port in files.listening]
+            live = master.probe_many(ports, timeout) if ports else {}
         finally:
             master.close()
     return Listing(
@@ -146,6 +167,83 @@ def find(entries: Sequence[registry.Entry], name: str) -> registry.Entry:
         return by_id[0]
     known = ", ".join(sorted(names.values())[:50]) or "none"
     raise UnknownMachineError(f"no machine named {peertext.quoted(name)} in the registry (known: {known})")
+
+
+def check_reachable(entry: registry.Entry, live: bool, via: Optional[str]) -> None:
+    """Refuse, with what the registry knows, a machine that does not answer: ssh would only say
+    ``channel 0: open failed`` or ``Connection closed``. (`--anyway` skips this.)"""
+    if live:
+        return
+    name = peertext.ascii_escaped(aliases([entry])[entry.machine_id])
+    seen = format_age(entry.age())
+    retry = f"`rtun hosts{' --via ' + via if via else ''}` shows when it is back; --anyway tries all the same"
+    if entry.status == "offline":
+        gone = f" at {peertext.ascii_escaped(entry.disconnected_at)}" if entry.disconnected_at else ""
+        raise MachineUnreachableError(
+            f"{name} is offline: its tunnel agent disconnected{gone} (last seen {seen}); {retry}"
+        )
+    raise MachineUnreachableError(
+        f"{name} does not answer on port {entry.port} of the relay (last seen {seen}): its tunnel "
+        f"is down or reconnecting, or its sshd is not running; {retry}"
+    )
+
+
+def host_key_note(ssh: Sequence[str], entry: registry.Entry, via: Optional[str], name: str) -> str:
+    """When ssh cannot ask about the machine's host key (BatchMode, or no terminal to ask on)
+    and known_hosts has none under its HostKeyAlias yet: how to accept it. Else ""."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            sshargv.config_argv(ssh, "127.0.0.1", ["-o", f"HostKeyAlias={entry.host_key_alias}"]),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    config = sshargv.parse_config(done.stdout.decode("utf-8", "replace"))
+    strict = config.get("stricthostkeychecking", "ask")
+    if done.returncode != 0 or strict in ("false", "no", "accept-new", "off"):
+        return ""
+    if strict == "ask" and config.get("batchmode", "no") != "yes" and _has_terminal():
+        return ""  # ssh asks, showing the fingerprint
+    files = (config.get("userknownhostsfile", "") + " " + config.get("globalknownhostsfile", "")).split()
+    if any(_knows(path, entry.host_key_alias) for path in files):
+        return ""
+    hop = f" --via {via}" if via else ""
+    return (
+        f"the host key of {peertext.ascii_escaped(name)} (known as {entry.host_key_alias}) is not in "
+        "your known_hosts yet, and this ssh cannot ask you to accept it (BatchMode, or no terminal): "
+        f"run `rtun connect{hop} {peertext.ascii_escaped(name)} true` once in a terminal and check the "
+        "fingerprint it shows (the machine's `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), "
+        "or trust it on first use with RTUN_SSH_COMMAND='ssh -o StrictHostKeyChecking=accept-new'"
+    )
+
+
+def _has_terminal() -> bool:
+    """Whether ssh could ask a question (it asks on /dev/tty, not on stdin)."""
+    try:
+        with open("/dev/tty", "rb"):
+            return True
+    except OSError:
+        return False
+
+
+def _knows(path: str, alias: str) -> bool:
+    """Whether a known_hosts file has a key for ``alias`` (hashed lines too: ssh-keygen -F)."""
+    import subprocess
+
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        return False
+    try:
+        done = subprocess.run(
+            ["ssh-keygen", "-F", alias, "-f", path], stdin=subprocess.DEVNULL, capture_output=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return True  # cannot tell: say nothing rather than something wrong
+    return done.returncode == 0
 
 
 def connect_argv(

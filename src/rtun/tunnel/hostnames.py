@@ -91,9 +91,12 @@ def strip_suffix(name: str) -> str:
     return name[: -len(SUFFIX)] if name.lower().endswith(SUFFIX) else name
 
 
-def ssh_config(entries: Sequence[registry.Entry], via: Optional[str]) -> Tuple[str, List[str]]:
-    """ssh_config text with one Host block per machine, and one problem line per machine left
-    out (a Host name taken already, or the name of the relay hop itself)."""
+def ssh_config(
+    entries: Sequence[registry.Entry], via: Optional[str], identity: Optional[str] = None
+) -> Tuple[str, List[str]]:
+    """ssh_config text with one Host block per machine (logging in with ``identity``, a checked
+    absolute path, when given), and one problem line per machine left out (a Host name taken
+    already, or the name of the relay hop itself)."""
     names = aliases(entries)
     relay_hosts = via_hosts(via)
     where = f"through {via}" if via else "on this relay"
@@ -120,5 +123,7 @@ def ssh_config(entries: Sequence[registry.Entry], via: Optional[str]) -> Tuple[s
         ]
         if via is not None:
             lines.append(f"    ProxyJump {via}")
+        if identity is not None:
+            lines += [f'    IdentityFile "{identity.replace("%", "%%")}"', "    IdentitiesOnly yes"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n", problems

@@ -40,6 +40,7 @@ class Settings:
     alive_interval: int = sshargv.SERVER_ALIVE_INTERVAL
     alive_count: int = sshargv.SERVER_ALIVE_COUNT_MAX
     connect_timeout: int = sshargv.CONNECT_TIMEOUT
+    identity: Optional[str] = None  # the private key for the server (ssh -i), an absolute path
 
     @property
     def preferred_port(self) -> int:
@@ -88,6 +89,36 @@ def parse_local(text: str) -> Tuple[str, int]:
     ):
         raise UsageError(f"--local {peertext.quoted(text)} is not HOST:PORT")
     return host, int(port_text)
+
+
+def key_path(text: str) -> str:
+    """``--identity KEY`` as an absolute path: a boot service does not start in this directory."""
+    import os
+
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _private_key(flag: str, value: str) -> None:
+    import os
+
+    if not registry.valid(_DIR_RE, value) or '"' in value:  # one quoted word in an ssh_config
+        raise UsageError(f"{flag} {peertext.quoted(value)}: printable characters only, no '\"'")
+    if not os.path.isfile(value):
+        raise UsageError(
+            f"{flag} {peertext.quoted(value)}: no such file (the private key, e.g. ~/.ssh/id_tunnel)"
+        )
+    if value.endswith(".pub"):
+        raise UsageError(
+            f"{flag} {peertext.quoted(value)} is a public key: give the private key beside it "
+            f"({peertext.quoted(value[:-4])})"
+        )
+
+
+def identity_file(text: str) -> str:
+    """``--identity`` of the commands that are not the agent's (an argparse type)."""
+    path = key_path(text)
+    _private_key("--identity", path)
+    return path
 
 
 def _directory(flag: str, value: str) -> None:
@@ -147,6 +178,13 @@ AGENT_OPTIONS = (
     ),
     Option("--alive-count", "ssh ServerAliveCountMax (2)", int, "N", _positive),
     Option("--connect-timeout", "ssh ConnectTimeout (10)", int, "N", _positive),
+    Option(
+        "--identity",
+        "the private key for SERVER (ssh -i KEY, offered alone; default: your ssh_config's)",
+        key_path,
+        "KEY",
+        _private_key,
+    ),
     Option("--machine-id", argparse.SUPPRESS),  # tests: several machines on one host
 )
 
