@@ -253,8 +253,8 @@ def _bus_failure(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if "DBUS_SESSION_BUS_ADDRESS" in text:
         return (
-            "the rtun daemon there has no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not "
-            "set): start it from your desktop session"
+            "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set): start the rtun daemon "
+            "from your desktop session"
         )
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot reach the D-Bus session bus: {exc.strerror.lower()}"
