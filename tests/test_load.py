@@ -198,7 +198,7 @@ def _accounted(records: List[Dict[str, object]]) -> int:
     """Notifications shown one by one, plus those a flood summary counts."""
     count = 0
     for record in records:
-        found = re.fullmatch(r"(\d+) more notifications? came too fast to show", str(record["body"]))
+        found = re.match(r"(\d+) more notifications? came too fast to show", str(record["body"]))
         if record["summary"] == "rtun" and found:
             count += int(found.group(1))
         else:

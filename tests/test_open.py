@@ -182,8 +182,9 @@ def test_open_turned_off_is_refused_with_exit_4_and_files_still_open(
 
     assert result.returncode == 4
     assert one_line(result.stderr) == (
-        "rtun open: open is turned off on your computer ([actions] open = "
-        "true in the config file of rtun there turns it on)"
+        "rtun open: open is turned off on your computer; to turn it on, set [actions] open = true "
+        "in ~/.config/rtun/config.toml on your computer (`rtun config --path` there prints its "
+        "path), then run `rtun server reload` there"
     )
     (short_tmp / "notes.txt").write_text("notes\n")
     assert run_rtun(["open", str(short_tmp / "notes.txt")], remote_home).returncode == 0  # view is on

@@ -281,3 +281,35 @@ def test_socket_path_longer_than_sun_path_is_a_clear_one_line_error(remote_home,
     assert result.returncode != 0
     line = _stderr_line(result)
     assert "too long" in line and long_path in line
+
+
+@pytest.mark.parametrize("how", ["discovered", "RTUN_SOCK", "flag"])
+def test_daemon_down_behind_a_live_forward_says_start_it_and_the_same_session_then_works(
+    forward, remote_home, daemon, start_daemon, how
+):
+    """The ssh session is fine and its forward listens; only the daemon on the laptop is gone.
+    Logging in again would not help: starting the daemon does, and the same forward works."""
+    args = ["ping", "-s", str(forward.remote)] if how == "flag" else ["ping"]
+    env = {"RTUN_SOCK": str(forward.remote)} if how == "RTUN_SOCK" else {}
+    daemon.stop()
+    result = run_rtun(args, remote_home, **env)
+    assert result.returncode == 3
+    line = _stderr_line(result)
+    assert "rtun server -d" in line and "your computer" in line and str(forward.remote) in line
+    assert "this session works again" in line, line
+    assert "rtun ssh" not in line and "log in" not in line
+    start_daemon()  # on the same socket, at the far end of the same forward
+    result = run_rtun(args, remote_home, **env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"OK PONG\n", b"")
+
+
+def test_sockets_of_ended_sessions_say_log_in_again_not_start_the_daemon(remote_home, short_tmp):
+    stale = _dead_socket(remote_home / ".rtun" / f"rtun.sock.{LAPTOP_A}.host.00000001")
+    for env in ({}, {"RTUN_SOCK": str(stale)}):
+        result = run_rtun(["ping"], remote_home, **env)
+        assert result.returncode == 3
+        line = _stderr_line(result)
+        assert str(stale) in line and "sessions that have ended" in line and "rtun ssh HOST" in line
+        assert "rtun server -d" not in line
+    line = _stderr_line(run_rtun(["ping"], short_tmp))  # no ~/.rtun at all
+    assert "no rtun socket found" in line and "rtun ssh HOST" in line and "ended" not in line

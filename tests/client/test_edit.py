@@ -352,7 +352,9 @@ def test_a_denied_edit_is_refused_with_exit_4(forward, remote_home, server_dir, 
 
     assert result.returncode == 4
     [line] = lines(result.stderr)
-    assert line.startswith("rtun edit: edit is turned off on your computer ([actions] edit = true")
+    assert line.startswith(
+        "rtun edit: edit is turned off on your computer; to turn it on, set [actions] edit = true"
+    )
     assert editor.record("notes.txt") == {} and copies(daemon_tmp) == []
     assert path.read_text() == "x"
 

@@ -270,7 +270,7 @@ def test_the_transfer_slot_is_held_for_the_upload_only(serve) -> None:
         (
             {"edit_editor": ("/nonexistent/editor",)},
             1,
-            b"ERROR 115 cannot open files for editing on this computer: '/nonexistent/editor' was not found",
+            b"ERROR 115 cannot open files for editing on your computer: '/nonexistent/editor' was not found",
         ),
     ],
 )

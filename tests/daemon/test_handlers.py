@@ -61,13 +61,14 @@ class Peer:
 def test_view_open_and_edit_word_their_shared_rate_limit_the_same_way(tmp_path) -> None:
     services = Services(Config(save_dir=str(tmp_path), view_burst=1, view_rate=0.001), 0o022)
     texts = []
-    for conn in (Peer(), Peer(), Peer()):
+    for conn, kind in ((Peer(), "view"), (Peer(), "page"), (Peer(), "edit")):
         with pytest.raises(Rejected) as refused:
-            services.opens_program(conn)  # the daemon's one token went to no one: burst 1 is halved
-            services.opens_program(conn)
-        texts.append(re.sub(r"\d+ s$", "N s", refused.value.text))
+            services.opens_program(conn, kind)  # the first took the daemon's one token
+            services.opens_program(conn, kind)
+        texts.append(re.sub(r"again in \d+ s", "again in N s", refused.value.text))
     assert texts[0] == texts[1] == texts[2]
-    assert texts[0].startswith("too many files opened") and texts[0].endswith("try again in N s")
+    assert texts[0].startswith("too many files opened in a short time") and "try again in N s. " in texts[0]
+    assert "[view] burst = 1" in texts[0] and "rtun server reload" in texts[0]
 
 
 def test_the_upload_slots_bound_transfers_and_time_out_when_all_are_held(tmp_path) -> None:

@@ -46,8 +46,9 @@ def test_a_denied_action_is_refused_with_exit_4_and_the_setting(
     assert result.returncode == 4
     lines = result.stderr.decode().splitlines()
     assert lines == [
-        f"rtun {argv[0]}: {action} is turned off on your computer ([actions] {action} = true "
-        "in the config file of rtun there turns it on)"
+        f"rtun {argv[0]}: {action} is turned off on your computer; to turn it on, set [actions] "
+        f"{action} = true in ~/.config/rtun/config.toml on your computer (`rtun config --path` "
+        "there prints its path), then run `rtun server reload` there"
     ]
     assert not (short_tmp / "opened").exists()
     assert not save_dir.exists() or not any(save_dir.iterdir())

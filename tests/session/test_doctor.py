@@ -18,6 +18,9 @@ NAMES = [
     "daemon",
     "notifications",
     "opener",
+    "browser",
+    "clipboard",
+    "editor",
     "save directory",
     "ssh",
     "python3",
@@ -49,7 +52,10 @@ def _statuses(text: str) -> Dict[str, str]:
 def test_a_healthy_set_up_is_all_ok_and_exits_0(laptop: Laptop, bus, server_home):
     config = laptop.home / ".config" / "rtun" / "config.toml"
     config.parent.mkdir(parents=True)
-    config.write_text('[view]\nopener = ["/bin/true"]\n')
+    config.write_text(
+        '[view]\nopener = ["/bin/true"]\n[open]\nbrowser = ["/bin/true"]\n'
+        '[clipboard]\ncopy = ["/bin/true"]\n[edit]\neditor = ["/bin/true"]\n'
+    )
     daemon = RtunDaemon(
         laptop.home, laptop.home / "Downloads", env={"DBUS_SESSION_BUS_ADDRESS": bus.address}
     ).start()

@@ -16,7 +16,16 @@ from rtun.protocol import wire
 from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon, run_rtun
 
-LOCAL_CHECKS = ["config", "daemon", "notifications", "opener", "save directory"]
+LOCAL_CHECKS = [
+    "config",
+    "daemon",
+    "notifications",
+    "opener",
+    "browser",
+    "clipboard",
+    "editor",
+    "save directory",
+]
 CHECK_KEYS = ["detail", "fix", "name", "status"]
 
 
@@ -29,9 +38,13 @@ def _doctor(home: Path, *args: str, **env: str) -> Tuple[int, dict]:
 
 
 def _config(home: Path, opener: str) -> None:
+    """``opener`` as the program the daemon starts for view, open, copy and edit alike."""
     path = home / ".config" / "rtun" / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'[view]\nopener = ["{opener}"]\n')
+    path.write_text(
+        f'[view]\nopener = ["{opener}"]\n[open]\nbrowser = ["{opener}"]\n'
+        f'[clipboard]\ncopy = ["{opener}"]\n[edit]\neditor = ["{opener}"]\n'
+    )
 
 
 @pytest.fixture
@@ -55,7 +68,7 @@ def test_a_healthy_computer_is_ok_in_the_document(
     assert (document["ok"], document["version"], document["host"]) == (True, __version__, None)
     assert isinstance(document["laptop"], str) and len(document["laptop"]) == 12
     assert [c["name"] for c in document["checks"]] == LOCAL_CHECKS
-    assert [c["status"] for c in document["checks"]] == ["ok"] * 5
+    assert [c["status"] for c in document["checks"]] == ["ok"] * 8
     daemon_check = document["checks"][1]
     assert f"rtun {__version__}, rtun/2: notify2" in daemon_check["detail"]
     assert "version=" not in daemon_check["detail"]  # the version word is not a feature
@@ -73,6 +86,9 @@ def test_failures_are_in_the_document_with_what_to_do_and_exit_1(local_home: Pat
         "daemon": "fail",
         "notifications": "fail",
         "opener": "fail",
+        "browser": "fail",
+        "clipboard": "fail",
+        "editor": "fail",
         "save directory": "ok",
     }
     assert all(c["fix"] for c in document["checks"] if c["status"] == "fail")
@@ -122,7 +138,7 @@ def test_the_host_is_named_in_the_document(laptop) -> None:
     document = json.loads(result.stdout)
     assert document["host"] == "srv" and document["ok"] is False
     names = [c["name"] for c in document["checks"]]
-    assert names[:5] == LOCAL_CHECKS and names[5:] == [
+    assert names[:8] == LOCAL_CHECKS and names[8:] == [
         "ssh",
         "python3",
         "client",

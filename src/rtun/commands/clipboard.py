@@ -94,5 +94,6 @@ paste = Command(
     _paste_arguments,
     _paste,
     description="Print the clipboard of your computer, exactly "
-    "as it is. Off unless [actions] paste = true in the config file of rtun there.",
+    "as it is. Off unless [actions] paste = true in ~/.config/rtun/config.toml on your computer "
+    "(`rtun server reload` there applies it).",
 )

@@ -41,7 +41,7 @@ async def edit_session(services: Services, conn: Connection, upload: Upload) -> 
     editors = services.editors()
     command = editors.check(request)
     services.may_upload(conn)
-    services.opens_program(conn)  # each EDIT starts an editor
+    services.opens_program(conn, "edit")  # each EDIT starts an editor
     target = editors.begin(request)
     try:
         async with services.slot():  # the upload only: an edit may stay open for hours

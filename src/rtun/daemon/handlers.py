@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any, Awaitable, Callable, Dict, NamedTuple, Optional, Union
 
+from rtun.daemon.actions.advice import setting as change
 from rtun.daemon.actions.files import Uploads
 from rtun.daemon.actions.ranges import RangedFile
 from rtun.daemon.config import Config
@@ -99,8 +100,8 @@ class Handlers:
         if not self.config.diagnostics:
             raise Rejected(
                 messages.E_UNKNOWN,
-                f"{verb} is turned off on this daemon "
-                "([server] diagnostics = true in its config file turns it on)",
+                f"{verb} is turned off on the rtun daemon on your computer; to turn it on, "
+                + change("[server] diagnostics", "true"),
             )
 
     async def pid(self, conn: Connection, request: messages.Pid) -> None:
@@ -152,7 +153,7 @@ class Handlers:
         services = self.services
         viewer = services.viewer()
         services.may_upload(conn)
-        services.opens_program(conn)
+        services.opens_program(conn, "view")
         async with services.slot():
             target = viewer.begin(request)
             try:
@@ -228,7 +229,7 @@ class Handlers:
         from rtun.daemon.actions.browser import check_url
 
         check_url(request.url)  # a refused URL opens nothing: it takes no turn of the rate limit
-        self.services.opens_program(conn)
+        self.services.opens_program(conn, "page")
         await browser.open(request.url)
         await conn.send(conn.receiver.reply())
 
@@ -242,11 +243,12 @@ class Handlers:
         if request.size > clipboard.max_bytes:
             raise Rejected(
                 messages.E_TOO_LARGE,
-                f"{request.size} bytes is more than the clipboard takes "
-                f"here ([clipboard] max_bytes = {clipboard.max_bytes})",
+                f"{request.size} bytes is more than the clipboard takes on your computer "
+                f"([clipboard] max_bytes = {clipboard.max_bytes}); to take more, "
+                + change("[clipboard] max_bytes"),
             )
         services.may_upload(conn)
-        services.limited(services.clipboard_limit, conn, "clipboard requests")
+        services.uses_clipboard(conn, "copy")
         async with services.slot():
             sink = Sink()
             await receive(conn, sink)
@@ -256,7 +258,7 @@ class Handlers:
 
     async def paste(self, conn: Connection, request: messages.Paste) -> None:
         services = self.services
-        services.limited(services.clipboard_limit, conn, "clipboard requests")
+        services.uses_clipboard(conn, "paste")
         async with services.slot():  # reading the clipboard holds its text in memory
             data = await services.clipboard().paste()
         for piece in conn.receiver.reply_payload({}, data):

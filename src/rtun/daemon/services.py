@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Dict, List, Optional, Set, Tuple
 
+from rtun.daemon.actions.advice import setting as change
 from rtun.daemon.actions.files import Uploads
 from rtun.daemon.actions.ranges import RangedFiles
 from rtun.daemon.actions.ratelimit import RateLimit
@@ -40,6 +42,18 @@ _ACTION_SETTINGS: Dict[str, Tuple[str, ...]] = {
     "_editors": ("edit_editor", "edit_max_bytes", "edit_max_open", "min_free_bytes"),
 }
 
+SUMMARY_TITLES = 3  # titles of notifications that came too fast, named in the one shown for them
+SUMMARY_TITLE_CHARS = 40
+
+# What a rate limit let through, in its refusal: (plural, singular) by kind.
+_KINDS = {
+    "view": ("files viewed", "file viewed"),
+    "page": ("pages opened", "page opened"),
+    "edit": ("edits started", "edit started"),
+    "copy": ("copies", "copy"),
+    "paste": ("pastes", "paste"),
+}
+
 
 class Services:
     def __init__(self, config: Config, umask: int) -> None:
@@ -57,6 +71,7 @@ class Services:
         self._clipboard: Optional[Clipboard] = None
         self._editors: Optional[Editors] = None
         self._coalesced = 0  # notifications that came too fast, shown as one later
+        self._coalesced_titles: List[str] = []  # the first few of their titles, for that one
         self._summary: Optional[asyncio.TimerHandle] = None
         self._notes: "Set[asyncio.Future[None]]" = set()  # notifications in flight, kept from collection
 
@@ -107,14 +122,10 @@ class Services:
         if action == "paste":
             why = (
                 "paste is off unless you turn it on: anyone with root on a server you log in to "
-                "could read your clipboard ([actions] paste = true in the config file of rtun on "
-                "your computer turns it on)"
+                f"could read your clipboard; to turn it on, {change('[actions] paste', 'true')}"
             )
         else:
-            why = (
-                f"{action} is turned off on your computer ([actions] {action} = true in the "
-                "config file of rtun there turns it on)"
-            )
+            why = f"{action} is turned off on your computer; to turn it on, {change(f'[actions] {action}', 'true')}"
         raise Rejected(messages.E_DENIED, why)
 
     @staticmethod
@@ -124,16 +135,40 @@ class Services:
                 messages.E_BUSY, "too many connections busy with transfers: only ping and notify now"
             )
 
-    @staticmethod
-    def limited(limit: RateLimit, conn: object, what: str) -> None:
-        if not limit.allow(conn):
+    def opens_program(self, conn: object, kind: str) -> None:
+        """A turn of the one rate that VIEW, OPEN and EDIT share (``kind`` "view", "page" or
+        "edit"), worded the same for each."""
+        if not self.view_limit.allow(conn, kind):
+            c = self.config
+            settings = (
+                f"[view] burst = {c.view_burst} sets how many may open at once, [view] rate = "
+                f"{c.view_rate:g} how many a second after that"
+            )
+            raise Rejected(messages.E_BUSY, self._too_many(self.view_limit, conn, "files opened", settings))
+
+    def uses_clipboard(self, conn: object, kind: str) -> None:
+        """A turn of the clipboard's rate (``kind`` "copy" or "paste")."""
+        if not self.clipboard_limit.allow(conn, kind):
+            c = self.config
+            settings = (
+                f"Copies and pastes together may come {c.view_burst * 2} at once (twice [view] "
+                f"burst) and {c.view_rate * 5:g} a second after that (five times [view] rate)"
+            )
             raise Rejected(
-                messages.E_BUSY, f"too many {what} in a short time: try again in {limit.wait(conn):.0f} s"
+                messages.E_BUSY, self._too_many(self.clipboard_limit, conn, "clipboard requests", settings)
             )
 
-    def opens_program(self, conn: object) -> None:
-        """A turn of the one rate that VIEW, OPEN and EDIT share, worded the same for each."""
-        self.limited(self.view_limit, conn, "files opened (views, pages and edits together)")
+    @staticmethod
+    def _too_many(limit: RateLimit, conn: object, what: str, settings: str) -> str:
+        """What used the limit up (how many of each kind, over how long; never names or URLs,
+        which may have come from another server), when to retry, and which settings decide."""
+        first, kinds = limit.recent()
+        listed = ", ".join(f"{n} {_KINDS.get(kind, ('', kind))[n == 1]}" for kind, n in kinds.most_common())
+        done = f": {sum(kinds.values())} in the last {max(math.ceil(first), 1)} s ({listed})" if kinds else ""
+        return (
+            f"too many {what} in a short time{done}; try again in {max(math.ceil(limit.wait(conn)), 1)} s. "
+            f"{settings}, one connection half of each; to change them, {change('them')}"
+        )
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -205,6 +240,8 @@ class Services:
             await notifier.notify(title, body)
             return
         self._coalesced += 1
+        if len(self._coalesced_titles) < SUMMARY_TITLES:
+            self._coalesced_titles.append(" ".join(title.split())[:SUMMARY_TITLE_CHARS])
         if self._summary is None:
             delay = max(self.notify_limit.daemon.wait(), 1.0)
             self._summary = asyncio.get_running_loop().call_later(delay, self._show_summary)
@@ -212,11 +249,20 @@ class Services:
     def _show_summary(self) -> None:
         self._summary = None
         count, self._coalesced = self._coalesced, 0
+        titles, self._coalesced_titles = self._coalesced_titles, []
         if not count:
             return
         log.info("%d notifications came too fast and were coalesced into one", count)
         self.notify_limit.daemon.take()
-        self.tell("rtun", f"{count} more notifications came too fast to show")
+        c = self.config
+        more = ", ..." if count > len(titles) else ""
+        self.tell(
+            "rtun",
+            f"{count} more notifications came too fast to show ({', '.join(titles)}{more}). "
+            f"[notify] burst = {c.notify_burst} sets how many show at once, [notify] rate = "
+            f"{c.notify_rate:g} how many a second after that, in rtun's config file "
+            "(`rtun config --path`; `rtun server reload` applies a change)",
+        )
 
     def tell(self, title: str, body: str) -> None:
         """A notification of the daemon's own for the user here, without holding anyone up."""

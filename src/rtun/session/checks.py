@@ -1,7 +1,7 @@
 """`rtun doctor`'s checks: what rtun needs on this computer, and on a server through ssh.
 
-Each check gives one :class:`Check`: ``ok``, ``warn`` (works, but worth knowing) or ``fail``
-(something rtun does will not work), a one-line detail and, for the others, what to do.
+Each check gives one :class:`Check` (session/check.py); those of the desktop programs the daemon
+starts are in session/toolchecks.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from rtun import __version__, paths
 from rtun.errors import RtunError
 from rtun.protocol import peertext
 from rtun.session import remote
+from rtun.session.check import FAIL as FAIL
+from rtun.session.check import OK as OK
+from rtun.session.check import WARN as WARN
+from rtun.session.check import Check as Check
+from rtun.session.toolchecks import tool_checks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,20 +27,9 @@ if TYPE_CHECKING:
     from rtun.daemon.config import Config
     from rtun.session.master import Login
 
-OK, WARN, FAIL = "ok", "warn", "fail"
 MARKER = "RTUN-DOCTOR"
 PINGS = 5
-
-
-class Check:
-    def __init__(self, name: str, status: str, detail: str, fix: str = "") -> None:
-        self.name = name
-        self.status = status
-        self.detail = detail
-        self.fix = fix
-
-    def as_dict(self) -> "Dict[str, str]":
-        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+NEEDED_BY = "`rtun notify`, `rtun done` and the shell hooks' notifications need"
 
 
 def _home(path: str) -> str:
@@ -120,7 +114,7 @@ def notifications_check() -> Check:
         return (
             Check("notifications", OK, f"shown by the notification centre ({found})")
             if found
-            else Check("notifications", FAIL, "osascript not found", "rtun notify needs macOS's osascript")
+            else Check("notifications", FAIL, "osascript not found", f"{NEEDED_BY} macOS's osascript")
         )
     import asyncio
 
@@ -141,13 +135,14 @@ def notifications_check() -> Check:
             "notifications",
             FAIL,
             exc.text + " (as seen from this shell's environment)",
-            "run a notification daemon in your desktop session (or ignore: only `rtun notify` needs one)",
+            f"run a notification daemon in your desktop session ({NEEDED_BY} one)",
         )
     return Check(
         "notifications",
         OK,
         "org.freedesktop.Notifications answers on the session bus "
-        f"({', '.join(sorted(capabilities)) or 'no capabilities'})",
+        f"({', '.join(sorted(capabilities)) or 'no capabilities'}), for `rtun notify`, `rtun done` "
+        "and the shell hooks",
     )
 
 
@@ -197,7 +192,8 @@ def local_checks(config_file: "Optional[str]") -> "Tuple[List[Check], Optional[s
     if settings is None:
         return [config], None
     daemon = daemon_check(settings.socket)
-    checks = [config, daemon, notifications_check(), opener_check(settings), save_dir_check(settings)]
+    checks = [config, daemon, notifications_check(), opener_check(settings)]
+    checks += tool_checks(settings) + [save_dir_check(settings)]
     checks += running_config_check(settings.socket)
     return checks, settings.socket if daemon.status != FAIL else None
 

@@ -1,8 +1,8 @@
 """`rtun doctor [HOST]`: one line per check of what rtun needs, and exit 1 if any fails.
 
-Here: the config file, the daemon, notifications, the opener, the save directory. With HOST
-(through ssh, as `rtun ssh` logs in): python3 and the rtun client there, ~/.rtun, stale sockets,
-and a real forward with a PING through it, timed.
+Here: the config file, the daemon, notifications, the opener, browser, clipboard and editor, the
+save directory. With HOST (through ssh, as `rtun ssh` logs in): python3 and the rtun client
+there, ~/.rtun, stale sockets, and a real forward with a PING through it, timed.
 """
 
 from __future__ import annotations

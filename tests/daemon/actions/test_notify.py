@@ -13,7 +13,7 @@ from support.notifications import NotificationService, SessionBus, read_records
 from support.rtun import run_rtun
 from support.wait import wait_until
 
-NO_SERVICE = "no notification service on this desktop"
+NO_SERVICE = "no notification service on your computer's desktop"
 
 
 @pytest.fixture
@@ -197,3 +197,6 @@ def test_a_burst_of_notifications_is_coalesced_into_one(forward, remote_home, no
     coalesced = int(summaries[0]["body"].split()[0])
     assert 3 <= len(shown_one_by_one) <= 4  # the burst, and at most one token refilled meanwhile
     assert len(shown_one_by_one) + coalesced == 8 and len(summaries) == 1
+    body = summaries[0]["body"]  # what was held back, and the settings that decide
+    assert "(burst, burst, burst" in body and "[notify] burst = 3" in body and "[notify] rate = 0.2" in body
+    assert "rtun server reload" in body

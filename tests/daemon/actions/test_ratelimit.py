@@ -52,3 +52,18 @@ def test_a_forgotten_source_takes_no_memory() -> None:
     limit.allow(source)
     del source
     assert len(limit._sources) == 0
+
+
+def test_recent_counts_what_was_let_through_while_the_bucket_could_refill() -> None:
+    clock = Clock()
+    limit = RateLimit(rate=0.25, burst=3, clock=clock)  # refills in 12 s
+    assert limit.allow(Source(), "view")
+    clock.now += 3
+    assert limit.allow(Source(), "page") and limit.allow(Source(), "view")
+    assert not limit.allow(Source(), "edit")  # refused: not counted
+    clock.now += 2
+    age, kinds = limit.recent()
+    assert age == 5 and kinds == {"view": 2, "page": 1}
+    clock.now += 8  # the first view is 13 s old: past what the bucket refills in
+    age, kinds = limit.recent()
+    assert age == 10 and kinds == {"view": 1, "page": 1}

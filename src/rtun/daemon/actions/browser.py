@@ -1,4 +1,4 @@
-"""OPEN: a URL from the server in this computer's browser.
+"""OPEN: a URL from the server in the browser of the computer the daemon runs on.
 
 Only ``http``, ``https`` and ``mailto`` pass: ``file:``, ``javascript:``, ``data:``, ``smb:`` and
 the desktop's custom handlers (``vscode:``, ``ms-officecmd:`` and the like) would let the server

@@ -1,4 +1,4 @@
-"""COPY and PASTE: this computer's clipboard, through the platform's own tools.
+"""COPY and PASTE: the clipboard of the computer the daemon runs on, through the platform's own tools.
 
 The tool is ``[clipboard] copy`` / ``paste`` if set, else the platform's: ``pbcopy`` and
 ``pbpaste`` on macOS; ``wl-copy`` and ``wl-paste`` under Wayland; ``xclip``, else ``xsel``, under
@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from rtun.daemon.actions.advice import setting as change
 from rtun.daemon.actions.files import Transfer
 from rtun.protocol import messages
 from rtun.protocol.events import FileStart
@@ -120,15 +121,15 @@ def builtin_name(platform: str, environ: Mapping[str, str], which: Which, settin
     if not wayland and not x11:
         raise Rejected(
             messages.E_OPEN,
-            "no clipboard here: the rtun daemon has no display (neither "
-            "WAYLAND_DISPLAY nor DISPLAY is set); start it from your desktop session, "
-            f"or set {setting} in its config file",
+            "no clipboard on your computer: its rtun daemon has no display (neither "
+            "WAYLAND_DISPLAY nor DISPLAY is set); start the daemon from your desktop session, "
+            f"or {change(setting)}",
         )
     wanted = (["wl-clipboard (wl-copy, wl-paste)"] if wayland else []) + (["xclip or xsel"] if x11 else [])
     raise Rejected(
         messages.E_OPEN,
-        f"no clipboard tool found: install {' or '.join(wanted)}, or set "
-        f"{setting} in the config file of rtun",
+        f"no clipboard tool found on your computer: install {' or '.join(wanted)} there, "
+        f"or {change(setting)}",
     )
 
 
@@ -147,8 +148,8 @@ def choose(
         if program is None:
             raise Rejected(
                 messages.E_OPEN,
-                f"cannot use the clipboard on this computer: {configured[0]!r} "
-                f"was not found (set {setting} in the config file of rtun)",
+                f"cannot use the clipboard on your computer: {configured[0]!r} "
+                f"was not found there; install it, or {change(setting)}",
             )
         return Tool((program,) + tuple(configured[1:]), os.path.basename(configured[0]))
     name = builtin_name(platform, os.environ if environ is None else environ, which, setting)
@@ -158,7 +159,7 @@ def choose(
     if program is None:  # pbcopy and pbpaste come with macOS; found above for the others
         raise Rejected(
             messages.E_OPEN,
-            f"no clipboard tool found: {argv[0]!r} is missing (set {setting} in the config file of rtun)",
+            f"no clipboard tool found on your computer: {argv[0]!r} is missing; {change(setting)}",
         )
     return Tool((program,) + argv[1:], argv[0], builtin.empty_error if kind == "paste" else None, builtin.env)
 
@@ -245,8 +246,9 @@ class Clipboard:
                     raise Rejected(
                         messages.E_TOO_LARGE,
                         f"the clipboard holds more than {self.max_bytes} "
-                        f"bytes, more than it may send ([clipboard] max_bytes = "
-                        f"{self.max_bytes} on your computer)",
+                        f"bytes, more than it may send ([clipboard] max_bytes = {self.max_bytes}); "
+                        "to send more, "
+                        f"{change('[clipboard] max_bytes')}",
                     ) from None
                 except BaseException:
                     await _kill(proc)

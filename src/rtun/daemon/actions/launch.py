@@ -12,6 +12,7 @@ import logging
 import shutil
 from typing import Sequence, Set
 
+from rtun.daemon.actions.advice import setting as change
 from rtun.protocol import messages
 from rtun.protocol.messages import Rejected
 
@@ -26,8 +27,8 @@ def find(command: Sequence[str], setting: str, what: str) -> str:
     if program is None:
         raise Rejected(
             messages.E_OPEN,
-            f"cannot open {what} on this computer: {command[0]!r} was not found "
-            f"(set {setting} in the config file of rtun)",
+            f"cannot open {what} on your computer: {command[0]!r} was not found there; "
+            f"install it, or {change(setting)}",
         )
     return program
 

@@ -1,4 +1,4 @@
-"""NOTIFY and NOTIFY2: a desktop notification on this computer, with text that is shown, never run.
+"""NOTIFY and NOTIFY2: a desktop notification where the daemon runs, with text that is shown, never run.
 
 The notification goes through desktop-notifier (D-Bus ``org.freedesktop.Notifications`` on
 Linux and the BSDs, the notification centre on macOS). That library only logs a warning when
@@ -29,7 +29,7 @@ APP_NAME = "rtun"
 DEFAULT_TITLE = "rtun"
 TITLE_MAX_CHARS = 200  # a title is one short line whatever notify_max_chars says
 BUS_TIMEOUT = 10.0  # seconds for the bus and the service to answer (D-Bus may start the service)
-NO_SERVICE = "no notification service on this desktop: "
+NO_SERVICE = "no notification service on your computer's desktop: "
 
 _BUS_NAME = "org.freedesktop.Notifications"
 _OBJECT_PATH = "/org/freedesktop/Notifications"
@@ -252,7 +252,10 @@ async def _run_osascript(title: str, body: str) -> None:
 def _bus_failure(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if "DBUS_SESSION_BUS_ADDRESS" in text:
-        return "the daemon has no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set)"
+        return (
+            "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set): start the rtun daemon "
+            "from your desktop session"
+        )
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot reach the D-Bus session bus: {exc.strerror.lower()}"
     return f"cannot reach the D-Bus session bus: {text}"

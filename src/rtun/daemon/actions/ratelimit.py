@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Callable
+from collections import Counter, deque
+from typing import Callable, Deque, Tuple
+
+HISTORY = 64  # grants remembered, to say what used up a limit
 
 
 class TokenBucket:
@@ -48,6 +51,7 @@ class RateLimit:
         self._rate, self._burst = rate, burst
         self.daemon = TokenBucket(rate, burst, clock)
         self._sources: "weakref.WeakKeyDictionary[object, TokenBucket]" = weakref.WeakKeyDictionary()
+        self._granted: "Deque[Tuple[float, str]]" = deque(maxlen=HISTORY)  # (when, what kind)
 
     def _bucket(self, source: object) -> TokenBucket:
         bucket = self._sources.get(source)
@@ -57,14 +61,28 @@ class RateLimit:
             )
         return bucket
 
-    def allow(self, source: object) -> bool:
-        """Take a token from both buckets if both have one."""
+    def allow(self, source: object, kind: str = "") -> bool:
+        """Take a token from both buckets if both have one; ``kind`` ("view") is remembered."""
         own = self._bucket(source)
         if not (own.ready() and self.daemon.ready()):
             return False
         own.take()
         self.daemon.take()
+        self._granted.append((self._clock(), kind))
         return True
+
+    def recent(self) -> "Tuple[float, Counter[str]]":
+        """What was let through while the daemon's bucket could have refilled (burst / rate
+        seconds): how long ago the first of them was, and how many of each kind."""
+        now = self._clock()
+        span = self._burst / self._rate if self._rate > 0 else float("inf")
+        kinds: "Counter[str]" = Counter()
+        first = 0.0
+        for when, kind in self._granted:
+            if now - when <= span:
+                kinds[kind] += 1
+                first = max(first, now - when)
+        return first, kinds
 
     def wait(self, source: object) -> float:
         return max(self._bucket(source).wait(), self.daemon.wait())

@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import Optional, Sequence, Tuple
 
+from rtun.daemon.actions.advice import in_config
 from rtun.daemon.actions.files import Transfer
 from rtun.daemon.actions.launch import find, launch
 from rtun.daemon.actions.viewtypes import (
@@ -93,8 +94,7 @@ class Viewer:
             raise Rejected(
                 messages.E_REFUSED_TYPE,
                 f"refusing to open {name}: {ext} files are run or installed by the desktop, "
-                f'not shown (to accept them anyway, add "{ext}" to [view] allow_types '
-                f"in the config file of rtun on this computer)",
+                "not shown; to accept them anyway, " + in_config(f'add "{ext}" to [view] allow_types'),
             )
         self._opener_program()
         directory = self._private_dir()
