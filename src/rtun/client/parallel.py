@@ -284,17 +284,19 @@ def send_file(
     name: str,
     report: "Callable[[int], None]",
     main: "Optional[ClientConnection]" = None,
+    resumed: "Callable[[int], None]" = lambda kept: None,
 ) -> "List[str]":
     """Send one large file as ``options.dest``/``name``; returns the saved path as the daemon
     gives it. ``options.channels`` 0 means as many as raise the throughput. ``main``: an open
-    connection to use first (it stays open, the caller's), else one is opened."""
+    connection to use first (it stays open, the caller's), else one is opened. ``resumed`` is
+    told how many bytes an interrupted send left on the daemon, when it resumes one."""
     dest = options.dest
     key = transfer_key(source, st, dest=dest, name=name)
     mode = st.st_mode & 0o7777
 
     def ranges(*, resume: bool, join: bool) -> messages.Ranges:
         return messages.Ranges(
-            dest, name, st.st_size, mode, st.st_mtime, key, options.overwrite, resume, join
+            dest, name, st.st_size, mode, st.st_mtime, key, options.overwrite, resume, join, options.update
         )
 
     first = ranges(resume=options.resume, join=False)
@@ -314,6 +316,7 @@ def send_file(
             plan = RangePlan(st.st_size, _verify_kept(fd, reply.data.get("have"), st.st_size))
             kept = st.st_size - sum(n for _, n in plan.todo)
             if kept:
+                resumed(kept)
                 report(kept)
             pool = Pool(report)
             plan.pool = pool
