@@ -195,6 +195,17 @@ def _open_channel(
     return conn, conn.expect_ok()
 
 
+def abandon(conn: ClientConnection) -> None:
+    """Stop the connection at once (Ctrl-C): another thread may be blocked writing to it, and
+    holds its buffer's lock, which close() would wait for; a shut down socket wakes it."""
+    import socket
+
+    try:
+        conn.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class Pool:
     """Worker threads, one connection each, taking work from one queue; more of them are
     started while each new one raises the throughput."""
@@ -341,6 +352,9 @@ def send_file(
             pool.join()
             final = conn.request(messages.Commit(plan.commit_digest()))
             return wire.saved_paths(final)
+        except BaseException:
+            abandon(conn)
+            raise
         finally:
             if conn is not main:
                 conn.close()

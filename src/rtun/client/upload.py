@@ -186,6 +186,9 @@ def _send(
             if options.overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
             saved += _send_v1(conn, options.dest, work, progress=progress, reader=reader, done=done)
+    except BaseException:
+        parallel.abandon(conn)
+        raise
     finally:
         progress.close()
         conn.close()

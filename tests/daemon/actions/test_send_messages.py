@@ -4,6 +4,7 @@ after a partial failure (what was saved and what failed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -50,3 +51,20 @@ def test_no_space_for_a_10_mb_file_says_how_much_in_units_and_names_the_reserve(
     assert "24 MiB rtun keeps free" in message and "[send] min_free_bytes" in message
     assert "df" in message
     assert not [p for p in small_disk.iterdir() if p.name == "big.bin"]
+
+
+def test_json_after_a_partial_failure_says_what_was_saved_and_what_failed(
+    forward: Forward, remote_home: Path, short_tmp: Path, small_disk: Path
+) -> None:
+    (short_tmp / "small.txt").write_text("fits\n")
+    (short_tmp / "big.bin").write_bytes(os.urandom(10 * MIB))  # does not fit above the reserve
+    result = run_rtun(
+        ["send", "--json", str(short_tmp / "small.txt"), str(short_tmp / "big.bin")], remote_home
+    )
+    assert result.returncode == 4, result.stderr
+    document = json.loads(result.stdout)
+    assert document["saved"] == [str(small_disk / "small.txt")]
+    assert (small_disk / "small.txt").read_text() == "fits\n"
+    assert document["failed"]["files"] == ["big.bin"]
+    assert "not enough space" in document["failed"]["error"]
+    assert "not enough space" in result.stderr.decode()
