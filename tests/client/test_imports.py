@@ -33,6 +33,9 @@ WITHOUT_TYPING = (
     "rtun.client.upload",
     "rtun.client.parallel",
     "rtun.client.edit",
+    "rtun.client.outcome",
+    "rtun.client.stream",
+    "rtun.client.update",
 )
 
 # Isolated (-I: no environment, no user site), this tree's source first.

@@ -424,3 +424,17 @@ def test_both_sides_bound_a_line_alike(length: int, refused: bool) -> None:
             assert info.value.code == messages.E_LINE_TOO_LONG
         else:
             assert read() not in (NEED_DATA, CLOSED)
+
+
+def test_update_is_left_out_of_plain_puts_and_ranges_and_read_back_when_given() -> None:
+    from rtun.protocol import messages as m
+
+    plain = wire.encode_request(m.Put("d", False, 1, 1))
+    assert b"update" not in plain  # an older daemon never sees it on a send without --update
+    assert b"update" not in wire.encode_request(m.Ranges("", "f", 1, 0, 0.0, "0" * 32, False, True, False))
+    check = m.Put("d", False, 0, 0, "", False, m.UPDATE_CHECK)
+    assert wire.parse_request(wire.encode_request(check)) == check
+    ranged = m.Ranges("", "f", 1, 0, 0.0, "0" * 32, False, True, False, True)
+    assert wire.parse_request(wire.encode_request(ranged)).update is True
+    with pytest.raises(m.Rejected):
+        wire.parse_request(b'PUT {"update":"everything"}\r\n')

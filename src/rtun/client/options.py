@@ -10,10 +10,11 @@ if TYPE_CHECKING:  # typing is not imported at run time: every send would pay
 class SendOptions:
     """The daemon's socket (None: discover it), the directory on your computer the files go to
     (relative to the save directory), whether they may replace files there, how many connections
-    to use for large files (0: as many as raise the throughput), and whether an interrupted
-    transfer resumes. Not changed once made: ``below`` gives a new value."""
+    to use for large files (0: as many as raise the throughput), whether an interrupted
+    transfer resumes, and whether files already there are skipped or replaced (--update).
+    Not changed once made: ``below`` gives a new value."""
 
-    __slots__ = ("socket", "dest", "overwrite", "channels", "resume")
+    __slots__ = ("socket", "dest", "overwrite", "channels", "resume", "update")
 
     def __init__(
         self,
@@ -23,12 +24,14 @@ class SendOptions:
         overwrite: bool = False,
         channels: int = 0,
         resume: bool = True,
+        update: bool = False,
     ) -> None:
         self.socket = socket
         self.dest = dest
         self.overwrite = overwrite
         self.channels = channels
         self.resume = resume
+        self.update = update
 
     def below(self, directory: str) -> "SendOptions":
         """The same options, for a directory inside ``dest``."""
@@ -39,6 +42,7 @@ class SendOptions:
             overwrite=self.overwrite,
             channels=self.channels,
             resume=self.resume,
+            update=self.update,
         )
 
     def __eq__(self, other: object) -> bool:

@@ -195,6 +195,17 @@ def _open_channel(
     return conn, conn.expect_ok()
 
 
+def abandon(conn: ClientConnection) -> None:
+    """Stop the connection at once (Ctrl-C): another thread may be blocked writing to it, and
+    holds its buffer's lock, which close() would wait for; a shut down socket wakes it."""
+    import socket
+
+    try:
+        conn.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class Pool:
     """Worker threads, one connection each, taking work from one queue; more of them are
     started while each new one raises the throughput."""
@@ -284,17 +295,19 @@ def send_file(
     name: str,
     report: "Callable[[int], None]",
     main: "Optional[ClientConnection]" = None,
+    resumed: "Callable[[int], None]" = lambda kept: None,
 ) -> "List[str]":
     """Send one large file as ``options.dest``/``name``; returns the saved path as the daemon
     gives it. ``options.channels`` 0 means as many as raise the throughput. ``main``: an open
-    connection to use first (it stays open, the caller's), else one is opened."""
+    connection to use first (it stays open, the caller's), else one is opened. ``resumed`` is
+    told how many bytes an interrupted send left on the daemon, when it resumes one."""
     dest = options.dest
     key = transfer_key(source, st, dest=dest, name=name)
     mode = st.st_mode & 0o7777
 
     def ranges(*, resume: bool, join: bool) -> messages.Ranges:
         return messages.Ranges(
-            dest, name, st.st_size, mode, st.st_mtime, key, options.overwrite, resume, join
+            dest, name, st.st_size, mode, st.st_mtime, key, options.overwrite, resume, join, options.update
         )
 
     first = ranges(resume=options.resume, join=False)
@@ -314,6 +327,7 @@ def send_file(
             plan = RangePlan(st.st_size, _verify_kept(fd, reply.data.get("have"), st.st_size))
             kept = st.st_size - sum(n for _, n in plan.todo)
             if kept:
+                resumed(kept)
                 report(kept)
             pool = Pool(report)
             plan.pool = pool
@@ -338,6 +352,9 @@ def send_file(
             pool.join()
             final = conn.request(messages.Commit(plan.commit_digest()))
             return wire.saved_paths(final)
+        except BaseException:
+            abandon(conn)
+            raise
         finally:
             if conn is not main:
                 conn.close()

@@ -159,6 +159,7 @@ class Progress:
 
     def __init__(self, total: Optional[int], *, files: int, enabled: bool) -> None:
         self._bar = None
+        self._enabled = enabled
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
@@ -178,6 +179,15 @@ class Progress:
     def update(self, n: int) -> None:
         if self._bar is not None:
             self._bar.update(n)
+
+    def say(self, text: str) -> None:
+        """A line for the user on stderr (above the bar, if one is shown); nothing with -q."""
+        if not self._enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -11,131 +11,22 @@ import stat
 import time
 
 from rtun.client.handshake import pipelined
+from rtun.client.outcome import Interrupted, SendResult, put_reply, with_hint
 from rtun.client.sources import Item, Progress, Reader, SendPlan, plan
+from rtun.client.stream import early_ok, stream_file, stream_put, update_mode, upload_v1, write_put
 from rtun.errors import RemoteError, RtunError
 from rtun.protocol import framing, messages, wire
-from rtun.protocol.sender import SizeChanged
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and dataclasses are not imported at run time: every send would pay
-    from typing import Callable, List, Optional, Tuple, Union
+    from typing import List, Optional, Set, Tuple
 
     from rtun.client.options import SendOptions
     from rtun.client.pump import ClientConnection
 
 
-class SendResult:
-    def __init__(self, saved: List[str], warnings: List[str]) -> None:
-        self.saved = saved
-        self.warnings = warnings
-
-
-def _early(work: SendPlan) -> bool:
-    """Small enough to send without waiting for READY: a refusal wastes little."""
-    from rtun.protocol.limits import MAX_EARLY_DATA
-
-    return work.total_bytes + 256 * len(work.items) <= MAX_EARLY_DATA and all(
-        item.source is not None or not isinstance(item.entry, framing.FileEntry) for item in work.items
-    )
-
-
-def _write_put(
-    conn: ClientConnection,
-    options: SendOptions,
-    work: SendPlan,
-    *,
-    progress: Progress,
-    reader: Reader,
-    early: bool,
-    track: bool = False,
-) -> None:
-    """The PUT request; when ``early``, its whole stream too, without waiting for READY."""
-    request = messages.Put(options.dest, options.overwrite, work.total_bytes, work.total_files, "", track)
-    conn.write(conn.sender.send(request, early=early))
-    if early:
-        _write_entries(conn, work, progress=progress, reader=reader)
-
-
-def _stream_put(
-    conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader, early: bool
-) -> messages.Reply:
-    """After the PUT request: READY, every entry with its files' data (unless they went early),
-    then the reply listing each path."""
-    conn.expect_ok()  # READY
-    if not early:
-        _write_entries(conn, work, progress=progress, reader=reader)
-    return conn.expect_ok()
-
-
-def _write_entries(conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader) -> None:
-    sender = conn.sender
-    for item in work.items:
-        entry = item.entry
-        if isinstance(entry, framing.FileEntry):
-            if entry.size is not None and entry.size <= SMALL_WRITE and item.source is not None:
-                _send_small(conn, entry, item.source, report=progress.update, reader=reader)
-                continue
-            conn.write(sender.entry(entry))
-            _stream_file(conn, item.source, report=progress.update, reader=reader)
-        else:
-            conn.write(sender.entry(entry))
-    conn.write(sender.end())
-
-
-SMALL_WRITE = 64 * 1024  # a file this small goes to the socket buffer in one write with its framing
-
-
-def _send_small(
-    conn: ClientConnection,
-    entry: framing.FileEntry,
-    source: str,
-    *,
-    report: Callable[[int], None],
-    reader: Reader,
-) -> None:
-    """A small file of a PUT: one read, one write of it framed whole."""
-    data = reader.read_whole(source, entry.size)
-    try:
-        conn.write(conn.sender.whole_file(entry, data))
-    except SizeChanged:
-        raise RtunError(f"{source} changed size while it was being sent; nothing was saved") from None
-    report(len(data))
-
-
-def _stream_file(
-    conn: ClientConnection, source: Optional[str], *, report: Callable[[int], None], reader: Reader
-) -> None:
-    """The current file's data and its end, as the sender frames them (PUT or v1)."""
-    sender = conn.sender
-    try:
-        for data in reader.chunks(source):
-            conn.write(sender.data(data))
-            conn.write(data)
-            report(len(data))
-        conn.write(sender.end_file())
-    except SizeChanged:
-        # The stream is framed by the declared size: nothing after this could be understood.
-        raise RtunError(
-            f"{source or 'standard input'} changed size while it was being sent; nothing was saved"
-        ) from None
-
-
-def upload_v1(
-    conn: ClientConnection,
-    request: Union[messages.Send, messages.View],
-    source: str,
-    *,
-    report: Callable[[int], None],
-    reader: Reader,
-) -> None:
-    """The v1 exchange shared by SEND and VIEW: READY, the raw bytes, the SHA-256 line, OK."""
-    conn.request(request)  # READY
-    _stream_file(conn, source, report=report, reader=reader)
-    conn.expect_ok()
-
-
 def _send_v1(
-    conn: ClientConnection, dest: str, work: SendPlan, *, progress: Progress, reader: Reader
+    conn: ClientConnection, dest: str, work: SendPlan, *, progress: Progress, reader: Reader, done: Set[int]
 ) -> List[str]:
     """One SEND per regular file, as RTUN v1 clients do; the daemon does not say where."""
     sent = []
@@ -159,23 +50,68 @@ def _send_v1(
             path = f"{dest}/{item.entry.path}" if dest else item.entry.path
             upload_v1(conn, messages.Send(size, path), source, report=progress.update, reader=reader)
             sent.append(path)
+            done.add(id(item))
         finally:
             if spooled is not None:
                 spooled.close()
     return sent
 
 
-def send(sources: List[str], to: Optional[str], *, options: SendOptions, quiet: bool = False) -> SendResult:
+def send(
+    sources: List[str],
+    to: Optional[str],
+    *,
+    options: SendOptions,
+    quiet: bool = False,
+    result: Optional[SendResult] = None,
+) -> SendResult:
     """Everything in one PUT stream, but large files in ranges over parallel connections
     (``options.channels`` 0: as many as pay; 1: one), resumable unless ``options.resume`` is
-    false. ``to`` (--to) names the place inside ``options.dest``."""
-    from rtun.client import parallel
-
+    false; with ``options.update``, only what is not already there (update.py). ``to`` (--to)
+    names the place inside ``options.dest``. ``result``: filled in as files are saved, so that
+    after a failure part way it says what was saved (and ``not_saved`` what was not)."""
     dest_dir, work = plan(sources, to)
     options = options.below(dest_dir)
     for item in work.items:  # a name that cannot be framed fails here, before connecting
         framing.encode_entry(item.entry)
     wire.encode_request(messages.Put(options.dest, options.overwrite, 0, 0))
+    files = [item for item in work.items if isinstance(item.entry, framing.FileEntry)]
+    if result is None:
+        result = SendResult([], [])
+    result.warnings = work.warnings
+    done: Set[int] = set()  # id() of the items known saved
+    ranged: List[Item] = []  # the large file being sent in ranges, while it is
+    try:
+        _send(work, options=options, quiet=quiet, result=result, done=done, ranged=ranged)
+    except (RtunError, KeyboardInterrupt) as exc:
+        failure = exc if isinstance(exc, RtunError) else Interrupted("interrupted")
+        failure = with_hint(failure, ranged=bool(ranged), resume=options.resume, tree=len(files) > 1)
+        result.not_saved = [i.entry.path for i in files if id(i) not in done]
+        if failure is exc:
+            raise
+        raise failure from None
+    return result
+
+
+def _send(
+    work: SendPlan,
+    *,
+    options: SendOptions,
+    quiet: bool,
+    result: SendResult,
+    done: Set[int],
+    ranged: List[Item],
+) -> None:
+    from rtun.client import parallel
+
+    conn: Optional[ClientConnection] = None
+    if options.update:  # which files are there already: the rest is what this send moves
+        from rtun.client import update
+
+        asked = work.items
+        conn, work, result.unchanged, result.replaced = update.check(options, work)
+        left = {id(i) for i in work.items}
+        done.update(id(i) for i in asked if id(i) not in left)  # unchanged: nothing to save
     large = [item for item in work.items if item.source is not None and _size(item) >= parallel.RANGED_MIN]
     stream = SendPlan(
         [item for item in work.items if item not in large],
@@ -196,18 +132,23 @@ def send(sources: List[str], to: Optional[str], *, options: SendOptions, quiet: 
         if shared
         else stream
     )
-    early = _early(head)
+    early = early_ok(head)
     started = time.monotonic()
     track = shared or bool(large)  # files will arrive in the directories after this PUT's end
-    conn = pipelined(
-        options.socket,
-        lambda c: _write_put(c, options, head, progress=progress, reader=reader, early=early, track=track),
-    )
-    saved: List[str] = []
+
+    def first(c: ClientConnection) -> None:
+        write_put(c, options, head, progress=progress, reader=reader, early=early, track=track)
+
+    if conn is None:
+        conn = pipelined(options.socket, first)
+    else:
+        first(conn)
+    saved = result.saved
     try:
         if conn.features and "put" in conn.features:
-            reply = _stream_put(conn, head, progress=progress, reader=reader, early=early)
-            saved += _put_reply(reply, work.warnings)
+            reply = stream_put(conn, head, progress=progress, reader=reader, early=early)
+            saved += put_reply(reply, work.warnings)
+            done.update(id(i) for i in head.items)
             made = reply.data.get("made")
             round_trip = (time.monotonic() - started) / 2
             ranges = "ranges" in conn.features
@@ -223,27 +164,34 @@ def send(sources: List[str], to: Optional[str], *, options: SendOptions, quiet: 
                         warnings=work.warnings,
                         progress=progress,
                         round_trip=round_trip,
+                        done=done,
                     )
                 else:
                     rest = SendPlan(files, total_bytes=0, total_files=0, warnings=work.warnings)
                     saved += _put_again(options, rest, progress=progress, reader=reader)
+                    done.update(id(i) for i in files)
             for item in large:
                 if ranges:
-                    listed, main = _send_ranged(options, main, item, progress=progress)
+                    ranged.append(item)
+                    listed, main = _send_ranged(options, main, item, progress=progress, result=result)
+                    ranged.clear()
                     saved += listed
                 else:  # an rtun/2 daemon from before ranges: one more PUT
                     rest = SendPlan([item], total_bytes=_size(item), total_files=1, warnings=work.warnings)
                     saved += _put_again(options, rest, progress=progress, reader=reader)
+                done.add(id(item))
             if isinstance(made, str) and made:  # files written after the directories' end moved them
                 _restore_mtimes(options, main, head, token=made, warnings=work.warnings)
         else:
             if options.overwrite:
                 work.warnings.append("--overwrite ignored: the daemon speaks only RTUN v1")
-            saved = _send_v1(conn, options.dest, work, progress=progress, reader=reader)
+            saved += _send_v1(conn, options.dest, work, progress=progress, reader=reader, done=done)
+    except BaseException:
+        parallel.abandon(conn)
+        raise
     finally:
         progress.close()
         conn.close()
-    return SendResult(saved, work.warnings)
 
 
 SHARED_MIN = 8 * 1024 * 1024  # a tree's files are shared among connections past this many bytes
@@ -256,10 +204,10 @@ def _shareable(stream: SendPlan) -> bool:
 
 def _put_again(options: SendOptions, rest: SendPlan, *, progress: Progress, reader: Reader) -> List[str]:
     with pipelined(
-        options.socket, lambda c: _write_put(c, options, rest, progress=progress, reader=reader, early=False)
+        options.socket, lambda c: write_put(c, options, rest, progress=progress, reader=reader, early=False)
     ) as again:
-        return _put_reply(
-            _stream_put(again, rest, progress=progress, reader=reader, early=False), rest.warnings
+        return put_reply(
+            stream_put(again, rest, progress=progress, reader=reader, early=False), rest.warnings
         )
 
 
@@ -271,6 +219,7 @@ def _share_files(
     warnings: List[str],
     progress: Progress,
     round_trip: float,
+    done: Set[int],
 ) -> List[str]:
     """A tree's files, taken in order from one queue by several PUTs, on ``first`` and on
     connections of their own (see parallel.Pool)."""
@@ -289,20 +238,23 @@ def _share_files(
                 return None
             return queue.pop()
 
-    request = messages.Put(options.dest, options.overwrite, 0, 0)
+    request = messages.Put(options.dest, options.overwrite, 0, 0, "", False, update_mode(options))
 
     def put(conn: ClientConnection) -> None:
         conn.expect_ok()  # READY
         reader = Reader()
+        sent = []
         item = take()
         while item is not None:
             conn.write(conn.sender.entry(item.entry))
-            _stream_file(conn, item.source, report=pool.count, reader=reader)
+            stream_file(conn, item.source, report=pool.count, reader=reader)
+            sent.append(item)
             item = take()
         conn.write(conn.sender.end())
-        listed = _put_reply(conn.expect_ok(), warnings)
+        listed = put_reply(conn.expect_ok(), warnings)
         with lock:
             saved.extend(listed)
+            done.update(id(i) for i in sent)
 
     def channel() -> None:
         with pipelined(options.socket, lambda c: c.write(c.sender.send(request))) as conn:
@@ -342,26 +294,24 @@ def _restore_mtimes(
     if main is not None:
         write(main)
         main.expect_ok()  # READY
-        _put_reply(main.expect_ok(), warnings)
+        put_reply(main.expect_ok(), warnings)
         return
     with pipelined(options.socket, write) as conn:
         conn.expect_ok()  # READY
-        _put_reply(conn.expect_ok(), warnings)
+        put_reply(conn.expect_ok(), warnings)
 
 
 def _size(item: Item) -> int:
     return (item.entry.size or 0) if isinstance(item.entry, framing.FileEntry) else 0
 
 
-def _put_reply(reply: messages.Reply, warnings: List[str]) -> List[str]:
-    skipped = reply.data.get("skipped", [])
-    warnings.extend(s for s in skipped if isinstance(s, str))
-    warnings.extend(_unlisted(reply.data.get("unlisted")))
-    return wire.saved_paths(reply)
-
-
 def _send_ranged(
-    options: SendOptions, main: Optional[ClientConnection], item: Item, *, progress: Progress
+    options: SendOptions,
+    main: Optional[ClientConnection],
+    item: Item,
+    *,
+    progress: Progress,
+    result: SendResult,
 ) -> Tuple[List[str], Optional[ClientConnection]]:
     """One large file in ranges (on ``main`` if it is given); the saved path, and ``main`` if
     it can still serve (a refusal closes it)."""
@@ -375,9 +325,24 @@ def _send_ranged(
         raise RtunError(f"cannot read {item.source}: {exc.strerror}") from None
     if st.st_size != item.entry.size:
         raise RtunError(f"{item.source} changed size while it was being sent; it was not saved")
+
+    def resumed(kept: int) -> None:
+        from rtun.protocol.units import size_text
+
+        result.resumed.append({"path": item.entry.path, "bytes": kept, "of": st.st_size})
+        progress.say(
+            f"resumed: {size_text(kept)} of {size_text(st.st_size)} already on your computer ({name})"
+        )
+
     try:
         return parallel.send_file(
-            options.below(directory), item.source, st, name=name, report=progress.update, main=main
+            options.below(directory),
+            item.source,
+            st,
+            name=name,
+            report=progress.update,
+            main=main,
+            resumed=resumed,
         ), main
     except RemoteError as exc:
         if exc.code != messages.E_BUSY:
@@ -388,18 +353,6 @@ def _send_ranged(
         main.close()
     rest = SendPlan([item], total_bytes=st.st_size, total_files=1, warnings=[])
     return _put_again(options, rest, progress=progress, reader=Reader()), None
-
-
-def _unlisted(counts: object) -> List[str]:
-    """What the daemon saved or skipped past the length of its reply's listing."""
-    if not isinstance(counts, dict):
-        return []
-    said = []
-    for key, what in (("saved", "saved"), ("skipped", "skipped")):
-        n = counts.get(key)
-        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-            said.append(f"{n} more files {what}, too many to list")
-    return said
 
 
 def view(socket_path: Optional[str], path: str) -> None:
@@ -421,7 +374,7 @@ def view(socket_path: Optional[str], path: str) -> None:
     def write(conn: ClientConnection) -> None:
         conn.write(conn.sender.send(request, early=early))
         if early:
-            _stream_file(conn, path, report=lambda n: None, reader=reader)
+            stream_file(conn, path, report=lambda n: None, reader=reader)
 
     with pipelined(socket_path, write) as conn:
         if not conn.features:  # a v1 daemon: this is a new connection
@@ -429,5 +382,5 @@ def view(socket_path: Optional[str], path: str) -> None:
             return
         conn.expect_ok()  # READY
         if not early:
-            _stream_file(conn, path, report=lambda n: None, reader=reader)
+            stream_file(conn, path, report=lambda n: None, reader=reader)
         conn.expect_ok()

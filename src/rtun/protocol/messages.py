@@ -177,16 +177,28 @@ class Put(Message):
     ``track``: remember the directories this PUT makes, and name them in the reply with a
     token (``"made"``). ``mtimes``: such a token; at the end, the directories this PUT lists
     that the token's PUT made get their modification times set again (files that other
-    connections wrote into them moved those), and no other directory is touched."""
+    connections wrote into them moved those), and no other directory is touched.
 
-    __slots__ = ("dest", "overwrite", "total_bytes", "total_files", "mtimes", "track")
-    _defaults = ("", False)
+    ``update`` (`rtun send --update`): ``UPDATE_CHECK`` asks which of the files and links listed
+    are already there: its file entries carry no data, nothing is written, and the reply lists
+    the entries ``unchanged`` (a regular file of the same size and mtime, a link to the same
+    target) and ``changed`` (a regular file that differs: it would be replaced). ``UPDATE_REPLACE``
+    sends files that replace a regular file of their name (never a directory or a link)."""
+
+    __slots__ = ("dest", "overwrite", "total_bytes", "total_files", "mtimes", "track", "update")
+    _defaults = ("", False, "")
     dest: str
     overwrite: bool
     total_bytes: int
     total_files: int
     mtimes: str
     track: bool
+    update: str
+
+
+UPDATE_CHECK = "check"
+UPDATE_REPLACE = "replace"
+UPDATE_MODES = ("", UPDATE_CHECK, UPDATE_REPLACE)
 
 
 class OpenUrl(Message):
@@ -238,9 +250,11 @@ class Ranges(Message):
     The first connection opens it (``join`` false): the daemon makes its temporary file, or,
     with ``resume``, finds the one an interrupted transfer of the same ``key`` left, and answers
     with the ranges it holds verified. Other connections join it by ``key``. RANGE requests then
-    carry the data, and COMMIT gives the file its final name."""
+    carry the data, and COMMIT gives the file its final name. ``update``: COMMIT replaces a
+    regular file of the name (never a directory or a link), as a PUT's ``UPDATE_REPLACE``."""
 
-    __slots__ = ("dest", "name", "size", "mode", "mtime", "key", "overwrite", "resume", "join")
+    __slots__ = ("dest", "name", "size", "mode", "mtime", "key", "overwrite", "resume", "join", "update")
+    _defaults = (False,)
     dest: str
     name: str
     size: int
@@ -250,6 +264,7 @@ class Ranges(Message):
     overwrite: bool
     resume: bool
     join: bool
+    update: bool
 
 
 class Range(Message):

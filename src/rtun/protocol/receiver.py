@@ -229,6 +229,9 @@ class Receiver:
         if isinstance(entry, framing.LinkEntry):
             names.check_link_target(entry.target)
             return Link(parts, entry.target)
+        request = self._upload.request
+        if isinstance(request, messages.Put) and request.update == messages.UPDATE_CHECK:
+            return FileStart(parts, entry.mode, entry.mtime, entry.size)  # a question: no data
         self.state = CHUNK_HEADER
         start = self._start_file(FileStart(parts, entry.mode, entry.mtime, entry.size))
         if entry.size is not None and entry.size <= WHOLE_MAX:

@@ -64,6 +64,7 @@ class Sender:
         self._hash: Any = None
         self._payload_due = False  # the awaited reply may announce a payload
         self._range = False  # the current upload is a RANGE
+        self._check = False  # the current upload is a PUT that asks, its file entries no data
         self.last_digest = b""  # SHA-256 of the file or range that end_file ended
         # Pipelining: replies due before the current request's own. A HELLO sent ahead of the
         # request, and the READY of an upload whose data went out without waiting for it.
@@ -100,6 +101,7 @@ class Sender:
         elif isinstance(request, messages.Put):
             self.state = AWAIT_READY
             self._v1 = False
+            self._check = request.update == messages.UPDATE_CHECK
         elif isinstance(request, (messages.Copy, messages.Edit)):
             self.state = AWAIT_READY
             self._v1 = True  # the data goes as a v1 file's does
@@ -136,7 +138,7 @@ class Sender:
         self._streaming()
         if self._v1:
             raise RuntimeError("a v1 upload has no entries")
-        if isinstance(entry, framing.FileEntry):
+        if isinstance(entry, framing.FileEntry) and not self._check:
             self._start_file(entry.size)
         return framing.encode_entry(entry)
 

@@ -27,6 +27,7 @@ from rtun.protocol.messages import (
     E_LINE_TOO_LONG,
     E_UNKNOWN,
     EDIT_RESULTS,
+    UPDATE_MODES,
     Commit,
     Copy,
     Echo,
@@ -50,7 +51,7 @@ from rtun.protocol.messages import (
 )
 
 HELLO_TOKEN = "RTUN/2"
-FEATURES = ("notify2", "put", "open", "copy", "paste", "edit", "ranges")
+FEATURES = ("notify2", "put", "open", "copy", "paste", "edit", "ranges", "update")
 VERSION_PREFIX = "version="  # a daemon's HELLO reply may carry one word "version=X.Y.Z"
 
 EOL = b"\r\n"
@@ -182,6 +183,13 @@ def _hex(obj: Dict[str, Any], key: str) -> str:
     if not 16 <= len(value) <= 64 or value.strip("0123456789abcdef"):
         raise Rejected(E_BAD_REQUEST, f"field {key!r} must be 16 to 64 lowercase hex digits")
     return value
+
+
+def _update(obj: Dict[str, Any], key: str) -> str:
+    mode: str = json_field(obj, key, str, "")
+    if mode not in UPDATE_MODES:
+        raise Rejected(E_BAD_REQUEST, f"unknown update mode {mode[:40]!r}")
+    return mode
 
 
 def _edit_result(obj: Dict[str, Any], key: str) -> str:
@@ -324,6 +332,7 @@ TABLE = (
             _field("files", _total, "total_files"),
             _field("mtimes", _text_or_empty, omit_default=True),
             _field("track", _false, omit_default=True),
+            _field("update", _update, omit_default=True),
         ),
     ),
     Verb("OPEN", OpenUrl, fields=(_field("url", _text),)),
@@ -344,6 +353,7 @@ TABLE = (
             _field("overwrite", _false),
             _field("resume", _true),
             _field("join", _false),
+            _field("update", _false, omit_default=True),
         ),
     ),
     Verb("RANGE", Range, fields=(_field("offset", _size), _field("bytes", _size, "size"))),

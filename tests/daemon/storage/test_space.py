@@ -29,9 +29,28 @@ def test_two_transfers_that_each_fit_cannot_both_pass_the_reserve() -> None:
     first = Claim(space, 50 * MIB)
     with pytest.raises(Rejected) as info:
         Claim(space, 50 * MIB)  # 100 free - 50 claimed - 20 reserve = 30 available
-    assert info.value.code == messages.E_NO_SPACE and f"{30 * MIB} available" in info.value.text
+    assert info.value.code == messages.E_NO_SPACE and "30 MiB available" in info.value.text
     first.close()
     Claim(space, 50 * MIB).close()
+
+
+def test_a_refusal_speaks_in_units_and_names_the_reserve_that_df_does_not_show() -> None:
+    space = Space("/d", reserve=64 * MIB, free=Disk(50 * MIB))
+    with pytest.raises(Rejected) as info:
+        Claim(space, 0)  # a PUT that declared nothing: "0 bytes needed, 0 available" once
+    text = info.value.text
+    assert "0 bytes needed" not in text and "no space left for this transfer" in text
+    assert "50 MiB free, as df shows" in text and "64 MiB rtun keeps free" in text
+    assert "[send] min_free_bytes in your computer's rtun config" in text
+
+
+def test_a_write_past_its_claim_is_refused_for_its_own_size_not_the_claim_step() -> None:
+    space = Space("/d", reserve=0, free=Disk(2 * MIB))
+    claim = Claim(space, 0)
+    claim.written(MIB)  # the 16 MiB step does not fit; the 1 MiB write does
+    with pytest.raises(Rejected) as info:
+        claim.written(3 * MIB)
+    assert "3.0 MiB needed" in info.value.text
 
 
 def test_data_past_a_lying_claim_is_claimed_as_it_arrives() -> None:

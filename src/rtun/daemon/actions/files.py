@@ -2,13 +2,16 @@
 
 The protocol core has already checked the order, the limits, the paths, every size and every
 SHA-256; this action decides where things go (the save directory, a free name unless the client
-asked to overwrite, links only when they stay inside the transfer) and keeps the free-space
-reserve. It never touches the socket.
+asked to overwrite or update, links only when they stay inside the transfer) and keeps the
+free-space reserve. With --update it first answers which files are already there (PUT
+``update: "check"``), by what it finds on disk, never by what the client says. It never
+touches the socket.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from typing import Dict, List, Optional, Set, Tuple, Union
 
@@ -16,7 +19,7 @@ from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, i
 from rtun.daemon.storage.direct import DIRECT_MIN
 from rtun.daemon.storage.small import SMALL_MAX, Placed, SmallFiles
 from rtun.daemon.storage.space import Claim, Space
-from rtun.daemon.storage.tree import PartFile, Tree, UnnamedFile, refusal_for
+from rtun.daemon.storage.tree import UPDATE, PartFile, Tree, UnnamedFile, refusal_for
 from rtun.daemon.storage.writing import Workers
 from rtun.protocol import messages, names
 from rtun.protocol.events import Directory, FileStart, Link
@@ -28,6 +31,7 @@ OBJECT_COST = 64  # bytes a small Python object costs beyond its text: budgets c
 MAX_MADE = 8  # tracked PUTs whose directories wait for their "mtimes" PUT (each within 4 MiB)
 MADE_SECONDS = 3600.0
 UNNAMED_MAX = 1024 * 1024  # a tree's files up to this size have no name until complete
+SAME_MTIME = 1e-3  # seconds: mtimes this close are the same (a float in JSON, ns on disk)
 
 
 class Transfer:
@@ -37,13 +41,20 @@ class Transfer:
         self,
         tree: Tree,
         base: Tuple[str, ...],
-        overwrite: bool,
+        overwrite: int,
         claim: Claim,
         default_mode: int = DEFAULT_MODE,
+        check: bool = False,
     ) -> None:
         self.tree = tree
         self.base = base
-        self.overwrite = overwrite
+        self.overwrite = overwrite  # tree.KEEP, OVERWRITE or UPDATE
+        # PUT "update": "check": nothing is written; each file and link entry is compared with
+        # what is on disk, and the reply lists them by their index among those entries.
+        self.check = check
+        self.checked = 0
+        self.unchanged: List[List[object]] = []
+        self.changed: List[List[object]] = []
         self.claim = claim  # space on the disk, paid for by every byte written
         self.default_mode = default_mode
         # What the reply lists, bounded (MAX_REPLY_LISTING): past it, only counted.
@@ -79,7 +90,25 @@ class Transfer:
         if not self._list(self.saved, path):
             self.unlisted_saved += 1
 
+    def _checked(self, listing: List[List[object]], parts: Tuple[str, ...]) -> None:
+        """An entry of a check, listed by index (with its path while the budget lasts)."""
+        path = self.tree.path(parts)
+        listing.append([self.checked, path if self._list([], path) else ""])
+
+    def _check_file(self, event: FileStart) -> None:
+        st = self.tree.existing(event.parts)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            same = (
+                st.st_size == event.size
+                and event.mtime is not None
+                and abs(st.st_mtime - event.mtime) < SAME_MTIME
+            )
+            self._checked(self.unchanged if same else self.changed, event.parts)
+        self.checked += 1
+
     def directory(self, event: Directory) -> None:
+        if self.check:  # a check makes nothing
+            return
         self._placed(self._small.flush())  # before the tree may close a descriptor they use
         self.tree.directory(event.parts)
         if self.tree.made != event.parts:  # it existed before: its mode and mtime stay,
@@ -106,6 +135,11 @@ class Transfer:
             raise refusal_for(exc, "/".join(parts)) from None
 
     def link(self, event: Link) -> None:
+        if self.check:
+            if self.tree.link_target(event.parts) == event.target:
+                self._checked(self.unchanged, event.parts)
+            self.checked += 1
+            return
         self._placed(self._small.flush())
         if not names.link_stays_inside(event.parts, event.target, len(self.base) + 1):
             if not self._list(
@@ -116,6 +150,9 @@ class Transfer:
         self._saved(self.tree.link(event.parts, event.target, self.overwrite))
 
     def start_file(self, event: FileStart) -> None:
+        if self.check:  # a question: no data follows
+            self._check_file(event)
+            return
         mode = self.default_mode if event.mode is None else event.mode
         if mode & 0o111 and extension(event.parts[-1]) in LAUNCHER_TYPES:
             mode &= ~0o111  # a double click would run it
@@ -217,10 +254,14 @@ class Uploads:
 
     def begin(self, request: Union[messages.Send, messages.Put], base: Tuple[str, ...]) -> Transfer:
         """Checks that need no data, before READY: the declared size must fit."""
+        check = False
         if isinstance(request, messages.Send):
-            needed, overwrite, base = request.size, False, base[:-1]
+            needed, overwrite, base = request.size, 0, base[:-1]
         else:
-            needed, overwrite = request.total_bytes, request.overwrite
+            needed, overwrite = request.total_bytes, int(request.overwrite)
+            if request.update == messages.UPDATE_REPLACE:
+                overwrite = UPDATE
+            check = request.update == messages.UPDATE_CHECK
         try:
             tree = Tree(self.save_dir, self.umask, self.workers)  # made again if it was removed
         except OSError as exc:
@@ -232,7 +273,7 @@ class Uploads:
         except BaseException:
             tree.close()
             raise
-        transfer = Transfer(tree, base, overwrite, claim)
+        transfer = Transfer(tree, base, overwrite, claim, check=check)
         if isinstance(request, messages.Put) and request.mtimes:
             transfer.restore = self._made.pop(request.mtimes, (0.0, set()))[1]
         return transfer
@@ -250,6 +291,11 @@ class Uploads:
 
     @staticmethod
     def summary(transfer: Transfer) -> str:
+        if transfer.check:
+            return (
+                f"checked {transfer.checked} files for --update in {transfer.tree.path(transfer.base)}: "
+                f"{len(transfer.unchanged)} unchanged, {len(transfer.changed)} changed"
+            )
         skipped = len(transfer.skipped) + transfer.unlisted_skipped
         return (
             f"received {transfer.files} files ({transfer.bytes} bytes) into "
@@ -259,6 +305,8 @@ class Uploads:
     @staticmethod
     def reply(transfer: Transfer) -> Dict[str, object]:
         """PUT's reply: what was saved and skipped, with counts of what the listing left out."""
+        if transfer.check:
+            return {"unchanged": transfer.unchanged, "changed": transfer.changed}
         data: Dict[str, object] = {"saved": transfer.saved, "skipped": transfer.skipped}
         if transfer.unlisted_saved or transfer.unlisted_skipped:
             data["unlisted"] = {"saved": transfer.unlisted_saved, "skipped": transfer.unlisted_skipped}

@@ -32,7 +32,7 @@ from rtun.daemon.actions.files import DEFAULT_MODE
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
 from rtun.daemon.storage.extents import Extents, block_size
 from rtun.daemon.storage.space import Claim, Space
-from rtun.daemon.storage.tree import PartFile, Tree, refusal_for
+from rtun.daemon.storage.tree import UPDATE, PartFile, Tree, refusal_for
 from rtun.daemon.storage.writing import write_all
 from rtun.protocol import messages, names
 from rtun.protocol.limits import MAX_RANGES, MIN_RANGE
@@ -53,7 +53,7 @@ class RangedFile:
         self.parts = names.join(names.components(request.dest) if request.dest else (), request.name)
         self.size = request.size
         self.mtime = request.mtime
-        self.overwrite = request.overwrite
+        self.overwrite = UPDATE if request.update else int(request.overwrite)  # how COMMIT places it
         mode = request.mode if request.mode else DEFAULT_MODE
         if extension(self.parts[-1]) in LAUNCHER_TYPES:
             mode &= ~0o111

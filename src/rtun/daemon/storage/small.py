@@ -36,7 +36,7 @@ Placed = List[Tuple[Tuple[str, ...], int]]
 
 
 def _write_batch(
-    dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int, unnamed: bool, overwrite: bool
+    dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int, unnamed: bool, overwrite: int
 ) -> Tuple[List[str], Optional[Rejected]]:
     """In a helper thread: each file created, written, given its mtime and placed; the names
     they got, up to the first refusal (returned, with it). Unnamed files (Linux) take five
@@ -73,7 +73,7 @@ class SmallFiles:
     placed by then (in the order they were added) also raises the first helper's refusal; until
     ``flush`` returns, the tree's descriptors of their directory must stay open."""
 
-    def __init__(self, tree: Tree, overwrite: bool) -> None:
+    def __init__(self, tree: Tree, overwrite: int) -> None:
         self.tree = tree
         self.overwrite = overwrite
         self._in_flight = 1 if overwrite else IN_FLIGHT  # replacing: strictly in order

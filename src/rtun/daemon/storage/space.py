@@ -14,6 +14,7 @@ from typing import Callable
 
 from rtun.protocol import messages
 from rtun.protocol.messages import Rejected
+from rtun.protocol.units import size_text
 
 CLAIM_STEP = 16 * 1024 * 1024  # data past a claim is claimed in steps this large (one statvfs each)
 
@@ -35,11 +36,20 @@ class Space:
             raise Rejected(messages.E_STAT, f"cannot check free space: {exc.strerror}") from None
         available = free - self.outstanding - self.reserve
         if needed > available:
-            raise Rejected(
-                messages.E_NO_SPACE,
-                f"not enough space in {self.directory}: {needed} bytes needed, {max(available, 0)} available",
-            )
+            raise Rejected(messages.E_NO_SPACE, self.refusal(needed, free, available))
         self.outstanding += needed
+
+    def refusal(self, needed: int, free: int, available: int) -> str:
+        """Why a claim is refused, in units people read, naming the reserve: ``df`` shows
+        ``free``, and the gap to what rtun lets a transfer use is this setting."""
+        what = f"{size_text(needed)} needed" if needed else "no space left for this transfer"
+        held = f", {size_text(self.outstanding)} held for transfers in progress" if self.outstanding else ""
+        return (
+            f"not enough space in {self.directory} on your computer: {what}, "
+            f"{size_text(max(available, 0))} available ({size_text(max(free, 0))} free, as df shows"
+            f"{held}, less the {size_text(self.reserve)} rtun keeps free: "
+            "[send] min_free_bytes in your computer's rtun config)"
+        )
 
     def settle(self, claimed: int) -> None:
         """Give back a claim: its bytes are written (the disk counts them now) or unused."""
@@ -59,7 +69,13 @@ class Claim:
         (at least ``step``, so a stream of small writes is not one claim each)."""
         if n > self.left:
             more = max(n - self.left, step)
-            self.space.claim(more)
+            try:
+                self.space.claim(more)
+            except Rejected:
+                if more == n - self.left:
+                    raise
+                more = n - self.left  # the step does not fit: a refusal names this write's need
+                self.space.claim(more)
             self.left += more
         self.left -= n
         self.space.settle(n)

@@ -98,17 +98,26 @@ def _candidates(name: str) -> Iterator[str]:
     raise OSError(errno.EEXIST, "no free name")
 
 
-def _replaceable(candidate: str, dir_fd: int) -> bool:
-    """With --overwrite: a file (never a directory) is there to be replaced."""
+# How a file is placed where its name is taken (the ``overwrite`` of the placing functions):
+KEEP = 0  # beside it, as ``name (N)``
+OVERWRITE = 1  # --overwrite: over a file or a link, never a directory
+UPDATE = 2  # --update: over a regular file only; beside a directory, link or anything else
+
+
+def _replaceable(candidate: str, dir_fd: int, overwrite: int) -> bool:
+    """A file is there that ``overwrite`` (OVERWRITE or UPDATE) may replace."""
     st = _lstat(candidate, dir_fd)
-    return st is not None and not stat.S_ISDIR(st.st_mode)
+    if st is None:
+        return False
+    return stat.S_ISREG(st.st_mode) if overwrite == UPDATE else not stat.S_ISDIR(st.st_mode)
 
 
-def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) -> str:
+def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: int) -> str:
     """Rename ``temporary`` to ``name``, or to the first free ``name (N)`` unless ``overwrite``
-    allows replacing a file there (a directory is never replaced). Returns the name used."""
+    (OVERWRITE, UPDATE) allows replacing a file there (a directory is never replaced). Returns
+    the name used."""
     for candidate in _candidates(name):
-        if overwrite and _replaceable(candidate, dir_fd):
+        if overwrite and _replaceable(candidate, dir_fd, overwrite):
             os.rename(temporary, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return candidate
         try:
@@ -130,7 +139,7 @@ def place_no_replace(dir_fd: int, temporary: str, name: str, overwrite: bool) ->
     raise AssertionError("unreachable: _candidates raises when it runs out")
 
 
-def place_unnamed(dir_fd: int, fd: int, name: str, overwrite: bool) -> str:
+def place_unnamed(dir_fd: int, fd: int, name: str, overwrite: int) -> str:
     """Link the unnamed file open as ``fd`` into ``dir_fd`` as place_no_replace places a
     temporary one: ``name`` or the first free ``name (N)``, replacing only a file and only with
     ``overwrite``. Returns the name used."""
@@ -142,7 +151,7 @@ def place_unnamed(dir_fd: int, fd: int, name: str, overwrite: bool) -> str:
         except FileExistsError:
             pass
     for candidate in _candidates(name):
-        if overwrite and _replaceable(candidate, dir_fd):
+        if overwrite and _replaceable(candidate, dir_fd, overwrite):
             temporary = part_name()  # rename() replaces; it needs a name to move
             os.link(source, temporary, dst_dir_fd=dir_fd, follow_symlinks=True)
             try:
@@ -244,7 +253,27 @@ class Tree:
             dir_fd, "/".join(parts), mode, self.umask, self.workers if direct and self.on_disk else None
         )
 
-    def link(self, parts: Tuple[str, ...], target: str, overwrite: bool) -> str:
+    def existing(self, parts: Tuple[str, ...]) -> Optional[os.stat_result]:
+        """What is at ``parts`` now (lstat: a link is itself), found without following any link
+        (directory descriptors opened O_NOFOLLOW from the root); None if nothing is, or its
+        directory is not there."""
+        try:
+            dir_fd = self.directory(parts[:-1], create=False)
+        except Rejected:
+            return None
+        try:
+            return _lstat(parts[-1], dir_fd)
+        except OSError:
+            return None
+
+    def link_target(self, parts: Tuple[str, ...]) -> Optional[str]:
+        """The target of the link at ``parts`` (as ``existing`` finds it), else None."""
+        try:
+            return os.readlink(parts[-1], dir_fd=self.directory(parts[:-1], create=False))
+        except (OSError, Rejected):
+            return None
+
+    def link(self, parts: Tuple[str, ...], target: str, overwrite: int) -> str:
         """A symbolic link, placed like a file; returns its final path."""
         dir_fd = self.directory(parts[:-1])
         temporary = part_name()
@@ -302,7 +331,7 @@ class _Received:
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
 
-    def place(self, name: str, overwrite: bool) -> str:
+    def place(self, name: str, overwrite: int) -> str:
         """Give the file its final name (or a free one), then close it; returns the name used."""
         assert self.fd is not None
         try:
@@ -313,7 +342,7 @@ class _Received:
             os.close(self.fd)
             self.fd = None
 
-    def _place(self, name: str, overwrite: bool) -> str:
+    def _place(self, name: str, overwrite: int) -> str:
         raise NotImplementedError
 
     def discard(self) -> None:
@@ -366,7 +395,7 @@ class PartFile(_Received):
         self._written()  # before the mtime: a later write would move it
         super().finish(mtime, drop_execute)
 
-    def _place(self, name: str, overwrite: bool) -> str:
+    def _place(self, name: str, overwrite: int) -> str:
         self._written()
         # The lock is held until the temporary name is gone.
         return place_no_replace(self.dir_fd, self.name, name, overwrite)
@@ -399,6 +428,6 @@ class UnnamedFile(_Received):
                 raise NoUnnamed() from None
             raise refusal_for(exc, what) from None
 
-    def _place(self, name: str, overwrite: bool) -> str:
+    def _place(self, name: str, overwrite: int) -> str:
         assert self.fd is not None
         return place_unnamed(self.dir_fd, self.fd, name, overwrite)
