@@ -13,6 +13,7 @@ import sys
 from rtun import __version__, paths
 from rtun.errors import RtunError
 from rtun.protocol import peertext
+from rtun.protocol.units import size_text
 from rtun.session import remote
 from rtun.session.check import FAIL as FAIL
 from rtun.session.check import OK as OK
@@ -35,14 +36,6 @@ NEEDED_BY = "`rtun notify`, `rtun done` and the shell hooks' notifications need"
 def _home(path: str) -> str:
     home = paths.home().rstrip("/")
     return "~" + path[len(home) :] if path == home or path.startswith(home + "/") else path
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"  # pragma: no cover - the loop returns
 
 
 # ---- this computer ----------------------------------------------------------------------------
@@ -89,7 +82,7 @@ def daemon_check(socket_path: str) -> Check:
     detail = f"answers on {_home(socket_path)} ({speaks}{f'; PID {pid}' if pid else ''}); rtun here is {__version__}"
     if not features or (version is not None and version != __version__):
         return Check(
-            "daemon", WARN, detail, "restart it with this rtun (`rtun shutdown`, then `rtun server -d`)"
+            "daemon", WARN, detail, "restart it with this rtun: `rtun server restart`"
         )
     return Check("daemon", OK, detail)
 
@@ -180,10 +173,10 @@ def save_dir_check(settings: "Config") -> Check:
         return Check(
             "save directory",
             FAIL,
-            f"{where}: only {_size(free)} free, and {_size(settings.min_free_bytes)} are kept free",
+            f"{where}: only {size_text(free)} free, and {size_text(settings.min_free_bytes)} are kept free",
             "free some space there",
         )
-    return Check("save directory", OK, f"{where}: writable, {_size(free)} free")
+    return Check("save directory", OK, f"{where}: writable, {size_text(free)} free")
 
 
 def local_checks(config_file: "Optional[str]") -> "Tuple[List[Check], Optional[str]]":
