@@ -81,9 +81,7 @@ def daemon_check(socket_path: str) -> Check:
     )
     detail = f"answers on {_home(socket_path)} ({speaks}{f'; PID {pid}' if pid else ''}); rtun here is {__version__}"
     if not features or (version is not None and version != __version__):
-        return Check(
-            "daemon", WARN, detail, "restart it with this rtun: `rtun server restart`"
-        )
+        return Check("daemon", WARN, detail, "restart it with this rtun: `rtun server restart`")
     return Check("daemon", OK, detail)
 
 
