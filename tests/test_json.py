@@ -47,7 +47,9 @@ def test_send_json_lists_the_final_paths_on_the_computer(forward, remote_home, s
 
     document = _document(run_rtun(["send", "--json", str(tree), str(report)], remote_home))
 
-    assert sorted(document) == ["saved", "warnings"]
+    # Keys are only ever added (README): --update and resumption added theirs, empty here.
+    assert sorted(document) == ["replaced", "resumed", "saved", "unchanged", "warnings"]
+    assert document["replaced"] == document["unchanged"] == document["resumed"] == []
     assert document["warnings"] == []
     assert document["saved"] == [
         str(save_dir / "notes" / "a.txt"),

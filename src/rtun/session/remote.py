@@ -32,7 +32,8 @@ CONTROL_COMMAND = """exec /bin/sh -c 'read -r l && eval "$l"'"""
 # sockets are left, the sweep runs on, detached, after the user has their prompt back.
 PRELUDE = (
     'PATH="$PATH:/usr/bin:/bin"; umask 077; e=; b=; c=; f=; d="$HOME/.rtun"; '
-    '[ -d "$d" ] || mkdir "$d" 2>/dev/null || e=mkdir; '
+    # Another login may make it between the test and mkdir: it is the test after that counts.
+    '[ -d "$d" ] || mkdir "$d" 2>/dev/null || [ -d "$d" ] || e=mkdir; '
     '[ -n "$e" ] || case $(ls -ldL "$d" 2>/dev/null) in drwx------*) ;; '
     '*) chmod 700 "$d" 2>/dev/null && f=1 || e=chmod;; esac; '
     "{ read -r h </proc/sys/kernel/hostname; } 2>/dev/null || h=$(uname -n 2>/dev/null); "
