@@ -339,7 +339,10 @@ def test_a_file_over_max_bytes_is_refused_with_exit_4(forward, remote_home, serv
 
     assert result.returncode == 4
     [line] = lines(result.stderr)
-    assert line == "rtun edit: 101 bytes is more than this computer edits ([edit] max_bytes = 100)"
+    assert line.startswith(
+        "rtun edit: 101 bytes is more than your computer edits ([edit] max_bytes = 100; set "
+    )
+    assert line.endswith("then run `rtun server reload` there to allow more)")
     assert editor.record("big.log") == {} and copies(daemon_tmp) == []
 
 

@@ -265,7 +265,7 @@ def test_the_transfer_slot_is_held_for_the_upload_only(serve) -> None:
         (
             {"edit_max_bytes": 10},
             11,
-            b"ERROR 117 11 bytes is more than this computer edits ([edit] max_bytes = 10)",
+            b"ERROR 117 11 bytes is more than your computer edits ([edit] max_bytes = 10; set [edit] max_bytes in ",
         ),
         (
             {"edit_editor": ("/nonexistent/editor",)},
@@ -291,7 +291,7 @@ def test_more_edits_than_max_open_are_refused_until_one_closes(serve) -> None:
             open_edit(first, b"1")
             with s.client() as second:
                 assert v1_upload_json(second, b"2", "g.txt").startswith(
-                    b"ERROR 114 1 edits are open on this computer ([edit] max_open)"
+                    b"ERROR 114 1 edits are open on your computer ([edit] max_open)"
                 )
             s.quit()
             assert wait(first)[1]["event"] == "closed"

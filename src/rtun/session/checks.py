@@ -49,7 +49,10 @@ def config_check(config_file: "Optional[str]") -> "Tuple[Check, Optional[Config]
         settings = config.load(config_file)
     except ImportError as exc:  # tomli, on Python before 3.11
         return Check(
-            "config", FAIL, f"cannot read it: {exc}", "pip install 'rtun[desktop]' on this computer"
+            "config",
+            FAIL,
+            f"cannot read it: {exc}",
+            "install rtun with its desktop extra here: `scripts/install` in rtun's source",
         ), None
     except RtunError as exc:
         return Check("config", FAIL, exc.message, f"correct {_home(path)} (README.md, Configuration)"), None

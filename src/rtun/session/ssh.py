@@ -144,7 +144,7 @@ def _hint_missing_client(inv: sshopts.Invocation, report: "Dict[str, str]") -> N
         return
     master.say(
         f"no rtun client found on {inv.host}: `rtun install {inv.host}` copies one there "
-        "(or `pip install rtun` there)"
+        "(or `rtun ssh --install`, which logs in too)"
     )
 
 

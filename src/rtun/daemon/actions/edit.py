@@ -29,6 +29,7 @@ import stat
 import tempfile
 from typing import Callable, Mapping, Optional, Sequence, Set, Tuple, Union
 
+from rtun.daemon.actions import advice
 from rtun.daemon.actions.launch import find
 from rtun.daemon.actions.view import ViewFile
 from rtun.daemon.actions.viewtypes import FALLBACK_NAME, clean_name
@@ -38,6 +39,7 @@ from rtun.daemon.storage.tree import Tree
 from rtun.protocol import messages
 from rtun.protocol.limits import MAX_PAYLOAD
 from rtun.protocol.messages import Rejected
+from rtun.protocol.units import size_text
 
 log = logging.getLogger("rtun.daemon")
 
@@ -94,7 +96,8 @@ def editor_command(
         if not command:
             raise Rejected(
                 messages.E_OPEN,
-                "cannot edit files on this computer: $RTUN_EDITOR of its rtun daemon is not a command",
+                "cannot edit files on your computer: $RTUN_EDITOR of its rtun daemon is not a command "
+                f"({advice.setting('[edit] editor')} instead)",
             )
         return command
     for candidate in DEFAULT_EDITORS:
@@ -102,8 +105,9 @@ def editor_command(
             return candidate
     raise Rejected(
         messages.E_OPEN,
-        "cannot edit files on this computer: no editor found (set [edit] "
-        'editor in the config file of rtun there, such as ["code", "--wait"])',
+        "cannot edit files on your computer: no editor found ("
+        + advice.setting("[edit] editor", '["code", "--wait"]')
+        + ")",
     )
 
 
@@ -361,13 +365,13 @@ class Editors:
         if request.size > self.max_bytes:
             raise Rejected(
                 messages.E_TOO_LARGE,
-                f"{request.size} bytes is more than this computer "
-                f"edits ([edit] max_bytes = {self.max_bytes})",
+                f"{size_text(request.size)} is more than your computer edits "
+                f"([edit] max_bytes = {self.max_bytes}; {advice.setting('[edit] max_bytes')} to allow more)",
             )
         if len(self._open) >= self.max_open:
             raise Rejected(
                 messages.E_BUSY,
-                f"{len(self._open)} edits are open on this computer "
+                f"{len(self._open)} edits are open on your computer "
                 f"([edit] max_open): close one in the editor first",
             )
         command = editor_command(self.configured, self.environ)
