@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
+from support.load import Tmpfs
 from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon, write_config
 from support.sshd import Forward, SshKeys, SshServer
@@ -112,3 +114,23 @@ def notifications(session_bus: SessionBus, short_tmp: Path) -> Iterator[Notifica
     service = NotificationService(session_bus, short_tmp / "notifications.jsonl").start()
     yield service
     service.stop()
+
+
+@pytest.fixture
+def mounts() -> Iterator[Callable[[Path, str], Tmpfs]]:
+    """``mounts(directory, size)``: a tmpfs there (a save disk that fills), unmounted after the
+    test; fixtures that start daemons on it after this one stop them first. Skipped only where
+    this machine allows no mount."""
+    mounted: List[Tmpfs] = []
+
+    def mount(directory: Path, size: str) -> Tmpfs:
+        try:
+            fs = Tmpfs(directory, size).mount()
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"cannot mount a tmpfs here: {exc.stderr.decode(errors='replace').strip()}")
+        mounted.append(fs)
+        return fs
+
+    yield mount
+    for fs in reversed(mounted):
+        fs.unmount()

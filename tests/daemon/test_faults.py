@@ -45,21 +45,6 @@ Mounts = Callable[[Path, str], Tmpfs]
 
 
 @pytest.fixture
-def mounts() -> Iterator[Mounts]:
-    """``mounts(directory, size)``: a tmpfs there, unmounted after the test (daemons first)."""
-    mounted: List[Tmpfs] = []
-
-    def mount(directory: Path, size: str) -> Tmpfs:
-        fs = Tmpfs(directory, size).mount()
-        mounted.append(fs)
-        return fs
-
-    yield mount
-    for fs in reversed(mounted):
-        fs.unmount()
-
-
-@pytest.fixture
 def daemons(local_home: Path, save_dir: Path, mounts: Mounts) -> Iterator[Daemons]:
     """``daemons(config="toml", home=..., socket_path=...)``: an `rtun server`, stopped afterwards
     (before any tmpfs of the test is unmounted: ``mounts`` is set up first)."""

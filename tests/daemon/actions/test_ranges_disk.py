@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -22,18 +21,10 @@ RESERVE = 16 * MIB
 
 
 @pytest.fixture
-def small_disk(save_dir: Path) -> Iterator[Path]:
+def small_disk(save_dir: Path, mounts) -> Path:
     """The save directory on a 64 MiB tmpfs (skipped where mount is not allowed)."""
-    save_dir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(save_dir)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield save_dir
-    finally:
-        subprocess.run(["umount", "-l", str(save_dir)], check=True)
+    mounts(save_dir, str(DISK))
+    return save_dir
 
 
 def _free(path: Path) -> int:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
@@ -19,18 +18,10 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def small_disk(save_dir: Path) -> Iterator[Path]:
+def small_disk(save_dir: Path, mounts) -> Path:
     """The save directory on a 32 MiB tmpfs (skipped where mount is not allowed)."""
-    save_dir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={32 * MIB}", "tmpfs", str(save_dir)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield save_dir
-    finally:
-        subprocess.run(["umount", "-l", str(save_dir)], check=True)
+    mounts(save_dir, str(32 * MIB))
+    return save_dir
 
 
 @pytest.fixture
