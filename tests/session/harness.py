@@ -21,6 +21,18 @@ from support.sshd import SshKeys, SshServer
 from support.wait import wait_until
 
 RTUN_REMOTE = f"{sys.executable} -m rtun"  # the client as a command on the "server"
+# `rtun doctor`'s checks, in the order of its lines: those of this computer, then with HOST the server's.
+LOCAL_CHECKS = [
+    "config",
+    "daemon",
+    "notifications",
+    "opener",
+    "browser",
+    "clipboard",
+    "editor",
+    "save directory",
+]
+REMOTE_CHECKS = ["ssh", "python3", "client", "prompt", "~/.rtun", "stale sockets", "forward"]
 
 
 class HomeServer(SshServer):

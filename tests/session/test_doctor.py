@@ -9,27 +9,11 @@ from typing import Dict, Iterator
 
 import pytest
 
-from session.harness import Laptop
+from session.harness import LOCAL_CHECKS, REMOTE_CHECKS, Laptop
 from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon
 
-NAMES = [
-    "config",
-    "daemon",
-    "notifications",
-    "opener",
-    "browser",
-    "clipboard",
-    "editor",
-    "save directory",
-    "ssh",
-    "python3",
-    "client",
-    "prompt",
-    "~/.rtun",
-    "stale sockets",
-    "forward",
-]
+NAMES = LOCAL_CHECKS + REMOTE_CHECKS
 
 
 @pytest.fixture

@@ -13,19 +13,10 @@ import pytest
 
 from rtun import __version__
 from rtun.protocol import wire
+from session.harness import LOCAL_CHECKS, REMOTE_CHECKS
 from support.notifications import NotificationService, SessionBus
 from support.rtun import RtunDaemon, run_rtun
 
-LOCAL_CHECKS = [
-    "config",
-    "daemon",
-    "notifications",
-    "opener",
-    "browser",
-    "clipboard",
-    "editor",
-    "save directory",
-]
 CHECK_KEYS = ["detail", "fix", "name", "status"]
 
 
@@ -138,13 +129,5 @@ def test_the_host_is_named_in_the_document(laptop) -> None:
     document = json.loads(result.stdout)
     assert document["host"] == "srv" and document["ok"] is False
     names = [c["name"] for c in document["checks"]]
-    assert names[:8] == LOCAL_CHECKS and names[8:] == [
-        "ssh",
-        "python3",
-        "client",
-        "prompt",
-        "~/.rtun",
-        "stale sockets",
-        "forward",
-    ]
+    assert names == LOCAL_CHECKS + REMOTE_CHECKS
     assert all(sorted(check) == CHECK_KEYS for check in document["checks"])
