@@ -59,17 +59,26 @@ def save_dir(local_home: Path) -> Path:
 
 @pytest.fixture
 def start_daemon(local_home: Path, save_dir: Path) -> Iterator[Callable[..., RtunDaemon]]:
-    """``start_daemon(env={...}, config="toml", diagnostics=False)``: the local daemon, stopped
-    after the test. A module that needs a daemon of its own kind overrides ``daemon`` with one
+    """``start_daemon(env={...}, config="toml", diagnostics=False, home=..., socket_path=...)``:
+    the local daemon, stopped after the test (before any tmpfs of ``mounts`` is unmounted, when
+    ``mounts`` was asked for first). A module that needs a daemon of its own kind overrides ``daemon`` with one
     call of this, so that ``forward`` (the real ssh -R) reaches it."""
     started: List[RtunDaemon] = []
 
     def start(
-        env: Optional[Dict[str, str]] = None, config: str = "", diagnostics: bool = False
+        env: Optional[Dict[str, str]] = None,
+        config: str = "",
+        diagnostics: bool = False,
+        *,
+        home: Optional[Path] = None,
+        socket_path: Optional[Path] = None,
     ) -> RtunDaemon:
+        home = home or local_home
         if config:
-            write_config(local_home, config)
-        running = RtunDaemon(local_home, save_dir, env=env or {}, diagnostics=diagnostics).start()
+            write_config(home, config)
+        running = RtunDaemon(
+            home, save_dir, socket_path=socket_path, env=env or {}, diagnostics=diagnostics
+        ).start()
         started.append(running)
         return running
 

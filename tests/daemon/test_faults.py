@@ -14,7 +14,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -45,32 +45,10 @@ Mounts = Callable[[Path, str], Tmpfs]
 
 
 @pytest.fixture
-def daemons(local_home: Path, save_dir: Path, mounts: Mounts) -> Iterator[Daemons]:
-    """``daemons(config="toml", home=..., socket_path=...)``: an `rtun server`, stopped afterwards
-    (before any tmpfs of the test is unmounted: ``mounts`` is set up first)."""
-    started: List[RtunDaemon] = []
-
-    def start(
-        config: str = "",
-        home: Optional[Path] = None,
-        socket_path: Optional[Path] = None,
-        directory: Optional[Path] = None,
-    ) -> RtunDaemon:
-        home = home or local_home
-        args: List[str] = []
-        if config:
-            path = home / f"config-{len(started)}.toml"
-            home.mkdir(parents=True, exist_ok=True)
-            path.write_text(config)
-            args = ["--config", str(path)]
-        running = RtunDaemon(home, directory or save_dir, socket_path=socket_path, extra_args=args).start()
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        if running.alive():
-            running.stop()
+def daemons(mounts: Mounts, start_daemon: Daemons) -> Daemons:
+    """``daemons(config="toml", home=..., socket_path=...)``: tests/conftest.py's factory, asked
+    for after ``mounts`` so that its daemons stop before a tmpfs of the test is unmounted."""
+    return start_daemon
 
 
 @pytest.fixture
