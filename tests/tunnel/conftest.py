@@ -37,6 +37,15 @@ def agents() -> Iterator[List[TunnelAgent]]:
 
 
 @pytest.fixture
+def running(world: World, agents: List[TunnelAgent]) -> TunnelAgent:
+    """An agent called "pi", up and registered on the world's relay."""
+    agent = TunnelAgent(world, "pi")
+    agents.append(agent)
+    agent.wait_up()
+    return agent
+
+
+@pytest.fixture
 def relay_world(ssh_keys: SshKeys, machine_sshd: SshServer, short_tmp: Path) -> Iterator[World]:
     authorized = short_tmp / "relay_authorized_keys"
     authorized.write_text(ssh_keys.authorized_keys.read_text())  # the admin's key, unrestricted

@@ -28,14 +28,6 @@ def _entry(name: str, mid: str, port: int, status: str = "online") -> registry.E
     )
 
 
-@pytest.fixture
-def running(world: World, agents) -> TunnelAgent:
-    agent = TunnelAgent(world, "pi")
-    agents.append(agent)
-    agent.wait_up()
-    return agent
-
-
 @pytest.mark.parametrize("via", [False, True], ids=["on-server", "via-server"])
 def test_hosts_lists_the_agent_as_live(world: World, running: TunnelAgent, via: bool) -> None:
     args = ["hosts", "--registry", str(world.registry), "--json"] + (["--via", "pub"] if via else [])

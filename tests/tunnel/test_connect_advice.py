@@ -13,14 +13,6 @@ from support.tunnel import TunnelAgent, World
 from support.wait import wait_until
 
 
-@pytest.fixture
-def running(world: World, agents) -> TunnelAgent:
-    agent = TunnelAgent(world, "pi")
-    agents.append(agent)
-    agent.wait_up()
-    return agent
-
-
 @pytest.mark.parametrize("via", [[], ["--via", "pub"]], ids=["on-relay", "via-relay"])
 def test_an_offline_machine_is_named_with_when_it_was_last_seen(
     world: World, running: TunnelAgent, via
