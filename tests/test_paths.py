@@ -201,3 +201,10 @@ def test_same_laptop_first_is_a_stable_partition(candidates: list, laptop: objec
         return
     mine = [c for c in candidates if paths.laptop_of(c) == laptop]
     assert ordered == mine + [c for c in candidates if paths.laptop_of(c) != laptop]
+
+
+def test_tilde_shortens_only_what_is_in_the_home_directory(home: Path) -> None:
+    assert paths.tilde(str(home / ".rtun" / "rtun.log")) == "~/.rtun/rtun.log"
+    assert paths.tilde(str(home)) == "~"
+    assert paths.tilde(str(home) + "x/file") == str(home) + "x/file"  # a sibling, not inside
+    assert paths.tilde("/etc/passwd") == "/etc/passwd"

@@ -26,6 +26,12 @@ def home() -> str:
     return os.path.expanduser("~")
 
 
+def tilde(path: str) -> str:
+    """``path`` as a person reads it in a message: ``~/...`` for what is in the home directory."""
+    prefix = home().rstrip("/")
+    return "~" + path[len(prefix) :] if path == prefix or path.startswith(prefix + "/") else path
+
+
 def rtun_dir() -> str:
     return os.path.join(home(), ".rtun")
 

@@ -79,11 +79,6 @@ def script(shell: str) -> str:
     return code
 
 
-def _shown(path: str) -> str:
-    home = paths.home().rstrip("/")
-    return "~" + path[len(home) :] if path.startswith(home + "/") else path
-
-
 def _absolute(variable: str, default: str) -> str:
     """An XDG-style directory variable; relative values are ignored, as the spec says."""
     value = os.environ.get(variable, "")
@@ -120,11 +115,11 @@ def rc_advice(shell: str, path: str) -> "Tuple[str, List[str]]":
         return "new fish shells load it; nothing to add", []
     if shell == "zsh":
         rc = os.path.join(_absolute("ZDOTDIR", paths.home()), ".zshrc")
-        directory = _shown(os.path.dirname(path))
+        directory = paths.tilde(os.path.dirname(path))
         if _rc_mentions(rc, os.path.basename(os.path.dirname(path))):
-            return f"{_shown(rc)} already puts {directory} on $fpath: new zsh shells load it", []
+            return f"{paths.tilde(rc)} already puts {directory} on $fpath: new zsh shells load it", []
         return (
-            f"add these lines to {_shown(rc)} once, before any compinit there "
+            f"add these lines to {paths.tilde(rc)} once, before any compinit there "
             "(oh-my-zsh: before it is sourced):",
             [f"fpath=({directory} $fpath)", "autoload -Uz compinit && compinit"],
         )
@@ -132,12 +127,12 @@ def rc_advice(shell: str, path: str) -> "Tuple[str, List[str]]":
     if any(os.path.exists(loader) for loader in BASH_COMPLETION_LOADERS):
         return (
             "new bash shells load it through bash-completion (if yours does not run "
-            f"bash-completion, add `source {_shown(path)}` to {_shown(rc)})"
+            f"bash-completion, add `source {paths.tilde(path)}` to {paths.tilde(rc)})"
         ), []
-    line = f"source {_shown(path)}"
-    if _rc_mentions(rc, _shown(path)) or _rc_mentions(rc, path):
-        return f"{_shown(rc)} already sources it: new bash shells load it", []
-    return f"no bash-completion here: add this line to {_shown(rc)} once:", [line]
+    line = f"source {paths.tilde(path)}"
+    if _rc_mentions(rc, paths.tilde(path)) or _rc_mentions(rc, path):
+        return f"{paths.tilde(rc)} already sources it: new bash shells load it", []
+    return f"no bash-completion here: add this line to {paths.tilde(rc)} once:", [line]
 
 
 def install(shell: str, text: str) -> str:
@@ -158,7 +153,7 @@ def install(shell: str, text: str) -> str:
             os.unlink(temporary)
             raise
     except OSError as exc:
-        raise RtunError(f"cannot write {_shown(path)}: {exc.strerror or exc}") from None
+        raise RtunError(f"cannot write {paths.tilde(path)}: {exc.strerror or exc}") from None
     return path
 
 
@@ -170,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     path = install(shell, text)
     said, lines = rc_advice(shell, path)
-    print(f"rtun completion: wrote the {shell} completion for rtun to {_shown(path)}")
+    print(f"rtun completion: wrote the {shell} completion for rtun to {paths.tilde(path)}")
     print(said)
     for line in lines:
         print(f"    {line}")

@@ -156,8 +156,7 @@ def _home(path: Optional[str]) -> str:
 
     if path is None:
         return "standard error (the terminal or service manager that started it)"
-    home = paths.home().rstrip("/")
-    return "~" + path[len(home) :] if path.startswith(home + "/") else path
+    return paths.tilde(path)
 
 
 # ---- status ------------------------------------------------------------------------------------

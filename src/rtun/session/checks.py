@@ -33,11 +33,6 @@ PINGS = 5
 NEEDED_BY = "`rtun notify`, `rtun done` and the shell hooks' notifications need"
 
 
-def _home(path: str) -> str:
-    home = paths.home().rstrip("/")
-    return "~" + path[len(home) :] if path == home or path.startswith(home + "/") else path
-
-
 # ---- this computer ----------------------------------------------------------------------------
 
 
@@ -55,8 +50,14 @@ def config_check(config_file: "Optional[str]") -> "Tuple[Check, Optional[Config]
             "install rtun with its desktop extra here: `scripts/install` in rtun's source",
         ), None
     except RtunError as exc:
-        return Check("config", FAIL, exc.message, f"correct {_home(path)} (README.md, Configuration)"), None
-    said = f"{_home(path)} is valid" if os.path.exists(path) else f"no {_home(path)}: the defaults apply"
+        return Check(
+            "config", FAIL, exc.message, f"correct {paths.tilde(path)} (README.md, Configuration)"
+        ), None
+    said = (
+        f"{paths.tilde(path)} is valid"
+        if os.path.exists(path)
+        else f"no {paths.tilde(path)}: the defaults apply"
+    )
     return Check("config", OK, said), settings
 
 
@@ -69,7 +70,7 @@ def daemon_check(socket_path: str) -> Check:
         return Check(
             "daemon",
             FAIL,
-            f"no daemon answers on {_home(socket_path)} ({exc.message})",
+            f"no daemon answers on {paths.tilde(socket_path)} ({exc.message})",
             "start it with `rtun server -d` (`rtun ssh HOST` starts it too)",
         )
     from rtun.protocol import wire
@@ -82,7 +83,7 @@ def daemon_check(socket_path: str) -> Check:
     speaks = (
         f"rtun {version or 'before 0.2'}, rtun/2: {listed}" if features else "RTUN v1 only: an old daemon"
     )
-    detail = f"answers on {_home(socket_path)} ({speaks}{f'; PID {pid}' if pid else ''}); rtun here is {__version__}"
+    detail = f"answers on {paths.tilde(socket_path)} ({speaks}{f'; PID {pid}' if pid else ''}); rtun here is {__version__}"
     if not features or (version is not None and version != __version__):
         return Check("daemon", WARN, detail, "restart it with this rtun: `rtun server restart`")
     return Check("daemon", OK, detail)
@@ -164,12 +165,12 @@ def save_dir_check(settings: "Config") -> Check:
         return Check(
             "save directory",
             FAIL,
-            f"{_home(directory)} is not writable",
+            f"{paths.tilde(directory)} is not writable",
             "fix its permissions, or choose another with `rtun server -D DIR`",
         )
     st = os.statvfs(existing)
     free = st.f_bavail * st.f_frsize
-    where = _home(directory) + ("" if existing == directory else " (created on first use)")
+    where = paths.tilde(directory) + ("" if existing == directory else " (created on first use)")
     if free <= settings.min_free_bytes:
         return Check(
             "save directory",
