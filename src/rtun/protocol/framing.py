@@ -5,9 +5,10 @@ No I/O and no state, like ``wire``; see docs/protocol.md.
 
 from __future__ import annotations
 
+from rtun.protocol.headers import dumps, json_field, json_object
 from rtun.protocol.limits import MAX_CHUNK, MAX_CHUNK_DIGITS, MAX_MTIME, SHA256_HEX_LEN
 from rtun.protocol.messages import E_BAD_REQUEST, E_BAD_SIZE, E_CHECKSUM, Message, Rejected
-from rtun.protocol.wire import EOL, decode_line, dumps, json_field, json_object, strip_eol
+from rtun.protocol.wire import EOL, decode_line, strip_eol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare

@@ -2,8 +2,9 @@
 
 No I/O and no state: ``sender`` and ``receiver`` decide what comes when, these functions only
 turn messages (the values in ``messages``) into bytes and back. One table, :data:`TABLE`, names
-each request's verb, its value class and how the text after the verb is read and written: a
-new request is a value class and a row. See docs/protocol.md.
+each request's verb, its value class and how the text after the verb is read and written (a JSON
+header's fields by the readers in ``headers``): a new request is a value class and a row. See
+docs/protocol.md.
 
 v1 is the line protocol of the original RTUN. Version 2 ("rtun/2") adds a few verbs that a v2
 client only uses after a HELLO. HELLO rides inside a v1 ``SEND`` whose size field is not a number:
@@ -17,17 +18,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare
     from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
+    from rtun.protocol.headers import Field
     from rtun.protocol.messages import Request as Request
 
-from rtun.protocol.limits import MAX_LINE, MAX_MTIME, MAX_SIZE_DIGITS
+from rtun.protocol import headers
+from rtun.protocol.headers import dumps, json_object
+from rtun.protocol.limits import MAX_LINE, MAX_SIZE_DIGITS
 from rtun.protocol.messages import (
     E_BAD_PATH,
     E_BAD_REQUEST,
     E_BAD_SIZE,
     E_LINE_TOO_LONG,
     E_UNKNOWN,
-    EDIT_RESULTS,
-    UPDATE_MODES,
     Commit,
     Copy,
     Echo,
@@ -91,124 +93,6 @@ def decode_line(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Rejected(E_BAD_REQUEST, "request is not valid UTF-8") from None
-
-
-_loads: "Optional[Any]" = None  # json.loads, imported on first use: v1 requests and the
-# client's PING never need it
-
-
-def json_object(text: str) -> Dict[str, Any]:
-    global _loads
-    if _loads is None:
-        import json
-
-        _loads = json.loads
-    try:
-        value = _loads(text)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
-        raise Rejected(E_BAD_REQUEST, "malformed JSON header") from None
-    if not isinstance(value, dict):
-        raise Rejected(E_BAD_REQUEST, "JSON header must be an object")
-    return value
-
-
-def json_field(obj: Dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
-    value = obj.get(key, default)
-    # bool is an int subclass; a size of true is not a size.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Rejected(E_BAD_REQUEST, f"field {key!r} must be {kind.__name__}")
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")  # a JSON "\ud800" escape is a lone surrogate: not text
-        except UnicodeEncodeError:
-            raise Rejected(E_BAD_REQUEST, f"field {key!r} is not valid Unicode") from None
-    return value
-
-
-def dumps(obj: Any) -> str:
-    import json
-
-    # ensure_ascii keeps every header on one line whatever the names contain.
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
-
-
-# ---- the fields of rtun/2's JSON headers: each reader checks one, or raises Rejected --------
-
-
-def _plain(kind: type, default: Any = None) -> Callable[[Dict[str, Any], str], Any]:
-    """A field of ``kind``, required unless it has a default."""
-    return lambda obj, key: json_field(obj, key, kind, default)
-
-
-_text, _text_or_empty, _false, _true = _plain(str), _plain(str, ""), _plain(bool, False), _plain(bool, True)
-
-
-def _name(obj: Dict[str, Any], key: str) -> str:
-    name: str = json_field(obj, key, str)
-    if not name:
-        raise Rejected(E_BAD_PATH, "missing file name")
-    return name
-
-
-def _size(obj: Dict[str, Any], key: str) -> int:
-    size: int = json_field(obj, key, int)
-    if size < 0 or len(str(size)) > MAX_SIZE_DIGITS:
-        raise Rejected(E_BAD_SIZE, f"field {key!r} is not a size")
-    return size
-
-
-def _total(obj: Dict[str, Any], key: str) -> int:
-    total: int = json_field(obj, key, int, 0)
-    if total < 0:
-        raise Rejected(E_BAD_SIZE, "negative totals")
-    return total
-
-
-def _mode(obj: Dict[str, Any], key: str) -> int:
-    mode: int = json_field(obj, key, int, 0o644)
-    if not 0 <= mode <= 0o7777:
-        raise Rejected(E_BAD_REQUEST, f"field {key!r} must be a file mode")
-    return mode
-
-
-def _mtime(obj: Dict[str, Any], key: str) -> float:
-    mtime = obj.get(key, 0.0)
-    if isinstance(mtime, bool) or not isinstance(mtime, (int, float)) or not 0 <= mtime <= MAX_MTIME:
-        raise Rejected(E_BAD_REQUEST, f"field {key!r} must be a time")
-    return float(mtime)
-
-
-def _hex(obj: Dict[str, Any], key: str) -> str:
-    value: str = json_field(obj, key, str)
-    if not 16 <= len(value) <= 64 or value.strip("0123456789abcdef"):
-        raise Rejected(E_BAD_REQUEST, f"field {key!r} must be 16 to 64 lowercase hex digits")
-    return value
-
-
-def _update(obj: Dict[str, Any], key: str) -> str:
-    mode: str = json_field(obj, key, str, "")
-    if mode not in UPDATE_MODES:
-        raise Rejected(E_BAD_REQUEST, f"unknown update mode {mode[:40]!r}")
-    return mode
-
-
-def _edit_result(obj: Dict[str, Any], key: str) -> str:
-    result: str = json_field(obj, key, str, "")
-    if result not in EDIT_RESULTS:
-        raise Rejected(E_BAD_REQUEST, f"unknown edit result {result[:40]!r}")
-    return result
-
-
-if TYPE_CHECKING:
-    # A JSON field: its key, its reader, the value's attribute, and whether it is left out of
-    # the header while it holds its default (so older daemons never see it).
-    Field = Tuple[str, Callable[[Dict[str, Any], str], Any], str, bool]
-
-
-def _field(
-    key: str, read: Callable[[Dict[str, Any], str], Any], attr: str = "", omit_default: bool = False
-) -> Field:
-    return (key, read, attr or key, omit_default)
 
 
 # ---- the text after v1's verbs ----------------------------------------------------------------
@@ -321,43 +205,62 @@ TABLE = (
     Verb("VIEW", View, _read_view, lambda r: f"{r.size} {r.name}"),
     # rtun/2: HELLO is a SEND (read by SEND's row); the others carry a JSON header.
     Verb("SEND", Hello, write=lambda r: " ".join((HELLO_TOKEN,) + r.features)),
-    Verb("NOTIFY2", Notify2, fields=(_field("title", _text_or_empty), _field("body", _text_or_empty))),
+    Verb(
+        "NOTIFY2",
+        Notify2,
+        fields=(headers.field("title", headers.text_or_empty), headers.field("body", headers.text_or_empty)),
+    ),
     Verb(
         "PUT",
         Put,
         fields=(
-            _field("dest", _text_or_empty),
-            _field("overwrite", _false),
-            _field("bytes", _total, "total_bytes"),
-            _field("files", _total, "total_files"),
-            _field("mtimes", _text_or_empty, omit_default=True),
-            _field("track", _false, omit_default=True),
-            _field("update", _update, omit_default=True),
+            headers.field("dest", headers.text_or_empty),
+            headers.field("overwrite", headers.false),
+            headers.field("bytes", headers.total, "total_bytes"),
+            headers.field("files", headers.total, "total_files"),
+            headers.field("mtimes", headers.text_or_empty, omit_default=True),
+            headers.field("track", headers.false, omit_default=True),
+            headers.field("update", headers.update, omit_default=True),
         ),
     ),
-    Verb("OPEN", OpenUrl, fields=(_field("url", _text),)),
-    Verb("COPY", Copy, fields=(_field("bytes", _size, "size"),)),
+    Verb("OPEN", OpenUrl, fields=(headers.field("url", headers.text),)),
+    Verb("COPY", Copy, fields=(headers.field("bytes", headers.size, "size"),)),
     Verb("PASTE", Paste),
-    Verb("EDIT", Edit, fields=(_field("name", _name), _field("bytes", _size, "size"))),
-    Verb("EDITWAIT", EditWait, fields=(_field("result", _edit_result), _field("message", _text_or_empty))),
+    Verb(
+        "EDIT",
+        Edit,
+        fields=(headers.field("name", headers.name), headers.field("bytes", headers.size, "size")),
+    ),
+    Verb(
+        "EDITWAIT",
+        EditWait,
+        fields=(
+            headers.field("result", headers.edit_result),
+            headers.field("message", headers.text_or_empty),
+        ),
+    ),
     Verb(
         "RANGES",
         Ranges,
         fields=(
-            _field("dest", _text_or_empty),
-            _field("name", _name),
-            _field("bytes", _size, "size"),
-            _field("mode", _mode),
-            _field("mtime", _mtime),
-            _field("key", _hex),
-            _field("overwrite", _false),
-            _field("resume", _true),
-            _field("join", _false),
-            _field("update", _false, omit_default=True),
+            headers.field("dest", headers.text_or_empty),
+            headers.field("name", headers.name),
+            headers.field("bytes", headers.size, "size"),
+            headers.field("mode", headers.mode),
+            headers.field("mtime", headers.mtime),
+            headers.field("key", headers.hex_digest),
+            headers.field("overwrite", headers.false),
+            headers.field("resume", headers.true),
+            headers.field("join", headers.false),
+            headers.field("update", headers.false, omit_default=True),
         ),
     ),
-    Verb("RANGE", Range, fields=(_field("offset", _size), _field("bytes", _size, "size"))),
-    Verb("COMMIT", Commit, fields=(_field("digest", _hex),)),
+    Verb(
+        "RANGE",
+        Range,
+        fields=(headers.field("offset", headers.size), headers.field("bytes", headers.size, "size")),
+    ),
+    Verb("COMMIT", Commit, fields=(headers.field("digest", headers.hex_digest),)),
 )
 READERS: "Dict[str, Callable[[str], Request]]" = {row.verb: row.read for row in TABLE if row.read is not None}
 WRITERS: "Dict[type, Verb]" = {row.kind: row for row in TABLE}
