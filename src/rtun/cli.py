@@ -41,6 +41,10 @@ COMMANDS = {
     "copy": ("put standard input on your computer's clipboard", "rtun.commands.clipboard:copy"),
     "paste": ("print your computer's clipboard (off unless allowed there)", "rtun.commands.clipboard:paste"),
     "edit": ("edit a server file in your computer's editor; saves come back here", "rtun.commands.edit:edit"),
+    "forward": (
+        "reach a port of this server from your computer (Jupyter, a dev server)",
+        "rtun.commands.forward:forward_command",
+    ),
     "done": ("run a command, then notify your computer when it ends", "rtun.commands.done:done"),
     "config": (
         "print the daemon's config file path and the settings in effect",

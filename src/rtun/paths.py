@@ -13,7 +13,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import List, Optional
+    from typing import Dict, List, Optional, Tuple
 
 SOCKET_NAME = "rtun.sock"
 LAPTOP_ID_LENGTH = 12  # hex digits
@@ -128,3 +128,21 @@ def same_laptop_first(candidates: List[str], laptop: Optional[str]) -> List[str]
         return list(candidates)
     mine = [path for path in candidates if laptop_of(path) == laptop]
     return mine + [path for path in candidates if laptop_of(path) != laptop]
+
+
+def this_rtun() -> "Tuple[List[str], Dict[str, str]]":
+    """How a service or a helper process runs the very rtun that is running now, however it was
+    installed, and the environment that needs: this Python (a virtual environment's included) with ``-m rtun``, or
+    with the single-file client's path (a zipapp, which ``-m rtun`` cannot import), and
+    PYTHONPATH where the package is found only through it."""
+    import rtun
+
+    package = os.path.dirname(os.path.abspath(rtun.__file__))
+    archive = package
+    while archive != os.path.dirname(archive) and not os.path.exists(archive):
+        archive = os.path.dirname(archive)  # inside a zip: climb to the archive itself
+    if os.path.isfile(archive):
+        return [sys.executable, archive], {}
+    parent = os.path.dirname(package)
+    given = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return [sys.executable, "-m", "rtun"], ({"PYTHONPATH": parent} if parent in given else {})

@@ -41,12 +41,14 @@ def test_each_setting_of_actions_guards_the_requests_of_its_action(tmp_path) -> 
         messages.Ranges: "send",
         messages.Range: "send",
         messages.Commit: "send",
+        messages.Forward: "forward",
+        messages.Dial: "forward",
     }
     for action in set(guarded.values()):
         assert hasattr(handlers.config, f"allow_{action}")
 
 
-@pytest.mark.parametrize("action", ["notify", "send", "view", "open", "copy", "paste", "edit"])
+@pytest.mark.parametrize("action", ["notify", "send", "view", "open", "copy", "paste", "edit", "forward"])
 def test_an_action_turned_off_is_refused_naming_its_setting(tmp_path, action: str) -> None:
     services = Services(Config(save_dir=str(tmp_path), **{f"allow_{action}": False}), 0o022)
     with pytest.raises(Rejected) as refused:

@@ -324,6 +324,10 @@ STRATEGIES = {
     ),
     messages.Range: st.builds(messages.Range, _size, _size),
     messages.Commit: st.builds(messages.Commit, _hex),
+    messages.Forward: st.builds(
+        messages.Forward, st.integers(0, 65535), st.integers(0, 65535), st.booleans()
+    ),
+    messages.Dial: st.builds(messages.Dial, _hex, st.integers(0, 2**63 - 1)),
 }
 
 

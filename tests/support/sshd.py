@@ -9,9 +9,12 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from support.wait import wait_until
+
+if TYPE_CHECKING:
+    from support.netns import Namespace
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -22,10 +25,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def banner(port: int, timeout: float = 1.0) -> bytes:
-    """The first bytes a TCP service on 127.0.0.1:port sends, or b"" if none."""
+def banner(port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> bytes:
+    """The first bytes a TCP service on host:port sends, or b"" if none."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection((host, port), timeout=timeout) as s:
             return s.recv(64)
     except OSError:
         return b""
@@ -47,13 +50,24 @@ class SshKeys:
 
 
 class SshServer:
-    """sshd -D on a port of 127.0.0.1, plus an ssh_config with a ``Host`` alias for it."""
+    """sshd -D on a port of 127.0.0.1, plus an ssh_config with a ``Host`` alias for it. In a
+    ``namespace``, sshd and its sessions run there, reached at the namespace's address: the
+    server then has a loopback of its own."""
 
-    def __init__(self, keys: SshKeys, directory: Path, alias: str = "rtun-test", port: Optional[int] = None):
+    def __init__(
+        self,
+        keys: SshKeys,
+        directory: Path,
+        alias: str = "rtun-test",
+        port: Optional[int] = None,
+        namespace: Optional["Namespace"] = None,
+    ):
         directory.mkdir(parents=True, exist_ok=True)
         self.keys = keys
         self.directory = directory
         self.alias = alias
+        self.namespace = namespace
+        self.host = namespace.ns_ip if namespace is not None else "127.0.0.1"
         self.port = port or free_port()
         self.user = (
             os.environ.get("USER")
@@ -71,7 +85,7 @@ class SshServer:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.host}",
                     f"HostKey {self.keys.host_key}",
                     f"PidFile {self.directory / 'sshd.pid'}",
                     f"AuthorizedKeysFile {self.keys.authorized_keys}",
@@ -97,12 +111,12 @@ class SshServer:
                 ]
             )
         )
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {' '.join(self.keys.host_public)}\n")
+        self.known_hosts.write_text(f"[{self.host}]:{self.port} {' '.join(self.keys.host_public)}\n")
         self.client_config.write_text(
             "\n".join(
                 [
                     f"Host {self.alias}",
-                    "    HostName 127.0.0.1",
+                    f"    HostName {self.host}",
                     f"    Port {self.port}",
                     f"    User {self.user}",
                     f"    IdentityFile {self.keys.user_key}",
@@ -133,7 +147,7 @@ class SshServer:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
         log = open(self.log, "ab")
         self.process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config)],
+            self.exec_argv(SSHD, "-D", "-e", "-f", str(self.config)),
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -145,7 +159,11 @@ class SshServer:
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"sshd exited with {self.process.returncode}: {self.log.read_text()}")
-        return banner(self.port).startswith(b"SSH-2.0-")
+        return banner(self.port, host=self.host).startswith(b"SSH-2.0-")
+
+    def exec_argv(self, *argv: str) -> List[str]:
+        """A command line run on this server's network (its namespace's, if it has one)."""
+        return self.namespace.exec_argv(*argv) if self.namespace is not None else list(argv)
 
     def stop(self) -> None:
         """Stop the listener and every session it started, as a crashed server would lose them."""

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
 
 from rtun.tunnel import identity
+from support.netns import Namespace, sh
 from support.rtun import RTUN
 from support.sshd import SSHD, SshKeys, SshServer, banner
 from support.tunnel import FAST, UP, World, relay_sshd_config
@@ -39,45 +39,9 @@ table inet rtun_test {
 """
 
 
-def sh(*argv: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, **kwargs)
-
-
-class Namespace:
-    """A network namespace joined to the host by a veth pair, inbound traffic dropped inside."""
-
-    def __init__(self) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.name = f"rtun-{tag}"
-        self.host_if, self.ns_if = f"rth{tag}", f"rtn{tag}"
-        self.host_ip, self.ns_ip = "10.251.7.1", "10.251.7.2"
-        steps = [
-            ["ip", "netns", "add", self.name],
-            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if],
-            ["ip", "link", "set", self.ns_if, "netns", self.name],
-            ["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if],
-            ["ip", "link", "set", self.host_if, "up"],
-            self.exec_argv("ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if),
-            self.exec_argv("ip", "link", "set", self.ns_if, "up"),
-            self.exec_argv("ip", "link", "set", "lo", "up"),
-        ]
-        for step in steps:
-            done = sh(*step)
-            assert done.returncode == 0, f"{step}: {done.stderr}"
-        done = sh(*self.exec_argv("nft", "-f", "-"), input=FIREWALL)
-        assert done.returncode == 0, done.stderr
-
-    def exec_argv(self, *argv: str) -> list:
-        return ["ip", "netns", "exec", self.name] + list(argv)
-
-    def close(self) -> None:
-        sh("ip", "link", "del", self.host_if)
-        sh("ip", "netns", "del", self.name)
-
-
 @pytest.fixture
 def namespace() -> Iterator[Namespace]:
-    ns = Namespace()
+    ns = Namespace(firewall=FIREWALL)
     yield ns
     ns.close()
 

@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from rtun import paths
 from rtun.session import bundle
 from rtun.tunnel import service
 from support.rtun import RTUN, answers_ping, run_rtun
@@ -44,7 +45,7 @@ def test_launchd_plist_keeps_the_agent_alive() -> None:
     text = service.render_launchd(service.tunnel_job("pub", []), {}, "/tmp/log", system=False)
     job = plistlib.loads(text.encode())
     assert job["KeepAlive"] is True and job["RunAtLoad"] is True and job["Label"] == service.LABEL
-    assert job["ProgramArguments"] == service.this_rtun()[0] + ["tunnel", "pub"]
+    assert job["ProgramArguments"] == paths.this_rtun()[0] + ["tunnel", "pub"]
 
 
 def test_install_dry_run_prints_the_unit_and_writes_nothing(world: World) -> None:

@@ -1,6 +1,7 @@
 """`rtun open TARGET...`: a web page or mail link in your computer's browser, a file as `rtun view`.
 
-A target that exists here is a file, and so is one without a scheme (``name:`` in front); an
+A URL of this server's own loopback (``http://localhost:8888/...``) is forwarded first, and so
+is the port of a login's loopback redirect in it (loopback.py). A target that exists here is a file, and so is one without a scheme (``name:`` in front); an
 ``http:``, ``https:`` or ``mailto:`` URL goes to the daemon's browser, and any other scheme is
 refused here at once, with exit code 4 as the daemon's refusals have (the daemon checks every
 URL again: the client on a server may be old or hostile). Every URL is checked before the
@@ -52,8 +53,9 @@ def _run(args: argparse.Namespace) -> int:
     for is_url, target in targets:
         if is_url:
             from rtun.client import requests
+            from rtun.commands import loopback
 
-            requests.open_url(args.socket, target)
+            requests.open_url(args.socket, loopback.forwarded(args.socket, target))
         else:
             from rtun.client import upload
 

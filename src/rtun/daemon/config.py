@@ -50,6 +50,7 @@ class Config:
     allow_copy: bool = True
     allow_paste: bool = False
     allow_edit: bool = True
+    allow_forward: bool = True  # loopback ports here for a server's ports (`rtun forward`, `rtun open`)
     open_browser: Tuple[str, ...] = ()  # () means the platform's own: xdg-open or open
     clipboard_copy: Tuple[str, ...] = ()  # () means the first of pbcopy, wl-copy, xclip, xsel found
     clipboard_paste: Tuple[str, ...] = ()  # () means pbpaste, wl-paste, xclip or xsel
@@ -87,6 +88,7 @@ _KEYS: Dict[Tuple[str, str], str] = {
     ("actions", "copy"): "allow_copy",
     ("actions", "paste"): "allow_paste",
     ("actions", "edit"): "allow_edit",
+    ("actions", "forward"): "allow_forward",
     ("open", "browser"): "open_browser",
     ("clipboard", "copy"): "clipboard_copy",
     ("clipboard", "paste"): "clipboard_paste",

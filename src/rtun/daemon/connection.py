@@ -291,7 +291,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if self._large and self._give_back is None:  # quiet, or waiting for a transfer slot
             self._shrink()
-        if self._waiting_since is None or self._sending:
+        if self._waiting_since is None or self._sending or self.receiver.long_lived:
             return
         if now - max(self._waiting_since, self._received_at) > self.timeout:
             self._expire("idle timeout", say=False)  # as v1 daemons do: no reply
@@ -332,6 +332,18 @@ class Connection(asyncio.BufferedProtocol):
             self.kill()
         elif self._transport is not None and self._transport.get_write_buffer_size():
             self._linger = asyncio.get_running_loop().call_later(self._linger_interval, self._check_linger)
+
+    def detach(self) -> asyncio.Transport:
+        """Hand the transport over (after a DIAL: its bytes are a forwarded connection's now);
+        this connection no longer reads, writes or closes it."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise self._lost("the connection closed")
+        self._transport = None
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        return transport
 
     def kill(self) -> None:
         """Close at once, dropping replies not yet sent."""

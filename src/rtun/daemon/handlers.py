@@ -59,6 +59,8 @@ class Handlers:
             messages.Ranges: Route(self.ranges, send),
             messages.Range: Route(self.range, send),
             messages.Commit: Route(self.commit, send),
+            messages.Forward: Route(self.forward, "forward"),
+            messages.Dial: Route(self.dial, "forward"),
         }
 
     @property
@@ -263,6 +265,18 @@ class Handlers:
             data = await services.clipboard().paste()
         for piece in conn.receiver.reply_payload({}, data):
             await conn.send(piece)
+
+    # ---- forwards: a server's port reached from here -------------------------------------------
+
+    async def forward(self, conn: Connection, request: messages.Forward) -> None:
+        from rtun.daemon.forwarding import hold
+
+        await hold(self.services, conn, request)
+
+    async def dial(self, conn: Connection, request: messages.Dial) -> None:
+        from rtun.daemon.forwarding import carry
+
+        await carry(self.services, conn, request)
 
     # ---- editing a server file here -------------------------------------------------------------
 

@@ -106,7 +106,13 @@ class Daemon:
             return
         conns = list(self._connections.values())
         try:
-            self._status.write(self.config, len(conns), sum(c.busy for c in conns), self.services.transfers)
+            self._status.write(
+                self.config,
+                len(conns),
+                sum(c.busy for c in conns),
+                self.services.transfers,
+                self.services.forwards.listing(),
+            )
         except OSError as exc:  # status is a convenience: serving goes on without it
             log.warning("could not write the status file %s: %s", self._status.path, exc)
 
@@ -156,7 +162,7 @@ class Daemon:
     async def _drain_connections(self) -> None:
         """Close idle connections now; give requests in flight the grace period to finish."""
         for task, conn in list(self._connections.items()):
-            if not conn.busy:
+            if not conn.busy or conn.receiver.long_lived:  # forwards end with the daemon
                 task.cancel()
         pending = list(self._connections)
         if pending:

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Dict, List, Optional,
 
 from rtun.daemon.actions.advice import setting as change
 from rtun.daemon.actions.files import Uploads
+from rtun.daemon.actions.forwards import Forwards
 from rtun.daemon.actions.ranges import RangedFiles
 from rtun.daemon.actions.ratelimit import RateLimit
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
 from rtun.protocol import messages
+from rtun.protocol.limits import FORWARD_BURST, FORWARD_RATE
 from rtun.protocol.messages import Rejected
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ _KINDS = {
     "edit": ("edits started", "edit started"),
     "copy": ("copies", "copy"),
     "paste": ("pastes", "paste"),
+    "forward": ("forwards started", "forward started"),
 }
 
 
@@ -64,6 +67,8 @@ class Services:
         self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
         self.transfers = 0  # upload slots held now, for the status file
         self._limits(config)
+        self.forwards = Forwards()
+        self.forward_limit = RateLimit(FORWARD_RATE, FORWARD_BURST)
         self._retired: List[Callable[[], None]] = []  # what a reload replaced, closed at stop
         self._notifier: Optional[Notifier] = None
         self._viewer: Optional[Viewer] = None
@@ -86,6 +91,8 @@ class Services:
         its slot, its action) under the settings it started with; what is replaced here is
         closed when the daemon stops."""
         old, self.config = self.config, config
+        if old.allow_forward and not config.allow_forward:
+            self.forwards.close()  # turned off: the ports close now, not when their clients go
         if (old.save_dir, old.min_free_bytes) != (config.save_dir, config.min_free_bytes):
             self._retired += [self.ranged.close, self.uploads.close]
             self.uploads = Uploads(config.save_dir, config.min_free_bytes, self.umask)
@@ -104,6 +111,7 @@ class Services:
                 setattr(self, attribute, None)
 
     def close(self) -> None:
+        self.forwards.close()
         for retired in reversed(self._retired):
             retired()
         self.ranged.close()
@@ -145,6 +153,12 @@ class Services:
                 f"{c.view_rate:g} how many a second after that"
             )
             raise Rejected(messages.E_BUSY, self._too_many(self.view_limit, conn, "files opened", settings))
+
+    def may_forward(self, conn: object) -> None:
+        """A turn of the forwards' rate: each FORWARD binds ports here."""
+        if not self.forward_limit.allow(conn, "forward"):
+            settings = f"Forwards may start {FORWARD_BURST} at once and {FORWARD_RATE:g} a second after that"
+            raise Rejected(messages.E_BUSY, self._too_many(self.forward_limit, conn, "forwards", settings))
 
     def uses_clipboard(self, conn: object, kind: str) -> None:
         """A turn of the clipboard's rate (``kind`` "copy" or "paste")."""

@@ -90,7 +90,9 @@ class StatusFile:
         self.reloads = 0
         self.last_reload: Dict[str, Any] = {}
 
-    def write(self, config: Config, connections: int, requests: int, transfers: int) -> None:
+    def write(
+        self, config: Config, connections: int, requests: int, transfers: int, forwards: List[Dict[str, int]]
+    ) -> None:
         document = {
             "pid": self.pid,
             "command": self.command,
@@ -105,6 +107,7 @@ class StatusFile:
             "connections": connections,
             "requests": requests,
             "transfers": transfers,
+            "forwards": forwards,
             "launch": {
                 "config_file": self.launch.config_file,
                 "overrides": self.launch.overrides,

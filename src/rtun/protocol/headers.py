@@ -124,6 +124,20 @@ def edit_result(obj: Dict[str, Any], key: str) -> str:
     return result
 
 
+def port(obj: Dict[str, Any], key: str) -> int:
+    value: int = json_field(obj, key, int, 0)
+    if not 0 <= value <= 65535:
+        raise Rejected(E_BAD_REQUEST, f"field {key!r} must be a TCP port")
+    return value
+
+
+def count(obj: Dict[str, Any], key: str) -> int:
+    value: int = json_field(obj, key, int)
+    if not 0 <= value < 2**63:
+        raise Rejected(E_BAD_REQUEST, f"field {key!r} must be a count")
+    return value
+
+
 if TYPE_CHECKING:
     # A JSON field: its key, its reader, the value's attribute, and whether it is left out of
     # the header while it holds its default (so older daemons never see it).

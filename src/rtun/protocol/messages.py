@@ -285,6 +285,29 @@ class Commit(Message):
     digest: str
 
 
+class Forward(Message):
+    """rtun/2 FORWARD: make the server's loopback ``port`` reachable on the local computer's
+    loopback, at ``local`` (0: the same port), or the next free port unless ``exact``. Answered
+    with ``OK {"port": L, "token": T}``; from then on the connection carries only the daemon's
+    announcements, ``OK {"connect": N}`` for each local connection, each dialled back with DIAL.
+    The forward ends when this connection does."""
+
+    __slots__ = ("port", "local", "exact")
+    _defaults = (0, False)
+    port: int
+    local: int
+    exact: bool
+
+
+class Dial(Message):
+    """rtun/2 DIAL: this connection carries local connection ``id`` of the forward that
+    ``token`` names; after its OK, the bytes both ways are that connection's, unframed."""
+
+    __slots__ = ("token", "id")
+    token: str
+    id: int
+
+
 # Requests whose OK reply may carry a payload: ``OK {"bytes":N,...}``, N bytes, a SHA-256 line.
 PAYLOAD_REQUESTS = (Paste, EditWait)
 
@@ -308,6 +331,8 @@ if TYPE_CHECKING:
         Ranges,
         Range,
         Commit,
+        Forward,
+        Dial,
     ]
 
 

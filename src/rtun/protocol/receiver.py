@@ -47,6 +47,8 @@ DIGEST = "digest"  # the SHA-256 line after a file's data
 LAST = "last"  # v1: the one file is complete, UploadEnd is next
 REPLYING = "replying"  # the upload is complete: the daemon owes reply() or reject()
 DONE = "done"  # after an error reply: nothing more is read
+HOLDING = "holding"  # a FORWARD was answered: the client sends nothing more, the daemon announces
+SPLICED = "spliced"  # a DIAL was answered: the bytes both ways are no longer the protocol's
 
 
 class Receiver:
@@ -121,8 +123,14 @@ class Receiver:
 
     @property
     def in_request(self) -> bool:
-        """Between a request and its reply: shutdown lets it finish, eviction spares it."""
+        """Between a request and its reply (or holding a forward): eviction spares it."""
         return self.state not in (IDLE, DONE)
+
+    @property
+    def long_lived(self) -> bool:
+        """Holding a forward or carrying one of its connections: no idle timeout (the client
+        owes nothing), and shutdown ends it at once rather than letting it finish."""
+        return self.state in (HOLDING, SPLICED)
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -134,8 +142,10 @@ class Receiver:
             return self._queued.pop()
         if state in (DECIDING, REPLYING):
             raise RuntimeError(f"the daemon must answer first (state: {state})")
-        if state == DONE:
+        if state in (DONE, SPLICED):
             return CLOSED
+        if state == HOLDING:
+            return self._held()
         if state == LAST:
             self.state = REPLYING
             return UploadEnd()
@@ -365,6 +375,40 @@ class Receiver:
         answer to PASTE and EDITWAIT that carries bytes."""
         header = self.reply(data={**data, "bytes": len(payload)})
         return header, payload, framing.encode_checksum(hashlib.sha256(payload).hexdigest())
+
+    def hold(self, data: Dict[str, Any]) -> bytes:
+        """``OK`` with ``data`` for a FORWARD: from now on the connection only carries the
+        daemon's announcements (``announce``) until the client closes it."""
+        if self.state != DECIDING or self._upload is not None:
+            raise RuntimeError("hold() answers a FORWARD")
+        line = self.reply(data=data)
+        self._resize(self._idle_size)
+        self.state = HOLDING
+        return line
+
+    def announce(self, connection: int) -> bytes:
+        """The line that tells a held forward's client to dial local connection ``connection``."""
+        if self.state != HOLDING:
+            raise RuntimeError("only a held forward announces connections")
+        return wire.ok_data({"connect": connection})
+
+    def _held(self) -> ReceivedEvent:
+        if self._start != self._end:
+            raise Rejected(messages.E_BAD_REQUEST, "a forward's client sends nothing after FORWARD")
+        return CLOSED if self._eof else NEED_DATA
+
+    def splice(self) -> Tuple[bytes, bytes]:
+        """``OK`` for a DIAL, and the bytes the client sent behind it (already the forwarded
+        connection's): the protocol ends here, the rest of the stream is theirs."""
+        if self.state != DECIDING or self._upload is not None:
+            raise RuntimeError("splice() answers a DIAL")
+        line = self.reply()
+        rest = bytes(self._view[self._start : self._end])
+        self._start = self._end = self._scanned = 0
+        self._buffer = bytearray()  # nothing is read through it again
+        self._view = memoryview(self._buffer)
+        self.state = SPLICED
+        return line, rest
 
     def reject(self, code: int, text: str) -> bytes:
         """The ERROR line; v1 peers close after any error, so nothing more is read."""

@@ -49,6 +49,8 @@ AWAIT_READY = "awaiting READY"
 STREAMING = "streaming"  # after READY: entries and data
 PAYLOAD = "payload"  # after a payload reply: its data, then its SHA-256 line
 ENDED = "closed"  # after an ERROR reply: the daemon closes the connection
+HOLDING = "holding"  # a FORWARD was answered: the daemon's announcements follow
+SPLICED = "spliced"  # a DIAL was answered: what follows is the forwarded connection's
 
 
 class Sender:
@@ -72,6 +74,7 @@ class Sender:
         self._ready_due = False
         self.oks_due = 0  # RANGEs sent whose OK has not been read: they stream back to back
         self._payload_left = 0
+        self._forwarding: Optional[type] = None  # Forward or Dial, while its OK is awaited
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class Sender:
             return line
         else:
             self.state = AWAIT_REPLY
+        self._forwarding = type(request) if isinstance(request, (messages.Forward, messages.Dial)) else None
         self._payload_due = isinstance(request, messages.PAYLOAD_REQUESTS)
         # RANGES lists the ranges a daemon kept: a file's worth of them.
         self._limit = MAX_RANGES_REPLY if isinstance(request, messages.Ranges) else MAX_LINE
@@ -223,6 +227,8 @@ class Sender:
         payload reply come its Payload pieces and a PayloadEnd."""
         if self.state == PAYLOAD:
             return self._payload()
+        if self.state == SPLICED:
+            raise RuntimeError("a dialled connection's bytes are read with unread() and the socket")
         end = line_end(self._in, 0, len(self._in), self._scanned, self._limit)
         if end < 0:
             self._scanned = len(self._in)
@@ -249,6 +255,12 @@ class Sender:
             self.state = STREAMING
             if self._v1:
                 self._start_file(self._declared)
+        elif self.state == HOLDING:
+            if not isinstance(reply.data.get("connect"), int):
+                raise Rejected(messages.E_BAD_REQUEST, f"unexpected announcement {reply.text[:80]!r}")
+        elif self.state == AWAIT_REPLY and self._forwarding is not None:
+            self.state = HOLDING if self._forwarding is messages.Forward else SPLICED
+            self._forwarding = None
         elif self.state == AWAIT_REPLY:
             self.state = IDLE
             size = reply.data.get("bytes") if self._payload_due else None
@@ -263,6 +275,14 @@ class Sender:
         else:
             raise Rejected(messages.E_BAD_REQUEST, f"unexpected reply {reply.text[:80]!r} while {self.state}")
         return reply
+
+    def unread(self) -> bytes:
+        """After a DIAL's OK: what came behind it, the first of the forwarded connection's bytes."""
+        if self.state != SPLICED:
+            raise RuntimeError("unread() follows a DIAL's OK")
+        rest = bytes(self._in)
+        self._in.clear()
+        return rest
 
     def _payload(self) -> Union[Payload, PayloadEnd, Sentinel]:
         if self._payload_left:

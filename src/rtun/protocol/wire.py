@@ -32,9 +32,11 @@ from rtun.protocol.messages import (
     E_UNKNOWN,
     Commit,
     Copy,
+    Dial,
     Echo,
     Edit,
     EditWait,
+    Forward,
     Hello,
     Notify,
     Notify2,
@@ -53,7 +55,7 @@ from rtun.protocol.messages import (
 )
 
 HELLO_TOKEN = "RTUN/2"
-FEATURES = ("notify2", "put", "open", "copy", "paste", "edit", "ranges", "update")
+FEATURES = ("notify2", "put", "open", "copy", "paste", "edit", "ranges", "update", "forward")
 VERSION_PREFIX = "version="  # a daemon's HELLO reply may carry one word "version=X.Y.Z"
 
 EOL = b"\r\n"
@@ -261,6 +263,18 @@ TABLE = (
         fields=(headers.field("offset", headers.size), headers.field("bytes", headers.size, "size")),
     ),
     Verb("COMMIT", Commit, fields=(headers.field("digest", headers.hex_digest),)),
+    Verb(
+        "FORWARD",
+        Forward,
+        fields=(
+            headers.field("port", headers.port),
+            headers.field("local", headers.port, omit_default=True),
+            headers.field("exact", headers.false, omit_default=True),
+        ),
+    ),
+    Verb(
+        "DIAL", Dial, fields=(headers.field("token", headers.hex_digest), headers.field("id", headers.count))
+    ),
 )
 READERS: "Dict[str, Callable[[str], Request]]" = {row.verb: row.read for row in TABLE if row.read is not None}
 WRITERS: "Dict[type, Verb]" = {row.kind: row for row in TABLE}

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Dict, List, Optional, Sequence, TextIO
 
 from rtun import paths
 from rtun.errors import RtunError
@@ -45,27 +45,9 @@ def default_kind() -> str:
     return "launchd" if sys.platform == "darwin" else "systemd"
 
 
-def this_rtun() -> "Tuple[List[str], Dict[str, str]]":
-    """How a service runs the very rtun that is running now, however it was installed, and the
-    environment that needs: this Python (a virtual environment's included) with ``-m rtun``, or
-    with the single-file client's path (a zipapp, which ``-m rtun`` cannot import), and
-    PYTHONPATH where the package is found only through it."""
-    import rtun
-
-    package = os.path.dirname(os.path.abspath(rtun.__file__))
-    archive = package
-    while archive != os.path.dirname(archive) and not os.path.exists(archive):
-        archive = os.path.dirname(archive)  # inside a zip: climb to the archive itself
-    if os.path.isfile(archive):
-        return [sys.executable, archive], {}
-    parent = os.path.dirname(package)
-    given = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return [sys.executable, "-m", "rtun"], ({"PYTHONPATH": parent} if parent in given else {})
-
-
 def agent_argv(server: str, options: Sequence[str]) -> List[str]:
     """The command the service runs: this rtun's ``tunnel``."""
-    return this_rtun()[0] + ["tunnel"] + list(options) + [server]
+    return paths.this_rtun()[0] + ["tunnel"] + list(options) + [server]
 
 
 @dataclass(frozen=True)
@@ -88,7 +70,7 @@ def tunnel_job(server: str, options: Sequence[str]) -> Job:
 
 
 def daemon_job(options: Sequence[str]) -> Job:
-    argv = this_rtun()[0] + ["server"] + list(options)
+    argv = paths.this_rtun()[0] + ["server"] + list(options)
     return Job("daemon", DAEMON_UNIT, DAEMON_LABEL, DAEMON_DESCRIPTION, argv, True)
 
 
@@ -201,7 +183,7 @@ def daemon_plan(options: Sequence[str], kind: str, env: Dict[str, str]) -> Servi
 
 
 def _plan(job: Job, kind: str, system: bool, run_as: Optional[str], env: Dict[str, str]) -> Service:
-    env = dict(this_rtun()[1], **env)
+    env = dict(paths.this_rtun()[1], **env)
     if kind == "systemd":
         if system:
             path = os.path.join("/etc/systemd/system", job.unit)
