@@ -193,6 +193,19 @@ def test_a_pid_no_process_has_is_one_error_line_and_nothing_is_watched(remote_ho
         alive.wait()
 
 
+def test_min_seconds_stays_quiet_about_a_process_that_ended_sooner(forward, remote_home, notifications):
+    job = _held(["exit 0"])
+    try:
+        rtun = _watch([job.pid], remote_home, "--min-seconds", "60")
+        _end(job)
+        assert rtun.wait(timeout=15) == 0
+        assert run_rtun(["notify", "-t", "marker", "after"], remote_home).returncode == 0
+        assert [n["summary"] for n in _shown(notifications)] == ["marker"]
+    finally:
+        job.kill()
+        job.wait()
+
+
 def _free_pid(pid: int) -> None:
     """Hand ``pid`` to the next process the system starts (root only)."""
     Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))

@@ -104,7 +104,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--command",
         dest="shown",
         metavar="TEXT",
-        help="the command as the notification shows it (default: COMMAND's words; "
+        help="the command as the notification shows it (default: COMMAND's words, or with "
+        "--pid the process's command line; "
         "say something else to keep a secret on its command line off the screen)",
     )
     parser.add_argument(
@@ -308,7 +309,7 @@ done = Command(
         "rtun done -- make -j8 test          # exits with make's code",
         "rtun done --min-seconds 60 -- ./train.py",
         "rtun done --status $? --since $start   # about a command that already ended",
-        "rtun done --pid 4242 --pid 4250      # one notification as each of them ends",
+        "rtun done --pid 4242 --pid 4250     # one notification as each of them ends",
         "rtun done --pid $(pgrep -n train.py) --command training",
     ],
 )
