@@ -4,20 +4,19 @@ org.freedesktop.Notifications service on a private session bus)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
 import subprocess
-import termios
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import pytest
 
 from rtun.commands.done import duration_text, message, shorten, status_text
 from support.notifications import NotificationService, SessionBus
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
+from support.terminal import in_a_terminal, read_until
 from support.wait import wait_until
 
 HOST = socket.gethostname()
@@ -63,45 +62,12 @@ def test_done_passes_the_exit_code_through_and_notifies_its_status(
     assert got["body"].startswith(f"on {HOST} after ") and got["body"].endswith(" s"), got["body"]
 
 
-def _in_a_terminal(argv: List[str], env: Dict[str, str]) -> Tuple[subprocess.Popen, int]:
-    """``argv`` as the session leader of a new pseudo-terminal, its controlling terminal: what
-    the terminal's Ctrl-C reaches is the foreground process group, as in a real shell."""
-    master, slave = os.openpty()
-
-    def take_the_terminal() -> None:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    process = subprocess.Popen(
-        argv,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        start_new_session=True,
-        preexec_fn=take_the_terminal,
-    )
-    os.close(slave)
-    return process, master
-
-
-def _read_until(master: int, marker: bytes) -> bytes:
-    seen = b""
-
-    def arrived() -> bool:
-        nonlocal seen
-        seen += os.read(master, 4096)
-        return marker in seen
-
-    wait_until(arrived, timeout=15, what=f"{marker!r} on the terminal")
-    return seen
-
-
 def test_done_passes_130_through_when_ctrl_c_interrupts_the_command(forward, remote_home, notifications):
-    process, master = _in_a_terminal(
+    process, master = in_a_terminal(
         RTUN + ["done", "--", "sh", "-c", "echo started; exec sleep 30"], clean_env(remote_home)
     )
     try:
-        _read_until(master, b"started")
+        read_until(master, b"started")
         os.write(master, b"\x03")  # Ctrl-C: the terminal signals its whole foreground group
         assert process.wait(timeout=15) == 130
     finally:

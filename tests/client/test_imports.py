@@ -37,6 +37,7 @@ WITHOUT_TYPING = (
     "rtun.client.stream",
     "rtun.client.update",
     "rtun.client.forward",
+    "rtun.client.pidwatch",
 )
 
 # Isolated (-I: no environment, no user site), this tree's source first.

@@ -1,5 +1,6 @@
 """`rtun done`: run a command, then notify your computer when it ends; or, with --status, notify
-about a command that has just ended (``make; rtun done --status $?``).
+about a command that has just ended (``make; rtun done --status $?``); or, with --pid, when
+processes already running end (rtun.client.pidwatch watches them).
 
 The exit code is the command's own whatever happens to the notification: a failed notification
 is one warning line on stderr. The command runs in the foreground, in rtun's own process group,
@@ -9,6 +10,7 @@ so Ctrl-C and Ctrl-Z reach it from the terminal as if rtun were not there.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -25,7 +27,8 @@ BODY_CHARS = 300  # of the command in the body, when the title had to shorten it
 USAGE = (
     "rtun done [-s PATH] [--min-seconds N] [--command TEXT] [--] COMMAND [ARG...]\n"
     "       rtun done --status CODE [--seconds S | --since EPOCH] [--command TEXT] "
-    "[--min-seconds N]"
+    "[--min-seconds N]\n"
+    "       rtun done --pid PID [--pid PID...] [--command TEXT] [--min-seconds N]"
 )
 
 
@@ -52,8 +55,16 @@ def _exit_status(text: str) -> int:
     return value
 
 
+def _pid(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 2**31:
+        raise ValueError(text)
+    return value
+
+
 _seconds.__name__ = "number of seconds"  # what argparse names in "invalid ... value"
 _exit_status.__name__ = "exit status (0 to 255)"
+_pid.__name__ = "process ID"
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +83,15 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="notify about a command that already ended with this status "
         "(`; rtun done --status $?`); rtun exits with it",
     )
+    parser.add_argument(
+        "--pid",
+        type=_pid,
+        action="append",
+        metavar="PID",
+        help="notify when process PID ends, any process, not only one rtun started (how long "
+        "it ran while watched, and its exit status where the system tells it); give it again "
+        "for more: one notification for each as it ends, and rtun returns when all have ended",
+    )
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--seconds", type=_seconds, metavar="S", help="with --status: how long it ran")
     when.add_argument(
@@ -84,7 +104,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--command",
         dest="shown",
         metavar="TEXT",
-        help="the command as the notification shows it (default: COMMAND's words; "
+        help="the command as the notification shows it (default: COMMAND's words, or with "
+        "--pid the process's command line; "
         "say something else to keep a secret on its command line off the screen)",
     )
     parser.add_argument(
@@ -97,6 +118,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     argv: List[str] = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if args.pid:
+        if argv or args.status is not None:
+            raise UsageError("give --pid, --status or a command to run, one of them")
+        if args.seconds is not None or args.since is not None:
+            raise UsageError("--seconds and --since go with --status")
+        return _watch(args)
     if args.status is not None:
         if argv:
             raise UsageError("give --status or a command to run, not both")
@@ -122,6 +149,24 @@ def _previous(args: argparse.Namespace) -> int:
         raise UsageError("--min-seconds with --status needs --seconds or --since")
     _notify(args, args.shown, args.status, seconds)
     return int(args.status)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Wait for each --pid to end and notify about it; 0 once all have (Ctrl-C: 130, and no more
+    notifications). A failed notification is a warning, as for a command."""
+    from rtun.client.pidwatch import Watch
+
+    watch = Watch(args.pid)
+    try:
+        if os.getpid() in watch.pids:
+            raise UsageError("--pid names rtun itself, which ends only after it")
+        shown = {pid: args.shown if args.shown is not None else watch.command(pid) for pid in watch.pids}
+        began = time.monotonic()
+        for pid, code in watch.ended():
+            _notify(args, shown[pid], code, time.monotonic() - began, pid=pid)
+    finally:
+        watch.close()
+    return 0
 
 
 def run_in_foreground(argv: "List[str]") -> int:
@@ -196,24 +241,44 @@ def shorten(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
-def message(command: "Optional[str]", code: int, seconds: "Optional[float]", host: str) -> "List[str]":
-    """The notification's title and body: the command (shortened), its status and duration."""
-    status = status_text(code)
+def message(
+    command: "Optional[str]",
+    code: "Optional[int]",
+    seconds: "Optional[float]",
+    host: str,
+    *,
+    pid: "Optional[int]" = None,
+) -> "List[str]":
+    """The notification's title and body: the command (shortened), its status (None: not known)
+    and duration; for a process watched with --pid, its PID and how long it was watched."""
+    status = status_text(code) if code is not None else "ended"
+    if pid is None:
+        unnamed = "Command"
+        where = f"on {host}" + (f" after {duration_text(seconds)}" if seconds is not None else "")
+    else:
+        unnamed = f"Process {pid}"
+        where = f"PID {pid} on {host}" + (
+            f", watched for {duration_text(seconds)}" if seconds is not None else ""
+        )
+        if code is None:
+            where += "; its exit status is not known"
     if not command or not command.strip():
-        return [
-            f"Command {status}",
-            f"on {host}" + (f" after {duration_text(seconds)}" if seconds is not None else ""),
-        ]
+        return [f"{unnamed} {status}", where]
     short = shorten(command, TITLE_CHARS)
     body = []
     if short != " ".join(command.split()):
         body.append(shorten(command, BODY_CHARS))
-    body.append(f"on {host}" + (f" after {duration_text(seconds)}" if seconds is not None else ""))
+    body.append(where)
     return [f"{short} {status}", "\n".join(body)]
 
 
 def _notify(
-    args: argparse.Namespace, command: "Optional[str]", code: int, seconds: "Optional[float]"
+    args: argparse.Namespace,
+    command: "Optional[str]",
+    code: "Optional[int]",
+    seconds: "Optional[float]",
+    *,
+    pid: "Optional[int]" = None,
 ) -> None:
     """Notify, unless the command was quicker than --min-seconds; a failure is a warning."""
     if seconds is not None and seconds < args.min_seconds:
@@ -222,7 +287,7 @@ def _notify(
 
     from rtun.client import requests
 
-    title, body = message(command, code, seconds, socket.gethostname())
+    title, body = message(command, code, seconds, socket.gethostname(), pid=pid)
     try:
         requests.notify(args.socket, title, body)
     except RtunError as exc:
@@ -238,10 +303,13 @@ done = Command(
     usage=USAGE,
     description="Run COMMAND in the foreground and exit with its exit code; when it "
     "ends, notify your computer with the command, its status and how long it ran. "
-    "With --status, notify about a command that has already ended.",
+    "With --status, notify about a command that has already ended. With --pid, wait for "
+    "processes already running (any, not only rtun's) and notify as each ends; exit 0.",
     examples=[
         "rtun done -- make -j8 test          # exits with make's code",
         "rtun done --min-seconds 60 -- ./train.py",
         "rtun done --status $? --since $start   # about a command that already ended",
+        "rtun done --pid 4242 --pid 4250     # one notification as each of them ends",
+        "rtun done --pid $(pgrep -n train.py) --command training",
     ],
 )
