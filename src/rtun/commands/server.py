@@ -188,6 +188,7 @@ def _run_status(args: argparse.Namespace) -> int:
             print(f"rtun daemon: not running on {path} (start it with `rtun server -d`)")
         return NoDaemonError.exit_code
     counts = {key: document.get(key) for key in ("connections", "requests", "transfers")}
+    forwards = [f for f in document.get("forwards") or [] if isinstance(f, dict)]
     facts: Dict[str, object] = {
         "running": True,
         "pid": document["pid"],
@@ -199,6 +200,7 @@ def _run_status(args: argparse.Namespace) -> int:
         "uptime_seconds": round(status.uptime(document), 1),
         "service": document.get("service"),
         **counts,
+        "forwards": forwards,
     }
     if args.json:
         print_json(facts)
@@ -213,6 +215,11 @@ def _run_status(args: argparse.Namespace) -> int:
         f"  active:      {counts['connections']} connections, {counts['requests']} requests, "
         f"{counts['transfers']} transfers"
     )
+    for forward in forwards:
+        print(
+            f"  forward:     127.0.0.1:{forward.get('port')} here to port {forward.get('server_port')} "
+            f"of a server, {forward.get('connections')} connections"
+        )
     return 0
 
 

@@ -29,5 +29,5 @@ MAX_FORWARDED = 128  # ... through all forwards together: half the daemon's conn
 DIAL_TIMEOUT = 10.0  # seconds a local connection waits for its forward's client to dial it
 PORT_SEARCH = 16  # ports tried from the one asked for when it is taken (FORWARD without exact)
 MIN_LOCAL_PORT = 1024  # a forward never listens below: those ports are the system's
-FORWARD_BURST = 8  # FORWARD requests at once, then FORWARD_RATE a second (each binds ports)
-FORWARD_RATE = 0.5
+FORWARD_BURST = 16  # FORWARD requests at once, then FORWARD_RATE a second (each binds ports)
+FORWARD_RATE = 1.0
