@@ -1,0 +1,64 @@
+"""Running rtun with a real terminal: a pty whose slave is the process's controlling terminal (so
+/dev/tty is it), every byte written to it read back from the master side."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import subprocess
+import termios
+import time
+from pathlib import Path
+from typing import List, NamedTuple
+
+from support.rtun import RTUN, clean_env
+
+
+class TtyRun(NamedTuple):
+    returncode: int
+    tty: bytes  # what the process wrote to its terminal
+    stdout: bytes
+    stderr: bytes
+
+
+def _take_terminal() -> None:
+    # In the child, after setsid: the pty on standard input becomes its controlling terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def run_in_pty(args: List[str], home: Path, timeout: float = 60, **extra_env: str) -> TtyRun:
+    master, slave = os.openpty()
+    try:
+        attrs = termios.tcgetattr(slave)
+        attrs[1] &= ~termios.OPOST  # the bytes as written: no newline translation
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        process = subprocess.Popen(
+            RTUN + args,
+            env=clean_env(home, **extra_env),
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_take_terminal,
+        )
+        os.close(slave)
+        slave = -1
+        received = bytearray()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            exited = process.poll() is not None  # before the read: what it wrote is there by then
+            if select.select([master], [], [], 0.05)[0]:
+                try:
+                    piece = os.read(master, 1 << 16)
+                except OSError:  # EIO: no slave descriptor is open any more
+                    break
+                received += piece
+            elif exited:
+                break
+        stdout, stderr = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+        return TtyRun(process.returncode, bytes(received), stdout, stderr)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
