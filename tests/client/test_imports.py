@@ -36,6 +36,7 @@ WITHOUT_TYPING = (
     "rtun.client.outcome",
     "rtun.client.stream",
     "rtun.client.update",
+    "rtun.client.osc52",
 )
 
 # Isolated (-I: no environment, no user site), this tree's source first.
