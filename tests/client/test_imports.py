@@ -38,6 +38,7 @@ WITHOUT_TYPING = (
     "rtun.client.update",
     "rtun.client.forward",
     "rtun.client.pidwatch",
+    "rtun.client.osc52",
 )
 
 # Isolated (-I: no environment, no user site), this tree's source first.

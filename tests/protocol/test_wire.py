@@ -163,7 +163,10 @@ def test_a_hello_reply_without_a_version_word_is_an_older_daemon():
     [
         messages.OpenUrl("https://example.org/a?b=c"),
         messages.Copy(12),
+        messages.Copy(12, "image/png"),
         messages.Paste(),
+        messages.Paste("image/jpeg"),
+        messages.Paste("", True),
         messages.Edit(0, "notes.txt"),
         messages.EditWait("", ""),
         messages.EditWait("conflict", "changed on the server"),
@@ -306,8 +309,8 @@ STRATEGIES = {
     messages.Notify2: st.builds(messages.Notify2, st.text(), st.text()),
     messages.Put: st.builds(messages.Put, st.text(), st.booleans(), _size, _size, st.text(), st.booleans()),
     messages.OpenUrl: st.builds(messages.OpenUrl, st.text()),
-    messages.Copy: st.builds(messages.Copy, _size),
-    messages.Paste: st.just(messages.Paste()),
+    messages.Copy: st.builds(messages.Copy, _size, st.sampled_from(messages.CLIPBOARD_TYPES)),
+    messages.Paste: st.builds(messages.Paste, st.sampled_from(messages.CLIPBOARD_TYPES), st.booleans()),
     messages.Edit: st.builds(messages.Edit, _size, _name),
     messages.EditWait: st.builds(messages.EditWait, st.sampled_from(messages.EDIT_RESULTS), st.text()),
     messages.Ranges: st.builds(
@@ -442,3 +445,36 @@ def test_update_is_left_out_of_plain_puts_and_ranges_and_read_back_when_given() 
     assert wire.parse_request(wire.encode_request(ranged)).update is True
     with pytest.raises(m.Rejected):
         wire.parse_request(b'PUT {"update":"everything"}\r\n')
+
+
+def test_text_clipboard_requests_keep_the_form_older_daemons_know():
+    # Older daemons read COPY's header without "type" and take only a bare PASTE.
+    assert wire.encode_request(messages.Copy(3)) == b'COPY {"bytes":3}\r\n'
+    assert wire.encode_request(messages.Paste()) == b"PASTE\r\n"
+    assert wire.parse_request(b"PASTE\r\n") == messages.Paste("", False)
+    assert wire.encode_request(messages.Copy(3, "image/png")) == b'COPY {"bytes":3,"type":"image/png"}\r\n'
+    assert wire.encode_request(messages.Paste("", True)) == b'PASTE {"list":true}\r\n'
+    assert wire.encode_request(messages.Paste("image/gif")) == b'PASTE {"type":"image/gif"}\r\n'
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'COPY {"bytes":3,"type":"image/svg+xml"}',
+        b'COPY {"bytes":3,"type":"image/png; x=$(reboot)"}',
+        b'COPY {"bytes":3,"type":"-o"}',
+        b'COPY {"bytes":3,"type":5}',
+        b'PASTE {"type":"TARGETS"}',
+        b'PASTE {"type":"application/octet-stream"}',
+        b'PASTE {"list":"yes"}',
+        b"PASTE []",
+    ],
+)
+def test_a_clipboard_type_outside_the_fixed_list_is_refused(line):
+    with pytest.raises(messages.Rejected) as caught:
+        wire.parse_request(line)
+    assert caught.value.code == messages.E_BAD_REQUEST
+
+
+def test_the_daemon_advertises_clipboard_types():
+    assert "clipboard-types" in wire.FEATURES

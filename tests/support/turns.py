@@ -1,6 +1,7 @@
 """A UNIX-socket relay that counts the turns of a conversation: how often the client spoke after
 the daemon had answered. Each turn is a round trip on a real link, whatever the bytes. It can
-also stop passing the client's bytes after a number of them, as a link that died would."""
+also stop passing the client's bytes after a number of them, as a link that died would, and
+rewrite what the daemon says (an older daemon's HELLO reply made from a new one's)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ import selectors
 import socket
 import threading
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Optional
 
 
 class TurnCounter:
-    def __init__(self, listen: Path, target: Path, stall_after: int = -1) -> None:
+    def __init__(
+        self,
+        listen: Path,
+        target: Path,
+        stall_after: int = -1,
+        rewrite: Optional[Callable[[bytes], bytes]] = None,
+    ) -> None:
+        self.rewrite = rewrite  # applied to each piece the daemon sends
         self.listen = listen
         self.target = target
         self.stall_after = stall_after  # client bytes passed before the link "dies"; -1: never
@@ -79,6 +87,8 @@ class TurnCounter:
                                 data = data[: max(self.stall_after - self.client_bytes, 0)]
                                 self.stalled.set()
                             self.client_bytes += len(data)
+                        elif self.rewrite is not None:
+                            data = self.rewrite(data)
                     if data:
                         peer.sendall(data)
                     if self.stalled.is_set() and direction == "c":

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import Callable, Optional
+    from typing import Callable, List, Optional
 
 from rtun.client.discovery import connect
 from rtun.client.handshake import negotiate, pipelined, require, too_old
 from rtun.client.pump import ClientConnection
 from rtun.errors import RemoteError, RtunError
 from rtun.protocol import messages, wire
+
+TYPES = "clipboard-types"  # the daemon's feature word for typed COPY and PASTE
 
 
 def simple_request(explicit: Optional[str], request: wire.Request) -> str:
@@ -52,19 +54,33 @@ def open_url(explicit: Optional[str], url: str) -> None:
             raise too_old(conn, exc, feature="open", what="opening URLs") from None
 
 
-def copy(explicit: Optional[str], data: bytes) -> None:
+def copy(explicit: Optional[str], data: bytes, mime: str = "") -> None:
     """``data`` to the local clipboard: sent as a v1 file is; small data goes without waiting
-    for READY (two round trips in all)."""
+    for READY (two round trips in all). ``mime``: an image type, or "" for text.
+
+    An image waits for HELLO's answer first (one round trip more): a daemon older than
+    clipboard types would read the header without its type and paste the image as text."""
     from rtun.protocol.limits import MAX_EARLY_DATA
 
     early = len(data) <= MAX_EARLY_DATA
+    request = messages.Copy(len(data), mime)
 
     def write(conn: ClientConnection) -> None:
-        conn.write(conn.sender.send(messages.Copy(len(data)), early=early))
+        conn.write(conn.sender.send(request, early=early))
         if early:
             _write_file_data(conn, data)
 
-    with pipelined(explicit, write) as conn:
+    if mime:
+        conn = negotiate(connect(explicit))
+        try:
+            require(conn, TYPES, f"{mime} on the clipboard")
+            write(conn)
+        except BaseException:
+            conn.close()
+            raise
+    else:
+        conn = pipelined(explicit, write)
+    with conn:
         require(conn, "copy", "the clipboard")
         try:
             conn.expect_ok()  # READY (or the refusal: too large, denied)
@@ -81,12 +97,25 @@ def _write_file_data(conn: ClientConnection, data: bytes) -> None:
     conn.write(conn.sender.end_file())
 
 
-def paste(explicit: Optional[str], write: "Callable[[bytes], object]") -> int:
-    """The local clipboard, piece by piece to ``write``; the byte count."""
+def paste(explicit: Optional[str], write: "Callable[[bytes], object]", mime: str = "") -> int:
+    """The local clipboard (as ``mime``, an image type; "" for text), piece by piece to
+    ``write``; the byte count."""
     with negotiate(connect(explicit)) as conn:
         require(conn, "paste", "the clipboard")
-        conn.request(messages.Paste())
+        if mime:
+            require(conn, TYPES, f"{mime} from the clipboard")
+        conn.request(messages.Paste(mime))
         return conn.read_payload(write)
+
+
+def clipboard_types(explicit: Optional[str]) -> "List[str]":
+    """The types the local clipboard holds, as its tool names them (text from elsewhere: show
+    it through peertext)."""
+    with negotiate(connect(explicit)) as conn:
+        require(conn, "paste", "the clipboard")
+        require(conn, TYPES, "listing the clipboard's types")
+        types = conn.request(messages.Paste("", True)).data.get("types")
+    return [t for t in types if isinstance(t, str)] if isinstance(types, list) else []
 
 
 def daemon_version(explicit: Optional[str]) -> str:

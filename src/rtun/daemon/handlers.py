@@ -255,14 +255,18 @@ class Handlers:
             sink = Sink()
             await receive(conn, sink)
             assert sink.data is not None
-            await clipboard.copy(sink.data)
+            await clipboard.copy(sink.data, request.type)
         await conn.send(conn.receiver.reply())
 
     async def paste(self, conn: Connection, request: messages.Paste) -> None:
         services = self.services
         services.uses_clipboard(conn, "paste")
+        if request.list_types:
+            types = await services.clipboard().list_types()
+            await conn.send(conn.receiver.reply(data={"types": types}))
+            return
         async with services.slot():  # reading the clipboard holds its text in memory
-            data = await services.clipboard().paste()
+            data = await services.clipboard().paste(request.type)
         for piece in conn.receiver.reply_payload({}, data):
             await conn.send(piece)
 

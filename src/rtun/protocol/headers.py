@@ -10,6 +10,7 @@ if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spar
 
 from rtun.protocol.limits import MAX_MTIME, MAX_SIZE_DIGITS
 from rtun.protocol.messages import (
+    CLIPBOARD_TYPES,
     E_BAD_PATH,
     E_BAD_REQUEST,
     E_BAD_SIZE,
@@ -114,6 +115,13 @@ def update(obj: Dict[str, Any], key: str) -> str:
     value: str = json_field(obj, key, str, "")
     if value not in UPDATE_MODES:
         raise Rejected(E_BAD_REQUEST, f"unknown update mode {value[:40]!r}")
+    return value
+
+
+def clipboard_type(obj: Dict[str, Any], key: str) -> str:
+    value: str = json_field(obj, key, str, "")
+    if value not in CLIPBOARD_TYPES:  # never passed on: only the fixed list reaches a tool
+        raise Rejected(E_BAD_REQUEST, f"unknown clipboard type {value[:40]!r}")
     return value
 
 

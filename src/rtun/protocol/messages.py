@@ -208,18 +208,31 @@ class OpenUrl(Message):
     url: str
 
 
+# The only types a clipboard request may name ("" is text, as before types existed): nothing
+# else from the socket reaches a clipboard tool's command line.
+TEXT_TYPE = "text/plain"
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")
+CLIPBOARD_TYPES = ("", TEXT_TYPE) + IMAGE_TYPES
+
+
 class Copy(Message):
     """rtun/2 COPY: ``size`` bytes for the local clipboard, sent as a v1 file is (READY, data,
-    SHA-256)."""
+    SHA-256); ``type`` one of CLIPBOARD_TYPES ("" for text, left out of the header)."""
 
-    __slots__ = ("size",)
+    __slots__ = ("size", "type")
+    _defaults = ("",)
     size: int
+    type: str
 
 
 class Paste(Message):
-    """rtun/2 PASTE: the local clipboard, answered with a payload reply."""
+    """rtun/2 PASTE: the local clipboard as ``type`` ("" for text), answered with a payload
+    reply; with ``list_types``, the types it holds instead (``OK {"types":[...]}``)."""
 
-    __slots__ = ()
+    __slots__ = ("type", "list_types")
+    _defaults = ("", False)
+    type: str
+    list_types: bool
 
 
 class Edit(Message):

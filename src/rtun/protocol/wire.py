@@ -55,7 +55,18 @@ from rtun.protocol.messages import (
 )
 
 HELLO_TOKEN = "RTUN/2"
-FEATURES = ("notify2", "put", "open", "copy", "paste", "edit", "ranges", "update", "forward")
+FEATURES = (
+    "notify2",
+    "put",
+    "open",
+    "copy",
+    "paste",
+    "edit",
+    "ranges",
+    "update",
+    "forward",
+    "clipboard-types",
+)
 VERSION_PREFIX = "version="  # a daemon's HELLO reply may carry one word "version=X.Y.Z"
 
 EOL = b"\r\n"
@@ -135,8 +146,8 @@ def _read_notify(rest: str) -> Notify:
 
 class Verb:
     """One request kind: its verb, its value class, and how the text after the verb is read
-    (``read``, None where another row reads it) and written (``write``, None for a bare verb;
-    ``fields`` for a JSON header, which gives both)."""
+    (``read``, None where another row reads it) and written (``write``; None, or a writer's
+    None, for a bare verb; ``fields`` for a JSON header, which gives both)."""
 
     __slots__ = ("verb", "kind", "read", "write")
 
@@ -145,7 +156,7 @@ class Verb:
         verb: str,
         kind: type,
         read: Optional[Callable[[str], Request]] = None,
-        write: Optional[Callable[[Any], str]] = None,
+        write: Optional[Callable[[Any], Optional[str]]] = None,
         fields: Tuple[Field, ...] = (),
     ) -> None:
         self.verb, self.kind = verb, kind
@@ -196,6 +207,22 @@ def _json_writer(fields: Tuple[Field, ...]) -> Callable[[Any], str]:
     return write
 
 
+_PASTE_FIELDS = (
+    headers.field("type", headers.clipboard_type, omit_default=True),
+    headers.field("list", headers.false, "list_types", omit_default=True),
+)
+_read_paste_header, _write_paste_header = _json_reader(Paste, _PASTE_FIELDS), _json_writer(_PASTE_FIELDS)
+
+
+def _read_paste(rest: str) -> Request:
+    return Paste() if not rest else _read_paste_header(rest)  # a bare PASTE: older clients'
+
+
+def _write_paste(request: Paste) -> Optional[str]:
+    header = _write_paste_header(request)
+    return None if header == "{}" else header  # plain text: bare, as older daemons know it
+
+
 TABLE = (
     # v1 (the original RTUN): words after the verb.
     Verb("PING", Ping),
@@ -226,8 +253,15 @@ TABLE = (
         ),
     ),
     Verb("OPEN", OpenUrl, fields=(headers.field("url", headers.text),)),
-    Verb("COPY", Copy, fields=(headers.field("bytes", headers.size, "size"),)),
-    Verb("PASTE", Paste),
+    Verb(
+        "COPY",
+        Copy,
+        fields=(
+            headers.field("bytes", headers.size, "size"),
+            headers.field("type", headers.clipboard_type, omit_default=True),
+        ),
+    ),
+    Verb("PASTE", Paste, _read_paste, _write_paste),
     Verb(
         "EDIT",
         Edit,
@@ -294,7 +328,8 @@ def encode_request(request: Request) -> bytes:
     row = WRITERS.get(type(request))
     if row is None:
         raise TypeError(f"not a request: {request!r}")
-    text = row.verb if row.write is None else f"{row.verb} {row.write(request)}"
+    rest = None if row.write is None else row.write(request)
+    text = row.verb if rest is None else f"{row.verb} {rest}"
     if "\n" in text or "\r" in text:
         raise ValueError("a request line cannot contain a line break")
     return text.encode("utf-8") + EOL

@@ -337,3 +337,48 @@ def test_a_copy_tool_that_never_reads_is_killed_at_the_deadline(tmp_path: Path) 
     assert time.monotonic() - started < 4
     assert refused.code == messages.E_OPEN and "stuck did not finish within" in refused.text
     assert gone(int((tmp_path / "tool.pid").read_text()))
+
+
+# ---- types -----------------------------------------------------------------------------------
+
+
+def test_a_listing_of_types_is_bounded_and_printable(tmp_path: Path) -> None:
+    lister = tool(
+        tmp_path,
+        "xclip",
+        "print('TARGETS'); print('image/png'); print('image/png'); print('\\x1b[31mred\\x1b[0m');"
+        "print('x' * 5000); [print(f'type{i}') for i in range(500)]",
+    )
+    clipboard = Clipboard(
+        [], [], 1000, environ={"DISPLAY": ":0"}, which=lambda n: str(lister) if n == "xclip" else None
+    )
+
+    types = run(clipboard.list_types())
+
+    assert types[:3] == ["TARGETS", "image/png", "[31mred[0m"]  # no escape reaches the server
+    assert types[3] == "x" * 100 and len(types) == 64
+
+
+def test_a_pasted_image_must_be_the_type_asked_for(tmp_path: Path) -> None:
+    # An xclip that owns the selection answers any type with its data: text is no PNG.
+    printer = tool(tmp_path, "xclip", "sys.stdout.write('plain text')")
+    clipboard = Clipboard(
+        [], [], 1000, environ={"DISPLAY": ":0"}, which=lambda n: str(printer) if n == "xclip" else None
+    )
+
+    refused = refusal(clipboard.paste("image/png"))
+
+    assert "holds no image/png" in refused.text and "--list-types" in refused.text
+    assert run(clipboard.paste()) == b"plain text"
+
+
+def test_copy_checks_the_image_before_any_tool_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    copier = tool(tmp_path, "xclip", f"open({str(marker)!r}, 'w').close()")
+    clipboard = Clipboard(
+        [], [], 1000, environ={"DISPLAY": ":0"}, which=lambda n: str(copier) if n == "xclip" else None
+    )
+
+    refused = refusal(clipboard.copy(b"GIF89a...", "image/png"))
+
+    assert refused.code == messages.E_REFUSED_TYPE and not marker.exists()

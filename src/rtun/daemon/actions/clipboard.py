@@ -1,9 +1,9 @@
 """COPY and PASTE: the clipboard of the computer the daemon runs on, through the platform's own tools.
 
-The tool is ``[clipboard] copy`` / ``paste`` if set, else the platform's: ``pbcopy`` and
-``pbpaste`` on macOS; ``wl-copy`` and ``wl-paste`` under Wayland; ``xclip``, else ``xsel``, under
-X11. The data goes on the tool's standard input (copy) or comes from its standard output
-(paste); the argv is fixed, never a shell.
+Which tool, and its argv (fixed, never a shell), is ``cliptools``' choice. The data goes on the
+tool's standard input (copy) or comes from its standard output (paste), or for osascript's
+images through a private file. An image's data must begin as its type's does before any tool
+sees it.
 
 xclip, xsel and wl-copy fork a process that keeps serving the selection after they exit: it
 inherits every descriptor it is given, so copy gives it no pipe but standard input (which this
@@ -15,19 +15,21 @@ are logged, never clipboard text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass
-from typing import IO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from rtun.daemon.actions.advice import setting as change
+from rtun.daemon.actions.cliptools import COPY, LIST, PASTE, Tool, Which, choose
 from rtun.daemon.actions.files import Transfer
 from rtun.protocol import messages
 from rtun.protocol.events import FileStart
+from rtun.protocol.imagetypes import is_image
 from rtun.protocol.messages import Rejected
 
 log = logging.getLogger("rtun.daemon")
@@ -36,6 +38,11 @@ TOOL_TIMEOUT = 10.0  # seconds a clipboard tool may take; a hung selection owner
 KILL_TIMEOUT = 5.0  # seconds to wait for a killed tool to be reaped
 READ_SIZE = 64 * 1024
 ERROR_CHARS = 200  # of the tool's first error line, in a refusal
+MAX_TYPES = 64  # types a listing gives back, each at most TYPE_CHARS printable ASCII
+TYPE_CHARS = 100
+LIST_BYTES = 64 * 1024  # of a tool's listing read at most
+
+__all__ = ["Clipboard", "Sink", "choose"]  # choose: cliptools', for doctor and the tests
 
 
 class Sink(Transfer):
@@ -68,102 +75,6 @@ class Sink(Transfer):
         pass
 
 
-# ---- which tool ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tool:
-    """A clipboard command: its argv (the program found on $PATH), what it needs in its
-    environment, and for a built-in paste tool the error it writes when the clipboard is empty
-    (read as an empty clipboard, as xsel and pbpaste answer it)."""
-
-    argv: Tuple[str, ...]
-    name: str
-    empty_error: Optional[str] = None
-    env: Tuple[Tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class Builtin:
-    copy: Tuple[str, ...]
-    paste: Tuple[str, ...]
-    empty_error: Optional[str] = None
-    env: Tuple[Tuple[str, str], ...] = ()
-
-
-BUILTIN = {
-    # pbcopy and pbpaste read and write text in the locale's encoding: a daemon started by
-    # launchd has none, and turns every non-ASCII character into garbage.
-    "pbcopy": Builtin(("pbcopy",), ("pbpaste",), None, (("LC_CTYPE", "UTF-8"),)),
-    "wl-copy": Builtin(("wl-copy",), ("wl-paste", "--no-newline"), "Nothing is copied"),
-    "xclip": Builtin(
-        ("xclip", "-selection", "clipboard", "-in"),
-        ("xclip", "-selection", "clipboard", "-out"),
-        "not available",
-    ),
-    "xsel": Builtin(("xsel", "--clipboard", "--input"), ("xsel", "--clipboard", "--output")),
-}
-
-Which = Callable[[str], Optional[str]]
-
-
-def builtin_name(platform: str, environ: Mapping[str, str], which: Which, setting: str) -> str:
-    """The built-in tool for this platform and session, or a refusal saying what to do."""
-    if platform == "darwin":
-        return "pbcopy"
-    wayland, x11 = environ.get("WAYLAND_DISPLAY"), environ.get("DISPLAY")
-    if wayland and which("wl-copy") and which("wl-paste"):
-        return "wl-copy"
-    if x11:
-        for name in ("xclip", "xsel"):
-            if which(name):
-                return name
-    if not wayland and not x11:
-        raise Rejected(
-            messages.E_OPEN,
-            "no clipboard on your computer: its rtun daemon has no display (neither "
-            "WAYLAND_DISPLAY nor DISPLAY is set); start the daemon from your desktop session, "
-            f"or {change(setting)}",
-        )
-    wanted = (["wl-clipboard (wl-copy, wl-paste)"] if wayland else []) + (["xclip or xsel"] if x11 else [])
-    raise Rejected(
-        messages.E_OPEN,
-        f"no clipboard tool found on your computer: install {' or '.join(wanted)} there, "
-        f"or {change(setting)}",
-    )
-
-
-def choose(
-    configured: Sequence[str],
-    kind: str,
-    platform: str = sys.platform,
-    environ: Optional[Mapping[str, str]] = None,
-    which: Which = shutil.which,
-) -> Tool:
-    """The tool that copies (``kind`` "copy") or pastes ("paste"): the configured command if
-    there is one, else the built-in one."""
-    setting = f"[clipboard] {kind}"
-    if configured:
-        program = which(configured[0])
-        if program is None:
-            raise Rejected(
-                messages.E_OPEN,
-                f"cannot use the clipboard on your computer: {configured[0]!r} "
-                f"was not found there; install it, or {change(setting)}",
-            )
-        return Tool((program,) + tuple(configured[1:]), os.path.basename(configured[0]))
-    name = builtin_name(platform, os.environ if environ is None else environ, which, setting)
-    builtin = BUILTIN[name]
-    argv = builtin.copy if kind == "copy" else builtin.paste
-    program = which(argv[0])
-    if program is None:  # pbcopy and pbpaste come with macOS; found above for the others
-        raise Rejected(
-            messages.E_OPEN,
-            f"no clipboard tool found on your computer: {argv[0]!r} is missing; {change(setting)}",
-        )
-    return Tool((program,) + argv[1:], argv[0], builtin.empty_error if kind == "paste" else None, builtin.env)
-
-
 # ---- running it ------------------------------------------------------------------------------
 
 
@@ -191,9 +102,9 @@ class Clipboard:
         self._which = which
         self._lock: Optional[asyncio.Lock] = None  # made in the loop (3.9 binds it at creation)
 
-    def tool(self, kind: str) -> Tool:
-        configured = self.copy_command if kind == "copy" else self.paste_command
-        return choose(configured, kind, self._platform, self._environ, self._which)
+    def tool(self, kind: str, mime: str = "") -> Tool:
+        configured = self.copy_command if kind == COPY else self.paste_command
+        return choose(configured, kind, self._platform, self._environ, self._which, mime)
 
     def _one_at_a_time(self) -> asyncio.Lock:
         # One tool at a time: copies land in the order they were answered, and a burst of
@@ -202,65 +113,116 @@ class Clipboard:
             self._lock = asyncio.Lock()
         return self._lock
 
-    async def copy(self, data: bytes) -> None:
-        tool = self.tool("copy")
+    async def copy(self, data: bytes, mime: str = "") -> None:
+        """``data`` onto the clipboard as ``mime`` ("" or text/plain: text; else an image type,
+        which the data must begin as)."""
+        if mime not in ("", messages.TEXT_TYPE) and not is_image(data, mime):
+            raise Rejected(
+                messages.E_REFUSED_TYPE,
+                f"refusing to copy: the data is not a {mime} image (it does not begin as one); "
+                "the clipboard was left alone",
+            )
+        tool = self.tool(COPY, mime)
         async with self._one_at_a_time():
-            with tempfile.TemporaryFile() as errors:
-                proc = await self._start(tool, asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL, errors)
-                try:
-                    await asyncio.wait_for(proc.communicate(data), self.timeout)
-                except asyncio.TimeoutError:
-                    await _kill(proc)
-                    raise Rejected(
-                        messages.E_OPEN,
-                        f"cannot copy to the clipboard: {tool.name} did not "
-                        f"finish within {self.timeout:.0f} s",
-                    ) from None
-                except BaseException:
-                    await _kill(proc)
-                    raise
-                if proc.returncode != 0:
-                    raise Rejected(
-                        messages.E_OPEN,
-                        f"cannot copy to the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
-                    )
-        log.info("copied %d bytes to the clipboard with %s", len(data), tool.name)
+            if tool.via_file:
+                with _private_file(data) as path:
+                    await self._copy(Tool(tool.argv + (path,), tool.name, env=tool.env), b"")
+            else:
+                await self._copy(tool, data)
+        log.info("copied %d bytes%s to the clipboard with %s", len(data), _of(mime), tool.name)
 
-    async def paste(self) -> bytes:
-        tool = self.tool("paste")
+    async def _copy(self, tool: Tool, data: bytes) -> None:
+        with tempfile.TemporaryFile() as errors:
+            proc = await self._start(tool, asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL, errors)
+            try:
+                await asyncio.wait_for(proc.communicate(data), self.timeout)
+            except asyncio.TimeoutError:
+                await _kill(proc)
+                raise Rejected(
+                    messages.E_OPEN,
+                    f"cannot copy to the clipboard: {tool.name} did not finish within {self.timeout:.0f} s",
+                ) from None
+            except BaseException:
+                await _kill(proc)
+                raise
+            if proc.returncode != 0:
+                raise Rejected(
+                    messages.E_OPEN,
+                    f"cannot copy to the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
+                )
+
+    async def paste(self, mime: str = "") -> bytes:
+        """The clipboard as ``mime`` ("" or text/plain: text), at most ``max_bytes``."""
+        tool = self.tool(PASTE, mime)
+        image = mime not in ("", messages.TEXT_TYPE)
         async with self._one_at_a_time():
-            with tempfile.TemporaryFile() as errors:
-                proc = await self._start(tool, asyncio.subprocess.DEVNULL, asyncio.subprocess.PIPE, errors)
-                try:
-                    data = await asyncio.wait_for(_read_all(proc, self.max_bytes), self.timeout)
-                except asyncio.TimeoutError:
-                    await _kill(proc)
+            if tool.via_file:
+                with _private_file(b"") as path:
+                    await self._read(Tool(tool.argv + (path,), tool.name, env=tool.env), self.max_bytes)
+                    data = _read_bounded(path, self.max_bytes, self._too_large)
+            else:
+                data = await self._read(tool, self.max_bytes, image=mime if image else "")
+        if image and not is_image(data, mime):  # some owners (xclip) answer any type they are asked
+            raise Rejected(messages.E_OPEN, _no_such_type(mime))
+        log.info("pasted %d bytes%s from the clipboard with %s", len(data), _of(mime), tool.name)
+        return data
+
+    async def list_types(self) -> List[str]:
+        """The types the clipboard holds, as its tool names them: at most MAX_TYPES, each
+        printable ASCII of at most TYPE_CHARS."""
+        tool = self.tool(LIST)
+        async with self._one_at_a_time():
+            listing = await self._read(tool, LIST_BYTES, empty_ok=True)
+        text = listing.decode("utf-8", "replace")
+        names = _mac_types(text) if tool.name == "osascript" else text.splitlines()
+        types: List[str] = []
+        for name in names:
+            clean = "".join(ch for ch in name.strip() if " " <= ch <= "~")[:TYPE_CHARS]
+            if clean and clean not in types and len(types) < MAX_TYPES:
+                types.append(clean)
+        return types
+
+    def _too_large(self) -> Rejected:
+        return Rejected(
+            messages.E_TOO_LARGE,
+            f"the clipboard holds more than {self.max_bytes} "
+            f"bytes, more than it may send ([clipboard] max_bytes = {self.max_bytes}); "
+            f"to send more, {change('[clipboard] max_bytes')}",
+        )
+
+    async def _read(self, tool: Tool, limit: int, *, image: str = "", empty_ok: bool = False) -> bytes:
+        """What ``tool`` writes, at most ``limit`` bytes. ``image``: the type asked for; a
+        failure that says it is not there is said so; ``empty_ok``: any failure with no output is an empty
+        clipboard."""
+        with tempfile.TemporaryFile() as errors:
+            proc = await self._start(tool, asyncio.subprocess.DEVNULL, asyncio.subprocess.PIPE, errors)
+            try:
+                data = await asyncio.wait_for(_read_all(proc, limit), self.timeout)
+            except asyncio.TimeoutError:
+                await _kill(proc)
+                raise Rejected(
+                    messages.E_OPEN,
+                    f"cannot read the clipboard: {tool.name} did not "
+                    f"answer within {self.timeout:.0f} s (the program that holds "
+                    "the clipboard may be hung)",
+                ) from None
+            except _TooLarge:
+                await _kill(proc)
+                raise self._too_large() from None
+            except BaseException:
+                await _kill(proc)
+                raise
+            if proc.returncode != 0:
+                said = _first_line(errors)
+                if image and not data and any(words in said for words in NO_SUCH_TYPE):
+                    raise Rejected(messages.E_OPEN, _no_such_type(image))
+                empty = empty_ok or (tool.empty_error is not None and tool.empty_error in said)
+                if data or not empty:
                     raise Rejected(
                         messages.E_OPEN,
-                        f"cannot read the clipboard: {tool.name} did not "
-                        f"answer within {self.timeout:.0f} s (the program that holds "
-                        "the clipboard may be hung)",
-                    ) from None
-                except _TooLarge:
-                    await _kill(proc)
-                    raise Rejected(
-                        messages.E_TOO_LARGE,
-                        f"the clipboard holds more than {self.max_bytes} "
-                        f"bytes, more than it may send ([clipboard] max_bytes = {self.max_bytes}); "
-                        "to send more, "
-                        f"{change('[clipboard] max_bytes')}",
-                    ) from None
-                except BaseException:
-                    await _kill(proc)
-                    raise
-                if proc.returncode != 0:
-                    if data or not tool.empty_error or tool.empty_error not in _first_line(errors):
-                        raise Rejected(
-                            messages.E_OPEN,
-                            f"cannot read the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
-                        )
-                    data = b""  # xclip and wl-paste fail on an empty clipboard; xsel prints nothing
-        log.info("pasted %d bytes from the clipboard with %s", len(data), tool.name)
+                        f"cannot read the clipboard: {tool.name} {_failure(proc.returncode, errors)}",
+                    )
+                data = b""  # xclip and wl-paste fail on an empty clipboard; xsel prints nothing
         return data
 
     def _env(self, tool: Tool) -> Optional[Dict[str, str]]:
@@ -327,6 +289,47 @@ async def _reap(proc: "asyncio.subprocess.Process") -> None:
         while await proc.stdout.read(READ_SIZE):
             pass
     await proc.wait()
+
+
+NO_SUCH_TYPE = ("not available", "No suitable type")  # xclip's and wl-paste's words for it
+
+
+def _of(mime: str) -> str:
+    return f" of {mime}" if mime not in ("", messages.TEXT_TYPE) else ""  # text logs as it always has
+
+
+def _no_such_type(mime: str) -> str:
+    return f"the clipboard on your computer holds no {mime} (`rtun paste --list-types` lists what it holds)"
+
+
+@contextlib.contextmanager
+def _private_file(data: bytes) -> Iterator[str]:
+    """A file only this user reads (mkstemp makes it 0600), holding ``data``; removed after."""
+    fd, path = tempfile.mkstemp(prefix="rtun-clipboard-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _read_bounded(path: str, limit: int, too_large: Callable[[], Rejected]) -> bytes:
+    with open(path, "rb") as source:
+        data = source.read(limit + 1)
+    if len(data) > limit:
+        raise too_large()
+    return data
+
+
+def _mac_types(info: str) -> List[str]:
+    """The MIME types of what osascript's ``clipboard info`` names («class PNGf», 123, ...)."""
+    found = {"«class PNGf»": "image/png", "«class JPEG»": "image/jpeg", "«class GIFf»": "image/gif"}
+    types = [mime for name, mime in found.items() if name in info]
+    if "«class utf8»" in info or "string" in info:
+        types.insert(0, messages.TEXT_TYPE)
+    return types
 
 
 def _first_line(errors: IO[bytes]) -> str:
