@@ -26,6 +26,7 @@ log = logging.getLogger("rtun.daemon")
 
 async def hold(services: Services, conn: Connection, request: messages.Forward) -> None:
     services.may_upload(conn)  # past the connection limit, no new forwards either
+    services.forwards.check_room(request.port)
     services.may_forward(conn)
     forward = await services.forwards.open(request.port, request.local, request.exact)
     log.info("forward: port %d here leads to port %d of a server", forward.port, request.port)

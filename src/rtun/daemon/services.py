@@ -158,7 +158,9 @@ class Services:
         """A turn of the forwards' rate: each FORWARD binds ports here."""
         if not self.forward_limit.allow(conn, "forward"):
             settings = f"Forwards may start {FORWARD_BURST} at once and {FORWARD_RATE:g} a second after that"
-            raise Rejected(messages.E_BUSY, self._too_many(self.forward_limit, conn, "forwards", settings))
+            raise Rejected(
+                messages.E_BUSY, self._too_many(self.forward_limit, conn, "forwards", settings, fixed=True)
+            )
 
     def uses_clipboard(self, conn: object, kind: str) -> None:
         """A turn of the clipboard's rate (``kind`` "copy" or "paste")."""
@@ -173,16 +175,18 @@ class Services:
             )
 
     @staticmethod
-    def _too_many(limit: RateLimit, conn: object, what: str, settings: str) -> str:
+    def _too_many(limit: RateLimit, conn: object, what: str, settings: str, fixed: bool = False) -> str:
         """What used the limit up (how many of each kind, over how long; never names or URLs,
         which may have come from another server), when to retry, and which settings decide."""
         first, kinds = limit.recent()
         listed = ", ".join(f"{n} {_KINDS.get(kind, ('', kind))[n == 1]}" for kind, n in kinds.most_common())
         done = f": {sum(kinds.values())} in the last {max(math.ceil(first), 1)} s ({listed})" if kinds else ""
-        return (
+        again = (
             f"too many {what} in a short time{done}; try again in {max(math.ceil(limit.wait(conn)), 1)} s. "
-            f"{settings}, one connection half of each; to change them, {change('them')}"
         )
+        if fixed:  # a bound of rtun's own, not a setting
+            return again + f"{settings}, one connection half of each"
+        return again + f"{settings}, one connection half of each; to change them, {change('them')}"
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

@@ -178,13 +178,17 @@ class Forwards:
     def full(self) -> bool:
         return sum(f.connections for f in self.forwards.values()) >= MAX_FORWARDED
 
-    async def open(self, server_port: int, local: int, exact: bool) -> Forward:
+    def check_room(self, server_port: int) -> None:
+        """Refuse a FORWARD that cannot be made, before it takes a turn of the rate limit."""
         if not 1 <= server_port <= 65535:
             raise Rejected(messages.E_BAD_REQUEST, f"port {server_port} is not a TCP port")
         if len(self.forwards) >= MAX_FORWARDS:
             raise Rejected(
                 messages.E_BUSY, f"{MAX_FORWARDS} forwards are open already: end one before starting another"
             )
+
+    async def open(self, server_port: int, local: int, exact: bool) -> Forward:
+        self.check_room(server_port)
         port, sockets = bind_loopback(local or server_port, exact)
         forward = Forward(self, server_port, port, sockets)
         self.forwards[forward.token] = forward
