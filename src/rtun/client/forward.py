@@ -11,6 +11,7 @@ Stdlib only: it runs on servers without pip.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -29,6 +30,9 @@ if TYPE_CHECKING:  # typing is not imported at run time: it slows every command'
 PIECE = 256 * 1024  # bytes moved per read: what one socket read brings at full speed
 CONNECT_TIMEOUT = 5.0  # seconds to reach the server's own port (it is this machine's loopback)
 DIAL_TIMEOUT = 10.0  # seconds to get the daemon's OK for a DIAL
+SPARES = 2  # connections to the daemon kept open ahead of need: a dial on one saves the round
+# trip an SSH channel takes to open, so the first byte comes as soon as through `ssh -L`
+SPARE_CHECK = 50.0  # seconds between pings that keep spares inside the daemon's idle timeout
 LISTEN_GRACE = 60.0  # seconds a port may take to start listening before its forward gives up
 CHECK_EVERY = 1.0  # seconds between looks at the ports and the clock
 
@@ -45,6 +49,7 @@ class Held:
         self.open = 0  # being carried now
         self.closed = False
         self._lock = threading.Lock()
+        self.spares = Spares(conn.path)
 
     def serve(self, on_connection: "Optional[Callable[[Held], None]]" = None) -> None:
         """Dial back every connection the daemon announces, until it ends the forward (raises)
@@ -69,13 +74,16 @@ class Held:
         with self._lock:
             self.open += 1
         try:
-            carry(self.conn.path, self.token, number, self.server_port)
+            carry(self.spares.take(), self.token, number, self.server_port)
+        except OSError:
+            pass  # no connection to the daemon: the local program sees its connection close
         finally:
             with self._lock:
                 self.open -= 1
 
     def close(self) -> None:
         self.closed = True
+        self.spares.close()
         try:
             self.conn.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -103,19 +111,99 @@ def request(explicit: Optional[str], server_port: int, local: int = 0, exact: bo
     return Held(conn, server_port, port, token)
 
 
-def carry(path: str, token: str, number: int, server_port: int) -> None:
-    """Join announced connection ``number`` to a new connection to this server's port; returns
-    when both directions have ended. A port nothing listens on closes the local connection."""
+class Spares:
+    """Connections to the daemon opened ahead of need, each proven live by a PING, and kept so
+    by one now and then; a thread tops them up to SPARES after each is taken."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._ready: "List[socket.socket]" = []
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._closed = False
+        self._wanted.set()
+        threading.Thread(target=self._keep, daemon=True).start()
+
+    def take(self) -> socket.socket:
+        """A spare if one is ready, else a new connection (the channel opens on the way)."""
+        with self._lock:
+            spare = self._ready.pop() if self._ready else None
+        self._wanted.set()
+        if spare is not None:
+            return spare
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(DIAL_TIMEOUT)
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _keep(self) -> None:
+        checked = time.monotonic()
+        while not self._closed:
+            self._wanted.wait(SPARE_CHECK)
+            self._wanted.clear()
+            if time.monotonic() - checked >= SPARE_CHECK:  # keep them alive, drop the dead
+                checked = time.monotonic()
+                with self._lock:
+                    kept, self._ready = self._ready, []
+                kept = [sock for sock in kept if _pinged(sock)]
+                with self._lock:
+                    self._ready += kept
+            while not self._closed and len(self._ready) < SPARES:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(DIAL_TIMEOUT)
+                    sock.connect(self.path)
+                except OSError:
+                    sock.close()
+                    break  # the daemon is gone: dials will say so
+                if not _pinged(sock):
+                    break
+                with self._lock:
+                    self._ready.append(sock)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wanted.set()
+        with self._lock:
+            for sock in self._ready:
+                sock.close()
+            self._ready = []
+
+
+def _pinged(sock: socket.socket) -> bool:
+    """PING answered on ``sock`` (closed if not): the channel is open and the daemon there."""
+    try:
+        sock.sendall(b"PING\r\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            piece = sock.recv(64)
+            if not piece:
+                break
+            answer += piece
+        if answer == b"OK PONG\r\n":
+            return True
+    except OSError:
+        pass
+    sock.close()
+    return False
+
+
+def carry(dialled: socket.socket, token: str, number: int, server_port: int) -> None:
+    """Join announced connection ``number``, over ``dialled`` (a connection to the daemon), to a
+    new connection to this server's port; returns when both directions have ended. A port
+    nothing listens on closes the local connection."""
     try:
         target: Optional[socket.socket] = socket.create_connection(
             ("localhost", server_port), CONNECT_TIMEOUT
         )
     except OSError:
         target = None
-    dialled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         dialled.settimeout(DIAL_TIMEOUT)
-        dialled.connect(path)
         sender = Sender()
         dialled.sendall(sender.send(messages.Dial(token, number)))
         if target is None:
@@ -155,14 +243,11 @@ def relay(a: socket.socket, b: socket.socket) -> None:
 
 
 def _one_way(source: socket.socket, sink: socket.socket) -> None:
-    buffer = bytearray(PIECE)
-    view = memoryview(buffer)
     try:
-        while True:
-            count = source.recv_into(buffer)
-            if not count:
-                break
-            sink.sendall(view[:count])
+        if hasattr(os, "splice"):  # Linux, Python 3.10+: the bytes never enter this process
+            _splice(source.fileno(), sink.fileno())
+        else:
+            _copy(source, sink)
         sink.shutdown(socket.SHUT_WR)  # the end of this direction, not of the connection
     except OSError:
         for sock in (source, sink):  # a reset: the other direction ends too
@@ -170,6 +255,30 @@ def _one_way(source: socket.socket, sink: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _copy(source: socket.socket, sink: socket.socket) -> None:
+    buffer = bytearray(PIECE)
+    view = memoryview(buffer)
+    while True:
+        count = source.recv_into(buffer)
+        if not count:
+            return
+        sink.sendall(view[:count])
+
+
+def _splice(source: int, sink: int) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        while True:
+            count = os.splice(source, write_end, PIECE)  # novermin (guarded: Linux, 3.10+)
+            if not count:
+                return
+            while count:
+                count -= os.splice(read_end, sink, count)  # novermin
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def parse_spec(text: str) -> "Tuple[int, int]":
