@@ -24,6 +24,7 @@ from typing import Iterator, List, Optional
 
 import pytest
 
+from rtun.session import bundle, installer
 from support.netns import Namespace
 from support.rtun import RTUN, RtunDaemon, clean_env
 from support.sshd import Forward, SshKeys, SshServer, free_port
@@ -333,11 +334,23 @@ server.server_close()
 """
 
 
-def test_an_oauth_login_completes_on_the_server(remote: Remote, short_tmp: Path, remote_home: Path) -> None:
+@pytest.mark.parametrize("installed", ["pip", "single-file"])
+def test_an_oauth_login_completes_on_the_server(
+    remote: Remote, short_tmp: Path, remote_home: Path, installed: str
+) -> None:
     port = free_port()
     script = remote_home / "login.py"
     script.write_text(LOGIN.format(port=port))
-    shim = Path(sys.executable).parent / "rtun-open"
+    if installed == "pip":
+        shim = Path(sys.executable).parent / "rtun-open"
+    else:  # as `rtun install` leaves a server without pip: the zipapp, rtun-open beside it
+        bindir = remote_home / ".rtun" / "bin"
+        bindir.mkdir()
+        (bindir / "rtun").write_bytes(bundle.build(compiled=False))
+        shim = bindir / installer.OPEN_SHIM_NAME
+        shim.write_text(installer.open_shim(str(bindir / "rtun")))
+        for made in (bindir / "rtun", shim):
+            made.chmod(0o755)
     login = remote.start(f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}", BROWSER=str(shim))
     read_until(login, re.compile(rb"received code granted"), timeout=40)
     assert login.wait(20) == 0

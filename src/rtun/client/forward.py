@@ -361,9 +361,12 @@ def keep(
             if while_listening:
                 for held in live:
                     state = listening(held.server_port)
-                    if state:
+                    # A connection carried proves it listened, however briefly: a login's
+                    # callback server may come and go between two looks.
+                    if state or held.connections:
                         seen[held.server_port] = True
-                    elif state is False and (seen.get(held.server_port) or now - began > LISTEN_GRACE):
+                    gone = state is False and (seen.get(held.server_port) or now - began > LISTEN_GRACE)
+                    if gone and not held.open:  # what it still carries (a last response) goes first
                         held.close()
             total = sum(held.connections for held in helds)
             if any(held.open for held in live) or total != last_total:
