@@ -361,6 +361,21 @@ def test_an_oauth_login_completes_on_the_server(
     wait_until(lambda: refused(port), timeout=15, what="the redirect's forward ended with its listener")
 
 
+def test_a_login_whose_redirect_port_is_held_here_is_not_opened(
+    remote: Remote, short_tmp: Path, remote_home: Path
+) -> None:
+    # Another server's forward, or any program here, holds the port the login would be sent to:
+    # the provider's redirect (with the code) would reach it instead of this server.
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        url = f"https://provider.example/authorize?redirect_uri=http%3A%2F%2Flocalhost%3A{port}%2Fcb"
+        opening = remote.rtun(f"open '{url}'")
+        assert opening.wait(30) == 4
+        output = opening.stdout.read().decode() if opening.stdout else ""
+        assert f"not opened: the login's redirect to localhost:{port}" in output, output
+    assert browsed(short_tmp) == []
+
+
 @pytest.mark.parametrize("extra_config", ["[actions]\nforward = false\n"])
 def test_forward_turned_off_is_refused_naming_the_setting(remote: Remote) -> None:
     forwarding = remote.rtun(f"forward {free_port()}")

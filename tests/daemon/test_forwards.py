@@ -239,3 +239,28 @@ def test_a_fast_local_program_and_a_slow_server_side_keep_the_daemon_small(daemo
             while got < sent:  # and every byte arrives, once read
                 got += len(server_side.read(min(sent - got, 1 << 20)))
             assert got == sent
+
+
+@pytest.fixture
+def impatient(start_daemon) -> RtunDaemon:
+    return start_daemon(config="[server]\nidle_timeout = 2\n")
+
+
+def test_a_joined_connection_whose_reader_stopped_is_ended(impatient: RtunDaemon) -> None:
+    held, answer = forward(impatient, free_port())
+    with held, socket.create_connection(("127.0.0.1", answer["port"])) as local:
+        server_side, reply = dial(impatient, answer["token"], announced(held))
+        with server_side:
+            assert reply == b"OK\r\n"
+            local.setblocking(False)
+            began = time.monotonic()
+            with pytest.raises(BlockingIOError):
+                while time.monotonic() - began < 10:
+                    local.send(b"x" * 65536)  # until the daemon stops reading: buffers full
+            local.setblocking(True)
+            # The server side reads nothing: past the idle timeout the daemon ends the pair,
+            # rather than hold its buffers for as long as the forward lasts.
+            assert closed(local, timeout=15)
+            assert time.monotonic() - began >= 2
+        again = socket.create_connection(("127.0.0.1", answer["port"]))
+        again.close()

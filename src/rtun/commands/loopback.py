@@ -13,11 +13,12 @@ needs): it reports the ports it got, then holds them while the server ports list
 
 from __future__ import annotations
 
-import sys
+from rtun.errors import RtunError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import Dict, List, Optional
+    import subprocess
+    from typing import Dict, List, Optional, Tuple
 
 LOOPBACK_HOSTS = frozenset(("localhost", "127.0.0.1", "::1", "0.0.0.0"))
 REDIRECT_KEYS = frozenset(("redirect_uri", "redirect_url", "callback"))
@@ -73,9 +74,17 @@ def with_port(url: str, port: int) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+class NotForwarded(RtunError):
+    """A page or login of the server's loopback whose port cannot be forwarded: opening it
+    anyway would hand its token or code to whatever holds that port on your computer, maybe
+    another server's forward. Exit code 4, as the daemon's refusals."""
+
+    exit_code = 4
+
+
 def forwarded(explicit: "Optional[str]", url: str) -> str:
-    """The URL to open on your computer, after starting the forwards it needs. A forward that
-    cannot be made is one warning line: the page opens all the same."""
+    """The URL to open on your computer, after starting the forwards it needs; raises
+    NotForwarded (nothing opens) when one of them cannot be made."""
     from rtun.client.forward import local_for
 
     page = loopback_port(url)
@@ -83,18 +92,21 @@ def forwarded(explicit: "Optional[str]", url: str) -> str:
     if page is None and not redirects:
         return url
     specs = ([f"{page}:{local_for(page)}"] if page is not None else []) + [f"{p}:{p}" for p in redirects]
-    results = _hold(explicit, specs, redirects)
+    results, holder = _hold(explicit, specs, redirects)
     for spec, result in zip(specs, results):
         if "error" in result:
             from rtun.protocol import peertext
 
+            if holder is not None:
+                holder.terminate()  # the forwards it made are no use without this one
+            port = spec.partition(":")[0]
             what = (
-                "the login's redirect to" if spec.partition(":")[0] in map(str, redirects) else "the page at"
+                f"the login's redirect to localhost:{port}" if int(port) in redirects else f"localhost:{port}"
             )
-            print(
-                f"rtun open: {what} localhost:{spec.partition(':')[0]} is not forwarded: "
-                + peertext.escaped(str(result["error"]), peertext.PATH_LIMIT),
-                file=sys.stderr,
+            raise NotForwarded(
+                f"not opened: {what} of this server cannot be forwarded to your computer ("
+                + peertext.escaped(str(result["error"]), peertext.PATH_LIMIT)
+                + "), and whatever listens there instead would receive what the page sends"
             )
     if page is not None and "port" in results[0]:
         got = results[0]["port"]
@@ -103,8 +115,10 @@ def forwarded(explicit: "Optional[str]", url: str) -> str:
     return url
 
 
-def _hold(explicit: "Optional[str]", specs: "List[str]", exact: "List[int]") -> "List[Dict[str, object]]":
-    """Start the background `rtun forward` and read what it got for each spec."""
+def _hold(
+    explicit: "Optional[str]", specs: "List[str]", exact: "List[int]"
+) -> "Tuple[List[Dict[str, object]], Optional[subprocess.Popen[bytes]]]":
+    """Start the background `rtun forward`; what it got for each spec, and the process."""
     import json
     import os
     import subprocess
@@ -116,7 +130,7 @@ def _hold(explicit: "Optional[str]", specs: "List[str]", exact: "List[int]") -> 
     options = ["-s", explicit] if explicit else []
     options += [f"--exact-port={port}" for port in exact]
     try:
-        subprocess.Popen(
+        holder = subprocess.Popen(
             argv + ["forward", f"--report-fd={write}"] + options + specs,
             pass_fds=(write,),
             stdin=subprocess.DEVNULL,
@@ -127,7 +141,7 @@ def _hold(explicit: "Optional[str]", specs: "List[str]", exact: "List[int]") -> 
         )
     except OSError as exc:
         os.close(read)
-        return [{"error": f"could not start rtun forward: {exc.strerror}"}] * len(specs)
+        return [{"error": f"could not start rtun forward: {exc.strerror}"}] * len(specs), None
     finally:
         os.close(write)
     with os.fdopen(read, encoding="utf-8") as report:
@@ -137,5 +151,5 @@ def _hold(explicit: "Optional[str]", specs: "List[str]", exact: "List[int]") -> 
     except ValueError:
         results = None
     if not isinstance(results, list) or len(results) != len(specs):
-        return [{"error": "rtun forward ended without saying why"}] * len(specs)
-    return [r if isinstance(r, dict) else {"error": "?"} for r in results]
+        return [{"error": "rtun forward ended without saying why"}] * len(specs), holder
+    return [r if isinstance(r, dict) else {"error": "?"} for r in results], holder

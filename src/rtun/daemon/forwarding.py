@@ -53,12 +53,19 @@ async def hold(services: Services, conn: Connection, request: messages.Forward) 
 async def carry(services: Services, conn: Connection, request: messages.Dial) -> None:
     services.may_upload(conn)
     local = services.forwards.find(request.token).claim(request.id)
+    ended = conn.receiver.at_eof  # the client's end of sending came with its DIAL
     ok, first = conn.receiver.splice()
-    transport = conn.detach()
+    try:
+        transport = conn.detach()
+    except BaseException:
+        local.abort()  # claimed, never to be joined: its slot goes back
+        raise
     remote = Pipe()
     transport.set_protocol(remote)
     remote.connection_made(transport)
-    transport.write(ok)
+    if ended:
+        remote.eof_received()  # the join passes it on
+    remote.write(ok)
     remote.join(local, first)
     try:
         await asyncio.gather(remote.ended, local.ended)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Awaitable, Callable, Dict, NamedTuple, Optional, Union
 
 from rtun.daemon.actions.advice import setting as change
@@ -88,8 +89,10 @@ class Handlers:
             self.services.ranged.detach(ranged)
 
     def tick(self) -> None:
-        """Now and then, from the daemon's watchdog: kept files past their time go."""
+        """Now and then, from the daemon's watchdog: kept files past their time go, and so do
+        forwarded connections whose reader stopped."""
         self.services.ranged.expire()
+        self.services.forwards.expire(time.monotonic(), self.config.idle_timeout)
 
     # ---- the simple requests -----------------------------------------------------------------
 

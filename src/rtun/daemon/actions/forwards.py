@@ -207,6 +207,18 @@ class Forwards:
                 return forward
         raise Rejected(messages.E_BAD_REQUEST, "no such connection waits to be dialled")
 
+    def expire(self, now: float, timeout: float) -> None:
+        """End the joined connections one of whose readers has read nothing for ``timeout``
+        seconds while bytes wait for it: each holds the daemon's buffers for as long as it lasts."""
+        for forward in list(self.forwards.values()):
+            for local in list(forward.joined.values()):
+                peer = local.peer
+                if local.stalled(now, timeout) or (peer is not None and peer.stalled(now, timeout)):
+                    log.info("forward of port %d: a connection whose reader stopped was ended", forward.port)
+                    local.abort()
+                    if peer is not None:
+                        peer.abort()
+
     def listing(self) -> List[Dict[str, int]]:
         """For the status file: each forward's ports and open connections."""
         return [

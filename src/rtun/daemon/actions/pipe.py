@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Optional
 
-WRITE_HIGH = 1024 * 1024  # bytes queued for one end before the other stops reading
+WRITE_HIGH = 256 * 1024  # bytes queued for one end before the other stops reading
 EARLY_LIMIT = 256 * 1024  # bytes an end takes before it is joined; then it stops reading
 
 
@@ -25,6 +25,9 @@ class Pipe(asyncio.Protocol):
         self.peer: Optional[Pipe] = None
         self.ended = asyncio.get_running_loop().create_future()  # set when the transport is gone
         self.moved = 0  # bytes received here and passed on
+        self.written = 0  # bytes handed to this end's transport
+        self._sent_seen = 0  # ... of which had left its buffer when progress was last seen
+        self._sent_at = 0.0  # ... at this time
         self._on_open = on_open
         self._early = bytearray()
         self._eof = False  # this end's peer program sent its last byte
@@ -49,7 +52,7 @@ class Pipe(asyncio.Protocol):
                 self.transport.pause_reading()
             return
         self.moved += len(data)
-        peer.transport.write(data)
+        peer.write(data)
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -85,7 +88,7 @@ class Pipe(asyncio.Protocol):
         self.peer, other.peer = other, self
         if first:
             self.moved += len(first)
-            other._write(first)
+            other.write(first)
         for end in (self, other):
             end._flush_early()
         for end in (self, other):
@@ -96,15 +99,26 @@ class Pipe(asyncio.Protocol):
         if self._early:
             early, self._early = bytes(self._early), bytearray()
             self.moved += len(early)
-            self.peer._write(early)  # type: ignore[union-attr]
+            self.peer.write(early)  # type: ignore[union-attr]
         if self._paused_early and self.transport is not None:
             self._paused_early = False
             if not self._paused_by_peer and not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.written += len(data)
             self.transport.write(data)
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Bytes wait to be written here and none has left for ``timeout`` seconds: its reader
+        stopped reading (the other end's reading is paused meanwhile, holding the buffers)."""
+        pending = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        sent = self.written - pending
+        if not pending or sent != self._sent_seen:
+            self._sent_seen, self._sent_at = sent, now
+            return False
+        return now - self._sent_at > timeout
 
     def _write_eof(self) -> None:
         """The other end's program has finished sending: so has this end, once it has written
