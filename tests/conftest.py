@@ -94,6 +94,12 @@ def daemon(start_daemon: Callable[..., RtunDaemon]) -> RtunDaemon:
 
 
 @pytest.fixture
+def notifying_daemon(start_daemon: Callable[..., RtunDaemon], session_bus: SessionBus) -> RtunDaemon:
+    """A daemon that shows its notifications on the test's session bus."""
+    return start_daemon(env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address})
+
+
+@pytest.fixture
 def daemon_tmp(short_tmp: Path) -> Path:
     """A daemon's $TMPDIR (where it keeps viewed and edited files), of the test's own."""
     path = short_tmp / "tmp"

@@ -9,30 +9,19 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Dict, List
 
 import pytest
 
 from rtun.commands.done import duration_text, message, shorten, status_text
-from support.notifications import NotificationService, SessionBus
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
 from support.terminal import in_a_terminal, read_until
-from support.wait import wait_until
 
 HOST = socket.gethostname()
 
 
 @pytest.fixture
-def daemon(start_daemon, session_bus: SessionBus) -> RtunDaemon:
-    """Overrides tests/conftest.py's: this daemon shows notifications on the test's bus."""
-    return start_daemon(env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address})
-
-
-def _shown(service: NotificationService, count: int = 1) -> List[Dict[str, str]]:
-    return wait_until(
-        lambda: len(service.notifications()) >= count and service.notifications(),
-        what=f"{count} notification(s) to arrive",
-    )
+def daemon(notifying_daemon: RtunDaemon) -> RtunDaemon:
+    return notifying_daemon  # overrides tests/conftest.py's: notifications on the test's bus
 
 
 def _only_warning(result: subprocess.CompletedProcess) -> str:
@@ -57,7 +46,7 @@ def test_done_passes_the_exit_code_through_and_notifies_its_status(
 
     assert result.returncode == code, result.stderr
     assert result.stderr == b""
-    [got] = _shown(notifications)
+    [got] = notifications.shown()
     assert got["summary"] == title
     assert got["body"].startswith(f"on {HOST} after ") and got["body"].endswith(" s"), got["body"]
 
@@ -74,7 +63,7 @@ def test_done_passes_130_through_when_ctrl_c_interrupts_the_command(forward, rem
         if process.poll() is None:
             process.kill()
         os.close(master)
-    [got] = _shown(notifications)  # rtun itself survived the Ctrl-C, and said so
+    [got] = notifications.shown()  # rtun itself survived the Ctrl-C, and said so
     assert got["summary"] == "sh -c 'echo started; exec sleep 30' interrupted"
 
 
@@ -84,7 +73,7 @@ def test_done_status_notifies_about_the_previous_command_and_exits_with_it(
     result = run_rtun(["done", "--status", "2", "--seconds", "75", "--command", "make test"], remote_home)
 
     assert result.returncode == 2, result.stderr
-    [got] = _shown(notifications)
+    [got] = notifications.shown()
     assert (got["summary"], got["body"]) == ("make test failed with status 2", f"on {HOST} after 1 min 15 s")
 
 
@@ -94,7 +83,7 @@ def test_done_command_text_replaces_what_the_notification_shows(forward, remote_
     )
 
     assert result.returncode == 0, result.stderr
-    [got] = _shown(notifications)
+    [got] = notifications.shown()
     assert got["summary"] == "deploy finished" and "s3cret" not in got["summary"] + got["body"]
 
 
@@ -103,7 +92,7 @@ def test_done_status_since_an_epoch_says_how_long_ago_it_started(forward, remote
     result = run_rtun(["done", "--status", "0", "--since", str(started)], remote_home)
 
     assert result.returncode == 0, result.stderr
-    [got] = _shown(notifications)
+    [got] = notifications.shown()
     assert (got["summary"], got["body"]) == ("Command finished", f"on {HOST} after 3 h 05 min")
 
 
@@ -115,7 +104,7 @@ def test_done_min_seconds_stays_quiet_for_a_short_run(forward, remote_home, noti
     )
     # A notification after them: had either of them notified, theirs would have arrived first.
     assert run_rtun(["notify", "-t", "marker", "after"], remote_home).returncode == 0
-    assert [n["summary"] for n in _shown(notifications)] == ["marker"]
+    assert [n["summary"] for n in notifications.shown()] == ["marker"]
 
 
 def test_done_without_a_daemon_still_runs_the_command_and_passes_its_code(remote_home):

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import pytest
 
 from rtun.commands.done import message
-from support.notifications import NotificationService, SessionBus
 from support.rtun import RTUN, RtunDaemon, clean_env, run_rtun
 from support.terminal import in_a_terminal
 from support.wait import wait_until
@@ -27,16 +26,8 @@ HELD = 0.5  # how long each process runs while watched, where a test measures it
 
 
 @pytest.fixture
-def daemon(start_daemon, session_bus: SessionBus) -> RtunDaemon:
-    """Overrides tests/conftest.py's: this daemon shows notifications on the test's bus."""
-    return start_daemon(env={"DBUS_SESSION_BUS_ADDRESS": session_bus.address})
-
-
-def _shown(service: NotificationService, count: int = 1) -> List[Dict[str, str]]:
-    return wait_until(
-        lambda: len(service.notifications()) >= count and service.notifications(),
-        what=f"{count} notification(s) to arrive",
-    )
+def daemon(notifying_daemon: RtunDaemon) -> RtunDaemon:
+    return notifying_daemon  # overrides tests/conftest.py's: notifications on the test's bus
 
 
 def _watch(pids: List[int], home: Path, *options: str) -> subprocess.Popen:
@@ -90,7 +81,7 @@ def test_a_process_rtun_did_not_start_is_notified_with_its_status_and_time_watch
         rtun = _watch([job.pid], remote_home)
         time.sleep(HELD)  # the run being measured, not a wait for a condition
         _end(job)
-        [got] = _shown(notifications)
+        [got] = notifications.shown()
         assert got["summary"] == "sh -c 'read line; exit 7' failed with status 7"
         assert got["body"].startswith(f"PID {job.pid} on {HOST}, watched for ")
         assert HELD / 2 <= _watched_for(got["body"]) < 5  # / 2: rtun may start its clock a little late
@@ -112,7 +103,7 @@ def test_a_process_in_a_session_of_its_own_is_watched_too(forward, remote_home, 
     time.sleep(HELD)
     with open(fifo, "w") as go:
         go.write("go\n")
-    [got] = _shown(notifications)
+    [got] = notifications.shown()
     # Its parent now is whichever process reaps orphans here: its status is known if that has
     # not reaped it yet.
     assert got["summary"] in ("detached job failed with status 5", "detached job ended"), got
@@ -141,7 +132,7 @@ def test_a_process_reaped_at_once_is_notified_with_its_status_not_known(forward,
         pid = int(parent.stdout.readline())
         rtun = _watch([pid], remote_home, "--command", "job")
         _end(parent)  # its child reads the line
-        [got] = _shown(notifications)
+        [got] = notifications.shown()
         assert got["summary"] == "job ended"
         assert re.fullmatch(
             rf"PID {pid} on {re.escape(HOST)}, watched for \d+\.\d s; its exit status is not known",
@@ -160,14 +151,14 @@ def test_each_process_is_notified_as_it_ends_and_rtun_returns_after_the_last(
     try:
         rtun = _watch([first.pid, second.pid], remote_home)
         _end(first)
-        [one] = _shown(notifications)
+        [one] = notifications.shown()
         assert (one["summary"], one["body"].split(",")[0]) == (
             "sh -c 'read line; exit 0' finished",
             f"PID {first.pid} on {HOST}",
         )
         assert rtun.poll() is None  # the second still runs
         _end(second)
-        one, two = _shown(notifications, 2)
+        one, two = notifications.shown(2)
         assert (two["summary"], two["body"].split(",")[0]) == (
             "sh -c 'read line; kill -TERM $$' failed with status 143 (SIGTERM)",
             f"PID {second.pid} on {HOST}",
@@ -200,7 +191,7 @@ def test_min_seconds_stays_quiet_about_a_process_that_ended_sooner(forward, remo
         _end(job)
         assert rtun.wait(timeout=15) == 0
         assert run_rtun(["notify", "-t", "marker", "after"], remote_home).returncode == 0
-        assert [n["summary"] for n in _shown(notifications)] == ["marker"]
+        assert [n["summary"] for n in notifications.shown()] == ["marker"]
     finally:
         job.kill()
         job.wait()
@@ -230,7 +221,7 @@ def test_a_reused_pid_is_never_taken_for_the_process_watched(forward, remote_hom
             successor.wait()
         assert successor is not None and successor.pid == first.pid, "could not reuse the PID"
         os.kill(rtun.pid, signal.SIGCONT)
-        [got] = _shown(notifications)
+        [got] = notifications.shown()
         assert got["summary"] == "first ended"  # reaped by the test before rtun looked
         assert rtun.wait(timeout=15) == 0
         assert successor.poll() is None
@@ -255,7 +246,7 @@ def test_ctrl_c_while_watching_exits_130_and_notifies_nothing(forward, remote_ho
         job.kill()
         job.wait()
         assert run_rtun(["notify", "-t", "marker", "after"], remote_home).returncode == 0
-        assert [n["summary"] for n in _shown(notifications)] == ["marker"]
+        assert [n["summary"] for n in notifications.shown()] == ["marker"]
     finally:
         if rtun.poll() is None:
             rtun.kill()

@@ -27,7 +27,7 @@ import pytest
 from rtun.session import bundle, installer
 from support.netns import Namespace
 from support.rtun import RTUN, RtunDaemon, clean_env
-from support.sshd import Forward, SshKeys, SshServer, free_port
+from support.sshd import Forward, SshKeys, SshServer, free_port, refused
 from support.wait import wait_until
 from support.websocket import echo
 
@@ -180,14 +180,6 @@ def read_until(process: subprocess.Popen, pattern: re.Pattern, timeout: float = 
 def get(port: int, path: str = "/", host: str = "127.0.0.1") -> bytes:
     with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=30) as response:
         return response.read()
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def test_a_server_port_is_reached_from_the_laptop_at_the_same_port(remote: Remote, site: Path) -> None:

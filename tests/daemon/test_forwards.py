@@ -16,7 +16,7 @@ import pytest
 from rtun.protocol.limits import DIAL_TIMEOUT, MAX_FORWARD_CONNECTIONS, MAX_FORWARDS
 from support.raw import RawClient
 from support.rtun import RtunDaemon, write_config
-from support.sshd import free_port
+from support.sshd import free_port, refused
 from support.wait import wait_until
 
 
@@ -44,14 +44,6 @@ def closed(sock: socket.socket, timeout: float = 5) -> bool:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 @pytest.fixture

@@ -151,6 +151,15 @@ class NotificationService:
     def notifications(self) -> List[Dict[str, Any]]:
         return read_records(self.record)
 
+    def shown(self, count: int = 1) -> List[Dict[str, Any]]:
+        """The notifications once at least ``count`` have arrived."""
+        from support.wait import wait_until  # not at the top: this file also runs as the service
+
+        return wait_until(
+            lambda: len(self.notifications()) >= count and self.notifications(),
+            what=f"{count} notification(s) to arrive",
+        )
+
     def stop(self) -> None:
         if self.process is not None:
             if self.process.poll() is None:

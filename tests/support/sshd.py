@@ -25,6 +25,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def refused(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on host:port (a connection is refused)."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def banner(port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> bytes:
     """The first bytes a TCP service on host:port sends, or b"" if none."""
     try:

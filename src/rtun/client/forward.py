@@ -129,8 +129,9 @@ class Spares:
         with self._lock:
             spare = self._ready.pop() if self._ready else None
         self._wanted.set()
-        if spare is not None:
-            return spare
+        return spare if spare is not None else self._connect()
+
+    def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(DIAL_TIMEOUT)
@@ -153,12 +154,9 @@ class Spares:
                 with self._lock:
                     self._ready += kept
             while not self._closed and len(self._ready) < SPARES:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    sock.settimeout(DIAL_TIMEOUT)
-                    sock.connect(self.path)
+                    sock = self._connect()
                 except OSError:
-                    sock.close()
                     break  # the daemon is gone: dials will say so
                 if not _pinged(sock):
                     break
