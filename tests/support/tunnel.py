@@ -33,6 +33,8 @@ FAST = [
     "1",
     "--stable-after",
     "5",
+    "--reconnect-spread",
+    "1",
     "--alive-interval",
     "1",
     "--alive-count",

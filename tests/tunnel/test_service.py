@@ -21,7 +21,7 @@ from support.wait import wait_until
 
 
 def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
-    job = service.tunnel_job("pub", ["--name", "pi"])
+    job = service.tunnel_job(["pub"], ["--name", "pi"])
     text = service.render_systemd(job, {"RTUN_SSH_COMMAND": "ssh -i '/k ey'"}, system=False)
     assert "Restart=always" in text and "StartLimitIntervalSec=0" in text and "KillMode=mixed" in text
     assert "WantedBy=default.target" in text and "User=" not in text
@@ -30,7 +30,7 @@ def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
 
 
 def test_systemd_system_unit_waits_for_network_and_runs_as_the_user() -> None:
-    text = service.render_systemd(service.tunnel_job("pub", []), {}, system=True, run_as="pi")
+    text = service.render_systemd(service.tunnel_job(["pub"], []), {}, system=True, run_as="pi")
     assert "After=network-online.target" in text and "User=pi" in text
     assert "WantedBy=multi-user.target" in text
 
@@ -42,7 +42,7 @@ def test_systemd_quoting_escapes_specifiers_and_variables() -> None:
 
 
 def test_launchd_plist_keeps_the_agent_alive() -> None:
-    text = service.render_launchd(service.tunnel_job("pub", []), {}, "/tmp/log", system=False)
+    text = service.render_launchd(service.tunnel_job(["pub"], []), {}, "/tmp/log", system=False)
     job = plistlib.loads(text.encode())
     assert job["KeepAlive"] is True and job["RunAtLoad"] is True and job["Label"] == service.LABEL
     assert job["ProgramArguments"] == paths.this_rtun()[0] + ["tunnel", "pub"]
