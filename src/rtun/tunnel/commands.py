@@ -221,7 +221,8 @@ def _run_authorize(args: argparse.Namespace) -> int:
     port = None if args.any_port else args.port or identity.preferred_port(mid)
     print(relay.authorized_line(kind, blob, mid, name, port, script, directory))
     print(
-        f"rtun tunnel authorize: for ~/.ssh/authorized_keys of the relay account; the relay "
+        f"rtun tunnel authorize: for ~/.ssh/authorized_keys of the relay account (the same line on "
+        f"each relay of the machine); the relay "
         f"script goes to {script} there: rtun tunnel authorize --print-script | ssh RELAY "
         f"'umask 022; mkdir -p {os.path.dirname(script) or '.'} && cat > {script}' (docs/relay.md)",
         file=sys.stderr,
