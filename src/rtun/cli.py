@@ -57,7 +57,10 @@ COMMANDS = {
     "pid": (None, "rtun.commands.basic:pid"),
     "echo": (None, "rtun.commands.basic:echo"),
     "shutdown": (None, "rtun.commands.basic:shutdown"),
-    "tunnel": ("keep a reverse SSH tunnel from SERVER to this machine's sshd", "rtun.tunnel.commands:tunnel"),
+    "tunnel": (
+        "keep a reverse SSH tunnel from each RELAY to this machine's sshd",
+        "rtun.tunnel.commands:tunnel",
+    ),
     "tunnel run": (None, "rtun.tunnel.commands:tunnel"),
     "tunnel install": (None, "rtun.tunnel.commands:install"),
     "tunnel uninstall": (None, "rtun.tunnel.commands:uninstall"),

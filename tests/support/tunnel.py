@@ -15,7 +15,7 @@ import signal
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from support.rtun import RTUN, clean_env
 from support.sshd import SshKeys, SshServer
@@ -33,6 +33,8 @@ FAST = [
     "1",
     "--stable-after",
     "5",
+    "--reconnect-spread",
+    "1",
     "--alive-interval",
     "1",
     "--alive-count",
@@ -54,8 +56,10 @@ class World:
         port: Optional[int] = None,
         authorized_keys: Optional[Path] = None,
         sshd_extra: str = "",
+        alias: str = "pub",
     ) -> None:
         self.keys = keys
+        self.alias = alias  # the relay's Host alias in the client config
         self.root = root
         self.machine = machine
         self.home = root / "home"
@@ -95,7 +99,7 @@ class World:
         return clean_env(self.home, **{"RTUN_SSH_COMMAND": self.ssh_command_line, **extra})
 
     def _relay(self, directory: Path, port: Optional[int]) -> SshServer:
-        server = SshServer(self.keys, directory, alias="pub", port=port)
+        server = SshServer(self.keys, directory, alias=self.alias, port=port)
         config = server.config.read_text()
         if self.authorized_keys is not None:
             config = config.replace(
@@ -160,6 +164,7 @@ class TunnelAgent:
         machine_id: Optional[str] = None,
         prefix: Optional[List[str]] = None,
         env: Optional[Dict[str, str]] = None,
+        relays: Sequence[str] = ("pub",),
     ) -> None:
         self.world = world
         self.name = name
@@ -168,9 +173,9 @@ class TunnelAgent:
         machine_id = machine_id or f"test-{uuid.uuid4().hex}"
         self.log = world.root / f"agent-{name}-{machine_id}.log"
         args = (
-            [
-                "tunnel",
-                "pub",
+            ["tunnel"]
+            + list(relays)
+            + [
                 "--name",
                 name,
                 "--local-port",
@@ -280,7 +285,7 @@ class RelayAccount:
         self.script = world.root / "relay" / "rtun-relay"
         self.script.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            world.server.ssh_command + ["pub", f"cat > {self.script}"],
+            world.server.ssh_command + [world.alias, f"cat > {self.script}"],
             input=authorize("--print-script"),
             text=True,
             capture_output=True,

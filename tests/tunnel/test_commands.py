@@ -21,19 +21,21 @@ from support.tunnel import World
 
 
 @pytest.mark.parametrize(
-    "argv, command, server, name",
+    "argv, command, relays, name",
     [
-        (["tunnel", "pub"], commands.tunnel, "pub", None),
-        (["tunnel", "--name", "pi", "pub"], commands.tunnel, "pub", "pi"),
-        (["tunnel", "pub", "--name", "pi"], commands.tunnel, "pub", "pi"),
-        (["tunnel", "install", "--dry-run", "pub", "--name", "pi"], commands.install, "pub", "pi"),
-        (["tunnel", "run", "install"], commands.tunnel, "install", None),
-        (["tunnel", "run", "--name", "pi", "uninstall"], commands.tunnel, "uninstall", "pi"),
+        (["tunnel", "pub"], commands.tunnel, ["pub"], None),
+        (["tunnel", "--name", "pi", "pub"], commands.tunnel, ["pub"], "pi"),
+        (["tunnel", "pub", "--name", "pi"], commands.tunnel, ["pub"], "pi"),
+        (["tunnel", "pub", "pub2", "--name", "pi"], commands.tunnel, ["pub", "pub2"], "pi"),
+        (["tunnel", "install", "--dry-run", "pub", "--name", "pi"], commands.install, ["pub"], "pi"),
+        (["tunnel", "install", "pub", "pub2"], commands.install, ["pub", "pub2"], None),
+        (["tunnel", "run", "install"], commands.tunnel, ["install"], None),
+        (["tunnel", "run", "--name", "pi", "uninstall"], commands.tunnel, ["uninstall"], "pi"),
     ],
 )
-def test_tunnel_forms_parse(argv, command, server, name) -> None:
+def test_tunnel_forms_parse(argv, command, relays, name) -> None:
     found, args = cli.parse(argv)
-    assert (found, args.server, args.name) == (command, server, name)
+    assert (found, args.relays, args.name) == (command, relays, name)
 
 
 def test_the_command_name_is_the_form_used() -> None:
@@ -107,7 +109,7 @@ def test_hosts_and_ssh_config_options() -> None:
         (["tunnel", "pub", "--name", "bad name!"], "--name"),
         (["tunnel", "--dry-run", "pub"], "goes with `rtun tunnel install`"),
         (["tunnel", "pub", "--local", "nope"], "HOST:PORT"),
-        (["tunnel"], "name the server"),
+        (["tunnel"], "name the relay"),
         (["tunnel", "install", "pub", "--probe-interval", "0"], "--probe-interval must be positive"),
     ],
 )

@@ -37,8 +37,6 @@ from rtun.tunnel.messages import (
     ReclaimRefused,
     ReconnectRequested,
     Register,
-    ServerAnswers,
-    ServerSilent,
     SshExited,
     Started,
     Stop,
@@ -71,8 +69,6 @@ SAMPLES: Dict[type, Callable[[object, random.Random], object]] = {
     Reclaimed: lambda a, r: Reclaimed(),
     ReclaimRefused: lambda a, r: ReclaimRefused(),
     SshExited: lambda a, r: SshExited("ssh exited 255: Broken pipe"),
-    ServerAnswers: lambda a, r: ServerAnswers(),
-    ServerSilent: lambda a, r: ServerSilent(),
     TimePassed: lambda a, r: TimePassed(),
 }
 
@@ -103,20 +99,16 @@ def test_every_event_is_an_outcome_a_request_or_the_start() -> None:
 
 
 def allowed(action: object, event: type, connected: bool) -> bool:
-    """The qualifiers of Wait's docstring: SshExited only while connected, ServerAnswers only
-    when watching the server."""
-    if isinstance(action, Wait):
-        if event is SshExited:
-            return connected
-        if event is ServerAnswers:
-            return action.watch_server
+    """The qualifier of Wait's docstring: SshExited only while connected."""
+    if isinstance(action, Wait) and event is SshExited:
+        return connected
     return True
 
 
 class Walk:
     """A supervisor fed documented outcomes at random, with the runner's view of the connection."""
 
-    def __init__(self, rnd: random.Random, watch_server: bool) -> None:
+    def __init__(self, rnd: random.Random) -> None:
         self.rnd = rnd
         self.now = 1000.0
         fields = dict(
@@ -135,7 +127,7 @@ class Walk:
         self.connected = False
         self.seen: Set[Tuple[type, type]] = set()
         self.emitted: Set[type] = set()
-        self.plan = self.check(self.sup.handle(Started(watch_server)))
+        self.plan = self.check(self.sup.handle(Started()))
 
     def check(self, plan: List[object]) -> List[object]:
         *now, then = plan
@@ -175,11 +167,11 @@ class Walk:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 2**64), st.booleans())
-def test_the_supervisor_takes_every_documented_outcome_in_every_state(seed: int, watch: bool) -> None:
+@given(st.integers(0, 2**64))
+def test_the_supervisor_takes_every_documented_outcome_in_every_state(seed: int) -> None:
     # A seeded Random, not st.randoms(): hypothesis' own draws favour zeros, which here would
     # mean a stop request at every step and walks that never leave the start.
-    walk = Walk(random.Random(seed), watch)
+    walk = Walk(random.Random(seed))
     for _ in range(120):
         if not walk.step():
             break
@@ -190,8 +182,8 @@ def test_the_walks_reach_every_action_and_every_documented_outcome() -> None:
     rnd = random.Random(16)
     seen: Set[Tuple[type, type]] = set()
     emitted: Set[type] = set()
-    for n in range(400):
-        walk = Walk(rnd, watch_server=n % 2 == 0)
+    for _ in range(400):
+        walk = Walk(rnd)
         for _ in range(80):
             if not walk.step():
                 break

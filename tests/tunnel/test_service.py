@@ -21,7 +21,7 @@ from support.wait import wait_until
 
 
 def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
-    job = service.tunnel_job("pub", ["--name", "pi"])
+    job = service.tunnel_job(["pub"], ["--name", "pi"])
     text = service.render_systemd(job, {"RTUN_SSH_COMMAND": "ssh -i '/k ey'"}, system=False)
     assert "Restart=always" in text and "StartLimitIntervalSec=0" in text and "KillMode=mixed" in text
     assert "WantedBy=default.target" in text and "User=" not in text
@@ -30,7 +30,7 @@ def test_systemd_user_unit_restarts_always_without_start_limit() -> None:
 
 
 def test_systemd_system_unit_waits_for_network_and_runs_as_the_user() -> None:
-    text = service.render_systemd(service.tunnel_job("pub", []), {}, system=True, run_as="pi")
+    text = service.render_systemd(service.tunnel_job(["pub"], []), {}, system=True, run_as="pi")
     assert "After=network-online.target" in text and "User=pi" in text
     assert "WantedBy=multi-user.target" in text
 
@@ -42,7 +42,7 @@ def test_systemd_quoting_escapes_specifiers_and_variables() -> None:
 
 
 def test_launchd_plist_keeps_the_agent_alive() -> None:
-    text = service.render_launchd(service.tunnel_job("pub", []), {}, "/tmp/log", system=False)
+    text = service.render_launchd(service.tunnel_job(["pub"], []), {}, "/tmp/log", system=False)
     job = plistlib.loads(text.encode())
     assert job["KeepAlive"] is True and job["RunAtLoad"] is True and job["Label"] == service.LABEL
     assert job["ProgramArguments"] == paths.this_rtun()[0] + ["tunnel", "pub"]
@@ -54,6 +54,48 @@ def test_install_dry_run_prints_the_unit_and_writes_nothing(world: World) -> Non
     assert "# would write " in done.stdout and "--local-port 2222" in done.stdout
     assert "enable-linger" in done.stdout
     assert not (world.home / ".config" / "systemd").exists()
+
+
+def test_install_with_two_relays_writes_one_unit_that_runs_both(world: World) -> None:
+    done = world.rtun(["tunnel", "install", "--dry-run", "--init", "systemd", "--name", "pi", "pub", "pub2"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("# would write ") == 1
+    argv, _ = _exec_start(done.stdout)
+    assert argv[-5:] == ["tunnel", "--name", "pi", "pub", "pub2"]  # one agent process, both relays
+    assert "Description=rtun reverse SSH tunnel to pub, pub2" in done.stdout
+
+
+def test_install_takes_the_relays_from_the_config_file(world: World) -> None:
+    config = world.home / ".config" / "rtun" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[server]\nverbose = true\n\n[tunnel]\nrelays = ["pub", "pub2"]\n')
+    done = world.rtun(["tunnel", "install", "--dry-run", "--init", "systemd"])
+    assert done.returncode == 0, done.stderr
+    assert _exec_start(done.stdout)[0][-3:] == ["tunnel", "pub", "pub2"]
+    # The daemon reads the same file and leaves the tunnel's table alone.
+    shown = world.rtun(["config"])
+    assert shown.returncode == 0 and "verbose = true  # from the file" in shown.stdout, shown.stderr
+
+
+@pytest.mark.parametrize(
+    "args, config, error",
+    [
+        (["pub", "pub"], "", "relay 'pub' is named twice"),
+        ([], "", "name the relay: rtun tunnel RELAY [RELAY...]"),
+        ([], '[tunnel]\nrelay = "pub"\n', "tunnel.relay: unknown setting (known: relays)"),
+        ([], '[tunnel]\nrelays = "pub"\n', "tunnel.relays: expected a list of ssh destinations"),
+        ([], '[tunnel]\nrelays = ["pub", "-oProxyCommand=x"]\n', "is not an ssh destination"),
+    ],
+)
+def test_relays_that_make_no_sense_are_refused(
+    world: World, args: List[str], config: str, error: str
+) -> None:
+    path = world.home / ".config" / "rtun" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config)
+    for command in (["tunnel"], ["tunnel", "install", "--dry-run"]):
+        done = world.rtun(command + args)
+        assert done.returncode != 0 and error in done.stderr, (command, done.stderr)
 
 
 def test_install_then_uninstall_a_user_unit(world: World) -> None:

@@ -103,7 +103,7 @@ def test_documented_defaults_match_the_settings() -> None:
         if found and option.dest in defaults:
             assert float(found.group(1)) == defaults[option.dest], option.flag
             checked += 1
-    assert checked == 9
+    assert checked == 10
 
 
 def test_local_host_port_and_bad_values() -> None:

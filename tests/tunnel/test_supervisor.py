@@ -7,10 +7,10 @@ from typing import List, Tuple
 import pytest
 
 from rtun import __version__
+from rtun.tunnel.backoff import RECONNECT_SPREAD, Backoff
 from rtun.tunnel.messages import (
     Action,
     CannotRunSsh,
-    CheckServer,
     CloseSsh,
     Connected,
     ConnectFailed,
@@ -30,8 +30,6 @@ from rtun.tunnel.messages import (
     ReclaimRefused,
     ReconnectRequested,
     Register,
-    ServerAnswers,
-    ServerSilent,
     SshExited,
     Started,
     StartSsh,
@@ -42,7 +40,7 @@ from rtun.tunnel.messages import (
     WriteFailed,
 )
 from rtun.tunnel.settings import Settings
-from rtun.tunnel.supervisor import Backoff, Supervisor, UnexpectedEvent
+from rtun.tunnel.supervisor import Supervisor, UnexpectedEvent
 
 MID = "0123456789abcdef0123456789abcdef"
 PREFERRED, FALLBACK = 20000, 40000
@@ -61,7 +59,7 @@ class Clock:
 class Agent:
     """The supervisor, its clock, and the plan it gave last (checked for its shape every time)."""
 
-    def __init__(self, watch_server: bool = True, rng: float = 1.0, **changes: object) -> None:
+    def __init__(self, rng: float = 1.0, **changes: object) -> None:
         fields = dict(
             server="pub",
             name="pi",
@@ -77,7 +75,7 @@ class Agent:
         fields.update(changes)
         self.clock = Clock()
         self.sup = Supervisor(Settings(**fields), self.clock, rng=lambda: rng)  # type: ignore[arg-type]
-        self.plan = self.feed(Started(watch_server))
+        self.plan = self.feed(Started())
 
     def feed(self, event: Event) -> List[Action]:
         plan = self.sup.handle(event)
@@ -114,7 +112,6 @@ class Agent:
         delays = []
         for _ in range(times):
             self.feed(ConnectFailed("ssh exited 255"))
-            self.feed(ServerAnswers())
             assert isinstance(self.next, Wait)
             delays.append(self.next.until - self.clock.now)
             self.clock.now = self.next.until
@@ -124,7 +121,6 @@ class Agent:
 
     def delay_after(self, event: Event) -> float:
         self.feed(event)
-        self.feed(ServerAnswers())
         assert isinstance(self.next, Wait)
         return self.next.until - self.clock.now
 
@@ -177,9 +173,10 @@ def test_a_refused_fallback_retries_later() -> None:
         (
             "forwarding",
             "the server refused the forward: administratively prohibited (forbidden by permitlisten)",
-        )
+        ),
+        ("waiting", "retrying in 3.0s"),
     ]
-    assert a.closes and a.next == CheckServer()
+    assert a.closes and isinstance(a.next, Wait)
 
 
 def test_a_failed_registration_is_logged_and_the_tunnel_still_comes_up() -> None:
@@ -205,49 +202,28 @@ def test_a_failed_first_probe_is_a_lost_connection() -> None:
     assert a.logs == [
         ("lost", "probe failed: no sshd banner through 127.0.0.1:20000 on the server"),
         ("lost", "the local sshd at localhost:22 does not answer: is it running?"),
+        ("waiting", "retrying in 3.0s"),
     ]
-    assert a.closes and a.next == CheckServer()
+    assert a.closes and isinstance(a.next, Wait)
 
 
 # -- failing and waiting ------------------------------------------------------------------
 
 
-def test_a_failed_connection_waits_and_watches_for_the_server() -> None:
+def test_a_failed_connection_waits_without_looking_at_the_server() -> None:
     a = Agent()
     a.feed(ConnectFailed("ssh exited 255: Connection refused (is sshd running there?)"))
     assert a.logs == [
-        ("lost", "connection failed: ssh exited 255: Connection refused (is sshd running there?)")
+        ("lost", "connection failed: ssh exited 255: Connection refused (is sshd running there?)"),
+        ("waiting", "retrying in 3.0s"),
     ]
-    assert a.closes and a.next == CheckServer()
-    a.feed(ServerSilent())
-    assert a.logs == [("waiting", "retrying in 1.0s or as soon as the server answers again")]
-    assert a.next == Wait(a.clock.now + 1.0, watch_server=True)
-    a.clock.now += 0.5
-    a.feed(ServerAnswers())
-    assert a.logs == [("waiting", "the server answers again"), ("connecting", "ssh pub")]
-    assert a.next == StartSsh()
-
-
-def test_a_server_that_answers_is_not_watched() -> None:
-    a = Agent()
-    a.feed(ConnectFailed("ssh exited 255"))
-    a.feed(ServerAnswers())
-    assert a.logs == [("waiting", "retrying in 1.0s")] and a.next == Wait(
-        a.clock.now + 1.0, watch_server=False
-    )
-
-
-def test_without_a_direct_route_the_server_is_never_checked() -> None:
-    a = Agent(watch_server=False)
-    a.feed(ConnectFailed("ssh exited 255"))
-    assert CheckServer() not in a.plan
-    assert a.logs[-1] == ("waiting", "retrying in 1.0s") and a.next == Wait(a.clock.now + 1.0)
+    # Only the wait: no banner look at the relay (a connection that sshd counts, and penalises).
+    assert a.closes and a.next == Wait(a.clock.now + 3.0)
 
 
 def test_the_wait_lasts_until_its_deadline() -> None:
     a = Agent()
     a.feed(ConnectFailed("x"))
-    a.feed(ServerSilent())
     wait = a.next
     assert isinstance(wait, Wait)
     a.clock.now = wait.until - 0.1
@@ -258,15 +234,15 @@ def test_the_wait_lasts_until_its_deadline() -> None:
 
 
 def test_ssh_that_cannot_run_is_retried() -> None:
-    a = Agent(watch_server=False)
+    a = Agent()
     a.feed(CannotRunSsh("[Errno 2] No such file or directory: 'ssh'"))
     assert a.logs[0] == ("connecting", "cannot run ssh: [Errno 2] No such file or directory: 'ssh'")
     assert isinstance(a.next, Wait)
 
 
-def test_retries_back_off_exponentially_to_the_cap() -> None:
-    assert Agent().fail(8) == [1, 2, 4, 8, 16, 32, 60, 60]
-    assert Agent(rng=0.0).fail(3) == [0.5, 1, 2]  # jitter: never below half the step
+def test_retries_back_off_with_decorrelated_jitter_to_the_cap() -> None:
+    assert Agent().fail(6) == [3, 9, 27, 60, 60, 60]  # the top of each range: 3 x the last
+    assert Agent(rng=0.0).fail(3) == [1, 1, 1]  # the bottom: the base step
 
 
 def test_a_small_max_backoff_caps_the_first_step_too() -> None:
@@ -278,7 +254,18 @@ def test_a_connection_up_for_stable_after_resets_the_backoff() -> None:
     a.fail(3)
     a.up()
     a.clock.now += STABLE
-    assert a.delay_after(SshExited(LOST)) == 1.0
+    assert a.delay_after(SshExited(LOST)) == RECONNECT_SPREAD  # rng 1.0: the end of the spread
+    assert "--reconnect-spread 20s" in a.logs[-1][1]
+    a.clock.now = a.next.until  # type: ignore[attr-defined]
+    a.feed(TimePassed())
+    # That attempt failed (the relay still down, or busy): the next within [1, spread], rng 1.0.
+    assert a.delay_after(ConnectFailed("x")) == RECONNECT_SPREAD
+
+
+def test_the_spread_is_a_setting() -> None:
+    a = Agent(rng=0.5, reconnect_spread=100.0).up()
+    a.clock.now += STABLE
+    assert a.delay_after(SshExited(LOST)) == 50.0
 
 
 def test_a_connection_up_less_than_stable_after_keeps_backing_off() -> None:
@@ -286,7 +273,7 @@ def test_a_connection_up_less_than_stable_after_keeps_backing_off() -> None:
     a.fail(3)
     a.up()
     a.clock.now += STABLE - 1
-    assert a.delay_after(SshExited(LOST)) == 8.0
+    assert a.delay_after(SshExited(LOST)) == 60.0  # 3 x 27, capped
 
 
 def test_time_before_the_first_probe_passes_does_not_count_as_up() -> None:
@@ -296,7 +283,7 @@ def test_time_before_the_first_probe_passes_does_not_count_as_up() -> None:
     a.feed(Forwarded(PREFERRED))
     a.feed(EntryWritten())
     a.clock.now += 10 * STABLE
-    assert a.delay_after(ProbeFailed(local_sshd_answers=True)) == 8.0
+    assert a.delay_after(ProbeFailed(local_sshd_answers=True)) == 60.0
 
 
 # -- up: probes, heartbeats, the preferred port ---------------------------------------------
@@ -375,8 +362,11 @@ def test_a_failed_probe_loses_the_connection() -> None:
     a.clock.now += PROBE_EVERY
     a.feed(TimePassed())
     a.feed(ProbeFailed(local_sshd_answers=True))
-    assert a.logs == [("lost", "probe failed: no sshd banner through 127.0.0.1:20000 on the server")]
-    assert a.closes and a.next == CheckServer()
+    assert a.logs == [
+        ("lost", "probe failed: no sshd banner through 127.0.0.1:20000 on the server"),
+        ("waiting", "retrying in 3.0s"),  # up for less than --stable-after: the backoff, no spread
+    ]
+    assert a.closes and isinstance(a.next, Wait)
 
 
 @pytest.mark.parametrize("during_probe", [False, True])
@@ -386,7 +376,8 @@ def test_ssh_exiting_loses_the_connection(during_probe: bool) -> None:
         a.clock.now += PROBE_EVERY
         a.feed(TimePassed())
     a.feed(SshExited(LOST))
-    assert a.logs == [("lost", f"connection lost: {LOST}")] and a.closes and a.next == CheckServer()
+    assert a.logs == [("lost", f"connection lost: {LOST}"), ("waiting", "retrying in 3.0s")]
+    assert a.closes and isinstance(a.next, Wait)
 
 
 # -- signals -------------------------------------------------------------------------------
@@ -399,7 +390,7 @@ def test_reconnect_while_up_drops_the_connection_and_reconnects_at_once() -> Non
     a.feed(ReconnectRequested())
     assert a.logs == [("reconnecting", "reconnect requested by signal"), ("connecting", "ssh pub")]
     assert a.closes and a.next == StartSsh()
-    assert a.delay_after(ConnectFailed("x")) == 1.0  # the backoff starts over
+    assert a.delay_after(ConnectFailed("x")) == 3.0  # the backoff starts over
 
 
 @pytest.mark.parametrize(
@@ -408,8 +399,7 @@ def test_reconnect_while_up_drops_the_connection_and_reconnects_at_once() -> Non
         ("connecting", []),
         ("forwarding", [Connected()]),
         ("registering", [Connected(), Forwarded(PREFERRED)]),
-        ("lost", [ConnectFailed("x")]),
-        ("waiting", [ConnectFailed("x"), ServerSilent()]),
+        ("waiting", [ConnectFailed("x")]),
     ],
 )
 def test_reconnect_in_any_other_state_connects_at_once_without_backoff(
@@ -422,7 +412,7 @@ def test_reconnect_in_any_other_state_connects_at_once_without_backoff(
     assert a.sup.state == state
     a.feed(ReconnectRequested())
     assert a.closes and a.next == StartSsh()
-    assert a.delay_after(ConnectFailed("x")) == 1.0
+    assert a.delay_after(ConnectFailed("x")) == 3.0
 
 
 def test_stop_while_up_marks_the_entry_offline_then_stops() -> None:
@@ -468,8 +458,7 @@ def test_signals_while_stopping_do_not_interrupt_the_offline_mark() -> None:
     [
         [],  # connecting
         [Connected()],  # forwarding, no port yet
-        [ConnectFailed("x")],  # lost
-        [ConnectFailed("x"), ServerSilent()],  # waiting
+        [ConnectFailed("x")],  # waiting
         [Connected(), Forwarded(PREFERRED), EntryWritten(), ProbeOk(), SshExited(LOST)],  # lost after up
     ],
 )
@@ -487,25 +476,26 @@ def test_an_unexpected_event_is_a_bug_in_the_runner() -> None:
         a.sup.handle(ProbeOk())
     a.feed(ConnectFailed("x"))
     with pytest.raises(UnexpectedEvent):
-        a.sup.handle(TimePassed())  # awaiting the server check, not a wait
+        a.sup.handle(Connected())  # waiting: no connection was asked for
 
 
 # -- the backoff itself --------------------------------------------------------------------
 
 
-def test_backoff_grows_exponentially_to_the_cap_with_jitter() -> None:
-    top = Backoff(base=1, cap=8, stable=60, rng=lambda: 1.0)
-    assert [top.next_delay() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
-    bottom = Backoff(base=1, cap=8, stable=60, rng=lambda: 0.0)
-    assert [bottom.next_delay() for _ in range(5)] == [0.5, 1, 2, 4, 4]
+def test_backoff_is_decorrelated_between_the_base_and_three_times_the_last_wait() -> None:
+    draws = iter([1.0, 0.5, 0.0, 1.0, 1.0])
+    b = Backoff(base=1, cap=8, stable=60, rng=lambda: next(draws))
+    # [1, 3] top; [1, 8] (9 capped) middle; [1, 8] bottom; [1, 3] top; [1, 8] top.
+    assert [b.next_delay() for _ in range(5)] == [3, 4.5, 1, 3, 8]
 
 
-def test_backoff_resets_after_a_stable_connection() -> None:
-    b = Backoff(base=1, cap=60, stable=30, rng=lambda: 1.0)
-    for _ in range(5):
-        b.next_delay()
-    assert b.next_delay(connected_for=29) == 32
-    assert b.next_delay(connected_for=30) == 1
-    b.next_delay()
+def test_backoff_after_a_stable_connection_is_full_jitter_over_the_spread() -> None:
+    draw = [1.0]
+    b = Backoff(base=1, cap=60, stable=30, spread=20, rng=lambda: draw[0])
+    assert [b.next_delay() for _ in range(3)] == [3, 9, 27]
+    draw[0] = 0.25
+    assert b.next_delay(connected_for=29) == 1 + 0.25 * 59  # not stable: the backoff goes on
+    assert b.next_delay(connected_for=30) == 5 and b.spread_out
+    assert b.next_delay() == 1 + 0.25 * 19 and not b.spread_out  # within [base, spread]
     b.reset()
-    assert b.next_delay() == 1
+    assert b.next_delay() == 1.5

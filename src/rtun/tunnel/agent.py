@@ -5,7 +5,13 @@ The decisions (states, backoff, timers, what a signal means) are the supervisor'
 reports back what happened. The connection is an ``ssh -M -N`` master; the reverse forward, the
 registry writes and the health probe are all requests over it, so the server sees one login.
 SIGUSR1 (or SIGHUP) reconnects at once; SIGTERM (or SIGINT) marks the registry entry offline
-and stops.
+and stops. With several relays (tunnels.py) one Agent runs per relay, each in its own thread,
+and the main thread hands each the signals through :meth:`Agent.request_stop` and
+:meth:`Agent.request_reconnect`.
+
+The agent opens no connection to the relay of its own besides its ssh: no banner look while
+the relay is down (each such look is a connection sshd counts against MaxStartups, and one that
+OpenSSH 9.8+ penalises as "noauth"), and the probe runs over the ssh connection.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import select
 import signal
 import sys
 import time
-from typing import Callable, List, Optional, TextIO, Tuple
+from typing import Callable, List, Optional, TextIO
 
 from rtun import __version__
+from rtun.protocol import peertext
 from rtun.ssh import argv as sshargv
 from rtun.ssh import banner, hints
 from rtun.ssh import process as sshproc
@@ -26,8 +33,6 @@ from rtun.tunnel import identity, registry, relay
 from rtun.tunnel import messages as msg
 from rtun.tunnel.settings import Settings
 from rtun.tunnel.supervisor import Supervisor
-
-SERVER_POLL = 0.5  # seconds between looks for the server's banner while it is down
 
 
 class Agent:
@@ -37,8 +42,11 @@ class Agent:
         ssh: List[str],
         log: TextIO = sys.stderr,
         clock: Callable[[], float] = time.monotonic,
+        label: Optional[str] = None,
     ) -> None:
         self.settings = settings
+        # With several relays, each line names its relay: "rtun tunnel RELAY [state] ...".
+        self.prefix = "rtun tunnel" if label is None else f"rtun tunnel {peertext.one_line(label)}"
         self.ssh = ssh
         self.out = log
         self.clock = clock
@@ -46,7 +54,6 @@ class Agent:
         self.master: Optional[sshproc.Master] = None
         self.relay: Optional[relay.Relay] = None  # the registry requests over the master
         self.entry: Optional[registry.Entry] = None  # this connection's registry entry
-        self.direct: Optional[Tuple[str, int]] = None
         self._stop_flag = False
         self._reconnect_flag = False
         self._wake_r, self._wake_w = os.pipe()
@@ -57,14 +64,25 @@ class Agent:
 
     def log(self, state: str, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.out.write(f"{stamp} rtun tunnel [{state}] {message}\n")
+        self.out.write(f"{stamp} {self.prefix} [{state}] {message}\n")
         self.out.flush()
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
-            self._stop_flag = True
+            self.request_stop()
         else:
-            self._reconnect_flag = True
+            self.request_reconnect()
+
+    def request_stop(self) -> None:
+        """Mark the entry offline and stop (from a signal handler or another thread)."""
+        self._stop_flag = True
+        self._wake()
+
+    def request_reconnect(self) -> None:
+        self._reconnect_flag = True
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -98,10 +116,11 @@ class Agent:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def run(self) -> int:
-        self._install_signals()
-        self.direct = sshargv.direct_target(sshproc.effective_config(self.ssh, self.settings.server))
-        plan = self.supervisor.handle(msg.Started(watch_server=self.direct is not None))
+    def run(self, signals: bool = True) -> int:
+        """Until stopped; ``signals``: take SIGTERM and the rest here (the main thread's alone)."""
+        if signals:
+            self._install_signals()
+        plan = self.supervisor.handle(msg.Started())
         try:
             while True:
                 *immediate, last = plan
@@ -127,8 +146,6 @@ class Agent:
             return self._start()
         if isinstance(action, msg.Wait):
             return self._wait(action)
-        if isinstance(action, msg.CheckServer):
-            return msg.ServerAnswers() if self._server_answers(1.0) else msg.ServerSilent()
         master = self.master
         assert master is not None, f"{action!r} without a connection"
         if isinstance(action, msg.Forward):
@@ -173,12 +190,8 @@ class Agent:
             return msg.Connected()
         return self._take_signal() or msg.ConnectFailed(self.master.exit_reason())
 
-    def _server_answers(self, timeout: float) -> bool:
-        return self.direct is not None and banner.tcp_banner(*self.direct, timeout=timeout)
-
     def _wait(self, action: msg.Wait) -> msg.Event:
-        """Until the deadline, a signal, the end of ssh, or (when asked) the server's banner."""
-        first = True
+        """Until the deadline, a signal, or the end of ssh."""
         while True:
             event = self._take_signal()
             if event is not None:
@@ -191,16 +204,10 @@ class Agent:
                     master.settle()
                 if not master.alive():
                     return msg.SshExited(master.exit_reason())
-            if action.watch_server and not first and self._server_answers(SERVER_POLL):
-                return msg.ServerAnswers()
-            first = False
             remaining = action.until - self.clock()
             if remaining <= 0:
                 return msg.TimePassed()
-            self._select(
-                min(remaining, SERVER_POLL) if action.watch_server else remaining,
-                master.stderr_fd if master is not None else None,
-            )
+            self._select(remaining, master.stderr_fd if master is not None else None)
 
     def _write(self, master: sshproc.Master, action: msg.Action) -> msg.Event:
         stamp = registry.now_iso()

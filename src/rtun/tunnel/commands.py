@@ -15,10 +15,9 @@ from rtun.command import Command, json_option, print_json
 from rtun.errors import UsageError
 from rtun.protocol import peertext
 from rtun.ssh import argv as sshargv
+from rtun.tunnel import configfile, hostnames, identity, registry, relay, relayscript, service, tunnels
 from rtun.tunnel import connect as machines
-from rtun.tunnel import hostnames, identity, registry, relay, relayscript, service
-from rtun.tunnel.agent import Agent
-from rtun.tunnel.settings import add_agent_options, identity_file, service_flags, settings_from
+from rtun.tunnel.settings import add_agent_options, identity_file, service_flags, settings_for
 
 # (flag, argparse keywords): the options of `install` and `uninstall` alone.
 SERVICE_OPTIONS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
@@ -30,6 +29,10 @@ SERVICE_OPTIONS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
 )
 
 _SERVER_HELP = "ssh destination (ssh_config aliases work)"
+_RELAYS_HELP = (
+    "ssh destinations of the relays, each with a tunnel and a registry entry of its own "
+    "(default: [tunnel] relays in the config file)"
+)
 _IDENTITY_HELP = "the private key ssh offers, alone (ssh -i KEY; default: your ssh_config's)"
 _REGISTRY_HELP = "registry directory (default ~/.rtun/hosts)"
 
@@ -47,27 +50,38 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _tunnel_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("server", nargs="?", metavar="SERVER", help=_SERVER_HELP)
+    parser.add_argument("relays", nargs="*", metavar="RELAY", help=_RELAYS_HELP)
     add_agent_options(parser)
     _service_options(parser)  # accepted only to be refused with a pointer to `install`
+
+
+def _relays(args: argparse.Namespace) -> List[str]:
+    return list(args.relays) or configfile.tunnel_relays()
 
 
 def _run_tunnel(args: argparse.Namespace) -> int:
     for flag, _ in SERVICE_OPTIONS:
         if getattr(args, _dest(flag)):
             raise UsageError(f"{flag} goes with `rtun tunnel install` or `uninstall`")
-    settings = settings_from(args.server, vars(args))
-    return Agent(settings, sshargv.ssh_base(identity=settings.identity)).run()
+    settings = settings_for(_relays(args), vars(args))
+    return tunnels.run(settings, sshargv.ssh_base(identity=settings[0].identity))
 
 
 tunnel = Command(
     _tunnel_arguments,
     _run_tunnel,
-    usage="rtun tunnel [options] SERVER\n"
-    "       rtun tunnel install [--system] [--dry-run] [options] SERVER\n"
+    usage="rtun tunnel [options] RELAY [RELAY...]\n"
+    "       rtun tunnel install [--system] [--dry-run] [options] RELAY [RELAY...]\n"
     "       rtun tunnel uninstall [--system] [--dry-run]",
     description="Run the reverse tunnel agent in the foreground (for systemd and launchd), "
-    "or install it as a service started at boot. SERVER is any ssh destination.",
+    "or install it as a service started at boot. RELAY is any ssh destination; with several, "
+    "the machine keeps a tunnel and a registry entry on each, independently.",
+    examples=[
+        "rtun tunnel relay.example.org                  # one relay, in the foreground",
+        "rtun tunnel relay1.example.org relay2.example.org --name pi   # on two relays at once",
+        "rtun tunnel --reconnect-spread 60 relay.example.org   # a relay with ~1,500 machines",
+        "rtun tunnel install relay1.example.org relay2.example.org     # one service for both",
+    ],
 )
 
 
@@ -75,7 +89,7 @@ tunnel = Command(
 
 
 def _install_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("server", nargs="?", metavar="SERVER", help=_SERVER_HELP)
+    parser.add_argument("relays", nargs="*", metavar="RELAY", help=_RELAYS_HELP)
     add_agent_options(parser)
     _service_options(parser)
 
@@ -85,23 +99,29 @@ def _kind(args: argparse.Namespace) -> str:
 
 
 def _run_install(args: argparse.Namespace) -> int:
-    settings_from(args.server, vars(args))  # validate now, not at boot
+    relays = _relays(args)
+    settings_for(relays, vars(args))  # validate now, not at boot
     run_as = args.run_as or os.environ.get("SUDO_USER") or identity.current_user()
     env = {"RTUN_SSH_COMMAND": os.environ["RTUN_SSH_COMMAND"]} if os.environ.get("RTUN_SSH_COMMAND") else {}
-    plan = service.plan(args.server, service_flags(vars(args)), _kind(args), args.system, run_as, env)
+    # The relays go into the unit as given (or as the config file had them): one agent, all relays.
+    plan = service.plan(relays, service_flags(vars(args)), _kind(args), args.system, run_as, env)
     return service.install(plan, args.dry_run, not args.no_start, sys.stdout)
 
 
 def _run_uninstall(args: argparse.Namespace) -> int:
-    plan = service.plan("", [], _kind(args), args.system, None, {})
+    plan = service.plan([], [], _kind(args), args.system, None, {})
     return service.uninstall(plan, args.dry_run, not args.no_start, sys.stdout)
 
 
 install = Command(
     _install_arguments,
     _run_install,
-    usage="rtun tunnel install [--system] [--dry-run] [options] SERVER",
-    description="start the agent at boot (systemd unit or launchd agent)",
+    usage="rtun tunnel install [--system] [--dry-run] [options] RELAY [RELAY...]",
+    description="start the agent at boot (systemd unit or launchd agent): one service for all its relays",
+    examples=[
+        "rtun tunnel install --dry-run relay1 relay2   # print the unit: one agent, both relays",
+        "sudo rtun tunnel install --system --run-as pi relay1 relay2",
+    ],
 )
 uninstall = Command(_service_options, _run_uninstall, description="stop and remove the boot service")
 
@@ -201,7 +221,8 @@ def _run_authorize(args: argparse.Namespace) -> int:
     port = None if args.any_port else args.port or identity.preferred_port(mid)
     print(relay.authorized_line(kind, blob, mid, name, port, script, directory))
     print(
-        f"rtun tunnel authorize: for ~/.ssh/authorized_keys of the relay account; the relay "
+        f"rtun tunnel authorize: for ~/.ssh/authorized_keys of the relay account (the same line on "
+        f"each relay of the machine); the relay "
         f"script goes to {script} there: rtun tunnel authorize --print-script | ssh RELAY "
         f"'umask 022; mkdir -p {os.path.dirname(script) or '.'} && cat > {script}' (docs/relay.md)",
         file=sys.stderr,

@@ -15,7 +15,7 @@ from typing import List, Union
 
 @dataclass(frozen=True)
 class Started:
-    watch_server: bool  # ssh reaches the server directly, so its banner can be watched for
+    pass
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,6 @@ class SshExited:
 
 
 @dataclass(frozen=True)
-class ServerAnswers:
-    pass
-
-
-@dataclass(frozen=True)
-class ServerSilent:
-    pass
-
-
-@dataclass(frozen=True)
 class TimePassed:
     pass
 
@@ -118,8 +108,6 @@ Event = Union[
     Reclaimed,
     ReclaimRefused,
     SshExited,
-    ServerAnswers,
-    ServerSilent,
     TimePassed,
     StopRequested,
     ReconnectRequested,
@@ -190,17 +178,10 @@ class Reclaim:
 
 
 @dataclass(frozen=True)
-class CheckServer:
-    """-> ServerAnswers or ServerSilent."""
-
-
-@dataclass(frozen=True)
 class Wait:
-    """Until the clock reads ``until`` -> TimePassed; or SshExited while connected; or
-    ServerAnswers when ``watch_server``."""
+    """Until the clock reads ``until`` -> TimePassed; or SshExited while connected."""
 
     until: float
-    watch_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,7 +199,6 @@ Action = Union[
     MarkOffline,
     Probe,
     Reclaim,
-    CheckServer,
     Wait,
     Stop,
 ]

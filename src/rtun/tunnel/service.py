@@ -45,9 +45,10 @@ def default_kind() -> str:
     return "launchd" if sys.platform == "darwin" else "systemd"
 
 
-def agent_argv(server: str, options: Sequence[str]) -> List[str]:
-    """The command the service runs: this rtun's ``tunnel``."""
-    return paths.this_rtun()[0] + ["tunnel"] + list(options) + [server]
+def agent_argv(relays: Sequence[str], options: Sequence[str]) -> List[str]:
+    """The command the service runs: this rtun's ``tunnel``, one process for all the relays."""
+    assert not isinstance(relays, str), "a list of relays"
+    return paths.this_rtun()[0] + ["tunnel"] + list(options) + list(relays)
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,9 @@ class Job:
     desktop: bool  # the daemon: the desktop session's display and notification service
 
 
-def tunnel_job(server: str, options: Sequence[str]) -> Job:
-    return Job(
-        "tunnel", UNIT, LABEL, f"rtun reverse SSH tunnel to {server}", agent_argv(server, options), False
-    )
+def tunnel_job(relays: Sequence[str], options: Sequence[str]) -> Job:
+    description = f"rtun reverse SSH tunnel to {', '.join(relays)}"
+    return Job("tunnel", UNIT, LABEL, description, agent_argv(relays, options), False)
 
 
 def daemon_job(options: Sequence[str]) -> Job:
@@ -162,10 +162,15 @@ def render_launchd(
 
 
 def plan(
-    server: str, options: Sequence[str], kind: str, system: bool, run_as: Optional[str], env: Dict[str, str]
+    relays: Sequence[str],
+    options: Sequence[str],
+    kind: str,
+    system: bool,
+    run_as: Optional[str],
+    env: Dict[str, str],
 ) -> Service:
-    """The tunnel agent's service."""
-    return _plan(tunnel_job(server, options), kind, system, run_as, env)
+    """The tunnel agent's service: one, for all its relays."""
+    return _plan(tunnel_job(relays, options), kind, system, run_as, env)
 
 
 def daemon_plan(options: Sequence[str], kind: str, env: Dict[str, str]) -> Service:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rtun.errors import UsageError
 from rtun.protocol import peertext
 from rtun.ssh import argv as sshargv
 from rtun.tunnel import hostnames, identity, registry
+from rtun.tunnel.backoff import RECONNECT_SPREAD
 
 BACKOFF_BASE = 1.0  # the first retry's step, in seconds (never above --max-backoff)
 
@@ -37,6 +38,7 @@ class Settings:
     heartbeat: float = 60.0  # last_seen refresh
     max_backoff: float = 60.0
     stable_after: float = 60.0  # a connection up this long resets the backoff
+    reconnect_spread: float = RECONNECT_SPREAD  # its loss: the first retry at random in [0, this)
     alive_interval: int = sshargv.SERVER_ALIVE_INTERVAL
     alive_count: int = sshargv.SERVER_ALIVE_COUNT_MAX
     connect_timeout: int = sshargv.CONNECT_TIMEOUT
@@ -170,6 +172,14 @@ AGENT_OPTIONS = (
     Option("--max-backoff", "longest wait between retries, in seconds (60)", float, "N", _positive),
     Option("--stable-after", "seconds up after which the backoff resets (60)", float, "N", _positive),
     Option(
+        "--reconnect-spread",
+        f"after losing a connection that was stable, retry at a random point within this many "
+        f"seconds, so a relay restart does not bring every machine back at once ({RECONNECT_SPREAD:g})",
+        float,
+        "N",
+        _positive,
+    ),
+    Option(
         "--alive-interval",
         "ssh ServerAliveInterval (3; with --alive-count 2: ~9 s to notice)",
         int,
@@ -200,13 +210,17 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
         target.add_argument(option.flag, type=option.type, metavar=option.metavar, help=option.help)
 
 
+def _check_relay(server: str) -> None:
+    if not registry.valid(hostnames.HOP_RE, server):
+        raise UsageError(f"{peertext.quoted(server)} is not an ssh destination ([user@]host[:port])")
+
+
 def settings_from(server: Optional[str], given: Mapping[str, Any]) -> Settings:
     """The agent's settings from the parsed options (``given``: dest -> value, None where not
     given); raises UsageError for a value that makes no sense."""
     if not server:
         raise UsageError("name the server: rtun tunnel SERVER")
-    if not registry.valid(hostnames.HOP_RE, server):
-        raise UsageError(f"{peertext.quoted(server)} is not an ssh destination ([user@]host[:port])")
+    _check_relay(server)
     values = {option.dest: given.get(option.dest) for option in AGENT_OPTIONS}
     values["name"] = values["name"] or identity.default_name()
     values["login_user"] = values["login_user"] or identity.current_user()
@@ -218,6 +232,20 @@ def settings_from(server: Optional[str], given: Mapping[str, Any]) -> Settings:
         values["local_host"], values["local_port"] = parse_local(local)
     values["machine_id"] = identity.machine_id(values["machine_id"])
     return Settings(server=server, **{key: value for key, value in values.items() if value is not None})
+
+
+def settings_for(relays: Sequence[str], given: Mapping[str, Any]) -> List[Settings]:
+    """The settings of each relay's agent: the same machine (id, name, options), its own relay."""
+    if not relays:
+        raise UsageError("name the relay: rtun tunnel RELAY [RELAY...] (or [tunnel] relays in the config)")
+    first = settings_from(relays[0], given)
+    found = [first]
+    for relay in relays[1:]:
+        if relay in (s.server for s in found):
+            raise UsageError(f"relay {peertext.quoted(relay)} is named twice")
+        _check_relay(relay)
+        found.append(replace(first, server=relay))
+    return found
 
 
 def service_flags(given: Mapping[str, Any]) -> List[str]:

@@ -16,10 +16,10 @@ import random
 from typing import Callable, Optional
 
 from rtun import __version__
+from rtun.tunnel.backoff import Backoff
 from rtun.tunnel.messages import (
     Action,
     CannotRunSsh,
-    CheckServer,
     CloseSsh,
     Connected,
     ConnectFailed,
@@ -40,8 +40,6 @@ from rtun.tunnel.messages import (
     ReclaimRefused,
     ReconnectRequested,
     Register,
-    ServerAnswers,
-    ServerSilent,
     SshExited,
     Started,
     StartSsh,
@@ -55,31 +53,6 @@ from rtun.tunnel.registry import entry_filename
 from rtun.tunnel.settings import Settings
 
 
-class Backoff:
-    """Capped exponential backoff with jitter, reset after a stable period."""
-
-    def __init__(
-        self,
-        base: float = 1.0,
-        cap: float = 60.0,
-        stable: float = 60.0,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.base, self.cap, self.stable, self.rng = base, cap, stable, rng
-        self.attempt = 0
-
-    def next_delay(self, connected_for: float = 0.0) -> float:
-        """The wait before the next try, after a connection that stayed up ``connected_for`` s."""
-        if connected_for >= self.stable:
-            self.attempt = 0
-        ceiling: float = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return ceiling * (0.5 + 0.5 * self.rng())  # "equal jitter": never below half the ceiling
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class UnexpectedEvent(Exception):
     """The runner reported something the supervisor did not ask about: a bug in the runner."""
 
@@ -90,14 +63,14 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.backoff = Backoff(settings.backoff_base, settings.max_backoff, settings.stable_after, rng)
+        self.backoff = Backoff(
+            settings.backoff_base, settings.max_backoff, settings.stable_after, settings.reconnect_spread, rng
+        )
         self.state = "starting"
-        self.watch_server = False
         self.pending: Optional[Action] = None  # the action whose outcome is awaited
         self.port: Optional[int] = None  # the server port forwarded over the current connection
         self._up_since: Optional[float] = None  # set once the tunnel reached "up"
         self._next_probe = self._next_beat = 0.0
-        self._retry_delay = 0.0
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -120,7 +93,6 @@ class Supervisor:
         if isinstance(event, ReconnectRequested):
             return self._reconnect()
         if isinstance(event, Started):
-            self.watch_server = event.watch_server
             s = self.settings
             return [
                 Log(
@@ -141,8 +113,6 @@ class Supervisor:
             plan = self._after_probe(event)
         elif isinstance(pending, Reclaim):
             plan = self._after_reclaim(pending, event)
-        elif isinstance(pending, CheckServer):
-            plan = self._after_check(event)
         elif isinstance(pending, Wait):
             plan = self._after_wait(pending, event)
         if plan is None:
@@ -267,8 +237,6 @@ class Supervisor:
 
     def _after_wait(self, asked: Wait, event: Event) -> Optional[Plan]:
         if self.state == "waiting":
-            if isinstance(event, ServerAnswers):
-                return [self._say("the server answers again")] + self._connect()
             if isinstance(event, TimePassed):
                 return self._connect() if self.clock() >= asked.until else self._issue(asked)
             return None
@@ -287,28 +255,16 @@ class Supervisor:
         return [self._enter("lost", message)] + self._retry()
 
     def _retry(self) -> Plan:
-        """Close the connection and wait out the backoff, reset if the connection was up for
-        --stable-after."""
-        up_for = 0.0 if self._up_since is None else self.clock() - self._up_since
-        self._retry_delay = self.backoff.next_delay(up_for)
+        """Close the connection and wait out the backoff (backoff.py): spread out when the
+        connection had been up for --stable-after, as after a relay restart."""
+        up_for = None if self._up_since is None else self.clock() - self._up_since
+        delay = self.backoff.next_delay(up_for)
         self.port, self._up_since = None, None
-        plan: Plan = [CloseSsh()]
-        if self.watch_server:
-            return plan + self._issue(CheckServer())
-        return plan + self._wait_retry(watch_server=False)
-
-    def _after_check(self, event: Event) -> Optional[Plan]:
-        if isinstance(event, (ServerAnswers, ServerSilent)):
-            return self._wait_retry(watch_server=isinstance(event, ServerSilent))
-        return None
-
-    def _wait_retry(self, watch_server: bool) -> Plan:
-        message = f"retrying in {self._retry_delay:.1f}s"
-        if watch_server:
-            message += " or as soon as the server answers again"
-        return [self._enter("waiting", message)] + self._issue(
-            Wait(self.clock() + self._retry_delay, watch_server)
-        )
+        message = f"retrying in {delay:.1f}s"
+        if self.backoff.spread_out:
+            message += f" (a random point in --reconnect-spread {self.settings.reconnect_spread:g}s)"
+        plan: Plan = [CloseSsh(), self._enter("waiting", message)]
+        return plan + self._issue(Wait(self.clock() + delay))
 
     # -- signals ----------------------------------------------------------------------------
 
