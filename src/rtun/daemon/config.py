@@ -126,6 +126,10 @@ def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
     return value
 
 
+# Tables of the same file that other commands read (tunnel/fleet.py: [hosts]; the agent: [tunnel]).
+OTHER_TABLES = ("hosts", "tunnel")
+
+
 def from_file(path: str) -> Dict[str, Any]:
     """The settings the config file at ``path`` gives (none if it does not exist), checked and
     by Config field name; an unknown key or a wrong type is an error."""
@@ -139,6 +143,8 @@ def from_file(path: str) -> Dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RtunError(f"cannot read config file {path}: {exc}") from None
     for table, entries in document.items():
+        if table in OTHER_TABLES:
+            continue
         if not isinstance(entries, dict):
             raise RtunError(f"{path}: [{table}] must be a table")
         for key, value in entries.items():
