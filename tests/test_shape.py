@@ -132,6 +132,7 @@ def test_ping_does_not_pay_for_what_it_does_not_use(daemon: RtunDaemon, short_tm
         "rtun.protocol.receiver",
         "argcomplete",
         "rtun.tunnel.commands",
+        "rtun.tunnel.readers",
         "rtun.commands.send",
     ):  # nor every command's parser
         assert slow not in modules, slow

@@ -65,11 +65,11 @@ COMMANDS = {
     "tunnel install": (None, "rtun.tunnel.commands:install"),
     "tunnel uninstall": (None, "rtun.tunnel.commands:uninstall"),
     "tunnel authorize": (None, "rtun.tunnel.commands:authorize"),
-    "hosts": ("list the machines registered on a tunnel server", "rtun.tunnel.commands:hosts"),
-    "connect": ("ssh to a registered machine through its tunnel", "rtun.tunnel.commands:connect"),
+    "hosts": ("list the machines registered on a tunnel server", "rtun.tunnel.readers:hosts"),
+    "connect": ("ssh to a registered machine through its tunnel", "rtun.tunnel.readers:connect"),
     "ssh-config": (
         "print an ssh_config Host block per registered machine",
-        "rtun.tunnel.commands:ssh_config",
+        "rtun.tunnel.readers:ssh_config",
     ),
     "ssh": (
         "log in to a server with the forward to this computer (RTUN_SOCK set there)",

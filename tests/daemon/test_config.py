@@ -51,3 +51,12 @@ def test_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     settings = config.load(str(tmp_path / "none.toml"), save_dir="rel")
     assert settings.save_dir == str(tmp_path / "rel")
+
+
+def test_the_tunnel_commands_tables_are_left_to_them(tmp_path: Path) -> None:
+    """[hosts] (rtun hosts' relays) and [tunnel] share the file; the daemon reads past them."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[hosts]\nrelays = ["r1", "r2"]\n\n[tunnel]\nrelays = ["r1"]\n\n[server]\nverbose = true\n'
+    )
+    assert config.load(str(path)).verbose is True

@@ -125,3 +125,16 @@ def test_rtun_ssh_pays_only_for_light_modules_before_ssh_starts() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == ""
+
+
+def test_stream_argv_reaches_the_port_from_the_last_hop_of_a_chain() -> None:
+    """rtun connect --proxy: ``ssh -W`` to the relay, a chain's first hops jumped through, and a
+    ``host:port`` destination as a URI (ssh takes a port in a destination only that way)."""
+    base = ["ssh", "-F", "cfg"]
+    simple = sshargv.stream_argv(base, "relay", "127.0.0.1", 2222, 3)
+    assert simple[:3] == base and simple[-4:] == ["-W", "127.0.0.1:2222", "--", "relay"]
+    assert "ConnectTimeout=3" in simple and "-J" not in simple
+    chain = sshargv.stream_argv(base, "jump,me@relay:2200", "127.0.0.1", 2222, 3)
+    assert chain[chain.index("-J") + 1] == "jump" and chain[-1] == "ssh://me@relay:2200"
+    v6 = sshargv.stream_argv(base, "[::1]", "127.0.0.1", 2222, 3)
+    assert v6[-1] == "[::1]"

@@ -15,7 +15,7 @@ import pytest
 
 from rtun import cli
 from rtun.errors import UsageError
-from rtun.tunnel import commands, identity, relayscript
+from rtun.tunnel import commands, identity, readers, relayscript
 from rtun.tunnel import connect as machines
 from support.tunnel import World
 
@@ -86,19 +86,22 @@ def test_local_and_local_port_exclude_each_other() -> None:
 
 def test_options_after_the_connect_name_are_taken_back_from_the_command() -> None:
     _, args = cli.parse(["connect", "pi", "-l", "me", "--via", "pub", "--", "uptime", "-p"])
-    commands._late_connect_options(args)
-    assert (args.name, args.login, args.via, args.remote_command) == ("pi", "me", "pub", ["uptime", "-p"])
+    readers._late_connect_options(args)
+    assert (args.name, args.login, args.via, args.remote_command) == ("pi", "me", ["pub"], ["uptime", "-p"])
     _, args = cli.parse(["connect", "pi", "--", "ls", "-l"])
-    commands._late_connect_options(args)
+    readers._late_connect_options(args)
     assert args.login is None and machines.split_command(args.remote_command) == ("ls", "-l")
     _, args = cli.parse(["connect", "pi", "--bogus", "--", "true"])
     with pytest.raises(UsageError, match="put the command after --"):
-        commands._late_connect_options(args)
+        readers._late_connect_options(args)
 
 
 def test_hosts_and_ssh_config_options() -> None:
     _, args = cli.parse(["hosts", "--via", "pub", "--json", "--timeout", "1.5"])
-    assert (args.via, args.json, args.timeout, args.registry) == ("pub", True, 1.5, None)
+    assert (args.via, args.json, args.timeout, args.registry) == (["pub"], True, 1.5, None)
+    # Several relays are several --via; A,B stays one jump chain.
+    _, args = cli.parse(["hosts", "--via", "r1", "--via", "j1,r2", "--tag", "gpu", "--tag", "lab"])
+    assert (args.via, args.tag) == (["r1", "j1,r2"], ["gpu", "lab"])
     _, args = cli.parse(["ssh-config", "--registry", "/r"])
     assert (args.via, args.registry, args.command) == (None, "/r", "ssh-config")
 

@@ -95,6 +95,29 @@ def test_ssh_config_emits_each_host_once_and_never_the_relays_name() -> None:
     assert len(set(h.lower() for h in host_lines(text))) == len(host_lines(text))
 
 
+def test_ssh_config_of_several_relays_fails_over_through_rtun_connect_proxy(tmp_path: Path) -> None:
+    """Several relays: a ProxyCommand per machine (the relay chosen when ssh connects) that ssh
+    parses back word for word, %-tokens kept literal; no relay's host can be a machine's."""
+    entries = [entry("pi", "a" * 32, 10001), entry("r2", "b" * 32, 10002)]
+    words = ["--via", "r1", "--via", "r2.rtun", "--registry", "/d/100%"]
+    text, problems = hostnames.ssh_config(
+        entries,
+        "r1,r2.rtun",
+        None,
+        lambda alias: connect.proxy_command(["connect", "--proxy", alias] + words),
+    )
+    assert host_lines(text) == ["pi.rtun"]
+    assert problems == [f"left out machine {'b' * 32}: its Host name r2.rtun is the relay's"]
+    config = tmp_path / "config"
+    config.write_text(text)
+    seen = ssh_g(config, "pi.rtun")
+    assert "    Port " not in text and "ProxyJump" not in text  # the proxy picks relay and port
+    assert "proxyjump" not in seen and seen["hostkeyalias"] == f"rtun-pi-{'a' * 8}"
+    command = seen["proxycommand"]
+    # ssh -G shows it before %-expansion: %% is the one literal % ssh runs.
+    assert command.endswith("connect --proxy pi --via r1 --via r2.rtun --registry /d/100%%"), command
+
+
 @pytest.mark.parametrize(
     "via",
     ["pub\nHost *", "a b", "-oProxyCommand=x", "pub%h", 'p"b', "p#b", "pub\n", "", "a,", "*", "!pub", "é"],

@@ -46,6 +46,37 @@ def test_unknown_fields_are_kept_aside_not_rejected() -> None:
     assert parsed.extra == {"future_field": {"x": 1}}
 
 
+def test_tags_round_trip_and_are_left_out_when_there_are_none() -> None:
+    tagged = entry(tags=["gpu", "lab"])
+    assert registry.parse_entry(tagged.to_json()).tags == ["gpu", "lab"]
+    assert "tags" not in json.loads(entry().to_json())  # an untagged entry is as before
+    data = json.loads(tagged.to_json())
+    data["tags"] = ["gpu", "gpu", "lab"]
+    assert registry.parse_entry(json.dumps(data).encode()).tags == ["gpu", "lab"]
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        "gpu",  # not a list
+        ["GPU"],
+        ["-rf"],
+        ["gpu\n"],
+        ["\x1b[31mred"],
+        ["a" * 33],
+        [1],
+        [None],
+        [["gpu"]],
+        [f"t{i}" for i in range(17)],
+    ],
+)
+def test_an_entry_with_bad_tags_is_refused_whole(tags: object) -> None:
+    data = json.loads(entry().to_json())
+    data["tags"] = tags
+    with pytest.raises(registry.RegistryError, match="field 'tags'"):
+        registry.parse_entry(json.dumps(data).encode())
+
+
 @pytest.mark.parametrize(
     "change, reason",
     [

@@ -92,7 +92,8 @@ def test_settings_are_frozen() -> None:
 
 def test_every_option_but_local_names_a_setting_field() -> None:
     fields = {f.name for f in dataclasses.fields(Settings)}
-    assert {o.dest for o in AGENT_OPTIONS} - fields == {"local"}
+    # --local sets local_host and local_port; --tag, repeated, the tuple ``tags``.
+    assert {o.dest for o in AGENT_OPTIONS} - fields == {"local", "tag"}
 
 
 def test_documented_defaults_match_the_settings() -> None:
@@ -134,6 +135,11 @@ def test_local_host_port_and_bad_values() -> None:
         ),
         (["--local", "a b:22"], "--local 'a b:22' is not HOST:PORT"),
         (["--local=-oProxyCommand=x:22"], "is not HOST:PORT"),
+        (["--tag", "GPU"], "--tag 'GPU': lower-case letters"),
+        (["--tag", "gpu\n"], "--tag 'gpu\\n': lower-case"),
+        (["--tag=-x"], "--tag '-x': lower-case"),
+        (["--tag", "a" * 33], "(at most 32)"),
+        ([w for i in range(17) for w in ("--tag", f"t{i}")], "--tag: at most 16 tags"),
     ],
 )
 def test_bad_values_are_usage_errors(argv, message) -> None:
@@ -170,4 +176,12 @@ def test_service_flags_are_the_options_given_in_declaration_order() -> None:
     ]
     assert service_flags(parsed()) == []
     # What the service runs parses back to the same settings.
+    assert settings_from("pub", parsed(*service_flags(given))) == settings_from("pub", given)
+
+
+def test_tags_reach_the_settings_and_the_service_once_each() -> None:
+    given = parsed("--tag", "gpu", "--tag", "lab", "--tag", "gpu")
+    assert settings_from("pub", given).tags == ("gpu", "lab")
+    assert settings_from("pub", parsed()).tags == ()
+    assert service_flags(given) == ["--tag", "gpu", "--tag", "lab", "--tag", "gpu"]
     assert settings_from("pub", parsed(*service_flags(given))) == settings_from("pub", given)

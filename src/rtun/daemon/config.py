@@ -100,8 +100,6 @@ _KEYS: Dict[Tuple[str, str], str] = {
 # Settings that name a command: a string is split as a shell would, a list is taken as is.
 _COMMAND_FIELDS = {"view_opener", "open_browser", "clipboard_copy", "clipboard_paste", "edit_editor"}
 _PATH_FIELDS = {"socket", "save_dir", "log"}
-# The tunnel commands' tables, read by tunnel/configfile.py: the same file, not the daemon's.
-_TUNNEL_TABLES = ("tunnel", "hosts")
 
 
 def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
@@ -128,6 +126,10 @@ def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
     return value
 
 
+# Tables of the same file that the tunnel commands read (tunnel/configfile.py), not the daemon.
+OTHER_TABLES = ("hosts", "tunnel")
+
+
 def from_file(path: str) -> Dict[str, Any]:
     """The settings the config file at ``path`` gives (none if it does not exist), checked and
     by Config field name; an unknown key or a wrong type is an error."""
@@ -141,7 +143,7 @@ def from_file(path: str) -> Dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RtunError(f"cannot read config file {path}: {exc}") from None
     for table, entries in document.items():
-        if table in _TUNNEL_TABLES:
+        if table in OTHER_TABLES:
             continue
         if not isinstance(entries, dict):
             raise RtunError(f"{path}: [{table}] must be a table")

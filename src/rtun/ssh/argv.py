@@ -180,3 +180,16 @@ def direct_target(config: "Dict[str, str]") -> "Optional[Tuple[str, int]]":
         if config.get(key, "none").lower() != "none":
             return None
     return config["hostname"], int(config["port"])
+
+
+def stream_argv(base: "Sequence[str]", via: str, host: str, port: int, connect_timeout: int) -> "List[str]":
+    """``ssh -W host:port``: that port as seen from the relay ``via`` (the last hop of a comma
+    chain, the others jumped through), as this process's stdin and stdout: a ProxyCommand."""
+    hops = via.split(",")
+    last = hops[-1]
+    argv = list(base) + ["-o", f"ConnectTimeout={connect_timeout}", "-o", "ClearAllForwardings=yes"]
+    if len(hops) > 1:
+        argv += ["-J", ",".join(hops[:-1])]
+    if not last.endswith("]") and ":" in last.rpartition("@")[2]:
+        last = f"ssh://{last}"  # a destination takes host:port only as a URI
+    return argv + ["-W", f"{host}:{port}", "--", last]

@@ -225,6 +225,7 @@ class Agent:
                 connected_at=stamp,
                 last_seen=stamp,
                 status="online",
+                tags=list(s.tags),
             )
         entry = self.entry
         assert isinstance(action, (msg.Register, msg.Heartbeat, msg.MarkOffline))

@@ -1,5 +1,6 @@
-"""The tunnel commands: `rtun tunnel` (and its `install`, `uninstall` and `authorize` forms),
-`rtun hosts`, `rtun connect` and `rtun ssh-config`, each its options and its handler.
+"""The tunnel agent's commands: `rtun tunnel` (and its `install`, `uninstall` and `authorize`
+forms), each its options and its handler. The readers' (`rtun hosts`, `connect`, `ssh-config`)
+are in readers.py.
 
 The agent's options are declared once, in settings.py; the service's here.
 """
@@ -9,15 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
-from rtun.command import Command, json_option, print_json
+from rtun.command import Command
 from rtun.errors import UsageError
 from rtun.protocol import peertext
 from rtun.ssh import argv as sshargv
-from rtun.tunnel import configfile, hostnames, identity, registry, relay, relayscript, service, tunnels
-from rtun.tunnel import connect as machines
-from rtun.tunnel.settings import add_agent_options, identity_file, service_flags, settings_for
+from rtun.tunnel import configfile, identity, registry, relay, relayscript, service, tunnels
+from rtun.tunnel.settings import add_agent_options, service_flags, settings_for
 
 # (flag, argparse keywords): the options of `install` and `uninstall` alone.
 SERVICE_OPTIONS: Tuple[Tuple[str, Dict[str, Any]], ...] = (
@@ -33,8 +33,6 @@ _RELAYS_HELP = (
     "ssh destinations of the relays, each with a tunnel and a registry entry of its own "
     "(default: [tunnel] relays in the config file)"
 )
-_IDENTITY_HELP = "the private key ssh offers, alone (ssh -i KEY; default: your ssh_config's)"
-_REGISTRY_HELP = "registry directory (default ~/.rtun/hosts)"
 
 
 def _dest(flag: str) -> str:
@@ -238,190 +236,3 @@ authorize = Command(
     description="Print the authorized_keys line that confines a machine's tunnel key on the relay: "
     "its own forward, its own registry entry and the listing, nothing else (docs/relay.md).",
 )
-
-
-# -- rtun hosts / connect / ssh-config -----------------------------------------------------
-
-MAX_PROBLEM_LINES = 50  # on stderr; --json lists them all
-
-
-def _report(command: str, problems: List[str]) -> None:
-    for problem in problems[:MAX_PROBLEM_LINES]:
-        print(f"rtun {command}: {problem}", file=sys.stderr)
-    if len(problems) > MAX_PROBLEM_LINES:
-        print(
-            f"rtun {command}: ... and {len(problems) - MAX_PROBLEM_LINES} more files skipped "
-            "(--json lists them all)",
-            file=sys.stderr,
-        )
-
-
-def _listing(args: argparse.Namespace, probe: Union[bool, str]) -> machines.Listing:
-    ssh = sshargv.ssh_base(identity=args.identity) if args.via else None
-    listing = machines.load(
-        ssh,
-        args.via,
-        args.registry or registry.DEFAULT_DIR,
-        probe=probe,
-        timeout=getattr(args, "timeout", 3.0),
-    )
-    _report(args.command, listing.problems)
-    if listing.cut is not None:
-        print(f"rtun {args.command}: {listing.cut}", file=sys.stderr)
-    return listing
-
-
-def _hosts_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--via", metavar="SERVER", help="read the registry on SERVER over ssh (default: this host)"
-    )
-    parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
-    parser.add_argument("--identity", metavar="KEY", type=identity_file, help=_IDENTITY_HELP)
-    json_option(parser)
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="live probe timeout (3)")
-
-
-# The registry entry's fields that `rtun hosts --json` gives for each machine, always all of them
-# (null where the entry has none), whatever fields later entries gain.
-_ENTRY_KEYS = (
-    "name",
-    "hostname",
-    "machine_id",
-    "user",
-    "port",
-    "local_port",
-    "os",
-    "agent_version",
-    "status",
-    "connected_at",
-    "last_seen",
-    "disconnected_at",
-)
-
-
-def hosts_document(listing: machines.Listing, now: Optional[float] = None) -> Dict[str, Any]:
-    """`rtun hosts --json`: each machine's entry, its alias and whether it answers; the files
-    skipped; why the listing stopped early (null when complete)."""
-    names = hostnames.aliases(listing.entries)
-    found = []
-    for entry in listing.entries:
-        live = listing.live.get(entry.machine_id, False)
-        item: Dict[str, Any] = {key: getattr(entry, key) for key in _ENTRY_KEYS}
-        item.update(
-            alias=names[entry.machine_id],
-            live=live,
-            state=machines.status(entry, live),
-            age_seconds=int(entry.age(now)),
-        )
-        found.append(item)
-    return {"machines": found, "skipped": list(listing.problems), "cut": listing.cut}
-
-
-def _run_hosts(args: argparse.Namespace) -> int:
-    listing = _listing(args, probe=True)
-    if args.json:
-        print_json(hosts_document(listing))
-    elif listing.entries:
-        print(machines.table(listing))
-    else:
-        print("no machines registered", file=sys.stderr)
-    return 0
-
-
-hosts = Command(_hosts_arguments, _run_hosts)
-
-
-def _connect_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--via", metavar="SERVER", help="jump through SERVER (default: you are on it)")
-    parser.add_argument(
-        "-l", "--login", metavar="USER", help="user on the machine (default: from the registry)"
-    )
-    parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
-    parser.add_argument("--identity", metavar="KEY", type=identity_file, help=_IDENTITY_HELP)
-    parser.add_argument(
-        "--anyway",
-        action="store_true",
-        help="try even when the registry says the machine is offline or it does not answer",
-    )
-
-
-def _connect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", help="machine name (see `rtun hosts`)")
-    _connect_options(parser)
-    parser.add_argument(
-        "remote_command",
-        metavar="COMMAND",
-        nargs=argparse.REMAINDER,
-        help="command to run instead of a shell",
-    )
-
-
-class _LateParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _late_connect_options(args: argparse.Namespace) -> None:
-    """Options written after NAME (`rtun connect pi -l me -- cmd`) reach argparse's REMAINDER;
-    take them back out, up to `--` or the first word of the command."""
-    words = list(args.remote_command)
-    if not words or not words[0].startswith("-") or words[0] == "--":
-        return
-    end = words.index("--") if "--" in words else len(words)
-    late = _LateParser(prog="rtun connect", add_help=False)
-    _connect_options(late)
-    late.add_argument("rest", nargs="*")
-    try:
-        parsed = late.parse_args(words[:end])
-    except UsageError:
-        raise UsageError(f"cannot parse {' '.join(words[:end])!r}: put the command after --") from None
-    for key in ("login", "via", "registry", "identity", "anyway"):
-        if getattr(parsed, key) not in (None, False):
-            setattr(args, key, getattr(parsed, key))
-    args.remote_command = parsed.rest + words[end + 1 :]
-
-
-def _run_connect(args: argparse.Namespace) -> int:
-    _late_connect_options(args)
-    ssh = sshargv.ssh_base(identity=args.identity)
-    if args.login is not None and not registry.valid(registry.USER_RE, args.login):
-        raise UsageError(f"-l {args.login!r} is not a valid user name")
-    listing = _listing(args, probe=args.name)  # whether that machine answers, before ssh
-    entry = machines.find(listing.entries, args.name)
-    if not args.anyway:
-        machines.check_reachable(entry, listing.live.get(entry.machine_id, False), args.via)
-    command = machines.split_command(args.remote_command)
-    argv = machines.connect_argv(ssh, entry, args.via, args.login, command)
-    note = machines.host_key_note(ssh, entry, args.via, args.name)
-    if note:
-        print(f"rtun connect: {note}", file=sys.stderr)
-    return machines.exec_ssh(argv)
-
-
-connect = Command(
-    _connect_arguments,
-    _run_connect,
-    usage="rtun connect NAME [--via SERVER] [-l USER] [--identity KEY] [--anyway] [-- COMMAND...]",
-)
-
-
-def _ssh_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--via", metavar="SERVER", help="add ProxyJump SERVER (default: you are on it)")
-    parser.add_argument("--registry", metavar="DIR", help=_REGISTRY_HELP)
-    parser.add_argument(
-        "--identity",
-        metavar="KEY",
-        type=identity_file,
-        help="the private key for SERVER and the machines (IdentityFile of each, offered alone)",
-    )
-
-
-def _run_ssh_config(args: argparse.Namespace) -> int:
-    listing = _listing(args, probe=False)
-    text, problems = hostnames.ssh_config(listing.entries, args.via, args.identity)
-    _report(args.command, problems)
-    sys.stdout.write(text)
-    return 0
-
-
-ssh_config = Command(_ssh_config_arguments, _run_ssh_config)

@@ -1,8 +1,10 @@
-"""The tunnel commands' tables of the config file (~/.config/rtun/config.toml): ``[tunnel]``.
+"""The tunnel commands' tables of the config file (~/.config/rtun/config.toml): ``[tunnel]``
+and ``[hosts]``.
 
 The file is the daemon's too (daemon/config.py reads its own tables and leaves these alone).
 ``[tunnel] relays = ["relay1", "relay2"]`` names the relays `rtun tunnel` (and `rtun tunnel
-install`) uses when none is given on the command line.
+install`) uses when none is given on the command line; ``[hosts] relays`` those that `rtun
+hosts`, `connect` and `ssh-config` read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any, Dict, List, Optional
 
 from rtun import paths
 from rtun.errors import UsageError
+from rtun.protocol import peertext
 
-TABLES = ("tunnel", "hosts")  # the daemon's loader skips these: they are the tunnel commands'
-TUNNEL_KEYS = ("relays",)
+KEYS = ("relays",)  # of each table
 
 
 def table(name: str, path: Optional[str] = None) -> Dict[str, Any]:
@@ -46,14 +48,24 @@ def table(name: str, path: Optional[str] = None) -> Dict[str, Any]:
     return found
 
 
+def relays(name: str, path: Optional[str] = None) -> List[str]:
+    """``[name] relays``: ssh destinations, used when the command line names none."""
+    from rtun.tunnel import hostnames, registry
+
+    path = path or paths.config_file()
+    settings = table(name, path)
+    for key in settings:
+        if key not in KEYS:
+            shown = peertext.ascii_escaped(str(key), 40)
+            raise UsageError(f"{path}: {name}.{shown}: unknown setting (known: {', '.join(KEYS)})")
+    found = settings.get("relays", [])
+    if not isinstance(found, list) or not all(
+        isinstance(r, str) and registry.valid(hostnames.VIA_RE, r) for r in found
+    ):
+        raise UsageError(f"{path}: {name}.relays: expected a list of ssh destinations ([user@]host[:port])")
+    return list(found)
+
+
 def tunnel_relays(path: Optional[str] = None) -> List[str]:
     """``[tunnel] relays``: the relays of `rtun tunnel` when the command line names none."""
-    path = path or paths.config_file()
-    settings = table("tunnel", path)
-    for key in settings:
-        if key not in TUNNEL_KEYS:
-            raise UsageError(f"{path}: tunnel.{key}: unknown setting (known: {', '.join(TUNNEL_KEYS)})")
-    relays = settings.get("relays", [])
-    if not isinstance(relays, list) or not all(isinstance(r, str) for r in relays):
-        raise UsageError(f"{path}: tunnel.relays: expected a list of ssh destinations")
-    return list(relays)
+    return relays("tunnel", path)

@@ -8,7 +8,7 @@ request, relay.py) and probe every port through it, all at once (Master.probe_ma
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from rtun.errors import RtunError
@@ -34,22 +34,37 @@ class RegistryUnreachableError(RtunError):
 
 
 @dataclass
+class Sighting:
+    """A machine's entry as one relay holds it, and whether it answered through that relay."""
+
+    relay: str  # the relay (a --via), "" for this host's own registry
+    entry: registry.Entry
+    live: bool
+
+
+@dataclass
 class Listing:
     entries: List[registry.Entry]
     problems: List[str]
     live: Dict[str, bool]
     cut: Optional[str] = None  # why the listing stopped early; None when complete
+    # machine id -> where it is registered, freshest first (one relay: that one alone)
+    sightings: Dict[str, List[Sighting]] = field(default_factory=dict)
+    relays: List[str] = field(default_factory=list)  # the relays read ([""]: this host)
 
 
 PROBE_BATCH = 256  # direct probes at once, on the relay itself
 
 
-def _via_master(ssh: List[str], via: str) -> sshproc.Master:
+def _via_master(ssh: List[str], via: str, connect_timeout: int) -> sshproc.Master:
     master = sshproc.Master(
-        ssh, via, ["-o", f"ConnectTimeout={sshargv.CONNECT_TIMEOUT}", "-o", "ClearAllForwardings=yes"]
+        ssh, via, ["-o", f"ConnectTimeout={connect_timeout}", "-o", "ClearAllForwardings=yes"]
     )
     master.start()
-    if not master.wait_ready(sshargv.CONNECT_TIMEOUT + 30):
+    # A short ConnectTimeout (several relays, failover) bounds the login too: a relay that
+    # hangs after its banner must not hold the whole listing.
+    ready = connect_timeout + 30 if connect_timeout >= sshargv.CONNECT_TIMEOUT else 2 * connect_timeout
+    if not master.wait_ready(ready):
         code = master.returncode
         said = peertext.last_line(master.stderr_text)
         master.close()
@@ -84,6 +99,7 @@ def load(
     directory: str,
     probe: Union[bool, str] = True,
     timeout: float = 3.0,
+    connect_timeout: int = sshargv.CONNECT_TIMEOUT,
 ) -> Listing:
     """The registry's valid entries, the files skipped, and which ports answer with a banner
     (``probe``: all, none, or those of the machine of that name)."""
@@ -94,7 +110,7 @@ def load(
         live = _probe_direct([e.port for e in _probed(entries, probe)], timeout)
     else:
         assert ssh is not None
-        master = _via_master(ssh, via)
+        master = _via_master(ssh, via, connect_timeout)
         try:
             try:
                 files = relay.Relay(master.run, directory).list()
@@ -109,8 +125,14 @@ def load(
             live = master.probe_many(ports, timeout) if ports else {}
         finally:
             master.close()
+    alive = {e.machine_id: live.get(e.port, False) for e in entries}
     return Listing(
-        entries, files.problems + bad, {e.machine_id: live.get(e.port, False) for e in entries}, files.cut
+        entries,
+        files.problems + bad,
+        alive,
+        files.cut,
+        sightings={e.machine_id: [Sighting(via or "", e, alive[e.machine_id])] for e in entries},
+        relays=[via or ""],
     )
 
 
@@ -129,17 +151,27 @@ def status(entry: registry.Entry, live: bool) -> str:
 
 
 def table(listing: Listing, now: Optional[float] = None) -> str:
+    """The machines, one row each; a TAGS column when any has tags, and a LIVE ON column (the
+    relays it answers through now, freshest first) when several relays were read."""
     names = aliases(listing.entries)
-    rows: List[Tuple[str, ...]] = [("NAME", "PORT", "USER", "LAST SEEN", "STATUS", "OS")]
+    tagged = any(e.tags for e in listing.entries)
+    several = len(listing.relays) > 1
+    header = ("NAME", "PORT", "USER", "LAST SEEN", "STATUS") + ("LIVE ON",) * several + ("TAGS",) * tagged
+    rows: List[Tuple[str, ...]] = [header + ("OS",)]
     for e in listing.entries:
-        row = (
+        row: Tuple[str, ...] = (
             names[e.machine_id],
             str(e.port),
             e.user,
             format_age(e.age(now)),
             status(e, listing.live.get(e.machine_id, False)),
-            e.os,
         )
+        if several:
+            live_on = [s.relay for s in listing.sightings.get(e.machine_id, []) if s.live]
+            row += (",".join(live_on) or "-",)
+        if tagged:
+            row += (",".join(e.tags) or "-",)
+        row += (e.os,)
         rows.append(tuple(peertext.ascii_escaped(cell) for cell in row))  # validated; and never a split row
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
@@ -265,6 +297,27 @@ def connect_argv(
         argv += ["-J", hostnames.check_via(via) or via]
     argv += ["--", "127.0.0.1"]
     return argv + list(command)
+
+
+def proxy_command(words: Sequence[str]) -> str:
+    """A ProxyCommand running this very rtun with ``words``, as one ssh_config value: each word
+    shell-quoted (ssh runs it with the user's shell), ``%`` doubled (ssh expands %-tokens)."""
+    import shlex
+
+    from rtun import paths
+
+    program, env = paths.this_rtun()
+    prefix = ["env"] + [f"{key}={value}" for key, value in sorted(env.items())] if env else []
+    return " ".join(shlex.quote(word) for word in prefix + program + list(words)).replace("%", "%%")
+
+
+def proxied_argv(
+    ssh: Sequence[str], entry: registry.Entry, proxy: str, user: Optional[str], command: Sequence[str]
+) -> List[str]:
+    """ssh to the machine with ``proxy`` (a ProxyCommand) choosing the relay: the port is then
+    the proxy's business, the host key still the machine's own."""
+    argv = list(ssh) + ["-o", f"ProxyCommand={proxy}", "-o", f"HostKeyAlias={entry.host_key_alias}"]
+    return argv + ["-l", user or entry.user, "--", "127.0.0.1"] + list(command)
 
 
 def exec_ssh(argv: List[str]) -> int:

@@ -31,6 +31,8 @@ HOSTNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,255}")
 TEXT_RE = re.compile(r"[\x20-\x7e]{0,100}")  # printable ASCII: safe on any terminal
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 FILE_RE = re.compile(r"[0-9a-f]{32}\.json")
+TAG_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+MAX_TAGS = 16
 STATUSES = ("online", "offline")
 
 
@@ -65,6 +67,7 @@ class Entry:
     last_seen: str
     status: str = "online"
     disconnected_at: Optional[str] = None
+    tags: List[str] = field(default_factory=list)  # written only when there are some
     schema: int = SCHEMA
     extra: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -79,7 +82,7 @@ class Entry:
         return f"rtun-{self.name}-{self.machine_id[:8]}"
 
     def to_json(self) -> bytes:
-        data = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        data = {k: v for k, v in asdict(self).items() if k != "extra" and v not in (None, [])}
         data = {"schema": data.pop("schema"), **data}
         return (json.dumps(data, indent=2) + "\n").encode("utf-8")
 
@@ -163,8 +166,19 @@ def parse_entry(raw: bytes) -> Entry:
                 parse_iso(value)
             except ValueError:
                 raise RegistryError(f"field {key!r} is not a valid time") from None
+    entry.tags = parse_tags(data.get("tags", []))
     entry.extra = {k: v for k, v in data.items() if k not in _FIELDS}
     return entry
+
+
+def parse_tags(value: object) -> List[str]:
+    """The ``tags`` field: a list of at most MAX_TAGS tags matching TAG_RE, duplicates dropped.
+    Anything else makes the whole entry invalid, as a bad value of any field does."""
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise RegistryError(f"field 'tags' is not a list of at most {MAX_TAGS} tags")
+    if not all(valid(TAG_RE, tag) for tag in value):
+        raise RegistryError("field 'tags' has an invalid tag")
+    return list(dict.fromkeys(value))
 
 
 def safe_label(name: str) -> str:

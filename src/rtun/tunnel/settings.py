@@ -43,6 +43,7 @@ class Settings:
     alive_count: int = sshargv.SERVER_ALIVE_COUNT_MAX
     connect_timeout: int = sshargv.CONNECT_TIMEOUT
     identity: Optional[str] = None  # the private key for the server (ssh -i), an absolute path
+    tags: Tuple[str, ...] = ()  # the entry's tags (--tag, repeated)
 
     @property
     def preferred_port(self) -> int:
@@ -128,6 +129,16 @@ def _directory(flag: str, value: str) -> None:
         raise UsageError(f"{flag} {peertext.quoted(value)}: printable characters only")
 
 
+def _tags(flag: str, values: List[str]) -> None:
+    for value in values:
+        if not registry.valid(registry.TAG_RE, value):
+            raise UsageError(
+                f"{flag} {peertext.quoted(value)}: lower-case letters, digits, '.', '_' and '-' (at most 32)"
+            )
+    if len(set(values)) > registry.MAX_TAGS:
+        raise UsageError(f"{flag}: at most {registry.MAX_TAGS} tags")
+
+
 def _host_port(flag: str, value: str) -> None:
     parse_local(value)
 
@@ -140,6 +151,7 @@ class Option:
     metavar: Optional[str] = None
     check: Optional[Callable[[str, Any], None]] = None  # raises UsageError
     exclusive: Optional[str] = None  # options with the same group name exclude each other
+    repeat: bool = False  # may be given several times (a list of values)
 
     @property
     def dest(self) -> str:
@@ -195,6 +207,13 @@ AGENT_OPTIONS = (
         "KEY",
         _private_key,
     ),
+    Option(
+        "--tag",
+        f"a tag in the registry entry, for `rtun hosts --tag` (repeat for several, at most {registry.MAX_TAGS})",
+        metavar="TAG",
+        check=_tags,
+        repeat=True,
+    ),
     Option("--machine-id", argparse.SUPPRESS),  # tests: several machines on one host
 )
 
@@ -207,7 +226,8 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
             if option.exclusive not in groups:
                 groups[option.exclusive] = parser.add_mutually_exclusive_group()
             target = groups[option.exclusive]
-        target.add_argument(option.flag, type=option.type, metavar=option.metavar, help=option.help)
+        extra: Dict[str, Any] = {"action": "append"} if option.repeat else {}
+        target.add_argument(option.flag, type=option.type, metavar=option.metavar, help=option.help, **extra)
 
 
 def _check_relay(server: str) -> None:
@@ -231,6 +251,9 @@ def settings_from(server: Optional[str], given: Mapping[str, Any]) -> Settings:
     if local is not None:
         values["local_host"], values["local_port"] = parse_local(local)
     values["machine_id"] = identity.machine_id(values["machine_id"])
+    tags = values.pop("tag")
+    if tags is not None:
+        values["tags"] = tuple(dict.fromkeys(tags))
     return Settings(server=server, **{key: value for key, value in values.items() if value is not None})
 
 
@@ -254,5 +277,6 @@ def service_flags(given: Mapping[str, Any]) -> List[str]:
         word
         for option in AGENT_OPTIONS
         if given.get(option.dest) is not None
-        for word in (option.flag, str(given[option.dest]))
+        for value in (given[option.dest] if option.repeat else [given[option.dest]])
+        for word in (option.flag, str(value))
     ]
