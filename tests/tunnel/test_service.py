@@ -84,7 +84,11 @@ def test_install_takes_the_relays_from_the_config_file(world: World) -> None:
         ([], "", "name the relay: rtun tunnel RELAY [RELAY...]"),
         ([], '[tunnel]\nrelay = "pub"\n', "tunnel.relay: unknown setting (known: relays)"),
         ([], '[tunnel]\nrelays = "pub"\n', "tunnel.relays: expected a list of ssh destinations"),
-        ([], '[tunnel]\nrelays = ["pub", "-oProxyCommand=x"]\n', "is not an ssh destination"),
+        (
+            [],
+            '[tunnel]\nrelays = ["pub", "-oProxyCommand=x"]\n',
+            "expected a list of ssh destinations ([user@]host",
+        ),
     ],
 )
 def test_relays_that_make_no_sense_are_refused(
