@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -53,8 +54,19 @@ def _unique_ids(count: int) -> List[Tuple[str, str, int]]:
     while len(found) < count:
         raw = os.urandom(16).hex()
         machine_id = identity.machine_id(raw)
-        found.setdefault(identity.preferred_port(machine_id), (raw, machine_id))
+        port = identity.preferred_port(machine_id)
+        if _free(port):  # a port something here holds would make that machine's key useless
+            found.setdefault(port, (raw, machine_id))
     return [(raw, mid, port) for port, (raw, mid) in found.items()]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class Fleet:
