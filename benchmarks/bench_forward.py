@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Callable, List
 
-from common import Result
+from common import Result, busy_seconds
 from rig import RTUN_SCRIPT, Link, Rig
 from support.rtun import clean_env
 from support.wait import wait_until
@@ -64,13 +64,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (every process, the kernel's work too)."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:8]]  # user nice system idle iowait irq softirq
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 CPU: dict = {}  # port -> busy seconds per download, collected by download()

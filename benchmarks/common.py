@@ -46,6 +46,15 @@ def command_seconds(argv: Sequence[str], repeat: int = 30, **kwargs) -> float:
     )
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, the kernel's work too)."""
+    import os
+
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:8]]  # user nice system idle iowait irq softirq
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM: the peak resident set of a live process, in MiB (Linux)."""
     from support.load import peak_rss_kib  # the test harness's /proc probes
