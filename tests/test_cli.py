@@ -184,3 +184,21 @@ def test_the_daemons_version_is_shown_never_obeyed(remote_home, short_tmp) -> No
 def test_printable_escapes_what_a_terminal_would_act_on() -> None:
     assert peertext.escaped("plain caf\u00e9 \u4e2d") == "plain caf\u00e9 \u4e2d"
     assert peertext.escaped("a\x1b[2Jb\x07\u202ec\x85\n") == "a\\x1b[2Jb\\x07\\u202ec\\x85\\n"
+
+
+def test_help_is_wrapped_to_the_terminal_without_importing_shutil() -> None:
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from rtun.cli import main; code = main(['send', '--help']); "
+        "sys.stderr.write('shutil' in sys.modules and 'SHUTIL' or '')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "COLUMNS": "50"}
+    )
+    assert done.returncode == 0
+    options = done.stdout.partition("options:")[2].partition("\n\n")[0].splitlines()
+    assert len(options) > 10 and max(len(line) for line in options) <= 50  # examples keep their lines
+    assert "SHUTIL" not in done.stderr  # 3 ms of every command's start (bz2, lzma)

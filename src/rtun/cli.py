@@ -13,7 +13,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
-    from typing import NoReturn, Optional, Sequence, Tuple
+    from typing import Any, NoReturn, Optional, Sequence, Tuple
 
     from rtun.command import Command
 
@@ -88,8 +88,35 @@ class _Exit(Exception):
         self.status = status
 
 
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size gives it, without importing shutil
+    (which brings bz2 and lzma: 3 ms of every command's start, for help text it rarely shows)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    stdout = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stdout.fileno()).columns if stdout is not None else 0) or 80
+    except (ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns() - 2)  # argparse's own margin
+
+
+class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """A command's help: its examples keep their lines."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting: a usage error is one line and exit code 2."""
+
+    def __init__(self, **kwargs: "Any") -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(**kwargs)
 
     def error(self, message: str) -> "NoReturn":
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -234,7 +261,7 @@ def parse(argv: "Sequence[str]") -> "Tuple[Command, argparse.Namespace]":
         usage=command.usage,
         description=command.description,
         epilog=_epilog(name, command),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawFormatter,
     )
     command.arguments(parser)
     args = parser.parse_args(argv[len(name.split()) :])
