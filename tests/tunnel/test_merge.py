@@ -80,10 +80,15 @@ def test_a_last_seen_in_the_future_is_suspect_and_never_wins_over_a_plausible_on
     assert merged.entries[0].name == "pi"
     assert [s.relay for s in merged.sightings[A]] == ["good", "bad"]
     assert any("bad: machine" in p and "in the future" in p for p in merged.problems)
-    # A clock a little ahead (within the skew) is no suspect: it just is the freshest.
+    # A clock a little ahead (within the skew) is no suspect: it counts as now, fresher than an
+    # hour-old entry, but it cannot outrank one of now by dating itself ahead: the tie goes to the
+    # relay given first.
     ahead = entry(A, "pi", seen=-(merge.SKEW - 10))
     merged = merge.merge([("r1", listing(honest)), ("r2", listing(ahead))], NOW)
     assert merged.sightings[A][0].relay == "r2" and not any("future" in p for p in merged.problems)
+    current = entry(A, "pi", seen=0)
+    merged = merge.merge([("r1", listing(current)), ("r2", listing(ahead))], NOW)
+    assert merged.sightings[A][0].relay == "r1"
 
 
 def test_among_equals_the_relay_given_first_wins() -> None:
@@ -150,3 +155,43 @@ def test_config_relays_refuses_what_is_not_a_list_of_destinations(
     path.write_text(text)
     with pytest.raises(UsageError, match=message):
         configfile.relays("hosts", str(path))
+
+
+def test_the_proxy_ends_quietly_when_its_ssh_client_is_gone() -> None:
+    """`rtun connect --proxy`'s carry: ssh (our stdout) gone before the first bytes go back, the
+    stream to the relay is ended rather than left running, and nothing is raised."""
+    import os
+    import subprocess
+    import time
+
+    from rtun.tunnel import proxy
+
+    stream = subprocess.Popen(
+        ["sleep", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    ours_in, their_out = os.pipe()
+    their_in, ours_out = os.pipe()
+    os.close(their_in)  # the client has gone: writing to it fails
+    os.close(their_out)
+    began = time.monotonic()
+    try:
+        code = proxy.carry(stream, b"SSH-2.0-x\r\n", stdin_fd=ours_in, stdout_fd=ours_out)
+    finally:
+        os.close(ours_in)
+        os.close(ours_out)
+    assert code != 0 and stream.poll() is not None  # killed, not left behind
+    assert time.monotonic() - began < 5
+
+
+def test_each_relay_probes_every_entry_a_merged_name_may_mean() -> None:
+    """Two machines called pi, one on each relay: the merged listing calls them pi-aaaaaaaa and
+    pi-bbbbbbbb, names neither relay has on its own; each relay must probe its pi for either."""
+    from rtun.tunnel.connect import _probed
+
+    here = [entry(A, "pi"), entry(C, "other")]
+    assert _probed(here, f"pi-{A[:8]}") == [here[0]]
+    assert _probed(here, f"PI-{A[:8]}.rtun") == [here[0]]
+    assert _probed(here, "pi") == [here[0]]
+    assert _probed(here, A[:6]) == [here[0]]
+    assert _probed(here, f"pi-{B[:8]}") == []  # the other relay's machine: nothing here
+    assert _probed(here, True) == here and _probed(here, False) == []

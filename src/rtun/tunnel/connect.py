@@ -84,13 +84,26 @@ def _probe_direct(ports: Sequence[int], timeout: float) -> Dict[int, bool]:
 
 
 def _probed(entries: Sequence[registry.Entry], probe: Union[bool, str]) -> List[registry.Entry]:
-    """The entries to probe: all, none, or the one machine ``probe`` names (`rtun connect`)."""
+    """The entries to probe: all, none, or (`rtun connect`) every one that ``probe`` may name:
+    each relay is probed before the listings are merged, and a name that is unique here may be
+    a NAME-ID alias in the merged listing (two machines called pi on two relays), or a machine
+    renamed on one relay only. Probing one too many costs a banner; one too few, the failover."""
     if isinstance(probe, bool):
         return list(entries) if probe else []
-    try:
-        return [find(entries, probe)]
-    except UnknownMachineError:
-        return []
+    wanted = hostnames.strip_suffix(probe).lower()
+    names = aliases(entries)
+    return [
+        e
+        for e in entries
+        if wanted
+        in (
+            e.name.lower(),
+            names[e.machine_id].lower(),
+            f"{e.name}-{e.machine_id[:8]}".lower(),
+            f"{e.name}-{e.machine_id}".lower(),
+        )
+        or (len(wanted) >= 4 and e.machine_id.startswith(wanted))
+    ]
 
 
 def load(

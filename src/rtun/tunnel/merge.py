@@ -16,11 +16,13 @@ SKEW = 120.0  # seconds a relay's clock may run ahead of the reader's before its
 
 
 def rank(entry: registry.Entry, now: float) -> Tuple[int, float]:
-    """Sort key, highest first: plausible before suspect, then the newest last_seen."""
+    """Sort key, highest first: plausible before suspect, then the newest last_seen, a date
+    ahead of the reader's clock counting as now (a relay cannot outrank the others by dating
+    its entries ahead; ties go to the relay given first)."""
     seen = registry.parse_iso(entry.last_seen)
     if seen > now + SKEW:
         return (0, -seen)  # among suspects, the least far in the future first
-    return (1, seen)
+    return (1, min(seen, now))
 
 
 def merge(listings: Sequence[Tuple[str, Listing]], now: float, tags: Sequence[str] = ()) -> Listing:

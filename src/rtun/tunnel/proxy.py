@@ -69,23 +69,27 @@ def open_stream(
     raise OSError("no relay brought the machine's sshd: " + "; ".join(failures))
 
 
+STREAM_END = 10.0  # seconds the stream to the relay may take to end once our side has
+
+
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data) :]
 
 
-def _pump(source: int, sink: int) -> None:
+def _pump(source: int, sink: int) -> bool:
+    """Copy until ``source`` ends (True) or ``sink`` fails (False)."""
     while True:
         try:
             data = os.read(source, CHUNK)
         except OSError:
             data = b""
         if not data:
-            return
+            return True
         try:
             _write_all(sink, data)
         except OSError:
-            return
+            return False
 
 
 def carry(process: "subprocess.Popen[bytes]", first: bytes, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
@@ -99,6 +103,15 @@ def carry(process: "subprocess.Popen[bytes]", first: bytes, stdin_fd: int = 0, s
 
     threading.Thread(target=upstream, daemon=True).start()
     threading.Thread(target=process.stderr.read, daemon=True).start()  # never let it fill
-    _write_all(stdout_fd, first)
-    _pump(process.stdout.fileno(), stdout_fd)
-    return process.wait()
+    try:
+        _write_all(stdout_fd, first)
+        ended = _pump(process.stdout.fileno(), stdout_fd)
+    except OSError:
+        ended = False
+    if not ended:  # our ssh client is gone: the stream to the relay goes too
+        process.kill()
+    try:
+        return process.wait(timeout=STREAM_END)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

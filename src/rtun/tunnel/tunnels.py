@@ -31,8 +31,15 @@ def run(settings: Sequence[Settings], ssh: List[str], log: TextIO = sys.stderr) 
     codes: Dict[int, int] = {}
 
     def body(index: int, agent: Agent) -> None:
-        codes[index] = 1  # unless it returns: an exception is printed by threading's hook
-        codes[index] = agent.run(signals=False)
+        codes[index] = 1  # unless it returns
+        try:
+            codes[index] = agent.run(signals=False)
+        except BaseException:
+            # A runner that crashed would leave its relay without a tunnel while the others
+            # keep the process (and so the service manager's restart) from ending: end them all.
+            for other in agents:
+                other.request_stop()
+            raise  # threading's hook prints it
 
     def on_signal(signum: int, frame: object) -> None:
         for agent in agents:
