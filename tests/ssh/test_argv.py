@@ -74,14 +74,6 @@ def test_banners() -> None:
     )
 
 
-def test_direct_target_only_without_a_proxy() -> None:
-    config = sshargv.parse_config("user me\nhostname pub.example.org\nport 2222\nproxycommand none\n")
-    assert sshargv.direct_target(config) == ("pub.example.org", 2222)
-    assert sshargv.direct_target(sshargv.parse_config("hostname h\nport 22\nproxyjump bastion\n")) is None
-    assert sshargv.direct_target(sshargv.parse_config("hostname h\nport 22\nProxyCommand nc %h %p\n")) is None
-    assert sshargv.direct_target({}) is None
-
-
 def test_last_line_and_exit_reason() -> None:
     assert (
         peertext.last_line("first\r\n\nTimeout, server pub not responding.\n  \n")

@@ -15,7 +15,7 @@ from rtun.errors import RtunError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+    from typing import Dict, List, Mapping, Optional, Sequence
 
 # Safe defaults for the tunnel's connection. Host key checking is never turned off: BatchMode
 # makes an unknown server key a failure, reported with a hint to accept it once by hand.
@@ -170,16 +170,6 @@ def parse_config(text: str) -> "Dict[str, str]":
         key, _, value = line.partition(" ")
         config.setdefault(key.lower(), value.strip())
     return config
-
-
-def direct_target(config: "Dict[str, str]") -> "Optional[Tuple[str, int]]":
-    """The server's host and port when ssh reaches it directly (no ProxyJump or ProxyCommand)."""
-    if not config.get("hostname") or not config.get("port", "").isdigit():
-        return None
-    for key in ("proxycommand", "proxyjump"):
-        if config.get(key, "none").lower() != "none":
-            return None
-    return config["hostname"], int(config["port"])
 
 
 def stream_argv(base: "Sequence[str]", via: str, host: str, port: int, connect_timeout: int) -> "List[str]":
