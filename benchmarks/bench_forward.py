@@ -28,6 +28,7 @@ from typing import Callable, List
 from common import Result, busy_seconds
 from rig import RTUN_SCRIPT, Link, Rig
 from support.rtun import clean_env
+from support.sshd import free_port, refused
 from support.wait import wait_until
 
 MIB = 1024**2
@@ -58,12 +59,6 @@ server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
 while True:
     threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 CPU: dict = {}  # port -> busy seconds per download, collected by download()
@@ -120,16 +115,8 @@ def ssh_login_forward(rig: Rig, server_port: int, local: int) -> subprocess.Pope
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_until(lambda: _answers(local), timeout=15, what="ssh -L listening")
+    wait_until(lambda: not refused(local), timeout=15, what="ssh -L listening")
     return process
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def ssh_forward(link: Link, server_port: int, local: int) -> None:
