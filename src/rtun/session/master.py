@@ -1,7 +1,8 @@
 """One ssh connection to a server, as `rtun ssh`, `rtun install` and `rtun doctor` use it.
 
-rtun starts a control master of its own (``ssh -M -S PRIVATE``, so the user's ssh_config,
-ProxyJump, keys and prompts all apply) whose own session is the *control session*: it makes
+rtun starts a control master of its own (``ssh -M -S PATH``, so the user's ssh_config,
+ProxyJump, keys and prompts all apply), or `rtun ssh` joins the one another login to the same
+destination holds (rtun.session.shared). Either way each login has a *control session*: it makes
 ``~/.rtun`` private, reports the remote home (which decides the socket's path, and which only
 the server knows), sweeps stale sockets in the background, and removes the session's socket
 when rtun closes its standard input, or when the connection goes away. The forward is added
@@ -19,13 +20,13 @@ import time
 from rtun import paths
 from rtun.errors import RtunError
 from rtun.protocol import peertext
-from rtun.session import remote, spawn, sshopts
+from rtun.session import remote, shared, spawn, sshopts
 from rtun.ssh import argv as sshargv
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-    from typing import Dict, Sequence
+    from typing import Dict, Optional, Sequence, Tuple
 
 
 class LoginFailedError(RtunError):
@@ -52,26 +53,64 @@ class Login:
     started at once so that it logs in while rtun does the rest of its work. (The tunnel's
     background master, with no control session, is :class:`rtun.ssh.process.Master`.)"""
 
-    def __init__(self, base: "Sequence[str]", inv: sshopts.Invocation, quiet: bool = False) -> None:
+    def __init__(
+        self, base: "Sequence[str]", inv: sshopts.Invocation, quiet: bool = False, share: bool = False
+    ) -> None:
         self.base = list(base)
         self.inv = inv
-        self.control = control_path()
+        self.quiet = quiet
         self.report: Dict[str, str] = {}
-        argv = sshargv.master_argv(
-            self.base, self.control, inv.host, sshopts.master_options(inv), remote.CONTROL_COMMAND
-        )
+        self.joined: Optional[int] = None  # the PID of the shared master this login is a client of
+        self.lock: Optional[shared.Lock] = None
+        self.forwarded: Optional[Tuple[str, str]] = None
+        found = None
+        if share and inv.shareable:  # -v is left out: a -v login may join, not start, one
+            found = shared.control_path(self.base, inv.words(sshopts.SESSION_ONLY + "Nv"), inv.host)
+        self.sharing = found is not None
+        self.control = found if found is not None else control_path()
+        self._start()
+
+    def _start(self) -> None:
+        """Join the live shared master if there is one; else start a master (shared: under the
+        lock, which :meth:`prelude` releases once it listens)."""
+        persist = 0
+        if self.sharing:
+            self.lock = shared.Lock(self.control)
+            self.joined = shared.find(self.control)
+            if self.joined is not None:
+                self._unlock()
+            elif self.inv.has("v"):  # ssh -v's master would write to this terminal after the login
+                self._unlock()
+                self.sharing = False
+                self.control = control_path()
+            else:
+                persist = shared.linger()
+        if self.joined is not None:  # the control session as one more client of that master
+            options = sshopts.session_options(None)
+            argv = sshargv.mux_argv(self.base, self.control, self.host, options, remote.CONTROL_COMMAND)
+        else:
+            options = sshopts.master_options(self.inv)
+            argv = sshargv.master_argv(
+                self.base, self.control, self.host, options, remote.CONTROL_COMMAND, persist=persist
+            )
         # SIGINT ignored, which ssh keeps: a Ctrl-C meant for the session must not cut the
         # connection before the control session has removed the socket. It stays in this
         # terminal's session, so that it can still ask for a passphrase or a host key.
         try:
-            self.process = spawn.Child(argv, capture_stderr=quiet, ignore_sigint=True)
+            self.process = spawn.Child(argv, capture_stderr=self.quiet, ignore_sigint=True)
         except OSError:
+            self._unlock()
             raise sshargv.missing(argv[0]) from None
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(remote.control_input())
         except OSError:
             pass  # ssh has already exited: prelude() says why
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @property
     def host(self) -> str:
@@ -85,12 +124,16 @@ class Login:
 
     def prelude(self) -> "Dict[str, str]":
         """Wait for the control session's report: the master is then ready for sessions."""
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            report = remote.parse_prelude(raw.decode("utf-8", "replace"))
-            if report is not None:
-                self.report = report
-                break
+        found = self._read_report()
+        if found is None and self.joined is not None and self.process.wait() == 255:
+            # The shared master ended between the check and this login's request: a fresh one.
+            self.process.close_streams()
+            self.joined = None
+            self._start()
+            found = self._read_report()
+        self._unlock()  # a master started here listens by now (or failed)
+        if found is not None:
+            self.report = found
         else:
             code = self.process.wait() or 0
             if code == 255 or code < 0:
@@ -116,6 +159,14 @@ class Login:
                 f"{peertext.escaped(self.home)}/.rtun must be a directory of yours"
             )
         return self.report
+
+    def _read_report(self) -> "Optional[Dict[str, str]]":
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            report = remote.parse_prelude(raw.decode("utf-8", "replace"))
+            if report is not None:
+                return report
+        return None
 
     @property
     def home(self) -> str:
@@ -148,7 +199,9 @@ class Login:
                 if done.returncode != 0
                 else None
             )
-        if refused is not None:  # the server's words
+        if refused is None:
+            self.forwarded = (remote_path, local_path)
+        else:  # the server's words
             raise RtunError(
                 f"{self.host} refused to forward {remote_path}: {peertext.escaped(refused)} "
                 "(is AllowStreamLocalForwarding off in its sshd_config?)"
@@ -192,7 +245,18 @@ class Login:
     def close(self, timeout: float = 10, linger: bool = False) -> None:
         """End the control session, which removes the socket and says so; then the master.
         With ``linger``, leave the master to end on its own once the socket is gone (rtun is
-        about to exit: no need to wait for the connection's last packets)."""
+        about to exit: no need to wait for the connection's last packets). A shared master
+        outlives the login: only this login's forward and control session end (the forward
+        first, so that nothing new connects to the socket being removed)."""
+        if self.sharing and self.forwarded is not None:
+            from rtun.ssh import mux
+
+            try:
+                mux.mux_cancel(self.control, *self.forwarded)
+            except (OSError, ValueError):
+                pass  # the master is gone, and the forward with it
+            self.forwarded = None
+        self._unlock()
         if self.process.stdin is not None:
             try:
                 self.process.stdin.close()
@@ -231,6 +295,8 @@ class Login:
                 return True
 
     def _release(self) -> None:
+        if self.sharing:  # the master's own, for as long as it lives
+            return
         if os.path.lexists(self.control):  # ssh removes it; a killed ssh does not
             try:
                 os.unlink(self.control)

@@ -68,7 +68,7 @@ def _config_remote_command(probe: "Optional[subprocess.Popen[bytes]]") -> "Optio
 def _run(args: argparse.Namespace) -> int:
     inv = sshopts.from_args(args)
     base = sshargv.ssh_base(check=False)
-    conn = master.Login(base, inv)  # logs in while the rest is prepared
+    conn = master.Login(base, inv, share=True)  # logs in while the rest is prepared
     import subprocess
 
     probe = None
@@ -113,6 +113,8 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
         if pid is not None:
             master.say(f"started the rtun daemon here (PID {pid}, log ~/.rtun/rtun.log)")
     if inv.has("v"):
+        if conn.joined is not None:
+            master.say(f"sharing the connection of the open master (PID {conn.joined}) to {inv.host}")
         master.say(f"RTUN_SOCK={sock} on {inv.host} leads to {local} (laptop {laptop})")
     _hint_missing_client(inv, report)
     if inv.forward_only:

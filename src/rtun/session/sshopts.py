@@ -33,6 +33,7 @@ REFUSED = {
 }
 SESSION_ONLY = "tTen"  # the master's stdin is rtun's pipe and it never has a terminal
 FORWARDS = "LRDw"
+FORWARD_CONFIG = ("localforward", "remoteforward", "dynamicforward", "tunnel")  # as -o NAME=...
 MASTER_ONLY = FORWARDS + "NJ"  # -J: a session never connects on its own (ProxyCommand=false)
 
 # A session over the master: the user's ssh_config may not run its RemoteCommand or ask its
@@ -97,6 +98,19 @@ class Invocation:
     def forward_only(self) -> bool:
         """-N: no session, only the forward (and the user's own forwards)."""
         return self.has("N")
+
+    @property
+    def shareable(self) -> bool:
+        """Whether a login may share its master with others (rtun.session.shared): not with
+        forwards of the user's own, which would outlive the login in a shared master."""
+        for letter, value in self.options:
+            if letter in FORWARDS:
+                return False
+            if letter == "o" and value is not None:
+                words = value.replace("=", " ").split()
+                if words and words[0].lower() in FORWARD_CONFIG:
+                    return False
+        return True
 
     def refused(self) -> "Optional[str]":
         for letter, _ in self.options:

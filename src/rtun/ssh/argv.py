@@ -104,12 +104,16 @@ def master_argv(
     destination: str,
     options: "Sequence[str]",
     command: "Optional[str]" = None,
+    persist: int = 0,
 ) -> "List[str]":
     """``ssh -M``: the one authenticated connection every later request rides on; its own session
     runs ``command`` (`rtun ssh`'s control session), or none (``-N``). rtun's options come
-    before ``options``: for ssh the first value given wins."""
+    before ``options``: for ssh the first value given wins. With ``persist`` seconds, ssh puts
+    the master in the background once logged in (its own session, no terminal) and runs the
+    session as a client of it; the master ends that long after its last client."""
     own = ["-N"] if command is None else ["-T", "-o", "RemoteCommand=none"]
-    argv = list(base) + ["-M", "-S", escape_tokens(control), "-o", "ControlPersist=no"] + own
+    lifetime = f"ControlPersist={persist}s" if persist > 0 else "ControlPersist=no"
+    argv = list(base) + ["-M", "-S", escape_tokens(control), "-o", lifetime] + own
     return argv + list(options) + ["--", destination] + ([command] if command is not None else [])
 
 
