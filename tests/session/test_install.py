@@ -192,3 +192,5 @@ def test_the_bundle_run_directly_starts_the_cli_without_runpy(daemon, short_tmp)
     assert (done.returncode, done.stdout) == (0, b"OK PONG\n"), done.stderr
     imported = [line.rpartition("|")[2].strip() for line in done.stderr.decode().splitlines()]
     assert "rtun.client.pump" in imported and "runpy" not in imported
+    if _version(SYSTEM_PYTHON).split(".")[:2] == [str(n) for n in sys.version_info[:2]]:
+        assert "zlib" not in imported  # the compiled modules are stored, not deflated
