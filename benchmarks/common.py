@@ -6,7 +6,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 
 @dataclass
@@ -44,6 +44,23 @@ def command_seconds(argv: Sequence[str], repeat: int = 30, **kwargs) -> float:
     return median_seconds(
         lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs), repeat
     )
+
+
+def paired_command_seconds(
+    first: Sequence[str], second: Sequence[str], pairs: int, warmup: int = 3, **kwargs
+) -> Tuple[float, float]:
+    """Median wall times of two whole commands run in turn, ``pairs`` times each: a drift in the
+    machine's speed (other work on the shared cores) reaches both alike. Which goes first
+    changes from pair to pair, so neither always runs just after the other."""
+    times: Tuple[List[float], List[float]] = ([], [])
+    argvs = (first, second)
+    for index in range(warmup + pairs):
+        for which in (0, 1) if index % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            subprocess.run(argvs[which], check=True, stdout=subprocess.DEVNULL, **kwargs)
+            if index >= warmup:
+                times[which].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def busy_seconds() -> float:

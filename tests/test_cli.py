@@ -202,3 +202,54 @@ def test_help_is_wrapped_to_the_terminal_without_importing_shutil() -> None:
     options = done.stdout.partition("options:")[2].partition("\n\n")[0].splitlines()
     assert len(options) > 10 and max(len(line) for line in options) <= 50  # examples keep their lines
     assert "SHUTIL" not in done.stderr  # 3 ms of every command's start (bz2, lzma)
+
+
+# ---- start-up ----------------------------------------------------------------------------------
+
+# Run in a fresh interpreter: the modules it has beyond those it started with, as JSON.
+_NEW_MODULES = """
+import json, sys
+before = set(sys.modules)
+{body}
+sys.stdout.flush()
+sys.stderr.write(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def _new_modules(body: str, home) -> list:
+    from support.rtun import clean_env
+
+    probe = _NEW_MODULES.format(body=body)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=clean_env(home))
+    assert done.returncode == 0, done.stderr
+    import json
+
+    return [m for m in json.loads(done.stderr) if m != "json"], done.stdout
+
+
+def test_rtun_ping_imports_only_rtun_beyond_what_the_start_up_baseline_imports(forward, remote_home) -> None:
+    # docs/benchmarks.md: `rtun ping` is measured against `python3 -c 'import socket, json, argparse'`.
+    baseline, _ = _new_modules("import socket, json, argparse", remote_home)
+    ping, out = _new_modules("from rtun.cli import main\nassert main(['ping']) == 0", remote_home)
+    assert out == "OK PONG\n"
+    extra = sorted(set(ping) - set(baseline))
+    assert all(m == "__future__" or m == "rtun" or m.startswith("rtun.") for m in extra), extra
+    # gettext's catalogue search (locale), importlib, and the client modules ping does not use
+    for unwanted in ("locale", "importlib", "rtun.client.requests", "rtun.client.handshake", "typing"):
+        assert unwanted not in ping, unwanted
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_commands_help_is_argparses_usual_text(capsys, name) -> None:
+    assert main([*name.split(), "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: rtun ") and "\noptions:\n  -h, --help  " in out, out
+    assert "show this help message and exit" in out
+
+
+def test_argparse_asks_gettext_again_once_a_command_is_parsed(capsys) -> None:
+    import gettext
+
+    assert main(["ping", "--nope"]) == 2
+    assert main(["send", "--help"]) == 0
+    assert vars(argparse)["_"] is gettext.gettext  # other parsers in this process translate

@@ -7,7 +7,6 @@ module, imported only when it runs, so the remote-side commands start fast.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -239,12 +238,34 @@ def _command_name(argv: "Sequence[str]") -> "Optional[str]":
 
 def load(name: str) -> "Command":
     module_name, _, attribute = COMMANDS[name][1].partition(":")
-    command: Command = getattr(importlib.import_module(module_name), attribute)
+    __import__(module_name)  # importlib.import_module's work, without importing importlib
+    command: Command = getattr(sys.modules[module_name], attribute)
     return command
 
 
+def _untranslated(message: str) -> str:
+    return message
+
+
 def parse(argv: "Sequence[str]") -> "Tuple[Command, argparse.Namespace]":
-    """The command named by ``argv`` and its parsed arguments; raises UsageError."""
+    """The command named by ``argv`` and its parsed arguments; raises UsageError.
+
+    argparse's own words (``usage:``, ``options:``, its errors) are taken as written while it
+    runs: it asks gettext for each (three times for every parser made), and gettext imports
+    locale and looks for a catalogue on disk for each language on every call, a millisecond
+    of every command's start. Python ships no catalogue for argparse; rtun's text is English."""
+    names = vars(argparse)  # the module's globals, where its functions find `_`
+    translate = names.get("_")
+    if translate is None:  # an argparse that does not call gettext this way
+        return _parse(argv)
+    names["_"] = _untranslated
+    try:
+        return _parse(argv)
+    finally:
+        names["_"] = translate
+
+
+def _parse(argv: "Sequence[str]") -> "Tuple[Command, argparse.Namespace]":
     argv = list(argv)
     name = _command_name(argv)
     if name is None:

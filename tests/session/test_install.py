@@ -174,3 +174,23 @@ def test_the_bundle_runs_under_each_python_and_reaches_a_daemon(python, daemon, 
     assert (done.returncode, done.stdout) == (0, b"OK PONG\n"), done.stderr
     names = zipfile.ZipFile(app).namelist()
     assert "rtun/client/pump.py" in names and not any(n.startswith("rtun/daemon/") for n in names)
+
+
+def test_the_bundle_run_directly_starts_the_cli_without_runpy(daemon, short_tmp):
+    # runpy, which starts a zip given to python3, imports importlib.util and contextlib: 2-3 ms
+    app = short_tmp / "rtun"
+    app.write_bytes(bundle.build())
+    app.chmod(0o755)
+    env = {"PATH": os.path.dirname(SYSTEM_PYTHON), "PYTHONPROFILEIMPORTTIME": "1"}
+    done = subprocess.run(
+        ["./rtun", "ping", "-s", str(daemon.socket)],
+        capture_output=True,
+        timeout=60,
+        cwd=str(short_tmp),
+        env=env,
+    )
+    assert (done.returncode, done.stdout) == (0, b"OK PONG\n"), done.stderr
+    imported = [line.rpartition("|")[2].strip() for line in done.stderr.decode().splitlines()]
+    assert "rtun.client.pump" in imported and "runpy" not in imported
+    if _version(SYSTEM_PYTHON).split(".")[:2] == [str(n) for n in sys.version_info[:2]]:
+        assert "zlib" not in imported  # the compiled modules are stored, not deflated

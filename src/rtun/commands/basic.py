@@ -6,7 +6,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 
-from rtun.client import discovery, requests
+    from rtun.protocol import wire
+
+from rtun.client import discovery
 from rtun.command import Command, json_option, print_json, socket_option
 from rtun.protocol import messages
 
@@ -31,9 +33,17 @@ def _ping(args: "argparse.Namespace") -> int:
     return 0
 
 
-def _pid(args: "argparse.Namespace") -> int:
-    print("OK " + requests.simple_request(args.socket, messages.Pid()))
+def _simple(args: "argparse.Namespace", request: "wire.Request") -> int:
+    """PID, ECHO or SHUTDOWN: prints the reply. The requests module (and the handshake it
+    brings) is imported here, not by `rtun ping`, which needs neither."""
+    from rtun.client import requests
+
+    print("OK " + requests.simple_request(args.socket, request))
     return 0
+
+
+def _pid(args: "argparse.Namespace") -> int:
+    return _simple(args, messages.Pid())
 
 
 def _echo_arguments(parser: "argparse.ArgumentParser") -> None:
@@ -42,13 +52,11 @@ def _echo_arguments(parser: "argparse.ArgumentParser") -> None:
 
 
 def _echo(args: "argparse.Namespace") -> int:
-    print("OK " + requests.simple_request(args.socket, messages.Echo(" ".join(args.text))))
-    return 0
+    return _simple(args, messages.Echo(" ".join(args.text)))
 
 
 def _shutdown(args: "argparse.Namespace") -> int:
-    print("OK " + requests.simple_request(args.socket, messages.Shutdown()))
-    return 0
+    return _simple(args, messages.Shutdown())
 
 
 ping = Command(
