@@ -137,3 +137,30 @@ def test_file_data_waiting_for_more_is_not_silence(monkeypatch) -> None:
             pass
 
     asyncio.run(run())
+
+
+def test_a_chunk_arriving_in_pieces_comes_out_as_one_data_event(monkeypatch) -> None:
+    """The handler is woken once the chunk is whole, not per socket read: storage writes a
+    range with one write, from the front of the (page-aligned) buffer."""
+    from rtun.daemon import connection
+
+    monkeypatch.setattr(connection, "COALESCE_DELAY", 30.0)  # only the chunk's end wakes it
+
+    async def run() -> None:
+        conn, peer = await _pair(timeout=30.0)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(peer, b"SEND 900000 f.bin\r\n")
+        await conn.next_event()
+        ready, _ = conn.accept()
+        await conn.send(ready)
+        waiting = loop.create_task(conn.next_event())
+        for _ in range(3):
+            await loop.sock_sendall(peer, b"x" * 300_000)
+            await asyncio.sleep(0.05)  # each piece is read on its own
+            assert not waiting.done() or _ == 2
+        event = await asyncio.wait_for(waiting, timeout=5.0)
+        assert isinstance(event, Data) and len(event.data) == 900_000
+        assert event.data.obj is conn.receiver.get_buffer().obj  # a view of the buffer, uncopied
+        peer.close()
+
+    asyncio.run(run())

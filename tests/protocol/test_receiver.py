@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from typing import Any, List, Sequence
 
@@ -17,8 +18,11 @@ from hypothesis import strategies as st
 
 from rtun.protocol import limits, messages, wire
 from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
+from rtun.protocol.limits import RECEIVE_BUFFER
 from rtun.protocol.messages import Rejected
 from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
+
+RANGE = 1024 * 1024
 
 
 def sha(data: bytes) -> bytes:
@@ -135,24 +139,46 @@ def test_file_data_is_a_view_of_the_receive_buffer_not_a_copy() -> None:
 
 
 def test_a_pump_is_told_to_wait_for_more_only_inside_a_files_data() -> None:
-    """wants_more: under COALESCE bytes of a file's data in, more due, and room for it."""
-    from rtun.protocol.receiver import COALESCE
-
+    """wants_more: part of a chunk's data in, more of it due, and room for it in the buffer."""
     receiver = Receiver()
-    receiver.receive_data(b"SEND %d f.bin\r\n" % (COALESCE + 100))
+    size = RECEIVE_BUFFER + 100
+    receiver.receive_data(b"SEND %d f.bin\r\n" % size)
     assert not receiver.wants_more  # a request is waiting to be read
     assert isinstance(receiver.next_event(), Upload)
     receiver.accept()
-    receiver.receive_data(b"x" * (COALESCE - 1))
+    receiver.receive_data(b"x" * (RECEIVE_BUFFER - 1))
     assert receiver.wants_more
     receiver.receive_data(b"x")
-    assert not receiver.wants_more  # enough for one write
-    assert len(receiver.next_event().data) == COALESCE  # type: ignore[union-attr]
+    assert not receiver.wants_more  # the buffer is full: one write of it
+    assert len(receiver.next_event().data) == RECEIVE_BUFFER  # type: ignore[union-attr]
     assert receiver.next_event() is NEED_DATA
-    receiver.receive_data(b"x" * 100)
-    assert not receiver.wants_more  # the rest of the file: nothing more is coming for it
+    receiver.receive_data(b"x" * 99)
+    assert receiver.wants_more  # one byte of the file still to come
     receiver.receive_eof()
     assert not receiver.wants_more
+
+
+def test_a_chunks_data_comes_out_whole_from_the_front_of_a_page_aligned_buffer() -> None:
+    """Behind a RANGE's line (or a PUT chunk's header) the data moves to the front of the
+    upload buffer, an mmap (page-aligned), so a whole range is one Data event that storage can
+    write past the page cache as it is."""
+    receiver = Receiver()
+    data = os.urandom(RANGE)
+    digest = hashlib.sha256(data).hexdigest().encode()
+    line = wire.encode_request(messages.Range(RANGE, RANGE))
+    receiver.receive_data(line + data[:1000])
+    assert isinstance(receiver.next_event(), Upload)
+    receiver.accept()
+    buffer = receiver.get_buffer().obj
+    assert isinstance(buffer, mmap.mmap)
+    assert receiver.wants_more  # the rest of the range first
+    receiver.receive_data(data[1000:])
+    assert not receiver.wants_more
+    event = receiver.next_event()
+    assert isinstance(event, Data) and event.data.obj is buffer and bytes(event.data) == data
+    assert event.data.tobytes() == buffer[:RANGE]  # at offset 0 of the mmap
+    receiver.receive_data(digest + b"\r\n")
+    assert isinstance(receiver.next_event(), FileEnd)
 
 
 def _put_events(pieces: Sequence[bytes]) -> List[Any]:

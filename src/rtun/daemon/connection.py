@@ -68,6 +68,7 @@ class Connection(asyncio.BufferedProtocol):
         self._waiting_since: Optional[float] = None
         self._received_at = 0.0  # when bytes last came that did not wake the wait
         self._late_wake: Optional[asyncio.TimerHandle] = None  # for data that stops coming
+        self._late_woken = False  # ... it came: what is buffered of the chunk is taken as it is
         self._timed_out = ""  # why the watchdog ended the connection
         self._sending = False  # the handler waits for room to write: only the write's progress counts
         self._written = 0  # bytes handed to the transport
@@ -111,6 +112,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _wake_late(self) -> None:
         self._late_wake = None
+        self._late_woken = True
         self._wake()
 
     def eof_received(self) -> bool:
@@ -184,6 +186,14 @@ class Connection(asyncio.BufferedProtocol):
     async def next_event(self) -> ReceivedEvent:
         """The receiver's next event; waits for bytes as long as it needs them."""
         while True:
+            if self.receiver.wants_more and not self._late_woken:
+                # Part of a chunk is here: the rest (or COALESCE_DELAY without more) first, so
+                # storage writes the chunk whole, from the front of the buffer.
+                if self._late_wake is None:
+                    self._late_wake = asyncio.get_running_loop().call_later(COALESCE_DELAY, self._wake_late)
+                await self._wait()
+                continue
+            self._late_woken = False
             try:
                 event = self.receiver.next_event()
             except Truncated as exc:

@@ -16,7 +16,8 @@ every limit, every path and every file's size and SHA-256, so what it emits is a
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+import mmap
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from rtun.protocol import framing, messages, names, wire
 from rtun.protocol.events import Data, Directory, Event, FileEnd, FileStart, Link, Upload, UploadEnd
@@ -27,7 +28,6 @@ from rtun.protocol.wire import line_end
 if TYPE_CHECKING:
     from rtun.protocol.events import ReceivedEvent
 
-COALESCE = 512 * 1024  # file data worth one write: a socket read brings about 200 KiB
 WHOLE_MAX = 64 * 1024  # files up to this size are taken whole when all their bytes are in
 _ZERO_CHUNK = b"0\r\n"
 _HEX_DIGITS = b"0123456789abcdef"
@@ -60,7 +60,7 @@ class Receiver:
             raise ValueError("the receive buffer must hold a whole line")
         self._idle_size = buffer_size
         self._upload_size = max(buffer_size, upload_buffer_size)
-        self._buffer = bytearray(buffer_size)
+        self._buffer: Union[bytearray, mmap.mmap] = bytearray(buffer_size)
         self._view = memoryview(self._buffer)
         self._start = 0  # unread bytes are self._buffer[self._start:self._end]
         self._end = 0
@@ -107,13 +107,14 @@ class Receiver:
 
     @property
     def wants_more(self) -> bool:
-        """In the middle of a file's data with less buffered than is worth handing out: a pump
-        may wait for more before asking for events, so storage gets fewer, larger writes."""
+        """In the middle of a chunk's data with less of it buffered than the buffer holds: a
+        pump may wait for more before asking for events, so storage gets one write per chunk
+        (a range, or a PUT chunk of 1 MiB), which begins at the front of the buffer."""
         return (
             self.state == RAW_DATA
             and not self._eof
             and self._end < len(self._buffer)
-            and self._end - self._start < min(self._remaining, COALESCE)
+            and self._end - self._start < self._remaining
         )
 
     @property
@@ -183,7 +184,8 @@ class Receiver:
         unread = self._end - self._start
         if size == len(self._buffer) or unread >= size:  # a full buffer would stall reading
             return
-        buffer = bytearray(size)
+        # An upload's buffer is pages of its own (raw_room); the idle one is small and plain.
+        buffer = mmap.mmap(-1, size) if size > self._idle_size else bytearray(size)
         buffer[:unread] = self._view[self._start : self._end]
         self._buffer, self._view = buffer, memoryview(buffer)
         self._start, self._end = 0, unread
@@ -195,6 +197,15 @@ class Receiver:
             return False
         self._resize(self._idle_size)
         return True
+
+    def _to_front(self) -> None:
+        """A chunk's data begins: what is buffered moves to the front, so the chunk comes out
+        as one Data event at the start of the buffer, which during an upload is page-aligned
+        (storage may write it past the page cache as it is). Views handed out are dead here."""
+        if self._start and not self._queued:
+            unread = self._end - self._start
+            self._buffer[:unread] = self._view[self._start : self._end]
+            self._start, self._end, self._scanned = 0, unread, 0
 
     def _make_room(self) -> None:
         """Start again at the front once everything is read; move a partial line there when the
@@ -259,9 +270,9 @@ class Receiver:
         end = data_end + len(_ZERO_CHUNK) + SHA256_HEX_LEN + 2
         if (
             end > self._end
-            or not buffer.startswith(header, begin)
-            or not buffer.startswith(_ZERO_CHUNK, data_end)
-            or not buffer.startswith(wire.EOL, end - 2)
+            or buffer.find(header, begin, data_end) != begin
+            or buffer.find(_ZERO_CHUNK, data_end, data_end + len(_ZERO_CHUNK)) != data_end
+            or buffer.find(wire.EOL, end - 2, end) != end - 2
         ):
             return
         expected = buffer[data_end + len(_ZERO_CHUNK) : end - 2]
@@ -297,6 +308,7 @@ class Receiver:
             )
         self._remaining = length
         self.state = RAW_DATA
+        self._to_front()
         return self._data()
 
     def _data(self) -> ReceivedEvent:
@@ -348,6 +360,7 @@ class Receiver:
         start = self._start_file(FileStart(self._upload.parts, None, None, request.size))
         self._remaining = request.size
         self.state = RAW_DATA if request.size else DIGEST
+        self._to_front()
         return wire.READY, start
 
     def reply(self, text: str = "", data: Optional[Dict[str, Any]] = None) -> bytes:
@@ -362,10 +375,8 @@ class Receiver:
             # buffer around each (1 MiB) range cost two allocations and their zero-fill.
             if not isinstance(finished, messages.Range):
                 self._resize(self._idle_size)
-            elif self._start:  # what came of the next range goes to the front: room behind it
-                unread = self._end - self._start
-                self._buffer[:unread] = self._view[self._start : self._end]
-                self._start, self._end, self._scanned = 0, unread, 0
+            else:  # what came of the next range goes to the front: room behind it
+                self._to_front()
         self.state = IDLE
         self._upload = None
         return wire.ok_data(data) if data is not None else wire.ok(text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # importing typing costs start-up time the client cannot spare
+    import mmap
     from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
     from rtun.protocol.headers import Field
@@ -75,7 +76,9 @@ EOL = b"\r\n"
 # ---- lines -----------------------------------------------------------------------------------
 
 
-def line_end(buffer: bytearray, start: int, end: int, scanned: int = 0, limit: int = MAX_LINE) -> int:
+def line_end(
+    buffer: "Union[bytearray, mmap.mmap]", start: int, end: int, scanned: int = 0, limit: int = MAX_LINE
+) -> int:
     """The one bound on a line, whichever side reads it: where the line that begins at
     ``start`` ends (the offset just past its LF), or -1 while its LF is not in
     ``buffer[start:end]``. ``scanned``: bytes from ``start`` already known to hold no LF.

@@ -5,6 +5,7 @@ Real files on real file systems (the test directory's, a ramfs, a small tmpfs)."
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import subprocess
 from pathlib import Path
@@ -152,3 +153,52 @@ def test_a_file_system_in_memory_gets_ordinary_writes(mounted) -> None:
     assert part.fd is not None and not fcntl.fcntl(part.fd, fcntl.F_GETFL) & O_DIRECT
     part.discard()
     t.close()
+
+
+def test_a_ranged_files_whole_aligned_ranges_go_past_the_page_cache(tmp_path: Path) -> None:
+    """DirectAt: a range read whole into page-aligned memory (the receive buffer during an
+    upload is an mmap) at a block-aligned offset is written directly; a range's unaligned head,
+    a piece from unaligned memory and a file's short last range go through the page cache; the
+    file is byte for byte what was written, wherever each piece went."""
+    path = tmp_path / "ranged"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    size = 3 * direct.BLOCK + 123
+    expected = bytearray(size)
+    try:
+        writes = direct.DirectAt(fd, str(tmp_path))
+        if not writes.direct:
+            pytest.skip("this file system takes no direct I/O")
+        aligned = mmap.mmap(-1, direct.BLOCK)
+        aligned.write(os.urandom(direct.BLOCK))
+        writes.write(memoryview(aligned), direct.BLOCK)  # a whole range, as the receiver gives it
+        expected[direct.BLOCK : 2 * direct.BLOCK] = aligned
+        assert writes.direct_bytes == direct.BLOCK
+        unaligned = bytearray(os.urandom(direct.BLOCK + 1))
+        writes.write(memoryview(unaligned)[1:], 0)  # block-sized, but memory off by one byte
+        expected[: direct.BLOCK] = unaligned[1:]
+        head = os.urandom(5_000)
+        writes.write(memoryview(head), 2 * direct.BLOCK)  # a range's head, read before the rest
+        expected[2 * direct.BLOCK : 2 * direct.BLOCK + len(head)] = head
+        tail = os.urandom(size - 2 * direct.BLOCK - len(head))
+        writes.write(memoryview(tail), 2 * direct.BLOCK + len(head))
+        expected[2 * direct.BLOCK + len(head) :] = tail
+        assert writes.direct_bytes == direct.BLOCK  # the others went through the page cache
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & O_DIRECT  # and the flag came back after each
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(expected)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
+def test_a_ranged_file_in_memory_is_written_the_ordinary_way(mounted) -> None:
+    root = mounted("tmpfs", "size=16m")
+    fd = os.open(root / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        writes = direct.DirectAt(fd, str(root))
+        aligned = mmap.mmap(-1, direct.BLOCK)
+        writes.write(memoryview(aligned), 0)
+        assert not writes.direct and writes.direct_bytes == 0
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & O_DIRECT
+    finally:
+        os.close(fd)
+    assert (root / "f").stat().st_size == direct.BLOCK

@@ -30,10 +30,10 @@ from typing import Dict, List, Optional, Tuple
 
 from rtun.daemon.actions.files import DEFAULT_MODE
 from rtun.daemon.actions.viewtypes import HEAD_LEN, LAUNCHER_TYPES, extension, is_launcher
+from rtun.daemon.storage.direct import DirectAt
 from rtun.daemon.storage.extents import Extents, block_size
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import UPDATE, PartFile, Tree, refusal_for
-from rtun.daemon.storage.writing import write_all
 from rtun.protocol import messages, names
 from rtun.protocol.limits import MAX_RANGES, MIN_RANGE
 from rtun.protocol.messages import Rejected
@@ -48,7 +48,7 @@ META_SPAN = 1 << 21  # blocks of a file per block of extent map (ext4: 128 MiB a
 
 
 class RangedFile:
-    def __init__(self, request: messages.Ranges, tree: Tree, umask: int) -> None:
+    def __init__(self, request: messages.Ranges, tree: Tree, umask: int, save_dir: str) -> None:
         self.key = request.key
         self.parts = names.join(names.components(request.dest) if request.dest else (), request.name)
         self.size = request.size
@@ -61,6 +61,7 @@ class RangedFile:
         part = tree.new_file(self.parts, self.mode & ~0o111)  # named, buffered: kept between connections
         assert isinstance(part, PartFile) and part.fd is not None
         self.part: Optional[PartFile] = part
+        self._writes = DirectAt(part.fd, save_dir)  # whole ranges past the page cache
         self.extents = Extents(self.size, block_size(os.fstat(part.fd).st_blksize))
         block = self.extents.block
         # The file system's own blocks (extent maps): one up front, one more per META_PIECES
@@ -152,7 +153,7 @@ class RangedFile:
             self._head[offset : min(offset + len(data), len(self._head))] = data[: len(self._head) - offset]
         self.extents.add(offset, len(data), self._pay)
         try:
-            write_all(part.fd, data, offset)
+            self._writes.write(data, offset)
         except OSError as exc:
             raise refusal_for(exc, self.what) from None
 
@@ -242,7 +243,7 @@ class RangedFiles:
         self.space.settle(request.size)
         tree = self._tree()
         try:
-            ranged = RangedFile(request, tree, self.umask)
+            ranged = RangedFile(request, tree, self.umask, self.save_dir)
             try:
                 self._attach(ranged)
             except BaseException:

@@ -158,3 +158,40 @@ class DirectWrites:
             except BufferError:  # a slice still in use somewhere: freed with its last reference
                 pass
         self._views, self._buffers = [], []
+
+
+class DirectAt:
+    """Writes at any offsets to one open file (a ranged file's): past the page cache when the
+    offset and length are block-aligned and the memory is page-aligned (a range read whole into
+    the receive buffer: Receiver.raw_room), through it otherwise (a range's head or tail, a
+    file's last range). The descriptor's O_DIRECT flag is turned off around the others."""
+
+    def __init__(self, fd: int, directory: str) -> None:
+        self.fd = fd
+        self._flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        self.direct = False
+        self.direct_bytes = 0  # written past the page cache
+        if on_disk(directory):
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | _O_DIRECT)
+                self.direct = True
+            except OSError:  # the file system has no direct I/O: the page cache it is
+                pass
+
+    def write(self, data: memoryview, offset: int) -> None:
+        if self.direct and not (offset | len(data)) % ALIGN:
+            try:
+                write_all(self.fd, data, offset)
+                self.direct_bytes += len(data)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: memory not aligned, or no direct I/O now
+                    raise
+        if not self.direct:
+            write_all(self.fd, data, offset)
+            return
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, self._flags)
+        try:
+            write_all(self.fd, data, offset)
+        finally:
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, self._flags | _O_DIRECT)
