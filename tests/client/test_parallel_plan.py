@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,3 +78,26 @@ def test_the_same_file_to_the_same_place_has_the_same_key(tmp_path) -> None:
     assert parallel.transfer_key(str(path), st1, dest="e", name="f") != first
     os.utime(path, ns=(1, 1))
     assert parallel.transfer_key(str(path), os.stat(path), dest="d", name="f") != first
+
+
+def test_ranges_are_whole_mib_so_each_starts_on_a_block_boundary() -> None:
+    """The daemon writes a whole range past the page cache only at a block-aligned offset."""
+    for size in (10 * RANGE_SIZE, 5 * 2**30 + 12_345, 100 * 2**30 + 1):
+        assert parallel.range_size(size) % RANGE_SIZE == 0
+        assert parallel.range_size(size) * parallel.RANGES_PER_FILE >= size
+
+
+@pytest.mark.parametrize(
+    "round_trip, size, channels",
+    [
+        (0.0005, 2**30, 1),  # loopback: one channel's window per round trip is far more than a link
+        (0.001, 2**30, 1),  # a LAN
+        (0.005, 2**30, 3),  # 5 MiB in flight
+        (0.020, 2**30, 11),  # 1 GiB/s at 20 ms is 20 MiB in flight: 10 windows
+        (0.100, 2**30, parallel.MAX_CHANNELS),  # 100 ms: more than 16 windows, capped
+        (0.100, 16 * 2**20, 2),  # ... but a small file keeps only a few busy
+        (0.100, 1, 1),
+    ],
+)
+def test_channels_start_from_the_round_trip(round_trip: float, size: int, channels: int) -> None:
+    assert parallel.initial_channels(size, round_trip) == channels

@@ -271,7 +271,7 @@ def _share_files(
         round_trip=round_trip,
         add=lambda: pool.start(channel),
         left=lambda: len(queue),
-        start=parallel.initial_channels(total),
+        start=parallel.initial_channels(total, round_trip),
     )
     pool.join()
     return sorted(saved)
