@@ -180,7 +180,7 @@ def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Ca
                     raise RtunError("the file got shorter while it was being sent; nothing was saved")
                 data = buffer[:length]
                 conn.write(sender.data(data))
-                conn.write(data)
+                conn.write_from_file(fd, position, data)
                 position += length
                 count(length)
             conn.write(sender.end_file())
