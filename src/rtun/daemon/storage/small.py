@@ -13,12 +13,22 @@ after that it is placed exactly as before, with link(), never replacing anything
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Deque, List, Optional, Tuple, Union
+from typing import Deque, List, Optional, Tuple
 
-from rtun.daemon.storage.tree import NoUnnamed, PartFile, Tree, UnnamedFile
+from rtun.daemon.storage.tree import (
+    NO_UNNAMED,
+    UNNAMED_FLAGS,
+    NoUnnamed,
+    PartFile,
+    Tree,
+    place_unnamed,
+    refusal_for,
+)
+from rtun.daemon.storage.writing import write_all
 from rtun.protocol.messages import Rejected
 
 SMALL_MAX = 64 * 1024  # files up to this size are held until verified, then written by a helper
@@ -38,34 +48,72 @@ Placed = List[Tuple[Tuple[str, ...], int]]
 def _write_batch(
     dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int, unnamed: bool, overwrite: int
 ) -> Tuple[List[str], Optional[Rejected]]:
-    """In a helper thread: each file created, written, given its mtime and placed; the names
-    they got, up to the first refusal (returned, with it). Unnamed files (Linux) take five
-    system calls a file (open, write, utime, link, close): a launcher's execute bits are taken
-    away before it is made, not after."""
+    """In a helper thread (or on the loop): each file created, written, given its mtime and
+    placed; the names they got, up to the first refusal (returned, with it). Unnamed files
+    (Linux) take five system calls a file (open, write, utime, link, close), made with their
+    final mode: a launcher's execute bits are taken away before it is made, not after."""
     names: List[str] = []
     for name, mode, mtime, data, drop_execute in jobs:
-        what = "/".join(parent + (name,))
         if drop_execute:
             mode &= ~0o111
         try:
-            file: Union[PartFile, UnnamedFile, None] = None
             if unnamed:
                 try:
-                    file = UnnamedFile(dir_fd, what, mode, umask)
+                    names.append(_write_unnamed(dir_fd, name, mode & 0o777 & ~umask, mtime, data, overwrite))
+                    continue
                 except NoUnnamed:
                     unnamed = False
-            if file is None:
-                file = PartFile(dir_fd, what, mode, umask)
-            try:
-                file.write(memoryview(data))
-                file.finish(mtime)
-                names.append(file.place(name, overwrite))
-            except BaseException:
-                file.discard()
-                raise
+            names.append(
+                _write_named(dir_fd, "/".join(parent + (name,)), name, mode, umask, mtime, data, overwrite)
+            )
+        except OSError as exc:
+            return names, refusal_for(exc, "/".join(parent + (name,)))
         except Rejected as exc:
             return names, exc
     return names, None
+
+
+def _write_unnamed(
+    dir_fd: int, name: str, mode: int, mtime: Optional[float], data: bytearray, overwrite: int
+) -> str:
+    """One small file with no name until it is complete: the system calls alone, no object
+    per file (the helpers share the interpreter with the loop). Raises NoUnnamed where the
+    file system cannot, OSError otherwise."""
+    try:
+        fd = os.open(".", UNNAMED_FLAGS, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in NO_UNNAMED:
+            raise NoUnnamed() from None
+        raise
+    try:
+        if data:
+            write_all(fd, memoryview(data))
+        if mtime is not None:
+            os.utime(fd, (mtime, mtime))
+        return place_unnamed(dir_fd, fd, name, overwrite)
+    finally:
+        os.close(fd)
+
+
+def _write_named(
+    dir_fd: int,
+    what: str,
+    name: str,
+    mode: int,
+    umask: int,
+    mtime: Optional[float],
+    data: bytearray,
+    overwrite: int,
+) -> str:
+    """One small file under a temporary name until it is complete (no unnamed files here)."""
+    file = PartFile(dir_fd, what, mode, umask)
+    try:
+        file.write(memoryview(data))
+        file.finish(mtime)
+        return file.place(name, overwrite)
+    except BaseException:
+        file.discard()
+        raise
 
 
 class SmallFiles:
