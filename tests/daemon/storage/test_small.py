@@ -125,3 +125,19 @@ def test_a_refusal_stops_the_batch_there_and_is_returned(tmp_path: Path, unnamed
         assert refusal.code == messages.E_CREATE
     finally:
         os.close(dir_fd)
+
+
+def test_files_queued_for_a_helper_are_written_when_the_transfer_fails(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(small, "SLOW_FILE", 0.0)
+    monkeypatch.setattr(small, "FAST_FILE", 0.0)
+    t = tree.Tree(str(tmp_path), 0o022, Workers())
+    run = small.SmallFiles(t, overwrite=False)
+    run.add(("d", "first"), 0o644, 1.0, bytearray(b"timed on the loop"), False)
+    for i in range(small.MIN_BATCH - 1):  # fewer than a batch: they wait for more
+        run.add(("d", f"f{i}"), 0o644, 2.0, bytearray(b"%d" % i), False)
+    run.abandon()  # the stream broke: what was verified is written all the same
+    t.close()
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(
+        ["first"] + [f"f{i}" for i in range(small.MIN_BATCH - 1)]
+    )
+    assert all((tmp_path / "d" / f"f{i}").read_bytes() == b"%d" % i for i in range(small.MIN_BATCH - 1))
