@@ -19,15 +19,18 @@ The kernel skips them in ext4's recently_deleted(), and rescans them for every f
 (perf: 60 % of all CPU then), whoever deleted them: so the small files on disk are measured
 first, before the tmpfs part's rig removes its files. And /tmp is where every test run on
 this machine makes and removes its trees: files in a directory of /tmp's block groups took
-65-300 us each to make (the kernel's CPU, for rtun and tar alike), 12-15 us in a group of its
-own. So the save directory is marked as a top of a hierarchy (ext4's TOPDIR flag, `chattr
-+T`): each run's directory, rtun's and tar's alike, is placed by ext4 in a block group of its
-own choosing, as a user's ~/Downloads is not in /tmp's, and the figure measures the two
-programs rather than whoever removed files nearby in the last 30 s.
+65-300 us each to make (the kernel's CPU, for rtun and tar alike), against 12-15 us elsewhere,
+changing from minute to minute with what other sessions removed. So where the bench runs as
+root, the save directory is a journaled ext4 of its own (an image file on the disk, mounted
+through a loop device), as a laptop's ~/Downloads is: no inode skipping, and nobody else's
+files. Elsewhere it falls back to /tmp, with the save directory marked as a top of a hierarchy
+(ext4's TOPDIR flag, `chattr +T`), so that each run's directory, rtun's and tar's, goes to a
+block group ext4 chooses afresh rather than /tmp's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shlex
@@ -38,7 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 from common import Result, peak_rss_mib
 from rig import RTUN_SCRIPT, Rig
@@ -121,12 +124,47 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@contextlib.contextmanager
+def _own_file_system() -> Iterator[Optional[Path]]:
+    """A journaled ext4 of 2 GiB on the machine's disk, mounted for the bench (as root, where
+    mkfs.ext4 is installed); None elsewhere."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        yield None
+        return
+    top = Path(tempfile.mkdtemp(prefix="rtun-ext4-", dir="/var/tmp"))
+    image, mount = top / "image", top / "mnt"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(2 * GIB)
+    # An inode per 4 KiB: 140,000 files of 1 KiB fit (the default, one per 16 KiB, would not).
+    run = [
+        ["mkfs.ext4", "-q", "-F", "-i", "4096", str(image)],
+        ["mount", "-o", "loop", str(image), str(mount)],
+    ]
+    for argv in run:
+        if subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
+            shutil.rmtree(top, ignore_errors=True)
+            yield None
+            return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def _measure_small_files_on_disk() -> List[Result]:
     """10,000 files of 1 KiB to the disk: rtun and tar alternating, medians; CPU per file."""
-    with Rig() as rig:  # save directory and tar's destination below /tmp: the machine's disk
+    with _own_file_system() as mount:
+        return _small_files_to(mount / "Downloads" if mount is not None else None)
+
+
+def _small_files_to(save_dir: Optional[Path]) -> List[Result]:
+    with Rig(save_dir=save_dir) as rig:  # by default below /tmp: the machine's disk too
         small = rig.root / "work" / "small"
         _make_small_files(small)
-        _spread_directories(rig.save_dir)
+        if save_dir is None:
+            _spread_directories(rig.save_dir)
         env = clean_env(rig.remote_home)
         ssh, host = rig.sshd.ssh_command, rig.sshd.alias
         times: Dict[str, List[float]] = {"rtun": [], "tar": []}
@@ -163,7 +201,8 @@ def _measure_small_files_on_disk() -> List[Result]:
     us = 1e6 / SMALL_FILES
     return [
         Result(
-            f"send 10,000 x 1 KiB files to disk (median of {SMALL_REPEAT}, alternating)",
+            f"send 10,000 x 1 KiB files to disk{' (own ext4)' if save_dir else ''} "
+            f"(median of {SMALL_REPEAT}, alternating)",
             SMALL_FILES / rtun,
             "files/s",
             f">= {SMALL_TARGET}x baseline",

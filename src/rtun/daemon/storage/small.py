@@ -39,11 +39,11 @@ MIN_BATCH = 16
 BATCH_FILES = 32  # one helper's job: this many files ...
 BATCH_BYTES = 256 * 1024  # ... or this many bytes of them
 IN_FLIGHT = 2  # batches per transfer being written at once (one with --overwrite: in order)
-# Seconds. On the benchmark machine's ext4 a file takes 15-40 us to make when the disk is quiet
-# and 60-300 us while freed inodes are being skipped (bench_send.py); on tmpfs 5-8 us. Handed
-# to helpers at 15 us, the daemon's CPU per file fell by 7-8 us and the files/s rose 14 %
-# (issue 20, medians of 5 alternating runs against 50 us): the loop's parsing goes on while
-# the kernel makes files on the other core.
+# Seconds. A file takes 12-20 us to make on a quiet ext4 of the benchmark machine, 60-300 us
+# where freed inodes are being skipped (bench_send.py), 5-8 us on tmpfs. At 15 us (was 50) the
+# loop parses while the kernel makes files on the other core: 14 % more files/s and 7 us less
+# daemon CPU a file in one round on /tmp, no difference beyond the noise on a journaled ext4
+# (issue 20, docs/benchmarks.md).
 SLOW_FILE = 15e-6  # files that take longer to make go to the helpers ...
 FAST_FILE = 10e-6  # ... until they take less than this again
 PROBE_EVERY = 256  # files handed to helpers between two made (and timed) on the loop
