@@ -85,3 +85,59 @@ def test_a_full_disk_is_refused_and_what_was_made_stays_whole(
             assert not path.name.startswith(".rtun-") and path.read_bytes() == b"x" * 60_000
     finally:
         subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "temporary name"])
+@pytest.mark.parametrize("helpers", [False, True], ids=["on the loop", "by helpers"])
+def test_modes_less_umask_and_launchers_mtimes_and_no_temporary_name(
+    tmp_path: Path, monkeypatch, helpers: bool, unnamed: bool
+) -> None:
+    monkeypatch.setattr(small, "SLOW_FILE", 0.0 if helpers else 3600.0)
+    monkeypatch.setattr(small, "FAST_FILE", 0.0 if helpers else 3600.0)
+    t = tree.Tree(str(tmp_path), 0o027, Workers())
+    t.unnamed = t.unnamed and unnamed  # as on a file system without O_TMPFILE
+    run = small.SmallFiles(t, overwrite=False)
+    placed = run.add(("x", "tool"), 0o4775, 1_500_000_000.5, bytearray(b"#!/bin/sh\n"), False)
+    placed += run.add(("x", "launcher"), 0o755, 1_500_000_001.0, bytearray(b"[Desktop Entry]\n"), True)
+    placed += run.add(("x", "empty"), 0o600, None, bytearray(), False)
+    placed += run.flush()
+    t.close()
+    assert [p for p, _ in placed] == [("x", "tool"), ("x", "launcher"), ("x", "empty")]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "x").iterdir()}
+    assert modes == {"tool": 0o750, "launcher": 0o640, "empty": 0o600}  # no setuid, umask 027
+    assert (tmp_path / "x" / "tool").stat().st_mtime == 1_500_000_000.5
+    assert (tmp_path / "x" / "launcher").stat().st_mtime == 1_500_000_001.0
+    assert (tmp_path / "x" / "empty").read_bytes() == b""
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "temporary name"])
+def test_a_refusal_stops_the_batch_there_and_is_returned(tmp_path: Path, unnamed: bool) -> None:
+    (tmp_path / "d").mkdir()
+    dir_fd = os.open(tmp_path / "d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        jobs = [("a", 0o644, 1.0, bytearray(b"a"), False), ("b", 0o644, 2.0, bytearray(b"b"), False)]
+        names, refusal = small._write_batch(dir_fd, ("d",), jobs[:1], 0o022, unnamed, tree.KEEP)
+        assert names == ["a"] and refusal is None
+        os.unlink(tmp_path / "d" / "a")
+        os.rmdir(tmp_path / "d")  # its descriptor now names a deleted directory: nothing can be made
+        names, refusal = small._write_batch(dir_fd, ("d",), jobs, 0o022, unnamed, tree.KEEP)
+        assert names == [] and refusal is not None and refusal.text.startswith("d/a:")
+        assert refusal.code == messages.E_CREATE
+    finally:
+        os.close(dir_fd)
+
+
+def test_files_queued_for_a_helper_are_written_when_the_transfer_fails(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(small, "SLOW_FILE", 0.0)
+    monkeypatch.setattr(small, "FAST_FILE", 0.0)
+    t = tree.Tree(str(tmp_path), 0o022, Workers())
+    run = small.SmallFiles(t, overwrite=False)
+    run.add(("d", "first"), 0o644, 1.0, bytearray(b"timed on the loop"), False)
+    for i in range(small.MIN_BATCH - 1):  # fewer than a batch: they wait for more
+        run.add(("d", f"f{i}"), 0o644, 2.0, bytearray(b"%d" % i), False)
+    run.abandon()  # the stream broke: what was verified is written all the same
+    t.close()
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(
+        ["first"] + [f"f{i}" for i in range(small.MIN_BATCH - 1)]
+    )
+    assert all((tmp_path / "d" / f"f{i}").read_bytes() == b"%d" % i for i in range(small.MIN_BATCH - 1))

@@ -1,32 +1,52 @@
 """The small files of a tree, written by helper threads once each is complete and verified.
 
 In a tree of small files, making each file (an inode and a directory entry) is most of what
-the daemon spends: 40 to 300 us a file on the benchmark machine's ext4, against some 30 us of
+the daemon spends: 12 to 300 us a file on the benchmark machine's ext4, against some 15 us of
 parsing. The kernel makes files for several threads at once, so the event loop goes on reading
-the stream while helpers write what it has verified: a file at once while a helper is free,
-in batches while they are busy; where files are made fast, helpers cost more than they save, and
-the loop makes them itself. A file's data waits in memory (it is small, and the batches in
-flight are bounded) until its SHA-256 has matched: until then nothing of it is on disk, and
-after that it is placed exactly as before, with link(), never replacing anything unless
---overwrite. A transfer that fails still gets the files it had verified.
+the stream while helpers write what it has verified, in batches (larger while they are busy);
+where files are made fast, helpers cost more than they save, and the loop makes them itself.
+A file's data waits in memory (it is small, and the batches in flight are bounded) until its
+SHA-256 has matched: until then nothing of it is on disk, and after that it is placed exactly
+as before, with link(), never replacing anything unless --overwrite. A transfer that fails
+still gets the files it had verified.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Deque, List, Optional, Tuple, Union
+from typing import Deque, List, Optional, Tuple
 
-from rtun.daemon.storage.tree import NoUnnamed, PartFile, Tree, UnnamedFile
+from rtun.daemon.storage.tree import (
+    NO_UNNAMED,
+    UNNAMED_FLAGS,
+    NoUnnamed,
+    PartFile,
+    Tree,
+    place_unnamed,
+    refusal_for,
+)
+from rtun.daemon.storage.writing import write_all
 from rtun.protocol.messages import Rejected
 
 SMALL_MAX = 64 * 1024  # files up to this size are held until verified, then written by a helper
+# Files handed to a free helper at once: one hand-over per file (a queue, a wake-up, the GIL
+# passed back and forth) cost 15-20 us of CPU a file, more than making it on tmpfs; from 16 on it
+# costs about nothing (issue 20). A stream that stalls keeps fewer than this many verified files
+# in memory until its next entry, its end or its failure, each of which writes them.
+MIN_BATCH = 16
 BATCH_FILES = 32  # one helper's job: this many files ...
 BATCH_BYTES = 256 * 1024  # ... or this many bytes of them
 IN_FLIGHT = 2  # batches per transfer being written at once (one with --overwrite: in order)
-SLOW_FILE = 50e-6  # seconds: files that take longer to make go to the helpers ...
-FAST_FILE = 35e-6  # ... until they take less than this again
+# Seconds. A file takes 12-20 us to make on a quiet ext4 of the benchmark machine, 60-300 us
+# where freed inodes are being skipped (bench_send.py), 5-8 us on tmpfs. At 15 us (was 50) the
+# loop parses while the kernel makes files on the other core: 14 % more files/s and 7 us less
+# daemon CPU a file in one round on /tmp, no difference beyond the noise on a journaled ext4
+# (issue 20, docs/benchmarks.md).
+SLOW_FILE = 15e-6  # files that take longer to make go to the helpers ...
+FAST_FILE = 10e-6  # ... until they take less than this again
 PROBE_EVERY = 256  # files handed to helpers between two made (and timed) on the loop
 
 # (name, mode, mtime, data, drop_execute): one verified file
@@ -38,34 +58,72 @@ Placed = List[Tuple[Tuple[str, ...], int]]
 def _write_batch(
     dir_fd: int, parent: Tuple[str, ...], jobs: List[Job], umask: int, unnamed: bool, overwrite: int
 ) -> Tuple[List[str], Optional[Rejected]]:
-    """In a helper thread: each file created, written, given its mtime and placed; the names
-    they got, up to the first refusal (returned, with it). Unnamed files (Linux) take five
-    system calls a file (open, write, utime, link, close): a launcher's execute bits are taken
-    away before it is made, not after."""
+    """In a helper thread (or on the loop): each file created, written, given its mtime and
+    placed; the names they got, up to the first refusal (returned, with it). Unnamed files
+    (Linux) take five system calls a file (open, write, utime, link, close), made with their
+    final mode: a launcher's execute bits are taken away before it is made, not after."""
     names: List[str] = []
     for name, mode, mtime, data, drop_execute in jobs:
-        what = "/".join(parent + (name,))
         if drop_execute:
             mode &= ~0o111
         try:
-            file: Union[PartFile, UnnamedFile, None] = None
             if unnamed:
                 try:
-                    file = UnnamedFile(dir_fd, what, mode, umask)
+                    names.append(_write_unnamed(dir_fd, name, mode & 0o777 & ~umask, mtime, data, overwrite))
+                    continue
                 except NoUnnamed:
                     unnamed = False
-            if file is None:
-                file = PartFile(dir_fd, what, mode, umask)
-            try:
-                file.write(memoryview(data))
-                file.finish(mtime)
-                names.append(file.place(name, overwrite))
-            except BaseException:
-                file.discard()
-                raise
+            names.append(
+                _write_named(dir_fd, "/".join(parent + (name,)), name, mode, umask, mtime, data, overwrite)
+            )
+        except OSError as exc:
+            return names, refusal_for(exc, "/".join(parent + (name,)))
         except Rejected as exc:
             return names, exc
     return names, None
+
+
+def _write_unnamed(
+    dir_fd: int, name: str, mode: int, mtime: Optional[float], data: bytearray, overwrite: int
+) -> str:
+    """One small file with no name until it is complete: the system calls alone, no object
+    per file (the helpers share the interpreter with the loop). Raises NoUnnamed where the
+    file system cannot, OSError otherwise."""
+    try:
+        fd = os.open(".", UNNAMED_FLAGS, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in NO_UNNAMED:
+            raise NoUnnamed() from None
+        raise
+    try:
+        if data:
+            write_all(fd, memoryview(data))
+        if mtime is not None:
+            os.utime(fd, (mtime, mtime))
+        return place_unnamed(dir_fd, fd, name, overwrite)
+    finally:
+        os.close(fd)
+
+
+def _write_named(
+    dir_fd: int,
+    what: str,
+    name: str,
+    mode: int,
+    umask: int,
+    mtime: Optional[float],
+    data: bytearray,
+    overwrite: int,
+) -> str:
+    """One small file under a temporary name until it is complete (no unnamed files here)."""
+    file = PartFile(dir_fd, what, mode, umask)
+    try:
+        file.write(memoryview(data))
+        file.finish(mtime)
+        return file.place(name, overwrite)
+    except BaseException:
+        file.discard()
+        raise
 
 
 class SmallFiles:
@@ -118,10 +176,11 @@ class SmallFiles:
         self._batch_bytes += len(data)
         while self._pending and self._pending[0][2].done():
             placed += self._collect()
-        # A helper free: the file goes now (a slow stream's files land at once); all busy: the
-        # batch grows until it is worth a job.
+        # A helper free: the batch goes once it has MIN_BATCH files (one hand-over per file cost
+        # more CPU than making the file); all busy: it grows until it is worth a job.
         if (
             len(self._pending) < self._in_flight
+            and (len(self._batch) >= MIN_BATCH or self._batch_bytes >= BATCH_BYTES)
             or len(self._batch) >= BATCH_FILES
             or self._batch_bytes >= BATCH_BYTES
         ):
