@@ -23,7 +23,9 @@ RTUN_BENCH_LINK_FILE_KB (100), RTUN_BENCH_LINK_RTTS (0,40,100), RTUN_BENCH_LINK_
 RTUN_BENCH_LINK_REPEAT_AT_0 (3), RTUN_BENCH_LINK_PING_REPEAT (5), RTUN_BENCH_LINK_SCP_SAMPLE (20
 files), RTUN_BENCH_LINK_CEILING (channels; auto: one per 2 MiB of bound, 4 to 16; 0 skips),
 RTUN_BENCH_SEND_ARGS (extra `rtun send` options, e.g. "--channels 4"),
-RTUN_BENCH_LINK_ONE_CHANNEL_ARGS (the one-channel baseline's options: "--channels 1"; empty skips).
+RTUN_BENCH_LINK_ONE_CHANNEL_ARGS (the one-channel baseline's options: "--channels 1"; empty skips),
+RTUN_BENCH_LINK_FIXED (4,8,16: fixed channel counts whose best is the big file's baseline above
+0 ms, issue 20's: rtun's own choice >= 0.9x of it at 100 ms with large buffers; empty skips).
 Destinations are on tmpfs, as bench_send's: the link is measured, not the disk.
 """
 
@@ -59,6 +61,7 @@ SCP_SAMPLE = int(os.environ.get("RTUN_BENCH_LINK_SCP_SAMPLE", "20"))
 CEILING = os.environ.get("RTUN_BENCH_LINK_CEILING", "auto")
 SEND_ARGS = shlex.split(os.environ.get("RTUN_BENCH_SEND_ARGS", ""))
 ONE_CHANNEL_ARGS = shlex.split(os.environ.get("RTUN_BENCH_LINK_ONE_CHANNEL_ARGS", "--channels 1"))
+FIXED = [int(n) for n in os.environ.get("RTUN_BENCH_LINK_FIXED", "4,8,16").split(",") if n]
 GOAL_RTT = 100.0  # issue 11's goals for parallel channels are set at a 100 ms round trip
 INFO = "for information"
 
@@ -222,6 +225,8 @@ def _link_results(rig: Rig, files: Files, dest: Path, rtt: float, inflight: int)
             runs["rtun 1 tree"] = lambda: transfers.rtun_tree(ONE_CHANNEL_ARGS)
         if channels:
             runs["ceiling"] = lambda: transfers.ceiling(channels)
+        for n in FIXED if rtt > 0 else []:
+            runs[f"rtun --channels {n}"] = lambda n=n: transfers.rtun_big(["--channels", str(n)])
         seconds = _medians(runs, repeat, transfers.clear)
     finally:
         link.close()
@@ -270,6 +275,20 @@ def _report(
                 rtun >= 3 * one or not (goals and large),
                 f"rtun send {shlex.join(ONE_CHANNEL_ARGS)}",
                 one,
+            )
+        )
+    fixed = {name: BIG_MIB / t for name, t in s.items() if name.startswith("rtun --channels ")}
+    if fixed:
+        best = max(fixed, key=lambda name: fixed[name])
+        results.append(
+            Result(
+                name,
+                rtun,
+                "MiB/s",
+                ">= 0.9x baseline" if goals and large else INFO,
+                rtun >= 0.9 * fixed[best] or not (goals and large),
+                f"the best fixed count: {best} (of {', '.join(str(n) for n in FIXED)})",
+                fixed[best],
             )
         )
     if channels:

@@ -32,17 +32,20 @@ if __name__ == "__main__":  # instrument rtun for coverage before anything impor
     with atheris.instrument_imports(include=["rtun"]):
         from rtun.daemon.actions.ranges import RangedFile, RangedFiles
         from rtun.daemon.storage.space import Space
+        from rtun.daemon.storage.writing import Workers
         from rtun.protocol import limits, messages, names, wire
         from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
         from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 else:
     from rtun.daemon.actions.ranges import RangedFile, RangedFiles
     from rtun.daemon.storage.space import Space
+    from rtun.daemon.storage.writing import Workers
     from rtun.protocol import limits, messages, names, wire
     from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
     from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 
 Rejected = messages.Rejected
+WORKERS = Workers(1)  # the ranged files' writes, as the daemon's helper threads make them
 MAX_STEPS = 200_000  # events per input: more means the receiver loops without consuming
 SMALL_BUFFER = limits.MAX_LINE + 1 + 512  # the smallest buffer allowed, so inputs can fill it
 
@@ -85,7 +88,7 @@ class _Disk:
             atexit.register(shutil.rmtree, _Disk._root, True)
         self.root = _Disk._root
         self.space = Space(self.root, self.RESERVE, free=lambda d: self.CAPACITY - self.used())
-        self.files = RangedFiles(self.root, self.space, 0o022)
+        self.files = RangedFiles(self.root, self.space, 0o022, WORKERS)
         self.file: Optional[RangedFile] = None  # the one this connection opened or joined
         self.range: Optional[messages.Range] = None
         self.position = 0
@@ -167,7 +170,7 @@ class _Driver:
             disk.range, disk.position = event.request, event.request.offset
             return False  # accepted as any upload
         elif disk is not None and disk.range is not None and isinstance(event, Data):
-            disk.attached().write(disk.position, event.data)
+            disk.attached().write(disk.position, event.data).result()
             disk.position += len(event.data)
             return False
         elif disk is not None and disk.range is not None and isinstance(event, FileEnd):

@@ -50,6 +50,27 @@ def test_a_large_file_goes_over_several_channels_through_ssh(
     assert _parts(save_dir) == []
 
 
+@pytest.mark.parametrize("channels", [1, 4, 16])
+def test_whole_ranges_are_written_past_the_page_cache(
+    forward, remote_home: Path, save_dir: Path, daemon: RtunDaemon, channels: int
+) -> None:
+    """Through the real forward, each range reaches storage whole and block-aligned, so nearly
+    all of a file is written directly (O_DIRECT), however many channels carry it; only where
+    the save directory's file system has no direct I/O does it all take the page cache."""
+    from rtun.daemon.storage.direct import on_disk
+
+    size = 32 * MIB + 12345
+    source = _random_file(remote_home / "big.bin", size)
+    result = run_rtun(["send", "--channels", str(channels), str(source)], remote_home)
+    assert result.returncode == 0, result.stderr
+    assert (save_dir / "big.bin").read_bytes() == source.read_bytes()
+    direct = int(re.search(r"(\d+) written past the page cache", _ranges_line(daemon.log_text())).group(1))
+    if on_disk(str(save_dir)):
+        assert direct >= 0.9 * size, f"{direct} of {size} bytes written directly"
+    else:
+        assert direct == 0
+
+
 def test_a_tree_with_large_files_arrives_whole_through_ssh(
     forward, remote_home: Path, save_dir: Path
 ) -> None:

@@ -86,8 +86,9 @@ def test_a_trickle_is_ended_with_a_reason_and_silence_without() -> None:
     asyncio.run(run())
 
 
-def test_a_little_file_data_is_handed_on_soon_even_if_no_more_comes() -> None:
-    """The pump waits for a write's worth of a file's data, but not for ever."""
+def test_part_of_a_chunk_is_handed_on_in_whole_blocks_once_no_more_comes() -> None:
+    """The pump waits for the rest of a chunk, but not for ever: after a pause its whole blocks
+    are handed on (block-aligned, for direct writes), and the rest once more comes."""
 
     async def run() -> None:
         conn, peer = await _pair()
@@ -96,9 +97,15 @@ def test_a_little_file_data_is_handed_on_soon_even_if_no_more_comes() -> None:
         await conn.next_event()
         ready, _ = conn.accept()
         await conn.send(ready)
-        await loop.sock_sendall(peer, b"x" * 1000)  # far less than a write's worth, and no more
+        await loop.sock_sendall(peer, b"x" * 10_000)  # far less than the chunk, and no more
         event = await asyncio.wait_for(conn.next_event(), timeout=5.0)
-        assert isinstance(event, Data) and bytes(event.data) == b"x" * 1000
+        assert isinstance(event, Data) and bytes(event.data) == b"x" * 8192
+        waiting = loop.create_task(conn.next_event())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # 1808 bytes, less than a block: they wait for more
+        await loop.sock_sendall(peer, b"y" * 4000)
+        event = await asyncio.wait_for(waiting, timeout=5.0)
+        assert isinstance(event, Data) and bytes(event.data) == b"x" * 1808 + b"y" * (4096 - 1808)
         peer.close()
 
     asyncio.run(run())

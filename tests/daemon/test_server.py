@@ -247,14 +247,16 @@ def test_sigterm_keeps_a_socket_another_daemon_has_since_replaced(local_home, sh
 
 def test_sigterm_lets_a_transfer_in_flight_finish(daemon, save_dir):
     data = os.urandom(300_000)
-    raw = _start_upload(daemon.socket, "inflight.bin", data, 100_000)
+    raw = _start_upload(
+        daemon.socket, "inflight.bin", data, 102_400
+    )  # whole blocks: what the daemon writes before the rest comes
     try:
-        _wait_part(save_dir, 100_000)
+        _wait_part(save_dir, 102_400)
         daemon.process.send_signal(signal.SIGTERM)
         # The daemon stops accepting at once, but keeps serving the upload.
         wait_until(lambda: not answers_ping(daemon.socket), timeout=10, what="accepting to stop")
         assert daemon.alive()
-        assert _finish_upload(raw, data, 100_000) == b"OK\r\n"
+        assert _finish_upload(raw, data, 102_400) == b"OK\r\n"
     finally:
         raw.close()
     assert daemon.process.wait(timeout=15) == 0
@@ -269,9 +271,9 @@ def test_sigterm_gives_a_stalled_transfer_only_the_grace_period(local_home, shor
     config.write_text("[server]\nshutdown_grace = 0.5\n")
     save = short_tmp / "dl"
     running = RtunDaemon(local_home, save).start()
-    raw = _start_upload(running.socket, "stalled.bin", b"s" * 10_000, 1_000)
+    raw = _start_upload(running.socket, "stalled.bin", b"s" * 10_000, 4_096)
     try:
-        _wait_part(save, 1_000)
+        _wait_part(save, 4_096)
         start = time.monotonic()
         assert running.stop(signal.SIGTERM, timeout=15) == 0
         assert time.monotonic() - start < 5
@@ -296,9 +298,9 @@ def test_sigterm_closes_idle_connections_at_once(daemon):
 
 def test_slow_upload_does_not_delay_a_ping_from_another_client(forward, daemon, remote_home, save_dir):
     data = os.urandom(200_000)
-    raw = _start_upload(daemon.socket, "slow.bin", data, 50_000)
+    raw = _start_upload(daemon.socket, "slow.bin", data, 49_152)
     try:
-        _wait_part(save_dir, 50_000)
+        _wait_part(save_dir, 49_152)
         for _ in range(3):
             start = time.monotonic()
             assert answers_ping(daemon.socket)
@@ -307,7 +309,7 @@ def test_slow_upload_does_not_delay_a_ping_from_another_client(forward, daemon, 
         assert result.returncode == 0 and result.stdout == b"OK PONG\n", result.stderr
         with RawClient(daemon.socket) as other:
             assert other.request(b"ECHO still here\r\n") == b"OK still here\r\n"
-        assert _finish_upload(raw, data, 50_000) == b"OK\r\n"
+        assert _finish_upload(raw, data, 49_152) == b"OK\r\n"
     finally:
         raw.close()
     assert (save_dir / "slow.bin").read_bytes() == data

@@ -177,8 +177,20 @@ def test_a_chunks_data_comes_out_whole_from_the_front_of_a_page_aligned_buffer()
     event = receiver.next_event()
     assert isinstance(event, Data) and event.data.obj is buffer and bytes(event.data) == data
     assert event.data.tobytes() == buffer[:RANGE]  # at offset 0 of the mmap
-    receiver.receive_data(digest + b"\r\n")
+    # The next range, pipelined behind this one's digest: its data, too, starts at the front
+    # of the same buffer (which an upload of ranges keeps), not behind the line.
+    second = os.urandom(RANGE)
+    line = wire.encode_request(messages.Range(2 * RANGE, RANGE))
+    receiver.receive_data(digest + b"\r\n" + line + second[:5000])
     assert isinstance(receiver.next_event(), FileEnd)
+    assert isinstance(receiver.next_event(), UploadEnd)
+    receiver.reply()
+    assert isinstance(receiver.next_event(), Upload)
+    receiver.accept()
+    assert receiver.get_buffer().obj is buffer
+    receiver.receive_data(second[5000:])
+    event = receiver.next_event()
+    assert isinstance(event, Data) and event.data.tobytes() == second == buffer[:RANGE]
 
 
 def _put_events(pieces: Sequence[bytes]) -> List[Any]:

@@ -24,7 +24,8 @@ from rtun.protocol.sender import NEED_DATA, Payload, PayloadEnd, Sender, Truncat
 PROBE_TIMEOUT = 10.0
 REPLY_TIMEOUT = 120.0  # the deadline v1 peers use for every read and write
 WRITE_BUFFER = 256 * 1024
-_SENDFILE = sys.platform.startswith("linux")  # sendfile to a UNIX socket from any file
+_SENDFILE = sys.platform.startswith("linux")  # sendfile to a UNIX socket from any file ...
+_NO_SENDFILE = (22, 38, 95)  # ... that allows it: EINVAL, ENOSYS, EOPNOTSUPP (Linux's numbers)
 RECEIVE_SIZE = 64 * 1024
 
 
@@ -132,6 +133,9 @@ class ClientConnection:
                     raise RtunError("the file got shorter while it was being sent; nothing was saved")
                 sent += n
         except OSError as exc:
+            if not sent and exc.errno in _NO_SENDFILE:  # this file's system cannot: copy it
+                self.write(data)
+                return
             raise self._refusal_or(
                 ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}")
             ) from None
@@ -141,7 +145,8 @@ class ClientConnection:
 
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLOUT)
-        if not poller.poll(REPLY_TIMEOUT * 1000):
+        timeout = self.sock.gettimeout()
+        if not poller.poll(None if timeout is None else timeout * 1000):
             raise ConnectionLostError("the daemon stopped reading")
 
     def read_reply(self) -> messages.Reply:

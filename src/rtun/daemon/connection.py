@@ -67,8 +67,7 @@ class Connection(asyncio.BufferedProtocol):
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._waiting_since: Optional[float] = None
         self._received_at = 0.0  # when bytes last came that did not wake the wait
-        self._late_wake: Optional[asyncio.TimerHandle] = None  # for data that stops coming
-        self._late_woken = False  # ... it came: what is buffered of the chunk is taken as it is
+        self._late_wake: Optional[asyncio.TimerHandle] = None  # for a chunk's data that stops coming
         self._timed_out = ""  # why the watchdog ended the connection
         self._sending = False  # the handler waits for room to write: only the write's progress counts
         self._written = 0  # bytes handed to the transport
@@ -103,17 +102,21 @@ class Connection(asyncio.BufferedProtocol):
         if self.receiver.buffer_full and self._transport is not None and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
-        if self.receiver.wants_more:  # a few socket reads make one write, one wake-up
-            self._received_at = time.monotonic()
-            if self._late_wake is None:  # ... but what came is written soon even if no more does
+        if self.receiver.wants_more:  # the handler waits for the rest of the chunk (next_event),
+            self._received_at = time.monotonic()  # but looks again after a pause without more
+            if self._late_wake is None and self._waiter is not None:
                 self._late_wake = asyncio.get_running_loop().call_later(COALESCE_DELAY, self._wake_late)
             return
         self._wake()
 
     def _wake_late(self) -> None:
         self._late_wake = None
-        self._late_woken = True
         self._wake()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None and not self.receiver.buffer_full:
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.receiver.receive_eof()
@@ -185,15 +188,24 @@ class Connection(asyncio.BufferedProtocol):
 
     async def next_event(self) -> ReceivedEvent:
         """The receiver's next event; waits for bytes as long as it needs them."""
+        begun = time.monotonic()
         while True:
-            if self.receiver.wants_more and not self._late_woken:
-                # Part of a chunk is here: the rest (or COALESCE_DELAY without more) first, so
-                # storage writes the chunk whole, from the front of the buffer.
-                if self._late_wake is None:
-                    self._late_wake = asyncio.get_running_loop().call_later(COALESCE_DELAY, self._wake_late)
-                await self._wait()
-                continue
-            self._late_woken = False
+            if self.receiver.wants_more:
+                # Part of a chunk is here: the rest first, for as long as more keeps coming (a
+                # pause of COALESCE_DELAY ends it), so storage writes the chunk whole, from the
+                # front of the buffer: a range with one direct write, not a write per read.
+                quiet = time.monotonic() - max(self._received_at, begun)
+                if quiet < COALESCE_DELAY:
+                    self._resume_reading()
+                    if self._late_wake is None:
+                        self._late_wake = asyncio.get_running_loop().call_later(
+                            COALESCE_DELAY - quiet, self._wake_late
+                        )
+                    await self._wait()
+                    continue
+            if self._late_wake is not None:  # not for the next chunk's wait
+                self._late_wake.cancel()
+                self._late_wake = None
             try:
                 event = self.receiver.next_event()
             except Truncated as exc:
@@ -202,9 +214,7 @@ class Connection(asyncio.BufferedProtocol):
                 raise self._lost("")
             if event is not NEED_DATA:
                 return event
-            if self._reading_paused and self._transport is not None and not self.receiver.buffer_full:
-                self._reading_paused = False
-                self._transport.resume_reading()
+            self._resume_reading()
             if self._large and not self.receiver.in_upload:
                 self._quiet()
             await self._wait()

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Dict, NamedTuple, Optional, Union
 
 from rtun.daemon.actions.advice import setting as change
 from rtun.daemon.actions.files import Uploads
-from rtun.daemon.actions.ranges import RangedFile
+from rtun.daemon.actions.ranges import RangedFile, written
 from rtun.daemon.config import Config
 from rtun.daemon.connection import Connection
 from rtun.daemon.receiving import receive
@@ -200,7 +200,7 @@ class Handlers:
                 while True:
                     event = await conn.next_event()
                     if isinstance(event, Data):
-                        ranged.write(position, event.data)
+                        await written(ranged.write(position, event.data))
                         position += len(event.data)
                     elif isinstance(event, FileEnd):
                         ranged.verified_range(request.offset, request.size, bytes.fromhex(event.digest))
@@ -219,11 +219,13 @@ class Handlers:
         files.detach(ranged)
         path = files.commit(ranged, request.digest)
         log.info(
-            "received %s (%d bytes) in ranges over %d connections, %d bytes of them this time",
+            "received %s (%d bytes) in ranges over %d connections, %d bytes of them this time, "
+            "%d written past the page cache",
             path,
             ranged.size,
             ranged.connections,
             ranged.received,
+            ranged.direct_bytes,
         )
         await conn.send(conn.receiver.reply(data={"saved": [path], "skipped": []}))
 

@@ -63,7 +63,7 @@ class Services:
         self.config = config
         self.umask = umask
         self.uploads = Uploads(config.save_dir, config.min_free_bytes, umask)
-        self.ranged = RangedFiles(self.uploads.save_dir, self.uploads.space, umask)
+        self.ranged = RangedFiles(self.uploads.save_dir, self.uploads.space, umask, self.uploads.workers)
         self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
         self.transfers = 0  # upload slots held now, for the status file
         self._limits(config)
@@ -96,7 +96,9 @@ class Services:
         if (old.save_dir, old.min_free_bytes) != (config.save_dir, config.min_free_bytes):
             self._retired += [self.ranged.close, self.uploads.close]
             self.uploads = Uploads(config.save_dir, config.min_free_bytes, self.umask)
-            self.ranged = RangedFiles(self.uploads.save_dir, self.uploads.space, self.umask)
+            self.ranged = RangedFiles(
+                self.uploads.save_dir, self.uploads.space, self.umask, self.uploads.workers
+            )
         if old.max_uploads != config.max_uploads:
             self._upload_slots = asyncio.Semaphore(max(config.max_uploads, 1))
         rates = ("notify_rate", "notify_burst", "view_rate", "view_burst")

@@ -28,6 +28,7 @@ from rtun.protocol.wire import line_end
 if TYPE_CHECKING:
     from rtun.protocol.events import ReceivedEvent
 
+ALIGN = 4096  # the largest logical block size in use: direct writes start and end on it
 WHOLE_MAX = 64 * 1024  # files up to this size are taken whole when all their bytes are in
 _ZERO_CHUNK = b"0\r\n"
 _HEX_DIGITS = b"0123456789abcdef"
@@ -76,6 +77,7 @@ class Receiver:
         self._v1 = False
         self._data_follows = False  # the request being decided is an upload
         self._queued: List[Event] = []  # events of a whole file taken at once, last first
+        self._realign = False  # the chunk's last piece was its start's whole blocks (_data)
 
     # ---- feeding bytes ---------------------------------------------------------------------
 
@@ -312,6 +314,9 @@ class Receiver:
         return self._data()
 
     def _data(self) -> ReceivedEvent:
+        if self._realign:  # the rest of a chunk's start goes to the front (its view is dead now)
+            self._realign = False
+            self._to_front()
         available = self._end - self._start
         if not available:
             if self._eof:
@@ -319,6 +324,14 @@ class Receiver:
             self._make_room()
             return NEED_DATA
         length = min(available, self._remaining)
+        if length < self._remaining and not self._start and not self._eof:
+            # Part of a chunk, asked for before the rest came (the pump stopped waiting for
+            # it): its whole blocks only, so that this piece and the next begin block-aligned,
+            # in the file and in memory (direct writes); the rest moves to the front.
+            length -= length % ALIGN
+            if not length:
+                return NEED_DATA
+            self._realign = True
         data = self._view[self._start : self._start + length]
         self._start += length
         self._remaining -= length
@@ -375,8 +388,6 @@ class Receiver:
             # buffer around each (1 MiB) range cost two allocations and their zero-fill.
             if not isinstance(finished, messages.Range):
                 self._resize(self._idle_size)
-            else:  # what came of the next range goes to the front: room behind it
-                self._to_front()
         self.state = IDLE
         self._upload = None
         return wire.ok_data(data) if data is not None else wire.ok(text)

@@ -13,9 +13,16 @@ from hypothesis import strategies as st
 from rtun.daemon.actions import ranges
 from rtun.daemon.actions.ranges import RangedFiles
 from rtun.daemon.storage.space import Space
+from rtun.daemon.storage.writing import Workers
 from rtun.protocol import messages
 
 UNIT = ranges.MIN_RANGE
+WORKERS = Workers()
+
+
+def _write(ranged: ranges.RangedFile, offset: int, data: "bytes | memoryview") -> None:
+    """As the RANGE handler writes: in a helper thread, waited for."""
+    ranged.write(offset, memoryview(data)).result()
 
 
 def _request(
@@ -38,10 +45,10 @@ def _commit_digest(*pieces: bytes) -> str:
 
 
 def test_a_file_in_two_ranges_is_placed_whole(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     ranged = files.open(_request())
     for offset, piece in ((4, b"efgh"), (0, b"abcd")):  # any order
-        ranged.write(offset, memoryview(piece))
+        _write(ranged, offset, memoryview(piece))
         ranged.verified_range(offset, 4, hashlib.sha256(piece).digest())
     files.detach(ranged)
     path = files.commit(ranged, _commit_digest(b"abcd", b"efgh"))
@@ -50,19 +57,19 @@ def test_a_file_in_two_ranges_is_placed_whole(tmp_path: Path) -> None:
 
 
 def test_a_launcher_sent_in_ranges_never_arrives_executable(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     content = b"[Desktop Entry]\nType=Application\nExec=sh -c id\n"
     ranged = files.open(_request(size=len(content), mode=0o755, name="run"))
-    ranged.write(0, memoryview(content))
+    _write(ranged, 0, memoryview(content))
     ranged.verified_range(0, len(content), hashlib.sha256(content).digest())
     path = files.commit(ranged, _commit_digest(content))
     assert os.stat(path).st_mode & 0o111 == 0
 
 
 def test_an_interrupted_file_is_resumed_by_key_then_dropped_after_its_time(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     ranged = files.open(_request())
-    ranged.write(0, memoryview(b"abcd"))
+    _write(ranged, 0, memoryview(b"abcd"))
     ranged.verified_range(0, 4, hashlib.sha256(b"abcd").digest())
     files.detach(ranged)  # the connection went away
     again = files.open(_request())
@@ -77,7 +84,7 @@ def test_an_interrupted_file_is_resumed_by_key_then_dropped_after_its_time(tmp_p
 
 
 def test_joining_needs_the_same_open_file(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     with pytest.raises(messages.Rejected):
         files.open(_request(join=True))
     files.open(_request())
@@ -91,7 +98,7 @@ def test_joining_needs_the_same_open_file(tmp_path: Path) -> None:
 
 def test_at_most_max_files_are_kept_the_oldest_unused_goes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(ranges, "MAX_FILES", 2)
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     first = files.open(_request(key="01" * 8))
     files.detach(first)
     files.open(_request(key="02" * 8, name="g"))
@@ -123,7 +130,7 @@ MIB = 1024 * 1024
 def test_a_file_must_fit_and_holds_what_is_to_come_while_attached(tmp_path: Path) -> None:
     disk = CountedDisk(tmp_path, 4 * MIB)
     space = Space(str(tmp_path), MIB, free=disk.free)
-    files = RangedFiles(str(tmp_path), space, 0o022)
+    files = RangedFiles(str(tmp_path), space, 0o022, WORKERS)
     with pytest.raises(messages.Rejected) as info:
         files.open(_request(size=3 * MIB + 1))
     assert info.value.code == messages.E_NO_SPACE
@@ -146,7 +153,7 @@ def test_sparse_end_first_writes_of_several_files_never_cross_the_reserve(tmp_pa
     when a range at the end paid for the hole below it."""
     disk = CountedDisk(tmp_path, 6 * MIB)
     space = Space(str(tmp_path), 2 * MIB, free=disk.free)
-    files = RangedFiles(str(tmp_path), space, 0o022)
+    files = RangedFiles(str(tmp_path), space, 0o022, WORKERS)
     size = 3 * MIB // 2
     opened = []
     for i in range(3):
@@ -158,7 +165,7 @@ def test_sparse_end_first_writes_of_several_files_never_cross_the_reserve(tmp_pa
     piece = memoryview(b"x" * UNIT)
     for offset in reversed(range(0, size, UNIT)):  # end first, every file in turn
         for ranged in opened:
-            ranged.write(offset, piece)
+            _write(ranged, offset, piece)
             assert disk.free("") >= space.reserve
     for ranged in opened:
         part = ranged.part
@@ -167,12 +174,12 @@ def test_sparse_end_first_writes_of_several_files_never_cross_the_reserve(tmp_pa
 
 
 def test_a_part_file_never_has_execute_bits_until_its_commit(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     ranged = files.open(_request(mode=0o4777))
     (part,) = [p for p in tmp_path.iterdir() if p.name.startswith(".rtun-")]
     assert part.stat().st_mode & 0o7777 == 0o644  # no setuid, no execute, the umask applied
     for offset, piece in ((0, b"abcd"), (4, b"efgh")):
-        ranged.write(offset, memoryview(piece))
+        _write(ranged, offset, memoryview(piece))
         ranged.verified_range(offset, 4, hashlib.sha256(piece).digest())
     path = files.commit(ranged, _commit_digest(b"abcd", b"efgh"))
     assert os.stat(path).st_mode & 0o7777 == 0o755
@@ -183,7 +190,7 @@ def _open_fds() -> int:
 
 
 def test_a_ranged_file_holds_one_descriptor_and_is_found_again(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     deep = "/".join(f"d{i}" for i in range(40))
     before = _open_fds()
     kept = []
@@ -195,7 +202,7 @@ def test_a_ranged_file_holds_one_descriptor_and_is_found_again(tmp_path: Path) -
     again = files.open(messages.Ranges(deep, "f0", 8, 0o644, 1.0, "00" * 8, False, True, False))
     assert again is kept[0]
     for offset, piece in ((0, b"abcd"), (4, b"efgh")):
-        again.write(offset, memoryview(piece))
+        _write(again, offset, memoryview(piece))
         again.verified_range(offset, 4, hashlib.sha256(piece).digest())
     path = files.commit(again, _commit_digest(b"abcd", b"efgh"))
     assert Path(path).read_bytes() == b"abcdefgh"
@@ -205,10 +212,10 @@ def test_a_ranged_file_holds_one_descriptor_and_is_found_again(tmp_path: Path) -
 
 
 def test_a_kept_file_whose_directory_was_replaced_starts_over(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     request = messages.Ranges("d", "f", 8, 0o644, 1.0, "ab" * 8, False, True, False)
     ranged = files.open(request)
-    ranged.write(0, memoryview(b"abcd"))
+    _write(ranged, 0, memoryview(b"abcd"))
     ranged.verified_range(0, 4, hashlib.sha256(b"abcd").digest())
     files.detach(ranged)
     (tmp_path / "d").rename(tmp_path / "elsewhere")
@@ -223,14 +230,14 @@ def test_a_kept_file_whose_directory_was_replaced_starts_over(tmp_path: Path) ->
 def test_a_failed_range_over_a_verified_one_unverifies_it(tmp_path: Path) -> None:
     """A range that stops short or fails its digest has written over the file: what it
     overlaps no longer counts, so COMMIT cannot place bytes nobody verified."""
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     ranged = files.open(_request())
     ranged.begin_range(0, 8)
-    ranged.write(0, memoryview(b"abcdefgh"))
+    _write(ranged, 0, memoryview(b"abcdefgh"))
     ranged.verified_range(0, 8, hashlib.sha256(b"abcdefgh").digest())
     ranged.end_range(0)
     ranged.begin_range(0, 8)  # another connection's range over it ...
-    ranged.write(0, memoryview(b"EVIL"))
+    _write(ranged, 0, memoryview(b"EVIL"))
     ranged.end_range(0)  # ... that never verified
     with pytest.raises(messages.Rejected) as info:
         files.commit(ranged, _commit_digest(b"abcdefgh"))
@@ -238,7 +245,7 @@ def test_a_failed_range_over_a_verified_one_unverifies_it(tmp_path: Path) -> Non
 
 
 def test_ranges_in_flight_exclude_each_other_and_the_commit(tmp_path: Path) -> None:
-    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022)
+    files = RangedFiles(str(tmp_path), Space(str(tmp_path), 0), 0o022, WORKERS)
     ranged = files.open(_request())
     ranged.begin_range(0, 8)
     with pytest.raises(messages.Rejected) as info:
@@ -255,7 +262,7 @@ def test_a_range_sent_again_unverifies_exactly_what_it_overlaps(tmp_path_factory
     """Whatever order and overlap ranges arrive in, the verified ones are those a plain scan of
     every range would keep (the daemon finds the overlapped ones by bisection)."""
     directory = tmp_path_factory.mktemp("ranges")
-    files = RangedFiles(str(directory), Space(str(directory), 0), 0o022)
+    files = RangedFiles(str(directory), Space(str(directory), 0), 0o022, WORKERS)
     ranged = files.open(_request(size=32 * UNIT))
     model = {}
     for start, length in sends:
@@ -291,7 +298,7 @@ def test_any_sequence_of_ranges_keeps_the_disk_account(tmp_path_factory, sequenc
     directory = tmp_path_factory.mktemp("account")
     disk = CountedDisk(directory, 4 * MIB)
     space = Space(str(directory), MIB, free=disk.free)
-    files = RangedFiles(str(directory), space, 0o022)
+    files = RangedFiles(str(directory), space, 0o022, WORKERS)
     size = 24 * UNIT - 1000
     users = {}
     for which, start, length, what in sequence:
@@ -310,7 +317,7 @@ def test_any_sequence_of_ranges_keeps_the_disk_account(tmp_path_factory, sequenc
                 n = min(length * UNIT if what == "range" else length * 1000, size - offset)
                 ranged.begin_range(offset, min(max(n, UNIT), size - offset))
                 try:
-                    ranged.write(offset, memoryview(b"y" * n))
+                    _write(ranged, offset, memoryview(b"y" * n))
                 finally:
                     ranged.end_range(offset)
         except messages.Rejected:

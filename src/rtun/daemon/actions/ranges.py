@@ -20,12 +20,14 @@ COMMIT gives it its final mode.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import logging
 import os
 import stat
 import time
+from concurrent.futures import Future
 from typing import Dict, List, Optional, Tuple
 
 from rtun.daemon.actions.files import DEFAULT_MODE
@@ -34,6 +36,7 @@ from rtun.daemon.storage.direct import DirectAt
 from rtun.daemon.storage.extents import Extents, block_size
 from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import UPDATE, PartFile, Tree, refusal_for
+from rtun.daemon.storage.writing import Workers
 from rtun.protocol import messages, names
 from rtun.protocol.limits import MAX_RANGES, MIN_RANGE
 from rtun.protocol.messages import Rejected
@@ -48,7 +51,9 @@ META_SPAN = 1 << 21  # blocks of a file per block of extent map (ext4: 128 MiB a
 
 
 class RangedFile:
-    def __init__(self, request: messages.Ranges, tree: Tree, umask: int, save_dir: str) -> None:
+    def __init__(
+        self, request: messages.Ranges, tree: Tree, umask: int, save_dir: str, workers: Workers
+    ) -> None:
         self.key = request.key
         self.parts = names.join(names.components(request.dest) if request.dest else (), request.name)
         self.size = request.size
@@ -62,6 +67,7 @@ class RangedFile:
         assert isinstance(part, PartFile) and part.fd is not None
         self.part: Optional[PartFile] = part
         self._writes = DirectAt(part.fd, save_dir)  # whole ranges past the page cache
+        self._workers = workers
         self.extents = Extents(self.size, block_size(os.fstat(part.fd).st_blksize))
         block = self.extents.block
         # The file system's own blocks (extent maps): one up front, one more per META_PIECES
@@ -92,6 +98,11 @@ class RangedFile:
     def paid(self) -> int:
         """What the file has paid for (and may take on the disk) so far."""
         return self.extents.covered_bytes + self._meta_paid + self.allowance
+
+    @property
+    def direct_bytes(self) -> int:
+        """Bytes written past the page cache (storage/direct.py's DirectAt)."""
+        return self._writes.direct_bytes
 
     def same_file(self, request: messages.Ranges) -> bool:
         parts = names.join(names.components(request.dest) if request.dest else (), request.name)
@@ -143,15 +154,20 @@ class RangedFile:
         if len(self.verified) >= MAX_RANGES:
             raise Rejected(messages.E_BAD_REQUEST, "too many ranges for one file")
 
-    def write(self, offset: int, data: memoryview) -> None:
+    def write(self, offset: int, data: memoryview) -> "Future[None]":
         """Write ``data`` at ``offset`` (inside the file: check_range), after paying for the
-        blocks it newly takes."""
+        blocks it newly takes; the write itself runs in a helper thread (a direct write waits
+        for the device, which the event loop must not): its future, which raises a Rejected
+        for a failed write. ``data`` must stay as it is until the future is done (written)."""
         part = self.part
         assert part is not None and part.fd is not None
         self.received += len(data)
         if offset < len(self._head):  # the part file is write-only: keep the head as it passes
             self._head[offset : min(offset + len(data), len(self._head))] = data[: len(self._head) - offset]
         self.extents.add(offset, len(data), self._pay)
+        return self._workers.submit(self._write, data, offset)
+
+    def _write(self, data: memoryview, offset: int) -> None:
         try:
             self._writes.write(data, offset)
         except OSError as exc:
@@ -202,11 +218,23 @@ class RangedFile:
         return tree.path(self.parts[:-1] + (final,))
 
 
+async def written(future: "Future[None]") -> None:
+    """Wait for a ranged file's write (RangedFile.write). A caller cancelled meanwhile still
+    waits for the write to end: the buffer and the descriptor it uses must outlive it."""
+    waiting = asyncio.wrap_future(future)
+    try:
+        await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        await asyncio.wait([waiting])
+        raise
+
+
 class RangedFiles:
     """The ranged files being received or kept for resumption, by key."""
 
-    def __init__(self, save_dir: str, space: Space, umask: int) -> None:
+    def __init__(self, save_dir: str, space: Space, umask: int, workers: Workers) -> None:
         self.save_dir = save_dir
+        self.workers = workers
         self.space = space
         self.umask = umask
         self._files: Dict[str, RangedFile] = {}
@@ -243,7 +271,7 @@ class RangedFiles:
         self.space.settle(request.size)
         tree = self._tree()
         try:
-            ranged = RangedFile(request, tree, self.umask, self.save_dir)
+            ranged = RangedFile(request, tree, self.umask, self.save_dir, self.workers)
             try:
                 self._attach(ranged)
             except BaseException:

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import mmap
 import os
+import threading
 from concurrent.futures import Future
 from typing import Dict, List, Optional
 
@@ -160,8 +161,12 @@ class DirectWrites:
         self._views, self._buffers = [], []
 
 
+REFUSALS = 8  # aligned writes refused in a row before a file's writes all take the page cache
+
+
 class DirectAt:
-    """Writes at any offsets to one open file (a ranged file's): past the page cache when the
+    """Writes at any offsets to one open file (a ranged file's), one at a time (from helper
+    threads: the O_DIRECT flag is the file's, turned off around some): past the page cache when the
     offset and length are block-aligned and the memory is page-aligned (a range read whole into
     the receive buffer: Receiver.raw_room), through it otherwise (a range's head or tail, a
     file's last range). The descriptor's O_DIRECT flag is turned off around the others."""
@@ -171,6 +176,8 @@ class DirectAt:
         self._flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         self.direct = False
         self.direct_bytes = 0  # written past the page cache
+        self._refused = 0  # aligned writes refused in a row (EINVAL)
+        self._lock = threading.Lock()
         if on_disk(directory):
             try:
                 fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | _O_DIRECT)
@@ -179,14 +186,23 @@ class DirectAt:
                 pass
 
     def write(self, data: memoryview, offset: int) -> None:
+        with self._lock:
+            self._write(data, offset)
+
+    def _write(self, data: memoryview, offset: int) -> None:
         if self.direct and not (offset | len(data)) % ALIGN:
             try:
                 write_all(self.fd, data, offset)
                 self.direct_bytes += len(data)
+                self._refused = 0
                 return
             except OSError as exc:
                 if exc.errno != errno.EINVAL:  # EINVAL: memory not aligned, or no direct I/O now
                     raise
+                self._refused += 1
+                if self._refused >= REFUSALS:  # the file system takes the flag, not the writes
+                    fcntl.fcntl(self.fd, fcntl.F_SETFL, self._flags)
+                    self.direct = False
         if not self.direct:
             write_all(self.fd, data, offset)
             return
