@@ -164,10 +164,10 @@ def _send(
             main: Optional[ClientConnection] = conn if ranges else None
             if shared:
                 files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
-                if ranges and _one_channel(options, files, round_trip):
+                size = stream.total_bytes
+                if ranges and _one_channel(options, size, round_trip):
                     # The round trip says one channel carries it: the files in one more PUT on
                     # this connection, as a tree that is not shared goes (no thread, no pool).
-                    size = sum(_size(i) for i in files)
                     rest = SendPlan(files, total_bytes=size, total_files=len(files), warnings=work.warnings)
                     write_put(conn, options, rest, progress=progress, reader=reader, early=False)
                     saved += put_reply(
@@ -220,14 +220,13 @@ def _shareable(stream: SendPlan) -> bool:
     return len(files) >= 2 and stream.total_bytes >= SHARED_MIN and all(i.source is not None for i in files)
 
 
-def _one_channel(options: SendOptions, files: List[Item], round_trip: float) -> bool:
+def _one_channel(options: SendOptions, size: int, round_trip: float) -> bool:
     """Left to choose (no --channels), the first round trip and the files' total say one
     channel (parallel.initial_channels: loopback, a LAN, or too little to keep more busy): a
     pool would cost a thread and a PUT per channel for nothing."""
     from rtun.client import parallel
 
-    total = sum(_size(item) for item in files)
-    return options.channels == 0 and parallel.initial_channels(total, round_trip) == 1
+    return options.channels == 0 and parallel.initial_channels(size, round_trip) == 1
 
 
 def _put_again(options: SendOptions, rest: SendPlan, *, progress: Progress, reader: Reader) -> List[str]:
