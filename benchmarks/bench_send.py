@@ -5,6 +5,7 @@
   (issue 20), in the median of alternating runs; each pair's ratio and the CPU per file of the
   client and the daemon are reported too (load on the 2 shared cores moves wall time, not those).
 - Daemon peak RSS during the 1 GiB transfer <= 64 MiB.
+RTUN_BENCH_SMALL_ONLY=1 runs the small files alone.
 All use the same ssh client config, hence the same (default) cipher, chacha20-poly1305.
 The 1 GiB destinations (rtun's save directory, scp's) are on tmpfs: this VM's disk takes
 ~400 MB/s once writeback starts, which would measure the disk.
@@ -84,6 +85,8 @@ TMPFS = Path("/dev/shm")
 
 def measure() -> List[Result]:
     on_disk = _measure_small_files_on_disk()  # first: nothing of this bench removed yet
+    if os.environ.get("RTUN_BENCH_SMALL_ONLY"):  # the small files alone, for A/B rounds of them
+        return on_disk
     dest_root = Path(tempfile.mkdtemp(prefix="rtun-bench-", dir=TMPFS))
     try:
         results = _measure(dest_root)

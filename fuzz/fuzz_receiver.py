@@ -34,14 +34,23 @@ if __name__ == "__main__":  # instrument rtun for coverage before anything impor
         from rtun.daemon.storage.space import Space
         from rtun.daemon.storage.writing import Workers
         from rtun.protocol import limits, messages, names, wire
-        from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
+        from rtun.protocol.events import (
+            Data,
+            Directory,
+            FileEnd,
+            FileStart,
+            Link,
+            Upload,
+            UploadEnd,
+            WholeFile,
+        )
         from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 else:
     from rtun.daemon.actions.ranges import RangedFile, RangedFiles
     from rtun.daemon.storage.space import Space
     from rtun.daemon.storage.writing import Workers
     from rtun.protocol import limits, messages, names, wire
-    from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
+    from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd, WholeFile
     from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
 
 Rejected = messages.Rejected
@@ -250,6 +259,13 @@ class _Driver:
                 self.start(first)
         elif isinstance(event, FileStart):
             self.start(event)
+        elif isinstance(event, WholeFile):
+            self.start(FileStart(event.parts, event.mode, event.mtime, event.size))
+            if not isinstance(self.upload.request, messages.Put):
+                raise Broken("a whole file outside a PUT")
+            if len(event.data) != event.size or hashlib.sha256(event.data).hexdigest() != event.digest:
+                raise Broken(f"a whole file of {len(event.data)} bytes, declared {event.size}, unverified")
+            self.file = None
         elif isinstance(event, Data):
             if self.file is None:
                 raise Broken("data outside a file")

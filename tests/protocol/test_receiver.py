@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtun.protocol import limits, messages, wire
-from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd
+from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, Upload, UploadEnd, WholeFile
 from rtun.protocol.limits import RECEIVE_BUFFER
 from rtun.protocol.messages import Rejected
 from rtun.protocol.receiver import CLOSED, NEED_DATA, Receiver, Truncated
@@ -42,6 +42,21 @@ def file_entry(path: str, data: bytes, **extra: Any) -> bytes:
 END = line({"type": "end"})
 
 
+def spread(event: Any) -> List[Any]:
+    """An event as the tests compare it: Data copied (views die on the next call), a whole file
+    as the FileStart, data and FileEnd it stands for."""
+    if isinstance(event, Data):
+        return [bytes(event.data)]
+    if isinstance(event, WholeFile):
+        data = [bytes(event.data)] if event.size else []
+        return [
+            FileStart(event.parts, event.mode, event.mtime, event.size),
+            *data,
+            FileEnd(event.size, event.digest),
+        ]
+    return [event]
+
+
 def drain(receiver: Receiver) -> List[Any]:
     """Every event until the receiver needs more, with Data copied (views die on the next call)."""
     events: List[Any] = []
@@ -49,11 +64,11 @@ def drain(receiver: Receiver) -> List[Any]:
         event = receiver.next_event()
         if event is NEED_DATA or event is CLOSED:
             return events
-        events.append(bytes(event.data) if isinstance(event, Data) else event)
+        events += spread(event)
         if isinstance(event, Upload):
             receiver.accept()
         if isinstance(event, UploadEnd) or not isinstance(
-            event, (Upload, Data, FileStart, FileEnd, Directory, Link)
+            event, (Upload, Data, FileStart, FileEnd, Directory, Link, WholeFile)
         ):
             receiver.reply()
 
@@ -205,7 +220,7 @@ def _put_events(pieces: Sequence[bytes]) -> List[Any]:
             event = receiver.next_event()
             if event is NEED_DATA:
                 break
-            out.append(bytes(event.data) if isinstance(event, Data) else event)
+            out += spread(event)
             if isinstance(event, UploadEnd):
                 return out
     return out
@@ -493,3 +508,28 @@ def test_back_to_back_ranges_keep_one_receive_buffer() -> None:
         pass
     receiver.reply()
     assert len(receiver._buffer) == limits.IDLE_BUFFER  # a single upload gives it back
+
+
+def test_a_small_file_whose_bytes_are_all_in_is_one_event_with_a_view_of_its_data() -> None:
+    """The fast path hands each whole file over as one event (not FileStart, Data, FileEnd):
+    verified, its data a view of the receive buffer, not a copy."""
+    files = [(f"f{i}", os.urandom(i * 100)) for i in range(3)]
+    stream = b"".join(
+        line({"type": "file", "path": p, "mode": 0o600, "mtime": 7, "size": len(d)})
+        + (b"%d\r\n" % len(d) + d if d else b"")
+        + b"0\r\n"
+        + sha(d)
+        for p, d in files
+    )
+    receiver = Receiver()
+    receiver.receive_data(b"PUT {}\r\n")
+    receiver.next_event()
+    receiver.accept()
+    receiver.receive_data(stream + line({"type": "end"}))
+    for name, data in files:
+        event = receiver.next_event()
+        assert isinstance(event, WholeFile), event
+        assert (event.parts, event.mode, event.mtime, event.size) == ((name,), 0o600, 7, len(data))
+        assert isinstance(event.data, memoryview) and bytes(event.data) == data
+        assert event.digest == hashlib.sha256(data).hexdigest()
+    assert isinstance(receiver.next_event(), UploadEnd)

@@ -60,17 +60,30 @@ def stream_put(
 
 def _write_entries(conn: ClientConnection, work: SendPlan, *, progress: Progress, reader: Reader) -> None:
     sender = conn.sender
+    report = progress.update
     for item in work.items:
         entry = item.entry
         if isinstance(entry, framing.FileEntry):
-            if entry.size is not None and entry.size <= SMALL_WRITE and item.source is not None:
-                _send_small(conn, entry, item.source, report=progress.update, reader=reader)
-                continue
-            conn.write(sender.entry(entry))
-            stream_file(conn, item.source, report=progress.update, reader=reader)
+            write_file(conn, entry, item.source, report=report, reader=reader)
         else:
             conn.write(sender.entry(entry))
     conn.write(sender.end())
+
+
+def write_file(
+    conn: ClientConnection,
+    entry: framing.FileEntry,
+    source: Optional[str],
+    *,
+    report: Callable[[int], None],
+    reader: Reader,
+) -> None:
+    """A file entry of a PUT and its data: a small file on disk in one write, framed whole."""
+    if entry.size is not None and entry.size <= SMALL_WRITE and source is not None:
+        _send_small(conn, entry, source, report=report, reader=reader)
+        return
+    conn.write(conn.sender.entry(entry))
+    stream_file(conn, source, report=report, reader=reader)
 
 
 SMALL_WRITE = 64 * 1024  # a file this small goes to the socket buffer in one write with its framing

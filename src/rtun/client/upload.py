@@ -13,7 +13,15 @@ import time
 from rtun.client.handshake import pipelined
 from rtun.client.outcome import Interrupted, SendResult, put_reply, with_hint
 from rtun.client.sources import Item, Progress, Reader, SendPlan, plan
-from rtun.client.stream import early_ok, stream_file, stream_put, update_mode, upload_v1, write_put
+from rtun.client.stream import (
+    early_ok,
+    stream_file,
+    stream_put,
+    update_mode,
+    upload_v1,
+    write_file,
+    write_put,
+)
 from rtun.errors import RemoteError, RtunError
 from rtun.protocol import framing, messages, wire
 
@@ -72,8 +80,8 @@ def send(
     after a failure part way it says what was saved (and ``not_saved`` what was not)."""
     dest_dir, work = plan(sources, to)
     options = options.below(dest_dir)
-    for item in work.items:  # a name that cannot be framed fails here, before connecting
-        framing.encode_entry(item.entry)
+    # A destination that cannot be framed fails here, before connecting. Entries are encoded
+    # once, in the stream: json's quoting frames any name (no pre-check per file).
     wire.encode_request(messages.Put(options.dest, options.overwrite, 0, 0))
     files = [item for item in work.items if isinstance(item.entry, framing.FileEntry)]
     if result is None:
@@ -156,7 +164,17 @@ def _send(
             main: Optional[ClientConnection] = conn if ranges else None
             if shared:
                 files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
-                if ranges:  # directories first (above), files over several connections, mtimes last
+                size = stream.total_bytes
+                if ranges and _one_channel(options, size, round_trip):
+                    # The round trip says one channel carries it: the files in one more PUT on
+                    # this connection, as a tree that is not shared goes (no thread, no pool).
+                    rest = SendPlan(files, total_bytes=size, total_files=len(files), warnings=work.warnings)
+                    write_put(conn, options, rest, progress=progress, reader=reader, early=False)
+                    saved += put_reply(
+                        stream_put(conn, rest, progress=progress, reader=reader, early=False), work.warnings
+                    )
+                    done.update(id(i) for i in files)
+                elif ranges:  # directories first (above), files over several connections, mtimes last
                     saved += _share_files(
                         conn,
                         files,
@@ -200,6 +218,15 @@ SHARED_MIN = 8 * 1024 * 1024  # a tree's files are shared among connections past
 def _shareable(stream: SendPlan) -> bool:
     files = [i for i in stream.items if isinstance(i.entry, framing.FileEntry)]
     return len(files) >= 2 and stream.total_bytes >= SHARED_MIN and all(i.source is not None for i in files)
+
+
+def _one_channel(options: SendOptions, size: int, round_trip: float) -> bool:
+    """Left to choose (no --channels), the first round trip and the files' total say one
+    channel (parallel.initial_channels: loopback, a LAN, or too little to keep more busy): a
+    pool would cost a thread and a PUT per channel for nothing."""
+    from rtun.client import parallel
+
+    return options.channels == 0 and parallel.initial_channels(size, round_trip) == 1
 
 
 def _put_again(options: SendOptions, rest: SendPlan, *, progress: Progress, reader: Reader) -> List[str]:
@@ -246,8 +273,8 @@ def _share_files(
         sent = []
         item = take()
         while item is not None:
-            conn.write(conn.sender.entry(item.entry))
-            stream_file(conn, item.source, report=pool.count, reader=reader)
+            assert isinstance(item.entry, framing.FileEntry)
+            write_file(conn, item.entry, item.source, report=pool.count, reader=reader)
             sent.append(item)
             item = take()
         conn.write(conn.sender.end())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rtun.daemon.actions.files import Transfer
 from rtun.daemon.connection import Connection
-from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, UploadEnd
+from rtun.protocol.events import Data, Directory, FileEnd, FileStart, Link, UploadEnd, WholeFile
 
 
 async def receive(conn: Connection, transfer: Transfer) -> None:
@@ -18,7 +18,9 @@ async def receive(conn: Connection, transfer: Transfer) -> None:
             transfer.start_file(first)
         while True:
             event = await conn.next_event()
-            if isinstance(event, Data):
+            if isinstance(event, WholeFile):  # a small file, in one event (most of a tree's)
+                transfer.whole_file(event)
+            elif isinstance(event, Data):
                 transfer.write(event.data)
             elif isinstance(event, FileStart):
                 transfer.start_file(event)

@@ -86,6 +86,26 @@ class FileEnd(Event):
         self.digest = digest
 
 
+class WholeFile(Event):
+    """A small file of a PUT whose every byte arrived at once: what FileStart, Data and FileEnd
+    would say, in one event. ``data`` is a view of the receive buffer, valid until the receiver
+    is called again; size and SHA-256 (``digest``, hex) are verified."""
+
+    __slots__ = ("parts", "mode", "mtime", "size", "data", "digest")
+
+    def __init__(
+        self, parts: Tuple[str, ...], mode: int, mtime: float, size: int, data: memoryview, digest: str
+    ) -> None:
+        self.parts, self.mode, self.mtime, self.size, self.data, self.digest = (
+            parts,
+            mode,
+            mtime,
+            size,
+            data,
+            digest,
+        )
+
+
 class UploadEnd(Event):
     """The upload is complete; the daemon now owes its final ``reply``."""
 

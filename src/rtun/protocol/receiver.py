@@ -6,9 +6,10 @@ The pump (asyncio in the daemon, anything in tests) lets the kernel write receiv
 with :meth:`Receiver.reply`, :meth:`Receiver.accept` (an upload may start) or
 :meth:`Receiver.reject`, each returning the bytes to write.
 
-File data comes out as :class:`Data` events whose ``data`` is a view of the receive buffer: no
-copy is made, and the view is valid until the next call to ``next_event`` (or
-``receive_data``, which may reuse the space). The receiver checks
+File data comes out as :class:`Data` events (a small file whose bytes are all in: one
+:class:`WholeFile` event) whose ``data`` is a view of the receive buffer: no copy is made, and
+the view is valid until the next call to ``next_event`` (or ``receive_data``, which may reuse
+the space). The receiver checks
 the whole order of an upload (the READY, entries, chunks, the zero chunk, the digest, the end),
 every limit, every path and every file's size and SHA-256, so what it emits is already valid.
 """
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
-from rtun.protocol import framing, messages, names, wire
+from rtun.protocol import events, framing, messages, names, wire
 from rtun.protocol.events import Data, Directory, Event, FileEnd, FileStart, Link, Upload, UploadEnd
 from rtun.protocol.limits import IDLE_BUFFER, MAX_ENTRIES, MAX_LINE, RECEIVE_BUFFER, SHA256_HEX_LEN
 from rtun.protocol.messages import CLOSED, NEED_DATA, Rejected, Truncated
@@ -76,7 +77,6 @@ class Receiver:
         self._remaining = 0  # bytes left in the current chunk (or v1 file)
         self._v1 = False
         self._data_follows = False  # the request being decided is an upload
-        self._queued: List[Event] = []  # events of a whole file taken at once, last first
         self._realign = False  # the chunk's last piece was its start's whole blocks (_data)
 
     # ---- feeding bytes ---------------------------------------------------------------------
@@ -141,8 +141,6 @@ class Receiver:
         state = self.state
         if state == RAW_DATA:
             return self._data()
-        if self._queued:  # a whole small file's Data and FileEnd (_take_whole)
-            return self._queued.pop()
         if state in (DECIDING, REPLYING):
             raise RuntimeError(f"the daemon must answer first (state: {state})")
         if state in (DONE, SPLICED):
@@ -195,7 +193,7 @@ class Receiver:
     def shrink(self) -> bool:
         """Back to the small buffer (unread bytes kept) if between uploads, as a pump asks when
         its connection falls quiet; False inside one."""
-        if self.state not in (IDLE, DECIDING) or self._queued:
+        if self.state not in (IDLE, DECIDING):
             return False
         self._resize(self._idle_size)
         return True
@@ -204,7 +202,7 @@ class Receiver:
         """A chunk's data begins: what is buffered moves to the front, so the chunk comes out
         as one Data event at the start of the buffer, which during an upload is page-aligned
         (storage may write it past the page cache as it is). Views handed out are dead here."""
-        if self._start and not self._queued:
+        if self._start:
             unread = self._end - self._start
             self._buffer[:unread] = self._view[self._start : self._end]
             self._start, self._end, self._scanned = 0, unread, 0
@@ -212,8 +210,6 @@ class Receiver:
     def _make_room(self) -> None:
         """Start again at the front once everything is read; move a partial line there when the
         buffer is full. Views handed out earlier are dead by now (next_event was called)."""
-        if self._queued:  # a queued Data event's view must stay as it is
-            return
         if self._start == self._end:
             self._start = self._end = 0
         elif self._end == len(self._buffer) and self._start > 0:
@@ -255,42 +251,38 @@ class Receiver:
         request = self._upload.request
         if isinstance(request, messages.Put) and request.update == messages.UPDATE_CHECK:
             return FileStart(parts, entry.mode, entry.mtime, entry.size)  # a question: no data
+        size = entry.size
+        if size is not None and size <= WHOLE_MAX:
+            whole = self._take_whole(parts, entry.mode, entry.mtime, size)
+            if whole is not None:
+                return whole
         self.state = CHUNK_HEADER
-        start = self._start_file(FileStart(parts, entry.mode, entry.mtime, entry.size))
-        if entry.size is not None and entry.size <= WHOLE_MAX:
-            self._take_whole(entry.size)
-        return start
+        return self._start_file(FileStart(parts, entry.mode, entry.mtime, size))
 
-    def _take_whole(self, size: int) -> None:
+    def _take_whole(
+        self, parts: Tuple[str, ...], mode: int, mtime: float, size: int
+    ) -> Optional[events.WholeFile]:
         """A small file whose every byte is in already, framed as a sender frames a whole file
-        (one chunk, the zero chunk, the SHA-256; CRLF endings): verified now, its Data and
-        FileEnd events queued, four lines' parsing skipped. Any other framing, or bytes still to
-        come, take the general path, which judges them."""
+        (one chunk, the zero chunk, the SHA-256; CRLF endings): verified now and handed out as
+        one event, four lines' parsing and two events skipped. Any other framing, or bytes still
+        to come, take the general path (None), which judges them."""
         buffer, begin = self._buffer, self._start
         header = b"%d\r\n" % size if size else b""
         data_end = begin + len(header) + size
         end = data_end + len(_ZERO_CHUNK) + SHA256_HEX_LEN + 2
-        if (
-            end > self._end
-            or buffer.find(header, begin, data_end) != begin
-            or buffer.find(_ZERO_CHUNK, data_end, data_end + len(_ZERO_CHUNK)) != data_end
-            or buffer.find(wire.EOL, end - 2, end) != end - 2
-        ):
-            return
-        expected = buffer[data_end + len(_ZERO_CHUNK) : end - 2]
-        if expected.strip(_HEX_DIGITS):
-            return
+        if end > self._end or buffer[begin : begin + len(header)] != header:
+            return None
+        tail = buffer[data_end:end]  # the zero chunk, the SHA-256 and its CRLF: slices compare fastest
+        expected = tail[len(_ZERO_CHUNK) : -2]
+        if not tail.startswith(_ZERO_CHUNK) or not tail.endswith(wire.EOL) or expected.strip(_HEX_DIGITS):
+            return None
         data = self._view[begin + len(header) : data_end]
-        self._hash.update(data)
-        actual = self._hash.hexdigest()
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected.decode("ascii"):
             raise Rejected(messages.E_CHECKSUM, f"expected {expected.decode('ascii')}, got {actual}")
         self._start, self._scanned = end, 0
-        self._received = size
-        self._file = None
         self.state = ENTRY
-        end_event = FileEnd(size, actual)
-        self._queued = [end_event, Data(data)] if size else [end_event]  # popped from the end
+        return events.WholeFile(parts, mode, mtime, size, data, actual)
 
     def _start_file(self, start: FileStart) -> FileStart:
         self._file = start
@@ -435,7 +427,6 @@ class Receiver:
     def reject(self, code: int, text: str) -> bytes:
         """The ERROR line; v1 peers close after any error, so nothing more is read."""
         self.state = DONE
-        self._queued = []
         return wire.error(code, text)
 
     @property

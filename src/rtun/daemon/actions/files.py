@@ -22,7 +22,7 @@ from rtun.daemon.storage.space import Claim, Space
 from rtun.daemon.storage.tree import UPDATE, PartFile, Tree, UnnamedFile, refusal_for
 from rtun.daemon.storage.writing import Workers
 from rtun.protocol import messages, names
-from rtun.protocol.events import Directory, FileStart, Link
+from rtun.protocol.events import Directory, FileStart, Link, WholeFile
 from rtun.protocol.limits import MAX_REPLY_LISTING, MAX_TRACKED_DIRECTORIES
 from rtun.protocol.messages import Rejected
 
@@ -205,6 +205,24 @@ class Transfer:
         parts = event.parts[:-1] + (final,)
         self._placed([(parts, part.size)])
         return self.tree.path(parts)
+
+    def whole_file(self, event: WholeFile) -> None:
+        """A file of a tree that arrived whole and verified: start_file, write and end_file in
+        one call, its data copied once (the event's view dies at the next event)."""
+        if self.check or event.size > SMALL_MAX:
+            self.start_file(FileStart(event.parts, event.mode, event.mtime, event.size))
+            self.write(event.data)
+            self.end_file()
+            return
+        self.claim.written(event.size)
+        mode = event.mode
+        if mode & 0o111:
+            if extension(event.parts[-1]) in LAUNCHER_TYPES:
+                mode &= ~0o111  # a double click would run it
+            drop = bool(mode & 0o111 & ~self.tree.umask) and is_launcher(bytes(event.data[:HEAD_LEN]))
+        else:
+            drop = False
+        self._placed(self._small.add(event.parts, mode, event.mtime, bytes(event.data), drop))
 
     def _placed(self, placed: Placed) -> None:
         for parts, size in placed:

@@ -17,7 +17,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, List, Optional, Tuple, Union
 
 from rtun.daemon.storage.tree import (
     NO_UNNAMED,
@@ -50,7 +50,7 @@ FAST_FILE = 10e-6  # ... until they take less than this again
 PROBE_EVERY = 256  # files handed to helpers between two made (and timed) on the loop
 
 # (name, mode, mtime, data, drop_execute): one verified file
-Job = Tuple[str, int, Optional[float], bytearray, bool]
+Job = Tuple[str, int, Optional[float], Union[bytes, bytearray], bool]
 # What helpers placed, in order: (the file's parts with the name it got, its size)
 Placed = List[Tuple[Tuple[str, ...], int]]
 
@@ -84,7 +84,7 @@ def _write_batch(
 
 
 def _write_unnamed(
-    dir_fd: int, name: str, mode: int, mtime: Optional[float], data: bytearray, overwrite: int
+    dir_fd: int, name: str, mode: int, mtime: Optional[float], data: Union[bytes, bytearray], overwrite: int
 ) -> str:
     """One small file with no name until it is complete: the system calls alone, no object
     per file (the helpers share the interpreter with the loop). Raises NoUnnamed where the
@@ -112,7 +112,7 @@ def _write_named(
     mode: int,
     umask: int,
     mtime: Optional[float],
-    data: bytearray,
+    data: Union[bytes, bytearray],
     overwrite: int,
 ) -> str:
     """One small file under a temporary name until it is complete (no unnamed files here)."""
@@ -154,7 +154,12 @@ class SmallFiles:
         return bool(self._batch or self._pending)
 
     def add(
-        self, parts: Tuple[str, ...], mode: int, mtime: Optional[float], data: bytearray, drop_execute: bool
+        self,
+        parts: Tuple[str, ...],
+        mode: int,
+        mtime: Optional[float],
+        data: Union[bytes, bytearray],
+        drop_execute: bool,
     ) -> Placed:
         """Queue a verified file (its directory made already)."""
         placed: Placed = []
