@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rtun.client.pump import ClientConnection
 
 from rtun.client.handshake import pipelined
-from rtun.errors import RemoteError, RtunError
+from rtun.errors import RtunError
 from rtun.protocol import messages, wire
 
 RANGE_SIZE = 1024 * 1024  # a unit of work, of verification and of resumption: an interruption
@@ -180,7 +180,7 @@ def _send_ranges(conn: ClientConnection, fd: int, plan: RangePlan, *, count: "Ca
                     raise RtunError("the file got shorter while it was being sent; nothing was saved")
                 data = buffer[:length]
                 conn.write(sender.data(data))
-                conn.write_from_file(fd, position, data)
+                conn.write(data)
                 position += length
                 count(length)
             conn.write(sender.end_file())
@@ -362,16 +362,7 @@ def send_file(
                 left=lambda: len(plan.todo),
                 start=initial_channels(st.st_size - kept, round_trip),
             )
-            try:
-                pool.join()
-            except RemoteError as exc:
-                if exc.code != messages.E_CHECKSUM:
-                    raise
-                # The bytes sent from the file (sendfile) were not those read and hashed.
-                raise RtunError(
-                    f"{source} changed while it was being sent; nothing was saved (run the command "
-                    "again once it has stopped changing: what arrived intact is kept)"
-                ) from None
+            pool.join()
             final = conn.request(messages.Commit(plan.commit_digest()))
             return wire.saved_paths(final)
         except BaseException:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: it slows every command's start
@@ -24,8 +23,6 @@ from rtun.protocol.sender import NEED_DATA, Payload, PayloadEnd, Sender, Truncat
 PROBE_TIMEOUT = 10.0
 REPLY_TIMEOUT = 120.0  # the deadline v1 peers use for every read and write
 WRITE_BUFFER = 256 * 1024
-_SENDFILE = sys.platform.startswith("linux")  # sendfile to a UNIX socket from any file ...
-_NO_SENDFILE = (22, 38, 95)  # ... that allows it: EINVAL, ENOSYS, EOPNOTSUPP (Linux's numbers)
 RECEIVE_SIZE = 64 * 1024
 
 
@@ -111,43 +108,6 @@ class ClientConnection:
             raise self._refusal_or(
                 ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}")
             ) from None
-
-    def write_from_file(self, fd: int, offset: int, data: "memoryview") -> None:
-        """Queue ``data``, which was just read from ``fd`` at ``offset``: on Linux the kernel
-        sends it from the file's pages (sendfile), saving the copy of it into the socket. The
-        daemon checks what arrives against the SHA-256 of ``data``, so a file that changes
-        meanwhile is refused there, never saved wrong."""
-        if not _SENDFILE:
-            self.write(data)
-            return
-        self.flush()
-        sent, count = 0, len(data)
-        try:
-            while sent < count:
-                try:
-                    n = os.sendfile(self.sock.fileno(), fd, offset + sent, count - sent)
-                except BlockingIOError:
-                    self._wait_writable()
-                    continue
-                if not n:
-                    raise RtunError("the file got shorter while it was being sent; nothing was saved")
-                sent += n
-        except OSError as exc:
-            if not sent and exc.errno in _NO_SENDFILE:  # this file's system cannot: copy it
-                self.write(data)
-                return
-            raise self._refusal_or(
-                ConnectionLostError(f"connection to the daemon lost: {_reason(exc)}")
-            ) from None
-
-    def _wait_writable(self) -> None:
-        import select
-
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLOUT)
-        timeout = self.sock.gettimeout()
-        if not poller.poll(None if timeout is None else timeout * 1000):
-            raise ConnectionLostError("the daemon stopped reading")
 
     def read_reply(self) -> messages.Reply:
         """The daemon's next reply (READY, OK or ERROR), after sending what is queued."""
