@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 from rtun import paths
 from rtun.errors import RtunError
@@ -244,10 +243,12 @@ class Login:
 
     def close(self, timeout: float = 10, linger: bool = False) -> None:
         """End the control session, which removes the socket and says so; then the master.
-        With ``linger``, leave the master to end on its own once the socket is gone (rtun is
-        about to exit: no need to wait for the connection's last packets). A shared master
-        outlives the login: only this login's forward and control session end (the forward
-        first, so that nothing new connects to the socket being removed)."""
+        With ``linger`` (rtun is about to exit), leave both to end on their own: closing the
+        control session's input is what makes it remove the socket, whether or not rtun is still
+        there to read its last word (and ssh, which ignores SIGPIPE, outlives a closed pipe), so
+        the user has the session's exit status without waiting for that round trip. A shared
+        master outlives the login: only this login's forward and control session end (the
+        forward first, so that nothing new connects to the socket being removed)."""
         if self.sharing and self.forwarded is not None:
             from rtun.ssh import mux
 
@@ -262,37 +263,15 @@ class Login:
                 self.process.stdin.close()
             except OSError:
                 pass
-        keep = False
+        keep = bool(self.report) and linger  # the control session runs: it removes the socket
         try:
-            if self.report:  # the control session runs: give it time to remove the socket
-                keep = self._removed(timeout) and linger
-                if not keep:
-                    self.process.wait(timeout)
+            if self.report and not keep:
+                self.process.wait(timeout)
         finally:
             if not keep:
                 self.process.stop()  # nothing to do if it has ended
             self.process.close_streams()
             self._release()
-
-    def _removed(self, timeout: float) -> bool:
-        """Whether the control session said it removed the socket (within ``timeout``)."""
-        import select
-
-        stream = self.process.stdout
-        if stream is None:
-            return False
-        deadline = time.monotonic() + timeout
-        pending = b""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([stream], [], [], left)[0]:
-                return False
-            chunk = stream.read(4096)
-            if not chunk:
-                return False
-            pending += chunk
-            if remote.DONE.encode() + b"\n" in pending:
-                return True
 
     def _release(self) -> None:
         if self.sharing:  # the master's own, for as long as it lives
