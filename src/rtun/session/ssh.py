@@ -107,7 +107,9 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
     except ValueError as exc:
         raise RtunError(str(exc)) from None
     conn.remove_at_end(sock)  # before the forward exists: no way to leave it behind
-    conn.forward(sock, local)
+    # Answered while the session's ssh starts (Login.session); the session runs nothing unless
+    # the socket is there, and the server makes it before it starts the session.
+    conn.ask_forward(sock, local)
     if starting is not None:
         pid = starting.wait()
         if pid is not None:
@@ -118,6 +120,7 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
         master.say(f"RTUN_SOCK={sock} on {inv.host} leads to {local} (laptop {laptop})")
     _hint_missing_client(inv, report)
     if inv.forward_only:
+        conn.confirm_forward()
         print(f"RTUN_SOCK={sock}", flush=True)
         return conn.wait()
     command = " ".join(inv.command) if inv.command else _config_remote_command(probe)
@@ -125,7 +128,8 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
     if command is None and not (inv.has("t") or inv.has("T")) and sys.stdin.isatty():
         extra = ["-t"]  # as plain ssh gives a login session a terminal
     bindir = conn.home.rstrip("/") + "/.rtun/bin" if report.get("bin") == "1" or installed else None
-    return conn.session(extra, remote.session_command(report.get("shell", ""), sock, bindir, command))
+    line = remote.session_command(report.get("shell", ""), sock, bindir, command, require_socket=True)
+    return conn.session(extra, line)
 
 
 def _print_config(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", laptop: str) -> int:
