@@ -65,17 +65,25 @@ def _alternate(
     second: Callable[[], None],
     rounds: int,
     before: Callable[[], None] = lambda: None,
+    settle: Callable[[], None] = lambda: None,
 ) -> Tuple[float, float]:
+    """Medians of ``first`` and ``second`` in turn; ``before`` runs before each ``second``,
+    ``settle`` before each of both (what the previous command left still at work, such as an
+    `rtun ssh` control session removing its socket after rtun has exited, ends first)."""
     a: List[float] = []
     b: List[float] = []
     for _ in range(2):  # warm-up
+        settle()
         first()
+        settle()
         before()
         second()
     for _ in range(rounds):
+        settle()
         began = time.perf_counter()
         first()
         a.append(time.perf_counter() - began)
+        settle()
         before()
         began = time.perf_counter()
         second()
@@ -174,16 +182,16 @@ def measure() -> List[Result]:
             lambda: _run(plain, env),
             lambda: _run(ours, env),
             ROUNDS,
-            before=lambda: _first_login(laptop, server),
+            settle=lambda: _first_login(laptop, server),
         )
         ssh_2, rtun_2 = _second_logins(laptop, plain, ours, env)
 
-        def cold_start() -> None:
-            _stop_daemons(laptop)
-            _first_login(laptop, server)
-
         ssh_cold, rtun_cold = _alternate(
-            lambda: _run(plain, env), lambda: _run(ours, env), START_ROUNDS, before=cold_start
+            lambda: _run(plain, env),
+            lambda: _run(ours, env),
+            START_ROUNDS,
+            before=lambda: _stop_daemons(laptop),
+            settle=lambda: _first_login(laptop, server),
         )
         subprocess.run([RTUN_SCRIPT, "install", "srv"], env=env, check=True, capture_output=True)
         timer = root / "timer.py"

@@ -239,13 +239,11 @@ class Login:
         must then refuse to run unless the socket is there (rtun.session.remote's
         ``require_socket``). On a refusal, the session (which then ran nothing) is let end on its
         own, so that ssh gives the terminal back as it found it, and the refusal is raised."""
-        import subprocess
-
         argv = sshargv.mux_argv(
             self.base, self.control, self.host, sshopts.session_options(self.inv, extra), command
         )
         try:
-            process = subprocess.Popen(argv)
+            pid = spawn.start(argv)
         except OSError:
             raise sshargv.missing(argv[0]) from None
         # Ctrl-C is the session's: ssh passes it on (or ends); rtun waits to clean up after it.
@@ -254,7 +252,7 @@ class Login:
             try:
                 self.confirm_forward()
             finally:
-                code = process.wait()
+                code = spawn.wait(pid)
         finally:
             signal.signal(signal.SIGINT, previous)
         return 128 - code if code < 0 else code

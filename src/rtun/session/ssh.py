@@ -83,11 +83,11 @@ def _connect(args: argparse.Namespace) -> int:
     inv = sshopts.from_args(args)
     base = sshargv.ssh_base(check=False)
     conn = master.Login(base, inv, share=True)  # logs in while the rest is prepared
-    import subprocess
-
     probe = None
     try:
         if (not inv.command and not inv.forward_only) or "--print-config" in inv.rtun_flags:
+            import subprocess  # only here: a command's login needs none (4 ms of CPU while ssh logs in)
+
             probe = subprocess.Popen(
                 sshargv.config_argv(base, inv.host, inv.words(sshopts.SESSION_ONLY)),
                 stdin=subprocess.DEVNULL,
