@@ -57,8 +57,10 @@ def _receive(sock: "socket.socket") -> bytes:
 
 
 def _send(control: str, request: bytes, timeout: float) -> "socket.socket":
-    """Hello both ways, then ``request``: the connection, its reply still to come
-    (:func:`_reply`). Raises OSError or ValueError if the exchange goes wrong."""
+    """The hello and ``request`` in one write: the connection, the master's hello and its
+    reply still to come (:func:`_reply`). The master reads one packet at a time and answers
+    the hello before it looks at the request, so rtun need not wait for its hello first.
+    Raises OSError if the master cannot be reached."""
     import socket
     import struct
 
@@ -66,11 +68,7 @@ def _send(control: str, request: bytes, timeout: float) -> "socket.socket":
     try:
         sock.settimeout(timeout)
         sock.connect(control)
-        sock.sendall(_packet(struct.pack(">II", MUX_MSG_HELLO, MUX_VERSION)))
-        hello = _receive(sock)
-        if len(hello) < 4 or struct.unpack(">I", hello[:4])[0] != MUX_MSG_HELLO:
-            raise ValueError("no hello from the master")
-        sock.sendall(request)
+        sock.sendall(_packet(struct.pack(">II", MUX_MSG_HELLO, MUX_VERSION)) + request)
     except BaseException:
         sock.close()
         raise
@@ -78,8 +76,14 @@ def _send(control: str, request: bytes, timeout: float) -> "socket.socket":
 
 
 def _reply(sock: "socket.socket") -> bytes:
-    """The reply's payload to the request :func:`_send` sent; the connection is closed."""
+    """The master's hello, then the reply's payload to the request :func:`_send` sent; the
+    connection is closed. Raises OSError or ValueError if the exchange goes wrong."""
+    import struct
+
     with sock:
+        hello = _receive(sock)
+        if len(hello) < 4 or struct.unpack(">I", hello[:4])[0] != MUX_MSG_HELLO:
+            raise ValueError("no hello from the master")
         reply = _receive(sock)
     if len(reply) < 8:
         raise ValueError("a short reply from the master")
