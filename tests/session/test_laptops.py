@@ -102,7 +102,8 @@ def test_two_laptops_logged_in_at_once_each_reach_their_own_daemon(desks, server
         assert (desk.save_dir / "got.txt").read_text() == f"made for {desk.name}\n"
         shown = [(n["summary"], n["body"]) for n in desk.notifications.notifications()]
         assert shown == [(f"from {desk.name}", f"hello {desk.name}")]
-    assert sockets(server_home) == []
+    # Removed by each login's control session, just after rtun has returned the exit status.
+    wait_until(lambda: sockets(server_home) == [], timeout=30, what="the sockets to be removed")
 
 
 def _pid_of(home: Path, **env: str) -> Tuple[int, str]:
@@ -116,7 +117,7 @@ def test_an_old_shell_finds_the_new_socket_of_its_own_laptop_before_any_other(de
     first = a.laptop.rtun(["ssh", "srv", 'echo "$RTUN_SOCK"'])  # the login that started tmux
     assert first.returncode == 0, first.stderr
     old = first.stdout.decode().strip()
-    assert not os.path.exists(old)  # that session ended
+    wait_until(lambda: not os.path.exists(old), timeout=30, what="the ended session's socket to go")
     again = _waiting_session(a, server_home, "a2")  # a new login from the same laptop...
     new = _sock(server_home, "a2")
     other = _waiting_session(b, server_home, "b")  # ... then another laptop's, the newest socket

@@ -57,6 +57,22 @@ def test_the_session_line_sets_rtun_sock_and_path_and_keeps_the_command_and_its_
     assert out == [sock, "/usr/bin:/bin:/extra/bin"]
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_session_that_requires_its_socket_runs_nothing_without_it(shell, short_tmp):
+    sock = short_tmp / "it's a socket"
+    line = remote.session_command(shell, str(sock), None, "echo ran; exit 7", require_socket=True)
+
+    def run() -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "SHELL": shell, "HOME": str(short_tmp)}
+        return subprocess.run([shell, "-c", line], capture_output=True, text=True, timeout=30, env=env)
+
+    missing = run()
+    assert (missing.returncode, missing.stdout, missing.stderr) == (255, "", "")
+    _dead(sock)
+    there = run()
+    assert (there.returncode, there.stdout) == (7, "ran\n"), there.stderr
+
+
 def test_the_control_command_reads_the_same_in_every_shell(tmp_path):
     for shell in SHELLS:
         done = subprocess.run(

@@ -230,7 +230,7 @@ def test_forward_only_keeps_the_socket_until_interrupted_then_removes_it(laptop,
     assert ping.stdout == b"OK PONG\n", ping.stderr
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 130
-    assert not os.path.lexists(sock)
+    wait_until(lambda: not os.path.lexists(sock), timeout=30, what="the control session to remove it")
     assert sockets(server_home) == []
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 from rtun import paths
 from rtun.errors import RtunError
@@ -27,6 +26,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
     from typing import Dict, Optional, Sequence, Tuple
+
+    from rtun.ssh import mux
 
 
 class LoginFailedError(RtunError):
@@ -63,6 +64,7 @@ class Login:
         self.joined: Optional[int] = None  # the PID of the shared master this login is a client of
         self.lock: Optional[shared.Lock] = None
         self.forwarded: Optional[Tuple[str, str]] = None
+        self._pending: Optional[mux.PendingForward] = None
         found = None
         if share and inv.shareable:  # -v is left out: a -v login may join, not start, one
             found = shared.control_path(self.base, inv.words(sshopts.SESSION_ONLY + "Nv"), inv.host)
@@ -182,46 +184,75 @@ class Login:
 
     def forward(self, remote_path: str, local_path: str) -> None:
         """``-R remote_path:local_path``, added to the running master."""
+        self.ask_forward(remote_path, local_path)
+        self.confirm_forward()
+
+    def ask_forward(self, remote_path: str, local_path: str) -> None:
+        """Ask the running master for ``-R remote_path:local_path``; :meth:`confirm_forward` reads
+        the server's answer (the session may start in between: see :meth:`session`)."""
         from rtun.ssh import mux
 
-        spec = sshargv.socket_forward_spec(remote_path, local_path)  # checks both paths
+        sshargv.socket_forward_spec(remote_path, local_path)  # checks both paths
+        self.forwarded = (remote_path, local_path)
         try:
-            refused = mux.mux_forward(self.control, remote_path, local_path)
-        except (OSError, ValueError):  # not the protocol expected: let ssh itself ask
-            import subprocess
+            self._pending = mux.PendingForward(self.control, remote_path, local_path)
+        except (OSError, ValueError):  # not the protocol expected: ssh itself asks, at once
+            self._pending = None
+            self._refuse(self._forward_by_ssh(remote_path, local_path))
 
-            argv = sshargv.control_argv(self.base, self.control, self.host, "forward", spec)
-            done = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-            refused = (
-                peertext.last_line(done.stderr.decode("utf-8", "replace")) or "no reason given"
-                if done.returncode != 0
-                else None
-            )
-        if refused is None:
-            self.forwarded = (remote_path, local_path)
-        else:  # the server's words
-            raise RtunError(
-                f"{self.host} refused to forward {remote_path}: {peertext.escaped(refused)} "
-                "(is AllowStreamLocalForwarding off in its sshd_config?)"
-            )
+    def confirm_forward(self) -> None:
+        """The server's answer to :meth:`ask_forward`: RtunError with its reason if it refused."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            refused = pending.answer()
+        except (OSError, ValueError):  # the master went away meanwhile: so did the forward
+            refused = "the connection's master did not answer"
+        self._refuse(refused)
 
-    def session(self, extra: "Sequence[str]", command: str) -> int:
-        """The user's session over the master, on this terminal; its exit code."""
+    def _forward_by_ssh(self, remote_path: str, local_path: str) -> "Optional[str]":
         import subprocess
 
+        spec = sshargv.socket_forward_spec(remote_path, local_path)
+        argv = sshargv.control_argv(self.base, self.control, self.host, "forward", spec)
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        if done.returncode == 0:
+            return None
+        return peertext.last_line(done.stderr.decode("utf-8", "replace")) or "no reason given"
+
+    def _refuse(self, refused: "Optional[str]") -> None:
+        if refused is None:
+            return
+        remote_path = self.forwarded[0] if self.forwarded else ""
+        self.forwarded = None
+        raise RtunError(  # the server's words
+            f"{self.host} refused to forward {remote_path}: {peertext.escaped(refused)} "
+            "(is AllowStreamLocalForwarding off in its sshd_config?)"
+        )
+
+    def session(self, extra: "Sequence[str]", command: str) -> int:
+        """The user's session over the master, on this terminal; its exit code. A forward still
+        unanswered (:meth:`ask_forward`) is answered while the session's ssh starts: ``command``
+        must then refuse to run unless the socket is there (rtun.session.remote's
+        ``require_socket``). On a refusal, the session (which then ran nothing) is let end on its
+        own, so that ssh gives the terminal back as it found it, and the refusal is raised."""
         argv = sshargv.mux_argv(
             self.base, self.control, self.host, sshopts.session_options(self.inv, extra), command
         )
         try:
-            process = subprocess.Popen(argv)
+            pid = spawn.start(argv)
         except OSError:
             raise sshargv.missing(argv[0]) from None
         # Ctrl-C is the session's: ssh passes it on (or ends); rtun waits to clean up after it.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            code = process.wait()
+            try:
+                self.confirm_forward()
+            finally:
+                code = spawn.wait(pid)
         finally:
             signal.signal(signal.SIGINT, previous)
         return 128 - code if code < 0 else code
@@ -244,10 +275,17 @@ class Login:
 
     def close(self, timeout: float = 10, linger: bool = False) -> None:
         """End the control session, which removes the socket and says so; then the master.
-        With ``linger``, leave the master to end on its own once the socket is gone (rtun is
-        about to exit: no need to wait for the connection's last packets). A shared master
-        outlives the login: only this login's forward and control session end (the forward
-        first, so that nothing new connects to the socket being removed)."""
+        With ``linger`` (rtun is about to exit), leave both to end on their own: closing the
+        control session's input is what makes it remove the socket, whether or not rtun is still
+        there to read its last word (and ssh, which ignores SIGPIPE, outlives a closed pipe), so
+        the user has the session's exit status without waiting for that round trip. A shared
+        master outlives the login: only this login's forward and control session end (the
+        forward first, so that nothing new connects to the socket being removed)."""
+        if self._pending is not None:  # its answer first: a cancel must find the forward
+            try:
+                self.confirm_forward()
+            except RtunError:
+                pass
         if self.sharing and self.forwarded is not None:
             from rtun.ssh import mux
 
@@ -262,37 +300,15 @@ class Login:
                 self.process.stdin.close()
             except OSError:
                 pass
-        keep = False
+        keep = bool(self.report) and linger  # the control session runs: it removes the socket
         try:
-            if self.report:  # the control session runs: give it time to remove the socket
-                keep = self._removed(timeout) and linger
-                if not keep:
-                    self.process.wait(timeout)
+            if self.report and not keep:
+                self.process.wait(timeout)
         finally:
             if not keep:
                 self.process.stop()  # nothing to do if it has ended
             self.process.close_streams()
             self._release()
-
-    def _removed(self, timeout: float) -> bool:
-        """Whether the control session said it removed the socket (within ``timeout``)."""
-        import select
-
-        stream = self.process.stdout
-        if stream is None:
-            return False
-        deadline = time.monotonic() + timeout
-        pending = b""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([stream], [], [], left)[0]:
-                return False
-            chunk = stream.read(4096)
-            if not chunk:
-                return False
-            pending += chunk
-            if remote.DONE.encode() + b"\n" in pending:
-                return True
 
     def _release(self) -> None:
         if self.sharing:  # the master's own, for as long as it lives

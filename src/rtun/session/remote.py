@@ -161,19 +161,27 @@ def session_command(
     command: "Optional[str]",
     *,
     login: str = 'exec "$SHELL" -l',
+    require_socket: bool = False,
 ) -> str:
     """The command line of the session: RTUN_SOCK (and ``extra_path`` at the end of PATH) set in
-    the login shell, then the user's ``command`` as they typed it, or ``login``."""
+    the login shell, then the user's ``command`` as they typed it, or ``login``. With
+    ``require_socket``, it first ends (exit 255, silently) unless ``socket`` is there: the
+    session may start while its forward is still being answered, and the server handles the
+    forward before the session, so a socket missing then means a refused forward (rtun says
+    why), never one still to come."""
     family = shell_family(shell)
     sock = quote(socket, family)
     if family == "fish":
-        line = f"set -gx RTUN_SOCK {sock}; "
+        line = f"test -S {sock}; or exit 255; " if require_socket else ""
+        line += f"set -gx RTUN_SOCK {sock}; "
         line += f"set -gx PATH $PATH {quote(extra_path, family)}; " if extra_path else ""
     elif family == "csh":
-        line = f"setenv RTUN_SOCK {sock}; "
+        line = f"if (! -e {sock}) exit 255; " if require_socket else ""  # csh has no -S test
+        line += f"setenv RTUN_SOCK {sock}; "
         line += f'setenv PATH "${{PATH}}":{quote(extra_path, family)}; ' if extra_path else ""
     else:
-        line = f"RTUN_SOCK={sock}; export RTUN_SOCK; "
+        line = f"[ -S {sock} ] || exit 255; " if require_socket else ""
+        line += f"RTUN_SOCK={sock}; export RTUN_SOCK; "
         line += f'PATH="$PATH":{quote(extra_path, family)}; export PATH; ' if extra_path else ""
         if extra_path and command is None and shell.rsplit("/", 1)[-1].startswith("bash"):
             line += _prompt_hook(quote(extra_path, family))

@@ -120,6 +120,8 @@ def find(control: str) -> "Optional[int]":
     """The PID of the live master at ``control``; None if there is none. A socket that refuses
     connections (its master was killed before it could remove it) is removed: ssh would not
     bind a new one over it."""
+    if not os.path.lexists(control):  # a first login: no socket module to load (3-4 ms)
+        return None
     import socket
 
     from rtun.ssh import mux

@@ -66,14 +66,28 @@ def _config_remote_command(probe: "Optional[subprocess.Popen[bytes]]") -> "Optio
 
 
 def _run(args: argparse.Namespace) -> int:
+    code = _connect(args)
+    if sys.argv[1:2] == ["ssh"]:  # this process is `rtun ssh` itself, not main() in a test
+        # The user waits for the prompt while Python tears its modules down (3-7 ms, with ssh
+        # and sshd busy on the same cores); nothing of rtun's is left to do but flush.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _connect(args: argparse.Namespace) -> int:
     inv = sshopts.from_args(args)
     base = sshargv.ssh_base(check=False)
     conn = master.Login(base, inv, share=True)  # logs in while the rest is prepared
-    import subprocess
-
     probe = None
     try:
         if (not inv.command and not inv.forward_only) or "--print-config" in inv.rtun_flags:
+            import subprocess  # only here: a command's login needs none (4 ms of CPU while ssh logs in)
+
             probe = subprocess.Popen(
                 sshargv.config_argv(base, inv.host, inv.words(sshopts.SESSION_ONLY)),
                 stdin=subprocess.DEVNULL,
@@ -107,7 +121,9 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
     except ValueError as exc:
         raise RtunError(str(exc)) from None
     conn.remove_at_end(sock)  # before the forward exists: no way to leave it behind
-    conn.forward(sock, local)
+    # Answered while the session's ssh starts (Login.session); the session runs nothing unless
+    # the socket is there, and the server makes it before it starts the session.
+    conn.ask_forward(sock, local)
     if starting is not None:
         pid = starting.wait()
         if pid is not None:
@@ -118,6 +134,7 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
         master.say(f"RTUN_SOCK={sock} on {inv.host} leads to {local} (laptop {laptop})")
     _hint_missing_client(inv, report)
     if inv.forward_only:
+        conn.confirm_forward()
         print(f"RTUN_SOCK={sock}", flush=True)
         return conn.wait()
     command = " ".join(inv.command) if inv.command else _config_remote_command(probe)
@@ -125,7 +142,8 @@ def _login(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", lapto
     if command is None and not (inv.has("t") or inv.has("T")) and sys.stdin.isatty():
         extra = ["-t"]  # as plain ssh gives a login session a terminal
     bindir = conn.home.rstrip("/") + "/.rtun/bin" if report.get("bin") == "1" or installed else None
-    return conn.session(extra, remote.session_command(report.get("shell", ""), sock, bindir, command))
+    line = remote.session_command(report.get("shell", ""), sock, bindir, command, require_socket=True)
+    return conn.session(extra, line)
 
 
 def _print_config(conn: master.Login, probe: "Optional[subprocess.Popen[bytes]]", laptop: str) -> int:

@@ -9,7 +9,6 @@ here. Light to import: `rtun ssh` pays for every import before ssh starts.
 from __future__ import annotations
 
 import os
-import shlex
 
 from rtun.errors import RtunError
 
@@ -36,8 +35,12 @@ class SshFailedError(RtunError):
 
 def split_command(line: str) -> "List[str]":
     """``RTUN_SSH_COMMAND`` as an argv prefix (plain ``ssh`` when empty)."""
+    if not line.strip():
+        return ["ssh"]  # the usual case, without loading shlex (and `rtun ssh` waits for it)
+    import shlex
+
     try:
-        argv = shlex.split(line.strip() or "ssh")
+        argv = shlex.split(line)
     except ValueError as exc:
         raise SshFailedError(f"RTUN_SSH_COMMAND is not a valid command line: {exc}") from None
     return argv or ["ssh"]

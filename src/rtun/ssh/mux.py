@@ -56,24 +56,44 @@ def _receive(sock: "socket.socket") -> bytes:
     return exactly(struct.unpack(">I", exactly(4))[0])
 
 
-def _exchange(control: str, request: bytes, timeout: float) -> bytes:
-    """Hello both ways, then one request and its reply (the reply's payload). Raises OSError or
-    ValueError if the exchange goes wrong."""
+def _send(control: str, request: bytes, timeout: float) -> "socket.socket":
+    """The hello and ``request`` in one write: the connection, the master's hello and its
+    reply still to come (:func:`_reply`). The master reads one packet at a time and answers
+    the hello before it looks at the request, so rtun need not wait for its hello first.
+    Raises OSError if the master cannot be reached."""
     import socket
     import struct
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         sock.settimeout(timeout)
         sock.connect(control)
-        sock.sendall(_packet(struct.pack(">II", MUX_MSG_HELLO, MUX_VERSION)))
+        sock.sendall(_packet(struct.pack(">II", MUX_MSG_HELLO, MUX_VERSION)) + request)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _reply(sock: "socket.socket") -> bytes:
+    """The master's hello, then the reply's payload to the request :func:`_send` sent; the
+    connection is closed. Raises OSError or ValueError if the exchange goes wrong."""
+    import struct
+
+    with sock:
         hello = _receive(sock)
         if len(hello) < 4 or struct.unpack(">I", hello[:4])[0] != MUX_MSG_HELLO:
             raise ValueError("no hello from the master")
-        sock.sendall(request)
         reply = _receive(sock)
     if len(reply) < 8:
         raise ValueError("a short reply from the master")
     return reply
+
+
+def _exchange(control: str, request: bytes, timeout: float) -> bytes:
+    """Hello both ways, then one request and its reply (the reply's payload). Raises OSError or
+    ValueError if the exchange goes wrong."""
+    return _reply(_send(control, request, timeout))
 
 
 def _forward_request(kind: int, remote_path: str, local_path: str) -> bytes:
@@ -101,10 +121,34 @@ def _refusal(reply: bytes) -> "Optional[str]":
     raise ValueError(f"unexpected reply {kind:#x} from the master")
 
 
+class PendingForward:
+    """A remote streamlocal forward asked of the master at ``control``, its answer not read yet:
+    what follows may start meanwhile (the master sends the request to the server at once, and
+    the server handles it before anything asked after it on the same connection). Raises
+    OSError or ValueError if the exchange goes wrong."""
+
+    def __init__(self, control: str, remote_path: str, local_path: str, timeout: float = 60) -> None:
+        request = _forward_request(MUX_C_OPEN_FWD, remote_path, local_path)
+        self.sock: Optional[socket.socket] = _send(control, request, timeout)
+
+    def answer(self) -> "Optional[str]":
+        """None once the server has accepted the forward, else its reason. Raises OSError or
+        ValueError if the exchange goes wrong."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            raise ValueError("the answer was read already")
+        return _refusal(_reply(sock))
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 def mux_forward(control: str, remote_path: str, local_path: str, timeout: float = 60) -> "Optional[str]":
     """Ask the master at ``control`` for a remote streamlocal forward; None once the server has
     accepted it, else its reason. Raises OSError or ValueError if the exchange goes wrong."""
-    return _refusal(_exchange(control, _forward_request(MUX_C_OPEN_FWD, remote_path, local_path), timeout))
+    return PendingForward(control, remote_path, local_path, timeout).answer()
 
 
 def mux_cancel(control: str, remote_path: str, local_path: str, timeout: float = 10) -> "Optional[str]":
