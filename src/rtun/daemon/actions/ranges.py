@@ -156,16 +156,24 @@ class RangedFile:
 
     def write(self, offset: int, data: memoryview) -> "Future[None]":
         """Write ``data`` at ``offset`` (inside the file: check_range), after paying for the
-        blocks it newly takes; the write itself runs in a helper thread (a direct write waits
-        for the device, which the event loop must not): its future, which raises a Rejected
-        for a failed write. ``data`` must stay as it is until the future is done (written)."""
+        blocks it newly takes; a direct write runs in a helper thread (it waits for the device,
+        which the event loop must not): its future, which raises a Rejected for a failed
+        write. ``data`` must stay as it is until the future is done (written)."""
         part = self.part
         assert part is not None and part.fd is not None
         self.received += len(data)
         if offset < len(self._head):  # the part file is write-only: keep the head as it passes
             self._head[offset : min(offset + len(data), len(self._head))] = data[: len(self._head) - offset]
         self.extents.add(offset, len(data), self._pay)
-        return self._workers.submit(self._write, data, offset)
+        if self._writes.direct:
+            return self._workers.submit(self._write, data, offset)
+        done: "Future[None]" = Future()  # into memory (tmpfs) or the page cache: no wait to hand off
+        try:
+            self._write(data, offset)
+            done.set_result(None)
+        except Rejected as exc:
+            done.set_exception(exc)
+        return done
 
     def _write(self, data: memoryview, offset: int) -> None:
         try:
