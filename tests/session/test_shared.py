@@ -25,7 +25,11 @@ def _logins(server) -> int:
 
 def _masters(laptop: Laptop) -> List[Path]:
     directory = laptop.home / ".rtun" / shared.DIR_NAME
-    return [p for p in directory.iterdir() if not p.name.endswith(".lock")] if directory.exists() else []
+    return (
+        [p for p in directory.iterdir() if not p.name.endswith((".lock", ".config"))]
+        if directory.exists()
+        else []
+    )
 
 
 def _master_pid(laptop: Laptop) -> Optional[int]:
@@ -159,6 +163,35 @@ def test_the_key_is_the_command_line_the_options_and_the_destination():
     assert one not in others and len(others) == 4
 
 
+def test_the_signature_is_the_config_and_the_directory_where_it_names_files_relative_to_it(
+    tmp_path, monkeypatch
+):
+    """``-F cfg`` with ``IdentityFile key`` from two project directories: the same words, other
+    files, perhaps other servers."""
+    relative = "hostname srv\nidentityfile key\n"
+    absolute = "hostname srv\nidentityfile /home/me/.ssh/key\n"
+    assert shared.signature(absolute) != shared.signature(absolute.replace("srv", "other"))
+    found = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        found.append((shared.signature(relative), shared.signature(absolute)))
+    assert found[0][0] != found[1][0]
+    assert found[0][1] == found[1][1]
+
+
+def test_forwards_from_ssh_config_make_a_login_unshareable():
+    """ssh -G's lines: a forward from the config would outlive the login in a shared master."""
+    for line in (
+        "localforward [localhost]:8080 [localhost]:80",
+        "remoteforward 9 h:9",
+        "dynamicforward 1080",
+        "tunnel point-to-point",
+    ):
+        assert shared.forwards_in(f"hostname srv\nuser me\n{line}\n"), line
+    assert not shared.forwards_in("hostname srv\ntunnel false\nuser me\n")
+
+
 def test_linger_reads_its_setting(monkeypatch):
     for value, expected in (("", shared.LINGER), ("3", 3), ("0", 0), ("-5", 0), ("x", shared.LINGER)):
         monkeypatch.setenv(shared.LINGER_ENV, value)
@@ -189,3 +222,41 @@ def test_forwards_make_a_login_unshareable():
     for words in (["-L", "1:h:2"], ["-R1:h:2"], ["-D", "0"], ["-w", "any"], ["-o", "LocalForward 1 h:2"]):
         assert not inv(*words).shareable, words
     assert not inv("-o", "remoteforward=/a:/b").shareable
+
+
+def test_what_ssh_config_makes_of_a_login_decides_whom_it_shares_with(
+    laptop, laptop_daemon, server, short_tmp, monkeypatch
+):
+    """The same words, ``-F cfg``, from two directories whose cfg files say different things:
+    the second login does not join the first's connection (it would reach what the first's
+    config says); from the first directory again, it does."""
+    config = server.client_config.read_text()
+    for name, extra in (("a", ""), ("b", "    ServerAliveCountMax 7\n")):
+        (short_tmp / name).mkdir()
+        (short_tmp / name / "cfg").write_text(config.rstrip("\n") + "\n" + extra)
+    monkeypatch.chdir(short_tmp / "a")
+    first, _ = _held(laptop, RTUN_SSH_COMMAND="ssh -F cfg")
+    try:
+        logins = _logins(server)
+        monkeypatch.chdir(short_tmp / "b")
+        assert laptop.rtun(["ssh", "srv", "true"], RTUN_SSH_COMMAND="ssh -F cfg").returncode == 0
+        assert _logins(server) == logins + 1  # a connection of its own
+        monkeypatch.chdir(short_tmp / "a")
+        assert laptop.rtun(["ssh", "srv", "true"], RTUN_SSH_COMMAND="ssh -F cfg").returncode == 0
+        assert _logins(server) == logins + 1  # shared
+    finally:
+        _end(first)
+
+
+def test_a_forward_from_ssh_config_ends_with_the_login(laptop, laptop_daemon, server):
+    """A LocalForward that ssh_config (here: the ssh command line rtun is given) adds makes the
+    login's master private: the port closes when the login ends, nothing lingers."""
+    import socket
+
+    port = free_port()
+    command = f"{server.ssh_command_line} -o 'LocalForward={port} 127.0.0.1:9'"
+    result = laptop.rtun(["ssh", "srv", "true"], RTUN_SSH_COMMAND=command)
+    assert result.returncode == 0, result.stderr
+    assert _masters(laptop) == []
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # no one listens there any more

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from rtun.ssh import mux
 
 
+JOIN_WAIT = 15.0  # seconds a login joined to a shared master waits for its report: no prompt is
+# involved, so a longer wait means the shared connection is dead (a laptop that slept)
+
+
 class LoginFailedError(RtunError):
     """ssh could not log in (or lost the connection before the session started): ssh's own
     message is above; the exit code is ssh's 255."""
@@ -66,8 +70,13 @@ class Login:
         self.forwarded: Optional[Tuple[str, str]] = None
         self._pending: Optional[mux.PendingForward] = None
         found = None
+        self._resolving: Optional[shared.Resolving] = None
+        self.private_master = False  # a master started shared whose ssh_config adds forwards
         if share and inv.shareable:  # -v is left out: a -v login may join, not start, one
-            found = shared.control_path(self.base, inv.words(sshopts.SESSION_ONLY + "Nv"), inv.host)
+            words = inv.words(sshopts.SESSION_ONLY + "Nv")
+            found = shared.control_path(self.base, words, inv.host)
+            if found is not None:  # what ssh_config makes of it, found while ssh logs in
+                self._resolving = shared.Resolving(self.base, words, inv.host)
         self.sharing = found is not None
         self.control = found if found is not None else control_path()
         self._start()
@@ -77,11 +86,21 @@ class Login:
         lock, which :meth:`prelude` releases once it listens)."""
         persist = 0
         if self.sharing:
-            self.lock = shared.Lock(self.control)
-            self.joined = shared.find(self.control)
+            self.lock = shared.Lock(self.control, say)
+            self.joined = shared.find(self.control) if self.lock.held else None
             if self.joined is not None:
                 self._unlock()
-            elif self.inv.has("v"):  # ssh -v's master would write to this terminal after the login
+                assert self._resolving is not None
+                mine = self._resolving.signature()
+                if mine == shared.PRIVATE or shared.read_signature(self.control) != mine:
+                    # Another configuration (a -F file of this directory, a Match exec, ...):
+                    # perhaps another server, another key. A connection of this login's own.
+                    self.joined = None
+                    self.sharing = False
+                    self.control = control_path()
+            elif self.inv.has("v") or not self.lock.held:
+                # ssh -v's master would write to this terminal after the login; a lock held
+                # this long is another login at a prompt: a master of this login's own.
                 self._unlock()
                 self.sharing = False
                 self.control = control_path()
@@ -92,6 +111,10 @@ class Login:
             argv = sshargv.mux_argv(self.base, self.control, self.host, options, remote.CONTROL_COMMAND)
         else:
             options = sshopts.master_options(self.inv)
+            if persist and not any(o[:1] == "o" and "serveralive" in o.lower() for o in options):
+                # A shared master outlives this login: a dead connection must end it, or every
+                # later login would join it and wait for ever.
+                options += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
             argv = sshargv.master_argv(
                 self.base, self.control, self.host, options, remote.CONTROL_COMMAND, persist=persist
             )
@@ -103,6 +126,11 @@ class Login:
         except OSError:
             self._unlock()
             raise sshargv.missing(argv[0]) from None
+        if persist:  # said before the lock is let go: a login that finds the master reads it
+            assert self._resolving is not None
+            mine = self._resolving.signature()
+            shared.write_signature(self.control, mine)
+            self.private_master = mine == shared.PRIVATE
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(remote.control_input())
@@ -126,13 +154,22 @@ class Login:
 
     def prelude(self) -> "Dict[str, str]":
         """Wait for the control session's report: the master is then ready for sessions."""
-        found = self._read_report()
-        if found is None and self.joined is not None and self.process.wait() == 255:
-            # The shared master ended between the check and this login's request: a fresh one.
-            self.process.close_streams()
-            self.joined = None
-            self._start()
-            found = self._read_report()
+        found = self._read_report(JOIN_WAIT if self.joined is not None else None)
+        if found is None and self.joined is not None:
+            if self.process.poll() is None:  # the shared connection does not answer: a dead link
+                say(f"the shared connection to {self.host} does not answer; logging in afresh")
+                self.process.stop()
+                self.sharing = False
+                self.control = control_path()
+            elif self.process.wait() != 255:
+                self.joined = None  # not the shared master's doing: said below
+            if self.joined is not None:
+                # The shared master ended between the check and this login's request (or does
+                # not answer): a fresh one.
+                self.process.close_streams()
+                self.joined = None
+                self._start()
+                found = self._read_report()
         self._unlock()  # a master started here listens by now (or failed)
         if found is not None:
             self.report = found
@@ -162,13 +199,35 @@ class Login:
             )
         return self.report
 
-    def _read_report(self) -> "Optional[Dict[str, str]]":
+    def _read_report(self, timeout: "Optional[float]" = None) -> "Optional[Dict[str, str]]":
+        """The control session's report; None if it ended without one (or, with ``timeout``,
+        sent none in that many seconds)."""
         assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            report = remote.parse_prelude(raw.decode("utf-8", "replace"))
-            if report is not None:
-                return report
-        return None
+        if timeout is None:
+            for raw in self.process.stdout:
+                report = remote.parse_prelude(raw.decode("utf-8", "replace"))
+                if report is not None:
+                    return report
+            return None
+        import select
+        import time
+
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        pending = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            data = os.read(fd, 65536)
+            if not data:
+                return None
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            for raw in lines:
+                report = remote.parse_prelude(raw.decode("utf-8", "replace"))
+                if report is not None:
+                    return report
 
     @property
     def home(self) -> str:
@@ -300,7 +359,9 @@ class Login:
                 self.process.stdin.close()
             except OSError:
                 pass
-        keep = bool(self.report) and linger  # the control session runs: it removes the socket
+        # The control session runs: it removes the socket (a master that must not outlive
+        # the login is ended once that is done).
+        keep = bool(self.report) and linger and not self.private_master
         try:
             if self.report and not keep:
                 self.process.wait(timeout)
@@ -308,6 +369,10 @@ class Login:
             if not keep:
                 self.process.stop()  # nothing to do if it has ended
             self.process.close_streams()
+            if self.private_master:  # its forwards from ssh_config end with this login
+                from rtun.ssh import mux
+
+                mux.terminate(self.control)
             self._release()
 
     def _release(self) -> None:

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 
+# Signals Python ignores, which a spawned program would otherwise inherit ignored.
+_DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
 class Child:
     """``argv`` with its stdin and stdout (and stderr, if ``capture_stderr``) on pipes; SIGINT
     ignored in it if ``ignore_sigint`` (a program that keeps an ignored SIGINT, as ssh does,
@@ -36,9 +40,9 @@ class Child:
             actions.append((os.POSIX_SPAWN_DUP2, pipes[2][1], 2))
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore_sigint else None
         try:
-            # SIGPIPE as programs expect it (Python ignores it, and an ignored signal is inherited).
+            # SIGPIPE and SIGXFSZ as programs expect them (an ignored signal is inherited).
             self.pid = os.posix_spawnp(
-                self.args[0], self.args, dict(os.environ), file_actions=actions, setsigdef=(signal.SIGPIPE,)
+                self.args[0], self.args, dict(os.environ), file_actions=actions, setsigdef=_DEFAULTS
             )
         except OSError:
             for read_end, write_end in pipes:
@@ -94,6 +98,13 @@ class Child:
             self.signal(signal.SIGKILL)
             self.wait()
 
+    def close_stdin(self) -> None:
+        if self.stdin is not None:
+            try:
+                self.stdin.close()
+            except OSError:
+                pass
+
     def close_streams(self) -> None:
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
@@ -107,7 +118,7 @@ def start(argv: "Sequence[str]") -> int:
     """``argv`` on this process's own standard streams (a session on the user's terminal), with
     SIGINT and SIGPIPE at their defaults whatever this process does with them; its PID. Raises
     OSError if it cannot be started."""
-    return os.posix_spawnp(argv[0], list(argv), dict(os.environ), setsigdef=(signal.SIGINT, signal.SIGPIPE))
+    return os.posix_spawnp(argv[0], list(argv), dict(os.environ), setsigdef=(signal.SIGINT, *_DEFAULTS))
 
 
 def wait(pid: int) -> int:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 # Packets are a uint32 length and a payload; strings a uint32 length.
 MUX_MSG_HELLO = 0x00000001
 MUX_C_ALIVE_CHECK = 0x10000004
+MUX_C_TERMINATE = 0x10000005
 MUX_C_OPEN_FWD = 0x10000006
 MUX_C_CLOSE_FWD = 0x10000007
 MUX_S_OK = 0x80000001
@@ -169,3 +170,14 @@ def alive(control: str, timeout: float = 5) -> "Optional[int]":
     if len(reply) < 12 or struct.unpack(">I", reply[:4])[0] != MUX_S_ALIVE:
         return None
     return struct.unpack(">I", reply[8:12])[0] or None
+
+
+def terminate(control: str, timeout: float = 5) -> None:
+    """End the master at ``control`` and every session over it (``ssh -O exit``); nothing if
+    none answers there."""
+    import struct
+
+    try:
+        _exchange(control, _packet(struct.pack(">II", MUX_C_TERMINATE, 1)), timeout)
+    except (OSError, ValueError):
+        pass
