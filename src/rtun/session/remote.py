@@ -176,7 +176,8 @@ def session_command(
         line += f"set -gx RTUN_SOCK {sock}; "
         line += f"set -gx PATH $PATH {quote(extra_path, family)}; " if extra_path else ""
     elif family == "csh":
-        line = f"if (! -e {sock}) exit 255; " if require_socket else ""  # csh has no -S test
+        # csh has no -S test, and its exit does not stop the rest of a -c line: exec does.
+        line = f"if (! -e {sock}) exec /bin/sh -c 'exit 255'; " if require_socket else ""
         line += f"setenv RTUN_SOCK {sock}; "
         line += f'setenv PATH "${{PATH}}":{quote(extra_path, family)}; ' if extra_path else ""
     else:
