@@ -98,17 +98,27 @@ class Laptop:
 
     def started_daemons(self) -> List[int]:
         """PIDs of daemons that `rtun ssh` started here, from their log (still running or not)."""
-        log = self.home / ".rtun" / "rtun.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return sorted({int(pid) for pid in re.findall(r"rtun\[(\d+)\]", text)})
+        return started_daemons(self.home)
 
     def stop_started_daemons(self) -> None:
-        for pid in self.started_daemons():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            wait_until(lambda: not _alive(pid), timeout=15, what=f"daemon {pid} to stop")
+        stop_started_daemons(self.home)
+
+
+def started_daemons(home: Path) -> List[int]:
+    """PIDs of daemons that rtun started with ``home`` as HOME, from their log."""
+    log = home / ".rtun" / "rtun.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sorted({int(pid) for pid in re.findall(r"rtun\[(\d+)\]", text)})
+
+
+def stop_started_daemons(home: Path) -> None:
+    """Stop the daemons `rtun ssh` started (detached, so no test's process holds them)."""
+    for pid in started_daemons(home):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        wait_until(lambda: not _alive(pid), timeout=15, what=f"daemon {pid} to stop")
 
 
 def _alive(pid: int) -> bool:

@@ -6,12 +6,24 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Callable, Dict
 
 import pytest
 
 from support.rtun import RTUN, clean_env
 
 ESC = "\x1b]0;owned\x07\x1b[2J"
+
+
+@pytest.fixture
+def env(short_tmp: Path, daemon) -> "Callable[..., Dict[str, str]]":
+    """The environment of a laptop whose daemon runs (RTUN_SOCK): `rtun ssh` starts none of its
+    own, which would outlive the test."""
+
+    def make(ssh: str) -> Dict[str, str]:
+        return clean_env(short_tmp, RTUN_SSH_COMMAND=ssh, RTUN_SOCK=str(daemon.socket))
+
+    return make
 
 
 def fake_ssh(tmp: Path, home: str, error: str = "") -> str:
@@ -40,10 +52,10 @@ def fake_ssh(tmp: Path, home: str, error: str = "") -> str:
 @pytest.mark.parametrize(
     "home, error", [(f"/h/{ESC}", ""), ("/h/\u202eevil", ""), ("/home/me", f"mkdir{ESC}")]
 )
-def test_what_the_server_reported_reaches_the_terminal_escaped(short_tmp, args, home, error):
+def test_what_the_server_reported_reaches_the_terminal_escaped(short_tmp, env, args, home, error):
     done = subprocess.run(
         RTUN + args,
-        env=clean_env(short_tmp, RTUN_SSH_COMMAND=fake_ssh(short_tmp, home, error)),
+        env=env(fake_ssh(short_tmp, home, error)),
         capture_output=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
@@ -55,13 +67,13 @@ def test_what_the_server_reported_reaches_the_terminal_escaped(short_tmp, args, 
     assert len(done.stderr.decode().strip().splitlines()) == 1
 
 
-def test_doctor_shows_the_refusal_escaped(short_tmp):
+def test_doctor_shows_the_refusal_escaped(short_tmp, env):
     done = subprocess.run(
         RTUN + ["doctor", "srv"],
         capture_output=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
-        env=clean_env(short_tmp, RTUN_SSH_COMMAND=fake_ssh(short_tmp, f"/h/{ESC}")),
+        env=env(fake_ssh(short_tmp, f"/h/{ESC}")),
     )
     assert done.returncode == 1
     assert "\x1b" not in done.stdout.decode() and "\\x1b]0;owned" in done.stdout.decode()
