@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import pytest
 
@@ -45,19 +45,29 @@ def _arrived(save_dir: Path, top: Path, content: Dict[Path, bytes]) -> None:
         assert (save_dir / top.name / d).stat().st_mtime == MTIME, d
 
 
+def _send_whole_files(
+    daemon: RtunDaemon, short_tmp: Path, top: Path, monkeypatch: pytest.MonkeyPatch, channels: int = 0
+) -> "Tuple[int, int]":
+    """Send ``top`` with every file sent whole (a piecewise file fails the test), through a relay
+    that counts connections: the connections, and the paths saved."""
+    for module in (stream, upload):
+        monkeypatch.setattr(module, "stream_file", _no_pieces)
+    relay = TurnCounter(short_tmp / "t.sock", daemon.socket)
+    options = SendOptions(socket=str(relay.listen), channels=channels)
+    result = upload.send([str(top)], None, options=options, quiet=True)
+    relay.close()
+    return relay.connections, len(result.saved)
+
+
 def test_a_large_tree_of_small_files_on_a_short_round_trip_is_one_put_on_one_connection(
     daemon: RtunDaemon, save_dir: Path, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     top = short_tmp / "many"
     content = _tree(top, 136)  # 8.5 MiB: past SHARED_MIN, but loopback needs one channel
     assert sum(map(len, content.values())) >= upload.SHARED_MIN
-    for module in (stream, upload):
-        monkeypatch.setattr(module, "stream_file", _no_pieces)
     monkeypatch.setattr(upload, "_share_files", lambda *a, **k: pytest.fail("shared among channels"))
-    relay = TurnCounter(short_tmp / "t.sock", daemon.socket)
-    result = upload.send([str(top)], None, options=SendOptions(socket=str(relay.listen)), quiet=True)
-    relay.close()
-    assert relay.connections == 1 and len(result.saved) == 136
+    connections, saved = _send_whole_files(daemon, short_tmp, top, monkeypatch)
+    assert connections == 1 and saved == 136
     _arrived(save_dir, top, content)
 
 
@@ -66,14 +76,8 @@ def test_a_tree_shared_among_channels_sends_its_small_files_whole(
 ) -> None:
     top = short_tmp / "shared"
     content = _tree(top, 136)
-    for module in (stream, upload):
-        monkeypatch.setattr(module, "stream_file", _no_pieces)
-    relay = TurnCounter(short_tmp / "t.sock", daemon.socket)
-    result = upload.send(
-        [str(top)], None, options=SendOptions(socket=str(relay.listen), channels=2), quiet=True
-    )
-    relay.close()
-    assert relay.connections == 2 and len(result.saved) == 136
+    connections, saved = _send_whole_files(daemon, short_tmp, top, monkeypatch, channels=2)
+    assert connections == 2 and saved == 136
     _arrived(save_dir, top, content)
 
 

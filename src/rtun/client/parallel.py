@@ -5,9 +5,10 @@ each connection to the forwarded socket is a channel of its own. So the file is 
 ranges that the connections take from one queue. How many connections (``channels=0``): the
 first request's round trip says how many windows a fast link holds in flight, and that many
 open at once (one on loopback or a LAN, 16 at 100 ms); more are opened while the throughput
-still grows with them, up to ``MAX_CHANNELS``. A fixed number may be asked for. The daemon verifies each range's SHA-256 as it arrives and keeps an interrupted
-transfer's ranges; sent again, the file's kept ranges are checked here by digest and only the
-rest moves. See RANGES in docs/protocol.md.
+still grows with them, up to ``MAX_CHANNELS``. A fixed number may be asked for. The daemon
+verifies each range's SHA-256 as it arrives and keeps an interrupted transfer's ranges; sent
+again, the file's kept ranges are checked here by digest and only the rest moves. See RANGES
+in docs/protocol.md.
 """
 
 from __future__ import annotations

@@ -104,10 +104,16 @@ class Connection(asyncio.BufferedProtocol):
             self._transport.pause_reading()
         if self.receiver.wants_more:  # the handler waits for the rest of the chunk (next_event),
             self._received_at = time.monotonic()  # but looks again after a pause without more
-            if self._late_wake is None and self._waiter is not None:
-                self._late_wake = asyncio.get_running_loop().call_later(COALESCE_DELAY, self._wake_late)
+            if self._waiter is not None:
+                self._wake_later(COALESCE_DELAY)
             return
         self._wake()
+
+    def _wake_later(self, delay: float) -> None:
+        """Wake the handler after ``delay`` (unless a wake is due already), to look again at a
+        chunk that is waiting for more of its data."""
+        if self._late_wake is None:
+            self._late_wake = asyncio.get_running_loop().call_later(delay, self._wake_late)
 
     def _wake_late(self) -> None:
         self._late_wake = None
@@ -197,10 +203,7 @@ class Connection(asyncio.BufferedProtocol):
                 quiet = time.monotonic() - max(self._received_at, begun)
                 if quiet < COALESCE_DELAY:
                     self._resume_reading()
-                    if self._late_wake is None:
-                        self._late_wake = asyncio.get_running_loop().call_later(
-                            COALESCE_DELAY - quiet, self._wake_late
-                        )
+                    self._wake_later(COALESCE_DELAY - quiet)
                     await self._wait()
                     continue
             if self._late_wake is not None:  # not for the next chunk's wait

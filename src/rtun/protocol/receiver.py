@@ -184,7 +184,7 @@ class Receiver:
         unread = self._end - self._start
         if size == len(self._buffer) or unread >= size:  # a full buffer would stall reading
             return
-        # An upload's buffer is pages of its own (raw_room); the idle one is small and plain.
+        # An upload's buffer is pages of its own (page-aligned: _to_front); the idle one is small.
         buffer = mmap.mmap(-1, size) if size > self._idle_size else bytearray(size)
         buffer[:unread] = self._view[self._start : self._end]
         self._buffer, self._view = buffer, memoryview(buffer)
@@ -205,17 +205,15 @@ class Receiver:
         if self._start:
             unread = self._end - self._start
             self._buffer[:unread] = self._view[self._start : self._end]
-            self._start, self._end, self._scanned = 0, unread, 0
+            self._start, self._end = 0, unread  # _scanned counts from _start: still true
 
     def _make_room(self) -> None:
         """Start again at the front once everything is read; move a partial line there when the
         buffer is full. Views handed out earlier are dead by now (next_event was called)."""
         if self._start == self._end:
             self._start = self._end = 0
-        elif self._end == len(self._buffer) and self._start > 0:
-            length = self._end - self._start
-            self._buffer[:length] = self._view[self._start : self._end]
-            self._start, self._end = 0, length
+        elif self._end == len(self._buffer):
+            self._to_front()
 
     def _request(self, line: bytes) -> ReceivedEvent:
         request = wire.parse_request(line)

@@ -203,22 +203,18 @@ class Login:
         """The control session's report; None if it ended without one (or, with ``timeout``,
         sent none in that many seconds)."""
         assert self.process.stdout is not None
-        if timeout is None:
-            for raw in self.process.stdout:
-                report = remote.parse_prelude(raw.decode("utf-8", "replace"))
-                if report is not None:
-                    return report
-            return None
-        import select
-        import time
-
         fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
+        if timeout is not None:
+            import select
+            import time
+
+            deadline = time.monotonic() + timeout
         pending = b""
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
+            if timeout is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    return None
             data = os.read(fd, 65536)
             if not data:
                 return None

@@ -59,6 +59,19 @@ def on_disk(directory: str) -> bool:
     return result
 
 
+def _set_direct(fd: int) -> "Optional[int]":
+    """O_DIRECT set on ``fd``; its flags without it (to turn it off again), or None where the
+    system or the file system has no direct I/O (tmpfs before Linux 6.6, FUSE, ...)."""
+    if not _O_DIRECT:
+        return None
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
+    except OSError:
+        return None
+    return flags & ~_O_DIRECT
+
+
 class DirectWrites:
     """Consecutive writes to one open file from ``offset`` on (pwrite: the file position is not
     used). ``write`` copies into the current block and hands each full block to a helper thread;
@@ -68,14 +81,10 @@ class DirectWrites:
     @classmethod
     def open(cls, fd: int, workers: Workers, offset: int = 0) -> Optional["DirectWrites"]:
         """Direct writes to ``fd``, or None where the system has none."""
-        if not _O_DIRECT or offset % ALIGN:
+        if offset % ALIGN:
             return None
-        try:
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
-        except OSError:  # tmpfs before Linux 6.6, FUSE, ...: the page cache it is
-            return None
-        return cls(fd, flags & ~_O_DIRECT, offset, workers)
+        plain = _set_direct(fd)
+        return None if plain is None else cls(fd, plain, offset, workers)
 
     def __init__(self, fd: int, plain_flags: int, offset: int, workers: Workers) -> None:
         self.fd = fd
@@ -165,25 +174,20 @@ REFUSALS = 8  # aligned writes refused in a row before a file's writes all take 
 
 
 class DirectAt:
-    """Writes at any offsets to one open file (a ranged file's), one at a time (from helper
-    threads: the O_DIRECT flag is the file's, turned off around some): past the page cache when the
-    offset and length are block-aligned and the memory is page-aligned (a range read whole into
-    the receive buffer: Receiver.raw_room), through it otherwise (a range's head or tail, a
-    file's last range). The descriptor's O_DIRECT flag is turned off around the others."""
+    """Writes at any offsets to one open file (a ranged file's), one at a time (they come from
+    helper threads, and O_DIRECT is a flag of the open file): past the page cache when the
+    offset and length are block-aligned and the memory is page-aligned (a range whole at the
+    front of the receive buffer: Receiver._to_front), through it otherwise (a range's head or
+    tail, a file's last range), with the flag turned off around the write."""
 
     def __init__(self, fd: int, directory: str) -> None:
         self.fd = fd
-        self._flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        self.direct = False
+        plain = _set_direct(fd) if on_disk(directory) else None
+        self.direct = plain is not None
+        self._flags = plain if plain is not None else fcntl.fcntl(fd, fcntl.F_GETFL)
         self.direct_bytes = 0  # written past the page cache
         self._refused = 0  # aligned writes refused in a row (EINVAL)
         self._lock = threading.Lock()
-        if on_disk(directory):
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | _O_DIRECT)
-                self.direct = True
-            except OSError:  # the file system has no direct I/O: the page cache it is
-                pass
 
     def write(self, data: memoryview, offset: int) -> None:
         with self._lock:
